@@ -1,0 +1,2 @@
+//! UniFFI layer: thin wrappers over pos-core.
+uniffi::setup_scaffolding!();

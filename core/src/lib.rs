@@ -1,0 +1,13 @@
+//! # pos-core
+//!
+//! The pure-Rust engine of POS Core: it decides whether a card payment may be
+//! taken offline, keeps what was taken, and settles it when the service is
+//! back. It knows nothing about the FFI; `bindings/ffi` wraps it for Swift and
+//! Kotlin.
+//!
+//! The rules are "sans I/O": they take inputs (the trusted time, the
+//! connectivity reports, a checkout request) and return decisions. Storage,
+//! network and the card-reader radio sit behind traits.
+
+pub mod clock;
+pub mod money;
