@@ -9,5 +9,19 @@
 //! connectivity reports, a checkout request) and return decisions. Storage,
 //! network and the card-reader radio sit behind traits.
 
+pub mod audit;
 pub mod clock;
+pub mod connectivity;
+pub mod engine;
+pub mod error;
+pub mod events;
+pub mod inbox;
+pub mod lifecycle;
 pub mod money;
+pub mod policy;
+pub mod rules;
+pub mod session;
+
+pub use engine::{ConnectivityStatus, EngineConfig, EngineStatus, PosEngine, VERSION};
+pub use error::PosError;
+pub use events::{EventListener, PosEvent, Subscription};

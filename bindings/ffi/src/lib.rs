@@ -1,2 +1,16 @@
-//! UniFFI layer: thin wrappers over pos-core.
+//! UniFFI bindings of `pos-core` for Swift and Kotlin.
+//!
+//! Mainly small wrappers: each FFI object holds the core object, each FFI
+//! record or enum mirrors a core type with a `From` conversion, and every
+//! export goes through `#[pos_ffi_macros::export]` so async methods run on
+//! tokio. The logic lives in `pos-core`; nothing here decides anything.
+
 uniffi::setup_scaffolding!();
+
+mod engine;
+mod error;
+mod events;
+
+pub use engine::*;
+pub use error::*;
+pub use events::*;

@@ -1,0 +1,124 @@
+import Foundation
+import XCTest
+@testable import PosCore
+
+final class Recorder: EventListener, @unchecked Sendable {
+    private let lock = NSLock()
+    private var events: [(PosEvent, Bool)] = []
+    let arrived = DispatchSemaphore(value: 0)
+
+    func onEvent(event: PosEvent) {
+        lock.lock()
+        events.append((event, Thread.isMainThread))
+        lock.unlock()
+        arrived.signal()
+    }
+
+    func next() -> (PosEvent, Bool)? {
+        guard arrived.wait(timeout: .now() + 30) == .success else { return nil }
+        lock.lock()
+        defer { lock.unlock() }
+        return events.removeFirst()
+    }
+}
+
+final class EngineTests: XCTestCase {
+    func config(deviceId: String = "till-1", currency: String = "USD") -> EngineConfig {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pos-swift-\(UUID())")
+        return EngineConfig(dataDir: dir.path, deviceId: deviceId, currency: currency)
+    }
+
+    func testBadConfigurationThrowsTypedErrors() {
+        XCTAssertThrowsError(try PosEngine(config: config(deviceId: ""))) { error in
+            guard case PosError.InvalidConfig(let reason) = error else {
+                return XCTFail("unexpected \(error)")
+            }
+            XCTAssertTrue(reason.contains("device_id"), reason)
+        }
+        XCTAssertThrowsError(try PosEngine(config: config(currency: "XYZ"))) { error in
+            guard case PosError.InvalidConfig = error else { return XCTFail("unexpected \(error)") }
+        }
+    }
+
+    func testStatusStartsUnknownAndEmpty() throws {
+        let engine = try PosEngine(config: config())
+        defer { engine.close() }
+        let status = try engine.status()
+        XCTAssertFalse(status.version.isEmpty)
+        XCTAssertEqual(status.deviceId, "till-1")
+        XCTAssertEqual(status.currency, "USD")
+        XCTAssertEqual(status.connectivity, .unknown)
+        XCTAssertEqual(status.pendingOfflinePayments, 0)
+    }
+
+    func testAsyncCallFromSwiftConcurrency() async throws {
+        let engine = try PosEngine(config: config())
+        defer { engine.close() }
+        let state = try await engine.reportNetwork(reachable: false)
+        guard case .networkOutage = state else { return XCTFail("unexpected \(state)") }
+        XCTAssertEqual(try engine.status().connectivity, state)
+    }
+
+    func testEightConcurrentAsyncCalls() async throws {
+        let engine = try PosEngine(config: config())
+        defer { engine.close() }
+        let results = try await withThrowingTaskGroup(of: ConnectivityStatus.self) { group in
+            for i in 0..<8 {
+                group.addTask { try await engine.reportNetwork(reachable: i % 2 == 0) }
+            }
+            var all: [ConnectivityStatus] = []
+            for try await r in group { all.append(r) }
+            return all
+        }
+        XCTAssertEqual(results.count, 8)
+    }
+
+    func testEventsArriveOffTheCallerThread() async throws {
+        let engine = try PosEngine(config: config())
+        defer { engine.close() }
+        let recorder = Recorder()
+        let subscription = try engine.subscribe(listener: recorder)
+        defer { subscription.cancel() }
+        guard let (first, onMain) = recorder.next() else { return XCTFail("no snapshot") }
+        guard case .snapshot = first else { return XCTFail("unexpected \(first)") }
+        XCTAssertFalse(onMain)
+        _ = try await engine.reportNetwork(reachable: false)
+        guard let (change, _) = recorder.next() else { return XCTFail("no change event") }
+        guard case .connectivityChanged(let from, let to, _, let banner) = change else {
+            return XCTFail("unexpected \(change)")
+        }
+        XCTAssertEqual(from, .unknown)
+        guard case .networkOutage = to else { return XCTFail("unexpected \(to)") }
+        XCTAssertNotNil(banner)
+    }
+
+    func testEventStreamFinishesAfterClose() async throws {
+        let engine = try PosEngine(config: config())
+        let stream = try engine.events()
+        _ = try await engine.reportNetwork(reachable: false)
+        engine.close()
+        var kinds: [String] = []
+        for await event in stream {
+            switch event {
+            case .snapshot: kinds.append("snapshot")
+            case .connectivityChanged: kinds.append("changed")
+            case .closed: kinds.append("closed")
+            }
+        }
+        XCTAssertEqual(kinds, ["snapshot", "changed", "closed"])
+    }
+
+    func testCloseIsIdempotentAndLaterCallsThrowClosed() async throws {
+        let engine = try PosEngine(config: config())
+        engine.close()
+        engine.close()
+        XCTAssertThrowsError(try engine.status()) { error in
+            guard case PosError.Closed = error else { return XCTFail("unexpected \(error)") }
+        }
+        do {
+            _ = try await engine.reportNetwork(reachable: true)
+            XCTFail("expected Closed")
+        } catch PosError.Closed {
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Events from the engine to the app, and their delivery.
+//!
+//! Owns [`PosEvent`], the [`EventListener`] trait the app implements, and the
+//! [`EventBus`]: a dedicated thread that calls listeners, so that a listener
+//! always runs off the caller's thread and never while the engine holds a
+//! lock (a foreign callback that calls back into the engine cannot deadlock).
+//! A [`Subscription`] stops its listener when dropped or closed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::{self, JoinHandle, ThreadId};
+
+use crate::clock::Timestamp;
+use crate::engine::ConnectivityStatus;
+
+/// Something the app should know about. New variants are added as the engine grows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PosEvent {
+    /// The current state, sent once to every new subscriber.
+    Snapshot {
+        connectivity: ConnectivityStatus,
+        pending_offline_payments: u64,
+    },
+    /// Connectivity changed; `banner` is what the app's banner should say (None: hide it).
+    ConnectivityChanged {
+        from: ConnectivityStatus,
+        to: ConnectivityStatus,
+        at: Timestamp,
+        banner: Option<String>,
+    },
+    /// The engine was closed; no further events follow.
+    Closed,
+}
+
+/// Implemented by the app. Called on the engine's event thread, one event at a
+/// time, in order. It must not block for long.
+pub trait EventListener: Send + Sync {
+    fn on_event(&self, event: PosEvent);
+}
+
+type Listeners = Mutex<BTreeMap<u64, Arc<dyn EventListener>>>;
+
+enum Message {
+    /// Deliver to every listener.
+    Broadcast(PosEvent),
+    /// Deliver to one listener only (its first snapshot).
+    To(u64, PosEvent),
+    Stop,
+}
+
+/// Delivers events on a dedicated thread.
+pub struct EventBus {
+    tx: Mutex<Option<Sender<Message>>>,
+    listeners: Arc<Listeners>,
+    next_id: AtomicU64,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    thread_id: ThreadId,
+}
+
+impl fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.listeners.lock().map(|l| l.len()).unwrap_or(0);
+        f.debug_struct("EventBus").field("listeners", &n).finish()
+    }
+}
+
+impl EventBus {
+    /// Starts the delivery thread.
+    pub fn start() -> std::io::Result<Arc<Self>> {
+        let (tx, rx) = mpsc::channel();
+        let listeners: Arc<Listeners> = Arc::default();
+        let for_thread = Arc::clone(&listeners);
+        let handle = thread::Builder::new()
+            .name("pos-core-events".into())
+            .spawn(move || deliver(rx, &for_thread))?;
+        let thread_id = handle.thread().id();
+        Ok(Arc::new(EventBus {
+            tx: Mutex::new(Some(tx)),
+            listeners,
+            next_id: AtomicU64::new(1),
+            thread: Mutex::new(Some(handle)),
+            thread_id,
+        }))
+    }
+
+    fn send(&self, msg: Message) {
+        if let Some(tx) = lock(&self.tx).as_ref() {
+            // A send fails only when the thread is gone (after stop): nothing to do.
+            let _ = tx.send(msg);
+        }
+    }
+
+    /// Queues an event for every listener.
+    pub fn emit(&self, event: PosEvent) {
+        self.send(Message::Broadcast(event));
+    }
+
+    /// Adds a listener; `first` is delivered to it alone, before any later event.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        listener: Arc<dyn EventListener>,
+        first: PosEvent,
+    ) -> Subscription {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let tx = lock(&self.tx);
+        // After stop nothing is delivered: do not keep the listener alive.
+        if let Some(tx) = tx.as_ref() {
+            lock(&self.listeners).insert(id, listener);
+            let _ = tx.send(Message::To(id, first));
+        }
+        Subscription {
+            bus: Arc::downgrade(self),
+            id,
+        }
+    }
+
+    fn unsubscribe(&self, id: u64) {
+        lock(&self.listeners).remove(&id);
+    }
+
+    /// Delivers what is queued, then a final [`PosEvent::Closed`], and stops
+    /// the thread. Idempotent. Safe to call from inside a listener.
+    pub fn stop(&self) {
+        let Some(tx) = lock(&self.tx).take() else {
+            return;
+        };
+        let _ = tx.send(Message::Broadcast(PosEvent::Closed));
+        let _ = tx.send(Message::Stop);
+        drop(tx);
+        if thread::current().id() == self.thread_id {
+            return; // called by a listener: the loop ends after this event.
+        }
+        if let Some(handle) = lock(&self.thread).take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for EventBus {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn deliver(rx: Receiver<Message>, listeners: &Listeners) {
+    for msg in rx {
+        let (targets, event): (Vec<Arc<dyn EventListener>>, PosEvent) = match msg {
+            Message::Stop => {
+                // Release the listeners (and whatever the app captured in them).
+                lock(listeners).clear();
+                break;
+            }
+            Message::Broadcast(e) => (lock(listeners).values().cloned().collect(), e),
+            Message::To(id, e) => (lock(listeners).get(&id).cloned().into_iter().collect(), e),
+        };
+        // The lock is released: a listener may subscribe, unsubscribe or call the engine.
+        for l in targets {
+            let event = event.clone();
+            // A panicking listener must not stop delivery to the others.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| l.on_event(event)));
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Keeps a listener subscribed. Dropping or closing it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    bus: Weak<EventBus>,
+    id: u64,
+}
+
+impl Subscription {
+    /// Stops delivery to this listener. Idempotent.
+    pub fn cancel(&self) {
+        if let Some(bus) = self.bus.upgrade() {
+            bus.unsubscribe(self.id);
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::RecvTimeoutError;
+    use std::time::Duration;
+
+    struct Collect(Mutex<Sender<(PosEvent, ThreadId)>>);
+    impl EventListener for Collect {
+        fn on_event(&self, event: PosEvent) {
+            let _ = self.0.lock().unwrap().send((event, thread::current().id()));
+        }
+    }
+
+    fn snapshot() -> PosEvent {
+        PosEvent::Snapshot {
+            connectivity: ConnectivityStatus::Unknown,
+            pending_offline_payments: 0,
+        }
+    }
+
+    // A generous bound only to avoid hanging forever on a bug; the tests do not measure time.
+    const LIMIT: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn snapshot_first_then_events_in_order_off_the_caller_thread() {
+        let bus = EventBus::start().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let _sub = bus.subscribe(Arc::new(Collect(Mutex::new(tx))), snapshot());
+        bus.emit(PosEvent::Closed);
+        let (first, tid) = rx.recv_timeout(LIMIT).unwrap();
+        assert_eq!(first, snapshot());
+        assert_ne!(tid, thread::current().id());
+        assert_eq!(rx.recv_timeout(LIMIT).unwrap().0, PosEvent::Closed);
+    }
+
+    #[test]
+    fn dropped_subscription_receives_nothing_more() {
+        let bus = EventBus::start().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let sub = bus.subscribe(Arc::new(Collect(Mutex::new(tx))), snapshot());
+        assert_eq!(rx.recv_timeout(LIMIT).unwrap().0, snapshot());
+        drop(sub);
+        bus.emit(PosEvent::Closed);
+        bus.stop();
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_millis(1)),
+            Err(RecvTimeoutError::Disconnected)
+        ));
+    }
+
+    #[test]
+    fn stop_is_idempotent_and_sends_closed() {
+        let bus = EventBus::start().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let _sub = bus.subscribe(Arc::new(Collect(Mutex::new(tx))), snapshot());
+        bus.stop();
+        bus.stop();
+        let got: Vec<_> = rx.try_iter().map(|(e, _)| e).collect();
+        assert_eq!(got, vec![snapshot(), PosEvent::Closed]);
+    }
+
+    struct Panics;
+    impl EventListener for Panics {
+        fn on_event(&self, _: PosEvent) {
+            panic!("listener bug");
+        }
+    }
+
+    #[test]
+    fn a_panicking_listener_does_not_stop_the_others() {
+        let bus = EventBus::start().unwrap();
+        let _bad = bus.subscribe(Arc::new(Panics), snapshot());
+        let (tx, rx) = mpsc::channel();
+        let _sub = bus.subscribe(Arc::new(Collect(Mutex::new(tx))), snapshot());
+        bus.emit(PosEvent::Closed);
+        assert_eq!(rx.recv_timeout(LIMIT).unwrap().0, snapshot());
+        assert_eq!(rx.recv_timeout(LIMIT).unwrap().0, PosEvent::Closed);
+    }
+}

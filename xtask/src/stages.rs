@@ -1,0 +1,422 @@
+//! The stages of `cargo xtask test`: Rust, the FFI library and its bindings,
+//! Kotlin on the JVM, Swift under XCTest; and `cargo xtask size`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use crate::install::{Swift, Tools};
+use crate::util::{cargo, count_before, run, run_tee, target_dir, workspace_root};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Rust,
+    Kotlin,
+    Swift,
+}
+
+impl Stage {
+    pub fn parse(s: &str) -> Option<Stage> {
+        match s {
+            "rust" => Some(Stage::Rust),
+            "kotlin" => Some(Stage::Kotlin),
+            "swift" => Some(Stage::Swift),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Rust => "rust",
+            Stage::Kotlin => "kotlin",
+            Stage::Swift => "swift",
+        }
+    }
+}
+
+/// What one stage did.
+#[derive(Debug)]
+pub struct Outcome {
+    stage: Stage,
+    pub passed: u64,
+    pub failed: u64,
+    /// A step failed outside the tests themselves (format, lint, build).
+    problem: Option<String>,
+    seconds: u64,
+}
+
+impl Outcome {
+    pub fn broken(stage: Stage, why: &str) -> Self {
+        Outcome {
+            stage,
+            passed: 0,
+            failed: 0,
+            problem: Some(why.to_owned()),
+            seconds: 0,
+        }
+    }
+
+    /// Success means: no problem, no failed test, and at least one test ran.
+    pub fn is_success(&self) -> bool {
+        self.problem.is_none() && self.failed == 0 && self.passed > 0
+    }
+
+    /// `kotlin: 12 passed, 0 failed (14 s)` — the plain line CI reads.
+    pub fn summary_line(&self) -> String {
+        let mut line = format!(
+            "{}: {} passed, {} failed",
+            self.stage.name(),
+            self.passed,
+            self.failed
+        );
+        line.push_str(&format!(" ({} s)", self.seconds));
+        match (&self.problem, self.passed + self.failed) {
+            (Some(p), _) => line.push_str(&format!(" -- FAILED: {p}")),
+            (None, 0) => line.push_str(" -- FAILED: no test ran"),
+            _ if self.failed > 0 => line.push_str(" -- FAILED"),
+            _ => {}
+        }
+        line
+    }
+}
+
+fn finish(
+    stage: Stage,
+    started: Instant,
+    passed: u64,
+    failed: u64,
+    problem: Option<String>,
+) -> Outcome {
+    let o = Outcome {
+        stage,
+        passed,
+        failed,
+        problem,
+        seconds: started.elapsed().as_secs(),
+    };
+    println!("{}", o.summary_line());
+    o
+}
+
+fn banner(title: &str) {
+    println!("\n== {title} ==");
+}
+
+/// Formatting, lints, then every Rust test of the workspace. The
+/// `uniffi-bindgen` crate is left out so that its `cli` feature does not leak
+/// into the pos-ffi build (and force a rebuild of it).
+pub fn rust() -> Outcome {
+    banner("rust");
+    let started = Instant::now();
+    if let Err(e) = run(cargo().args(["fmt", "--all", "--check"])) {
+        return finish(Stage::Rust, started, 0, 0, Some(format!("cargo fmt: {e}")));
+    }
+    let clippy = cargo()
+        .args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "uniffi-bindgen",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .status();
+    if !clippy.is_ok_and(|s| s.success()) {
+        return finish(
+            Stage::Rust,
+            started,
+            0,
+            0,
+            Some("cargo clippy found problems".into()),
+        );
+    }
+    let (ok, out) = match run_tee(cargo().args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "uniffi-bindgen",
+        "--no-fail-fast",
+    ])) {
+        Ok(r) => r,
+        Err(e) => return finish(Stage::Rust, started, 0, 0, Some(e)),
+    };
+    let passed = count_before(&out, "test result:", &["passed"]);
+    let failed = count_before(&out, "test result:", &["failed"]);
+    let problem =
+        (!ok && failed == 0).then(|| "cargo test failed before running the tests".to_owned());
+    finish(Stage::Rust, started, passed, failed, problem)
+}
+
+/// Builds the unstripped debug `libpos_ffi.so` the harnesses load.
+pub fn build_ffi_library() -> Result<PathBuf, String> {
+    banner("ffi library");
+    run(cargo().args(["build", "-p", "pos-ffi"]))?;
+    let lib = target_dir()
+        .join("debug")
+        .join(format!("libpos_ffi.{}", std::env::consts::DLL_EXTENSION));
+    if !lib.is_file() {
+        return Err(format!("{} was not built", lib.display()));
+    }
+    Ok(lib)
+}
+
+/// Runs the workspace's uniffi-bindgen on `lib`.
+fn bindgen(lib: &Path, language: &str, out_dir: &Path) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(out_dir);
+    std::fs::create_dir_all(out_dir).map_err(|e| format!("creating {}: {e}", out_dir.display()))?;
+    run(cargo()
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "uniffi-bindgen",
+            "--",
+            "generate",
+            "--library",
+        ])
+        .arg(lib)
+        .args(["--language", language, "--no-format", "--out-dir"])
+        .arg(out_dir))
+}
+
+/// Every file under `dir` with the extension `ext`, sorted.
+fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == ext) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A cheap fingerprint of files (path, size, content hash) to skip an
+/// unchanged Kotlin compilation on warm runs.
+fn fingerprint(files: &[PathBuf]) -> String {
+    use std::collections::hash_map::DefaultHasher;
+    use std::hash::{Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    for f in files {
+        f.hash(&mut h);
+        std::fs::read(f).unwrap_or_default().hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
+}
+
+/// Kotlin bindings + hand-written Kotlin + JUnit 5 tests, on the JVM.
+pub fn kotlin(lib: &Path, tools: &Tools) -> Outcome {
+    banner("kotlin");
+    let started = Instant::now();
+    let Some(home) = &tools.kotlin_home else {
+        return finish(
+            Stage::Kotlin,
+            started,
+            0,
+            0,
+            Some("no Kotlin compiler".into()),
+        );
+    };
+    match kotlin_inner(lib, home) {
+        Ok((passed, failed, problem)) => finish(Stage::Kotlin, started, passed, failed, problem),
+        Err(e) => finish(Stage::Kotlin, started, 0, 0, Some(e)),
+    }
+}
+
+fn kotlin_inner(lib: &Path, home: &Path) -> Result<(u64, u64, Option<String>), String> {
+    let root = workspace_root().join("bindings/kotlin");
+    let build = root.join("build");
+    let generated = build.join("generated");
+    bindgen(lib, "kotlin", &generated)?;
+
+    let junit = PathBuf::from("/usr/share/java/junit-platform-console-standalone.jar");
+    let jna = PathBuf::from("/usr/share/java/jna.jar");
+    let klib = home.join("lib");
+    let jars = [
+        jna,
+        junit.clone(),
+        klib.join("kotlin-stdlib.jar"),
+        klib.join("kotlinx-coroutines-core-jvm.jar"),
+        klib.join("kotlin-test.jar"),
+        klib.join("kotlin-test-junit5.jar"),
+    ];
+    if let Some(missing) = jars.iter().find(|j| !j.is_file()) {
+        return Err(format!("{} is missing", missing.display()));
+    }
+    let cp = std::env::join_paths(&jars).map_err(|e| e.to_string())?;
+
+    let mut sources = files_with_ext(&generated, "kt");
+    sources.extend(files_with_ext(&root.join("src"), "kt"));
+    let classes = build.join("classes");
+    let stamp = build.join("classes.fingerprint");
+    let print = fingerprint(&sources);
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(print.as_str()) && classes.is_dir() {
+        eprintln!(
+            "xtask: Kotlin sources unchanged, reusing {}",
+            classes.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&classes);
+        let _ = std::fs::remove_file(&stamp);
+        run(Command::new(home.join("bin/kotlinc"))
+            .args(["-jvm-target", "17", "-nowarn", "-cp"])
+            .arg(&cp)
+            .arg("-d")
+            .arg(&classes)
+            .args(&sources))?;
+        std::fs::write(&stamp, &print).map_err(|e| e.to_string())?;
+    }
+
+    let lib_dir = lib.parent().ok_or("library has no folder")?;
+    let mut run_cp = vec![classes];
+    run_cp.extend(jars.iter().filter(|j| **j != junit).cloned());
+    let run_cp = std::env::join_paths(&run_cp).map_err(|e| e.to_string())?;
+    let (ok, out) = run_tee(
+        Command::new("java")
+            .arg(format!("-Djna.library.path={}", lib_dir.display()))
+            .arg("-jar")
+            .arg(&junit)
+            .args([
+                "--disable-banner",
+                "--details=tree",
+                "--fail-if-no-tests",
+                "--scan-class-path",
+                "-cp",
+            ])
+            .arg(&run_cp),
+    )?;
+    let passed = count_before(&out, "tests successful", &["tests", "successful"]);
+    let failed = count_before(&out, "tests failed", &["tests", "failed"]);
+    let problem = (!ok && failed == 0).then(|| "the JUnit console failed".to_owned());
+    Ok((passed, failed, problem))
+}
+
+/// Swift bindings + hand-written Swift + XCTest, natively or in the trixie root.
+pub fn swift(lib: &Path, tools: &Tools) -> Outcome {
+    banner("swift");
+    let started = Instant::now();
+    let Some(swift) = &tools.swift else {
+        return finish(
+            Stage::Swift,
+            started,
+            0,
+            0,
+            Some("no Swift toolchain".into()),
+        );
+    };
+    match swift_inner(lib, swift) {
+        Ok((passed, failed, problem)) => finish(Stage::Swift, started, passed, failed, problem),
+        Err(e) => finish(Stage::Swift, started, 0, 0, Some(e)),
+    }
+}
+
+fn swift_inner(lib: &Path, swift: &Swift) -> Result<(u64, u64, Option<String>), String> {
+    let pkg = workspace_root().join("bindings/swift");
+    let tmp = target_dir().join("uniffi-swift");
+    bindgen(lib, "swift", &tmp)?;
+    let ffi_dir = pkg.join("Sources/PosCoreFFI");
+    let gen_dir = pkg.join("Sources/PosCore/Generated");
+    std::fs::create_dir_all(&gen_dir).map_err(|e| e.to_string())?;
+    let copy = |from: &str, to: &Path| {
+        let src = tmp.join(from);
+        // Only rewrite when changed, so SwiftPM does not rebuild for nothing.
+        let new = std::fs::read(&src).map_err(|e| format!("reading {}: {e}", src.display()))?;
+        if std::fs::read(to).ok().as_deref() != Some(new.as_slice()) {
+            std::fs::write(to, new).map_err(|e| format!("writing {}: {e}", to.display()))?;
+        }
+        Ok::<(), String>(())
+    };
+    copy("PosCoreFFI.h", &ffi_dir.join("PosCoreFFI.h"))?;
+    copy("PosCoreFFI.modulemap", &ffi_dir.join("module.modulemap"))?;
+    copy("PosCore.swift", &gen_dir.join("PosCore.swift"))?;
+
+    let lib_dir = lib.parent().ok_or("library has no folder")?;
+    let script = format!(
+        "cd '{}' && export POS_FFI_LIB_DIR='{}' && swift build --build-tests 2>&1 && \
+         swift test --skip-build --disable-swift-testing 2>&1",
+        pkg.display(),
+        lib_dir.display()
+    );
+    let (ok, out) = match swift {
+        Swift::Native => run_tee(Command::new("bash").args(["-c", &script]))?,
+        Swift::Root(root) => run_tee(&mut in_swift_root(root, &script)?)?,
+    };
+    // XCTest's last "Executed N tests, with M failures" line is the total.
+    let last = out
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with("Executed "))
+        .unwrap_or("");
+    let passed_and_failed =
+        count_before(last, "Executed", &["test"]) + count_before(last, "Executed", &["tests"]);
+    let failed = count_before(last, "Executed", &["failure"])
+        + count_before(last, "Executed", &["failures"]);
+    let passed = passed_and_failed.saturating_sub(failed);
+    let problem = (!ok && failed == 0).then(|| "swift build or swift test failed".to_owned());
+    Ok((passed, failed, problem))
+}
+
+/// `unshare` gives the command a private mount namespace: /proc and the
+/// checkout (and the target folder, when it lives elsewhere) are mounted into
+/// the root at their own paths and vanish when the command ends, whatever happens.
+fn in_swift_root(root: &Path, script: &str) -> Result<Command, String> {
+    let ws = workspace_root();
+    let mut binds = vec![ws.clone()];
+    let target = target_dir();
+    if !target.starts_with(&ws) {
+        binds.push(target);
+    }
+    let r = root.display();
+    let mut mounts = format!("mount -t proc proc '{r}/proc' && ");
+    for b in &binds {
+        let b = b.display();
+        mounts.push_str(&format!(
+            "mkdir -p '{r}{b}' && mount --bind '{b}' '{r}{b}' && "
+        ));
+    }
+    let inner = script.replace('\'', r"'\''");
+    let outer = format!(
+        "{mounts}exec chroot '{r}' /usr/bin/env -i HOME=/root PATH=/usr/bin:/bin bash -c '{inner}'"
+    );
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "bash", "-c", &outer]);
+    Ok(c)
+}
+
+/// `cargo xtask size`: the shipping library, built with the `mobile` profile.
+pub fn size() -> Result<(), String> {
+    run(cargo().args(["build", "-p", "pos-ffi", "--profile", "mobile"]))?;
+    let dir = target_dir().join("mobile");
+    println!(
+        "pos-ffi, profile `mobile` (opt-level z, LTO, 1 codegen unit, stripped, unwinding kept):"
+    );
+    for name in [
+        format!("libpos_ffi.{}", std::env::consts::DLL_EXTENSION),
+        "libpos_ffi.a".to_owned(),
+    ] {
+        let p = dir.join(&name);
+        let bytes = std::fs::metadata(&p)
+            .map_err(|e| format!("{}: {e}", p.display()))?
+            .len();
+        // Integer KiB/MiB with one decimal, without floats.
+        let tenths_mib = bytes * 10 / (1024 * 1024);
+        println!(
+            "  {name}: {bytes} bytes ({}.{} MiB)",
+            tenths_mib / 10,
+            tenths_mib % 10
+        );
+    }
+    println!("budget for the cdylib on x86_64: 4 MiB (docs/benchmarks.md)");
+    Ok(())
+}
