@@ -1,17 +1,34 @@
 //! The [`PosEngine`] façade: what the app creates, configures and talks to.
 //!
-//! It owns the configuration, the trusted clock, the current connectivity and
-//! the event bus, and hands each request to the sans-I/O rules. Every method
-//! fails with [`PosError::Closed`] after [`PosEngine::close`].
+//! It owns the configuration, the trusted clock, the connectivity machine,
+//! the ledger and the store, and hands each request to the sans-I/O rules.
+//! Every mutating operation runs under one async write lock: it builds a
+//! batch of records, makes it durable, and only then applies it in memory and
+//! emits events. Reads take a short synchronous lock. Listeners are never
+//! called under a lock. Every method fails with [`PosError::Closed`] after
+//! [`PosEngine::close`].
+//!
+//! Checkout, listing and forwarding hooks are in `checkout.rs`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::audit::{AuditEntry, AuditKind, OfflineCause, OverrideAction};
 use crate::clock::{Clock, SystemClock, Timestamp, TrustedClock};
+use crate::connectivity::{
+    ConnectivityConfig, ConnectivityInput, ConnectivityMachine, ConnectivityState, OutageCause, ProbeOutcome,
+};
 use crate::error::{PosError, Result};
 use crate::events::{EventBus, EventListener, PosEvent, Subscription};
-use crate::money::Currency;
+use crate::ledger::{Ledger, Settings, Write};
+use crate::lifecycle::StaffId;
+use crate::money::{Currency, Money};
+use crate::policy::Policy;
+use crate::rules::{check_guarded_action, ActionOverride, GuardOutcome, GuardedAction, PendingExposure};
+use crate::session::OfflineSession;
+use crate::store::{MemoryStore, Store};
 
 /// The library version, as in Cargo.toml.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -32,46 +49,44 @@ impl EngineConfig {
     pub fn new(data_dir: impl Into<PathBuf>, device_id: &str, currency_code: &str) -> Result<Self> {
         let data_dir = data_dir.into();
         if data_dir.as_os_str().is_empty() {
-            return Err(PosError::InvalidConfig {
-                reason: "data_dir is empty".into(),
-            });
+            return Err(PosError::InvalidConfig { reason: "data_dir is empty".into() });
         }
         let id_ok = (1..=64).contains(&device_id.len())
-            && device_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            && device_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if !id_ok {
             return Err(PosError::InvalidConfig {
                 reason: "device_id must be 1-64 characters of A-Z a-z 0-9 . _ -".into(),
             });
         }
-        let currency = Currency::parse(currency_code).map_err(|e| PosError::InvalidConfig {
-            reason: e.to_string(),
-        })?;
-        Ok(EngineConfig {
-            data_dir,
-            device_id: device_id.to_owned(),
-            currency,
-        })
+        let currency =
+            Currency::parse(currency_code).map_err(|e| PosError::InvalidConfig { reason: e.to_string() })?;
+        Ok(EngineConfig { data_dir, device_id: device_id.to_owned(), currency })
     }
 }
 
-/// Connectivity as the app sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectivityStatus {
-    /// Nothing reported yet.
-    Unknown,
-    Online {
-        since: Timestamp,
-    },
-    /// The device has no internet.
-    NetworkOutage {
-        since: Timestamp,
-    },
-    /// The internet works, the payment service does not.
-    ServiceDisruption {
-        since: Timestamp,
-    },
+/// Who is signed in on the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaffSession {
+    pub staff_id: StaffId,
+    /// The role permission "accept offline credit and debit payments" (R12).
+    pub may_take_offline_payments: bool,
+}
+
+/// Totals of one currency (R19).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrencyTotals {
+    pub currency: Currency,
+    /// Unsettled offline payments (pending, forwarding, failed to forward).
+    pub pending_count: u32,
+    /// Their amount: the money at risk.
+    pub pending_amount: Money,
+    pub approved_count: u32,
+    pub approved_amount: Money,
+    pub declined_count: u32,
+    pub declined_amount: Money,
+    /// Expired payments: this amount is lost (R8).
+    pub expired_count: u32,
+    pub expired_amount: Money,
 }
 
 /// A snapshot of the engine for the app's status screen.
@@ -80,123 +95,331 @@ pub struct EngineStatus {
     pub version: String,
     pub device_id: String,
     pub currency: Currency,
-    pub connectivity: ConnectivityStatus,
+    pub connectivity: ConnectivityState,
+    pub offline_enabled: bool,
+    /// Unsettled offline payments, all currencies.
     pub pending_offline_payments: u64,
+    /// Per-currency totals, for every currency with payments.
+    pub totals: Vec<CurrencyTotals>,
+    /// When the current offline session began, if any.
+    pub session_started_at: Option<Timestamp>,
+    /// When offline acceptance closes in the current session.
+    pub acceptance_closes_at: Option<Timestamp>,
+    /// The earliest forwarding deadline of an unsettled payment.
+    pub next_deadline: Option<Timestamp>,
+    /// Milliseconds left before `next_deadline` (0 when past).
+    pub time_left_ms: Option<i64>,
+    pub signed_in: Option<StaffId>,
 }
 
 /// The engine. Cheap to clone; all clones share one engine.
 #[derive(Debug, Clone)]
 pub struct PosEngine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    config: EngineConfig,
-    clock: TrustedClock,
-    state: Mutex<State>,
-    events: Arc<EventBus>,
+pub(crate) struct Inner {
+    pub(crate) config: EngineConfig,
+    pub(crate) clock: TrustedClock,
+    pub(crate) state: Mutex<State>,
+    /// Serialises every mutating operation across its store write.
+    pub(crate) write_lock: tokio::sync::Mutex<()>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) events: Arc<EventBus>,
     closed: AtomicBool,
 }
 
 #[derive(Debug)]
-struct State {
-    connectivity: ConnectivityStatus,
-    pending_offline_payments: u64,
+pub(crate) struct State {
+    pub(crate) ledger: Ledger,
+    pub(crate) connectivity: ConnectivityMachine,
+    pub(crate) staff: Option<StaffSession>,
+    /// Card payments begun but not yet confirmed (in memory only: nothing is
+    /// taken until confirmation).
+    pub(crate) begun: BTreeMap<crate::lifecycle::PaymentId, crate::checkout::BegunPayment>,
+    pub(crate) next_receipt_id: u64,
+}
+
+impl State {
+    pub(crate) fn settings(&self) -> Settings {
+        self.ledger.settings.clone().unwrap_or_else(|| Settings {
+            policy: Policy::default(),
+            session: None,
+            clock_floor: Timestamp(0),
+        })
+    }
 }
 
 impl PosEngine {
-    /// Opens an engine on the real clock.
-    pub fn open(config: EngineConfig) -> Result<Self> {
-        Self::open_with_clock(config, Arc::new(SystemClock))
+    /// Opens an engine on the real clock and an in-memory store.
+    pub async fn open(config: EngineConfig) -> Result<Self> {
+        Self::open_with(config, Arc::new(SystemClock), Arc::new(MemoryStore::new())).await
     }
 
-    /// Opens an engine on the given clock (a [`crate::clock::VirtualClock`] in tests).
-    pub fn open_with_clock(config: EngineConfig, clock: Arc<dyn Clock>) -> Result<Self> {
-        let events = EventBus::start().map_err(|e| PosError::Internal {
-            reason: format!("event thread: {e}"),
-        })?;
+    /// Opens an engine on the given clock and store: loads every record, so
+    /// an engine opened with no network serves what it stored before (B10).
+    pub async fn open_with(config: EngineConfig, clock: Arc<dyn Clock>, store: Arc<dyn Store>) -> Result<Self> {
+        let records = store.load().await?;
+        let mut ledger = Ledger::default();
+        for w in records {
+            ledger.apply(w).map_err(|e| PosError::Internal { reason: e.to_string() })?;
+        }
+        let floor = ledger.settings.as_ref().map(|s| s.clock_floor);
+        let clock = TrustedClock::start(clock, floor);
+        let now = clock.now();
+        let connectivity = ConnectivityMachine::new(ConnectivityConfig::default(), now)
+            .map_err(|e| PosError::Internal { reason: e.to_string() })?;
+        let events = EventBus::start().map_err(|e| PosError::Internal { reason: format!("event thread: {e}") })?;
+        let state = State { ledger, connectivity, staff: None, begun: BTreeMap::new(), next_receipt_id: 0 };
+        let mut state = state;
+        state.next_receipt_id = state.ledger.receipts.keys().next_back().map_or(1, |k| k.saturating_add(1));
         let inner = Inner {
             config,
-            clock: TrustedClock::start(clock, None),
-            state: Mutex::new(State {
-                connectivity: ConnectivityStatus::Unknown,
-                pending_offline_payments: 0,
-            }),
+            clock,
+            state: Mutex::new(state),
+            write_lock: tokio::sync::Mutex::new(()),
+            store,
             events,
             closed: AtomicBool::new(false),
         };
-        Ok(PosEngine {
-            inner: Arc::new(inner),
-        })
+        Ok(PosEngine { inner: Arc::new(inner) })
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(PosError::Closed);
         }
         Ok(())
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// Makes `batch` durable, then applies it in memory. On a store error
+    /// nothing changes. The caller holds the write lock.
+    pub(crate) async fn commit(&self, batch: Vec<Write>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.inner.store.apply(&batch).await?;
+        let mut s = self.state();
+        for w in batch {
+            s.ledger.apply(w).map_err(|e| PosError::Internal { reason: e.to_string() })?;
+        }
+        Ok(())
+    }
+
+    /// An audit record with the next sequence number after `already` records
+    /// of this batch.
+    pub(crate) fn audit(s: &State, already: &[Write], at: Timestamp, actor: Option<StaffId>, kind: AuditKind) -> Write {
+        let pending = already.iter().filter(|w| matches!(w, Write::Audit(_))).count() as u64;
+        Write::Audit(AuditEntry { seq: s.ledger.next_audit_seq() + pending, at, actor, kind })
     }
 
     /// The current status.
     pub fn status(&self) -> Result<EngineStatus> {
         self.check_open()?;
+        let now = self.now();
         let s = self.state();
+        let settings = s.settings();
+        let totals = crate::checkout::totals(&s.ledger)?;
+        let pending: u64 = totals.iter().map(|t| u64::from(t.pending_count)).sum();
+        let next_deadline = s.ledger.payments.values().filter(|p| p.is_unsettled()).map(|p| p.deadline).min();
         Ok(EngineStatus {
             version: VERSION.to_owned(),
             device_id: self.inner.config.device_id.clone(),
             currency: self.inner.config.currency,
-            connectivity: s.connectivity,
-            pending_offline_payments: s.pending_offline_payments,
+            connectivity: s.connectivity.state(),
+            offline_enabled: settings.policy.enabled,
+            pending_offline_payments: pending,
+            totals,
+            session_started_at: settings.session.as_ref().map(OfflineSession::started_at),
+            acceptance_closes_at: settings.session.as_ref().map(OfflineSession::acceptance_closes_at),
+            next_deadline,
+            time_left_ms: next_deadline.map(|d| crate::clock::duration_ms(now.until(d))),
+            signed_in: s.staff.as_ref().map(|st| st.staff_id.clone()),
         })
     }
 
-    /// The app's reachability monitor reports whether the device has internet.
-    pub async fn report_network(&self, reachable: bool) -> Result<ConnectivityStatus> {
+    /// The policy in force.
+    pub fn policy(&self) -> Result<Policy> {
         self.check_open()?;
-        let now = self.inner.clock.now();
-        let change = {
-            let mut s = self.state();
-            let from = s.connectivity;
-            let to = match (reachable, from) {
-                (true, ConnectivityStatus::Online { .. })
-                | (false, ConnectivityStatus::NetworkOutage { .. }) => from,
-                (true, _) => ConnectivityStatus::Online { since: now },
-                (false, _) => ConnectivityStatus::NetworkOutage { since: now },
-            };
-            s.connectivity = to;
-            (from != to).then_some((from, to))
+        Ok(self.state().settings().policy)
+    }
+
+    /// Replaces the policy (R4: at any time; stored payments are never
+    /// discarded, even when offline payments are turned off). An inconsistent
+    /// policy is refused and nothing changes.
+    pub async fn set_policy(&self, policy: Policy) -> Result<()> {
+        self.check_open()?;
+        policy.validate().map_err(|e| PosError::InvalidPolicy { reason: e.to_string() })?;
+        let _w = self.inner.write_lock.lock().await;
+        let now = self.now();
+        let batch = {
+            let s = self.state();
+            let mut settings = s.settings();
+            let summary = format!("offline {}", if policy.enabled { "enabled" } else { "disabled" });
+            settings.policy = policy;
+            settings.clock_floor = now;
+            let actor = s.staff.as_ref().map(|st| st.staff_id.clone());
+            let audit =
+                Self::audit(&s, &[], now, actor, AuditKind::PolicyChanged { setting: "policy".into(), summary });
+            vec![Write::Settings(settings), audit]
         };
-        if let Some((from, to)) = change {
-            let banner = match to {
-                ConnectivityStatus::NetworkOutage { .. } => {
-                    Some("Offline: reconnect to take payments".to_owned())
-                }
-                _ => None,
+        self.commit(batch).await
+    }
+
+    /// Signs a staff member in (R12 permission travels with them).
+    pub fn sign_in(&self, staff: StaffSession) -> Result<()> {
+        self.check_open()?;
+        self.state().staff = Some(staff);
+        Ok(())
+    }
+
+    /// The unsettled payments: what a guarded action would put at risk.
+    pub fn exposure(&self) -> Result<PendingExposure> {
+        self.check_open()?;
+        let s = self.state();
+        let totals = crate::checkout::totals(&s.ledger)?;
+        Ok(PendingExposure {
+            count: totals.iter().map(|t| u64::from(t.pending_count)).sum(),
+            at_risk: totals.iter().filter(|t| t.pending_count > 0).map(|t| t.pending_amount).collect(),
+        })
+    }
+
+    /// Checks, and on success records, an action that would lose stored
+    /// payments (R13, B7): log out, switch location, reset the store, remove
+    /// the device. Refused while payments are pending unless `override_`
+    /// states the money at risk; an override is written to the audit log.
+    /// A successful log-out also signs the staff member out; the stored
+    /// payments stay and are forwarded after the next sign-in.
+    pub async fn guarded_action(&self, action: GuardedAction, override_: Option<ActionOverride>) -> Result<GuardOutcome> {
+        self.check_open()?;
+        let _w = self.inner.write_lock.lock().await;
+        let exposure = self.exposure()?;
+        let policy = self.state().settings().policy;
+        let outcome = check_guarded_action(&policy, action, &exposure, override_.as_ref())
+            .map_err(|e| PosError::ActionRefused { refusal: e })?;
+        if let (GuardOutcome::Overridden { at_risk, .. }, Some(o)) = (&outcome, &override_) {
+            let now = self.now();
+            let actor = StaffId::parse(&o.staff_id).map_err(|e| PosError::InvalidInput { reason: e.to_string() })?;
+            let batch = {
+                let s = self.state();
+                let kind = AuditKind::Override {
+                    action: match action {
+                        GuardedAction::LogOut => OverrideAction::Logout,
+                        GuardedAction::SwitchLocation => OverrideAction::SwitchLocation,
+                        GuardedAction::ResetStore => OverrideAction::ResetStore,
+                        GuardedAction::RemoveDevice => OverrideAction::RemoveDevice,
+                    },
+                    money_at_risk: at_risk.clone(),
+                    reason: o.reason.clone(),
+                };
+                vec![Self::audit(&s, &[], now, Some(actor), kind)]
             };
-            self.inner.events.emit(PosEvent::ConnectivityChanged {
-                from,
-                to,
-                at: now,
-                banner,
-            });
+            self.commit(batch).await?;
         }
-        Ok(change.map_or_else(|| self.state().connectivity, |(_, to)| to))
+        if action == GuardedAction::LogOut {
+            self.state().staff = None;
+        }
+        Ok(outcome)
+    }
+
+    /// Whether the device may change network while offline (R14: terminal
+    /// profiles may not). The app enforces it in its network settings.
+    pub fn may_change_network_while_offline(&self) -> Result<bool> {
+        self.check_open()?;
+        let s = self.state();
+        let offline = s.connectivity.state().outage_cause().is_some();
+        Ok(!offline || s.settings().policy.may_change_network_while_offline())
+    }
+
+    /// The app's reachability monitor reports whether the device has internet.
+    pub async fn report_network(&self, reachable: bool) -> Result<ConnectivityState> {
+        self.connectivity_input(ConnectivityInput::NetworkReport { reachable }).await
+    }
+
+    /// The result of a probe of the processor's status endpoint (R2).
+    pub async fn report_probe(&self, outcome: ProbeOutcome) -> Result<ConnectivityState> {
+        self.connectivity_input(ConnectivityInput::Probe(outcome)).await
+    }
+
+    /// When the next status probe is due (the forwarding engine or the app runs it).
+    pub fn next_probe_at(&self) -> Result<Timestamp> {
+        self.check_open()?;
+        Ok(self.state().connectivity.next_probe_at())
+    }
+
+    async fn connectivity_input(&self, input: ConnectivityInput) -> Result<ConnectivityState> {
+        self.check_open()?;
+        let _w = self.inner.write_lock.lock().await;
+        let now = self.now();
+        // The machine is in memory only (connectivity is re-learnt at each
+        // start); work on a copy so a failed write of the session changes nothing.
+        let (mut machine, change) = {
+            let s = self.state();
+            let mut m = s.connectivity.clone();
+            let change = m.handle(input, now);
+            (m, change)
+        };
+        let Some(change) = change else {
+            self.state().connectivity = machine;
+            return Ok(self.state().connectivity.state());
+        };
+        let batch = {
+            let s = self.state();
+            let mut settings = s.settings();
+            let mut batch = Vec::new();
+            let actor = s.staff.as_ref().map(|st| st.staff_id.clone());
+            match (change.from.outage_cause(), change.to.outage_cause()) {
+                (None, Some(cause)) => {
+                    // An outage began: the offline session starts at its beginning.
+                    let started = change.to.since().unwrap_or(now);
+                    if settings.session.is_none() {
+                        settings.session = Some(OfflineSession::start(settings.policy.session.clone(), started));
+                    }
+                    let cause = match cause {
+                        OutageCause::NetworkOutage => OfflineCause::NetworkOutage,
+                        OutageCause::ServiceDisruption => OfflineCause::ServiceDisruption,
+                    };
+                    batch.push(Self::audit(&s, &batch, now, actor, AuditKind::EnteredOfflineMode { cause }));
+                }
+                (Some(_), None) if change.to.is_online() => {
+                    // Back online: the session ends; stored payments keep their deadlines.
+                    settings.session = None;
+                    batch.push(Self::audit(&s, &batch, now, actor, AuditKind::LeftOfflineMode));
+                }
+                _ => {}
+            }
+            settings.clock_floor = now;
+            batch.insert(0, Write::Settings(settings));
+            batch
+        };
+        self.commit(batch).await?;
+        let to = change.to;
+        std::mem::swap(&mut self.state().connectivity, &mut machine);
+        self.inner.events.emit(PosEvent::ConnectivityChanged {
+            from: change.from,
+            to,
+            at: change.at,
+            banner: change.banner.default_text().map(str::to_owned),
+        });
+        Ok(to)
     }
 
     /// Subscribes a listener; it first receives a [`PosEvent::Snapshot`].
     pub fn subscribe(&self, listener: Arc<dyn EventListener>) -> Result<Subscription> {
         self.check_open()?;
-        let first = {
-            let s = self.state();
-            PosEvent::Snapshot {
-                connectivity: s.connectivity,
-                pending_offline_payments: s.pending_offline_payments,
-            }
+        let status = self.status()?;
+        let first = PosEvent::Snapshot {
+            connectivity: status.connectivity,
+            pending_offline_payments: status.pending_offline_payments,
         };
         Ok(self.inner.events.subscribe(listener, first))
     }
@@ -228,44 +451,34 @@ mod tests {
         EngineConfig::new("/tmp/pos-test", "till-1", "USD").unwrap()
     }
 
-    fn engine() -> (VirtualClock, PosEngine) {
+    async fn engine() -> (VirtualClock, PosEngine) {
         let clock = VirtualClock::new(Timestamp(1_800_000_000_000));
-        let e = PosEngine::open_with_clock(config(), Arc::new(clock.clone())).unwrap();
+        let e = PosEngine::open_with(config(), Arc::new(clock.clone()), Arc::new(MemoryStore::new())).await.unwrap();
         (clock, e)
     }
 
     #[test]
     fn bad_configuration_is_refused_with_a_reason() {
-        for (dir, id, cur) in [
-            ("", "a", "USD"),
-            ("/x", "", "USD"),
-            ("/x", "a b", "USD"),
-            ("/x", "a", "XYZ"),
-        ] {
-            assert!(
-                matches!(
-                    EngineConfig::new(dir, id, cur),
-                    Err(PosError::InvalidConfig { .. })
-                ),
-                "{dir} {id} {cur}"
-            );
+        for (dir, id, cur) in [("", "a", "USD"), ("/x", "", "USD"), ("/x", "a b", "USD"), ("/x", "a", "XYZ")] {
+            assert!(matches!(EngineConfig::new(dir, id, cur), Err(PosError::InvalidConfig { .. })), "{dir} {id} {cur}");
         }
         assert!(EngineConfig::new("/x", &"a".repeat(65), "USD").is_err());
     }
 
-    #[test]
-    fn status_starts_unknown_and_empty() {
-        let (_, e) = engine();
+    #[tokio::test]
+    async fn status_starts_unknown_and_empty() {
+        let (_, e) = engine().await;
         let s = e.status().unwrap();
-        assert_eq!(s.connectivity, ConnectivityStatus::Unknown);
+        assert_eq!(s.connectivity, ConnectivityState::Unknown);
         assert_eq!(s.pending_offline_payments, 0);
         assert_eq!(s.version, VERSION);
         assert_eq!(s.currency.code(), "USD");
+        assert!(!s.offline_enabled, "offline payments are off by default (R4)");
     }
 
     #[tokio::test]
     async fn network_reports_change_connectivity_and_emit_events() {
-        let (clock, e) = engine();
+        let (clock, e) = engine().await;
         struct L(Mutex<mpsc::Sender<PosEvent>>);
         impl EventListener for L {
             fn on_event(&self, ev: PosEvent) {
@@ -275,37 +488,65 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let _sub = e.subscribe(Arc::new(L(Mutex::new(tx)))).unwrap();
         let t0 = Timestamp(1_800_000_000_000);
-        assert_eq!(
-            e.report_network(false).await.unwrap(),
-            ConnectivityStatus::NetworkOutage { since: t0 }
-        );
+        assert_eq!(e.report_network(false).await.unwrap(), ConnectivityState::NetworkOutage { since: t0 });
+        assert_eq!(e.status().unwrap().session_started_at, Some(t0));
         clock.advance(Duration::from_secs(5));
         // The same report again changes nothing and emits nothing.
-        assert_eq!(
-            e.report_network(false).await.unwrap(),
-            ConnectivityStatus::NetworkOutage { since: t0 }
-        );
+        assert_eq!(e.report_network(false).await.unwrap(), ConnectivityState::NetworkOutage { since: t0 });
         e.close();
         let got: Vec<PosEvent> = rx.iter().collect();
         assert!(matches!(got[0], PosEvent::Snapshot { .. }));
-        assert!(matches!(
-            got[1],
-            PosEvent::ConnectivityChanged {
-                banner: Some(_),
-                ..
-            }
-        ));
+        assert!(matches!(got[1], PosEvent::ConnectivityChanged { banner: Some(_), .. }));
         assert_eq!(got[2], PosEvent::Closed);
         assert_eq!(got.len(), 3);
     }
 
     #[tokio::test]
     async fn close_is_idempotent_and_later_calls_fail_typed() {
-        let (_, e) = engine();
+        let (_, e) = engine().await;
         e.close();
         e.close();
         assert!(e.is_closed());
         assert_eq!(e.status(), Err(PosError::Closed));
         assert_eq!(e.report_network(true).await, Err(PosError::Closed));
+    }
+
+    #[tokio::test]
+    async fn an_inconsistent_policy_is_refused_and_changes_nothing() {
+        let (_, e) = engine().await;
+        let usd = Currency::parse("USD").unwrap();
+        let mut bad = Policy::shopify_pos(usd).with_enabled(true);
+        bad.session.acceptance_window = Duration::ZERO;
+        assert!(matches!(e.set_policy(bad).await, Err(PosError::InvalidPolicy { .. })));
+        assert!(!e.policy().unwrap().enabled);
+    }
+
+    #[tokio::test]
+    async fn a_failed_store_write_changes_nothing() {
+        let clock = VirtualClock::new(Timestamp(1_800_000_000_000));
+        let store = MemoryStore::new();
+        let e = PosEngine::open_with(config(), Arc::new(clock), Arc::new(store.clone())).await.unwrap();
+        let usd = Currency::parse("USD").unwrap();
+        store.fail_next_write(crate::store::StoreError::DiskFull);
+        let r = e.set_policy(Policy::shopify_pos(usd).with_enabled(true)).await;
+        assert_eq!(r, Err(PosError::Storage { reason: "the device is out of storage space".into() }));
+        assert!(!e.policy().unwrap().enabled);
+        assert!(store.is_empty());
+    }
+
+    #[tokio::test]
+    async fn recovery_ends_the_session_and_audits_both_edges() {
+        let (clock, e) = engine().await;
+        e.report_network(false).await.unwrap();
+        clock.advance(Duration::from_secs(60));
+        e.report_network(true).await.unwrap();
+        for _ in 0..ConnectivityConfig::default().healthy_probes_to_recover {
+            e.report_probe(ProbeOutcome::Healthy).await.unwrap();
+        }
+        let s = e.status().unwrap();
+        assert!(matches!(s.connectivity, ConnectivityState::Online { .. }), "{:?}", s.connectivity);
+        assert_eq!(s.session_started_at, None);
+        let kinds: Vec<&'static str> = e.state().ledger.audit.entries().iter().map(|a| a.kind.name()).collect();
+        assert_eq!(kinds.len(), 2, "{kinds:?}");
     }
 }

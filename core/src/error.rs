@@ -1,32 +1,93 @@
 //! The public error of the engine: few variants, each one something the app
-//! can act on. Internal errors (money, policy, storage, clock) are mapped here
-//! in one place, which also guarantees that no card data or contact detail is
-//! carried into a message.
+//! can act on. Internal errors (money, policy, storage, ids) are mapped here
+//! in one place. Messages never carry card data or contact details: the
+//! types they come from redact them.
 
+use crate::checkout::Route;
+use crate::lifecycle::PaymentId;
 use crate::money::MoneyError;
+use crate::rules::{ActionRefused, Refusal};
+use crate::store::StoreError;
 
-/// What went wrong, as the app sees it.
+/// What went wrong, as the app sees it. When an operation fails, nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PosError {
     /// The engine configuration is unusable (empty device id, unknown currency...).
     #[error("invalid configuration: {reason}")]
     InvalidConfig { reason: String },
-    /// An argument from the app is unusable; nothing was changed.
+    /// An argument from the app is unusable.
     #[error("invalid input: {reason}")]
     InvalidInput { reason: String },
+    /// The policy is inconsistent (negative limit, per-order above device limit...).
+    #[error("invalid policy: {reason}")]
+    InvalidPolicy { reason: String },
+    /// An offline card payment was refused by a rule; `refusal` names the
+    /// rule (`refusal.rule_id()`) and carries the figures.
+    #[error("offline payment refused ({}): {refusal}", refusal.rule_id())]
+    Refused { refusal: Refusal },
+    /// The payment requires online and the engine is offline (B1).
+    #[error("this payment requires online processing and the service is unreachable")]
+    OnlineRequired,
+    /// Connectivity changed between the start of the payment and its
+    /// confirmation: nothing was taken; begin again to confirm the new route (B1).
+    #[error("the payment route changed from {decided:?} to {now:?}; begin the payment again")]
+    RouteChanged { decided: Route, now: Route },
+    /// Online authorization needs the gateway, which is not configured.
+    #[error("online authorization is not available: no gateway is configured")]
+    OnlineUnavailable,
+    /// A payment with this id already exists (B2: ids are never reused).
+    #[error("payment {payment_id} already exists")]
+    DuplicatePayment { payment_id: String },
+    /// No such order, payment or receipt.
+    #[error("{what} not found")]
+    NotFound { what: String },
+    /// The operation needs a signed-in staff member.
+    #[error("no staff member is signed in")]
+    NotSignedIn,
+    /// A guarded action (logout, location switch, reset) was refused (R13).
+    #[error("{refusal}")]
+    ActionRefused { refusal: ActionRefused },
+    /// The payment cannot make this move (a terminal state, a passed deadline...).
+    #[error("invalid payment transition: {reason}")]
+    InvalidTransition { reason: String },
+    /// The platform keystore cannot give the key (B8); nothing was lost.
+    #[error("the store is locked")]
+    StoreLocked,
+    /// The store could not record the operation (disk full, I/O); nothing changed.
+    #[error("storage error: {reason}")]
+    Storage { reason: String },
     /// The engine was closed; create a new one.
     #[error("the engine is closed")]
     Closed,
-    /// A bug or an environment failure (thread could not start, ...). Nothing was changed.
+    /// A bug or an environment failure (a thread could not start...).
     #[error("internal error: {reason}")]
     Internal { reason: String },
 }
 
 impl From<MoneyError> for PosError {
     fn from(e: MoneyError) -> Self {
-        PosError::InvalidInput {
-            reason: e.to_string(),
+        PosError::InvalidInput { reason: e.to_string() }
+    }
+}
+
+impl From<Refusal> for PosError {
+    fn from(refusal: Refusal) -> Self {
+        PosError::Refused { refusal }
+    }
+}
+
+impl From<StoreError> for PosError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Locked => PosError::StoreLocked,
+            other => PosError::Storage { reason: other.to_string() },
         }
+    }
+}
+
+impl PosError {
+    pub(crate) fn duplicate(id: &PaymentId) -> Self {
+        PosError::DuplicatePayment { payment_id: id.as_str().to_owned() }
     }
 }
 

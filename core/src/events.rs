@@ -14,23 +14,42 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::{self, JoinHandle, ThreadId};
 
 use crate::clock::Timestamp;
-use crate::engine::ConnectivityStatus;
+use crate::connectivity::ConnectivityState;
+use crate::lifecycle::{DeclineNotice, OrderId, OrderStatus, PaymentId, PaymentStatus};
+use crate::money::Money;
+use crate::rules::LimitNear;
+use crate::session::SessionWarning;
 
 /// Something the app should know about. New variants are added as the engine grows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PosEvent {
     /// The current state, sent once to every new subscriber.
     Snapshot {
-        connectivity: ConnectivityStatus,
+        connectivity: ConnectivityState,
         pending_offline_payments: u64,
     },
     /// Connectivity changed; `banner` is what the app's banner should say (None: hide it).
     ConnectivityChanged {
-        from: ConnectivityStatus,
-        to: ConnectivityStatus,
+        from: ConnectivityState,
+        to: ConnectivityState,
         at: Timestamp,
         banner: Option<String>,
     },
+    /// A stored payment changed state; `order_status` is its order's new badge (R15).
+    PaymentStateChanged {
+        payment_id: PaymentId,
+        order_id: OrderId,
+        status: PaymentStatus,
+        order_status: Option<OrderStatus>,
+    },
+    /// The processor declined a forwarded payment: collect `amount_due` from the contact (R17, B9).
+    PaymentDeclined(DeclineNotice),
+    /// A payment reached its forwarding deadline unforwarded: its amount is lost (R8).
+    PaymentExpired { payment_id: PaymentId, order_id: OrderId, amount: Money },
+    /// The offline session's deadline or window is approaching or passed (B4).
+    SessionWarning(SessionWarning),
+    /// The device total is near its limit (B3).
+    LimitNear(LimitNear),
     /// The engine was closed; no further events follow.
     Closed,
 }
@@ -206,7 +225,7 @@ mod tests {
 
     fn snapshot() -> PosEvent {
         PosEvent::Snapshot {
-            connectivity: ConnectivityStatus::Unknown,
+            connectivity: ConnectivityState::Unknown,
             pending_offline_payments: 0,
         }
     }

@@ -10,18 +10,21 @@
 //! network and the card-reader radio sit behind traits.
 
 pub mod audit;
+pub mod checkout;
 pub mod clock;
 pub mod connectivity;
 pub mod engine;
 pub mod error;
 pub mod events;
 pub mod inbox;
+pub mod ledger;
 pub mod lifecycle;
 pub mod money;
 pub mod policy;
 pub mod rules;
 pub mod session;
+pub mod store;
 
-pub use engine::{ConnectivityStatus, EngineConfig, EngineStatus, PosEngine, VERSION};
+pub use engine::{EngineConfig, EngineStatus, PosEngine, VERSION};
 pub use error::PosError;
 pub use events::{EventListener, PosEvent, Subscription};

@@ -327,7 +327,10 @@ fn swift_inner(lib: &Path, swift: &Swift) -> Result<(u64, u64, Option<String>), 
     bindgen(lib, "swift", &tmp)?;
     let ffi_dir = pkg.join("Sources/PosCoreFFI");
     let gen_dir = pkg.join("Sources/PosCore/Generated");
-    std::fs::create_dir_all(&gen_dir).map_err(|e| e.to_string())?;
+    // Neither folder is in git (both hold only generated files).
+    for d in [&ffi_dir, &gen_dir] {
+        std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+    }
     let copy = |from: &str, to: &Path| {
         let src = tmp.join(from);
         // Only rewrite when changed, so SwiftPM does not rebuild for nothing.

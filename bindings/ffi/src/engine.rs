@@ -1,11 +1,38 @@
-//! The `PosEngine` object and its configuration and status records.
+//! The `PosEngine` object, its configuration and status records, and the
+//! `TestClock` apps use for deterministic tests (B11).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
+use pos_core::clock::{Clock, SystemClock, Timestamp, VirtualClock};
+use pos_core::connectivity as conn;
 use pos_core::engine as core;
+use pos_core::store::MemoryStore;
 
+use crate::checkout::{
+    ActionOverride, CardPaymentRequest, ForwardingStep, GuardOutcome, GuardedAction, NewOrder, OrderView,
+    PaymentDecision, PaymentView, ReceiptChannel, StaffSession, TickReport,
+};
 use crate::error::PosError;
 use crate::events::{EventListener, ListenerAdapter, Subscription};
+use crate::policy::OfflinePolicy;
+use crate::types::{invalid, mirror_enum, order_id, payment_id, ts, CardRead, Money};
+
+/// The runtime the FFI layer uses to finish a blocking constructor. Async
+/// exports run on UniFFI's tokio support instead (see pos-ffi-macros).
+fn runtime() -> Result<&'static tokio::runtime::Runtime, PosError> {
+    static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("pos-core-ffi")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| PosError::Internal { reason: format!("runtime: {e}") })
+}
 
 /// How the app sets up an engine.
 #[derive(Debug, Clone, uniffi::Record)]
@@ -27,20 +54,51 @@ pub enum ConnectivityStatus {
     ServiceDisruption { since_ms: i64 },
 }
 
-impl From<core::ConnectivityStatus> for ConnectivityStatus {
-    fn from(c: core::ConnectivityStatus) -> Self {
-        use core::ConnectivityStatus as C;
+impl From<conn::ConnectivityState> for ConnectivityStatus {
+    fn from(c: conn::ConnectivityState) -> Self {
+        use conn::ConnectivityState as C;
         match c {
             C::Unknown => ConnectivityStatus::Unknown,
-            C::Online { since } => ConnectivityStatus::Online {
-                since_ms: since.millis(),
-            },
-            C::NetworkOutage { since } => ConnectivityStatus::NetworkOutage {
-                since_ms: since.millis(),
-            },
-            C::ServiceDisruption { since } => ConnectivityStatus::ServiceDisruption {
-                since_ms: since.millis(),
-            },
+            C::Online { since } => ConnectivityStatus::Online { since_ms: ts(since) },
+            C::NetworkOutage { since } => ConnectivityStatus::NetworkOutage { since_ms: ts(since) },
+            C::ServiceDisruption { since } => ConnectivityStatus::ServiceDisruption { since_ms: ts(since) },
+        }
+    }
+}
+
+mirror_enum!(
+    /// The result of a probe of the processor's status endpoint (R2).
+    ProbeOutcome = conn::ProbeOutcome { Healthy, Unhealthy, Unreachable }
+);
+
+/// Totals of one currency (R19): count and amount per state.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct CurrencyTotals {
+    pub currency: String,
+    pub pending_count: u32,
+    /// The money at risk.
+    pub pending_amount: Money,
+    pub approved_count: u32,
+    pub approved_amount: Money,
+    pub declined_count: u32,
+    pub declined_amount: Money,
+    pub expired_count: u32,
+    /// Lost: expired before it could be forwarded (R8).
+    pub expired_amount: Money,
+}
+
+impl From<core::CurrencyTotals> for CurrencyTotals {
+    fn from(t: core::CurrencyTotals) -> Self {
+        CurrencyTotals {
+            currency: t.currency.code().to_owned(),
+            pending_count: t.pending_count,
+            pending_amount: t.pending_amount.into(),
+            approved_count: t.approved_count,
+            approved_amount: t.approved_amount.into(),
+            declined_count: t.declined_count,
+            declined_amount: t.declined_amount.into(),
+            expired_count: t.expired_count,
+            expired_amount: t.expired_amount.into(),
         }
     }
 }
@@ -52,7 +110,14 @@ pub struct EngineStatus {
     pub device_id: String,
     pub currency: String,
     pub connectivity: ConnectivityStatus,
+    pub offline_enabled: bool,
     pub pending_offline_payments: u64,
+    pub totals: Vec<CurrencyTotals>,
+    pub session_started_at_ms: Option<i64>,
+    pub acceptance_closes_at_ms: Option<i64>,
+    pub next_deadline_ms: Option<i64>,
+    pub time_left_ms: Option<i64>,
+    pub signed_in: Option<String>,
 }
 
 impl From<core::EngineStatus> for EngineStatus {
@@ -62,8 +127,45 @@ impl From<core::EngineStatus> for EngineStatus {
             device_id: s.device_id,
             currency: s.currency.code().to_owned(),
             connectivity: s.connectivity.into(),
+            offline_enabled: s.offline_enabled,
             pending_offline_payments: s.pending_offline_payments,
+            totals: s.totals.into_iter().map(Into::into).collect(),
+            session_started_at_ms: s.session_started_at.map(ts),
+            acceptance_closes_at_ms: s.acceptance_closes_at.map(ts),
+            next_deadline_ms: s.next_deadline.map(ts),
+            time_left_ms: s.time_left_ms,
+            signed_in: s.signed_in.map(|id| id.as_str().to_owned()),
         }
+    }
+}
+
+/// A clock that moves only when told, for deterministic tests from Swift
+/// and Kotlin (B11): fast-forward to deadlines, move the wall clock, reboot.
+#[derive(Debug, uniffi::Object)]
+pub struct TestClock {
+    inner: VirtualClock,
+}
+
+#[pos_ffi_macros::export]
+impl TestClock {
+    /// Starts at `wall_ms` (ms since the Unix epoch), just after a boot.
+    #[uniffi::constructor]
+    pub fn new(wall_ms: i64) -> Arc<Self> {
+        Arc::new(TestClock { inner: VirtualClock::new(Timestamp(wall_ms)) })
+    }
+
+    /// Real time passes.
+    pub fn advance_ms(&self, ms: u64) {
+        self.inner.advance(Duration::from_millis(ms));
+    }
+
+    /// Someone sets the wall clock (either direction); it changes no deadline.
+    pub fn set_wall_ms(&self, wall_ms: i64) {
+        self.inner.set_wall(Timestamp(wall_ms));
+    }
+
+    pub fn wall_ms(&self) -> i64 {
+        self.inner.wall_now().millis()
     }
 }
 
@@ -73,33 +175,144 @@ pub struct PosEngine {
     inner: core::PosEngine,
 }
 
+impl PosEngine {
+    fn open(config: EngineConfig, clock: Arc<dyn Clock>) -> Result<Arc<Self>, PosError> {
+        let config = core::EngineConfig::new(config.data_dir, &config.device_id, &config.currency)?;
+        // The durable store arrives with its own issue; until then the store is in memory.
+        let store = Arc::new(MemoryStore::new());
+        let inner = runtime()?.block_on(core::PosEngine::open_with(config, clock, store))?;
+        Ok(Arc::new(PosEngine { inner }))
+    }
+}
+
 #[pos_ffi_macros::export]
 impl PosEngine {
     /// Opens the engine. Fails with `InvalidConfig` for an empty device id,
     /// an unknown currency code or an empty data folder.
     #[uniffi::constructor]
     pub fn new(config: EngineConfig) -> Result<Arc<Self>, PosError> {
-        let config = core::EngineConfig::new(config.data_dir, &config.device_id, &config.currency)?;
-        Ok(Arc::new(PosEngine {
-            inner: core::PosEngine::open(config)?,
-        }))
+        Self::open(config, Arc::new(SystemClock))
+    }
+
+    /// Opens the engine on a `TestClock` (tests and demos only).
+    #[uniffi::constructor]
+    pub fn with_test_clock(config: EngineConfig, clock: Arc<TestClock>) -> Result<Arc<Self>, PosError> {
+        Self::open(config, Arc::new(clock.inner.clone()))
     }
 
     pub fn status(&self) -> Result<EngineStatus, PosError> {
         Ok(self.inner.status()?.into())
     }
 
-    /// Reports the device's network reachability; returns the new connectivity.
+    /// The policy in force.
+    pub fn policy(&self) -> Result<OfflinePolicy, PosError> {
+        Ok(self.inner.policy()?.into())
+    }
+
+    /// Replaces the policy (R4). An inconsistent policy is refused with
+    /// `InvalidPolicy`; stored payments are never discarded.
+    pub async fn set_policy(&self, policy: OfflinePolicy) -> Result<(), PosError> {
+        Ok(self.inner.set_policy(policy.try_into()?).await?)
+    }
+
+    pub fn sign_in(&self, staff: StaffSession) -> Result<(), PosError> {
+        let staff_id = pos_core::lifecycle::StaffId::parse(&staff.staff_id).map_err(invalid)?;
+        Ok(self.inner.sign_in(core::StaffSession { staff_id, may_take_offline_payments: staff.may_take_offline_payments })?)
+    }
+
+    /// Log out, switch location, reset the store, remove the device (R13):
+    /// refused with `ActionRefused` while payments are pending, unless an
+    /// override restates the money at risk (it is audited).
+    pub async fn guarded_action(
+        &self,
+        action: GuardedAction,
+        override_: Option<ActionOverride>,
+    ) -> Result<GuardOutcome, PosError> {
+        let o = override_.map(TryInto::try_into).transpose()?;
+        Ok(self.inner.guarded_action(action.into(), o).await?.into())
+    }
+
+    /// R14: whether the app may let the device change network now.
+    pub fn may_change_network_while_offline(&self) -> Result<bool, PosError> {
+        Ok(self.inner.may_change_network_while_offline()?)
+    }
+
+    /// Reports the device's network reachability; returns the connectivity.
     pub async fn report_network(&self, reachable: bool) -> Result<ConnectivityStatus, PosError> {
         Ok(self.inner.report_network(reachable).await?.into())
     }
 
+    /// Reports a status probe's result (R2); returns the connectivity.
+    pub async fn report_probe(&self, outcome: ProbeOutcome) -> Result<ConnectivityStatus, PosError> {
+        Ok(self.inner.report_probe(outcome.into()).await?.into())
+    }
+
+    pub async fn create_order(&self, order: NewOrder) -> Result<OrderView, PosError> {
+        let new = pos_core::checkout::NewOrder {
+            order_id: order.order_id,
+            total: order.total.try_into()?,
+            contact: order.contact.map(TryInto::try_into).transpose()?,
+        };
+        Ok(self.inner.create_order(new).await?.into())
+    }
+
+    pub fn order(&self, order_id_: String) -> Result<OrderView, PosError> {
+        Ok(self.inner.order(&order_id(&order_id_)?)?.into())
+    }
+
+    pub async fn add_cash(&self, order_id_: String, amount: Money) -> Result<OrderView, PosError> {
+        Ok(self.inner.add_cash(&order_id(&order_id_)?, amount.try_into()?).await?.into())
+    }
+
+    /// Starts a card payment: fixes its id and its route (B1, B2).
+    pub async fn begin_card_payment(&self, request: CardPaymentRequest) -> Result<PaymentDecision, PosError> {
+        Ok(self.inner.begin_card_payment(request.try_into()?).await?.into())
+    }
+
+    /// Confirms a begun payment with the reader's card data; re-checks the
+    /// route and every rule, and returns once the payment is durable.
+    pub async fn confirm_card_payment(&self, payment_id_: String, card: CardRead) -> Result<PaymentView, PosError> {
+        Ok(self.inner.confirm_card_payment(&payment_id(&payment_id_)?, card.into()).await?.into())
+    }
+
+    pub fn cancel_card_payment(&self, payment_id_: String) -> Result<(), PosError> {
+        Ok(self.inner.cancel_card_payment(&payment_id(&payment_id_)?)?)
+    }
+
+    /// Every stored offline payment, most urgent first (R19).
+    pub fn list_payments(&self) -> Result<Vec<PaymentView>, PosError> {
+        Ok(self.inner.list_payments()?.into_iter().map(Into::into).collect())
+    }
+
+    /// Queues a receipt (R16); returns its id.
+    pub async fn request_receipt(&self, order_id_: String, channel: ReceiptChannel) -> Result<u64, PosError> {
+        Ok(self.inner.request_receipt(&order_id(&order_id_)?, channel.try_into()?).await?)
+    }
+
+    /// How many receipts wait for the connection.
+    pub fn queued_receipt_count(&self) -> Result<u64, PosError> {
+        Ok(self.inner.queued_receipts()?.len() as u64)
+    }
+
+    /// The payments to forward now, most urgent deadline first.
+    pub fn due_for_forwarding(&self, limit: u32) -> Result<Vec<String>, PosError> {
+        let ids = self.inner.due_for_forwarding(limit as usize)?;
+        Ok(ids.iter().map(|p| p.as_str().to_owned()).collect())
+    }
+
+    /// Records one forwarding step of a payment.
+    pub async fn record_forwarding(&self, payment_id_: String, step: ForwardingStep) -> Result<PaymentView, PosError> {
+        Ok(self.inner.record_forwarding(&payment_id(&payment_id_)?, step.into()).await?.into())
+    }
+
+    /// Expires payments past their deadline and raises session warnings.
+    pub async fn tick(&self) -> Result<TickReport, PosError> {
+        Ok(self.inner.tick().await?.into())
+    }
+
     /// Subscribes a listener. It receives a `Snapshot` first, then every event,
     /// on the engine's event thread, until the subscription is cancelled.
-    pub fn subscribe(
-        &self,
-        listener: Arc<dyn EventListener>,
-    ) -> Result<Arc<Subscription>, PosError> {
+    pub fn subscribe(&self, listener: Arc<dyn EventListener>) -> Result<Arc<Subscription>, PosError> {
         let sub = self.inner.subscribe(Arc::new(ListenerAdapter(listener)))?;
         Ok(Subscription::new(sub))
     }

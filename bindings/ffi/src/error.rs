@@ -1,5 +1,12 @@
 //! The error Swift and Kotlin see: a `PosException` subclass per variant in
-//! Kotlin, an `Error` enum in Swift. Mirrors `pos_core::PosError`.
+//! Kotlin, a `PosError` enum conforming to `Error` in Swift. Mirrors
+//! `pos_core::PosError`; a refusal is flattened into its rule id, its kind
+//! and its figures so the app can show "limit 100.00, current 60.00,
+//! attempted 50.00" without parsing text.
+
+use pos_core::rules::Refusal;
+
+use crate::types::Money;
 
 /// Every error of the library. Messages never carry card data or contacts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
@@ -8,6 +15,41 @@ pub enum PosError {
     InvalidConfig { reason: String },
     #[error("invalid input: {reason}")]
     InvalidInput { reason: String },
+    #[error("invalid policy: {reason}")]
+    InvalidPolicy { reason: String },
+    /// An offline payment was refused. `rule` is the SPEC rule id ("R5"),
+    /// `kind` the refusal's name ("PerOrderLimit"), and the figures are set
+    /// when the rule has them.
+    #[error("offline payment refused ({rule}, {kind}): {detail}")]
+    Refused {
+        rule: String,
+        kind: String,
+        detail: String,
+        limit: Option<Money>,
+        current: Option<Money>,
+        attempted: Option<Money>,
+    },
+    #[error("this payment requires online processing and the service is unreachable")]
+    OnlineRequired,
+    #[error("the payment route changed; begin the payment again")]
+    RouteChanged { decided: String, now: String },
+    #[error("online authorization is not available: no gateway is configured")]
+    OnlineUnavailable,
+    #[error("payment {payment_id} already exists")]
+    DuplicatePayment { payment_id: String },
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("no staff member is signed in")]
+    NotSignedIn,
+    /// A guarded action was refused (R13); `at_risk` is the money pending.
+    #[error("{detail}")]
+    ActionRefused { detail: String, pending_count: u64, at_risk: Vec<Money> },
+    #[error("invalid payment transition: {reason}")]
+    InvalidTransition { reason: String },
+    #[error("the store is locked")]
+    StoreLocked,
+    #[error("storage error: {reason}")]
+    Storage { reason: String },
     #[error("the engine is closed")]
     Closed,
     #[error("internal error: {reason}")]
@@ -17,12 +59,64 @@ pub enum PosError {
     Callback { reason: String },
 }
 
+fn refusal_kind(r: &Refusal) -> String {
+    // The variant name, from the Debug form ("PerOrderLimit { .. }" → "PerOrderLimit").
+    let dbg = format!("{r:?}");
+    dbg.split([' ', '{', '(']).next().unwrap_or_default().to_owned()
+}
+
+fn figures(r: &Refusal) -> (Option<Money>, Option<Money>, Option<Money>) {
+    let m = |x: &pos_core::money::Money| Some(Money::from(*x));
+    match r {
+        Refusal::PerPaymentLimit { limit, attempted } => (m(limit), None, m(attempted)),
+        Refusal::PerOrderLimit { limit, current, attempted }
+        | Refusal::PerCardLimit { limit, current, attempted }
+        | Refusal::DeviceAmountLimit { limit, current, attempted } => (m(limit), m(current), m(attempted)),
+        Refusal::TipsRefused { tip } => (None, None, m(tip)),
+        _ => (None, None, None),
+    }
+}
+
 impl From<pos_core::PosError> for PosError {
     fn from(e: pos_core::PosError) -> Self {
         use pos_core::PosError as C;
         match e {
             C::InvalidConfig { reason } => PosError::InvalidConfig { reason },
             C::InvalidInput { reason } => PosError::InvalidInput { reason },
+            C::InvalidPolicy { reason } => PosError::InvalidPolicy { reason },
+            C::Refused { refusal } => {
+                let (limit, current, attempted) = figures(&refusal);
+                PosError::Refused {
+                    rule: refusal.rule_id().to_owned(),
+                    kind: refusal_kind(&refusal),
+                    detail: refusal.to_string(),
+                    limit,
+                    current,
+                    attempted,
+                }
+            }
+            C::OnlineRequired => PosError::OnlineRequired,
+            C::RouteChanged { decided, now } => {
+                PosError::RouteChanged { decided: format!("{decided:?}"), now: format!("{now:?}") }
+            }
+            C::OnlineUnavailable => PosError::OnlineUnavailable,
+            C::DuplicatePayment { payment_id } => PosError::DuplicatePayment { payment_id },
+            C::NotFound { what } => PosError::NotFound { what },
+            C::NotSignedIn => PosError::NotSignedIn,
+            C::ActionRefused { refusal } => {
+                use pos_core::rules::ActionRefused as A;
+                let (pending_count, at_risk) = match &refusal {
+                    A::PaymentsPending { count, at_risk, .. } | A::OverrideNotAllowed { count, at_risk, .. } => {
+                        (*count, at_risk.iter().map(|m| Money::from(*m)).collect())
+                    }
+                    A::OverrideFiguresMismatch { at_risk, .. } => (0, at_risk.iter().map(|m| Money::from(*m)).collect()),
+                    A::OverrideIncomplete => (0, Vec::new()),
+                };
+                PosError::ActionRefused { detail: refusal.to_string(), pending_count, at_risk }
+            }
+            C::InvalidTransition { reason } => PosError::InvalidTransition { reason },
+            C::StoreLocked => PosError::StoreLocked,
+            C::Storage { reason } => PosError::Storage { reason },
             C::Closed => PosError::Closed,
             C::Internal { reason } => PosError::Internal { reason },
         }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use pos_core::events as core;
 
 use crate::engine::ConnectivityStatus;
+use crate::types::{DeclineNotice, Money, OrderStatus, PaymentStatus};
 
 /// Mirrors `pos_core::PosEvent`.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
@@ -18,6 +19,34 @@ pub enum PosEvent {
         to: ConnectivityStatus,
         at_ms: i64,
         banner: Option<String>,
+    },
+    PaymentStateChanged {
+        payment_id: String,
+        order_id: String,
+        status: PaymentStatus,
+        order_status: Option<OrderStatus>,
+    },
+    PaymentDeclined {
+        notice: DeclineNotice,
+    },
+    PaymentExpired {
+        payment_id: String,
+        order_id: String,
+        amount: Money,
+    },
+    /// `kind` is "deadline_approaching" or "acceptance_window_closed".
+    SessionWarning {
+        kind: String,
+        deadline_ms: Option<i64>,
+        time_left_ms: Option<u64>,
+    },
+    LimitNear {
+        currency: String,
+        warn_percent: u8,
+        total: Option<Money>,
+        limit: Option<Money>,
+        count: Option<u32>,
+        count_limit: Option<u32>,
     },
     Closed,
 }
@@ -42,6 +71,40 @@ impl From<core::PosEvent> for PosEvent {
                 to: to.into(),
                 at_ms: at.millis(),
                 banner,
+            },
+            core::PosEvent::PaymentStateChanged { payment_id, order_id, status, order_status } => {
+                PosEvent::PaymentStateChanged {
+                    payment_id: payment_id.as_str().to_owned(),
+                    order_id: order_id.as_str().to_owned(),
+                    status: status.into(),
+                    order_status: order_status.map(Into::into),
+                }
+            }
+            core::PosEvent::PaymentDeclined(notice) => PosEvent::PaymentDeclined { notice: notice.into() },
+            core::PosEvent::PaymentExpired { payment_id, order_id, amount } => PosEvent::PaymentExpired {
+                payment_id: payment_id.as_str().to_owned(),
+                order_id: order_id.as_str().to_owned(),
+                amount: amount.into(),
+            },
+            core::PosEvent::SessionWarning(w) => {
+                use pos_core::session::SessionWarningKind as K;
+                let kind = match w.kind {
+                    K::DeadlineApproaching { .. } => "deadline_approaching",
+                    K::AcceptanceWindowClosed { .. } => "acceptance_window_closed",
+                };
+                PosEvent::SessionWarning {
+                    kind: kind.to_owned(),
+                    deadline_ms: w.deadline.map(|d| d.millis()),
+                    time_left_ms: w.time_left.map(crate::types::ms),
+                }
+            }
+            core::PosEvent::LimitNear(n) => PosEvent::LimitNear {
+                currency: n.currency.code().to_owned(),
+                warn_percent: n.warn_percent,
+                total: n.amount.map(|a| a.total.into()),
+                limit: n.amount.map(|a| a.limit.into()),
+                count: n.count.map(|c| c.count),
+                count_limit: n.count.map(|c| c.limit),
             },
             core::PosEvent::Closed => PosEvent::Closed,
         }

@@ -7,10 +7,16 @@
 
 uniffi::setup_scaffolding!();
 
+mod checkout;
 mod engine;
 mod error;
 mod events;
+mod policy;
+mod types;
 
+pub use checkout::*;
 pub use engine::*;
 pub use error::*;
 pub use events::*;
+pub use policy::*;
+pub use types::*;

@@ -103,6 +103,7 @@ final class EngineTests: XCTestCase {
             case .snapshot: kinds.append("snapshot")
             case .connectivityChanged: kinds.append("changed")
             case .closed: kinds.append("closed")
+            default: kinds.append("other")
             }
         }
         XCTAssertEqual(kinds, ["snapshot", "changed", "closed"])

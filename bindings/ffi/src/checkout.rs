@@ -1,0 +1,289 @@
+//! Checkout records: orders, card payments, listings, guards and the
+//! forwarding steps, mirrored from `pos_core::checkout`.
+
+use pos_core::checkout as co;
+use pos_core::ledger as led;
+use pos_core::lifecycle as life;
+use pos_core::rules as rules;
+
+use crate::error::PosError;
+use crate::types::{
+    invalid, mirror_enum, money_opt, ts, CardNetwork, CustomerContact, DeclineReason, EntryMode, Money,
+    OfflineReason, OrderStatus, PaymentStatus, TenderKind,
+};
+
+/// Who is signed in (R12 permission).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct StaffSession {
+    pub staff_id: String,
+    pub may_take_offline_payments: bool,
+}
+
+/// A new order.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct NewOrder {
+    /// The app's order id (idempotency key), or null to generate one.
+    pub order_id: Option<String>,
+    pub total: Money,
+    pub contact: Option<CustomerContact>,
+}
+
+mirror_enum!(
+    /// How one card payment may use offline mode (B1).
+    OfflineBehaviour = co::OfflineBehaviour { RequireOnline, PreferOnline, ForceOffline }
+);
+
+/// How a payment will be processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum PaymentRoute {
+    Online,
+    Offline { reason: OfflineReason },
+}
+
+impl From<co::Route> for PaymentRoute {
+    fn from(r: co::Route) -> Self {
+        match r {
+            co::Route::Online => PaymentRoute::Online,
+            co::Route::Offline { reason } => PaymentRoute::Offline { reason: reason.into() },
+        }
+    }
+}
+
+/// A card payment the cashier starts.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct CardPaymentRequest {
+    pub order_id: String,
+    /// The app's idempotency key, or null to generate one (B2).
+    pub payment_id: Option<String>,
+    pub amount: Money,
+    pub tip: Option<Money>,
+    pub behaviour: OfflineBehaviour,
+    pub tender: TenderKind,
+}
+
+impl TryFrom<CardPaymentRequest> for co::CardPaymentRequest {
+    type Error = PosError;
+    fn try_from(r: CardPaymentRequest) -> Result<Self, PosError> {
+        Ok(co::CardPaymentRequest {
+            order_id: crate::types::order_id(&r.order_id)?,
+            payment_id: r.payment_id,
+            amount: r.amount.try_into()?,
+            tip: money_opt(r.tip)?,
+            behaviour: r.behaviour.into(),
+            tender: r.tender.into(),
+        })
+    }
+}
+
+/// What `begin_card_payment` decided: the payment's stable id and its route.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct PaymentDecision {
+    pub payment_id: String,
+    pub route: PaymentRoute,
+}
+
+impl From<co::PaymentDecision> for PaymentDecision {
+    fn from(d: co::PaymentDecision) -> Self {
+        PaymentDecision { payment_id: d.payment_id.as_str().to_owned(), route: d.route.into() }
+    }
+}
+
+/// One way an order is paid.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum Tender {
+    Cash { amount: Money },
+    OfflineCard { payment_id: String, amount: Money },
+}
+
+/// An order as the app shows it.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct OrderView {
+    pub id: String,
+    pub total: Money,
+    pub paid: Money,
+    pub balance: Money,
+    pub status: OrderStatus,
+    pub tenders: Vec<Tender>,
+    pub contact_hint: Option<String>,
+}
+
+impl From<co::OrderView> for OrderView {
+    fn from(o: co::OrderView) -> Self {
+        OrderView {
+            id: o.id.as_str().to_owned(),
+            total: o.total.into(),
+            paid: o.paid.into(),
+            balance: o.balance.into(),
+            status: o.status.into(),
+            tenders: o
+                .tenders
+                .into_iter()
+                .map(|t| match t {
+                    led::Tender::Cash { amount } => Tender::Cash { amount: amount.into() },
+                    led::Tender::OfflineCard { payment_id, amount } => {
+                        Tender::OfflineCard { payment_id: payment_id.as_str().to_owned(), amount: amount.into() }
+                    }
+                })
+                .collect(),
+            contact_hint: o.contact_hint,
+        }
+    }
+}
+
+/// A stored offline payment (R19). Times are ms since the Unix epoch.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct PaymentView {
+    pub id: String,
+    pub order_id: String,
+    pub amount: Money,
+    pub tip: Option<Money>,
+    pub status: PaymentStatus,
+    pub decline_reason: Option<DeclineReason>,
+    pub network: CardNetwork,
+    pub entry_mode: EntryMode,
+    pub last4: String,
+    pub taken_by: String,
+    pub taken_at_ms: i64,
+    pub deadline_ms: i64,
+    pub time_left_ms: i64,
+}
+
+impl From<co::PaymentView> for PaymentView {
+    fn from(p: co::PaymentView) -> Self {
+        let decline_reason = match &p.state {
+            life::PaymentState::Declined { reason, .. } => Some(reason.clone().into()),
+            _ => None,
+        };
+        PaymentView {
+            id: p.id.as_str().to_owned(),
+            order_id: p.order_id.as_str().to_owned(),
+            amount: p.amount.into(),
+            tip: p.tip.map(Into::into),
+            status: p.status.into(),
+            decline_reason,
+            network: p.network.into(),
+            entry_mode: p.entry_mode.into(),
+            last4: p.last4,
+            taken_by: p.taken_by.as_str().to_owned(),
+            taken_at_ms: ts(p.taken_at),
+            deadline_ms: ts(p.deadline),
+            time_left_ms: p.time_left_ms,
+        }
+    }
+}
+
+mirror_enum!(
+    /// Actions that would lose stored payments (R13).
+    GuardedAction = rules::GuardedAction { LogOut, SwitchLocation, ResetStore, RemoveDevice }
+);
+
+/// A person's explicit decision to go ahead while payments are pending.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct ActionOverride {
+    pub staff_id: String,
+    pub reason: String,
+    /// The money at risk exactly as shown to that person, one per currency.
+    pub acknowledged_at_risk: Vec<Money>,
+}
+
+impl TryFrom<ActionOverride> for rules::ActionOverride {
+    type Error = PosError;
+    fn try_from(o: ActionOverride) -> Result<Self, PosError> {
+        Ok(rules::ActionOverride {
+            staff_id: o.staff_id,
+            reason: o.reason,
+            acknowledged_at_risk: o.acknowledged_at_risk.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// A guarded action may go ahead.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum GuardOutcome {
+    Allowed,
+    Overridden { pending_count: u64, at_risk: Vec<Money> },
+}
+
+impl From<rules::GuardOutcome> for GuardOutcome {
+    fn from(o: rules::GuardOutcome) -> Self {
+        match o {
+            rules::GuardOutcome::Allowed => GuardOutcome::Allowed,
+            rules::GuardOutcome::Overridden { count, at_risk, .. } => {
+                GuardOutcome::Overridden { pending_count: count, at_risk: at_risk.into_iter().map(Into::into).collect() }
+            }
+        }
+    }
+}
+
+mirror_enum!(
+    /// Why a forwarding attempt failed.
+    ForwardErrorKind = life::ForwardErrorKind { NotSent, NoAnswer, ServiceUnavailable, Rejected }
+);
+
+/// One step of forwarding a stored payment, reported by the forwarding engine
+/// (or by an app that forwards through its own backend).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum ForwardingStep {
+    Started,
+    Failed { error: ForwardErrorKind, next_retry_at_ms: Option<i64> },
+    Approved { processor_ref: String },
+    Declined { reason: DeclineReason },
+}
+
+impl From<ForwardingStep> for life::PaymentEvent {
+    fn from(s: ForwardingStep) -> Self {
+        match s {
+            ForwardingStep::Started => life::PaymentEvent::StartForwarding,
+            ForwardingStep::Failed { error, next_retry_at_ms } => life::PaymentEvent::ForwardFailed {
+                error: error.into(),
+                next_retry_at: next_retry_at_ms.map(pos_core::clock::Timestamp),
+            },
+            ForwardingStep::Approved { processor_ref } => life::PaymentEvent::Approved { processor_ref },
+            ForwardingStep::Declined { reason } => life::PaymentEvent::Declined { reason: reason.into() },
+        }
+    }
+}
+
+/// Where a receipt goes (R16).
+#[derive(Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum ReceiptChannel {
+    Email { address: String },
+    Sms { number: String },
+}
+
+impl std::fmt::Debug for ReceiptChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReceiptChannel::Email { .. } => "Email(<redacted>)",
+            ReceiptChannel::Sms { .. } => "Sms(<redacted>)",
+        })
+    }
+}
+
+impl TryFrom<ReceiptChannel> for life::ReceiptChannel {
+    type Error = PosError;
+    fn try_from(c: ReceiptChannel) -> Result<Self, PosError> {
+        Ok(match c {
+            ReceiptChannel::Email { address } => {
+                life::ReceiptChannel::Email(life::EmailAddress::parse(&address).map_err(invalid)?)
+            }
+            ReceiptChannel::Sms { number } => life::ReceiptChannel::Sms(life::PhoneNumber::parse(&number).map_err(invalid)?),
+        })
+    }
+}
+
+/// What `tick` did.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct TickReport {
+    pub expired_payment_ids: Vec<String>,
+    pub warnings: u32,
+}
+
+impl From<co::TickReport> for TickReport {
+    fn from(t: co::TickReport) -> Self {
+        TickReport {
+            expired_payment_ids: t.expired.iter().map(|p| p.as_str().to_owned()).collect(),
+            warnings: u32::try_from(t.warnings).unwrap_or(u32::MAX),
+        }
+    }
+}

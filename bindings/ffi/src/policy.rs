@@ -1,0 +1,207 @@
+//! The offline policy as a plain record, the seed presets, and conversions.
+//! Durations are milliseconds; amounts are minor units of the limit's currency.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use pos_core::policy as pol;
+use pos_core::session as ses;
+
+use crate::error::PosError;
+use crate::types::{currency, invalid, mirror_enum, ms, CardNetwork, EntryMode, TenderKind};
+
+mirror_enum!(
+    /// The kind of device (R7, R8).
+    DeviceProfile = ses::DeviceProfile { PhoneReader, DedicatedTerminal }
+);
+mirror_enum!(
+    /// From when the forwarding deadline counts.
+    DeadlineAnchor = ses::DeadlineAnchor { ConnectionLoss, FirstOfflinePayment }
+);
+
+/// The rules of a preset from the seeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum PolicyPreset {
+    /// Phone-attached reader (S0): 1 h window, deadline 24 h after connection loss.
+    SquareReader,
+    /// Dedicated terminal (S0): 24 h window, deadline 24 h after the first offline payment.
+    SquareTerminal,
+    /// Commerce platform POS (S3): per-order and device limits, staff permission.
+    ShopifyPos,
+}
+
+/// Limits for one currency (B3). `None` means no such limit.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct CurrencyLimits {
+    pub currency: String,
+    pub per_payment: Option<i64>,
+    pub per_order: i64,
+    pub device_amount: Option<i64>,
+    pub device_count: Option<u32>,
+    pub per_card: Option<i64>,
+    pub warn_percent: u8,
+}
+
+/// A card network refused offline in one merchant country (R10).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct RegionalNetworkRule {
+    pub network: CardNetwork,
+    pub merchant_country: String,
+}
+
+/// Every knob of the offline policy (SPEC R4–R14, B3, B6).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct OfflinePolicy {
+    /// Off by default (R4).
+    pub enabled: bool,
+    pub limits: Vec<CurrencyLimits>,
+    pub device_profile: DeviceProfile,
+    pub acceptance_window_ms: u64,
+    pub forwarding_deadline_ms: u64,
+    pub deadline_anchor: DeadlineAnchor,
+    pub warnings_before_deadline_ms: Vec<u64>,
+    pub require_online_margin_ms: u64,
+    pub allowed_entry_modes: Vec<EntryMode>,
+    pub refused_tenders: Vec<TenderKind>,
+    pub tips_allowed: bool,
+    pub merchant_country: Option<String>,
+    pub refused_regional_networks: Vec<RegionalNetworkRule>,
+    /// `None`: every network allowed.
+    pub allowed_networks: Option<Vec<CardNetwork>>,
+    /// Reader models that may take offline payments (R11).
+    pub offline_readers: Vec<String>,
+    pub tap_to_pay_on_phone: bool,
+    /// The role permission is required (R12).
+    pub staff_permission_required: bool,
+    /// Guarded actions may be overridden (R13).
+    pub pending_override_allowed: bool,
+    pub offline_on_network_outage: bool,
+    pub offline_on_service_disruption: bool,
+    pub offline_when_forced: bool,
+    pub customer_search_offline: bool,
+    pub gift_card_sales_offline: bool,
+    pub network_change_offline: bool,
+}
+
+fn opt_amount(x: Option<pos_core::money::Money>) -> Option<i64> {
+    x.map(|m| m.minor_units())
+}
+
+impl From<pol::Policy> for OfflinePolicy {
+    fn from(p: pol::Policy) -> Self {
+        OfflinePolicy {
+            enabled: p.enabled,
+            limits: p
+                .limits
+                .iter()
+                .map(|(c, l)| CurrencyLimits {
+                    currency: c.code().to_owned(),
+                    per_payment: opt_amount(l.per_payment),
+                    per_order: l.per_order.minor_units(),
+                    device_amount: opt_amount(l.device_amount),
+                    device_count: l.device_count,
+                    per_card: opt_amount(l.per_card),
+                    warn_percent: l.warn_percent,
+                })
+                .collect(),
+            device_profile: p.device_profile.into(),
+            acceptance_window_ms: ms(p.session.acceptance_window),
+            forwarding_deadline_ms: ms(p.session.forwarding_deadline),
+            deadline_anchor: p.session.deadline_anchor.into(),
+            warnings_before_deadline_ms: p.session.warnings_before_deadline.iter().map(|d| ms(*d)).collect(),
+            require_online_margin_ms: ms(p.session.require_online_margin),
+            allowed_entry_modes: p.allowed_entry_modes.iter().map(|m| (*m).into()).collect(),
+            refused_tenders: p.refused_tenders.iter().map(|t| (*t).into()).collect(),
+            tips_allowed: p.tips_allowed,
+            merchant_country: p.merchant_country.clone(),
+            refused_regional_networks: p
+                .refused_regional_networks
+                .iter()
+                .map(|r| RegionalNetworkRule { network: r.network.into(), merchant_country: r.merchant_country.clone() })
+                .collect(),
+            allowed_networks: p.allowed_networks.as_ref().map(|s| s.iter().map(|n| (*n).into()).collect()),
+            offline_readers: p.offline_readers.iter().cloned().collect(),
+            tap_to_pay_on_phone: p.tap_to_pay_on_phone,
+            staff_permission_required: p.staff_permission_required,
+            pending_override_allowed: p.pending_override_allowed,
+            offline_on_network_outage: p.outage.offline_on_network_outage,
+            offline_on_service_disruption: p.outage.offline_on_service_disruption,
+            offline_when_forced: p.outage.offline_when_forced,
+            customer_search_offline: p.features.customer_search,
+            gift_card_sales_offline: p.features.gift_card_sales,
+            network_change_offline: p.features.network_change,
+        }
+    }
+}
+
+impl TryFrom<OfflinePolicy> for pol::Policy {
+    type Error = PosError;
+    fn try_from(p: OfflinePolicy) -> Result<Self, PosError> {
+        let mut limits = BTreeMap::new();
+        for l in p.limits {
+            let c = currency(&l.currency)?;
+            let amount = |v: i64| pos_core::money::Money::new(v, c);
+            let limit = pol::CurrencyLimits {
+                per_payment: l.per_payment.map(amount),
+                per_order: amount(l.per_order),
+                device_amount: l.device_amount.map(amount),
+                device_count: l.device_count,
+                per_card: l.per_card.map(amount),
+                warn_percent: l.warn_percent,
+            };
+            if limits.insert(c, limit).is_some() {
+                return Err(invalid(format!("limits for {c} are given twice")));
+            }
+        }
+        let d = Duration::from_millis;
+        Ok(pol::Policy {
+            enabled: p.enabled,
+            limits,
+            device_profile: p.device_profile.into(),
+            session: ses::SessionRules {
+                acceptance_window: d(p.acceptance_window_ms),
+                forwarding_deadline: d(p.forwarding_deadline_ms),
+                deadline_anchor: p.deadline_anchor.into(),
+                warnings_before_deadline: p.warnings_before_deadline_ms.iter().map(|x| d(*x)).collect(),
+                require_online_margin: d(p.require_online_margin_ms),
+            },
+            allowed_entry_modes: p.allowed_entry_modes.into_iter().map(Into::into).collect(),
+            refused_tenders: p.refused_tenders.into_iter().map(Into::into).collect(),
+            tips_allowed: p.tips_allowed,
+            merchant_country: p.merchant_country,
+            refused_regional_networks: p
+                .refused_regional_networks
+                .into_iter()
+                .map(|r| pol::RegionalNetworkRule { network: r.network.into(), merchant_country: r.merchant_country })
+                .collect(),
+            allowed_networks: p.allowed_networks.map(|v| v.into_iter().map(Into::into).collect::<BTreeSet<_>>()),
+            offline_readers: p.offline_readers.into_iter().collect(),
+            tap_to_pay_on_phone: p.tap_to_pay_on_phone,
+            staff_permission_required: p.staff_permission_required,
+            pending_override_allowed: p.pending_override_allowed,
+            features: pol::OfflineFeatures {
+                customer_search: p.customer_search_offline,
+                gift_card_sales: p.gift_card_sales_offline,
+                network_change: p.network_change_offline,
+            },
+            outage: pol::OutagePolicy {
+                offline_on_network_outage: p.offline_on_network_outage,
+                offline_on_service_disruption: p.offline_on_service_disruption,
+                offline_when_forced: p.offline_when_forced,
+            },
+        })
+    }
+}
+
+/// The rules of a seed preset for `currency` (disabled until the merchant
+/// turns offline payments on, R4).
+#[uniffi::export]
+pub fn policy_preset(preset: PolicyPreset, currency_code: String) -> Result<OfflinePolicy, PosError> {
+    let c = currency(&currency_code)?;
+    let p = match preset {
+        PolicyPreset::SquareReader => pol::Policy::square_reader(c),
+        PolicyPreset::SquareTerminal => pol::Policy::square_terminal(c),
+        PolicyPreset::ShopifyPos => pol::Policy::shopify_pos(c),
+    };
+    Ok(p.into())
+}

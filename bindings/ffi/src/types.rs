@@ -1,0 +1,228 @@
+//! Shared FFI records and enums: money, ids, card data and payment states,
+//! each mirrored from `pos-core` with conversions in both directions where
+//! the app sends them. A conversion from the app validates and fails with
+//! `PosError.InvalidInput`.
+
+use pos_core::clock::Timestamp;
+use pos_core::lifecycle as life;
+use pos_core::money as m;
+use pos_core::policy as pol;
+
+use crate::error::PosError;
+
+pub(crate) fn invalid(reason: impl std::fmt::Display) -> PosError {
+    PosError::InvalidInput { reason: reason.to_string() }
+}
+
+pub(crate) fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub(crate) fn ts(t: Timestamp) -> i64 {
+    t.millis()
+}
+
+/// An amount in minor units (cents, yen, fils) of an ISO 4217 currency.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Money {
+    pub minor_units: i64,
+    pub currency: String,
+}
+
+impl From<m::Money> for Money {
+    fn from(x: m::Money) -> Self {
+        Money { minor_units: x.minor_units(), currency: x.currency().code().to_owned() }
+    }
+}
+
+impl TryFrom<Money> for m::Money {
+    type Error = PosError;
+    fn try_from(x: Money) -> Result<Self, PosError> {
+        Ok(m::Money::new(x.minor_units, m::Currency::parse(&x.currency).map_err(invalid)?))
+    }
+}
+
+pub(crate) fn currency(code: &str) -> Result<m::Currency, PosError> {
+    m::Currency::parse(code).map_err(invalid)
+}
+
+pub(crate) fn money_opt(x: Option<Money>) -> Result<Option<m::Money>, PosError> {
+    x.map(m::Money::try_from).transpose()
+}
+
+macro_rules! mirror_enum {
+    ($(#[$meta:meta])* $name:ident = $core:path { $($v:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
+        pub enum $name { $($v),+ }
+        impl From<$core> for $name {
+            fn from(x: $core) -> Self { use $core as C; match x { $(C::$v => $name::$v),+ } }
+        }
+        impl From<$name> for $core {
+            fn from(x: $name) -> Self { use $core as C; match x { $($name::$v => C::$v),+ } }
+        }
+    };
+}
+pub(crate) use mirror_enum;
+
+mirror_enum!(
+    /// How the card was read.
+    EntryMode = pol::EntryMode { Chip, Contactless, Swipe, Manual }
+);
+mirror_enum!(
+    /// The card network (brand).
+    CardNetwork = pol::Network { Visa, Mastercard, Amex, Discover, Jcb, UnionPay, Interac, Eftpos, Other }
+);
+mirror_enum!(
+    /// What kind of tender pays.
+    TenderKind = pol::TenderKind { Card, Cash, GiftCard, BuyNowPayLater }
+);
+mirror_enum!(
+    /// Why the engine is offline.
+    OfflineReason = pol::OfflineReason { NetworkOutage, ServiceDisruption, ForcedOffline }
+);
+mirror_enum!(
+    /// Where a stored payment is in its life.
+    PaymentStatus = life::PaymentStatus { Pending, Forwarding, FailedToForward, Approved, Declined, Expired }
+);
+mirror_enum!(
+    /// The order badge (R15).
+    OrderStatus = life::OrderStatus { PaymentPending, Paid, CardDeclined, Expired }
+);
+
+/// Why the processor declined (B9).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum DeclineReason {
+    InsufficientFunds,
+    LostCard,
+    StolenCard,
+    ExpiredCard,
+    DoNotHonour,
+    ProcessingError,
+    Other { code: String },
+}
+
+impl From<life::DeclineReason> for DeclineReason {
+    fn from(x: life::DeclineReason) -> Self {
+        use life::DeclineReason as C;
+        match x {
+            C::InsufficientFunds => DeclineReason::InsufficientFunds,
+            C::LostCard => DeclineReason::LostCard,
+            C::StolenCard => DeclineReason::StolenCard,
+            C::ExpiredCard => DeclineReason::ExpiredCard,
+            C::DoNotHonour => DeclineReason::DoNotHonour,
+            C::ProcessingError => DeclineReason::ProcessingError,
+            C::Other { code } => DeclineReason::Other { code },
+        }
+    }
+}
+
+impl From<DeclineReason> for life::DeclineReason {
+    fn from(x: DeclineReason) -> Self {
+        use life::DeclineReason as C;
+        match x {
+            DeclineReason::InsufficientFunds => C::InsufficientFunds,
+            DeclineReason::LostCard => C::LostCard,
+            DeclineReason::StolenCard => C::StolenCard,
+            DeclineReason::ExpiredCard => C::ExpiredCard,
+            DeclineReason::DoNotHonour => C::DoNotHonour,
+            DeclineReason::ProcessingError => C::ProcessingError,
+            DeclineReason::Other { code } => C::Other { code },
+        }
+    }
+}
+
+/// The customer's contact, captured to collect a declined payment (R17).
+/// Stored sealed; shown back only as hints.
+#[derive(Clone, PartialEq, Eq, uniffi::Record)]
+pub struct CustomerContact {
+    pub email: Option<String>,
+    pub phone: Option<String>,
+}
+
+impl std::fmt::Debug for CustomerContact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CustomerContact(<redacted>)")
+    }
+}
+
+impl TryFrom<CustomerContact> for life::CustomerContact {
+    type Error = PosError;
+    fn try_from(c: CustomerContact) -> Result<Self, PosError> {
+        life::CustomerContact::parse(c.email.as_deref(), c.phone.as_deref()).map_err(invalid)
+    }
+}
+
+impl From<life::CustomerContact> for CustomerContact {
+    fn from(c: life::CustomerContact) -> Self {
+        CustomerContact {
+            email: c.email().map(|e| e.reveal().to_owned()),
+            phone: c.phone().map(|p| p.reveal().to_owned()),
+        }
+    }
+}
+
+/// What the card reader returned (SPEC section 4). `sealed_card_data` is
+/// encrypted for the processor: the POS cannot open it.
+#[derive(Clone, PartialEq, Eq, uniffi::Record)]
+pub struct CardRead {
+    pub entry_mode: EntryMode,
+    pub network: CardNetwork,
+    pub last4: String,
+    pub fingerprint: Option<String>,
+    pub reader_model: String,
+    pub sealed_card_data: Vec<u8>,
+}
+
+impl std::fmt::Debug for CardRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CardRead")
+            .field("entry_mode", &self.entry_mode)
+            .field("network", &self.network)
+            .field("last4", &self.last4)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<CardRead> for pos_core::ledger::CardRead {
+    fn from(c: CardRead) -> Self {
+        pos_core::ledger::CardRead {
+            entry_mode: c.entry_mode.into(),
+            network: c.network.into(),
+            last4: c.last4,
+            fingerprint: c.fingerprint,
+            reader_model: c.reader_model,
+            sealed_card_data: c.sealed_card_data,
+        }
+    }
+}
+
+/// A declined payment to collect again (R17, B9).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct DeclineNotice {
+    pub payment_id: String,
+    pub order_id: String,
+    pub amount_due: Money,
+    pub reason: DeclineReason,
+    pub contact: Option<CustomerContact>,
+}
+
+impl From<life::DeclineNotice> for DeclineNotice {
+    fn from(n: life::DeclineNotice) -> Self {
+        DeclineNotice {
+            payment_id: n.payment_id.as_str().to_owned(),
+            order_id: n.order_id.as_str().to_owned(),
+            amount_due: n.amount_due.into(),
+            reason: n.reason.into(),
+            contact: n.contact.map(Into::into),
+        }
+    }
+}
+
+pub(crate) fn payment_id(s: &str) -> Result<life::PaymentId, PosError> {
+    life::PaymentId::parse(s).map_err(invalid)
+}
+
+pub(crate) fn order_id(s: &str) -> Result<life::OrderId, PosError> {
+    life::OrderId::parse(s).map_err(invalid)
+}

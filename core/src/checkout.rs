@@ -1,0 +1,712 @@
+//! Checkout and the life of stored payments, as methods of [`PosEngine`].
+//!
+//! - Orders with several tenders: cash and offline cards (R5 split tender).
+//! - Card payments in two steps (B1): `begin_card_payment` fixes the payment
+//!   id (B2) and decides the route from the per-payment behaviour and the
+//!   connectivity; `confirm_card_payment` re-checks the route explicitly, runs
+//!   every offline rule with the card's details, and stores the payment. The
+//!   check of the limits and the write of the payment happen under the
+//!   engine's write lock, so racing checkouts never push a total over a limit.
+//! - Receipts requested offline are queued (R16); listing and totals (R19).
+//! - Hooks for the forwarding engine: what is due, oldest deadline first, and
+//!   the recording of each forwarding step; `tick` expires payments past their
+//!   deadline (R8) and raises session warnings (B4).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{AuditKind, ForwardOutcome};
+use crate::clock::{duration_ms, Timestamp};
+use crate::engine::{CurrencyTotals, PosEngine, State};
+use crate::error::{PosError, Result};
+use crate::events::PosEvent;
+use crate::ledger::{CardRead, Ledger, OfflinePayment, Order, Tender, Write};
+use crate::lifecycle::{
+    CustomerContact, Deadline, DeclineNotice, OrderId, OrderStatus, PaymentEvent, PaymentId, PaymentState,
+    PaymentStatus, ReceiptChannel, ReceiptEvent, ReceiptRequest, StaffId,
+};
+use crate::money::{Currency, Money};
+use crate::policy::{EntryMode, Network, OfflineReason, TenderKind};
+use crate::rules::{check_offline_payment, limit_warnings, OfflineCardRequest, OfflineContext, Reader, Refusal};
+use crate::session::{OfflineSession, SessionRefusal};
+
+/// How one card payment may use offline mode, chosen by the app when the
+/// payment starts (B1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OfflineBehaviour {
+    /// Online only: refused while offline.
+    RequireOnline,
+    /// Online when the service is reachable, offline otherwise.
+    PreferOnline,
+    /// Offline even when online (for example a known-bad connection).
+    ForceOffline,
+}
+
+/// How a payment will be processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Route {
+    Online,
+    Offline { reason: OfflineReason },
+}
+
+/// A new order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    /// The app's own order id (idempotency key), or `None` to generate one.
+    pub order_id: Option<String>,
+    pub total: Money,
+    /// The customer's email or phone, to collect a declined payment (R17).
+    pub contact: Option<CustomerContact>,
+}
+
+/// A card payment the cashier starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardPaymentRequest {
+    pub order_id: OrderId,
+    /// The app's idempotency key for this payment, or `None` to generate one (B2).
+    pub payment_id: Option<String>,
+    /// The amount applied to the order, before tip.
+    pub amount: Money,
+    pub tip: Option<Money>,
+    pub behaviour: OfflineBehaviour,
+    /// Card, or a gift card / buy-now-pay-later (refused offline, R9/R10).
+    pub tender: TenderKind,
+}
+
+/// A card payment begun and not yet confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BegunPayment {
+    pub id: PaymentId,
+    pub request: CardPaymentRequest,
+    pub route: Route,
+    pub begun_at: Timestamp,
+}
+
+/// What `begin_card_payment` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentDecision {
+    /// The payment's id, stable from now on (B2).
+    pub payment_id: PaymentId,
+    pub route: Route,
+}
+
+/// An order as the app shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderView {
+    pub id: OrderId,
+    pub total: Money,
+    pub paid: Money,
+    pub balance: Money,
+    /// The badge (R15).
+    pub status: OrderStatus,
+    pub tenders: Vec<Tender>,
+    /// A redacted hint of the captured contact (`j***@e***.com`).
+    pub contact_hint: Option<String>,
+}
+
+/// A stored offline payment as the app lists it (R19).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PaymentView {
+    pub id: PaymentId,
+    pub order_id: OrderId,
+    pub amount: Money,
+    pub tip: Option<Money>,
+    pub status: PaymentStatus,
+    pub state: PaymentState,
+    pub network: Network,
+    pub entry_mode: EntryMode,
+    pub last4: String,
+    pub taken_by: StaffId,
+    pub taken_at: Timestamp,
+    pub deadline: Timestamp,
+    /// Milliseconds left before the deadline; 0 once past or settled.
+    pub time_left_ms: i64,
+}
+
+impl fmt::Debug for PaymentView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PaymentView")
+            .field("id", &self.id)
+            .field("order_id", &self.order_id)
+            .field("amount", &self.amount)
+            .field("status", &self.status)
+            .field("network", &self.network)
+            .field("last4", &self.last4)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `tick` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickReport {
+    pub expired: Vec<PaymentId>,
+    pub warnings: usize,
+}
+
+fn new_id_bytes() -> Result<[u8; 16]> {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| PosError::Internal { reason: "no randomness available".into() })?;
+    Ok(b)
+}
+
+fn invalid(reason: impl fmt::Display) -> PosError {
+    PosError::InvalidInput { reason: reason.to_string() }
+}
+
+fn not_found(what: impl fmt::Display) -> PosError {
+    PosError::NotFound { what: what.to_string() }
+}
+
+/// Per-currency totals of the stored payments (R19).
+pub(crate) fn totals(ledger: &Ledger) -> Result<Vec<CurrencyTotals>> {
+    let mut out: Vec<CurrencyTotals> = Vec::new();
+    for p in ledger.payments.values() {
+        let c = p.amount.currency();
+        let idx = match out.iter().position(|t| t.currency == c) {
+            Some(i) => i,
+            None => {
+                let z = Money::zero(c);
+                out.push(CurrencyTotals {
+                    currency: c,
+                    pending_count: 0,
+                    pending_amount: z,
+                    approved_count: 0,
+                    approved_amount: z,
+                    declined_count: 0,
+                    declined_amount: z,
+                    expired_count: 0,
+                    expired_amount: z,
+                });
+                out.len() - 1
+            }
+        };
+        let t = &mut out[idx];
+        let (count, amount) = match p.state.status() {
+            PaymentStatus::Approved => (&mut t.approved_count, &mut t.approved_amount),
+            PaymentStatus::Declined => (&mut t.declined_count, &mut t.declined_amount),
+            PaymentStatus::Expired => (&mut t.expired_count, &mut t.expired_amount),
+            _ => (&mut t.pending_count, &mut t.pending_amount),
+        };
+        *count = count.saturating_add(1);
+        *amount = amount.checked_add(&p.amount)?;
+    }
+    out.sort_by_key(|t| t.currency);
+    Ok(out)
+}
+
+fn view_order(ledger: &Ledger, o: &Order) -> Result<OrderView> {
+    Ok(OrderView {
+        id: o.id.clone(),
+        total: o.total,
+        paid: o.paid()?,
+        balance: o.balance()?,
+        status: ledger.order_status(o),
+        tenders: o.tenders.clone(),
+        contact_hint: o.contact.as_ref().map(|c| {
+            c.email().map(|e| e.hint()).or_else(|| c.phone().map(|p| p.hint())).unwrap_or_default()
+        }),
+    })
+}
+
+fn view_payment(p: &OfflinePayment, now: Timestamp) -> PaymentView {
+    let time_left_ms = if p.is_unsettled() { duration_ms(now.until(p.deadline)) } else { 0 };
+    PaymentView {
+        id: p.id.clone(),
+        order_id: p.order_id.clone(),
+        amount: p.amount,
+        tip: p.tip,
+        status: p.state.status(),
+        state: p.state.clone(),
+        network: p.card.network,
+        entry_mode: p.card.entry_mode,
+        last4: p.card.last4.clone(),
+        taken_by: p.taken_by.clone(),
+        taken_at: p.taken_at,
+        deadline: p.deadline,
+        time_left_ms,
+    }
+}
+
+impl PosEngine {
+    fn signed_in(s: &State) -> Result<StaffId> {
+        s.staff.as_ref().map(|st| st.staff_id.clone()).ok_or(PosError::NotSignedIn)
+    }
+
+    /// Creates an order. Needs a signed-in staff member.
+    pub async fn create_order(&self, new: NewOrder) -> Result<OrderView> {
+        self.check_open()?;
+        let total = Money::positive(new.total.minor_units(), new.total.currency())?;
+        let id = match &new.order_id {
+            Some(s) => OrderId::parse(s).map_err(invalid)?,
+            None => OrderId::from_random(new_id_bytes()?),
+        };
+        let _w = self.inner.write_lock.lock().await;
+        let now = self.now();
+        let order = {
+            let s = self.state();
+            let staff = Self::signed_in(&s)?;
+            if let Some(existing) = s.ledger.orders.get(&id) {
+                // The same key again with the same figures is a retry: answer it.
+                if existing.total == total && existing.contact == new.contact {
+                    return view_order(&s.ledger, existing);
+                }
+                return Err(invalid(format!("order {id} already exists with other figures")));
+            }
+            Order { id, total, tenders: Vec::new(), contact: new.contact, created_at: now, created_by: staff }
+        };
+        self.commit(vec![Write::Order(order.clone())]).await?;
+        view_order(&self.state().ledger, &order)
+    }
+
+    /// The order with this id.
+    pub fn order(&self, order_id: &OrderId) -> Result<OrderView> {
+        self.check_open()?;
+        let s = self.state();
+        let o = s.ledger.orders.get(order_id).ok_or_else(|| not_found(format!("order {order_id}")))?;
+        view_order(&s.ledger, o)
+    }
+
+    /// Records a cash tender (never subject to offline rules).
+    pub async fn add_cash(&self, order_id: &OrderId, amount: Money) -> Result<OrderView> {
+        self.check_open()?;
+        let amount = Money::positive(amount.minor_units(), amount.currency())?;
+        let _w = self.inner.write_lock.lock().await;
+        let order = {
+            let s = self.state();
+            let mut o = s.ledger.orders.get(order_id).cloned().ok_or_else(|| not_found(format!("order {order_id}")))?;
+            let balance = o.balance()?;
+            if amount.currency() != balance.currency() || amount.minor_units() > balance.minor_units() {
+                return Err(invalid(format!("cash {amount} exceeds the balance {balance}")));
+            }
+            o.tenders.push(Tender::Cash { amount });
+            o
+        };
+        self.commit(vec![Write::Order(order.clone())]).await?;
+        view_order(&self.state().ledger, &order)
+    }
+
+    fn route(s: &State, behaviour: OfflineBehaviour) -> Result<Route> {
+        let conn = s.connectivity.state();
+        let reason = match conn.outage_cause() {
+            Some(crate::connectivity::OutageCause::NetworkOutage) => Some(OfflineReason::NetworkOutage),
+            Some(crate::connectivity::OutageCause::ServiceDisruption) => Some(OfflineReason::ServiceDisruption),
+            None => None,
+        };
+        match (behaviour, reason) {
+            (OfflineBehaviour::ForceOffline, r) => Ok(Route::Offline { reason: r.unwrap_or(OfflineReason::ForcedOffline) }),
+            (OfflineBehaviour::RequireOnline, Some(_)) => Err(PosError::OnlineRequired),
+            (_, None) => Ok(Route::Online),
+            (OfflineBehaviour::PreferOnline, Some(reason)) => Ok(Route::Offline { reason }),
+        }
+    }
+
+    /// Starts a card payment: fixes its id and decides its route. An offline
+    /// route is pre-checked against every rule that does not depend on the
+    /// card, so an over-limit amount is refused before the card is presented.
+    /// Nothing is stored until [`PosEngine::confirm_card_payment`].
+    pub async fn begin_card_payment(&self, request: CardPaymentRequest) -> Result<PaymentDecision> {
+        self.check_open()?;
+        Money::positive(request.amount.minor_units(), request.amount.currency())?;
+        let id = match &request.payment_id {
+            Some(k) => PaymentId::parse(k).map_err(invalid)?,
+            None => PaymentId::from_random(new_id_bytes()?),
+        };
+        let _w = self.inner.write_lock.lock().await;
+        let now = self.now();
+        let mut s = self.state();
+        if s.ledger.payments.contains_key(&id) {
+            return Err(PosError::duplicate(&id));
+        }
+        let order =
+            s.ledger.orders.get(&request.order_id).ok_or_else(|| not_found(format!("order {}", request.order_id)))?;
+        let balance = order.balance()?;
+        if request.amount.currency() != balance.currency() || request.amount.minor_units() > balance.minor_units() {
+            return Err(invalid(format!("the payment {} exceeds the balance {balance}", request.amount)));
+        }
+        let route = Self::route(&s, request.behaviour)?;
+        if let Route::Offline { reason } = route {
+            let probe = CardRead {
+                entry_mode: EntryMode::Chip,
+                network: Network::Visa,
+                last4: "0000".into(),
+                fingerprint: None,
+                reader_model: String::new(),
+                sealed_card_data: Vec::new(),
+            };
+            match Self::check_offline(&s, now, reason, &request, &probe) {
+                Ok(_) => {}
+                Err(PosError::Refused { refusal }) if card_specific(&refusal) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        s.begun.insert(id.clone(), BegunPayment { id: id.clone(), request, route, begun_at: now });
+        Ok(PaymentDecision { payment_id: id, route })
+    }
+
+    /// Runs every offline rule. Returns the (possibly new) session and the
+    /// payment's charged amount.
+    fn check_offline(
+        s: &State,
+        now: Timestamp,
+        reason: OfflineReason,
+        request: &CardPaymentRequest,
+        card: &CardRead,
+    ) -> Result<(OfflineSession, Money)> {
+        let settings = s.settings();
+        let policy = &settings.policy;
+        let session =
+            settings.session.clone().unwrap_or_else(|| OfflineSession::start(policy.session.clone(), now));
+        let currency = request.amount.currency();
+        let (device_count, device_total) = s.ledger.unsettled(currency)?;
+        let order = s.ledger.orders.get(&request.order_id).ok_or_else(|| not_found("order"))?;
+        let staff_permitted =
+            !policy.staff_permission_required || s.staff.as_ref().is_some_and(|st| st.may_take_offline_payments);
+        // Past or near the forwarding deadline, new payments must go online (B4).
+        let require_online = matches!(
+            session.check_acceptance(now),
+            Err(SessionRefusal::DeadlinePassed { .. } | SessionRefusal::TooCloseToDeadline { .. })
+        );
+        let ctx = OfflineContext {
+            reason,
+            now,
+            window_closes_at: session.acceptance_closes_at(),
+            require_online,
+            staff_permitted,
+            reader: Reader::External { model: card.reader_model.clone() },
+            device_total,
+            device_count,
+            order_total: order.offline_card_total()?,
+            card_total: s.ledger.card_total(card.fingerprint.as_deref(), session.started_at(), currency)?,
+        };
+        let req = OfflineCardRequest {
+            amount: request.amount,
+            tip: request.tip,
+            entry_mode: card.entry_mode,
+            network: card.network,
+            tender: request.tender,
+        };
+        check_offline_payment(policy, &ctx, &req)?;
+        let charged = req.charged()?;
+        Ok((session, charged))
+    }
+
+    /// Confirms a begun card payment with what the reader returned. The route
+    /// is re-checked: if connectivity changed since the start, nothing is
+    /// taken and [`PosError::RouteChanged`] asks the app to begin again (B1).
+    /// An offline payment is stored only after every rule passed, and the
+    /// call returns once it is durable. Confirming an already-stored payment
+    /// returns it again (a retry), never a second payment.
+    pub async fn confirm_card_payment(&self, payment_id: &PaymentId, card: CardRead) -> Result<PaymentView> {
+        self.check_open()?;
+        card.validate().map_err(invalid)?;
+        let _w = self.inner.write_lock.lock().await;
+        let now = self.now();
+        let (begun, decided_now) = {
+            let mut s = self.state();
+            if let Some(p) = s.ledger.payments.get(payment_id) {
+                return Ok(view_payment(p, now));
+            }
+            let begun = s.begun.get(payment_id).cloned().ok_or_else(|| not_found(format!("payment {payment_id}")))?;
+            let decided_now = Self::route(&s, begun.request.behaviour);
+            if decided_now.as_ref().ok() != Some(&begun.route) {
+                s.begun.remove(payment_id);
+            }
+            (begun, decided_now)
+        };
+        let now_route = decided_now?;
+        if now_route != begun.route {
+            return Err(PosError::RouteChanged { decided: begun.route, now: now_route });
+        }
+        let Route::Offline { reason } = begun.route else {
+            return Err(PosError::OnlineUnavailable);
+        };
+        let checked = {
+            let s = self.state();
+            Self::check_offline(&s, now, reason, &begun.request, &card).map(|ok| (ok, Self::signed_in(&s)))
+        };
+        let ((mut session, charged), staff) = match checked {
+            Ok(ok) => ok,
+            Err(PosError::Refused { refusal }) => {
+                // The refusal itself is audited (B12); the payment is not taken.
+                let batch = {
+                    let s = self.state();
+                    let actor = s.staff.as_ref().map(|st| st.staff_id.clone());
+                    let kind = AuditKind::OfflinePaymentRefused {
+                        rule: refusal.rule_id().to_owned(),
+                        amount: begun.request.amount,
+                    };
+                    vec![Self::audit(&s, &[], now, actor, kind)]
+                };
+                self.commit(batch).await?;
+                return Err(PosError::Refused { refusal });
+            }
+            Err(e) => return Err(e),
+        };
+        let staff = staff?;
+        let deadline = session.record_offline_payment(now);
+        let (batch, payment, order_id) = {
+            let s = self.state();
+            let mut order = s.ledger.orders.get(&begun.request.order_id).cloned().ok_or_else(|| not_found("order"))?;
+            let balance = order.balance()?;
+            if begun.request.amount.minor_units() > balance.minor_units() {
+                return Err(invalid(format!("the payment {} exceeds the balance {balance}", begun.request.amount)));
+            }
+            order.tenders.push(Tender::OfflineCard { payment_id: payment_id.clone(), amount: charged });
+            let payment = OfflinePayment {
+                id: payment_id.clone(),
+                order_id: order.id.clone(),
+                amount: charged,
+                tip: begun.request.tip,
+                card,
+                taken_by: staff.clone(),
+                taken_at: now,
+                deadline,
+                session_started_at: session.started_at(),
+                state: PaymentState::Pending,
+            };
+            let mut settings = s.settings();
+            settings.session = Some(session);
+            settings.clock_floor = now;
+            let mut batch = vec![Write::Settings(settings), Write::Payment(payment.clone()), Write::Order(order.clone())];
+            let kind = AuditKind::OfflinePaymentTaken {
+                payment_id: payment_id.clone(),
+                order_id: order.id.clone(),
+                amount: charged,
+            };
+            batch.push(Self::audit(&s, &batch, now, Some(staff), kind));
+            (batch, payment, order.id)
+        };
+        self.commit(batch).await?;
+        let (order_status, near) = {
+            let mut s = self.state();
+            s.begun.remove(payment_id);
+            let status = s.ledger.orders.get(&order_id).map(|o| s.ledger.order_status(o));
+            let currency = charged.currency();
+            let near = s.ledger.unsettled(currency).ok().and_then(|(count, total)| {
+                limit_warnings(&s.settings().policy, currency, total, count)
+            });
+            (status, near)
+        };
+        self.inner.events.emit(PosEvent::PaymentStateChanged {
+            payment_id: payment_id.clone(),
+            order_id,
+            status: PaymentStatus::Pending,
+            order_status,
+        });
+        if let Some(near) = near {
+            self.inner.events.emit(PosEvent::LimitNear(near));
+        }
+        Ok(view_payment(&payment, now))
+    }
+
+    /// Drops a begun payment that will not be confirmed (the customer left).
+    pub fn cancel_card_payment(&self, payment_id: &PaymentId) -> Result<()> {
+        self.check_open()?;
+        self.state().begun.remove(payment_id).map(|_| ()).ok_or_else(|| not_found(format!("payment {payment_id}")))
+    }
+
+    /// Every stored offline payment, most urgent deadline first (R19).
+    pub fn list_payments(&self) -> Result<Vec<PaymentView>> {
+        self.check_open()?;
+        let now = self.now();
+        let s = self.state();
+        let mut v: Vec<PaymentView> = s.ledger.payments.values().map(|p| view_payment(p, now)).collect();
+        v.sort_by(|a, b| (a.status.is_final(), a.deadline, &a.id).cmp(&(b.status.is_final(), b.deadline, &b.id)));
+        Ok(v)
+    }
+
+    /// Queues a receipt for an order (R16). It is sent when the device is
+    /// back online (by the forwarding engine); returns the receipt's id.
+    pub async fn request_receipt(&self, order_id: &OrderId, channel: ReceiptChannel) -> Result<u64> {
+        self.check_open()?;
+        let _w = self.inner.write_lock.lock().await;
+        let now = self.now();
+        let (id, request) = {
+            let s = self.state();
+            if !s.ledger.orders.contains_key(order_id) {
+                return Err(not_found(format!("order {order_id}")));
+            }
+            (s.next_receipt_id, ReceiptRequest::queue(order_id.clone(), channel, now))
+        };
+        self.commit(vec![Write::Receipt { id, request }]).await?;
+        self.state().next_receipt_id = id.saturating_add(1);
+        Ok(id)
+    }
+
+    /// The receipts still queued, oldest first.
+    pub fn queued_receipts(&self) -> Result<Vec<(u64, ReceiptRequest)>> {
+        self.check_open()?;
+        let s = self.state();
+        Ok(s.ledger
+            .receipts
+            .iter()
+            .filter(|(_, r)| matches!(r.state, crate::lifecycle::ReceiptState::Queued { .. }))
+            .map(|(id, r)| (*id, r.clone()))
+            .collect())
+    }
+
+    /// Records a delivery attempt of a queued receipt.
+    pub async fn record_receipt(&self, id: u64, event: ReceiptEvent) -> Result<()> {
+        self.check_open()?;
+        let _w = self.inner.write_lock.lock().await;
+        let now = self.now();
+        let mut request = self.state().ledger.receipts.get(&id).cloned().ok_or_else(|| not_found(format!("receipt {id}")))?;
+        request.record(event, now).map_err(|e| PosError::InvalidTransition { reason: e.to_string() })?;
+        self.commit(vec![Write::Receipt { id, request }]).await
+    }
+
+    /// The payments the forwarding engine should send now, most urgent
+    /// deadline first (B4), at most `limit`: unsettled, not in flight, before
+    /// their deadline and past their retry time.
+    pub fn due_for_forwarding(&self, limit: usize) -> Result<Vec<PaymentId>> {
+        self.check_open()?;
+        let now = self.now();
+        let s = self.state();
+        let mut due: Vec<&OfflinePayment> = s
+            .ledger
+            .payments
+            .values()
+            .filter(|p| p.deadline > now)
+            .filter(|p| match &p.state {
+                PaymentState::Pending => true,
+                PaymentState::FailedToForward { next_retry_at, .. } => next_retry_at.is_none_or(|t| t <= now),
+                _ => false,
+            })
+            .collect();
+        due.sort_by(|a, b| (a.deadline, &a.id).cmp(&(b.deadline, &b.id)));
+        Ok(due.into_iter().take(limit).map(|p| p.id.clone()).collect())
+    }
+
+    /// Records one step of forwarding a payment (start, failure, approval,
+    /// decline), durably, with an audit entry for each outcome. A decline
+    /// raises [`PosEvent::PaymentDeclined`] with the contact and the amount
+    /// due (R17, B9). A step the payment cannot take (a second approval, a
+    /// forward after the deadline) is refused and changes nothing.
+    pub async fn record_forwarding(&self, payment_id: &PaymentId, event: PaymentEvent) -> Result<PaymentView> {
+        self.check_open()?;
+        let _w = self.inner.write_lock.lock().await;
+        let now = self.now();
+        let (batch, payment, decline) = {
+            let s = self.state();
+            let mut p = s.ledger.payments.get(payment_id).cloned().ok_or_else(|| not_found(format!("payment {payment_id}")))?;
+            let next = p
+                .state
+                .apply(event.clone(), Deadline(p.deadline), now)
+                .map_err(|e| PosError::InvalidTransition { reason: e.to_string() })?;
+            let attempt = match &p.state {
+                PaymentState::Forwarding { attempt, .. } => *attempt,
+                other => other.attempts().unwrap_or(0),
+            };
+            p.state = next;
+            let mut batch = vec![Write::Payment(p.clone())];
+            let outcome = match &event {
+                PaymentEvent::Approved { processor_ref } => Some(ForwardOutcome::Approved { processor_ref: processor_ref.clone() }),
+                PaymentEvent::Declined { reason } => Some(ForwardOutcome::Declined { reason: reason.clone() }),
+                PaymentEvent::ForwardFailed { error, .. } => Some(ForwardOutcome::Failed { error: *error }),
+                PaymentEvent::StartForwarding | PaymentEvent::DeadlineReached => None,
+            };
+            if let Some(outcome) = outcome {
+                let kind = AuditKind::ForwardAttempt { payment_id: p.id.clone(), attempt, outcome };
+                batch.push(Self::audit(&s, &batch, now, None, kind));
+            }
+            let contact = s.ledger.orders.get(&p.order_id).and_then(|o| o.contact.clone());
+            let decline = DeclineNotice::for_payment(p.id.clone(), p.order_id.clone(), p.amount, &p.state, contact)?;
+            (batch, p, decline)
+        };
+        self.commit(batch).await?;
+        self.emit_payment(&payment);
+        if let Some(notice) = decline {
+            self.inner.events.emit(PosEvent::PaymentDeclined(notice));
+        }
+        Ok(view_payment(&payment, now))
+    }
+
+    fn emit_payment(&self, p: &OfflinePayment) {
+        let order_status = {
+            let s = self.state();
+            s.ledger.orders.get(&p.order_id).map(|o| s.ledger.order_status(o))
+        };
+        self.inner.events.emit(PosEvent::PaymentStateChanged {
+            payment_id: p.id.clone(),
+            order_id: p.order_id.clone(),
+            status: p.state.status(),
+            order_status,
+        });
+    }
+
+    /// Time passes: expires every payment past its deadline (R8: never
+    /// forwarded after it; its amount counts as lost) and raises the offline
+    /// session's warnings (B4). Call it on a timer (the forwarding engine does).
+    pub async fn tick(&self) -> Result<TickReport> {
+        self.check_open()?;
+        let _w = self.inner.write_lock.lock().await;
+        let now = self.now();
+        let (batch, expired, warnings) = {
+            let s = self.state();
+            let mut batch = Vec::new();
+            let mut expired = Vec::new();
+            for p in s.ledger.payments.values() {
+                if !matches!(p.state, PaymentState::Pending | PaymentState::FailedToForward { .. }) || p.deadline > now {
+                    continue;
+                }
+                let mut p = p.clone();
+                p.state = p
+                    .state
+                    .apply(PaymentEvent::DeadlineReached, Deadline(p.deadline), now)
+                    .map_err(|e| PosError::Internal { reason: e.to_string() })?;
+                let maybe_received = matches!(p.state, PaymentState::Expired { maybe_received: true, .. });
+                let kind = AuditKind::PaymentExpired {
+                    payment_id: p.id.clone(),
+                    order_id: p.order_id.clone(),
+                    amount: p.amount,
+                    maybe_received,
+                };
+                batch.push(Write::Payment(p.clone()));
+                batch.push(Self::audit(&s, &batch, now, None, kind));
+                expired.push(p);
+            }
+            let mut settings = s.settings();
+            let warnings = settings.session.as_mut().map(|sess| sess.due_warnings(now)).unwrap_or_default();
+            if !warnings.is_empty() || !batch.is_empty() {
+                settings.clock_floor = now;
+                batch.insert(0, Write::Settings(settings));
+            }
+            (batch, expired, warnings)
+        };
+        self.commit(batch).await?;
+        for p in &expired {
+            self.emit_payment(p);
+            self.inner.events.emit(PosEvent::PaymentExpired {
+                payment_id: p.id.clone(),
+                order_id: p.order_id.clone(),
+                amount: p.amount,
+            });
+        }
+        for w in &warnings {
+            self.inner.events.emit(PosEvent::SessionWarning(*w));
+        }
+        Ok(TickReport { expired: expired.into_iter().map(|p| p.id).collect(), warnings: warnings.len() })
+    }
+
+    /// The shop's currency, for convenience.
+    pub fn currency(&self) -> Currency {
+        self.inner.config.currency
+    }
+}
+
+/// Refusals that depend on the card, which `begin_card_payment` cannot know yet.
+fn card_specific(r: &Refusal) -> bool {
+    matches!(
+        r,
+        Refusal::EntryModeRefused { .. }
+            | Refusal::NetworkRefused { .. }
+            | Refusal::BrandNotAllowed { .. }
+            | Refusal::ReaderNotOfflineCapable { .. }
+            | Refusal::PerCardLimit { .. }
+    )
+}

@@ -1,0 +1,263 @@
+//! The ledger: every order, offline payment, queued receipt and audit entry
+//! the engine holds, and the records the store persists.
+//!
+//! The engine never edits the ledger directly. An operation builds a batch of
+//! [`Write`]s, the store makes the batch durable, and only then
+//! [`Ledger::apply`] applies the same batch here. Loading a store replays its
+//! records through the same function, so what is in memory is always what is
+//! on disk, and a failed write changes nothing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{AuditEntry, AuditLog};
+use crate::clock::Timestamp;
+use crate::lifecycle::{
+    order_status, CustomerContact, OrderId, OrderStatus, PaymentId, PaymentState, PaymentStatus, ReceiptRequest,
+    StaffId, TenderView,
+};
+use crate::money::{Currency, Money, MoneyError};
+use crate::policy::{EntryMode, Network, Policy};
+use crate::session::OfflineSession;
+
+/// What the reader returned for a card (SPEC section 4): the card data sealed
+/// for the processor (the POS holds no key that opens it), the displayable
+/// summary, and a keyed fingerprint used only for the per-card limit.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardRead {
+    pub entry_mode: EntryMode,
+    pub network: Network,
+    /// The last four digits, for receipts and lists.
+    pub last4: String,
+    /// A keyed hash of the card number computed by the reader; `None` when
+    /// the reader gives none (the per-card limit then sees each payment alone).
+    pub fingerprint: Option<String>,
+    /// The reader model as it reports itself (R11).
+    pub reader_model: String,
+    /// The card data, already encrypted for the processor. Opaque here.
+    pub sealed_card_data: Vec<u8>,
+}
+
+impl CardRead {
+    /// Checks the shape of what the reader (or the app) handed over.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.last4.len() != 4 || !self.last4.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("last4 must be exactly four digits".into());
+        }
+        if let Some(f) = &self.fingerprint {
+            if f.is_empty() || f.len() > 128 || !f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err("fingerprint must be 1-128 characters of [A-Za-z0-9_-]".into());
+            }
+        }
+        if self.reader_model.trim().is_empty() || self.reader_model.len() > 64 {
+            return Err("reader_model must be 1-64 characters".into());
+        }
+        if self.sealed_card_data.is_empty() || self.sealed_card_data.len() > 16 * 1024 {
+            return Err("sealed_card_data must be 1 byte to 16 KiB".into());
+        }
+        Ok(())
+    }
+}
+
+/// Never prints the fingerprint or the sealed data.
+impl fmt::Debug for CardRead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CardRead")
+            .field("entry_mode", &self.entry_mode)
+            .field("network", &self.network)
+            .field("last4", &self.last4)
+            .field("fingerprint", &self.fingerprint.as_ref().map(|_| "<redacted>"))
+            .field("reader_model", &self.reader_model)
+            .field("sealed_card_data", &format_args!("<{} bytes>", self.sealed_card_data.len()))
+            .finish()
+    }
+}
+
+/// One way an order is paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Tender {
+    /// Cash, paid at once.
+    Cash { amount: Money },
+    /// A card payment taken offline, stored until forwarded.
+    OfflineCard { payment_id: PaymentId, amount: Money },
+}
+
+impl Tender {
+    pub fn amount(&self) -> Money {
+        match self {
+            Tender::Cash { amount } | Tender::OfflineCard { amount, .. } => *amount,
+        }
+    }
+}
+
+/// An order and its tenders (R5 split tender).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: OrderId,
+    pub total: Money,
+    pub tenders: Vec<Tender>,
+    /// Captured so a declined payment can be collected later (R17).
+    pub contact: Option<CustomerContact>,
+    pub created_at: Timestamp,
+    pub created_by: StaffId,
+}
+
+impl Order {
+    /// What the tenders cover so far.
+    pub fn paid(&self) -> Result<Money, MoneyError> {
+        Money::sum(self.total.currency(), self.tenders.iter().map(Tender::amount).collect::<Vec<_>>().iter())
+    }
+
+    /// What is left to pay.
+    pub fn balance(&self) -> Result<Money, MoneyError> {
+        self.total.checked_sub(&self.paid()?)
+    }
+
+    /// Total of the card payments taken offline on this order (R5).
+    pub fn offline_card_total(&self) -> Result<Money, MoneyError> {
+        let cards: Vec<Money> = self
+            .tenders
+            .iter()
+            .filter_map(|t| match t {
+                Tender::OfflineCard { amount, .. } => Some(*amount),
+                Tender::Cash { .. } => None,
+            })
+            .collect();
+        Money::sum(self.total.currency(), cards.iter())
+    }
+}
+
+/// A card payment taken offline and kept until forwarded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfflinePayment {
+    pub id: PaymentId,
+    pub order_id: OrderId,
+    /// What the card is charged, tip included.
+    pub amount: Money,
+    pub tip: Option<Money>,
+    pub card: CardRead,
+    pub taken_by: StaffId,
+    pub taken_at: Timestamp,
+    /// Never forwarded at or after this time (R8).
+    pub deadline: Timestamp,
+    /// When the offline session it was taken in began (for the per-card limit).
+    pub session_started_at: Timestamp,
+    pub state: PaymentState,
+}
+
+impl OfflinePayment {
+    /// Not yet settled: it still counts against the device limit and is at risk.
+    pub fn is_unsettled(&self) -> bool {
+        !self.state.is_final()
+    }
+}
+
+/// Settings the engine persists beside the records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub policy: Policy,
+    /// The current offline session, if any.
+    pub session: Option<OfflineSession>,
+    /// The trusted clock's floor (B13).
+    pub clock_floor: Timestamp,
+}
+
+/// One durable change. A batch of them is applied atomically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Write {
+    Order(Order),
+    Payment(OfflinePayment),
+    Receipt { id: u64, request: ReceiptRequest },
+    Audit(AuditEntry),
+    Settings(Settings),
+}
+
+/// Everything the engine holds in memory.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    pub orders: BTreeMap<OrderId, Order>,
+    pub payments: BTreeMap<PaymentId, OfflinePayment>,
+    pub receipts: BTreeMap<u64, ReceiptRequest>,
+    pub audit: AuditLog,
+    pub settings: Option<Settings>,
+}
+
+/// A ledger record that cannot be applied: the store and memory disagree.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ledger record rejected: {0}")]
+pub struct ApplyError(pub String);
+
+impl Ledger {
+    /// Applies one durable change. Called only after the store accepted it.
+    pub fn apply(&mut self, write: Write) -> Result<(), ApplyError> {
+        match write {
+            Write::Order(o) => {
+                self.orders.insert(o.id.clone(), o);
+            }
+            Write::Payment(p) => {
+                self.payments.insert(p.id.clone(), p);
+            }
+            Write::Receipt { id, request } => {
+                self.receipts.insert(id, request);
+            }
+            Write::Audit(e) => {
+                let expected = self.audit.last_seq().saturating_add(1);
+                if e.seq != expected {
+                    return Err(ApplyError(format!("audit entry {} where {expected} was expected", e.seq)));
+                }
+                self.audit.append(e.at, e.actor, e.kind).map_err(|e| ApplyError(e.to_string()))?;
+            }
+            Write::Settings(s) => self.settings = Some(s),
+        }
+        Ok(())
+    }
+
+    /// The unsettled offline payments in `currency`: (count, total).
+    pub fn unsettled(&self, currency: Currency) -> Result<(u32, Money), MoneyError> {
+        let mut count: u32 = 0;
+        let mut total = Money::zero(currency);
+        for p in self.payments.values().filter(|p| p.is_unsettled() && p.amount.currency() == currency) {
+            count = count.saturating_add(1);
+            total = total.checked_add(&p.amount)?;
+        }
+        Ok((count, total))
+    }
+
+    /// What one card (by fingerprint) paid offline in the session that began at `session_start`.
+    pub fn card_total(&self, fingerprint: Option<&str>, session_start: Timestamp, currency: Currency) -> Result<Money, MoneyError> {
+        let Some(fp) = fingerprint else { return Ok(Money::zero(currency)) };
+        let amounts: Vec<Money> = self
+            .payments
+            .values()
+            .filter(|p| {
+                p.session_started_at == session_start
+                    && p.amount.currency() == currency
+                    && p.card.fingerprint.as_deref() == Some(fp)
+            })
+            .map(|p| p.amount)
+            .collect();
+        Money::sum(currency, amounts.iter())
+    }
+
+    /// The order badge (R15).
+    pub fn order_status(&self, order: &Order) -> OrderStatus {
+        let views: Vec<TenderView> = order
+            .tenders
+            .iter()
+            .map(|t| match t {
+                Tender::Cash { .. } => TenderView::Cash,
+                Tender::OfflineCard { payment_id, .. } => TenderView::Card(
+                    self.payments.get(payment_id).map_or(PaymentStatus::Pending, |p| p.state.status()),
+                ),
+            })
+            .collect();
+        order_status(&views)
+    }
+
+    /// The next audit sequence number.
+    pub fn next_audit_seq(&self) -> u64 {
+        self.audit.last_seq().saturating_add(1)
+    }
+}

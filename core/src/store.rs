@@ -1,0 +1,107 @@
+//! The storage trait the engine persists through, and its in-memory
+//! implementation.
+//!
+//! A store keeps [`Write`] records and gives them back, in order, at open.
+//! [`Store::apply`] is atomic: the whole batch is durable, or none of it is
+//! and an error says why. The encrypted SQLite store implements the same trait.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use crate::ledger::Write;
+
+/// A boxed future, so the trait can be used as `dyn Store`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a store operation failed. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The platform keystore cannot give the key now (a locked phone, B8).
+    #[error("the store is locked: the key is not available")]
+    Locked,
+    /// No space left; the operation was not recorded.
+    #[error("the device is out of storage space")]
+    DiskFull,
+    /// Any other failure to read or write.
+    #[error("storage failure: {0}")]
+    Io(String),
+}
+
+/// Durable storage of the engine's records.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Every record ever applied, oldest first (later records of the same
+    /// key replace earlier ones when replayed).
+    fn load(&self) -> BoxFuture<'_, Result<Vec<Write>, StoreError>>;
+    /// Makes the whole batch durable, atomically.
+    fn apply<'a>(&'a self, batch: &'a [Write]) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// Keeps records in memory: for tests, the demo and apps that opt out of
+/// persistence. Clones share the same records, so a test can "reopen" it.
+/// Failures can be injected to test that a failed write changes nothing.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<MemoryInner>>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    records: Vec<Write>,
+    fail_next: Option<StoreError>,
+    fail_always: Option<StoreError>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut MemoryInner) -> R) -> R {
+        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The next `apply` fails with `error` and writes nothing.
+    pub fn fail_next_write(&self, error: StoreError) {
+        self.with(|s| s.fail_next = Some(error));
+    }
+
+    /// Every `apply` and `load` fails with `error` until [`MemoryStore::heal`].
+    pub fn fail_always(&self, error: StoreError) {
+        self.with(|s| s.fail_always = Some(error));
+    }
+
+    pub fn heal(&self) {
+        self.with(|s| s.fail_always = None);
+    }
+
+    /// How many records were made durable.
+    pub fn len(&self) -> usize {
+        self.with(|s| s.records.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Store for MemoryStore {
+    fn load(&self) -> BoxFuture<'_, Result<Vec<Write>, StoreError>> {
+        let r = self.with(|s| match &s.fail_always {
+            Some(e) => Err(e.clone()),
+            None => Ok(s.records.clone()),
+        });
+        Box::pin(async move { r })
+    }
+
+    fn apply<'a>(&'a self, batch: &'a [Write]) -> BoxFuture<'a, Result<(), StoreError>> {
+        let r = self.with(|s| {
+            if let Some(e) = s.fail_always.clone().or_else(|| s.fail_next.take()) {
+                return Err(e);
+            }
+            s.records.extend_from_slice(batch);
+            Ok(())
+        });
+        Box::pin(async move { r })
+    }
+}
