@@ -23,12 +23,14 @@ use crate::error::{PosError, Result};
 use crate::events::PosEvent;
 use crate::ledger::{CardRead, Ledger, OfflinePayment, Order, Tender, Write};
 use crate::lifecycle::{
-    CustomerContact, Deadline, DeclineNotice, OrderId, OrderStatus, PaymentEvent, PaymentId, PaymentState,
-    PaymentStatus, ReceiptChannel, ReceiptEvent, ReceiptRequest, StaffId,
+    CustomerContact, Deadline, DeclineNotice, OrderId, OrderStatus, PaymentEvent, PaymentId,
+    PaymentState, PaymentStatus, ReceiptChannel, ReceiptEvent, ReceiptRequest, StaffId,
 };
 use crate::money::{Currency, Money};
 use crate::policy::{EntryMode, Network, OfflineReason, TenderKind};
-use crate::rules::{check_offline_payment, limit_warnings, OfflineCardRequest, OfflineContext, Reader, Refusal};
+use crate::rules::{
+    check_offline_payment, limit_warnings, OfflineCardRequest, OfflineContext, Reader, Refusal,
+};
 use crate::session::{OfflineSession, SessionRefusal};
 
 /// How one card payment may use offline mode, chosen by the app when the
@@ -150,16 +152,22 @@ fn new_id_bytes() -> Result<[u8; 16]> {
     let mut b = [0u8; 16];
     ring::rand::SystemRandom::new()
         .fill(&mut b)
-        .map_err(|_| PosError::Internal { reason: "no randomness available".into() })?;
+        .map_err(|_| PosError::Internal {
+            reason: "no randomness available".into(),
+        })?;
     Ok(b)
 }
 
 fn invalid(reason: impl fmt::Display) -> PosError {
-    PosError::InvalidInput { reason: reason.to_string() }
+    PosError::InvalidInput {
+        reason: reason.to_string(),
+    }
 }
 
 fn not_found(what: impl fmt::Display) -> PosError {
-    PosError::NotFound { what: what.to_string() }
+    PosError::NotFound {
+        what: what.to_string(),
+    }
 }
 
 /// Per-currency totals of the stored payments (R19).
@@ -208,13 +216,20 @@ fn view_order(ledger: &Ledger, o: &Order) -> Result<OrderView> {
         status: ledger.order_status(o),
         tenders: o.tenders.clone(),
         contact_hint: o.contact.as_ref().map(|c| {
-            c.email().map(|e| e.hint()).or_else(|| c.phone().map(|p| p.hint())).unwrap_or_default()
+            c.email()
+                .map(|e| e.hint())
+                .or_else(|| c.phone().map(|p| p.hint()))
+                .unwrap_or_default()
         }),
     })
 }
 
 fn view_payment(p: &OfflinePayment, now: Timestamp) -> PaymentView {
-    let time_left_ms = if p.is_unsettled() { duration_ms(now.until(p.deadline)) } else { 0 };
+    let time_left_ms = if p.is_unsettled() {
+        duration_ms(now.until(p.deadline))
+    } else {
+        0
+    };
     PaymentView {
         id: p.id.clone(),
         order_id: p.order_id.clone(),
@@ -234,7 +249,10 @@ fn view_payment(p: &OfflinePayment, now: Timestamp) -> PaymentView {
 
 impl PosEngine {
     fn signed_in(s: &State) -> Result<StaffId> {
-        s.staff.as_ref().map(|st| st.staff_id.clone()).ok_or(PosError::NotSignedIn)
+        s.staff
+            .as_ref()
+            .map(|st| st.staff_id.clone())
+            .ok_or(PosError::NotSignedIn)
     }
 
     /// Creates an order. Needs a signed-in staff member.
@@ -255,9 +273,18 @@ impl PosEngine {
                 if existing.total == total && existing.contact == new.contact {
                     return view_order(&s.ledger, existing);
                 }
-                return Err(invalid(format!("order {id} already exists with other figures")));
+                return Err(invalid(format!(
+                    "order {id} already exists with other figures"
+                )));
             }
-            Order { id, total, tenders: Vec::new(), contact: new.contact, created_at: now, created_by: staff }
+            Order {
+                id,
+                total,
+                tenders: Vec::new(),
+                contact: new.contact,
+                created_at: now,
+                created_by: staff,
+            }
         };
         self.commit(vec![Write::Order(order.clone())]).await?;
         view_order(&self.state().ledger, &order)
@@ -267,7 +294,11 @@ impl PosEngine {
     pub fn order(&self, order_id: &OrderId) -> Result<OrderView> {
         self.check_open()?;
         let s = self.state();
-        let o = s.ledger.orders.get(order_id).ok_or_else(|| not_found(format!("order {order_id}")))?;
+        let o = s
+            .ledger
+            .orders
+            .get(order_id)
+            .ok_or_else(|| not_found(format!("order {order_id}")))?;
         view_order(&s.ledger, o)
     }
 
@@ -278,10 +309,19 @@ impl PosEngine {
         let _w = self.inner.write_lock.lock().await;
         let order = {
             let s = self.state();
-            let mut o = s.ledger.orders.get(order_id).cloned().ok_or_else(|| not_found(format!("order {order_id}")))?;
+            let mut o = s
+                .ledger
+                .orders
+                .get(order_id)
+                .cloned()
+                .ok_or_else(|| not_found(format!("order {order_id}")))?;
             let balance = o.balance()?;
-            if amount.currency() != balance.currency() || amount.minor_units() > balance.minor_units() {
-                return Err(invalid(format!("cash {amount} exceeds the balance {balance}")));
+            if amount.currency() != balance.currency()
+                || amount.minor_units() > balance.minor_units()
+            {
+                return Err(invalid(format!(
+                    "cash {amount} exceeds the balance {balance}"
+                )));
             }
             o.tenders.push(Tender::Cash { amount });
             o
@@ -293,12 +333,18 @@ impl PosEngine {
     fn route(s: &State, behaviour: OfflineBehaviour) -> Result<Route> {
         let conn = s.connectivity.state();
         let reason = match conn.outage_cause() {
-            Some(crate::connectivity::OutageCause::NetworkOutage) => Some(OfflineReason::NetworkOutage),
-            Some(crate::connectivity::OutageCause::ServiceDisruption) => Some(OfflineReason::ServiceDisruption),
+            Some(crate::connectivity::OutageCause::NetworkOutage) => {
+                Some(OfflineReason::NetworkOutage)
+            }
+            Some(crate::connectivity::OutageCause::ServiceDisruption) => {
+                Some(OfflineReason::ServiceDisruption)
+            }
             None => None,
         };
         match (behaviour, reason) {
-            (OfflineBehaviour::ForceOffline, r) => Ok(Route::Offline { reason: r.unwrap_or(OfflineReason::ForcedOffline) }),
+            (OfflineBehaviour::ForceOffline, r) => Ok(Route::Offline {
+                reason: r.unwrap_or(OfflineReason::ForcedOffline),
+            }),
             (OfflineBehaviour::RequireOnline, Some(_)) => Err(PosError::OnlineRequired),
             (_, None) => Ok(Route::Online),
             (OfflineBehaviour::PreferOnline, Some(reason)) => Ok(Route::Offline { reason }),
@@ -322,20 +368,57 @@ impl PosEngine {
         if s.ledger.payments.contains_key(&id) {
             return Err(PosError::duplicate(&id));
         }
-        let order =
-            s.ledger.orders.get(&request.order_id).ok_or_else(|| not_found(format!("order {}", request.order_id)))?;
+        let order = s
+            .ledger
+            .orders
+            .get(&request.order_id)
+            .ok_or_else(|| not_found(format!("order {}", request.order_id)))?;
         let balance = order.balance()?;
-        if request.amount.currency() != balance.currency() || request.amount.minor_units() > balance.minor_units() {
-            return Err(invalid(format!("the payment {} exceeds the balance {balance}", request.amount)));
+        if request.amount.currency() != balance.currency()
+            || request.amount.minor_units() > balance.minor_units()
+        {
+            return Err(invalid(format!(
+                "the payment {} exceeds the balance {balance}",
+                request.amount
+            )));
         }
         let route = Self::route(&s, request.behaviour)?;
         if let Route::Offline { reason } = route {
+            // A card the policy accepts: the card-specific rules pass, so
+            // the checks after them (tender, tip, amounts, limits) run too.
+            // (With an empty reader model the reader check refused first,
+            // and was ignored as card-specific, so no limit was ever checked here.)
+            let policy = s.settings().policy;
+            const NETWORKS: [Network; 9] = [
+                Network::Visa,
+                Network::Mastercard,
+                Network::Amex,
+                Network::Discover,
+                Network::Jcb,
+                Network::UnionPay,
+                Network::Interac,
+                Network::Eftpos,
+                Network::Other,
+            ];
             let probe = CardRead {
-                entry_mode: EntryMode::Chip,
-                network: Network::Visa,
+                entry_mode: policy
+                    .allowed_entry_modes
+                    .iter()
+                    .next()
+                    .copied()
+                    .unwrap_or(EntryMode::Chip),
+                network: NETWORKS
+                    .into_iter()
+                    .find(|n| policy.network_allowed(*n) && policy.regional_refusal(*n).is_none())
+                    .unwrap_or(Network::Visa),
                 last4: "0000".into(),
                 fingerprint: None,
-                reader_model: String::new(),
+                reader_model: policy
+                    .offline_readers
+                    .iter()
+                    .next()
+                    .cloned()
+                    .unwrap_or_default(),
                 sealed_card_data: Vec::new(),
             };
             match Self::check_offline(&s, now, reason, &request, &probe) {
@@ -344,8 +427,19 @@ impl PosEngine {
                 Err(e) => return Err(e),
             }
         }
-        s.begun.insert(id.clone(), BegunPayment { id: id.clone(), request, route, begun_at: now });
-        Ok(PaymentDecision { payment_id: id, route })
+        s.begun.insert(
+            id.clone(),
+            BegunPayment {
+                id: id.clone(),
+                request,
+                route,
+                begun_at: now,
+            },
+        );
+        Ok(PaymentDecision {
+            payment_id: id,
+            route,
+        })
     }
 
     /// Runs every offline rule. Returns the (possibly new) session and the
@@ -359,13 +453,21 @@ impl PosEngine {
     ) -> Result<(OfflineSession, Money)> {
         let settings = s.settings();
         let policy = &settings.policy;
-        let session =
-            settings.session.clone().unwrap_or_else(|| OfflineSession::start(policy.session.clone(), now));
+        let session = settings
+            .session
+            .clone()
+            .unwrap_or_else(|| OfflineSession::start(policy.session.clone(), now));
         let currency = request.amount.currency();
         let (device_count, device_total) = s.ledger.unsettled(currency)?;
-        let order = s.ledger.orders.get(&request.order_id).ok_or_else(|| not_found("order"))?;
-        let staff_permitted =
-            !policy.staff_permission_required || s.staff.as_ref().is_some_and(|st| st.may_take_offline_payments);
+        let order = s
+            .ledger
+            .orders
+            .get(&request.order_id)
+            .ok_or_else(|| not_found("order"))?;
+        let staff_permitted = !policy.staff_permission_required
+            || s.staff
+                .as_ref()
+                .is_some_and(|st| st.may_take_offline_payments);
         // Past or near the forwarding deadline, new payments must go online (B4).
         let require_online = matches!(
             session.check_acceptance(now),
@@ -377,11 +479,17 @@ impl PosEngine {
             window_closes_at: session.acceptance_closes_at(),
             require_online,
             staff_permitted,
-            reader: Reader::External { model: card.reader_model.clone() },
+            reader: Reader::External {
+                model: card.reader_model.clone(),
+            },
             device_total,
             device_count,
-            order_total: order.offline_card_total()?,
-            card_total: s.ledger.card_total(card.fingerprint.as_deref(), session.started_at(), currency)?,
+            order_total: s.ledger.order_offline_charged(order)?,
+            card_total: s.ledger.card_total(
+                card.fingerprint.as_deref(),
+                session.started_at(),
+                currency,
+            )?,
         };
         let req = OfflineCardRequest {
             amount: request.amount,
@@ -401,7 +509,11 @@ impl PosEngine {
     /// An offline payment is stored only after every rule passed, and the
     /// call returns once it is durable. Confirming an already-stored payment
     /// returns it again (a retry), never a second payment.
-    pub async fn confirm_card_payment(&self, payment_id: &PaymentId, card: CardRead) -> Result<PaymentView> {
+    pub async fn confirm_card_payment(
+        &self,
+        payment_id: &PaymentId,
+        card: CardRead,
+    ) -> Result<PaymentView> {
         self.check_open()?;
         card.validate().map_err(invalid)?;
         let _w = self.inner.write_lock.lock().await;
@@ -411,7 +523,11 @@ impl PosEngine {
             if let Some(p) = s.ledger.payments.get(payment_id) {
                 return Ok(view_payment(p, now));
             }
-            let begun = s.begun.get(payment_id).cloned().ok_or_else(|| not_found(format!("payment {payment_id}")))?;
+            let begun = s
+                .begun
+                .get(payment_id)
+                .cloned()
+                .ok_or_else(|| not_found(format!("payment {payment_id}")))?;
             let decided_now = Self::route(&s, begun.request.behaviour);
             if decided_now.as_ref().ok() != Some(&begun.route) {
                 s.begun.remove(payment_id);
@@ -420,14 +536,18 @@ impl PosEngine {
         };
         let now_route = decided_now?;
         if now_route != begun.route {
-            return Err(PosError::RouteChanged { decided: begun.route, now: now_route });
+            return Err(PosError::RouteChanged {
+                decided: begun.route,
+                now: now_route,
+            });
         }
         let Route::Offline { reason } = begun.route else {
             return Err(PosError::OnlineUnavailable);
         };
         let checked = {
             let s = self.state();
-            Self::check_offline(&s, now, reason, &begun.request, &card).map(|ok| (ok, Self::signed_in(&s)))
+            Self::check_offline(&s, now, reason, &begun.request, &card)
+                .map(|ok| (ok, Self::signed_in(&s)))
         };
         let ((mut session, charged), staff) = match checked {
             Ok(ok) => ok,
@@ -451,12 +571,25 @@ impl PosEngine {
         let deadline = session.record_offline_payment(now);
         let (batch, payment, order_id) = {
             let s = self.state();
-            let mut order = s.ledger.orders.get(&begun.request.order_id).cloned().ok_or_else(|| not_found("order"))?;
+            let mut order = s
+                .ledger
+                .orders
+                .get(&begun.request.order_id)
+                .cloned()
+                .ok_or_else(|| not_found("order"))?;
             let balance = order.balance()?;
             if begun.request.amount.minor_units() > balance.minor_units() {
-                return Err(invalid(format!("the payment {} exceeds the balance {balance}", begun.request.amount)));
+                return Err(invalid(format!(
+                    "the payment {} exceeds the balance {balance}",
+                    begun.request.amount
+                )));
             }
-            order.tenders.push(Tender::OfflineCard { payment_id: payment_id.clone(), amount: charged });
+            // The order is paid by the amount; the tip goes on the card only
+            // (tendering amount + tip would leave a negative balance: change due).
+            order.tenders.push(Tender::OfflineCard {
+                payment_id: payment_id.clone(),
+                amount: begun.request.amount,
+            });
             let payment = OfflinePayment {
                 id: payment_id.clone(),
                 order_id: order.id.clone(),
@@ -472,7 +605,11 @@ impl PosEngine {
             let mut settings = s.settings();
             settings.session = Some(session);
             settings.clock_floor = now;
-            let mut batch = vec![Write::Settings(settings), Write::Payment(payment.clone()), Write::Order(order.clone())];
+            let mut batch = vec![
+                Write::Settings(settings),
+                Write::Payment(payment.clone()),
+                Write::Order(order.clone()),
+            ];
             let kind = AuditKind::OfflinePaymentTaken {
                 payment_id: payment_id.clone(),
                 order_id: order.id.clone(),
@@ -485,11 +622,19 @@ impl PosEngine {
         let (order_status, near) = {
             let mut s = self.state();
             s.begun.remove(payment_id);
-            let status = s.ledger.orders.get(&order_id).map(|o| s.ledger.order_status(o));
+            let status = s
+                .ledger
+                .orders
+                .get(&order_id)
+                .map(|o| s.ledger.order_status(o));
             let currency = charged.currency();
-            let near = s.ledger.unsettled(currency).ok().and_then(|(count, total)| {
-                limit_warnings(&s.settings().policy, currency, total, count)
-            });
+            let near = s
+                .ledger
+                .unsettled(currency)
+                .ok()
+                .and_then(|(count, total)| {
+                    limit_warnings(&s.settings().policy, currency, total, count)
+                });
             (status, near)
         };
         self.inner.events.emit(PosEvent::PaymentStateChanged {
@@ -507,7 +652,11 @@ impl PosEngine {
     /// Drops a begun payment that will not be confirmed (the customer left).
     pub fn cancel_card_payment(&self, payment_id: &PaymentId) -> Result<()> {
         self.check_open()?;
-        self.state().begun.remove(payment_id).map(|_| ()).ok_or_else(|| not_found(format!("payment {payment_id}")))
+        self.state()
+            .begun
+            .remove(payment_id)
+            .map(|_| ())
+            .ok_or_else(|| not_found(format!("payment {payment_id}")))
     }
 
     /// Every stored offline payment, most urgent deadline first (R19).
@@ -515,14 +664,25 @@ impl PosEngine {
         self.check_open()?;
         let now = self.now();
         let s = self.state();
-        let mut v: Vec<PaymentView> = s.ledger.payments.values().map(|p| view_payment(p, now)).collect();
-        v.sort_by(|a, b| (a.status.is_final(), a.deadline, &a.id).cmp(&(b.status.is_final(), b.deadline, &b.id)));
+        let mut v: Vec<PaymentView> = s
+            .ledger
+            .payments
+            .values()
+            .map(|p| view_payment(p, now))
+            .collect();
+        v.sort_by(|a, b| {
+            (a.status.is_final(), a.deadline, &a.id).cmp(&(b.status.is_final(), b.deadline, &b.id))
+        });
         Ok(v)
     }
 
     /// Queues a receipt for an order (R16). It is sent when the device is
     /// back online (by the forwarding engine); returns the receipt's id.
-    pub async fn request_receipt(&self, order_id: &OrderId, channel: ReceiptChannel) -> Result<u64> {
+    pub async fn request_receipt(
+        &self,
+        order_id: &OrderId,
+        channel: ReceiptChannel,
+    ) -> Result<u64> {
         self.check_open()?;
         let _w = self.inner.write_lock.lock().await;
         let now = self.now();
@@ -531,7 +691,10 @@ impl PosEngine {
             if !s.ledger.orders.contains_key(order_id) {
                 return Err(not_found(format!("order {order_id}")));
             }
-            (s.next_receipt_id, ReceiptRequest::queue(order_id.clone(), channel, now))
+            (
+                s.next_receipt_id,
+                ReceiptRequest::queue(order_id.clone(), channel, now),
+            )
         };
         self.commit(vec![Write::Receipt { id, request }]).await?;
         self.state().next_receipt_id = id.saturating_add(1);
@@ -555,8 +718,18 @@ impl PosEngine {
         self.check_open()?;
         let _w = self.inner.write_lock.lock().await;
         let now = self.now();
-        let mut request = self.state().ledger.receipts.get(&id).cloned().ok_or_else(|| not_found(format!("receipt {id}")))?;
-        request.record(event, now).map_err(|e| PosError::InvalidTransition { reason: e.to_string() })?;
+        let mut request = self
+            .state()
+            .ledger
+            .receipts
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| not_found(format!("receipt {id}")))?;
+        request
+            .record(event, now)
+            .map_err(|e| PosError::InvalidTransition {
+                reason: e.to_string(),
+            })?;
         self.commit(vec![Write::Receipt { id, request }]).await
     }
 
@@ -574,7 +747,9 @@ impl PosEngine {
             .filter(|p| p.deadline > now)
             .filter(|p| match &p.state {
                 PaymentState::Pending => true,
-                PaymentState::FailedToForward { next_retry_at, .. } => next_retry_at.is_none_or(|t| t <= now),
+                PaymentState::FailedToForward { next_retry_at, .. } => {
+                    next_retry_at.is_none_or(|t| t <= now)
+                }
                 _ => false,
             })
             .collect();
@@ -587,17 +762,28 @@ impl PosEngine {
     /// raises [`PosEvent::PaymentDeclined`] with the contact and the amount
     /// due (R17, B9). A step the payment cannot take (a second approval, a
     /// forward after the deadline) is refused and changes nothing.
-    pub async fn record_forwarding(&self, payment_id: &PaymentId, event: PaymentEvent) -> Result<PaymentView> {
+    pub async fn record_forwarding(
+        &self,
+        payment_id: &PaymentId,
+        event: PaymentEvent,
+    ) -> Result<PaymentView> {
         self.check_open()?;
         let _w = self.inner.write_lock.lock().await;
         let now = self.now();
         let (batch, payment, decline) = {
             let s = self.state();
-            let mut p = s.ledger.payments.get(payment_id).cloned().ok_or_else(|| not_found(format!("payment {payment_id}")))?;
+            let mut p = s
+                .ledger
+                .payments
+                .get(payment_id)
+                .cloned()
+                .ok_or_else(|| not_found(format!("payment {payment_id}")))?;
             let next = p
                 .state
                 .apply(event.clone(), Deadline(p.deadline), now)
-                .map_err(|e| PosError::InvalidTransition { reason: e.to_string() })?;
+                .map_err(|e| PosError::InvalidTransition {
+                    reason: e.to_string(),
+                })?;
             let attempt = match &p.state {
                 PaymentState::Forwarding { attempt, .. } => *attempt,
                 other => other.attempts().unwrap_or(0),
@@ -605,17 +791,37 @@ impl PosEngine {
             p.state = next;
             let mut batch = vec![Write::Payment(p.clone())];
             let outcome = match &event {
-                PaymentEvent::Approved { processor_ref } => Some(ForwardOutcome::Approved { processor_ref: processor_ref.clone() }),
-                PaymentEvent::Declined { reason } => Some(ForwardOutcome::Declined { reason: reason.clone() }),
-                PaymentEvent::ForwardFailed { error, .. } => Some(ForwardOutcome::Failed { error: *error }),
+                PaymentEvent::Approved { processor_ref } => Some(ForwardOutcome::Approved {
+                    processor_ref: processor_ref.clone(),
+                }),
+                PaymentEvent::Declined { reason } => Some(ForwardOutcome::Declined {
+                    reason: reason.clone(),
+                }),
+                PaymentEvent::ForwardFailed { error, .. } => {
+                    Some(ForwardOutcome::Failed { error: *error })
+                }
                 PaymentEvent::StartForwarding | PaymentEvent::DeadlineReached => None,
             };
             if let Some(outcome) = outcome {
-                let kind = AuditKind::ForwardAttempt { payment_id: p.id.clone(), attempt, outcome };
+                let kind = AuditKind::ForwardAttempt {
+                    payment_id: p.id.clone(),
+                    attempt,
+                    outcome,
+                };
                 batch.push(Self::audit(&s, &batch, now, None, kind));
             }
-            let contact = s.ledger.orders.get(&p.order_id).and_then(|o| o.contact.clone());
-            let decline = DeclineNotice::for_payment(p.id.clone(), p.order_id.clone(), p.amount, &p.state, contact)?;
+            let contact = s
+                .ledger
+                .orders
+                .get(&p.order_id)
+                .and_then(|o| o.contact.clone());
+            let decline = DeclineNotice::for_payment(
+                p.id.clone(),
+                p.order_id.clone(),
+                p.amount,
+                &p.state,
+                contact,
+            )?;
             (batch, p, decline)
         };
         self.commit(batch).await?;
@@ -629,7 +835,10 @@ impl PosEngine {
     fn emit_payment(&self, p: &OfflinePayment) {
         let order_status = {
             let s = self.state();
-            s.ledger.orders.get(&p.order_id).map(|o| s.ledger.order_status(o))
+            s.ledger
+                .orders
+                .get(&p.order_id)
+                .map(|o| s.ledger.order_status(o))
         };
         self.inner.events.emit(PosEvent::PaymentStateChanged {
             payment_id: p.id.clone(),
@@ -651,15 +860,27 @@ impl PosEngine {
             let mut batch = Vec::new();
             let mut expired = Vec::new();
             for p in s.ledger.payments.values() {
-                if !matches!(p.state, PaymentState::Pending | PaymentState::FailedToForward { .. }) || p.deadline > now {
+                if !matches!(
+                    p.state,
+                    PaymentState::Pending | PaymentState::FailedToForward { .. }
+                ) || p.deadline > now
+                {
                     continue;
                 }
                 let mut p = p.clone();
                 p.state = p
                     .state
                     .apply(PaymentEvent::DeadlineReached, Deadline(p.deadline), now)
-                    .map_err(|e| PosError::Internal { reason: e.to_string() })?;
-                let maybe_received = matches!(p.state, PaymentState::Expired { maybe_received: true, .. });
+                    .map_err(|e| PosError::Internal {
+                        reason: e.to_string(),
+                    })?;
+                let maybe_received = matches!(
+                    p.state,
+                    PaymentState::Expired {
+                        maybe_received: true,
+                        ..
+                    }
+                );
                 let kind = AuditKind::PaymentExpired {
                     payment_id: p.id.clone(),
                     order_id: p.order_id.clone(),
@@ -671,8 +892,18 @@ impl PosEngine {
                 expired.push(p);
             }
             let mut settings = s.settings();
-            let warnings = settings.session.as_mut().map(|sess| sess.due_warnings(now)).unwrap_or_default();
-            if !warnings.is_empty() || !batch.is_empty() {
+            let warnings = settings
+                .session
+                .as_mut()
+                .map(|sess| sess.due_warnings(now))
+                .unwrap_or_default();
+            // The floor is also persisted as time passes (at most once a
+            // minute), so that a reboot with the wall clock set back loses
+            // at most that much trusted time (B13).
+            if !warnings.is_empty()
+                || !batch.is_empty()
+                || now >= settings.clock_floor.plus(FLOOR_PERSIST_STEP)
+            {
                 settings.clock_floor = now;
                 batch.insert(0, Write::Settings(settings));
             }
@@ -690,7 +921,10 @@ impl PosEngine {
         for w in &warnings {
             self.inner.events.emit(PosEvent::SessionWarning(*w));
         }
-        Ok(TickReport { expired: expired.into_iter().map(|p| p.id).collect(), warnings: warnings.len() })
+        Ok(TickReport {
+            expired: expired.into_iter().map(|p| p.id).collect(),
+            warnings: warnings.len(),
+        })
     }
 
     /// The shop's currency, for convenience.
@@ -698,6 +932,10 @@ impl PosEngine {
         self.inner.config.currency
     }
 }
+
+/// How far the trusted time may run ahead of the persisted clock floor
+/// before `tick` persists it again.
+const FLOOR_PERSIST_STEP: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Refusals that depend on the card, which `begin_card_payment` cannot know yet.
 fn card_specific(r: &Refusal) -> bool {

@@ -74,6 +74,24 @@ impl ConnectivityState {
         }
     }
 
+    /// The same state with `since` raised to at least `floor`.
+    fn since_at_least(self, floor: Timestamp) -> Self {
+        match self {
+            ConnectivityState::Unknown => self,
+            ConnectivityState::Online { since } => ConnectivityState::Online {
+                since: since.max(floor),
+            },
+            ConnectivityState::NetworkOutage { since } => ConnectivityState::NetworkOutage {
+                since: since.max(floor),
+            },
+            ConnectivityState::ServiceDisruption { since } => {
+                ConnectivityState::ServiceDisruption {
+                    since: since.max(floor),
+                }
+            }
+        }
+    }
+
     /// The banner the app shows in this state.
     pub fn banner(&self) -> Banner {
         match self {
@@ -81,10 +99,6 @@ impl ConnectivityState {
             ConnectivityState::ServiceDisruption { .. } => Banner::ServiceDisruption,
             ConnectivityState::Unknown | ConnectivityState::Online { .. } => Banner::Clear,
         }
-    }
-
-    fn same_variant(&self, other: &ConnectivityState) -> bool {
-        std::mem::discriminant(self) == std::mem::discriminant(other)
     }
 }
 
@@ -415,6 +429,8 @@ pub struct ConnectivityMachine {
     /// Delay to use after the next failed probe while down.
     backoff: Duration,
     next_probe_at: Timestamp,
+    /// When the last probe outcome arrived.
+    last_probe_at: Option<Timestamp>,
     jitter: Jitter,
     /// Latest input time seen: an earlier `now` is raised to it.
     last_input_at: Timestamp,
@@ -434,6 +450,7 @@ impl ConnectivityMachine {
             outage_began: None,
             backoff: config.backoff_initial,
             next_probe_at: now,
+            last_probe_at: None,
             jitter: Jitter {
                 state: config.jitter_seed,
             },
@@ -505,22 +522,7 @@ impl ConnectivityMachine {
         let from = self.state;
         let change = self.transition(input, now).map(|to| {
             // Never report `since` earlier than the state we leave.
-            let to = match (to, from.since()) {
-                (ConnectivityState::Online { since }, Some(f)) => ConnectivityState::Online {
-                    since: since.max(f),
-                },
-                (ConnectivityState::NetworkOutage { since }, Some(f)) => {
-                    ConnectivityState::NetworkOutage {
-                        since: since.max(f),
-                    }
-                }
-                (ConnectivityState::ServiceDisruption { since }, Some(f)) => {
-                    ConnectivityState::ServiceDisruption {
-                        since: since.max(f),
-                    }
-                }
-                (to, _) => to,
-            };
+            let to = from.since().map_or(to, |floor| to.since_at_least(floor));
             ConnectivityChange {
                 from,
                 to,
@@ -530,9 +532,11 @@ impl ConnectivityMachine {
         });
         if let Some(c) = change {
             self.state = c.to;
-            self.outage_began = match (c.to.since(), c.to.outage_cause()) {
-                (_, None) => None,
-                (since, Some(_)) => self.outage_began.or(since),
+            self.outage_began = if c.to.outage_cause().is_some() {
+                // A change of cause keeps the start of the outage.
+                self.outage_began.or(c.to.since())
+            } else {
+                None
             };
         }
 
@@ -613,13 +617,18 @@ impl ConnectivityMachine {
         let initial = self.config.backoff_initial;
         let interval = self.config.online_probe_interval;
         let online = self.state.is_online();
+        if let ConnectivityInput::Probe(_) = input {
+            self.last_probe_at = Some(now);
+        }
         match input {
             ConnectivityInput::NetworkReport { reachable: true } => {
                 if reachability_returned && !online {
                     // The network is back: probe now and restart the back-off,
-                    // so recovery takes seconds, not minutes (B6).
+                    // so recovery takes seconds, not minutes (B6). A flapping
+                    // monitor still gets at most one probe per initial delay.
                     self.backoff = initial;
-                    self.next_probe_at = now;
+                    let earliest = self.last_probe_at.map_or(now, |t| t.plus(initial));
+                    self.next_probe_at = self.next_probe_at.min(earliest.max(now));
                 }
             }
             ConnectivityInput::NetworkReport { reachable: false } => {
@@ -786,7 +795,7 @@ mod tests {
         let mut m = machine();
         assert_eq!(m.handle(UP, at(3)), None);
         assert_eq!(m.state(), Unknown);
-        assert_eq!(m.next_probe_at(), at(3), "a probe is due at once");
+        assert!(m.next_probe_at() <= at(3), "a probe is due at once");
         assert_eq!(m.network_reachable(), Some(true));
     }
 
@@ -1102,6 +1111,21 @@ mod tests {
     }
 
     #[test]
+    fn a_flapping_monitor_gets_at_most_one_probe_per_initial_delay() {
+        let mut m = machine();
+        m.handle(DOWN, at(0));
+        m.handle(UP, at(1));
+        assert_eq!(m.next_probe_at(), at(1));
+        m.handle(Probe(Unreachable), at(1));
+        m.handle(DOWN, at(1));
+        m.handle(UP, Timestamp(at(1).0 + 500));
+        assert_eq!(m.next_probe_at(), at(3), "not again within 2 s");
+        m.handle(DOWN, at(2));
+        m.handle(UP, at(10));
+        assert_eq!(m.next_probe_at(), at(3), "already due: never postponed");
+    }
+
+    #[test]
     fn flapping_service_keeps_the_back_off_level() {
         let mut m = machine();
         feed(&mut m, 0, &[Probe(Unreachable), Probe(Unreachable)]);
@@ -1247,6 +1271,10 @@ mod tests {
 
     // ---- properties ----
 
+    fn same_variant(a: &ConnectivityState, b: &ConnectivityState) -> bool {
+        std::mem::discriminant(a) == std::mem::discriminant(b)
+    }
+
     fn input() -> impl Strategy<Value = ConnectivityInput> {
         prop_oneof![
             Just(UP),
@@ -1283,17 +1311,18 @@ mod tests {
                     NetworkReport { reachable: true } => {}
                 }
                 let before = m.state();
+                let next_before = m.next_probe_at();
                 let change = m.handle(inp, now);
                 if let Some(c) = change {
                     prop_assert_eq!(c.from, before);
                     prop_assert_eq!(c.to, m.state());
                     prop_assert_eq!(c.at, now);
                     prop_assert_eq!(c.banner, c.to.banner());
-                    prop_assert!(!c.from.same_variant(&c.to), "self-transition {:?}", c);
+                    prop_assert!(!same_variant(&c.from, &c.to), "self-transition {:?}", c);
                     prop_assert!(c.to != Unknown, "never back to Unknown");
                     prop_assert!(c.to.since().unwrap() <= now);
                     if let Some(prev) = changes.last() {
-                        prop_assert!(!prev.to.same_variant(&c.to), "same `to` twice");
+                        prop_assert!(!same_variant(&prev.to, &c.to), "same `to` twice");
                         prop_assert!(c.to.since() >= prev.to.since(), "since went back");
                         prop_assert!(c.at >= prev.at);
                     }
@@ -1311,9 +1340,14 @@ mod tests {
                 if let Some(began) = began {
                     prop_assert!(began <= m.state().since().unwrap());
                 }
-                // The next probe is never in the past nor beyond the longest delay.
+                // A probe outcome schedules the next one in the future, within
+                // the longest delay; a report keeps the schedule or makes a probe
+                // due now.
                 let next = m.next_probe_at();
-                prop_assert!(next >= now);
+                match inp {
+                    Probe(_) => prop_assert!(next > now),
+                    NetworkReport { .. } => prop_assert!(next == next_before || next >= now),
+                }
                 prop_assert!(next.0 - now.0 <= 66_000, "{}", next.0 - now.0);
             }
             // Hysteresis: each probe-driven change needs its own run of probes.

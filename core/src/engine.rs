@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::audit::{AuditEntry, AuditKind, OfflineCause, OverrideAction};
 use crate::clock::{Clock, SystemClock, Timestamp, TrustedClock};
 use crate::connectivity::{
-    ConnectivityConfig, ConnectivityInput, ConnectivityMachine, ConnectivityState, OutageCause, ProbeOutcome,
+    ConnectivityConfig, ConnectivityInput, ConnectivityMachine, ConnectivityState, OutageCause,
+    ProbeOutcome,
 };
 use crate::error::{PosError, Result};
 use crate::events::{EventBus, EventListener, PosEvent, Subscription};
@@ -26,7 +27,9 @@ use crate::ledger::{Ledger, Settings, Write};
 use crate::lifecycle::StaffId;
 use crate::money::{Currency, Money};
 use crate::policy::Policy;
-use crate::rules::{check_guarded_action, ActionOverride, GuardOutcome, GuardedAction, PendingExposure};
+use crate::rules::{
+    check_guarded_action, ActionOverride, GuardOutcome, GuardedAction, PendingExposure,
+};
 use crate::session::OfflineSession;
 use crate::store::{MemoryStore, Store};
 
@@ -49,18 +52,27 @@ impl EngineConfig {
     pub fn new(data_dir: impl Into<PathBuf>, device_id: &str, currency_code: &str) -> Result<Self> {
         let data_dir = data_dir.into();
         if data_dir.as_os_str().is_empty() {
-            return Err(PosError::InvalidConfig { reason: "data_dir is empty".into() });
+            return Err(PosError::InvalidConfig {
+                reason: "data_dir is empty".into(),
+            });
         }
         let id_ok = (1..=64).contains(&device_id.len())
-            && device_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            && device_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if !id_ok {
             return Err(PosError::InvalidConfig {
                 reason: "device_id must be 1-64 characters of A-Z a-z 0-9 . _ -".into(),
             });
         }
-        let currency =
-            Currency::parse(currency_code).map_err(|e| PosError::InvalidConfig { reason: e.to_string() })?;
-        Ok(EngineConfig { data_dir, device_id: device_id.to_owned(), currency })
+        let currency = Currency::parse(currency_code).map_err(|e| PosError::InvalidConfig {
+            reason: e.to_string(),
+        })?;
+        Ok(EngineConfig {
+            data_dir,
+            device_id: device_id.to_owned(),
+            currency,
+        })
     }
 }
 
@@ -159,21 +171,44 @@ impl PosEngine {
 
     /// Opens an engine on the given clock and store: loads every record, so
     /// an engine opened with no network serves what it stored before (B10).
-    pub async fn open_with(config: EngineConfig, clock: Arc<dyn Clock>, store: Arc<dyn Store>) -> Result<Self> {
+    pub async fn open_with(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        store: Arc<dyn Store>,
+    ) -> Result<Self> {
         let records = store.load().await?;
         let mut ledger = Ledger::default();
         for w in records {
-            ledger.apply(w).map_err(|e| PosError::Internal { reason: e.to_string() })?;
+            ledger.apply(w).map_err(|e| PosError::Internal {
+                reason: e.to_string(),
+            })?;
         }
         let floor = ledger.settings.as_ref().map(|s| s.clock_floor);
         let clock = TrustedClock::start(clock, floor);
         let now = clock.now();
-        let connectivity = ConnectivityMachine::new(ConnectivityConfig::default(), now)
-            .map_err(|e| PosError::Internal { reason: e.to_string() })?;
-        let events = EventBus::start().map_err(|e| PosError::Internal { reason: format!("event thread: {e}") })?;
-        let state = State { ledger, connectivity, staff: None, begun: BTreeMap::new(), next_receipt_id: 0 };
+        let connectivity =
+            ConnectivityMachine::new(ConnectivityConfig::default(), now).map_err(|e| {
+                PosError::Internal {
+                    reason: e.to_string(),
+                }
+            })?;
+        let events = EventBus::start().map_err(|e| PosError::Internal {
+            reason: format!("event thread: {e}"),
+        })?;
+        let state = State {
+            ledger,
+            connectivity,
+            staff: None,
+            begun: BTreeMap::new(),
+            next_receipt_id: 0,
+        };
         let mut state = state;
-        state.next_receipt_id = state.ledger.receipts.keys().next_back().map_or(1, |k| k.saturating_add(1));
+        state.next_receipt_id = state
+            .ledger
+            .receipts
+            .keys()
+            .next_back()
+            .map_or(1, |k| k.saturating_add(1));
         let inner = Inner {
             config,
             clock,
@@ -183,7 +218,9 @@ impl PosEngine {
             events,
             closed: AtomicBool::new(false),
         };
-        Ok(PosEngine { inner: Arc::new(inner) })
+        Ok(PosEngine {
+            inner: Arc::new(inner),
+        })
     }
 
     pub(crate) fn check_open(&self) -> Result<()> {
@@ -210,16 +247,32 @@ impl PosEngine {
         self.inner.store.apply(&batch).await?;
         let mut s = self.state();
         for w in batch {
-            s.ledger.apply(w).map_err(|e| PosError::Internal { reason: e.to_string() })?;
+            s.ledger.apply(w).map_err(|e| PosError::Internal {
+                reason: e.to_string(),
+            })?;
         }
         Ok(())
     }
 
     /// An audit record with the next sequence number after `already` records
     /// of this batch.
-    pub(crate) fn audit(s: &State, already: &[Write], at: Timestamp, actor: Option<StaffId>, kind: AuditKind) -> Write {
-        let pending = already.iter().filter(|w| matches!(w, Write::Audit(_))).count() as u64;
-        Write::Audit(AuditEntry { seq: s.ledger.next_audit_seq() + pending, at, actor, kind })
+    pub(crate) fn audit(
+        s: &State,
+        already: &[Write],
+        at: Timestamp,
+        actor: Option<StaffId>,
+        kind: AuditKind,
+    ) -> Write {
+        let pending = already
+            .iter()
+            .filter(|w| matches!(w, Write::Audit(_)))
+            .count() as u64;
+        Write::Audit(AuditEntry {
+            seq: s.ledger.next_audit_seq() + pending,
+            at,
+            actor,
+            kind,
+        })
     }
 
     /// The current status.
@@ -230,7 +283,13 @@ impl PosEngine {
         let settings = s.settings();
         let totals = crate::checkout::totals(&s.ledger)?;
         let pending: u64 = totals.iter().map(|t| u64::from(t.pending_count)).sum();
-        let next_deadline = s.ledger.payments.values().filter(|p| p.is_unsettled()).map(|p| p.deadline).min();
+        let next_deadline = s
+            .ledger
+            .payments
+            .values()
+            .filter(|p| p.is_unsettled())
+            .map(|p| p.deadline)
+            .min();
         Ok(EngineStatus {
             version: VERSION.to_owned(),
             device_id: self.inner.config.device_id.clone(),
@@ -240,7 +299,10 @@ impl PosEngine {
             pending_offline_payments: pending,
             totals,
             session_started_at: settings.session.as_ref().map(OfflineSession::started_at),
-            acceptance_closes_at: settings.session.as_ref().map(OfflineSession::acceptance_closes_at),
+            acceptance_closes_at: settings
+                .session
+                .as_ref()
+                .map(OfflineSession::acceptance_closes_at),
             next_deadline,
             time_left_ms: next_deadline.map(|d| crate::clock::duration_ms(now.until(d))),
             signed_in: s.staff.as_ref().map(|st| st.staff_id.clone()),
@@ -258,18 +320,35 @@ impl PosEngine {
     /// policy is refused and nothing changes.
     pub async fn set_policy(&self, policy: Policy) -> Result<()> {
         self.check_open()?;
-        policy.validate().map_err(|e| PosError::InvalidPolicy { reason: e.to_string() })?;
+        policy.validate().map_err(|e| PosError::InvalidPolicy {
+            reason: e.to_string(),
+        })?;
         let _w = self.inner.write_lock.lock().await;
         let now = self.now();
         let batch = {
             let s = self.state();
             let mut settings = s.settings();
-            let summary = format!("offline {}", if policy.enabled { "enabled" } else { "disabled" });
+            let summary = format!(
+                "offline {}",
+                if policy.enabled {
+                    "enabled"
+                } else {
+                    "disabled"
+                }
+            );
             settings.policy = policy;
             settings.clock_floor = now;
             let actor = s.staff.as_ref().map(|st| st.staff_id.clone());
-            let audit =
-                Self::audit(&s, &[], now, actor, AuditKind::PolicyChanged { setting: "policy".into(), summary });
+            let audit = Self::audit(
+                &s,
+                &[],
+                now,
+                actor,
+                AuditKind::PolicyChanged {
+                    setting: "policy".into(),
+                    summary,
+                },
+            );
             vec![Write::Settings(settings), audit]
         };
         self.commit(batch).await
@@ -289,7 +368,11 @@ impl PosEngine {
         let totals = crate::checkout::totals(&s.ledger)?;
         Ok(PendingExposure {
             count: totals.iter().map(|t| u64::from(t.pending_count)).sum(),
-            at_risk: totals.iter().filter(|t| t.pending_count > 0).map(|t| t.pending_amount).collect(),
+            at_risk: totals
+                .iter()
+                .filter(|t| t.pending_count > 0)
+                .map(|t| t.pending_amount)
+                .collect(),
         })
     }
 
@@ -299,7 +382,11 @@ impl PosEngine {
     /// states the money at risk; an override is written to the audit log.
     /// A successful log-out also signs the staff member out; the stored
     /// payments stay and are forwarded after the next sign-in.
-    pub async fn guarded_action(&self, action: GuardedAction, override_: Option<ActionOverride>) -> Result<GuardOutcome> {
+    pub async fn guarded_action(
+        &self,
+        action: GuardedAction,
+        override_: Option<ActionOverride>,
+    ) -> Result<GuardOutcome> {
         self.check_open()?;
         let _w = self.inner.write_lock.lock().await;
         let exposure = self.exposure()?;
@@ -308,7 +395,9 @@ impl PosEngine {
             .map_err(|e| PosError::ActionRefused { refusal: e })?;
         if let (GuardOutcome::Overridden { at_risk, .. }, Some(o)) = (&outcome, &override_) {
             let now = self.now();
-            let actor = StaffId::parse(&o.staff_id).map_err(|e| PosError::InvalidInput { reason: e.to_string() })?;
+            let actor = StaffId::parse(&o.staff_id).map_err(|e| PosError::InvalidInput {
+                reason: e.to_string(),
+            })?;
             let batch = {
                 let s = self.state();
                 let kind = AuditKind::Override {
@@ -342,12 +431,14 @@ impl PosEngine {
 
     /// The app's reachability monitor reports whether the device has internet.
     pub async fn report_network(&self, reachable: bool) -> Result<ConnectivityState> {
-        self.connectivity_input(ConnectivityInput::NetworkReport { reachable }).await
+        self.connectivity_input(ConnectivityInput::NetworkReport { reachable })
+            .await
     }
 
     /// The result of a probe of the processor's status endpoint (R2).
     pub async fn report_probe(&self, outcome: ProbeOutcome) -> Result<ConnectivityState> {
-        self.connectivity_input(ConnectivityInput::Probe(outcome)).await
+        self.connectivity_input(ConnectivityInput::Probe(outcome))
+            .await
     }
 
     /// When the next status probe is due (the forwarding engine or the app runs it).
@@ -379,21 +470,44 @@ impl PosEngine {
             let actor = s.staff.as_ref().map(|st| st.staff_id.clone());
             match (change.from.outage_cause(), change.to.outage_cause()) {
                 (None, Some(cause)) => {
-                    // An outage began: the offline session starts at its beginning.
+                    // An outage began: the offline session starts at its
+                    // beginning. Coming from online, the connection was just
+                    // lost: a new session, even if a forced-offline payment
+                    // left one. Coming from unknown (a restart), the stored
+                    // session goes on: a restart never extends it.
                     let started = change.to.since().unwrap_or(now);
-                    if settings.session.is_none() {
-                        settings.session = Some(OfflineSession::start(settings.policy.session.clone(), started));
+                    if settings.session.is_none() || change.from.is_online() {
+                        settings.session = Some(OfflineSession::start(
+                            settings.policy.session.clone(),
+                            started,
+                        ));
                     }
                     let cause = match cause {
                         OutageCause::NetworkOutage => OfflineCause::NetworkOutage,
                         OutageCause::ServiceDisruption => OfflineCause::ServiceDisruption,
                     };
-                    batch.push(Self::audit(&s, &batch, now, actor, AuditKind::EnteredOfflineMode { cause }));
+                    batch.push(Self::audit(
+                        &s,
+                        &batch,
+                        now,
+                        actor,
+                        AuditKind::EnteredOfflineMode { cause },
+                    ));
                 }
-                (Some(_), None) if change.to.is_online() => {
-                    // Back online: the session ends; stored payments keep their deadlines.
+                (from, None)
+                    if change.to.is_online() && (from.is_some() || settings.session.is_some()) =>
+                {
+                    // Back online: the session ends; stored payments keep their
+                    // deadlines. Also from unknown: a restart during an outage
+                    // left the session stored, and the outage is over now.
                     settings.session = None;
-                    batch.push(Self::audit(&s, &batch, now, actor, AuditKind::LeftOfflineMode));
+                    batch.push(Self::audit(
+                        &s,
+                        &batch,
+                        now,
+                        actor,
+                        AuditKind::LeftOfflineMode,
+                    ));
                 }
                 _ => {}
             }
@@ -411,6 +525,21 @@ impl PosEngine {
             banner: change.banner.default_text().map(str::to_owned),
         });
         Ok(to)
+    }
+
+    /// The audit log (B12), oldest first, from entry `since_seq` (exclusive).
+    pub fn audit_entries(&self, since_seq: u64) -> Result<Vec<AuditEntry>> {
+        self.check_open()?;
+        Ok(self.state().ledger.audit.entries_since(since_seq).to_vec())
+    }
+
+    /// The whole audit log as CSV, for reconciliation (B12). It holds ids,
+    /// amounts and staff ids, never card data or contacts.
+    pub fn export_audit_csv(&self) -> Result<String> {
+        self.check_open()?;
+        Ok(crate::audit::export_csv(
+            self.state().ledger.audit.entries(),
+        ))
     }
 
     /// Subscribes a listener; it first receives a [`PosEvent::Snapshot`].
@@ -453,14 +582,31 @@ mod tests {
 
     async fn engine() -> (VirtualClock, PosEngine) {
         let clock = VirtualClock::new(Timestamp(1_800_000_000_000));
-        let e = PosEngine::open_with(config(), Arc::new(clock.clone()), Arc::new(MemoryStore::new())).await.unwrap();
+        let e = PosEngine::open_with(
+            config(),
+            Arc::new(clock.clone()),
+            Arc::new(MemoryStore::new()),
+        )
+        .await
+        .unwrap();
         (clock, e)
     }
 
     #[test]
     fn bad_configuration_is_refused_with_a_reason() {
-        for (dir, id, cur) in [("", "a", "USD"), ("/x", "", "USD"), ("/x", "a b", "USD"), ("/x", "a", "XYZ")] {
-            assert!(matches!(EngineConfig::new(dir, id, cur), Err(PosError::InvalidConfig { .. })), "{dir} {id} {cur}");
+        for (dir, id, cur) in [
+            ("", "a", "USD"),
+            ("/x", "", "USD"),
+            ("/x", "a b", "USD"),
+            ("/x", "a", "XYZ"),
+        ] {
+            assert!(
+                matches!(
+                    EngineConfig::new(dir, id, cur),
+                    Err(PosError::InvalidConfig { .. })
+                ),
+                "{dir} {id} {cur}"
+            );
         }
         assert!(EngineConfig::new("/x", &"a".repeat(65), "USD").is_err());
     }
@@ -473,7 +619,10 @@ mod tests {
         assert_eq!(s.pending_offline_payments, 0);
         assert_eq!(s.version, VERSION);
         assert_eq!(s.currency.code(), "USD");
-        assert!(!s.offline_enabled, "offline payments are off by default (R4)");
+        assert!(
+            !s.offline_enabled,
+            "offline payments are off by default (R4)"
+        );
     }
 
     #[tokio::test]
@@ -488,15 +637,27 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let _sub = e.subscribe(Arc::new(L(Mutex::new(tx)))).unwrap();
         let t0 = Timestamp(1_800_000_000_000);
-        assert_eq!(e.report_network(false).await.unwrap(), ConnectivityState::NetworkOutage { since: t0 });
+        assert_eq!(
+            e.report_network(false).await.unwrap(),
+            ConnectivityState::NetworkOutage { since: t0 }
+        );
         assert_eq!(e.status().unwrap().session_started_at, Some(t0));
         clock.advance(Duration::from_secs(5));
         // The same report again changes nothing and emits nothing.
-        assert_eq!(e.report_network(false).await.unwrap(), ConnectivityState::NetworkOutage { since: t0 });
+        assert_eq!(
+            e.report_network(false).await.unwrap(),
+            ConnectivityState::NetworkOutage { since: t0 }
+        );
         e.close();
         let got: Vec<PosEvent> = rx.iter().collect();
         assert!(matches!(got[0], PosEvent::Snapshot { .. }));
-        assert!(matches!(got[1], PosEvent::ConnectivityChanged { banner: Some(_), .. }));
+        assert!(matches!(
+            got[1],
+            PosEvent::ConnectivityChanged {
+                banner: Some(_),
+                ..
+            }
+        ));
         assert_eq!(got[2], PosEvent::Closed);
         assert_eq!(got.len(), 3);
     }
@@ -517,7 +678,10 @@ mod tests {
         let usd = Currency::parse("USD").unwrap();
         let mut bad = Policy::shopify_pos(usd).with_enabled(true);
         bad.session.acceptance_window = Duration::ZERO;
-        assert!(matches!(e.set_policy(bad).await, Err(PosError::InvalidPolicy { .. })));
+        assert!(matches!(
+            e.set_policy(bad).await,
+            Err(PosError::InvalidPolicy { .. })
+        ));
         assert!(!e.policy().unwrap().enabled);
     }
 
@@ -525,11 +689,20 @@ mod tests {
     async fn a_failed_store_write_changes_nothing() {
         let clock = VirtualClock::new(Timestamp(1_800_000_000_000));
         let store = MemoryStore::new();
-        let e = PosEngine::open_with(config(), Arc::new(clock), Arc::new(store.clone())).await.unwrap();
+        let e = PosEngine::open_with(config(), Arc::new(clock), Arc::new(store.clone()))
+            .await
+            .unwrap();
         let usd = Currency::parse("USD").unwrap();
         store.fail_next_write(crate::store::StoreError::DiskFull);
-        let r = e.set_policy(Policy::shopify_pos(usd).with_enabled(true)).await;
-        assert_eq!(r, Err(PosError::Storage { reason: "the device is out of storage space".into() }));
+        let r = e
+            .set_policy(Policy::shopify_pos(usd).with_enabled(true))
+            .await;
+        assert_eq!(
+            r,
+            Err(PosError::Storage {
+                reason: "the device is out of storage space".into()
+            })
+        );
         assert!(!e.policy().unwrap().enabled);
         assert!(store.is_empty());
     }
@@ -544,9 +717,20 @@ mod tests {
             e.report_probe(ProbeOutcome::Healthy).await.unwrap();
         }
         let s = e.status().unwrap();
-        assert!(matches!(s.connectivity, ConnectivityState::Online { .. }), "{:?}", s.connectivity);
+        assert!(
+            matches!(s.connectivity, ConnectivityState::Online { .. }),
+            "{:?}",
+            s.connectivity
+        );
         assert_eq!(s.session_started_at, None);
-        let kinds: Vec<&'static str> = e.state().ledger.audit.entries().iter().map(|a| a.kind.name()).collect();
+        let kinds: Vec<&'static str> = e
+            .state()
+            .ledger
+            .audit
+            .entries()
+            .iter()
+            .map(|a| a.kind.name())
+            .collect();
         assert_eq!(kinds.len(), 2, "{kinds:?}");
     }
 }

@@ -66,7 +66,9 @@ pub enum PosError {
 
 impl From<MoneyError> for PosError {
     fn from(e: MoneyError) -> Self {
-        PosError::InvalidInput { reason: e.to_string() }
+        PosError::InvalidInput {
+            reason: e.to_string(),
+        }
     }
 }
 
@@ -80,14 +82,18 @@ impl From<StoreError> for PosError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Locked => PosError::StoreLocked,
-            other => PosError::Storage { reason: other.to_string() },
+            other => PosError::Storage {
+                reason: other.to_string(),
+            },
         }
     }
 }
 
 impl PosError {
     pub(crate) fn duplicate(id: &PaymentId) -> Self {
-        PosError::DuplicatePayment { payment_id: id.as_str().to_owned() }
+        PosError::DuplicatePayment {
+            payment_id: id.as_str().to_owned(),
+        }
     }
 }
 

@@ -45,7 +45,11 @@ pub enum PosEvent {
     /// The processor declined a forwarded payment: collect `amount_due` from the contact (R17, B9).
     PaymentDeclined(DeclineNotice),
     /// A payment reached its forwarding deadline unforwarded: its amount is lost (R8).
-    PaymentExpired { payment_id: PaymentId, order_id: OrderId, amount: Money },
+    PaymentExpired {
+        payment_id: PaymentId,
+        order_id: OrderId,
+        amount: Money,
+    },
     /// The offline session's deadline or window is approaching or passed (B4).
     SessionWarning(SessionWarning),
     /// The device total is near its limit (B3).

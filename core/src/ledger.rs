@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{AuditEntry, AuditLog};
 use crate::clock::Timestamp;
 use crate::lifecycle::{
-    order_status, CustomerContact, OrderId, OrderStatus, PaymentId, PaymentState, PaymentStatus, ReceiptRequest,
-    StaffId, TenderView,
+    order_status, CustomerContact, OrderId, OrderStatus, PaymentId, PaymentState, PaymentStatus,
+    ReceiptRequest, StaffId, TenderView,
 };
 use crate::money::{Currency, Money, MoneyError};
 use crate::policy::{EntryMode, Network, Policy};
@@ -47,7 +47,12 @@ impl CardRead {
             return Err("last4 must be exactly four digits".into());
         }
         if let Some(f) = &self.fingerprint {
-            if f.is_empty() || f.len() > 128 || !f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            if f.is_empty()
+                || f.len() > 128
+                || !f
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
                 return Err("fingerprint must be 1-128 characters of [A-Za-z0-9_-]".into());
             }
         }
@@ -68,9 +73,15 @@ impl fmt::Debug for CardRead {
             .field("entry_mode", &self.entry_mode)
             .field("network", &self.network)
             .field("last4", &self.last4)
-            .field("fingerprint", &self.fingerprint.as_ref().map(|_| "<redacted>"))
+            .field(
+                "fingerprint",
+                &self.fingerprint.as_ref().map(|_| "<redacted>"),
+            )
             .field("reader_model", &self.reader_model)
-            .field("sealed_card_data", &format_args!("<{} bytes>", self.sealed_card_data.len()))
+            .field(
+                "sealed_card_data",
+                &format_args!("<{} bytes>", self.sealed_card_data.len()),
+            )
             .finish()
     }
 }
@@ -81,7 +92,10 @@ pub enum Tender {
     /// Cash, paid at once.
     Cash { amount: Money },
     /// A card payment taken offline, stored until forwarded.
-    OfflineCard { payment_id: PaymentId, amount: Money },
+    OfflineCard {
+        payment_id: PaymentId,
+        amount: Money,
+    },
 }
 
 impl Tender {
@@ -107,7 +121,14 @@ pub struct Order {
 impl Order {
     /// What the tenders cover so far.
     pub fn paid(&self) -> Result<Money, MoneyError> {
-        Money::sum(self.total.currency(), self.tenders.iter().map(Tender::amount).collect::<Vec<_>>().iter())
+        Money::sum(
+            self.total.currency(),
+            self.tenders
+                .iter()
+                .map(Tender::amount)
+                .collect::<Vec<_>>()
+                .iter(),
+        )
     }
 
     /// What is left to pay.
@@ -115,7 +136,8 @@ impl Order {
         self.total.checked_sub(&self.paid()?)
     }
 
-    /// Total of the card payments taken offline on this order (R5).
+    /// Total of the card tenders of this order: the amounts applied to it,
+    /// tips excluded (the per-order limit uses [`Ledger::order_offline_charged`]).
     pub fn offline_card_total(&self) -> Result<Money, MoneyError> {
         let cards: Vec<Money> = self
             .tenders
@@ -205,9 +227,14 @@ impl Ledger {
             Write::Audit(e) => {
                 let expected = self.audit.last_seq().saturating_add(1);
                 if e.seq != expected {
-                    return Err(ApplyError(format!("audit entry {} where {expected} was expected", e.seq)));
+                    return Err(ApplyError(format!(
+                        "audit entry {} where {expected} was expected",
+                        e.seq
+                    )));
                 }
-                self.audit.append(e.at, e.actor, e.kind).map_err(|e| ApplyError(e.to_string()))?;
+                self.audit
+                    .append(e.at, e.actor, e.kind)
+                    .map_err(|e| ApplyError(e.to_string()))?;
             }
             Write::Settings(s) => self.settings = Some(s),
         }
@@ -218,7 +245,11 @@ impl Ledger {
     pub fn unsettled(&self, currency: Currency) -> Result<(u32, Money), MoneyError> {
         let mut count: u32 = 0;
         let mut total = Money::zero(currency);
-        for p in self.payments.values().filter(|p| p.is_unsettled() && p.amount.currency() == currency) {
+        for p in self
+            .payments
+            .values()
+            .filter(|p| p.is_unsettled() && p.amount.currency() == currency)
+        {
             count = count.saturating_add(1);
             total = total.checked_add(&p.amount)?;
         }
@@ -226,8 +257,15 @@ impl Ledger {
     }
 
     /// What one card (by fingerprint) paid offline in the session that began at `session_start`.
-    pub fn card_total(&self, fingerprint: Option<&str>, session_start: Timestamp, currency: Currency) -> Result<Money, MoneyError> {
-        let Some(fp) = fingerprint else { return Ok(Money::zero(currency)) };
+    pub fn card_total(
+        &self,
+        fingerprint: Option<&str>,
+        session_start: Timestamp,
+        currency: Currency,
+    ) -> Result<Money, MoneyError> {
+        let Some(fp) = fingerprint else {
+            return Ok(Money::zero(currency));
+        };
         let amounts: Vec<Money> = self
             .payments
             .values()
@@ -241,7 +279,26 @@ impl Ledger {
         Money::sum(currency, amounts.iter())
     }
 
-    /// The order badge (R15).
+    /// What the cards of `order` were charged offline, tips included: the
+    /// figure the per-order limit applies to (R5). A card tender records
+    /// only the amount applied to the order.
+    pub fn order_offline_charged(&self, order: &Order) -> Result<Money, MoneyError> {
+        let charged: Vec<Money> = order
+            .tenders
+            .iter()
+            .filter_map(|t| match t {
+                Tender::OfflineCard { payment_id, amount } => {
+                    Some(self.payments.get(payment_id).map_or(*amount, |p| p.amount))
+                }
+                Tender::Cash { .. } => None,
+            })
+            .collect();
+        Money::sum(order.total.currency(), charged.iter())
+    }
+
+    /// The order badge (R15). An order is `Paid` only once its tenders
+    /// cover its total: approved cards with a balance left are still
+    /// "payment pending".
     pub fn order_status(&self, order: &Order) -> OrderStatus {
         let views: Vec<TenderView> = order
             .tenders
@@ -249,11 +306,18 @@ impl Ledger {
             .map(|t| match t {
                 Tender::Cash { .. } => TenderView::Cash,
                 Tender::OfflineCard { payment_id, .. } => TenderView::Card(
-                    self.payments.get(payment_id).map_or(PaymentStatus::Pending, |p| p.state.status()),
+                    self.payments
+                        .get(payment_id)
+                        .map_or(PaymentStatus::Pending, |p| p.state.status()),
                 ),
             })
             .collect();
-        order_status(&views)
+        match order_status(&views) {
+            OrderStatus::Paid if order.balance().map_or(true, |b| b.minor_units() > 0) => {
+                OrderStatus::PaymentPending
+            }
+            status => status,
+        }
     }
 
     /// The next audit sequence number.

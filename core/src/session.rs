@@ -582,6 +582,7 @@ mod tests {
     fn warning_fires_when_time_left_drops_to_the_threshold_not_before() {
         let mut s = phone();
         s.record_offline_payment(T0);
+        assert_eq!(s.due_warnings(t(2 * HOUR)).len(), 1, "window closed");
         assert!(s.due_warnings(Timestamp(t(12 * HOUR).0 - 1)).is_empty());
         assert_eq!(
             kinds(&s.due_warnings(t(12 * HOUR))),
@@ -781,11 +782,87 @@ mod tests {
         v.wall_now()
     }
 
+    #[derive(Debug, Clone, Copy)]
+    enum Op {
+        Check,
+        Record,
+        Warnings,
+    }
+
+    proptest::proptest! {
+        /// Whatever the order of calls and however `now` jumps (back too),
+        /// nothing is ever extended and every warning fires at most once.
+        #[test]
+        fn nothing_is_ever_extended(
+            terminal_profile in proptest::bool::ANY,
+            ops in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![
+                        proptest::strategy::Just(Op::Check),
+                        proptest::strategy::Just(Op::Record),
+                        proptest::strategy::Just(Op::Warnings),
+                    ],
+                    -7_200_000i64..(50 * 3_600_000),
+                ),
+                0..60,
+            ),
+        ) {
+            let mut s = if terminal_profile { terminal() } else { phone() };
+            let closes_at = s.acceptance_closes_at();
+            let mut deadline = s.deadline();
+            let mut window_seen_closed = false;
+            let mut fired = vec![];
+            for (op, offset) in ops {
+                let now = Timestamp(T0.0 + offset);
+                match op {
+                    Op::Check => {
+                        let r = s.check_acceptance(now);
+                        if window_seen_closed {
+                            proptest::prop_assert!(r.is_err());
+                        }
+                        if r.is_ok() {
+                            let d = s.deadline_for_new_payment(now);
+                            let left = now.max(T0).until(d);
+                            proptest::prop_assert!(left >= s.rules().require_online_margin);
+                        }
+                    }
+                    Op::Record => {
+                        let d = s.record_offline_payment(now);
+                        proptest::prop_assert_eq!(Some(d), s.deadline());
+                    }
+                    Op::Warnings => {
+                        for w in s.due_warnings(now) {
+                            proptest::prop_assert!(!fired.contains(&w.kind), "twice: {:?}", w);
+                            fired.push(w.kind);
+                        }
+                        if now >= closes_at {
+                            window_seen_closed = true;
+                        }
+                    }
+                }
+                proptest::prop_assert_eq!(s.acceptance_closes_at(), closes_at);
+                if deadline.is_some() {
+                    proptest::prop_assert_eq!(s.deadline(), deadline);
+                }
+                deadline = s.deadline();
+                if let Some(d) = deadline {
+                    let max_left = d.since(T0);
+                    proptest::prop_assert!(s.time_left(now).unwrap() <= max_left);
+                }
+            }
+            proptest::prop_assert!(fired.len() <= 4);
+        }
+    }
+
     #[test]
     fn serde_round_trip_keeps_emitted_warnings() {
         let mut s = phone();
         s.record_offline_payment(T0);
-        assert_eq!(s.due_warnings(t(12 * HOUR)).len(), 1);
+        assert_eq!(
+            s.due_warnings(t(12 * HOUR)).len(),
+            2,
+            "window closed, 12 h left"
+        );
         let json = serde_json::to_string(&s).unwrap();
         let mut back: OfflineSession = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);

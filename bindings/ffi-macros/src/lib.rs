@@ -28,7 +28,11 @@ pub fn export(args: TokenStream, item: TokenStream) -> TokenStream {
     };
     let mut out: TokenStream = match attr.parse() {
         Ok(ts) => ts,
-        Err(e) => return format!("compile_error!({:?});", e.to_string()).parse().unwrap_or_default(),
+        Err(e) => {
+            return format!("compile_error!({:?});", e.to_string())
+                .parse()
+                .unwrap_or_default()
+        }
     };
     out.extend(item);
     out

@@ -4,12 +4,12 @@
 use pos_core::checkout as co;
 use pos_core::ledger as led;
 use pos_core::lifecycle as life;
-use pos_core::rules as rules;
+use pos_core::rules;
 
 use crate::error::PosError;
 use crate::types::{
-    invalid, mirror_enum, money_opt, ts, CardNetwork, CustomerContact, DeclineReason, EntryMode, Money,
-    OfflineReason, OrderStatus, PaymentStatus, TenderKind,
+    invalid, mirror_enum, money_opt, ts, CardNetwork, CustomerContact, DeclineReason, EntryMode,
+    Money, OfflineReason, OrderStatus, PaymentStatus, TenderKind,
 };
 
 /// Who is signed in (R12 permission).
@@ -44,7 +44,9 @@ impl From<co::Route> for PaymentRoute {
     fn from(r: co::Route) -> Self {
         match r {
             co::Route::Online => PaymentRoute::Online,
-            co::Route::Offline { reason } => PaymentRoute::Offline { reason: reason.into() },
+            co::Route::Offline { reason } => PaymentRoute::Offline {
+                reason: reason.into(),
+            },
         }
     }
 }
@@ -84,7 +86,10 @@ pub struct PaymentDecision {
 
 impl From<co::PaymentDecision> for PaymentDecision {
     fn from(d: co::PaymentDecision) -> Self {
-        PaymentDecision { payment_id: d.payment_id.as_str().to_owned(), route: d.route.into() }
+        PaymentDecision {
+            payment_id: d.payment_id.as_str().to_owned(),
+            route: d.route.into(),
+        }
     }
 }
 
@@ -119,10 +124,13 @@ impl From<co::OrderView> for OrderView {
                 .tenders
                 .into_iter()
                 .map(|t| match t {
-                    led::Tender::Cash { amount } => Tender::Cash { amount: amount.into() },
-                    led::Tender::OfflineCard { payment_id, amount } => {
-                        Tender::OfflineCard { payment_id: payment_id.as_str().to_owned(), amount: amount.into() }
-                    }
+                    led::Tender::Cash { amount } => Tender::Cash {
+                        amount: amount.into(),
+                    },
+                    led::Tender::OfflineCard { payment_id, amount } => Tender::OfflineCard {
+                        payment_id: payment_id.as_str().to_owned(),
+                        amount: amount.into(),
+                    },
                 })
                 .collect(),
             contact_hint: o.contact_hint,
@@ -192,7 +200,11 @@ impl TryFrom<ActionOverride> for rules::ActionOverride {
         Ok(rules::ActionOverride {
             staff_id: o.staff_id,
             reason: o.reason,
-            acknowledged_at_risk: o.acknowledged_at_risk.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
+            acknowledged_at_risk: o
+                .acknowledged_at_risk
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -201,16 +213,20 @@ impl TryFrom<ActionOverride> for rules::ActionOverride {
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum GuardOutcome {
     Allowed,
-    Overridden { pending_count: u64, at_risk: Vec<Money> },
+    Overridden {
+        pending_count: u64,
+        at_risk: Vec<Money>,
+    },
 }
 
 impl From<rules::GuardOutcome> for GuardOutcome {
     fn from(o: rules::GuardOutcome) -> Self {
         match o {
             rules::GuardOutcome::Allowed => GuardOutcome::Allowed,
-            rules::GuardOutcome::Overridden { count, at_risk, .. } => {
-                GuardOutcome::Overridden { pending_count: count, at_risk: at_risk.into_iter().map(Into::into).collect() }
-            }
+            rules::GuardOutcome::Overridden { count, at_risk, .. } => GuardOutcome::Overridden {
+                pending_count: count,
+                at_risk: at_risk.into_iter().map(Into::into).collect(),
+            },
         }
     }
 }
@@ -225,21 +241,35 @@ mirror_enum!(
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum ForwardingStep {
     Started,
-    Failed { error: ForwardErrorKind, next_retry_at_ms: Option<i64> },
-    Approved { processor_ref: String },
-    Declined { reason: DeclineReason },
+    Failed {
+        error: ForwardErrorKind,
+        next_retry_at_ms: Option<i64>,
+    },
+    Approved {
+        processor_ref: String,
+    },
+    Declined {
+        reason: DeclineReason,
+    },
 }
 
 impl From<ForwardingStep> for life::PaymentEvent {
     fn from(s: ForwardingStep) -> Self {
         match s {
             ForwardingStep::Started => life::PaymentEvent::StartForwarding,
-            ForwardingStep::Failed { error, next_retry_at_ms } => life::PaymentEvent::ForwardFailed {
+            ForwardingStep::Failed {
+                error,
+                next_retry_at_ms,
+            } => life::PaymentEvent::ForwardFailed {
                 error: error.into(),
                 next_retry_at: next_retry_at_ms.map(pos_core::clock::Timestamp),
             },
-            ForwardingStep::Approved { processor_ref } => life::PaymentEvent::Approved { processor_ref },
-            ForwardingStep::Declined { reason } => life::PaymentEvent::Declined { reason: reason.into() },
+            ForwardingStep::Approved { processor_ref } => {
+                life::PaymentEvent::Approved { processor_ref }
+            }
+            ForwardingStep::Declined { reason } => life::PaymentEvent::Declined {
+                reason: reason.into(),
+            },
         }
     }
 }
@@ -267,7 +297,9 @@ impl TryFrom<ReceiptChannel> for life::ReceiptChannel {
             ReceiptChannel::Email { address } => {
                 life::ReceiptChannel::Email(life::EmailAddress::parse(&address).map_err(invalid)?)
             }
-            ReceiptChannel::Sms { number } => life::ReceiptChannel::Sms(life::PhoneNumber::parse(&number).map_err(invalid)?),
+            ReceiptChannel::Sms { number } => {
+                life::ReceiptChannel::Sms(life::PhoneNumber::parse(&number).map_err(invalid)?)
+            }
         })
     }
 }

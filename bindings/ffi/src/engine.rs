@@ -10,8 +10,8 @@ use pos_core::engine as core;
 use pos_core::store::MemoryStore;
 
 use crate::checkout::{
-    ActionOverride, CardPaymentRequest, ForwardingStep, GuardOutcome, GuardedAction, NewOrder, OrderView,
-    PaymentDecision, PaymentView, ReceiptChannel, StaffSession, TickReport,
+    ActionOverride, CardPaymentRequest, ForwardingStep, GuardOutcome, GuardedAction, NewOrder,
+    OrderView, PaymentDecision, PaymentView, ReceiptChannel, StaffSession, TickReport,
 };
 use crate::error::PosError;
 use crate::events::{EventListener, ListenerAdapter, Subscription};
@@ -31,7 +31,9 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, PosError> {
             .map_err(|e| e.to_string())
     })
     .as_ref()
-    .map_err(|e| PosError::Internal { reason: format!("runtime: {e}") })
+    .map_err(|e| PosError::Internal {
+        reason: format!("runtime: {e}"),
+    })
 }
 
 /// How the app sets up an engine.
@@ -59,9 +61,15 @@ impl From<conn::ConnectivityState> for ConnectivityStatus {
         use conn::ConnectivityState as C;
         match c {
             C::Unknown => ConnectivityStatus::Unknown,
-            C::Online { since } => ConnectivityStatus::Online { since_ms: ts(since) },
-            C::NetworkOutage { since } => ConnectivityStatus::NetworkOutage { since_ms: ts(since) },
-            C::ServiceDisruption { since } => ConnectivityStatus::ServiceDisruption { since_ms: ts(since) },
+            C::Online { since } => ConnectivityStatus::Online {
+                since_ms: ts(since),
+            },
+            C::NetworkOutage { since } => ConnectivityStatus::NetworkOutage {
+                since_ms: ts(since),
+            },
+            C::ServiceDisruption { since } => ConnectivityStatus::ServiceDisruption {
+                since_ms: ts(since),
+            },
         }
     }
 }
@@ -151,7 +159,9 @@ impl TestClock {
     /// Starts at `wall_ms` (ms since the Unix epoch), just after a boot.
     #[uniffi::constructor]
     pub fn new(wall_ms: i64) -> Arc<Self> {
-        Arc::new(TestClock { inner: VirtualClock::new(Timestamp(wall_ms)) })
+        Arc::new(TestClock {
+            inner: VirtualClock::new(Timestamp(wall_ms)),
+        })
     }
 
     /// Real time passes.
@@ -196,7 +206,10 @@ impl PosEngine {
 
     /// Opens the engine on a `TestClock` (tests and demos only).
     #[uniffi::constructor]
-    pub fn with_test_clock(config: EngineConfig, clock: Arc<TestClock>) -> Result<Arc<Self>, PosError> {
+    pub fn with_test_clock(
+        config: EngineConfig,
+        clock: Arc<TestClock>,
+    ) -> Result<Arc<Self>, PosError> {
         Self::open(config, Arc::new(clock.inner.clone()))
     }
 
@@ -217,7 +230,10 @@ impl PosEngine {
 
     pub fn sign_in(&self, staff: StaffSession) -> Result<(), PosError> {
         let staff_id = pos_core::lifecycle::StaffId::parse(&staff.staff_id).map_err(invalid)?;
-        Ok(self.inner.sign_in(core::StaffSession { staff_id, may_take_offline_payments: staff.may_take_offline_payments })?)
+        Ok(self.inner.sign_in(core::StaffSession {
+            staff_id,
+            may_take_offline_payments: staff.may_take_offline_payments,
+        })?)
     }
 
     /// Log out, switch location, reset the store, remove the device (R13):
@@ -243,7 +259,10 @@ impl PosEngine {
     }
 
     /// Reports a status probe's result (R2); returns the connectivity.
-    pub async fn report_probe(&self, outcome: ProbeOutcome) -> Result<ConnectivityStatus, PosError> {
+    pub async fn report_probe(
+        &self,
+        outcome: ProbeOutcome,
+    ) -> Result<ConnectivityStatus, PosError> {
         Ok(self.inner.report_probe(outcome.into()).await?.into())
     }
 
@@ -261,18 +280,37 @@ impl PosEngine {
     }
 
     pub async fn add_cash(&self, order_id_: String, amount: Money) -> Result<OrderView, PosError> {
-        Ok(self.inner.add_cash(&order_id(&order_id_)?, amount.try_into()?).await?.into())
+        Ok(self
+            .inner
+            .add_cash(&order_id(&order_id_)?, amount.try_into()?)
+            .await?
+            .into())
     }
 
     /// Starts a card payment: fixes its id and its route (B1, B2).
-    pub async fn begin_card_payment(&self, request: CardPaymentRequest) -> Result<PaymentDecision, PosError> {
-        Ok(self.inner.begin_card_payment(request.try_into()?).await?.into())
+    pub async fn begin_card_payment(
+        &self,
+        request: CardPaymentRequest,
+    ) -> Result<PaymentDecision, PosError> {
+        Ok(self
+            .inner
+            .begin_card_payment(request.try_into()?)
+            .await?
+            .into())
     }
 
     /// Confirms a begun payment with the reader's card data; re-checks the
     /// route and every rule, and returns once the payment is durable.
-    pub async fn confirm_card_payment(&self, payment_id_: String, card: CardRead) -> Result<PaymentView, PosError> {
-        Ok(self.inner.confirm_card_payment(&payment_id(&payment_id_)?, card.into()).await?.into())
+    pub async fn confirm_card_payment(
+        &self,
+        payment_id_: String,
+        card: CardRead,
+    ) -> Result<PaymentView, PosError> {
+        Ok(self
+            .inner
+            .confirm_card_payment(&payment_id(&payment_id_)?, card.into())
+            .await?
+            .into())
     }
 
     pub fn cancel_card_payment(&self, payment_id_: String) -> Result<(), PosError> {
@@ -281,12 +319,24 @@ impl PosEngine {
 
     /// Every stored offline payment, most urgent first (R19).
     pub fn list_payments(&self) -> Result<Vec<PaymentView>, PosError> {
-        Ok(self.inner.list_payments()?.into_iter().map(Into::into).collect())
+        Ok(self
+            .inner
+            .list_payments()?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
     /// Queues a receipt (R16); returns its id.
-    pub async fn request_receipt(&self, order_id_: String, channel: ReceiptChannel) -> Result<u64, PosError> {
-        Ok(self.inner.request_receipt(&order_id(&order_id_)?, channel.try_into()?).await?)
+    pub async fn request_receipt(
+        &self,
+        order_id_: String,
+        channel: ReceiptChannel,
+    ) -> Result<u64, PosError> {
+        Ok(self
+            .inner
+            .request_receipt(&order_id(&order_id_)?, channel.try_into()?)
+            .await?)
     }
 
     /// How many receipts wait for the connection.
@@ -301,8 +351,16 @@ impl PosEngine {
     }
 
     /// Records one forwarding step of a payment.
-    pub async fn record_forwarding(&self, payment_id_: String, step: ForwardingStep) -> Result<PaymentView, PosError> {
-        Ok(self.inner.record_forwarding(&payment_id(&payment_id_)?, step.into()).await?.into())
+    pub async fn record_forwarding(
+        &self,
+        payment_id_: String,
+        step: ForwardingStep,
+    ) -> Result<PaymentView, PosError> {
+        Ok(self
+            .inner
+            .record_forwarding(&payment_id(&payment_id_)?, step.into())
+            .await?
+            .into())
     }
 
     /// Expires payments past their deadline and raises session warnings.
@@ -310,9 +368,23 @@ impl PosEngine {
         Ok(self.inner.tick().await?.into())
     }
 
+    /// When the next status probe of the processor is due (ms since the epoch).
+    pub fn next_probe_at_ms(&self) -> Result<i64, PosError> {
+        Ok(self.inner.next_probe_at()?.millis())
+    }
+
+    /// The audit log as CSV, for reconciliation (B12): ids, amounts, staff
+    /// ids; never card data or contacts.
+    pub fn export_audit_csv(&self) -> Result<String, PosError> {
+        Ok(self.inner.export_audit_csv()?)
+    }
+
     /// Subscribes a listener. It receives a `Snapshot` first, then every event,
     /// on the engine's event thread, until the subscription is cancelled.
-    pub fn subscribe(&self, listener: Arc<dyn EventListener>) -> Result<Arc<Subscription>, PosError> {
+    pub fn subscribe(
+        &self,
+        listener: Arc<dyn EventListener>,
+    ) -> Result<Arc<Subscription>, PosError> {
         let sub = self.inner.subscribe(Arc::new(ListenerAdapter(listener)))?;
         Ok(Subscription::new(sub))
     }

@@ -43,7 +43,11 @@ pub enum PosError {
     NotSignedIn,
     /// A guarded action was refused (R13); `at_risk` is the money pending.
     #[error("{detail}")]
-    ActionRefused { detail: String, pending_count: u64, at_risk: Vec<Money> },
+    ActionRefused {
+        detail: String,
+        pending_count: u64,
+        at_risk: Vec<Money>,
+    },
     #[error("invalid payment transition: {reason}")]
     InvalidTransition { reason: String },
     #[error("the store is locked")]
@@ -62,16 +66,31 @@ pub enum PosError {
 fn refusal_kind(r: &Refusal) -> String {
     // The variant name, from the Debug form ("PerOrderLimit { .. }" → "PerOrderLimit").
     let dbg = format!("{r:?}");
-    dbg.split([' ', '{', '(']).next().unwrap_or_default().to_owned()
+    dbg.split([' ', '{', '('])
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn figures(r: &Refusal) -> (Option<Money>, Option<Money>, Option<Money>) {
     let m = |x: &pos_core::money::Money| Some(Money::from(*x));
     match r {
         Refusal::PerPaymentLimit { limit, attempted } => (m(limit), None, m(attempted)),
-        Refusal::PerOrderLimit { limit, current, attempted }
-        | Refusal::PerCardLimit { limit, current, attempted }
-        | Refusal::DeviceAmountLimit { limit, current, attempted } => (m(limit), m(current), m(attempted)),
+        Refusal::PerOrderLimit {
+            limit,
+            current,
+            attempted,
+        }
+        | Refusal::PerCardLimit {
+            limit,
+            current,
+            attempted,
+        }
+        | Refusal::DeviceAmountLimit {
+            limit,
+            current,
+            attempted,
+        } => (m(limit), m(current), m(attempted)),
         Refusal::TipsRefused { tip } => (None, None, m(tip)),
         _ => (None, None, None),
     }
@@ -96,9 +115,10 @@ impl From<pos_core::PosError> for PosError {
                 }
             }
             C::OnlineRequired => PosError::OnlineRequired,
-            C::RouteChanged { decided, now } => {
-                PosError::RouteChanged { decided: format!("{decided:?}"), now: format!("{now:?}") }
-            }
+            C::RouteChanged { decided, now } => PosError::RouteChanged {
+                decided: format!("{decided:?}"),
+                now: format!("{now:?}"),
+            },
             C::OnlineUnavailable => PosError::OnlineUnavailable,
             C::DuplicatePayment { payment_id } => PosError::DuplicatePayment { payment_id },
             C::NotFound { what } => PosError::NotFound { what },
@@ -106,13 +126,20 @@ impl From<pos_core::PosError> for PosError {
             C::ActionRefused { refusal } => {
                 use pos_core::rules::ActionRefused as A;
                 let (pending_count, at_risk) = match &refusal {
-                    A::PaymentsPending { count, at_risk, .. } | A::OverrideNotAllowed { count, at_risk, .. } => {
+                    A::PaymentsPending { count, at_risk, .. }
+                    | A::OverrideNotAllowed { count, at_risk, .. } => {
                         (*count, at_risk.iter().map(|m| Money::from(*m)).collect())
                     }
-                    A::OverrideFiguresMismatch { at_risk, .. } => (0, at_risk.iter().map(|m| Money::from(*m)).collect()),
+                    A::OverrideFiguresMismatch { at_risk, .. } => {
+                        (0, at_risk.iter().map(|m| Money::from(*m)).collect())
+                    }
                     A::OverrideIncomplete => (0, Vec::new()),
                 };
-                PosError::ActionRefused { detail: refusal.to_string(), pending_count, at_risk }
+                PosError::ActionRefused {
+                    detail: refusal.to_string(),
+                    pending_count,
+                    at_risk,
+                }
             }
             C::InvalidTransition { reason } => PosError::InvalidTransition { reason },
             C::StoreLocked => PosError::StoreLocked,

@@ -72,16 +72,25 @@ impl From<core::PosEvent> for PosEvent {
                 at_ms: at.millis(),
                 banner,
             },
-            core::PosEvent::PaymentStateChanged { payment_id, order_id, status, order_status } => {
-                PosEvent::PaymentStateChanged {
-                    payment_id: payment_id.as_str().to_owned(),
-                    order_id: order_id.as_str().to_owned(),
-                    status: status.into(),
-                    order_status: order_status.map(Into::into),
-                }
-            }
-            core::PosEvent::PaymentDeclined(notice) => PosEvent::PaymentDeclined { notice: notice.into() },
-            core::PosEvent::PaymentExpired { payment_id, order_id, amount } => PosEvent::PaymentExpired {
+            core::PosEvent::PaymentStateChanged {
+                payment_id,
+                order_id,
+                status,
+                order_status,
+            } => PosEvent::PaymentStateChanged {
+                payment_id: payment_id.as_str().to_owned(),
+                order_id: order_id.as_str().to_owned(),
+                status: status.into(),
+                order_status: order_status.map(Into::into),
+            },
+            core::PosEvent::PaymentDeclined(notice) => PosEvent::PaymentDeclined {
+                notice: notice.into(),
+            },
+            core::PosEvent::PaymentExpired {
+                payment_id,
+                order_id,
+                amount,
+            } => PosEvent::PaymentExpired {
                 payment_id: payment_id.as_str().to_owned(),
                 order_id: order_id.as_str().to_owned(),
                 amount: amount.into(),

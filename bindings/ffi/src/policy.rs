@@ -108,7 +108,12 @@ impl From<pol::Policy> for OfflinePolicy {
             acceptance_window_ms: ms(p.session.acceptance_window),
             forwarding_deadline_ms: ms(p.session.forwarding_deadline),
             deadline_anchor: p.session.deadline_anchor.into(),
-            warnings_before_deadline_ms: p.session.warnings_before_deadline.iter().map(|d| ms(*d)).collect(),
+            warnings_before_deadline_ms: p
+                .session
+                .warnings_before_deadline
+                .iter()
+                .map(|d| ms(*d))
+                .collect(),
             require_online_margin_ms: ms(p.session.require_online_margin),
             allowed_entry_modes: p.allowed_entry_modes.iter().map(|m| (*m).into()).collect(),
             refused_tenders: p.refused_tenders.iter().map(|t| (*t).into()).collect(),
@@ -117,9 +122,15 @@ impl From<pol::Policy> for OfflinePolicy {
             refused_regional_networks: p
                 .refused_regional_networks
                 .iter()
-                .map(|r| RegionalNetworkRule { network: r.network.into(), merchant_country: r.merchant_country.clone() })
+                .map(|r| RegionalNetworkRule {
+                    network: r.network.into(),
+                    merchant_country: r.merchant_country.clone(),
+                })
                 .collect(),
-            allowed_networks: p.allowed_networks.as_ref().map(|s| s.iter().map(|n| (*n).into()).collect()),
+            allowed_networks: p
+                .allowed_networks
+                .as_ref()
+                .map(|s| s.iter().map(|n| (*n).into()).collect()),
             offline_readers: p.offline_readers.iter().cloned().collect(),
             tap_to_pay_on_phone: p.tap_to_pay_on_phone,
             staff_permission_required: p.staff_permission_required,
@@ -162,7 +173,11 @@ impl TryFrom<OfflinePolicy> for pol::Policy {
                 acceptance_window: d(p.acceptance_window_ms),
                 forwarding_deadline: d(p.forwarding_deadline_ms),
                 deadline_anchor: p.deadline_anchor.into(),
-                warnings_before_deadline: p.warnings_before_deadline_ms.iter().map(|x| d(*x)).collect(),
+                warnings_before_deadline: p
+                    .warnings_before_deadline_ms
+                    .iter()
+                    .map(|x| d(*x))
+                    .collect(),
                 require_online_margin: d(p.require_online_margin_ms),
             },
             allowed_entry_modes: p.allowed_entry_modes.into_iter().map(Into::into).collect(),
@@ -172,9 +187,14 @@ impl TryFrom<OfflinePolicy> for pol::Policy {
             refused_regional_networks: p
                 .refused_regional_networks
                 .into_iter()
-                .map(|r| pol::RegionalNetworkRule { network: r.network.into(), merchant_country: r.merchant_country })
+                .map(|r| pol::RegionalNetworkRule {
+                    network: r.network.into(),
+                    merchant_country: r.merchant_country,
+                })
                 .collect(),
-            allowed_networks: p.allowed_networks.map(|v| v.into_iter().map(Into::into).collect::<BTreeSet<_>>()),
+            allowed_networks: p
+                .allowed_networks
+                .map(|v| v.into_iter().map(Into::into).collect::<BTreeSet<_>>()),
             offline_readers: p.offline_readers.into_iter().collect(),
             tap_to_pay_on_phone: p.tap_to_pay_on_phone,
             staff_permission_required: p.staff_permission_required,
@@ -196,7 +216,10 @@ impl TryFrom<OfflinePolicy> for pol::Policy {
 /// The rules of a seed preset for `currency` (disabled until the merchant
 /// turns offline payments on, R4).
 #[uniffi::export]
-pub fn policy_preset(preset: PolicyPreset, currency_code: String) -> Result<OfflinePolicy, PosError> {
+pub fn policy_preset(
+    preset: PolicyPreset,
+    currency_code: String,
+) -> Result<OfflinePolicy, PosError> {
     let c = currency(&currency_code)?;
     let p = match preset {
         PolicyPreset::SquareReader => pol::Policy::square_reader(c),

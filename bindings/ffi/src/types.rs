@@ -11,7 +11,9 @@ use pos_core::policy as pol;
 use crate::error::PosError;
 
 pub(crate) fn invalid(reason: impl std::fmt::Display) -> PosError {
-    PosError::InvalidInput { reason: reason.to_string() }
+    PosError::InvalidInput {
+        reason: reason.to_string(),
+    }
 }
 
 pub(crate) fn ms(d: std::time::Duration) -> u64 {
@@ -31,14 +33,20 @@ pub struct Money {
 
 impl From<m::Money> for Money {
     fn from(x: m::Money) -> Self {
-        Money { minor_units: x.minor_units(), currency: x.currency().code().to_owned() }
+        Money {
+            minor_units: x.minor_units(),
+            currency: x.currency().code().to_owned(),
+        }
     }
 }
 
 impl TryFrom<Money> for m::Money {
     type Error = PosError;
     fn try_from(x: Money) -> Result<Self, PosError> {
-        Ok(m::Money::new(x.minor_units, m::Currency::parse(&x.currency).map_err(invalid)?))
+        Ok(m::Money::new(
+            x.minor_units,
+            m::Currency::parse(&x.currency).map_err(invalid)?,
+        ))
     }
 }
 

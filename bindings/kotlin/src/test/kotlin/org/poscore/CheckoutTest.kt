@@ -57,6 +57,10 @@ class CheckoutTest {
             assertEquals(2UL, status.pendingOfflinePayments)
             assertEquals(10_000L, status.totals.single().pendingAmount.minorUnits)
             assertEquals(2, engine.listPayments().size)
+            // The audit trail names who took each payment, and never the contact.
+            val audit = engine.exportAuditCsv()
+            assertTrue(audit.contains(first.id) && audit.contains("cashier-1"), audit)
+            assertTrue(!audit.contains("ana@example.com"), audit)
             engine.shutdown()
         }
     }
