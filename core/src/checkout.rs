@@ -453,10 +453,18 @@ impl PosEngine {
     ) -> Result<(OfflineSession, Money)> {
         let settings = s.settings();
         let policy = &settings.policy;
-        let session = settings
-            .session
-            .clone()
-            .unwrap_or_else(|| OfflineSession::start(policy.session.clone(), now));
+        // A payment forced offline while online runs in a session of its own;
+        // once that session's window has closed, the next forced payment
+        // starts a new one (its payments keep their own deadlines). A real
+        // outage's session is never restarted here.
+        let session = match settings.session.clone() {
+            Some(sess)
+                if reason != OfflineReason::ForcedOffline || sess.is_acceptance_open(now) =>
+            {
+                sess
+            }
+            _ => OfflineSession::start(policy.session.clone(), now),
+        };
         let currency = request.amount.currency();
         let (device_count, device_total) = s.ledger.unsettled(currency)?;
         let order = s
@@ -810,6 +818,17 @@ impl PosEngine {
                 };
                 batch.push(Self::audit(&s, &batch, now, None, kind));
             }
+            // An expiry the forwarder records is reported as one `tick`
+            // finds: audited, and raised as `PaymentExpired` (R8).
+            if let PaymentState::Expired { maybe_received, .. } = p.state {
+                let kind = AuditKind::PaymentExpired {
+                    payment_id: p.id.clone(),
+                    order_id: p.order_id.clone(),
+                    amount: p.amount,
+                    maybe_received,
+                };
+                batch.push(Self::audit(&s, &batch, now, None, kind));
+            }
             let contact = s
                 .ledger
                 .orders
@@ -828,6 +847,13 @@ impl PosEngine {
         self.emit_payment(&payment);
         if let Some(notice) = decline {
             self.inner.events.emit(PosEvent::PaymentDeclined(notice));
+        }
+        if payment.state.status() == PaymentStatus::Expired {
+            self.inner.events.emit(PosEvent::PaymentExpired {
+                payment_id: payment.id.clone(),
+                order_id: payment.order_id.clone(),
+                amount: payment.amount,
+            });
         }
         Ok(view_payment(&payment, now))
     }

@@ -183,9 +183,19 @@ impl PosEngine {
                 reason: e.to_string(),
             })?;
         }
-        let floor = ledger.settings.as_ref().map(|s| s.clock_floor);
+        // Trusted time never restarts below anything already recorded: the
+        // persisted floor, nor the last audit entry (audited steps such as
+        // forwarding outcomes do not move the floor, and the journal refuses
+        // an entry dated before the previous one).
+        let last_audit = ledger.audit.entries().last().map(|e| e.at);
+        let floor = ledger
+            .settings
+            .as_ref()
+            .map(|s| s.clock_floor)
+            .max(last_audit);
         let clock = TrustedClock::start(clock, floor);
         let now = clock.now();
+        Self::recover_attempts_in_flight(&mut ledger, store.as_ref(), now).await?;
         let connectivity =
             ConnectivityMachine::new(ConnectivityConfig::default(), now).map_err(|e| {
                 PosError::Internal {
@@ -223,6 +233,60 @@ impl PosEngine {
         })
     }
 
+    /// An attempt in flight when the previous process ended (crash, kill,
+    /// power loss) cannot still be running: it is recorded as failed with no
+    /// answer (the processor may hold it), durably, so that the payment is
+    /// retried with the same id, or expires at its deadline, instead of
+    /// staying "forwarding" for ever (see `PaymentState::Forwarding`).
+    async fn recover_attempts_in_flight(
+        ledger: &mut Ledger,
+        store: &dyn Store,
+        now: Timestamp,
+    ) -> Result<()> {
+        use crate::audit::ForwardOutcome;
+        use crate::lifecycle::{Deadline, ForwardErrorKind, PaymentEvent, PaymentState};
+        let internal = |e: String| PosError::Internal { reason: e };
+        let mut batch = Vec::new();
+        let mut seq = ledger.next_audit_seq();
+        for p in ledger.payments.values() {
+            let PaymentState::Forwarding { attempt, .. } = p.state else {
+                continue;
+            };
+            let mut p = p.clone();
+            let failed = PaymentEvent::ForwardFailed {
+                error: ForwardErrorKind::NoAnswer,
+                next_retry_at: None,
+            };
+            p.state = p
+                .state
+                .apply(failed, Deadline(p.deadline), now)
+                .map_err(|e| internal(e.to_string()))?;
+            let kind = AuditKind::ForwardAttempt {
+                payment_id: p.id.clone(),
+                attempt,
+                outcome: ForwardOutcome::Failed {
+                    error: ForwardErrorKind::NoAnswer,
+                },
+            };
+            batch.push(Write::Payment(p));
+            batch.push(Write::Audit(AuditEntry {
+                seq,
+                at: now,
+                actor: None,
+                kind,
+            }));
+            seq = seq.saturating_add(1);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        store.apply(&batch).await?;
+        for w in batch {
+            ledger.apply(w).map_err(|e| internal(e.to_string()))?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(PosError::Closed);
@@ -244,6 +308,10 @@ impl PosEngine {
         if batch.is_empty() {
             return Ok(());
         }
+        // Refuse before the store, not after it: a record the ledger rejects
+        // once durable would also be rejected at every later load, leaving
+        // the store unloadable. Only audit entries can be rejected.
+        self.check_audit_entries(&batch)?;
         self.inner.store.apply(&batch).await?;
         let mut s = self.state();
         for w in batch {
@@ -251,6 +319,36 @@ impl PosEngine {
                 reason: e.to_string(),
             })?;
         }
+        Ok(())
+    }
+
+    /// Checks the batch's audit entries as the journal will: consecutive
+    /// numbers, valid fields, time never going back.
+    fn check_audit_entries(&self, batch: &[Write]) -> Result<()> {
+        let mut entries: Vec<AuditEntry> = batch
+            .iter()
+            .filter_map(|w| match w {
+                Write::Audit(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let s = self.state();
+        let log = &s.ledger.audit;
+        let pruned_through = match log.entries().last() {
+            Some(last) => {
+                entries.insert(0, last.clone());
+                last.seq.saturating_sub(1)
+            }
+            None => log.last_seq(),
+        };
+        crate::audit::AuditLog::restore(pruned_through, entries).map_err(|e| {
+            PosError::Internal {
+                reason: format!("audit entry refused, nothing stored: {e}"),
+            }
+        })?;
         Ok(())
     }
 
@@ -398,6 +496,14 @@ impl PosEngine {
             let actor = StaffId::parse(&o.staff_id).map_err(|e| PosError::InvalidInput {
                 reason: e.to_string(),
             })?;
+            if o.reason.chars().count() > crate::audit::MAX_TEXT_CHARS {
+                return Err(PosError::InvalidInput {
+                    reason: format!(
+                        "the override reason is longer than {} characters",
+                        crate::audit::MAX_TEXT_CHARS
+                    ),
+                });
+            }
             let batch = {
                 let s = self.state();
                 let kind = AuditKind::Override {

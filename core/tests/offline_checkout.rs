@@ -787,6 +787,50 @@ async fn tick_after_the_deadline_expires_pending_payments_and_counts_them_lost()
     assert!(rig.engine.due_for_forwarding(10).unwrap().is_empty());
 }
 
+#[tokio::test]
+async fn an_expiry_recorded_by_the_forwarder_is_reported_like_one_found_by_tick() {
+    let rig = Rig::new(square_reader()).await;
+    let (_sub, rx) = listen(&rig.engine);
+    rig.network_down().await;
+    let order = rig.order(1_000).await;
+    let p = rig.pay(&order, 1_000).await.unwrap();
+    rig.clock.advance(24 * HOUR);
+    let v = rig
+        .engine
+        .record_forwarding(&p.id, PaymentEvent::DeadlineReached)
+        .await
+        .unwrap();
+    assert_eq!(v.status, PaymentStatus::Expired);
+    let ev = wait_for(&rx, |e| matches!(e, PosEvent::PaymentExpired { .. }));
+    assert_eq!(
+        ev,
+        PosEvent::PaymentExpired {
+            payment_id: p.id.clone(),
+            order_id: order,
+            amount: usd(1_000)
+        }
+    );
+    let expired: Vec<_> = rig
+        .records()
+        .await
+        .into_iter()
+        .filter_map(|w| match w {
+            Write::Audit(e) => match e.kind {
+                AuditKind::PaymentExpired {
+                    payment_id, amount, ..
+                } => Some((payment_id, amount)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(expired, vec![(p.id.clone(), usd(1_000))]);
+    assert_eq!(
+        rig.engine.status().unwrap().totals[0].expired_amount,
+        usd(1_000)
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Clock safety (B13)
 // ---------------------------------------------------------------------------
@@ -845,6 +889,51 @@ async fn a_reboot_with_the_wall_clock_set_back_never_extends_the_window_or_the_d
 }
 
 #[tokio::test]
+async fn a_reboot_with_the_wall_clock_set_back_after_audited_steps_keeps_the_engine_usable() {
+    // Forwarding steps are audited at the trusted time without moving the
+    // persisted clock floor. After a reboot with the wall clock set back, the
+    // trusted time must not restart below what the audit journal already
+    // holds: an entry dated earlier than the last one is rejected, which
+    // would fail every audited operation and make the store unloadable.
+    let mut rig = Rig::new(square_reader()).await;
+    rig.network_down().await;
+    let order = rig.order(3_000).await;
+    let p = rig.pay(&order, 1_000).await.unwrap();
+    rig.clock.advance(30 * MIN);
+    rig.engine
+        .record_forwarding(&p.id, PaymentEvent::StartForwarding)
+        .await
+        .unwrap();
+    rig.engine
+        .record_forwarding(
+            &p.id,
+            PaymentEvent::ForwardFailed {
+                error: pos_core::lifecycle::ForwardErrorKind::NotSent,
+                next_retry_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    rig.clock.reboot(Duration::ZERO);
+    rig.clock.set_wall(Timestamp(T0.0 - 86_400_000));
+    rig.reopen().await;
+    rig.network_down().await;
+    let q = rig.pay(&order, 1_000).await.unwrap();
+    assert!(
+        q.taken_at >= at(30 * MIN),
+        "trusted time went back to {:?}",
+        q.taken_at
+    );
+    rig.engine
+        .record_forwarding(&p.id, PaymentEvent::StartForwarding)
+        .await
+        .unwrap();
+    // And the store still loads.
+    rig.reopen().await;
+    assert_eq!(rig.engine.list_payments().unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn a_reboot_never_extends_the_terminal_deadline() {
     let mut rig = Rig::new(square_terminal()).await;
     rig.network_down().await;
@@ -880,6 +969,69 @@ async fn time_that_passed_before_a_reboot_is_not_given_back_by_setting_the_wall_
         refusal(rig.pay(&order, 1_000).await),
         Refusal::AcceptanceWindowClosed { .. }
     ));
+}
+
+#[tokio::test]
+async fn an_attempt_in_flight_when_the_app_died_is_retried_after_the_restart() {
+    // lifecycle.rs: `Forwarding` is made durable before the request leaves,
+    // "so that a crash during the attempt is seen at the next start: the
+    // engine then records ForwardFailed { NoAnswer } and retries with the
+    // same id". Without it the payment is neither forwarded nor expired, and
+    // blocks logout for ever.
+    let mut rig = Rig::new(square_reader()).await;
+    rig.network_down().await;
+    let order = rig.order(1_000).await;
+    let p = rig.pay(&order, 1_000).await.unwrap();
+    rig.back_online().await;
+    rig.engine
+        .record_forwarding(&p.id, PaymentEvent::StartForwarding)
+        .await
+        .unwrap();
+    // The app is killed during the attempt.
+    rig.clock.advance(MIN);
+    rig.reopen().await;
+    let listed = rig.engine.list_payments().unwrap();
+    assert_eq!(listed[0].status, PaymentStatus::FailedToForward);
+    assert!(matches!(
+        listed[0].state,
+        pos_core::lifecycle::PaymentState::FailedToForward {
+            attempts: 1,
+            last_error: pos_core::lifecycle::ForwardErrorKind::NoAnswer,
+            maybe_received: true,
+            ..
+        }
+    ));
+    assert_eq!(
+        rig.engine.due_for_forwarding(10).unwrap(),
+        vec![p.id.clone()]
+    );
+    // The retry uses the same id; the processor's answer settles it.
+    rig.engine
+        .record_forwarding(&p.id, PaymentEvent::StartForwarding)
+        .await
+        .unwrap();
+    rig.engine
+        .record_forwarding(
+            &p.id,
+            PaymentEvent::Approved {
+                processor_ref: "ch_1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    // Had it never been answered, the deadline would have expired it.
+    let q = {
+        rig.network_down().await;
+        let o = rig.order(1_000).await;
+        rig.pay(&o, 1_000).await.unwrap()
+    };
+    rig.engine
+        .record_forwarding(&q.id, PaymentEvent::StartForwarding)
+        .await
+        .unwrap();
+    rig.reopen().await;
+    rig.clock.advance(25 * HOUR);
+    assert_eq!(rig.engine.tick().await.unwrap().expired, vec![q.id.clone()]);
 }
 
 #[tokio::test]
@@ -987,6 +1139,34 @@ async fn a_forced_offline_payment_does_not_shorten_the_next_outage() {
     );
     let p = rig.pay(&order, 1_000).await.unwrap();
     assert_eq!(p.deadline, at(26 * HOUR));
+}
+
+#[tokio::test]
+async fn forced_offline_while_online_starts_a_new_session_once_the_window_closed() {
+    let mut policy = square_reader();
+    policy.outage.offline_when_forced = true;
+    let rig = Rig::new(policy).await;
+    rig.back_online().await;
+    let order = rig.order(3_000).await;
+    let force = |amount| Rig::request(&order, amount, OfflineBehaviour::ForceOffline);
+    let d = rig.engine.begin_card_payment(force(1_000)).await.unwrap();
+    let first = rig
+        .engine
+        .confirm_card_payment(&d.payment_id, rig.card())
+        .await
+        .unwrap();
+    // Past the 1 h window of the phone profile: the next forced payment is not
+    // stuck behind the closed window, it runs in a new session of its own.
+    rig.clock.advance(2 * HOUR);
+    let d = rig.engine.begin_card_payment(force(1_000)).await.unwrap();
+    let second = rig
+        .engine
+        .confirm_card_payment(&d.payment_id, rig.card())
+        .await
+        .unwrap();
+    assert_eq!(first.deadline, at(24 * HOUR));
+    assert_eq!(second.deadline, at(26 * HOUR));
+    assert_eq!(rig.engine.list_payments().unwrap().len(), 2);
 }
 
 // ---------------------------------------------------------------------------
@@ -1635,4 +1815,33 @@ async fn racing_split_cards_on_one_order_never_exceed_the_order_limit() {
     }
     assert_eq!(ok, 3);
     assert_eq!(rig.engine.order(&order).unwrap().paid, usd(9_000));
+}
+
+#[tokio::test]
+async fn an_override_with_an_overlong_reason_is_refused_and_breaks_nothing() {
+    let mut rig = Rig::new(shopify()).await;
+    rig.network_down().await;
+    let order = rig.order(1_000).await;
+    rig.pay(&order, 1_000).await.unwrap();
+    let long = ActionOverride {
+        staff_id: "manager-1".into(),
+        reason: "x".repeat(501),
+        acknowledged_at_risk: vec![usd(1_000)],
+    };
+    let records = rig.store.len();
+    let r = rig
+        .engine
+        .guarded_action(GuardedAction::LogOut, Some(long))
+        .await;
+    assert!(matches!(r, Err(PosError::InvalidInput { .. })), "{r:?}");
+    assert_eq!(rig.store.len(), records, "nothing stored");
+    assert!(
+        rig.engine.status().unwrap().signed_in.is_some(),
+        "still signed in"
+    );
+    // The engine and its store keep working.
+    let other = rig.order(500).await;
+    rig.pay(&other, 500).await.unwrap();
+    rig.reopen().await;
+    assert_eq!(rig.engine.list_payments().unwrap().len(), 2);
 }
