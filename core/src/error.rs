@@ -78,11 +78,22 @@ impl From<Refusal> for PosError {
     }
 }
 
+/// A locked keystore is its own state (B8); every other store failure is
+/// `Storage`, whose reason names the kind (wrong key, tampered, rolled back,
+/// newer schema, corrupt, disk full...: `docs/store-recovery.md`). Store
+/// messages carry record numbers and SQLite's text, never record contents.
 impl From<StoreError> for PosError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Locked => PosError::StoreLocked,
-            other => PosError::Storage {
+            other @ (StoreError::DiskFull
+            | StoreError::Io(_)
+            | StoreError::WrongKey
+            | StoreError::Tampered { .. }
+            | StoreError::RolledBack { .. }
+            | StoreError::NewerSchema { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::KeyProviderFailed { .. }) => PosError::Storage {
                 reason: other.to_string(),
             },
         }

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod checkout;
 pub mod clock;
 pub mod connectivity;
+pub mod crypto;
 pub mod engine;
 pub mod error;
 pub mod events;
@@ -23,6 +24,7 @@ pub mod money;
 pub mod policy;
 pub mod rules;
 pub mod session;
+pub mod sqlite_store;
 pub mod store;
 
 pub use engine::{EngineConfig, EngineStatus, PosEngine, VERSION};

@@ -26,6 +26,32 @@ pub enum StoreError {
     /// Any other failure to read or write.
     #[error("storage failure: {0}")]
     Io(String),
+    /// The key the platform gave does not open this store (another device's
+    /// or a reset keystore's key). The store was not changed.
+    #[error("the key does not open this store")]
+    WrongKey,
+    /// A record or the store header was edited, removed, reordered or moved:
+    /// the journal's MAC chain does not verify at record `seq` (0: the
+    /// header). Nothing was dropped or repaired; the store was not changed.
+    #[error("the store was tampered with at record {seq}: {what}")]
+    Tampered { seq: u64, what: String },
+    /// The store is an older copy of itself: it ends at record `found`
+    /// while record `expected` was written before (a restored backup or a
+    /// copied file). Nothing was changed.
+    #[error("the store was rolled back: it ends at record {found}, record {expected} was written")]
+    RolledBack { found: u64, expected: u64 },
+    /// The store was written by a newer version of the library (schema
+    /// `found`, this version reads up to `supported`). Nothing was changed.
+    #[error("the store was written by a newer version (schema {found}, supported {supported})")]
+    NewerSchema { found: u32, supported: u32 },
+    /// The file is not a readable store (truncated, not a database, missing
+    /// its header). It was kept as it is.
+    #[error("the store is corrupt: {detail}")]
+    Corrupt { detail: String },
+    /// The platform key provider failed (not a locked device: a missing key,
+    /// a keystore error). The store was not changed.
+    #[error("the key provider failed: {detail}")]
+    KeyProviderFailed { detail: String },
 }
 
 /// Durable storage of the engine's records.

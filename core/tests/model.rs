@@ -878,7 +878,7 @@ impl Harness {
                 MState::Pending => 0,
                 MState::Forwarding { .. } => [3, 5, 2, 1, 8, 3][(which / 7) % 6],
                 MState::Failed { .. } if passed => 6,
-                MState::Failed { maybe: true, .. } if which % 3 == 0 => 3,
+                MState::Failed { maybe: true, .. } if which.is_multiple_of(3) => 3,
                 MState::Failed { .. } => 0,
                 _ => 3,
             }

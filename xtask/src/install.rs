@@ -166,7 +166,10 @@ fn make_executable(dir: &Path) -> Result<(), String> {
 }
 
 fn swift_root_ready(root: &Path) -> bool {
-    root.join("usr/bin/swift").exists() && root.join(".pos-core-ready").is_file()
+    // usr/bin/swift is a symlink that resolves only inside the root: test
+    // the link itself, not its target.
+    std::fs::symlink_metadata(root.join("usr/bin/swift")).is_ok()
+        && root.join(".pos-core-ready").is_file()
 }
 
 /// Makes the Debian trixie root with swiftlang once (about a minute, 2.6 GB).

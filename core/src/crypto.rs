@@ -1,0 +1,680 @@
+//! Envelope encryption for the store (SPEC section 4, issue "The store").
+//!
+//! Owns the key hierarchy and every cryptographic primitive the store uses;
+//! knows nothing about SQLite.
+//!
+//! - A **key-encryption key** (KEK) is kept by the platform (Keychain on iOS,
+//!   Keystore on Android, a file on desktops and in tests) and handed over by
+//!   a [`KeyProvider`]. It never leaves the provider except to wrap or unwrap
+//!   the data key, and is wiped from memory when the [`Kek`] is dropped.
+//! - A random 256-bit **data key** is generated here, at store creation, and
+//!   is only ever stored wrapped (AES-256-GCM) by the KEK. Rotating the KEK
+//!   re-wraps the data key; records are not rewritten.
+//! - From the data key, HKDF-SHA256 derives one key per purpose: sealing
+//!   records (AES-256-GCM, random 96-bit nonces), the MAC chain over the
+//!   journal (HMAC-SHA256), the record-key index, the store header MAC and
+//!   the rollback anchor MAC.
+//!
+//! Key material is zeroed when dropped where our own types hold it
+//! ([`SecretKey`], [`Kek`], the data key). ring's own key schedules cannot be
+//! wiped from outside; they live as long as the open store. No key material
+//! ever appears in `Debug`, in a log line or in an error.
+
+use std::fmt;
+use std::fs;
+use std::io::{Read, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ring::hkdf;
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// Length of every symmetric key here, in bytes (256 bits).
+pub const KEY_LEN: usize = 32;
+
+/// Length of a MAC (HMAC-SHA256 output), in bytes.
+pub const MAC_LEN: usize = 32;
+
+/// Length of a random identifier (store id, key id), in bytes.
+pub const ID_LEN: usize = 16;
+
+/// Overwrites `buf` with zeros in a way the optimiser does not remove
+/// (best effort without `unsafe`: the zeroed buffer is passed through
+/// [`std::hint::black_box`] and a compiler fence).
+pub fn wipe(buf: &mut [u8]) {
+    for b in buf.iter_mut() {
+        *b = 0;
+    }
+    std::hint::black_box(&*buf);
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// 32 bytes of key material, zeroed on drop, never printed.
+pub struct SecretKey([u8; KEY_LEN]);
+
+impl SecretKey {
+    /// Takes ownership of raw key bytes (the caller should wipe its copy).
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        SecretKey(bytes)
+    }
+
+    /// A fresh random key from the operating system's generator.
+    pub fn generate() -> Result<Self, CryptoError> {
+        let mut k = SecretKey([0; KEY_LEN]);
+        fill_random(&mut k.0)?;
+        Ok(k)
+    }
+
+    /// The key bytes, for wrapping or key derivation only.
+    pub fn expose(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+}
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(<redacted>)")
+    }
+}
+
+/// A key-encryption key handed over by a [`KeyProvider`], with the
+/// identifier the provider gives it (recorded beside the wrapped data key so
+/// a rotation can be told from a wrong key). Wiped on drop.
+pub struct Kek {
+    id: String,
+    key: SecretKey,
+}
+
+impl Kek {
+    /// `id` names the key (not secret: it is stored in clear); `key` is the
+    /// 256-bit key itself.
+    pub fn new(id: impl Into<String>, key: SecretKey) -> Self {
+        Kek { id: id.into(), key }
+    }
+
+    /// The key's identifier.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub(crate) fn secret(&self) -> &SecretKey {
+        &self.key
+    }
+}
+
+impl fmt::Debug for Kek {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kek")
+            .field("id", &self.id)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why a [`KeyProvider`] could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The key exists but cannot be used now (a locked phone, B8). The
+    /// store reports [`crate::store::StoreError::Locked`] and keeps everything.
+    #[error("the key is not available now")]
+    Unavailable,
+    /// The provider failed (no key, a keystore error...). The message must not
+    /// carry key material.
+    #[error("key provider failure: {0}")]
+    Failed(String),
+}
+
+/// Where the platform keeps the key-encryption key (a foreign trait in the
+/// bindings: Keychain on iOS, Keystore on Android).
+///
+/// A provider may also keep the store's **rollback anchor**: a small opaque
+/// value (the position and MAC of the journal's last record, itself MACed)
+/// that the store saves after every write and checks at open. Kept somewhere
+/// an attacker who copies the device's files cannot roll back together with
+/// the database (a Keychain item, a hardware-backed counter...), it reveals a
+/// store replaced by an older copy of itself. The default keeps nothing:
+/// rollback is then detected only within one copy of the file.
+///
+/// Methods are called from the store's async tasks and should return
+/// promptly. They must not call back into the store.
+pub trait KeyProvider: Send + Sync + fmt::Debug {
+    /// The current key-encryption key, or [`KeyError::Unavailable`] while the
+    /// device is locked.
+    fn key_encryption_key(&self) -> Result<Kek, KeyError>;
+
+    /// Whether [`save_anchor`](Self::save_anchor) keeps what it is given.
+    /// When true, a store whose anchor has disappeared is refused.
+    fn keeps_anchors(&self) -> bool {
+        false
+    }
+
+    /// Keeps `anchor` (opaque bytes) for the store `store_id`, replacing the
+    /// previous one. Default: keeps nothing.
+    fn save_anchor(&self, store_id: &str, anchor: &[u8]) -> Result<(), KeyError> {
+        let _ = (store_id, anchor);
+        Ok(())
+    }
+
+    /// The last anchor saved for `store_id`, if any. Default: none.
+    fn load_anchor(&self, store_id: &str) -> Result<Option<Vec<u8>>, KeyError> {
+        let _ = store_id;
+        Ok(None)
+    }
+}
+
+const KEK_FILE_MAGIC: &[u8; 8] = b"POSKEK1\0";
+const KEK_FILE_LEN: usize = 8 + ID_LEN + KEY_LEN;
+
+/// A [`KeyProvider`] for desktops and tests: a random KEK in a file created
+/// with owner-only permissions (0600 on Unix), and rollback anchors in files
+/// beside it (`<key file>.anchor-<store id>`).
+///
+/// It protects the store's data against a copy of the database alone; a copy
+/// of the key file with it opens the store. Keep the key file outside the
+/// database's folder (and out of backups) where the platform allows.
+pub struct FileKeyProvider {
+    path: PathBuf,
+    /// Serialises anchor writes from several stores sharing the provider.
+    anchor_lock: Mutex<()>,
+}
+
+impl fmt::Debug for FileKeyProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileKeyProvider")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl FileKeyProvider {
+    /// Uses the key file at `path`, creating it with a fresh random key if
+    /// it does not exist. A file that exists but is not a key file is an
+    /// error and is left alone.
+    pub fn open_or_create(path: impl AsRef<Path>) -> Result<Self, KeyError> {
+        let path = path.as_ref().to_path_buf();
+        let provider = FileKeyProvider {
+            path,
+            anchor_lock: Mutex::new(()),
+        };
+        match provider.read_kek() {
+            Ok(_) => Ok(provider),
+            Err(KeyFileError::Missing) => {
+                provider.create_key_file()?;
+                provider.read_kek().map_err(KeyFileError::into_key_error)?;
+                Ok(provider)
+            }
+            Err(e) => Err(e.into_key_error()),
+        }
+    }
+
+    /// The key file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn create_key_file(&self) -> Result<(), KeyError> {
+        let mut buf = [0u8; KEK_FILE_LEN];
+        buf[..8].copy_from_slice(KEK_FILE_MAGIC);
+        let r = fill_random(&mut buf[8..])
+            .map_err(|e| KeyError::Failed(e.to_string()))
+            .and_then(|()| {
+                let mut f = match private_file_options().create_new(true).open(&self.path) {
+                    Ok(f) => f,
+                    // Another caller created it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+                    Err(e) => return Err(io_failure("create the key file", &e)),
+                };
+                f.write_all(&buf)
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| io_failure("write the key file", &e))?;
+                sync_parent(&self.path);
+                Ok(())
+            });
+        wipe(&mut buf);
+        r
+    }
+
+    fn read_kek(&self) -> Result<Kek, KeyFileError> {
+        let mut f = match fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(KeyFileError::Missing)
+            }
+            Err(e) => return Err(KeyFileError::Io(io_failure("open the key file", &e))),
+        };
+        let mut buf = Vec::with_capacity(KEK_FILE_LEN + 1);
+        // Reads at most one byte more than a key file holds.
+        let read = Read::by_ref(&mut f)
+            .take(KEK_FILE_LEN as u64 + 1)
+            .read_to_end(&mut buf);
+        let result = match read {
+            Err(e) => Err(KeyFileError::Io(io_failure("read the key file", &e))),
+            Ok(_) if buf.len() != KEK_FILE_LEN || &buf[..8] != KEK_FILE_MAGIC => Err(
+                KeyFileError::Io(KeyError::Failed("the key file is malformed".into())),
+            ),
+            Ok(_) => {
+                let id = hex(&buf[8..8 + ID_LEN]);
+                let mut key = [0u8; KEY_LEN];
+                key.copy_from_slice(&buf[8 + ID_LEN..]);
+                let kek = Kek::new(id, SecretKey::from_bytes(key));
+                wipe(&mut key);
+                Ok(kek)
+            }
+        };
+        wipe(&mut buf);
+        result
+    }
+
+    fn anchor_path(&self, store_id: &str) -> Result<PathBuf, KeyError> {
+        if store_id.is_empty() || !store_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(KeyError::Failed("invalid store id for an anchor".into()));
+        }
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".anchor-{store_id}"));
+        Ok(PathBuf::from(name))
+    }
+}
+
+enum KeyFileError {
+    Missing,
+    Io(KeyError),
+}
+
+impl KeyFileError {
+    fn into_key_error(self) -> KeyError {
+        match self {
+            KeyFileError::Missing => KeyError::Failed("the key file is missing".into()),
+            KeyFileError::Io(e) => e,
+        }
+    }
+}
+
+impl KeyProvider for FileKeyProvider {
+    fn key_encryption_key(&self) -> Result<Kek, KeyError> {
+        self.read_kek().map_err(KeyFileError::into_key_error)
+    }
+
+    fn keeps_anchors(&self) -> bool {
+        true
+    }
+
+    fn save_anchor(&self, store_id: &str, anchor: &[u8]) -> Result<(), KeyError> {
+        let path = self.anchor_path(store_id)?;
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let _g = self.anchor_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = private_file_options()
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| io_failure("create the anchor file", &e))?;
+        f.write_all(anchor)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| io_failure("write the anchor file", &e))?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(|e| io_failure("replace the anchor file", &e))?;
+        sync_parent(&path);
+        Ok(())
+    }
+
+    fn load_anchor(&self, store_id: &str) -> Result<Option<Vec<u8>>, KeyError> {
+        let path = self.anchor_path(store_id)?;
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_failure("read the anchor file", &e)),
+        }
+    }
+}
+
+/// Write, create, owner-only permissions on Unix.
+fn private_file_options() -> fs::OpenOptions {
+    let mut o = fs::OpenOptions::new();
+    o.write(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o
+}
+
+/// Makes a rename or a creation in the parent folder durable (best effort:
+/// not every platform can open a folder).
+pub(crate) fn sync_parent(path: &Path) {
+    if let Some(parent) = path.parent() {
+        let dir = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}
+
+fn io_failure(what: &str, e: &std::io::Error) -> KeyError {
+    KeyError::Failed(format!("cannot {what}: {}", e.kind()))
+}
+
+/// Lower-case hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
+}
+
+/// A cryptographic operation failed. Says which, never with key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    /// The system random generator failed.
+    #[error("the system random generator failed")]
+    Random,
+    /// A ciphertext did not open: wrong key, wrong associated data, or edited.
+    #[error("authentication failed")]
+    Authentication,
+    /// A key could not be set up.
+    #[error("key setup failed")]
+    KeySetup,
+}
+
+/// Fills `buf` from the operating system's generator.
+pub fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
+    SystemRandom::new()
+        .fill(buf)
+        .map_err(|_| CryptoError::Random)
+}
+
+/// Random bytes.
+pub fn random_array<const N: usize>() -> Result<[u8; N], CryptoError> {
+    let mut a = [0u8; N];
+    fill_random(&mut a)?;
+    Ok(a)
+}
+
+/// AES-256-GCM with a random 96-bit nonce: returns `nonce || ciphertext || tag`.
+fn seal_with(key: &LessSafeKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let nonce = random_array::<NONCE_LEN>()?;
+    let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + AES_256_GCM.tag_len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(plaintext);
+    let mut body = out.split_off(NONCE_LEN);
+    let r = key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut body,
+    );
+    if r.is_err() {
+        wipe(&mut body);
+        return Err(CryptoError::KeySetup);
+    }
+    out.append(&mut body);
+    Ok(out)
+}
+
+/// Opens `nonce || ciphertext || tag` sealed by [`seal_with`].
+fn open_with(key: &LessSafeKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    if sealed.len() < NONCE_LEN + AES_256_GCM.tag_len() {
+        return Err(CryptoError::Authentication);
+    }
+    let (nonce, body) = sealed.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Authentication)?;
+    let mut buf = body.to_vec();
+    match key.open_in_place(nonce, Aad::from(aad), &mut buf) {
+        Ok(plain) => {
+            let n = plain.len();
+            buf.truncate(n);
+            Ok(buf)
+        }
+        Err(_) => {
+            wipe(&mut buf);
+            Err(CryptoError::Authentication)
+        }
+    }
+}
+
+fn aes_key(bytes: &[u8; KEY_LEN]) -> Result<LessSafeKey, CryptoError> {
+    UnboundKey::new(&AES_256_GCM, bytes)
+        .map(LessSafeKey::new)
+        .map_err(|_| CryptoError::KeySetup)
+}
+
+/// The store's data key: 256 random bits, zeroed on drop.
+#[derive(Debug)]
+pub(crate) struct DataKey(SecretKey);
+
+impl DataKey {
+    pub(crate) fn generate() -> Result<Self, CryptoError> {
+        SecretKey::generate().map(DataKey)
+    }
+
+    /// Seals the data key under `kek`; `aad` binds it to its store.
+    pub(crate) fn wrap(&self, kek: &Kek, aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        seal_with(&aes_key(kek.secret().expose())?, aad, self.0.expose())
+    }
+
+    /// Opens a wrapped data key; fails with [`CryptoError::Authentication`]
+    /// under a wrong KEK or another store's associated data.
+    pub(crate) fn unwrap(kek: &Kek, aad: &[u8], wrapped: &[u8]) -> Result<Self, CryptoError> {
+        let mut plain = open_with(&aes_key(kek.secret().expose())?, aad, wrapped)?;
+        if plain.len() != KEY_LEN {
+            wipe(&mut plain);
+            return Err(CryptoError::Authentication);
+        }
+        let mut k = [0u8; KEY_LEN];
+        k.copy_from_slice(&plain);
+        wipe(&mut plain);
+        let key = DataKey(SecretKey::from_bytes(k));
+        wipe(&mut k);
+        Ok(key)
+    }
+
+    /// Derives the working keys.
+    pub(crate) fn derive(&self) -> Result<StoreKeys, CryptoError> {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"pos-core/store/v1").extract(self.0.expose());
+        let aead_key = |info: &'static [u8]| -> Result<LessSafeKey, CryptoError> {
+            let infos = [info];
+            let okm = prk
+                .expand(&infos, &AES_256_GCM)
+                .map_err(|_| CryptoError::KeySetup)?;
+            Ok(LessSafeKey::new(UnboundKey::from(okm)))
+        };
+        let mac_key = |info: &'static [u8]| -> Result<hmac::Key, CryptoError> {
+            let infos = [info];
+            let okm = prk
+                .expand(&infos, hmac::HMAC_SHA256)
+                .map_err(|_| CryptoError::KeySetup)?;
+            Ok(hmac::Key::from(okm))
+        };
+        Ok(StoreKeys {
+            records: aead_key(b"records")?,
+            chain: mac_key(b"chain")?,
+            index: mac_key(b"index")?,
+            header: mac_key(b"header")?,
+            anchor: mac_key(b"anchor")?,
+        })
+    }
+}
+
+/// The keys derived from the data key, one per purpose.
+pub(crate) struct StoreKeys {
+    records: LessSafeKey,
+    chain: hmac::Key,
+    index: hmac::Key,
+    header: hmac::Key,
+    anchor: hmac::Key,
+}
+
+impl fmt::Debug for StoreKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StoreKeys(<redacted>)")
+    }
+}
+
+/// Which derived MAC key to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MacKey {
+    /// The journal's MAC chain.
+    Chain,
+    /// Record keys (a keyed hash of an id, so ids are not stored in clear).
+    Index,
+    /// The store header (the `meta` row).
+    Header,
+    /// The rollback anchor.
+    Anchor,
+}
+
+impl StoreKeys {
+    /// Seals a record: `nonce || ciphertext || tag`.
+    pub(crate) fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        seal_with(&self.records, aad, plaintext)
+    }
+
+    /// Opens a record sealed by [`StoreKeys::seal`] with the same `aad`.
+    pub(crate) fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        open_with(&self.records, aad, sealed)
+    }
+
+    fn key(&self, which: MacKey) -> &hmac::Key {
+        match which {
+            MacKey::Chain => &self.chain,
+            MacKey::Index => &self.index,
+            MacKey::Header => &self.header,
+            MacKey::Anchor => &self.anchor,
+        }
+    }
+
+    /// HMAC-SHA256 over the concatenation of `parts` (callers length-prefix
+    /// variable fields so the concatenation is unambiguous).
+    pub(crate) fn mac(&self, which: MacKey, parts: &[&[u8]]) -> [u8; MAC_LEN] {
+        let mut ctx = hmac::Context::with_key(self.key(which));
+        for p in parts {
+            ctx.update(p);
+        }
+        let tag = ctx.sign();
+        let mut out = [0u8; MAC_LEN];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// Checks a MAC in constant time.
+    pub(crate) fn verify(&self, which: MacKey, parts: &[&[u8]], mac: &[u8]) -> bool {
+        let mut ctx = hmac::Context::with_key(self.key(which));
+        for p in parts {
+            ctx.update(p);
+        }
+        let expected = ctx.sign();
+        ct_eq(expected.as_ref(), mac)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn kek(id: &str, byte: u8) -> Kek {
+        Kek::new(id, SecretKey::from_bytes([byte; KEY_LEN]))
+    }
+
+    #[test]
+    fn a_data_key_unwraps_only_with_its_kek_and_associated_data() {
+        let dk = DataKey::generate().unwrap();
+        let wrapped = dk.wrap(&kek("a", 1), b"store-1").unwrap();
+        let back = DataKey::unwrap(&kek("a", 1), b"store-1", &wrapped).unwrap();
+        assert_eq!(back.0.expose(), dk.0.expose());
+        assert_eq!(
+            DataKey::unwrap(&kek("a", 2), b"store-1", &wrapped).err(),
+            Some(CryptoError::Authentication)
+        );
+        assert_eq!(
+            DataKey::unwrap(&kek("a", 1), b"store-2", &wrapped).err(),
+            Some(CryptoError::Authentication)
+        );
+        let mut flipped = wrapped.clone();
+        flipped[20] ^= 1;
+        assert!(DataKey::unwrap(&kek("a", 1), b"store-1", &flipped).is_err());
+        assert!(DataKey::unwrap(&kek("a", 1), b"store-1", &wrapped[..10]).is_err());
+    }
+
+    #[test]
+    fn sealed_records_are_bound_to_their_associated_data() {
+        let keys = DataKey::generate().unwrap().derive().unwrap();
+        let a = keys.seal(b"row 1", b"hello").unwrap();
+        let b = keys.seal(b"row 1", b"hello").unwrap();
+        assert_ne!(a, b, "random nonces: two seals of one value differ");
+        assert_eq!(keys.open(b"row 1", &a).unwrap(), b"hello");
+        assert_eq!(
+            keys.open(b"row 2", &a),
+            Err(CryptoError::Authentication),
+            "moved to another row"
+        );
+        let mut edited = a.clone();
+        let last = edited.len() - 1;
+        edited[last] ^= 0x80;
+        assert_eq!(
+            keys.open(b"row 1", &edited),
+            Err(CryptoError::Authentication)
+        );
+        let other = DataKey::generate().unwrap().derive().unwrap();
+        assert_eq!(other.open(b"row 1", &a), Err(CryptoError::Authentication));
+    }
+
+    #[test]
+    fn derived_keys_differ_by_purpose() {
+        let keys = DataKey::generate().unwrap().derive().unwrap();
+        let parts: &[&[u8]] = &[b"x"];
+        let chain = keys.mac(MacKey::Chain, parts);
+        assert_ne!(chain, keys.mac(MacKey::Index, parts));
+        assert_ne!(chain, keys.mac(MacKey::Header, parts));
+        assert_ne!(chain, keys.mac(MacKey::Anchor, parts));
+        assert!(keys.verify(MacKey::Chain, parts, &chain));
+        assert!(!keys.verify(MacKey::Index, parts, &chain));
+    }
+
+    #[test]
+    fn key_material_is_never_printed() {
+        let k = kek("kek-1", 0xAB);
+        let dk = DataKey::generate().unwrap();
+        let keys = dk.derive().unwrap();
+        for s in [format!("{k:?}"), format!("{dk:?}"), format!("{keys:?}")] {
+            assert!(s.contains("redacted"), "{s}");
+            assert!(!s.to_lowercase().contains("abab"), "{s}");
+            assert!(!s.contains("171"), "{s}");
+        }
+    }
+
+    #[test]
+    fn wipe_zeroes_the_buffer() {
+        let mut b = [7u8; 40];
+        wipe(&mut b);
+        assert!(b.iter().all(|x| *x == 0));
+    }
+
+    #[test]
+    fn hex_is_lowercase_and_padded() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+    }
+}

@@ -1,0 +1,1392 @@
+//! The encrypted SQLite store: [`SqliteStore`] implements [`Store`] on one
+//! SQLite file (SPEC section 4 "The store"; `docs/store-recovery.md`).
+//!
+//! Owns the file format, the migrations, the MAC chain and the open-time
+//! checks. The key hierarchy and the primitives are in [`crate::crypto`].
+//!
+//! # File format (schema 1)
+//!
+//! - `PRAGMA user_version` is the schema version. Migrations are numbered
+//!   ([`MIGRATIONS`]`[n-1]` brings version `n-1` to `n`), each in its own
+//!   transaction that also sets the version. A file of a newer version is
+//!   refused with [`StoreError::NewerSchema`] before anything is written.
+//! - `meta`: one row, the store header: a random store id, the data key's
+//!   id, the id of the key-encryption key (KEK) that wraps it, the wrapped
+//!   data key, a canary sealed under the data key, the journal's head
+//!   (last `seq` and its MAC), whether a rollback anchor is kept, and a MAC
+//!   over all of it.
+//! - `journal`: append-only, one row per [`Write`]: `seq` (1, 2, 3...),
+//!   `kind` (order, payment, receipt, audit, settings), `record_key` (a keyed
+//!   hash of the record's id: ids are not stored in clear), `format` (the
+//!   schema version it was written under), `key_id`, `nonce`, `ciphertext`
+//!   (the whole serialised `Write`, AES-256-GCM) and `mac`.
+//! - The associated data of a record binds it to its table, store, `seq`,
+//!   `format`, `key_id`, `kind` and `record_key`; the MAC of record `n` is
+//!   HMAC(chain key, MAC of record `n-1` ‖ that associated data ‖ nonce ‖
+//!   ciphertext), starting from a genesis MAC bound to the store id. An
+//!   edited, deleted, inserted, reordered or moved record breaks the chain.
+//!
+//! # Durability
+//!
+//! WAL journal with `synchronous=FULL` (and `fullfsync` on Apple platforms),
+//! set explicitly on every connection: a batch acknowledged by
+//! [`Store::apply`] survives a crash or a power loss. One writer connection
+//! (serialised by a lock that also keeps the chain head) and a small pool of
+//! read-only connections for [`Store::load`].
+//!
+//! # Rollback
+//!
+//! The chain proves the journal is a prefix of what was written, not that it
+//! is all of it: a whole older copy of the file verifies. After every write
+//! the head is also given to the [`KeyProvider`] as an opaque, MACed
+//! *anchor*; at open, a journal shorter than the anchor, or one that differs
+//! from it, is refused. This only helps if the provider keeps the anchor
+//! where a copier cannot roll it back with the file (a Keychain item); with
+//! a provider that keeps no anchors, or an attacker who rolls back the
+//! provider's storage too, a rollback to an older, genuine copy is not
+//! detected. The anchor is saved after the commit: a crash in between leaves
+//! it one batch behind, which is accepted and caught up at the next open.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
+
+use crate::crypto::{
+    ct_eq, hex, random_array, sync_parent, wipe, DataKey, Kek, KeyError, KeyProvider, MacKey,
+    StoreKeys, ID_LEN, MAC_LEN,
+};
+use crate::ledger::Write;
+use crate::store::{BoxFuture, Store, StoreError};
+
+/// The schema version this library writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The numbered migrations: entry `n-1` brings the file from version `n-1`
+/// to `n` and sets `user_version` to `n`.
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1];
+
+const MIGRATION_1: &str = "
+CREATE TABLE meta (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    store_id    BLOB    NOT NULL,
+    key_id      BLOB    NOT NULL,
+    kek_id      TEXT    NOT NULL,
+    wrapped_key BLOB    NOT NULL,
+    canary      BLOB    NOT NULL,
+    head_seq    INTEGER NOT NULL,
+    head_mac    BLOB    NOT NULL,
+    anchored    INTEGER NOT NULL,
+    meta_mac    BLOB    NOT NULL
+) STRICT;
+CREATE TABLE journal (
+    seq         INTEGER PRIMARY KEY,
+    kind        TEXT    NOT NULL,
+    record_key  BLOB    NOT NULL,
+    format      INTEGER NOT NULL,
+    key_id      BLOB    NOT NULL,
+    nonce       BLOB    NOT NULL,
+    ciphertext  BLOB    NOT NULL,
+    mac         BLOB    NOT NULL
+) STRICT;
+PRAGMA user_version = 1;
+";
+
+const NONCE_LEN: usize = 12;
+const CANARY: &[u8] = b"pos-core store canary v1";
+/// Rows read per query when replaying the journal.
+const PAGE: i64 = 256;
+/// Readers in the pool.
+const READERS: u32 = 2;
+/// SQLite's own largest page count (the default `max_page_count`).
+const NO_SIZE_LIMIT_PAGES: u64 = 4_294_967_294;
+
+/// SQLite result codes (primary) this store tells apart.
+const SQLITE_CORRUPT: i32 = 11;
+const SQLITE_FULL: i32 = 13;
+const SQLITE_NOTADB: i32 = 26;
+/// `ENOSPC` on Linux, Android, macOS and iOS.
+const ENOSPC: i32 = 28;
+
+/// The durability settings in force on the writer connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Durability {
+    /// `wal` for this store.
+    pub journal_mode: String,
+    /// SQLite's `synchronous` level: 2 is `FULL`.
+    pub synchronous: i64,
+}
+
+/// The encrypted, tamper-evident SQLite store. See the module docs.
+pub struct SqliteStore {
+    path: PathBuf,
+    store_id: [u8; ID_LEN],
+    key_id: [u8; ID_LEN],
+    /// The data key, kept to re-wrap it on rotation; wiped on drop.
+    data_key: DataKey,
+    keys: StoreKeys,
+    provider: Mutex<Arc<dyn KeyProvider>>,
+    writer: tokio::sync::Mutex<Writer>,
+    readers: SqlitePool,
+    registration: Mutex<Option<Registration>>,
+}
+
+#[derive(Debug)]
+struct Writer {
+    /// `None` once closed.
+    conn: Option<SqliteConnection>,
+    head_seq: u64,
+    head_mac: [u8; MAC_LEN],
+    anchored: bool,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("store_id", &hex(&self.store_id))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The stored header row.
+struct Meta {
+    store_id: [u8; ID_LEN],
+    key_id: [u8; ID_LEN],
+    kek_id: String,
+    wrapped_key: Vec<u8>,
+    canary: Vec<u8>,
+    head_seq: u64,
+    head_mac: [u8; MAC_LEN],
+    anchored: bool,
+    meta_mac: Vec<u8>,
+}
+
+/// What a verified journal ends with.
+struct Verified {
+    head_seq: u64,
+    head_mac: [u8; MAC_LEN],
+    /// The MAC of the record asked for (the anchor's), when the journal has it.
+    mac_at: Option<[u8; MAC_LEN]>,
+    writes: Vec<Write>,
+}
+
+/// A decoded rollback anchor.
+struct Anchor {
+    seq: u64,
+    mac: [u8; MAC_LEN],
+}
+
+impl SqliteStore {
+    /// Opens the store at `path`, creating it if the file does not exist.
+    ///
+    /// Creation needs the key: with the device locked it fails with
+    /// [`StoreError::Locked`] and creates nothing. Opening an existing file
+    /// checks, in order: that it is a store of a version this library reads
+    /// ([`StoreError::Corrupt`], [`StoreError::NewerSchema`]), that the key is
+    /// available ([`StoreError::Locked`]) and right ([`StoreError::WrongKey`]),
+    /// that the header and every record verify and decrypt
+    /// ([`StoreError::Tampered`]), and that the journal is not older than the
+    /// provider's anchor ([`StoreError::RolledBack`]). A store that fails to
+    /// open is left as it is: never deleted, repaired or migrated past what
+    /// was checked.
+    pub async fn open(
+        path: impl AsRef<Path>,
+        provider: Arc<dyn KeyProvider>,
+    ) -> Result<Self, StoreError> {
+        Self::open_inner(path.as_ref(), provider, false).await
+    }
+
+    /// Opens a store that [`open`](Self::open) refused with
+    /// [`StoreError::RolledBack`], or for a missing or unverifiable rollback
+    /// anchor, accepting the file as it is and anchoring its current end.
+    /// Every other check still runs.
+    ///
+    /// Only for a person's decision, for example after restoring a backup on
+    /// purpose: the records written after that copy are lost, and the
+    /// payments they held must be reconciled with the processor.
+    pub async fn open_accepting_rollback(
+        path: impl AsRef<Path>,
+        provider: Arc<dyn KeyProvider>,
+    ) -> Result<Self, StoreError> {
+        Self::open_inner(path.as_ref(), provider, true).await
+    }
+
+    async fn open_inner(
+        path: &Path,
+        provider: Arc<dyn KeyProvider>,
+        accept_rollback: bool,
+    ) -> Result<Self, StoreError> {
+        let path = std::path::absolute(path).map_err(|e| io("resolve the path", &e))?;
+        let registration = Registration::claim(&path)?;
+        let exists = path
+            .try_exists()
+            .map_err(|e| io("look for the store", &e))?;
+        if !exists {
+            create(&path, provider.as_ref()).await?;
+        }
+        let mut conn = connect(&path, false).await?;
+        match prepare(&mut conn, provider.as_ref(), accept_rollback).await {
+            Ok(p) => {
+                let readers = SqlitePoolOptions::new()
+                    .max_connections(READERS)
+                    .min_connections(0)
+                    .connect_lazy_with(reader_options(&path));
+                Ok(SqliteStore {
+                    path,
+                    store_id: p.store_id,
+                    key_id: p.key_id,
+                    data_key: p.data_key,
+                    keys: p.keys,
+                    provider: Mutex::new(provider),
+                    writer: tokio::sync::Mutex::new(Writer {
+                        conn: Some(conn),
+                        head_seq: p.head_seq,
+                        head_mac: p.head_mac,
+                        anchored: p.anchored,
+                    }),
+                    readers,
+                    registration: Mutex::new(Some(registration)),
+                })
+            }
+            Err(e) => {
+                let _ = conn.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The store's random identifier (not secret), as the key provider sees it.
+    pub fn store_id(&self) -> String {
+        hex(&self.store_id)
+    }
+
+    /// Closes every connection (the WAL is checkpointed into the file).
+    /// Later operations fail with [`StoreError::Io`]. Idempotent.
+    pub async fn close(&self) {
+        // Readers first: the writer, closing last, checkpoints the log into
+        // the file and removes it (a read-only connection cannot).
+        self.readers.close().await;
+        let conn = self.writer.lock().await.conn.take();
+        if let Some(c) = conn {
+            let _ = c.close().await;
+        }
+        self.registration
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+
+    /// The journal mode and `synchronous` level of the writer connection.
+    pub async fn durability(&self) -> Result<Durability, StoreError> {
+        let mut w = self.writer.lock().await;
+        let conn = w.conn.as_mut().ok_or_else(closed)?;
+        let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        Ok(Durability {
+            journal_mode,
+            synchronous,
+        })
+    }
+
+    /// Caps the file's size (`None`: no cap). A write that would pass it
+    /// fails with [`StoreError::DiskFull`] and changes nothing, exactly as on
+    /// a full disk. A cap below the current size holds the store at its
+    /// current size. For quotas, and to test a full disk.
+    pub async fn set_size_limit(&self, max_bytes: Option<u64>) -> Result<(), StoreError> {
+        let mut w = self.writer.lock().await;
+        let conn = w.conn.as_mut().ok_or_else(closed)?;
+        let pages = match max_bytes {
+            None => NO_SIZE_LIMIT_PAGES,
+            Some(bytes) => {
+                let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
+                let page_size = u64::try_from(page_size).unwrap_or(4096).max(512);
+                (bytes / page_size).clamp(1, NO_SIZE_LIMIT_PAGES)
+            }
+        };
+        // An integer we computed: nothing from outside reaches the SQL text.
+        let sql = format!("PRAGMA max_page_count = {pages}");
+        sqlx::query(AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Rotates the key-encryption key: wraps the data key under the key of
+    /// `new_provider` and uses that provider from now on. Records are not
+    /// rewritten. Atomic: on failure the old key still opens the store. The
+    /// old key may be destroyed once this returns.
+    pub async fn rekey(&self, new_provider: Arc<dyn KeyProvider>) -> Result<(), StoreError> {
+        let kek = new_provider.key_encryption_key().map_err(key_error)?;
+        let wrapped = self
+            .data_key
+            .wrap(&kek, &wrap_aad(&self.store_id, kek.id()))
+            .map_err(crypto_failure)?;
+        let mut w = self.writer.lock().await;
+        let anchored = if new_provider.keeps_anchors() {
+            let anchor = encode_anchor(&self.keys, &self.store_id, w.head_seq, &w.head_mac);
+            new_provider
+                .save_anchor(&self.store_id(), &anchor)
+                .map_err(key_error)?;
+            true
+        } else {
+            false
+        };
+        let (head_seq, head_mac) = (w.head_seq, w.head_mac);
+        let conn = w.conn.as_mut().ok_or_else(closed)?;
+        let mut meta = read_current_meta(conn, &self.keys, head_seq, &head_mac).await?;
+        meta.kek_id = kek.id().to_owned();
+        meta.wrapped_key = wrapped;
+        meta.anchored = anchored;
+        meta.meta_mac = header_mac(&self.keys, &meta).to_vec();
+        write_meta(conn, &meta).await?;
+        w.anchored = anchored;
+        drop(w);
+        *self.provider.lock().unwrap_or_else(|p| p.into_inner()) = new_provider;
+        Ok(())
+    }
+
+    fn provider(&self) -> Arc<dyn KeyProvider> {
+        self.provider
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn apply_batch(&self, batch: &[Write]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut w = self.writer.lock().await;
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut seq = w.head_seq;
+        let mut prev = w.head_mac;
+        for write in batch {
+            seq = seq
+                .checked_add(1)
+                .ok_or_else(|| StoreError::Io("the journal is full".into()))?;
+            let row = seal_record(&self.keys, &self.store_id, &self.key_id, seq, &prev, write)?;
+            prev = row.mac;
+            rows.push(row);
+        }
+        let (head_seq, head_mac) = (w.head_seq, w.head_mac);
+        let conn = w.conn.as_mut().ok_or_else(closed)?;
+        let mut meta = read_current_meta(conn, &self.keys, head_seq, &head_mac).await?;
+        meta.head_seq = seq;
+        meta.head_mac = prev;
+        meta.meta_mac = header_mac(&self.keys, &meta).to_vec();
+        if let Err(e) = insert_rows(conn, &rows, &meta).await {
+            // The transaction was rolled back and the head in memory is
+            // unchanged. Should SQLite have committed all the same (an
+            // ambiguous commit error), follow the header it wrote.
+            if let Ok(m) = read_meta(conn).await {
+                if header_verifies(&self.keys, &m) {
+                    w.head_seq = m.head_seq;
+                    w.head_mac = m.head_mac;
+                }
+            }
+            return Err(e);
+        }
+        w.head_seq = seq;
+        w.head_mac = prev;
+        if w.anchored {
+            let anchor = encode_anchor(&self.keys, &self.store_id, seq, &prev);
+            // The batch is durable: a failed anchor save leaves the anchor
+            // behind the journal, which the next open accepts and catches up.
+            let _ = self.provider().save_anchor(&self.store_id(), &anchor);
+        }
+        Ok(())
+    }
+
+    async fn load_all(&self) -> Result<Vec<Write>, StoreError> {
+        let mut tx = self.readers.begin().await.map_err(db_error)?;
+        let meta = read_meta(&mut tx).await?;
+        if meta.store_id != self.store_id || meta.key_id != self.key_id {
+            return Err(tampered(0, "the store header changed while open"));
+        }
+        if !header_verifies(&self.keys, &meta) {
+            return Err(tampered(0, "the store header does not verify"));
+        }
+        let v = verify_journal(
+            &mut tx,
+            &self.keys,
+            &self.store_id,
+            &self.key_id,
+            &meta,
+            None,
+            true,
+        )
+        .await?;
+        let _ = tx.commit().await;
+        Ok(v.writes)
+    }
+}
+
+impl Store for SqliteStore {
+    fn load(&self) -> BoxFuture<'_, Result<Vec<Write>, StoreError>> {
+        Box::pin(self.load_all())
+    }
+
+    fn apply<'a>(&'a self, batch: &'a [Write]) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.apply_batch(batch))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Open and create
+// ---------------------------------------------------------------------------
+
+/// What `prepare` learnt from a verified store.
+struct Prepared {
+    store_id: [u8; ID_LEN],
+    key_id: [u8; ID_LEN],
+    data_key: DataKey,
+    keys: StoreKeys,
+    head_seq: u64,
+    head_mac: [u8; MAC_LEN],
+    anchored: bool,
+}
+
+/// Options that never read the database at connect time, so that a
+/// damaged file fails on a connection this store holds and closes (a
+/// failure inside sqlx's connect would close it in the background).
+fn base_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .busy_timeout(Duration::from_secs(5))
+        .pragma("fullfsync", "ON")
+        .pragma("checkpoint_fullfsync", "ON")
+        .disable_statement_logging()
+}
+
+/// The readers: read-only, created only once the store verified.
+fn reader_options(path: &Path) -> SqliteConnectOptions {
+    base_options(path)
+        .synchronous(SqliteSynchronous::Full)
+        .read_only(true)
+}
+
+async fn connect(path: &Path, create: bool) -> Result<SqliteConnection, StoreError> {
+    base_options(path)
+        .create_if_missing(create)
+        .connect()
+        .await
+        .map_err(db_error)
+}
+
+/// `synchronous=FULL`, explicitly (SQLite's default may be changed at build
+/// time): with WAL, a commit is durable once it returns.
+async fn set_full_sync(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    sqlx::query("PRAGMA synchronous = FULL")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// Checks and opens an existing file on `conn`: the version, the key's
+/// availability and SQLite's own check come first and write nothing; then
+/// forward migrations (which never touch a record), then the full
+/// verification, then the anchor.
+async fn prepare(
+    conn: &mut SqliteConnection,
+    provider: &dyn KeyProvider,
+    accept_rollback: bool,
+) -> Result<Prepared, StoreError> {
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    let version = u32::try_from(version).map_err(|_| corrupt("invalid schema version"))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version == 0 {
+        return Err(corrupt("the file is not a POS Core store (no schema)"));
+    }
+    set_full_sync(conn).await?;
+    let kek = provider.key_encryption_key().map_err(key_error)?;
+    // Reads every page once: a truncated or damaged file stops here.
+    let check: String = sqlx::query_scalar("PRAGMA quick_check")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    if check != "ok" {
+        return Err(corrupt("the database file does not pass SQLite's check"));
+    }
+    if version < SCHEMA_VERSION {
+        migrate(conn, version).await?;
+    }
+    set_wal(conn).await?;
+    let meta = read_meta(conn).await?;
+    let (data_key, keys) = unlock(&kek, &meta)?;
+    drop(kek);
+    let store_hex = hex(&meta.store_id);
+    let anchor = if provider.keeps_anchors() {
+        match provider.load_anchor(&store_hex).map_err(key_error)? {
+            Some(bytes) => match decode_anchor(&keys, &meta.store_id, &bytes) {
+                Ok(a) => Some(a),
+                // A person chose to trust the file as it is: it is anchored anew.
+                Err(_) if accept_rollback => None,
+                Err(e) => return Err(e),
+            },
+            None if meta.anchored && !accept_rollback => {
+                return Err(tampered(
+                    meta.head_seq,
+                    "the rollback anchor kept by the key provider is missing",
+                ))
+            }
+            None => None,
+        }
+    } else {
+        None
+    };
+    let v = verify_journal(
+        conn,
+        &keys,
+        &meta.store_id,
+        &meta.key_id,
+        &meta,
+        anchor.as_ref().map(|a| a.seq),
+        false,
+    )
+    .await?;
+    if let (Some(a), false) = (&anchor, accept_rollback) {
+        // Shorter than the anchor, or a different history up to it.
+        if a.seq > v.head_seq || v.mac_at.as_ref() != Some(&a.mac) {
+            return Err(StoreError::RolledBack {
+                found: v.head_seq,
+                expected: a.seq,
+            });
+        }
+    }
+    let mut meta = meta;
+    if provider.keeps_anchors() {
+        let behind = anchor.as_ref().is_none_or(|a| a.seq != v.head_seq);
+        if behind || accept_rollback {
+            let bytes = encode_anchor(&keys, &meta.store_id, v.head_seq, &v.head_mac);
+            // A provider that cannot save now leaves the anchor behind:
+            // accepted at the next open, as after a crash.
+            if provider.save_anchor(&store_hex, &bytes).is_ok() && !meta.anchored {
+                meta.anchored = true;
+                meta.meta_mac = header_mac(&keys, &meta).to_vec();
+                write_meta(conn, &meta).await?;
+            }
+        }
+    }
+    Ok(Prepared {
+        store_id: meta.store_id,
+        key_id: meta.key_id,
+        data_key,
+        keys,
+        head_seq: v.head_seq,
+        head_mac: v.head_mac,
+        anchored: meta.anchored,
+    })
+}
+
+/// Unwraps the data key and checks the header MAC and the canary.
+fn unlock(kek: &Kek, meta: &Meta) -> Result<(DataKey, StoreKeys), StoreError> {
+    if kek.id() != meta.kek_id {
+        return Err(StoreError::WrongKey);
+    }
+    let data_key = DataKey::unwrap(
+        kek,
+        &wrap_aad(&meta.store_id, &meta.kek_id),
+        &meta.wrapped_key,
+    )
+    .map_err(|_| StoreError::WrongKey)?;
+    let keys = data_key.derive().map_err(crypto_failure)?;
+    if !header_verifies(&keys, meta) {
+        return Err(tampered(0, "the store header does not verify"));
+    }
+    let mut canary = keys
+        .open(&canary_aad(&meta.store_id, &meta.key_id), &meta.canary)
+        .map_err(|_| StoreError::WrongKey)?;
+    let ok = canary == CANARY;
+    wipe(&mut canary);
+    if !ok {
+        return Err(StoreError::WrongKey);
+    }
+    Ok((data_key, keys))
+}
+
+async fn set_wal(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Io(format!(
+            "the store cannot use a write-ahead log (journal mode {mode})"
+        )));
+    }
+    Ok(())
+}
+
+async fn migrate(conn: &mut SqliteConnection, from: u32) -> Result<(), StoreError> {
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+        let mut tx = conn.begin().await.map_err(db_error)?;
+        sqlx::raw_sql(*sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if usize::try_from(version).ok() != Some(i + 1) {
+            return Err(StoreError::Io(format!(
+                "migration {} did not set the schema version",
+                i + 1
+            )));
+        }
+        tx.commit().await.map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Creates a new store at `path`: built under a temporary name, then
+/// renamed into place, so a file at `path` is always a complete store.
+async fn create(path: &Path, provider: &dyn KeyProvider) -> Result<(), StoreError> {
+    let kek = provider.key_encryption_key().map_err(key_error)?;
+    let tmp = with_suffix(path, ".init");
+    // Leftovers of a creation that crashed: they never held a record.
+    for p in [
+        tmp.clone(),
+        with_suffix(&tmp, "-wal"),
+        with_suffix(&tmp, "-shm"),
+    ] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove an unfinished store", &e)),
+        }
+    }
+    let mut conn = connect(&tmp, true).await?;
+    let r = initialise(&mut conn, &kek, provider).await;
+    let closed = conn.close().await.map_err(db_error);
+    r?;
+    closed?;
+    std::fs::rename(&tmp, path).map_err(|e| io("move the new store into place", &e))?;
+    sync_parent(path);
+    Ok(())
+}
+
+async fn initialise(
+    conn: &mut SqliteConnection,
+    kek: &Kek,
+    provider: &dyn KeyProvider,
+) -> Result<(), StoreError> {
+    set_full_sync(conn).await?;
+    set_wal(conn).await?;
+    migrate(conn, 0).await?;
+    let store_id = random_array::<ID_LEN>().map_err(crypto_failure)?;
+    let key_id = random_array::<ID_LEN>().map_err(crypto_failure)?;
+    let data_key = DataKey::generate().map_err(crypto_failure)?;
+    let wrapped_key = data_key
+        .wrap(kek, &wrap_aad(&store_id, kek.id()))
+        .map_err(crypto_failure)?;
+    let keys = data_key.derive().map_err(crypto_failure)?;
+    let canary = keys
+        .seal(&canary_aad(&store_id, &key_id), CANARY)
+        .map_err(crypto_failure)?;
+    let genesis = genesis_mac(&keys, &store_id);
+    let anchored = if provider.keeps_anchors() {
+        provider
+            .save_anchor(
+                &hex(&store_id),
+                &encode_anchor(&keys, &store_id, 0, &genesis),
+            )
+            .map_err(key_error)?;
+        true
+    } else {
+        false
+    };
+    let mut meta = Meta {
+        store_id,
+        key_id,
+        kek_id: kek.id().to_owned(),
+        wrapped_key,
+        canary,
+        head_seq: 0,
+        head_mac: genesis,
+        anchored,
+        meta_mac: Vec::new(),
+    };
+    meta.meta_mac = header_mac(&keys, &meta).to_vec();
+    sqlx::query(
+        "INSERT INTO meta (id, store_id, key_id, kek_id, wrapped_key, canary, head_seq, \
+         head_mac, anchored, meta_mac) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(meta.store_id.to_vec())
+    .bind(meta.key_id.to_vec())
+    .bind(meta.kek_id.clone())
+    .bind(meta.wrapped_key.clone())
+    .bind(meta.canary.clone())
+    .bind(0_i64)
+    .bind(meta.head_mac.to_vec())
+    .bind(i64::from(meta.anchored))
+    .bind(meta.meta_mac.clone())
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+// ---------------------------------------------------------------------------
+// The header
+// ---------------------------------------------------------------------------
+
+async fn read_meta(conn: &mut SqliteConnection) -> Result<Meta, StoreError> {
+    let row = sqlx::query(
+        "SELECT store_id, key_id, kek_id, wrapped_key, canary, head_seq, head_mac, anchored, \
+         meta_mac FROM meta WHERE id = 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_error)?
+    .ok_or_else(|| corrupt("the store header is missing"))?;
+    let bad = |_| corrupt("the store header is unreadable");
+    let blob = |name: &str| -> Result<Vec<u8>, StoreError> { row.try_get(name).map_err(bad) };
+    let head_seq: i64 = row.try_get("head_seq").map_err(bad)?;
+    let anchored: i64 = row.try_get("anchored").map_err(bad)?;
+    Ok(Meta {
+        store_id: fixed(&blob("store_id")?, "store id")?,
+        key_id: fixed(&blob("key_id")?, "key id")?,
+        kek_id: row.try_get("kek_id").map_err(bad)?,
+        wrapped_key: blob("wrapped_key")?,
+        canary: blob("canary")?,
+        head_seq: u64::try_from(head_seq).map_err(|_| corrupt("invalid journal head"))?,
+        head_mac: fixed(&blob("head_mac")?, "journal head")?,
+        anchored: anchored != 0,
+        meta_mac: blob("meta_mac")?,
+    })
+}
+
+/// The header as the writer is about to rewrite it: it must still verify
+/// and end where the writer's journal ends, so that a rewrite (which MACs
+/// the header anew) never launders an edit made behind the store's back.
+async fn read_current_meta(
+    conn: &mut SqliteConnection,
+    keys: &StoreKeys,
+    head_seq: u64,
+    head_mac: &[u8; MAC_LEN],
+) -> Result<Meta, StoreError> {
+    let meta = read_meta(conn).await?;
+    if !header_verifies(keys, &meta) {
+        return Err(tampered(0, "the store header does not verify"));
+    }
+    if meta.head_seq != head_seq || &meta.head_mac != head_mac {
+        return Err(tampered(
+            meta.head_seq,
+            "the journal changed behind this store's back",
+        ));
+    }
+    Ok(meta)
+}
+
+async fn write_meta(conn: &mut SqliteConnection, meta: &Meta) -> Result<(), StoreError> {
+    update_meta(meta)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+fn update_meta(
+    meta: &Meta,
+) -> sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    sqlx::query(
+        "UPDATE meta SET kek_id = ?, wrapped_key = ?, head_seq = ?, head_mac = ?, \
+         anchored = ?, meta_mac = ? WHERE id = 1",
+    )
+    .bind(meta.kek_id.clone())
+    .bind(meta.wrapped_key.clone())
+    .bind(i64::try_from(meta.head_seq).unwrap_or(i64::MAX))
+    .bind(meta.head_mac.to_vec())
+    .bind(i64::from(meta.anchored))
+    .bind(meta.meta_mac.clone())
+}
+
+fn fixed<const N: usize>(v: &[u8], what: &str) -> Result<[u8; N], StoreError> {
+    <[u8; N]>::try_from(v).map_err(|_| corrupt(&format!("the {what} has the wrong length")))
+}
+
+/// Length-prefixes a field (u32, big-endian).
+fn lp(out: &mut Vec<u8>, field: &[u8]) {
+    let n = u32::try_from(field.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&n.to_be_bytes());
+    out.extend_from_slice(field);
+}
+
+fn header_bytes(meta: &Meta) -> Vec<u8> {
+    let mut b = Vec::with_capacity(256);
+    b.extend_from_slice(b"pos-core/header/v1\0");
+    lp(&mut b, &meta.store_id);
+    lp(&mut b, &meta.key_id);
+    lp(&mut b, meta.kek_id.as_bytes());
+    lp(&mut b, &meta.wrapped_key);
+    lp(&mut b, &meta.canary);
+    b.extend_from_slice(&meta.head_seq.to_be_bytes());
+    lp(&mut b, &meta.head_mac);
+    b.push(u8::from(meta.anchored));
+    b
+}
+
+fn header_mac(keys: &StoreKeys, meta: &Meta) -> [u8; MAC_LEN] {
+    keys.mac(MacKey::Header, &[&header_bytes(meta)])
+}
+
+fn header_verifies(keys: &StoreKeys, meta: &Meta) -> bool {
+    keys.verify(MacKey::Header, &[&header_bytes(meta)], &meta.meta_mac)
+}
+
+fn wrap_aad(store_id: &[u8], kek_id: &str) -> Vec<u8> {
+    let mut a = b"pos-core/wrap/v1\0".to_vec();
+    lp(&mut a, store_id);
+    lp(&mut a, kek_id.as_bytes());
+    a
+}
+
+fn canary_aad(store_id: &[u8], key_id: &[u8]) -> Vec<u8> {
+    let mut a = b"pos-core/canary/v1\0".to_vec();
+    lp(&mut a, store_id);
+    lp(&mut a, key_id);
+    a
+}
+
+fn genesis_mac(keys: &StoreKeys, store_id: &[u8]) -> [u8; MAC_LEN] {
+    keys.mac(MacKey::Chain, &[b"pos-core/chain/v1/genesis\0", store_id])
+}
+
+// ---------------------------------------------------------------------------
+// The rollback anchor: 1 (version) ‖ seq (u64 BE) ‖ head MAC ‖ anchor MAC
+// ---------------------------------------------------------------------------
+
+const ANCHOR_VERSION: u8 = 1;
+const ANCHOR_LEN: usize = 1 + 8 + MAC_LEN + MAC_LEN;
+
+fn anchor_body(store_id: &[u8], seq: u64, mac: &[u8; MAC_LEN]) -> Vec<u8> {
+    let mut b = b"pos-core/anchor/v1\0".to_vec();
+    lp(&mut b, store_id);
+    b.extend_from_slice(&seq.to_be_bytes());
+    b.extend_from_slice(mac);
+    b
+}
+
+fn encode_anchor(keys: &StoreKeys, store_id: &[u8], seq: u64, mac: &[u8; MAC_LEN]) -> Vec<u8> {
+    let tag = keys.mac(MacKey::Anchor, &[&anchor_body(store_id, seq, mac)]);
+    let mut out = Vec::with_capacity(ANCHOR_LEN);
+    out.push(ANCHOR_VERSION);
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(mac);
+    out.extend_from_slice(&tag);
+    out
+}
+
+fn decode_anchor(keys: &StoreKeys, store_id: &[u8], bytes: &[u8]) -> Result<Anchor, StoreError> {
+    let bad = || tampered(0, "the rollback anchor does not verify");
+    if bytes.len() != ANCHOR_LEN || bytes[0] != ANCHOR_VERSION {
+        return Err(bad());
+    }
+    let seq = u64::from_be_bytes(fixed::<8>(&bytes[1..9], "anchor").map_err(|_| bad())?);
+    let mac: [u8; MAC_LEN] = fixed(&bytes[9..9 + MAC_LEN], "anchor").map_err(|_| bad())?;
+    if !keys.verify(
+        MacKey::Anchor,
+        &[&anchor_body(store_id, seq, &mac)],
+        &bytes[9 + MAC_LEN..],
+    ) {
+        return Err(bad());
+    }
+    Ok(Anchor { seq, mac })
+}
+
+// ---------------------------------------------------------------------------
+// Records
+// ---------------------------------------------------------------------------
+
+/// One sealed journal row, ready to insert.
+struct SealedRow {
+    seq: u64,
+    kind: &'static str,
+    record_key: [u8; 16],
+    nonce: Vec<u8>,
+    ciphertext: Vec<u8>,
+    mac: [u8; MAC_LEN],
+}
+
+/// The kind column and the id a record replaces earlier records by.
+fn identify(w: &Write) -> (&'static str, String) {
+    match w {
+        Write::Order(o) => ("order", o.id.as_str().to_owned()),
+        Write::Payment(p) => ("payment", p.id.as_str().to_owned()),
+        Write::Receipt { id, .. } => ("receipt", id.to_string()),
+        Write::Audit(e) => ("audit", e.seq.to_string()),
+        Write::Settings(_) => ("settings", String::new()),
+    }
+}
+
+fn record_key(keys: &StoreKeys, kind: &str, id: &str) -> [u8; 16] {
+    let mut b = Vec::with_capacity(kind.len() + id.len() + 8);
+    lp(&mut b, kind.as_bytes());
+    lp(&mut b, id.as_bytes());
+    let mac = keys.mac(MacKey::Index, &[&b]);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&mac[..16]);
+    out
+}
+
+/// The associated data of a record: table, store, position, format, key,
+/// kind and record key.
+fn record_aad(
+    store_id: &[u8],
+    seq: u64,
+    format: u32,
+    key_id: &[u8],
+    kind: &str,
+    record_key: &[u8],
+) -> Vec<u8> {
+    let mut a = b"pos-core/journal/v1\0".to_vec();
+    lp(&mut a, store_id);
+    a.extend_from_slice(&seq.to_be_bytes());
+    a.extend_from_slice(&format.to_be_bytes());
+    lp(&mut a, key_id);
+    lp(&mut a, kind.as_bytes());
+    lp(&mut a, record_key);
+    a
+}
+
+fn chain_mac(
+    keys: &StoreKeys,
+    prev: &[u8; MAC_LEN],
+    aad: &[u8],
+    nonce: &[u8],
+    ciphertext: &[u8],
+) -> [u8; MAC_LEN] {
+    let mut lens = Vec::with_capacity(16);
+    lp(&mut lens, nonce);
+    let n = u64::try_from(ciphertext.len()).unwrap_or(u64::MAX);
+    keys.mac(
+        MacKey::Chain,
+        &[
+            b"pos-core/chain/v1\0",
+            prev,
+            aad,
+            &lens,
+            &n.to_be_bytes(),
+            ciphertext,
+        ],
+    )
+}
+
+fn seal_record(
+    keys: &StoreKeys,
+    store_id: &[u8],
+    key_id: &[u8],
+    seq: u64,
+    prev: &[u8; MAC_LEN],
+    write: &Write,
+) -> Result<SealedRow, StoreError> {
+    let (kind, id) = identify(write);
+    let rkey = record_key(keys, kind, &id);
+    let aad = record_aad(store_id, seq, SCHEMA_VERSION, key_id, kind, &rkey);
+    let mut plain = serde_json::to_vec(write).map_err(|e| {
+        StoreError::Io(format!(
+            "a {kind} record cannot be encoded: {:?}",
+            e.classify()
+        ))
+    })?;
+    let sealed = keys.seal(&aad, &plain);
+    wipe(&mut plain);
+    let mut sealed = sealed.map_err(crypto_failure)?;
+    let ciphertext = sealed.split_off(NONCE_LEN);
+    let nonce = sealed;
+    let mac = chain_mac(keys, prev, &aad, &nonce, &ciphertext);
+    Ok(SealedRow {
+        seq,
+        kind,
+        record_key: rkey,
+        nonce,
+        ciphertext,
+        mac,
+    })
+}
+
+async fn insert_rows(
+    conn: &mut SqliteConnection,
+    rows: &[SealedRow],
+    meta: &Meta,
+) -> Result<(), StoreError> {
+    let mut tx = conn.begin().await.map_err(db_error)?;
+    for r in rows {
+        sqlx::query(
+            "INSERT INTO journal (seq, kind, record_key, format, key_id, nonce, ciphertext, mac) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(i64::try_from(r.seq).map_err(|_| StoreError::Io("the journal is full".into()))?)
+        .bind(r.kind)
+        .bind(r.record_key.to_vec())
+        .bind(i64::from(SCHEMA_VERSION))
+        .bind(meta.key_id.to_vec())
+        .bind(r.nonce.clone())
+        .bind(r.ciphertext.clone())
+        .bind(r.mac.to_vec())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    }
+    update_meta(meta)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)
+}
+
+/// Replays the journal: checks the sequence, the MAC chain, the key id and
+/// the associated data of every record, that the journal ends at the
+/// header's head, and (when `decode`) returns the records. Nothing is
+/// dropped or repaired: the first problem is the error.
+async fn verify_journal(
+    conn: &mut SqliteConnection,
+    keys: &StoreKeys,
+    store_id: &[u8; ID_LEN],
+    key_id: &[u8; ID_LEN],
+    meta: &Meta,
+    mac_wanted_at: Option<u64>,
+    decode: bool,
+) -> Result<Verified, StoreError> {
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM journal")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    let mut prev = genesis_mac(keys, store_id);
+    let mut seq: u64 = 0;
+    let mut mac_at = (mac_wanted_at == Some(0)).then_some(prev);
+    let mut writes = Vec::new();
+    loop {
+        let after = i64::try_from(seq).map_err(|_| corrupt("the journal is too long"))?;
+        let rows = sqlx::query(
+            "SELECT seq, kind, record_key, format, key_id, nonce, ciphertext, mac FROM journal \
+             WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(after)
+        .bind(PAGE)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows {
+            let expected = seq + 1;
+            let bad = |_| corrupt(&format!("record {expected} is unreadable"));
+            let found: i64 = row.try_get("seq").map_err(bad)?;
+            if u64::try_from(found).ok() != Some(expected) {
+                return Err(tampered(expected, "the record is missing"));
+            }
+            let kind: String = row.try_get("kind").map_err(bad)?;
+            let rkey: Vec<u8> = row.try_get("record_key").map_err(bad)?;
+            let format: i64 = row.try_get("format").map_err(bad)?;
+            let row_key_id: Vec<u8> = row.try_get("key_id").map_err(bad)?;
+            let nonce: Vec<u8> = row.try_get("nonce").map_err(bad)?;
+            let ciphertext: Vec<u8> = row.try_get("ciphertext").map_err(bad)?;
+            let mac: Vec<u8> = row.try_get("mac").map_err(bad)?;
+            let format = u32::try_from(format).unwrap_or(u32::MAX);
+            let aad = record_aad(store_id, expected, format, &row_key_id, &kind, &rkey);
+            let want = chain_mac(keys, &prev, &aad, &nonce, &ciphertext);
+            if !ct_eq(&want, &mac) {
+                return Err(tampered(
+                    expected,
+                    "the record does not verify (edited, moved, reordered or removed)",
+                ));
+            }
+            if row_key_id.as_slice() != key_id.as_slice() {
+                return Err(tampered(expected, "the record names an unknown key id"));
+            }
+            if !(1..=SCHEMA_VERSION).contains(&format) {
+                return Err(corrupt(&format!(
+                    "record {expected} has an unknown format {format}"
+                )));
+            }
+            {
+                let mut sealed = nonce;
+                sealed.extend_from_slice(&ciphertext);
+                let mut plain = keys
+                    .open(&aad, &sealed)
+                    .map_err(|_| tampered(expected, "the record does not decrypt"))?;
+                let parsed = serde_json::from_slice::<Write>(&plain);
+                wipe(&mut plain);
+                let write = parsed.map_err(|e| {
+                    corrupt(&format!(
+                        "record {expected} cannot be decoded ({:?} error at line {}, column {})",
+                        e.classify(),
+                        e.line(),
+                        e.column()
+                    ))
+                })?;
+                let (k, id) = identify(&write);
+                if k != kind || record_key(keys, k, &id).as_slice() != rkey.as_slice() {
+                    return Err(tampered(
+                        expected,
+                        "the record does not match its kind or key",
+                    ));
+                }
+                if decode {
+                    writes.push(write);
+                }
+            }
+            prev = fixed(&mac, "record MAC")?;
+            seq = expected;
+            if mac_wanted_at == Some(seq) {
+                mac_at = Some(prev);
+            }
+        }
+    }
+    if seq != meta.head_seq || prev != meta.head_mac {
+        return Err(tampered(
+            seq.max(meta.head_seq),
+            "the journal does not end where the store header says (records removed or added)",
+        ));
+    }
+    if u64::try_from(count).ok() != Some(seq) {
+        return Err(tampered(
+            seq,
+            "the journal holds records outside its sequence",
+        ));
+    }
+    Ok(Verified {
+        head_seq: seq,
+        head_mac: prev,
+        mac_at,
+        writes,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+fn tampered(seq: u64, what: &str) -> StoreError {
+    StoreError::Tampered {
+        seq,
+        what: what.to_owned(),
+    }
+}
+
+fn corrupt(detail: &str) -> StoreError {
+    StoreError::Corrupt {
+        detail: detail.to_owned(),
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::Io("the store is closed".into())
+}
+
+fn io(what: &str, e: &std::io::Error) -> StoreError {
+    if e.raw_os_error() == Some(ENOSPC) {
+        return StoreError::DiskFull;
+    }
+    StoreError::Io(format!("cannot {what}: {}", e.kind()))
+}
+
+fn key_error(e: KeyError) -> StoreError {
+    match e {
+        KeyError::Unavailable => StoreError::Locked,
+        KeyError::Failed(detail) => StoreError::KeyProviderFailed { detail },
+    }
+}
+
+fn crypto_failure(e: crate::crypto::CryptoError) -> StoreError {
+    StoreError::Io(format!("cryptography failed: {e}"))
+}
+
+/// Maps a SQLite error: a full disk and a corrupt file are typed; the rest
+/// is I/O. SQLite's messages name tables and columns, never values.
+fn db_error(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) => {
+            let code = d.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
+            match code {
+                SQLITE_FULL => StoreError::DiskFull,
+                SQLITE_CORRUPT | SQLITE_NOTADB => corrupt(d.message()),
+                _ => StoreError::Io(format!("sqlite: {}", d.message())),
+            }
+        }
+        sqlx::Error::Io(io_err) => io("use the store file", io_err),
+        _ => StoreError::Io(e.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One open store per file in this process
+// ---------------------------------------------------------------------------
+
+static OPEN_STORES: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Marks a file as open in this process; released on drop. A second
+/// writer on the same file would fork the journal.
+#[derive(Debug)]
+struct Registration(PathBuf);
+
+impl Registration {
+    fn claim(path: &Path) -> Result<Self, StoreError> {
+        let mut open = OPEN_STORES.lock().unwrap_or_else(|p| p.into_inner());
+        if !open.insert(path.to_path_buf()) {
+            return Err(StoreError::Io(
+                "the store is already open in this process".into(),
+            ));
+        }
+        Ok(Registration(path.to_path_buf()))
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        OPEN_STORES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::audit::{AuditEntry, AuditKind};
+    use crate::clock::Timestamp;
+
+    fn audit(seq: u64) -> Write {
+        Write::Audit(AuditEntry {
+            seq,
+            at: Timestamp(1),
+            actor: None,
+            kind: AuditKind::LeftOfflineMode,
+        })
+    }
+
+    fn keys() -> StoreKeys {
+        DataKey::generate().unwrap().derive().unwrap()
+    }
+
+    /// The associated data alone (MAC chain aside) binds a ciphertext to its
+    /// store, position, format, key id, kind and record key.
+    #[test]
+    fn a_record_opens_only_under_its_own_associated_data() {
+        let k = keys();
+        let (store, key) = ([1u8; ID_LEN], [2u8; ID_LEN]);
+        let genesis = genesis_mac(&k, &store);
+        let row = seal_record(&k, &store, &key, 3, &genesis, &audit(1)).unwrap();
+        let sealed = [row.nonce.clone(), row.ciphertext.clone()].concat();
+        let aad = |store: &[u8], seq, format, key: &[u8], kind, rkey: &[u8]| {
+            record_aad(store, seq, format, key, kind, rkey)
+        };
+        let rk = row.record_key;
+        assert!(k
+            .open(&aad(&store, 3, SCHEMA_VERSION, &key, "audit", &rk), &sealed)
+            .is_ok());
+        for wrong in [
+            aad(&[9u8; ID_LEN], 3, SCHEMA_VERSION, &key, "audit", &rk),
+            aad(&store, 4, SCHEMA_VERSION, &key, "audit", &rk),
+            aad(&store, 3, SCHEMA_VERSION + 1, &key, "audit", &rk),
+            aad(&store, 3, SCHEMA_VERSION, &[3u8; ID_LEN], "audit", &rk),
+            aad(&store, 3, SCHEMA_VERSION, &key, "order", &rk),
+            aad(&store, 3, SCHEMA_VERSION, &key, "audit", &[0u8; 16]),
+        ] {
+            assert!(k.open(&wrong, &sealed).is_err());
+        }
+    }
+
+    #[test]
+    fn the_chain_depends_on_every_earlier_record() {
+        let k = keys();
+        let (store, key) = ([1u8; ID_LEN], [2u8; ID_LEN]);
+        let g = genesis_mac(&k, &store);
+        let a = seal_record(&k, &store, &key, 1, &g, &audit(1)).unwrap();
+        let b = seal_record(&k, &store, &key, 2, &a.mac, &audit(2)).unwrap();
+        let b_elsewhere = seal_record(&k, &store, &key, 2, &g, &audit(2)).unwrap();
+        assert_ne!(b.mac, b_elsewhere.mac);
+        assert_ne!(genesis_mac(&k, &[7u8; ID_LEN]), g, "bound to the store");
+    }
+
+    #[test]
+    fn record_keys_hide_ids_and_tell_records_apart() {
+        let k = keys();
+        let a = record_key(&k, "payment", "pay-1");
+        assert_eq!(a, record_key(&k, "payment", "pay-1"));
+        assert_ne!(a, record_key(&k, "payment", "pay-2"));
+        assert_ne!(a, record_key(&k, "order", "pay-1"));
+        assert_ne!(a, record_key(&keys(), "payment", "pay-1"));
+    }
+
+    #[test]
+    fn an_anchor_verifies_only_for_its_store_and_intact() {
+        let k = keys();
+        let store = [1u8; ID_LEN];
+        let mac = [5u8; MAC_LEN];
+        let bytes = encode_anchor(&k, &store, 42, &mac);
+        let a = decode_anchor(&k, &store, &bytes).unwrap();
+        assert_eq!((a.seq, a.mac), (42, mac));
+        assert!(decode_anchor(&k, &[2u8; ID_LEN], &bytes).is_err());
+        assert!(decode_anchor(&keys(), &store, &bytes).is_err());
+        let mut edited = bytes.clone();
+        edited[8] ^= 1;
+        assert!(decode_anchor(&k, &store, &edited).is_err());
+        assert!(decode_anchor(&k, &store, &bytes[..40]).is_err());
+    }
+
+    #[test]
+    fn sqlite_errors_map_to_typed_store_errors() {
+        let e = std::io::Error::from_raw_os_error(ENOSPC);
+        assert_eq!(io("write", &e), StoreError::DiskFull);
+        assert_eq!(key_error(KeyError::Unavailable), StoreError::Locked);
+        assert!(matches!(
+            key_error(KeyError::Failed("x".into())),
+            StoreError::KeyProviderFailed { .. }
+        ));
+    }
+
+    #[test]
+    fn migrations_are_numbered_up_to_the_schema_version() {
+        assert_eq!(MIGRATIONS.len(), SCHEMA_VERSION as usize);
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert!(
+                m.contains(&format!("PRAGMA user_version = {}", i + 1)),
+                "migration {} sets its version",
+                i + 1
+            );
+        }
+    }
+}

@@ -1,0 +1,1093 @@
+//! Misuse and attack tests of the encrypted SQLite store (issue "The store",
+//! `docs/store-recovery.md`): every edit an attacker or an accident can make
+//! to the files gives its typed error at open, and the store that failed to
+//! open is kept byte for byte. Also: nothing in clear on disk, a locked key,
+//! a wrong key, a newer schema, key rotation, durability across a crash.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
+
+use pos_core::audit::{AuditEntry, AuditKind};
+use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour};
+use pos_core::clock::{Timestamp, VirtualClock};
+use pos_core::crypto::{FileKeyProvider, Kek, KeyError, KeyProvider, SecretKey};
+use pos_core::engine::StaffSession;
+use pos_core::ledger::{CardRead, OfflinePayment, Order, Tender, Write};
+use pos_core::lifecycle::{
+    CustomerContact, EmailAddress, OrderId, PaymentId, PaymentState, PhoneNumber, ReceiptChannel,
+    StaffId,
+};
+use pos_core::money::{Currency, Money};
+use pos_core::policy::{EntryMode, Network, Policy, TenderKind};
+use pos_core::sqlite_store::{SqliteStore, SCHEMA_VERSION};
+use pos_core::store::{Store, StoreError};
+use pos_core::{EngineConfig, PosEngine, PosError};
+
+const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+fn temp_dir(name: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "pos-core-misuse-{}-{}-{name}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn usd() -> Currency {
+    Currency::parse("USD").unwrap()
+}
+
+fn cents(n: i64) -> Money {
+    Money::new(n, usd())
+}
+
+fn staff() -> StaffId {
+    StaffId::parse("cashier-1").unwrap()
+}
+
+fn audit(seq: u64) -> Write {
+    Write::Audit(AuditEntry {
+        seq,
+        at: T0,
+        actor: Some(staff()),
+        kind: AuditKind::LeftOfflineMode,
+    })
+}
+
+fn payment(id: &str, pan: &str) -> Write {
+    Write::Payment(OfflinePayment {
+        id: PaymentId::parse(id).unwrap(),
+        order_id: OrderId::parse("order-1").unwrap(),
+        amount: cents(1_000),
+        tip: None,
+        card: CardRead {
+            entry_mode: EntryMode::Chip,
+            network: Network::Visa,
+            last4: pan[pan.len() - 4..].into(),
+            fingerprint: Some(pan.into()),
+            reader_model: "Wisepad 3".into(),
+            sealed_card_data: format!("PAN={pan};EXP=12/30").into_bytes(),
+        },
+        taken_by: staff(),
+        taken_at: T0,
+        deadline: Timestamp(T0.0 + 86_400_000),
+        session_started_at: T0,
+        state: PaymentState::Pending,
+    })
+}
+
+/// A directory with a key file and a store of six records in three batches.
+struct Rig {
+    dir: PathBuf,
+    db: PathBuf,
+    provider: Arc<FileKeyProvider>,
+}
+
+impl Rig {
+    async fn new(name: &str) -> Rig {
+        let dir = temp_dir(name);
+        let provider = Arc::new(FileKeyProvider::open_or_create(dir.join("kek")).unwrap());
+        let rig = Rig {
+            db: dir.join("store.db"),
+            dir,
+            provider,
+        };
+        let s = rig.open().await.unwrap();
+        s.apply(&[audit(1), audit(2)]).await.unwrap();
+        s.apply(&[payment("p-1", "4111111111111111"), audit(3)])
+            .await
+            .unwrap();
+        s.apply(&[audit(4), audit(5)]).await.unwrap();
+        s.close().await;
+        rig
+    }
+
+    async fn open(&self) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open(&self.db, self.provider.clone()).await
+    }
+
+    async fn open_with(&self, p: Arc<dyn KeyProvider>) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open(&self.db, p).await
+    }
+
+    /// Opens, expecting a failure; checks the store was kept unchanged.
+    async fn refused(&self) -> StoreError {
+        self.refused_with(self.provider.clone()).await
+    }
+
+    async fn refused_with(&self, p: Arc<dyn KeyProvider>) -> StoreError {
+        let before = files(&self.dir);
+        let e = self.open_with(p).await.expect_err("the store opened");
+        assert_eq!(
+            files(&self.dir),
+            before,
+            "a store that fails to open is kept as it was ({e})"
+        );
+        e
+    }
+
+    fn anchor_file(&self) -> PathBuf {
+        let name = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .find(|n| n.starts_with("kek.anchor-") && !n.ends_with(".tmp"))
+            .expect("an anchor file");
+        self.dir.join(name)
+    }
+
+    fn finish(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Every file of the directory: name, length and a digest of its bytes,
+/// sorted by name. SQLite's shared-memory index and an empty log, which
+/// SQLite may leave beside a file it could not open, hold no data and are
+/// left out.
+fn files(dir: &Path) -> Vec<(String, usize, u64)> {
+    let mut v: Vec<(String, usize, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            let len = e.metadata().unwrap().len();
+            let no_data = name.ends_with("-shm") || (name.ends_with("-wal") && len == 0);
+            (!no_data).then_some(e)
+        })
+        .map(|e| {
+            let bytes = std::fs::read(e.path()).unwrap();
+            // FNV-1a: enough to see a change.
+            let digest = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            (e.file_name().into_string().unwrap(), bytes.len(), digest)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+async fn raw(db: &Path) -> SqliteConnection {
+    SqliteConnectOptions::new()
+        .filename(db)
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Runs SQL on the file behind the store's back, as an attacker would.
+async fn edit(db: &Path, sql: &str) {
+    let mut c = raw(db).await;
+    sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+}
+
+async fn blob(db: &Path, seq: i64, column: &str) -> Vec<u8> {
+    let mut c = raw(db).await;
+    let sql = format!("SELECT {column} FROM journal WHERE seq = ?");
+    let v: Vec<u8> = sqlx::query_scalar(AssertSqlSafe(sql))
+        .bind(seq)
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    v
+}
+
+async fn set_blob(db: &Path, seq: i64, column: &str, value: Vec<u8>) {
+    let mut c = raw(db).await;
+    let sql = format!("UPDATE journal SET {column} = ? WHERE seq = ?");
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(value)
+        .bind(seq)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+}
+
+/// All journal rows as their bytes, for before/after comparisons.
+async fn journal_rows(db: &Path) -> Vec<Vec<Vec<u8>>> {
+    let mut c = raw(db).await;
+    let rows =
+        sqlx::query("SELECT record_key, key_id, nonce, ciphertext, mac FROM journal ORDER BY seq")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+    c.close().await.unwrap();
+    rows.iter()
+        .map(|r| (0..5).map(|i| r.get::<Vec<u8>, _>(i)).collect())
+        .collect()
+}
+
+fn tampered_at(e: &StoreError) -> u64 {
+    match e {
+        StoreError::Tampered { seq, .. } => *seq,
+        other => panic!("expected Tampered, got {other:?}"),
+    }
+}
+
+/// A provider the test can lock, like a phone's keystore (B8).
+#[derive(Debug)]
+struct Lockable {
+    inner: FileKeyProvider,
+    locked: AtomicBool,
+}
+
+impl KeyProvider for Lockable {
+    fn key_encryption_key(&self) -> Result<Kek, KeyError> {
+        if self.locked.load(Ordering::SeqCst) {
+            return Err(KeyError::Unavailable);
+        }
+        self.inner.key_encryption_key()
+    }
+    fn keeps_anchors(&self) -> bool {
+        self.inner.keeps_anchors()
+    }
+    fn save_anchor(&self, store_id: &str, anchor: &[u8]) -> Result<(), KeyError> {
+        self.inner.save_anchor(store_id, anchor)
+    }
+    fn load_anchor(&self, store_id: &str) -> Result<Option<Vec<u8>>, KeyError> {
+        self.inner.load_anchor(store_id)
+    }
+}
+
+/// Gives a fixed key under a chosen id; keeps no anchors.
+#[derive(Debug)]
+struct FixedKey {
+    id: String,
+    byte: u8,
+}
+
+impl KeyProvider for FixedKey {
+    fn key_encryption_key(&self) -> Result<Kek, KeyError> {
+        Ok(Kek::new(
+            self.id.clone(),
+            SecretKey::from_bytes([self.byte; 32]),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Edited journals
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_untouched_store_opens_with_every_record() {
+    let rig = Rig::new("untouched").await;
+    let s = rig.open().await.unwrap();
+    let records = s.load().await.unwrap();
+    assert_eq!(records.len(), 6);
+    assert_eq!(records[2], payment("p-1", "4111111111111111"));
+    s.close().await;
+    rig.finish();
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_a_record_is_tampered() {
+    let rig = Rig::new("flip").await;
+    let mut ct = blob(&rig.db, 3, "ciphertext").await;
+    ct[5] ^= 0x01;
+    set_blob(&rig.db, 3, "ciphertext", ct).await;
+    assert_eq!(tampered_at(&rig.refused().await), 3);
+    rig.finish();
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_a_nonce_or_mac_is_tampered() {
+    let rig = Rig::new("flip-nonce").await;
+    let mut n = blob(&rig.db, 2, "nonce").await;
+    n[0] ^= 0x80;
+    set_blob(&rig.db, 2, "nonce", n).await;
+    assert_eq!(tampered_at(&rig.refused().await), 2);
+    rig.finish();
+
+    let rig = Rig::new("flip-mac").await;
+    let mut m = blob(&rig.db, 6, "mac").await;
+    m[31] ^= 0x01;
+    set_blob(&rig.db, 6, "mac", m).await;
+    assert_eq!(tampered_at(&rig.refused().await), 6);
+    rig.finish();
+}
+
+#[tokio::test]
+async fn ciphertexts_swapped_between_rows_are_tampered() {
+    let rig = Rig::new("swap").await;
+    let (n2, c2) = (
+        blob(&rig.db, 2, "nonce").await,
+        blob(&rig.db, 2, "ciphertext").await,
+    );
+    let (n4, c4) = (
+        blob(&rig.db, 4, "nonce").await,
+        blob(&rig.db, 4, "ciphertext").await,
+    );
+    set_blob(&rig.db, 2, "nonce", n4).await;
+    set_blob(&rig.db, 2, "ciphertext", c4).await;
+    set_blob(&rig.db, 4, "nonce", n2).await;
+    set_blob(&rig.db, 4, "ciphertext", c2).await;
+    assert_eq!(tampered_at(&rig.refused().await), 2);
+    rig.finish();
+}
+
+#[tokio::test]
+async fn reordered_records_are_tampered() {
+    let rig = Rig::new("reorder").await;
+    // Whole rows, MACs included, change places.
+    edit(
+        &rig.db,
+        "UPDATE journal SET seq = 100 WHERE seq = 2;
+         UPDATE journal SET seq = 2 WHERE seq = 3;
+         UPDATE journal SET seq = 3 WHERE seq = 100;",
+    )
+    .await;
+    assert_eq!(tampered_at(&rig.refused().await), 2);
+    rig.finish();
+}
+
+#[tokio::test]
+async fn a_changed_key_id_is_tampered() {
+    let rig = Rig::new("key-id").await;
+    set_blob(&rig.db, 4, "key_id", vec![7u8; 16]).await;
+    assert_eq!(tampered_at(&rig.refused().await), 4);
+    rig.finish();
+
+    // In the header: the header's MAC catches it.
+    let rig = Rig::new("key-id-meta").await;
+    edit(&rig.db, "UPDATE meta SET key_id = zeroblob(16)").await;
+    assert_eq!(tampered_at(&rig.refused().await), 0);
+    rig.finish();
+}
+
+#[tokio::test]
+async fn a_changed_format_version_on_a_record_is_tampered() {
+    let rig = Rig::new("format").await;
+    edit(&rig.db, "UPDATE journal SET format = 2 WHERE seq = 5").await;
+    assert_eq!(tampered_at(&rig.refused().await), 5);
+    rig.finish();
+}
+
+#[tokio::test]
+async fn a_deleted_journal_row_is_tampered() {
+    let rig = Rig::new("delete-middle").await;
+    edit(&rig.db, "DELETE FROM journal WHERE seq = 3").await;
+    let e = rig.refused().await;
+    assert_eq!(tampered_at(&e), 3, "{e}");
+    rig.finish();
+
+    // The last one: the chain of what is left verifies, the header's head does not.
+    let rig = Rig::new("delete-last").await;
+    edit(&rig.db, "DELETE FROM journal WHERE seq = 6").await;
+    assert_eq!(tampered_at(&rig.refused().await), 6);
+    rig.finish();
+
+    // The last one and the header's head moved back with it (a copied MAC):
+    // the header's own MAC does not verify.
+    let rig = Rig::new("delete-last-and-head").await;
+    let mac5 = blob(&rig.db, 5, "mac").await;
+    edit(&rig.db, "DELETE FROM journal WHERE seq = 6").await;
+    let mut c = raw(&rig.db).await;
+    sqlx::query("UPDATE meta SET head_seq = 5, head_mac = ?")
+        .bind(mac5)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    assert_eq!(tampered_at(&rig.refused().await), 0);
+    rig.finish();
+}
+
+#[tokio::test]
+async fn an_inserted_or_duplicated_row_is_tampered() {
+    let rig = Rig::new("insert").await;
+    edit(
+        &rig.db,
+        "INSERT INTO journal SELECT 7, kind, record_key, format, key_id, nonce, ciphertext, mac
+         FROM journal WHERE seq = 3",
+    )
+    .await;
+    assert_eq!(tampered_at(&rig.refused().await), 7);
+    rig.finish();
+
+    // Outside the sequence (seq 0 would never be replayed): still refused.
+    let rig = Rig::new("insert-zero").await;
+    edit(
+        &rig.db,
+        "INSERT INTO journal SELECT 0, kind, record_key, format, key_id, nonce, ciphertext, mac
+         FROM journal WHERE seq = 3",
+    )
+    .await;
+    assert!(matches!(rig.refused().await, StoreError::Tampered { .. }));
+    rig.finish();
+}
+
+#[tokio::test]
+async fn a_record_from_another_store_is_tampered() {
+    let a = Rig::new("foreign-a").await;
+    let b = Rig::new("foreign-b").await;
+    for col in ["record_key", "key_id", "nonce", "ciphertext", "mac"] {
+        let v = blob(&b.db, 1, col).await;
+        set_blob(&a.db, 1, col, v).await;
+    }
+    assert_eq!(tampered_at(&a.refused().await), 1);
+    a.finish();
+    b.finish();
+}
+
+#[tokio::test]
+async fn an_edited_header_is_tampered() {
+    let rig = Rig::new("header").await;
+    edit(&rig.db, "UPDATE meta SET anchored = 0").await;
+    assert_eq!(tampered_at(&rig.refused().await), 0);
+    rig.finish();
+}
+
+#[tokio::test]
+async fn an_edit_behind_an_open_store_is_refused_not_laundered() {
+    let rig = Rig::new("behind").await;
+    let s = rig.open().await.unwrap();
+    // The next write would MAC the header anew: it refuses instead.
+    edit(&rig.db, "UPDATE meta SET anchored = 0").await;
+    assert_eq!(tampered_at(&s.apply(&[audit(7)]).await.unwrap_err()), 0);
+    assert_eq!(tampered_at(&s.load().await.unwrap_err()), 0);
+    s.close().await;
+    assert_eq!(tampered_at(&rig.refused().await), 0);
+    rig.finish();
+
+    // A record removed while open: the next load says so.
+    let rig = Rig::new("behind-row").await;
+    let s = rig.open().await.unwrap();
+    edit(&rig.db, "DELETE FROM journal WHERE seq = 2").await;
+    assert_eq!(tampered_at(&s.load().await.unwrap_err()), 2);
+    s.close().await;
+    rig.finish();
+}
+
+// ---------------------------------------------------------------------------
+// Keys
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_wrong_key_is_refused() {
+    let rig = Rig::new("wrong-key").await;
+    let other = Arc::new(FileKeyProvider::open_or_create(rig.dir.join("other-kek")).unwrap());
+    let before = files(&rig.dir);
+    assert_eq!(
+        rig.open_with(other).await.unwrap_err(),
+        StoreError::WrongKey
+    );
+    assert_eq!(files(&rig.dir), before);
+
+    // A different key under the same id: the wrapped data key does not open.
+    let id = rig.provider.key_encryption_key().unwrap().id().to_owned();
+    assert_eq!(
+        rig.refused_with(Arc::new(FixedKey { id, byte: 9 })).await,
+        StoreError::WrongKey
+    );
+    // The right key still opens it: nothing was lost.
+    let s = rig.open().await.unwrap();
+    assert_eq!(s.load().await.unwrap().len(), 6);
+    s.close().await;
+    rig.finish();
+}
+
+#[tokio::test]
+async fn a_swapped_wrapped_key_is_refused() {
+    // Another store's header, wrapped under the same KEK: bound to its own
+    // store id, it does not open here.
+    let a = Rig::new("wrapped-a").await;
+    let b_db = a.dir.join("b.db");
+    let b = SqliteStore::open(&b_db, a.provider.clone()).await.unwrap();
+    b.close().await;
+    let mut c = raw(&b_db).await;
+    let wrapped: Vec<u8> = sqlx::query_scalar("SELECT wrapped_key FROM meta")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let mut c = raw(&a.db).await;
+    sqlx::query("UPDATE meta SET wrapped_key = ?")
+        .bind(wrapped)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    assert_eq!(a.refused().await, StoreError::WrongKey);
+    a.finish();
+}
+
+#[tokio::test]
+async fn a_locked_key_is_a_typed_locked_error_and_keeps_everything() {
+    let rig = Rig::new("locked").await;
+    let lockable = Arc::new(Lockable {
+        inner: FileKeyProvider::open_or_create(rig.dir.join("kek")).unwrap(),
+        locked: AtomicBool::new(true),
+    });
+    let e = rig.refused_with(lockable.clone()).await;
+    assert_eq!(e, StoreError::Locked);
+    assert_eq!(PosError::from(e), PosError::StoreLocked);
+    lockable.locked.store(false, Ordering::SeqCst);
+    let s = rig.open_with(lockable.clone()).await.unwrap();
+    assert_eq!(s.load().await.unwrap().len(), 6);
+    s.close().await;
+
+    // Creating a store while locked creates nothing.
+    let fresh = rig.dir.join("new.db");
+    lockable.locked.store(true, Ordering::SeqCst);
+    assert_eq!(
+        SqliteStore::open(&fresh, lockable.clone())
+            .await
+            .unwrap_err(),
+        StoreError::Locked
+    );
+    assert!(!fresh.exists());
+    rig.finish();
+}
+
+#[tokio::test]
+async fn a_missing_key_file_is_a_provider_failure() {
+    let rig = Rig::new("no-key").await;
+    std::fs::remove_file(rig.dir.join("kek")).unwrap();
+    assert!(matches!(
+        rig.refused().await,
+        StoreError::KeyProviderFailed { .. }
+    ));
+    rig.finish();
+}
+
+#[tokio::test]
+async fn key_rotation_rewraps_the_data_key_without_rewriting_records() {
+    let rig = Rig::new("rotate").await;
+    let rows_before = journal_rows(&rig.db).await;
+    let new = Arc::new(FileKeyProvider::open_or_create(rig.dir.join("kek-2")).unwrap());
+    let s = rig.open().await.unwrap();
+    s.rekey(new.clone()).await.unwrap();
+    s.apply(&[audit(7)]).await.unwrap();
+    s.close().await;
+    let rows_after = journal_rows(&rig.db).await;
+    assert_eq!(&rows_after[..6], &rows_before[..], "records not rewritten");
+    assert_eq!(rows_after.len(), 7);
+    // The old key no longer opens the store; the new one does.
+    assert_eq!(rig.refused().await, StoreError::WrongKey);
+    let s = rig.open_with(new).await.unwrap();
+    let records = s.load().await.unwrap();
+    assert_eq!(records.len(), 7);
+    assert_eq!(records[6], audit(7));
+    s.close().await;
+    rig.finish();
+}
+
+#[tokio::test]
+async fn the_key_file_is_private_and_key_material_is_never_printed() {
+    let rig = Rig::new("private").await;
+    let key_path = rig.dir.join("kek");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let key_bytes = std::fs::read(&key_path).unwrap();
+    let key_hex: String = key_bytes[24..].iter().map(|b| format!("{b:02x}")).collect();
+    let key_dec = format!("{:?}", &key_bytes[24..]);
+    let s = rig.open().await.unwrap();
+    let kek = rig.provider.key_encryption_key().unwrap();
+    let errors = [
+        StoreError::WrongKey.to_string(),
+        PosError::from(StoreError::WrongKey).to_string(),
+    ];
+    for text in [
+        format!("{s:?}"),
+        format!("{:?}", rig.provider),
+        format!("{kek:?}"),
+        format!("{:?}", SecretKey::from_bytes([0x5a; 32])),
+    ]
+    .iter()
+    .chain(errors.iter())
+    {
+        assert!(!text.contains(&key_hex), "{text}");
+        assert!(!text.contains(&key_dec[1..20]), "{text}");
+        assert!(!text.contains("5a5a"), "{text}");
+        assert!(!text.contains("90, 90"), "{text}");
+    }
+    s.close().await;
+    rig.finish();
+}
+
+// ---------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_truncated_file_is_corrupt_and_kept() {
+    for (name, keep) in [("half", 0usize), ("header", 100), ("empty", 1)] {
+        let rig = Rig::new(name).await;
+        let bytes = std::fs::read(&rig.db).unwrap();
+        let len = match keep {
+            0 => bytes.len() / 2,
+            1 => 0,
+            n => n,
+        };
+        std::fs::write(&rig.db, &bytes[..len]).unwrap();
+        let e = rig.refused().await;
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{name}: {e:?}");
+        assert_eq!(std::fs::read(&rig.db).unwrap().len(), len, "kept");
+        rig.finish();
+    }
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_store_is_corrupt_and_kept() {
+    let dir = temp_dir("not-a-store");
+    let db = dir.join("store.db");
+    std::fs::write(&db, b"hello, this is not a database at all, sorry").unwrap();
+    let p = Arc::new(FileKeyProvider::open_or_create(dir.join("kek")).unwrap());
+    let e = SqliteStore::open(&db, p).await.unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        b"hello, this is not a database at all, sorry"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused_and_nothing_changes() {
+    let rig = Rig::new("newer").await;
+    edit(&rig.db, "PRAGMA user_version = 99").await;
+    let e = rig.refused().await;
+    assert_eq!(
+        e,
+        StoreError::NewerSchema {
+            found: 99,
+            supported: SCHEMA_VERSION
+        }
+    );
+    assert!(matches!(PosError::from(e), PosError::Storage { .. }));
+    rig.finish();
+}
+
+#[tokio::test]
+async fn the_store_uses_a_write_ahead_log_with_full_sync() {
+    let rig = Rig::new("wal").await;
+    let s = rig.open().await.unwrap();
+    let d = s.durability().await.unwrap();
+    assert_eq!(d.journal_mode.to_lowercase(), "wal");
+    assert_eq!(d.synchronous, 2, "synchronous = FULL");
+    s.close().await;
+    rig.finish();
+}
+
+#[tokio::test]
+async fn a_second_open_of_the_same_file_in_one_process_is_refused() {
+    let rig = Rig::new("twice").await;
+    let s = rig.open().await.unwrap();
+    assert!(matches!(rig.open().await, Err(StoreError::Io(_))));
+    s.close().await;
+    // Once closed, it opens again.
+    rig.open().await.unwrap().close().await;
+    rig.finish();
+}
+
+// ---------------------------------------------------------------------------
+// Rollback
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_store_rolled_back_to_an_older_copy_is_refused() {
+    let rig = Rig::new("rollback").await;
+    let old = std::fs::read(&rig.db).unwrap();
+    let s = rig.open().await.unwrap();
+    s.apply(&[audit(7), audit(8)]).await.unwrap();
+    s.close().await;
+    std::fs::write(&rig.db, &old).unwrap();
+    assert_eq!(
+        rig.refused().await,
+        StoreError::RolledBack {
+            found: 6,
+            expected: 8
+        }
+    );
+    // A person decides to keep the old copy: it opens, and is anchored anew.
+    let s = SqliteStore::open_accepting_rollback(&rig.db, rig.provider.clone())
+        .await
+        .unwrap();
+    assert_eq!(s.load().await.unwrap().len(), 6);
+    s.close().await;
+    rig.open().await.unwrap().close().await;
+    rig.finish();
+}
+
+#[tokio::test]
+async fn a_copy_with_a_different_history_is_refused() {
+    let rig = Rig::new("fork").await;
+    let six = std::fs::read(&rig.db).unwrap();
+    let s = rig.open().await.unwrap();
+    s.apply(&[audit(7), audit(8)]).await.unwrap();
+    s.close().await;
+    let eight = std::fs::read(&rig.db).unwrap();
+    // Back to six records (accepted on purpose), then a different seventh.
+    std::fs::write(&rig.db, &six).unwrap();
+    let s = SqliteStore::open_accepting_rollback(&rig.db, rig.provider.clone())
+        .await
+        .unwrap();
+    s.apply(&[payment("p-other", "5555555555554444")])
+        .await
+        .unwrap();
+    s.close().await;
+    // The copy with eight records is longer, but its seventh is not the anchored one.
+    std::fs::write(&rig.db, &eight).unwrap();
+    assert_eq!(
+        rig.refused().await,
+        StoreError::RolledBack {
+            found: 8,
+            expected: 7
+        }
+    );
+    rig.finish();
+}
+
+#[tokio::test]
+async fn a_missing_or_edited_anchor_is_refused() {
+    let rig = Rig::new("anchor-missing").await;
+    std::fs::remove_file(rig.anchor_file()).unwrap();
+    assert!(matches!(rig.refused().await, StoreError::Tampered { .. }));
+    let s = SqliteStore::open_accepting_rollback(&rig.db, rig.provider.clone())
+        .await
+        .unwrap();
+    s.close().await;
+    rig.open().await.unwrap().close().await;
+    rig.finish();
+
+    let rig = Rig::new("anchor-edited").await;
+    let path = rig.anchor_file();
+    let mut a = std::fs::read(&path).unwrap();
+    a[8] ^= 1;
+    std::fs::write(&path, a).unwrap();
+    assert_eq!(tampered_at(&rig.refused().await), 0);
+    // A person's decision to trust the file anchors it anew.
+    let s = SqliteStore::open_accepting_rollback(&rig.db, rig.provider.clone())
+        .await
+        .unwrap();
+    assert_eq!(s.load().await.unwrap().len(), 6);
+    s.close().await;
+    rig.open().await.unwrap().close().await;
+    rig.finish();
+}
+
+#[tokio::test]
+async fn without_anchors_a_whole_older_copy_is_not_detected_as_documented() {
+    // The documented limit: a provider that keeps no anchors cannot tell a
+    // genuine older copy of the file from the current one.
+    let dir = temp_dir("no-anchor");
+    let db = dir.join("store.db");
+    let p: Arc<dyn KeyProvider> = Arc::new(FixedKey {
+        id: "fixed".into(),
+        byte: 3,
+    });
+    let s = SqliteStore::open(&db, p.clone()).await.unwrap();
+    s.apply(&[audit(1)]).await.unwrap();
+    s.close().await;
+    let old = std::fs::read(&db).unwrap();
+    let s = SqliteStore::open(&db, p.clone()).await.unwrap();
+    s.apply(&[audit(2)]).await.unwrap();
+    s.close().await;
+    std::fs::write(&db, old).unwrap();
+    let s = SqliteStore::open(&db, p).await.unwrap();
+    assert_eq!(s.load().await.unwrap(), vec![audit(1)]);
+    s.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------
+// Nothing in clear
+// ---------------------------------------------------------------------------
+
+const TEST_PANS: &[&str] = &[
+    "4111111111111111",
+    "5555555555554444",
+    "378282246310005",
+    "6011111111111117",
+    "4000056655665556",
+    "3566002020360505",
+];
+const EMAILS: &[&str] = &[
+    "jane.doe@example.com",
+    "kenji.sato@example.jp",
+    "marie.curie@example.fr",
+    "buyer+pos@example.org",
+    "x9@example.net",
+    "zoe@example.co.uk",
+];
+const PHONES: &[&str] = &[
+    "+14155550123",
+    "+33612345678",
+    "+819012345678",
+    "+442071838750",
+    "+61291234567",
+    "+4915112345678",
+];
+
+fn luhn_valid(digits: &[u8]) -> bool {
+    let mut sum = 0u32;
+    for (i, d) in digits.iter().rev().enumerate() {
+        let mut v = u32::from(d - b'0');
+        if i % 2 == 1 {
+            v *= 2;
+            if v > 9 {
+                v -= 9;
+            }
+        }
+        sum += v;
+    }
+    sum.is_multiple_of(10)
+}
+
+/// Every Luhn-valid run of 13 to 19 ASCII digits in `bytes` (and every
+/// longer run).
+fn luhn_runs(bytes: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        let run = &bytes[start..i];
+        // A run longer than any card number is reported too: nothing here
+        // should ever be a long number in clear.
+        if run.len() > 19 || (run.len() >= 13 && luhn_valid(run)) {
+            hits.push(String::from_utf8_lossy(run).into_owned());
+        }
+    }
+    hits
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// What a scan of the store's files finds in clear.
+fn scan(db: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut scanned = 0;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        let Ok(bytes) = std::fs::read(PathBuf::from(p)) else {
+            continue;
+        };
+        scanned += 1;
+        for needle in TEST_PANS.iter().chain(EMAILS).chain(PHONES) {
+            if contains(&bytes, needle.as_bytes()) {
+                found.push(format!("{suffix}: {needle}"));
+            }
+        }
+        for run in luhn_runs(&bytes) {
+            found.push(format!("{suffix}: Luhn-valid run {run}"));
+        }
+    }
+    assert!(scanned > 0, "nothing to scan");
+    found
+}
+
+#[test]
+fn the_scanner_finds_what_it_looks_for() {
+    let mut bytes = b"abc".to_vec();
+    bytes.extend_from_slice(TEST_PANS[2].as_bytes());
+    bytes.extend_from_slice(b"xyz");
+    assert_eq!(luhn_runs(&bytes), vec![TEST_PANS[2].to_owned()]);
+    assert!(luhn_runs(b"4111111111111112").is_empty());
+    assert!(luhn_runs(b"411111111111").is_empty(), "12 digits");
+    assert_eq!(luhn_runs(b"a12345678901234567890b").len(), 1, "20 digits");
+    assert!(contains(b"..jane.doe@example.com..", EMAILS[0].as_bytes()));
+    for pan in TEST_PANS {
+        assert!(luhn_valid(pan.as_bytes()), "{pan}");
+    }
+}
+
+#[tokio::test]
+async fn nothing_sensitive_is_stored_in_clear() {
+    let dir = temp_dir("clear");
+    let db = dir.join("store.db");
+    let provider = Arc::new(FileKeyProvider::open_or_create(dir.join("kek")).unwrap());
+    let store = Arc::new(SqliteStore::open(&db, provider.clone()).await.unwrap());
+
+    // Through the engine: orders with contacts, card payments whose reader
+    // (wrongly) hands over the card number in clear, receipts by email and SMS.
+    let clock = VirtualClock::new(T0);
+    let config = EngineConfig::new(&dir, "till-1", "USD").unwrap();
+    let engine = PosEngine::open_with(config, Arc::new(clock), store.clone())
+        .await
+        .unwrap();
+    engine
+        .set_policy(Policy::shopify_pos(usd()).with_enabled(true))
+        .await
+        .unwrap();
+    engine
+        .sign_in(StaffSession {
+            staff_id: staff(),
+            may_take_offline_payments: true,
+        })
+        .unwrap();
+    engine.report_network(false).await.unwrap();
+    for (i, ((pan, email), phone)) in TEST_PANS.iter().zip(EMAILS).zip(PHONES).enumerate() {
+        let order = engine
+            .create_order(NewOrder {
+                order_id: Some(format!("order-{i}")),
+                total: cents(1_000),
+                contact: Some(CustomerContact::parse(Some(email), Some(phone)).unwrap()),
+            })
+            .await
+            .unwrap();
+        let d = engine
+            .begin_card_payment(CardPaymentRequest {
+                order_id: order.id.clone(),
+                payment_id: None,
+                amount: cents(1_000),
+                tip: None,
+                behaviour: OfflineBehaviour::PreferOnline,
+                tender: TenderKind::Card,
+            })
+            .await
+            .unwrap();
+        engine
+            .confirm_card_payment(
+                &d.payment_id,
+                CardRead {
+                    entry_mode: EntryMode::Chip,
+                    network: Network::Visa,
+                    last4: pan[pan.len() - 4..].into(),
+                    fingerprint: Some((*pan).to_owned()),
+                    reader_model: "Wisepad 3".into(),
+                    sealed_card_data: format!("{pan}=3012101123").into_bytes(),
+                },
+            )
+            .await
+            .unwrap();
+        engine
+            .request_receipt(
+                &order.id,
+                ReceiptChannel::Email(EmailAddress::parse(email).unwrap()),
+            )
+            .await
+            .unwrap();
+        engine
+            .request_receipt(
+                &order.id,
+                ReceiptChannel::Sms(PhoneNumber::parse(phone).unwrap()),
+            )
+            .await
+            .unwrap();
+    }
+    // Directly too: an order whose tender list names every payment.
+    store
+        .apply(&[Write::Order(Order {
+            id: OrderId::parse("order-direct").unwrap(),
+            total: cents(1_000),
+            tenders: vec![Tender::Cash {
+                amount: cents(1_000),
+            }],
+            contact: Some(CustomerContact::parse(Some(EMAILS[0]), Some(PHONES[0])).unwrap()),
+            created_at: T0,
+            created_by: staff(),
+        })])
+        .await
+        .unwrap();
+
+    // The values did reach the store...
+    let records = store.load().await.unwrap();
+    let text = format!("{:?}", records.len());
+    assert_eq!(
+        engine.list_payments().unwrap().len(),
+        TEST_PANS.len(),
+        "{text}"
+    );
+    let payments: Vec<&OfflinePayment> = records
+        .iter()
+        .filter_map(|w| match w {
+            Write::Payment(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    for pan in TEST_PANS {
+        assert!(payments
+            .iter()
+            .any(|p| p.card.fingerprint.as_deref() == Some(*pan)));
+    }
+
+    // ...and none of them is on disk in clear, while open (WAL and
+    // shared-memory files present) and after close (all in the main file).
+    assert!(PathBuf::from(format!("{}-wal", db.display())).exists());
+    assert_eq!(scan(&db), Vec::<String>::new());
+    engine.close();
+    drop(engine);
+    store.close().await;
+    assert_eq!(scan(&db), Vec::<String>::new());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------
+// Crash
+// ---------------------------------------------------------------------------
+
+const CRASH_ENV: &str = "POS_CORE_STORE_CRASH_DIR";
+
+/// Runs only as the child of [`a_write_acknowledged_before_a_crash_survives`]:
+/// writes, and dies the moment the write is acknowledged.
+#[tokio::test]
+async fn crash_child() {
+    let Some(dir) = std::env::var_os(CRASH_ENV) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let p = Arc::new(FileKeyProvider::open_or_create(dir.join("kek")).unwrap());
+    let s = SqliteStore::open(dir.join("store.db"), p).await.unwrap();
+    s.apply(&[payment("p-crash", "4111111111111111"), audit(1)])
+        .await
+        .unwrap();
+    std::process::abort();
+}
+
+#[tokio::test]
+async fn a_write_acknowledged_before_a_crash_survives() {
+    let dir = temp_dir("crash");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["crash_child", "--exact", "--test-threads=1"])
+        .env(CRASH_ENV, &dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child was to die");
+    // It died with the write in the log, not yet checkpointed.
+    assert!(dir.join("store.db-wal").exists());
+    let p = Arc::new(FileKeyProvider::open_or_create(dir.join("kek")).unwrap());
+    let s = SqliteStore::open(dir.join("store.db"), p).await.unwrap();
+    assert_eq!(
+        s.load().await.unwrap(),
+        vec![payment("p-crash", "4111111111111111"), audit(1)]
+    );
+    s.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
