@@ -53,6 +53,13 @@ pub enum PosError {
     /// The platform keystore cannot give the key (B8); nothing was lost.
     #[error("the store is locked")]
     StoreLocked,
+    /// The key the platform gave does not open this store; nothing changed.
+    #[error("the key does not open this store")]
+    WrongKey,
+    /// The store was tampered with, rolled back, written by a newer version,
+    /// or is corrupt. It was kept as it is; see docs/store-recovery.md.
+    #[error("the store cannot be trusted: {reason}")]
+    StoreIntegrity { reason: String },
     /// The store could not record the operation (disk full, I/O); nothing changed.
     #[error("storage error: {reason}")]
     Storage { reason: String },
@@ -86,13 +93,15 @@ impl From<StoreError> for PosError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Locked => PosError::StoreLocked,
-            other @ (StoreError::DiskFull
-            | StoreError::Io(_)
-            | StoreError::WrongKey
-            | StoreError::Tampered { .. }
+            StoreError::WrongKey => PosError::WrongKey,
+            other @ (StoreError::Tampered { .. }
             | StoreError::RolledBack { .. }
             | StoreError::NewerSchema { .. }
-            | StoreError::Corrupt { .. }
+            | StoreError::Corrupt { .. }) => PosError::StoreIntegrity {
+                reason: other.to_string(),
+            },
+            other @ (StoreError::DiskFull
+            | StoreError::Io(_)
             | StoreError::KeyProviderFailed { .. }) => PosError::Storage {
                 reason: other.to_string(),
             },

@@ -679,7 +679,7 @@ async fn a_newer_schema_is_refused_and_nothing_changes() {
             supported: SCHEMA_VERSION
         }
     );
-    assert!(matches!(PosError::from(e), PosError::Storage { .. }));
+    assert!(matches!(PosError::from(e), PosError::StoreIntegrity { .. }));
     rig.finish();
 }
 

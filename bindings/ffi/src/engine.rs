@@ -7,7 +7,7 @@ use std::time::Duration;
 use pos_core::clock::{Clock, SystemClock, Timestamp, VirtualClock};
 use pos_core::connectivity as conn;
 use pos_core::engine as core;
-use pos_core::store::MemoryStore;
+use pos_core::sqlite_store::SqliteStore;
 
 use crate::checkout::{
     ActionOverride, CardPaymentRequest, ForwardingStep, GuardOutcome, GuardedAction, NewOrder,
@@ -15,6 +15,7 @@ use crate::checkout::{
 };
 use crate::error::PosError;
 use crate::events::{EventListener, ListenerAdapter, Subscription};
+use crate::keys::{KeyProvider, KeyProviderAdapter};
 use crate::policy::OfflinePolicy;
 use crate::types::{invalid, mirror_enum, order_id, payment_id, ts, CardRead, Money};
 
@@ -35,6 +36,9 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, PosError> {
         reason: format!("runtime: {e}"),
     })
 }
+
+/// The store's file name inside `EngineConfig::data_dir`.
+const STORE_FILE: &str = "pos-core.sqlite";
 
 /// How the app sets up an engine.
 #[derive(Debug, Clone, uniffi::Record)]
@@ -186,31 +190,48 @@ pub struct PosEngine {
 }
 
 impl PosEngine {
-    fn open(config: EngineConfig, clock: Arc<dyn Clock>) -> Result<Arc<Self>, PosError> {
+    fn open(
+        config: EngineConfig,
+        keys: Arc<dyn KeyProvider>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, PosError> {
         let config = core::EngineConfig::new(config.data_dir, &config.device_id, &config.currency)?;
-        // The durable store arrives with its own issue; until then the store is in memory.
-        let store = Arc::new(MemoryStore::new());
-        let inner = runtime()?.block_on(core::PosEngine::open_with(config, clock, store))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| PosError::Storage {
+            reason: format!("cannot create the data folder: {}", e.kind()),
+        })?;
+        let path = config.data_dir.join(STORE_FILE);
+        let provider = Arc::new(KeyProviderAdapter(keys));
+        let inner = runtime()?.block_on(async move {
+            let store = SqliteStore::open(&path, provider)
+                .await
+                .map_err(pos_core::PosError::from)?;
+            core::PosEngine::open_with(config, clock, Arc::new(store)).await
+        })?;
         Ok(Arc::new(PosEngine { inner }))
     }
 }
 
 #[pos_ffi_macros::export]
 impl PosEngine {
-    /// Opens the engine. Fails with `InvalidConfig` for an empty device id,
-    /// an unknown currency code or an empty data folder.
+    /// Opens the engine and its encrypted store (`pos-core.sqlite` in
+    /// `data_dir`, created on first use) with the key from `keys`. Fails with
+    /// `InvalidConfig` for an empty device id or an unknown currency,
+    /// `StoreLocked` while the key is unavailable, `WrongKey` when the key
+    /// does not open the store, `StoreIntegrity` for a tampered, rolled-back
+    /// or newer store (kept as it is).
     #[uniffi::constructor]
-    pub fn new(config: EngineConfig) -> Result<Arc<Self>, PosError> {
-        Self::open(config, Arc::new(SystemClock))
+    pub fn new(config: EngineConfig, keys: Arc<dyn KeyProvider>) -> Result<Arc<Self>, PosError> {
+        Self::open(config, keys, Arc::new(SystemClock))
     }
 
-    /// Opens the engine on a `TestClock` (tests and demos only).
+    /// The same on a `TestClock` (tests and demos only).
     #[uniffi::constructor]
     pub fn with_test_clock(
         config: EngineConfig,
+        keys: Arc<dyn KeyProvider>,
         clock: Arc<TestClock>,
     ) -> Result<Arc<Self>, PosError> {
-        Self::open(config, Arc::new(clock.inner.clone()))
+        Self::open(config, keys, Arc::new(clock.inner.clone()))
     }
 
     pub fn status(&self) -> Result<EngineStatus, PosError> {

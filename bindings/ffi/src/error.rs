@@ -52,6 +52,13 @@ pub enum PosError {
     InvalidTransition { reason: String },
     #[error("the store is locked")]
     StoreLocked,
+    /// The key provider's key does not open this store.
+    #[error("the key does not open this store")]
+    WrongKey,
+    /// Tampered, rolled back, newer schema or corrupt: kept as it is
+    /// (docs/store-recovery.md).
+    #[error("the store cannot be trusted: {reason}")]
+    StoreIntegrity { reason: String },
     #[error("storage error: {reason}")]
     Storage { reason: String },
     #[error("the engine is closed")]
@@ -143,6 +150,8 @@ impl From<pos_core::PosError> for PosError {
             }
             C::InvalidTransition { reason } => PosError::InvalidTransition { reason },
             C::StoreLocked => PosError::StoreLocked,
+            C::WrongKey => PosError::WrongKey,
+            C::StoreIntegrity { reason } => PosError::StoreIntegrity { reason },
             C::Storage { reason } => PosError::Storage { reason },
             C::Closed => PosError::Closed,
             C::Internal { reason } => PosError::Internal { reason },

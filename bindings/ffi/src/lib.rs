@@ -16,6 +16,7 @@ mod checkout;
 mod engine;
 mod error;
 mod events;
+mod keys;
 mod policy;
 mod types;
 
@@ -23,5 +24,6 @@ pub use checkout::*;
 pub use engine::*;
 pub use error::*;
 pub use events::*;
+pub use keys::*;
 pub use policy::*;
 pub use types::*;

@@ -16,7 +16,7 @@ final class CheckoutTests: XCTestCase {
     func offlineEngine() async throws -> PosEngine {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pos-swift-\(UUID())")
         let config = EngineConfig(dataDir: dir.path, deviceId: "till-1", currency: "USD")
-        let engine = try PosEngine.withTestClock(config: config, clock: TestClock(wallMs: t0))
+        let engine = try PosEngine.withTestClock(config: config, keys: testKeys(for: config.dataDir), clock: TestClock(wallMs: t0))
         var policy = try policyPreset(preset: .shopifyPos, currencyCode: "USD")
         policy.enabled = true
         try await engine.setPolicy(policy: policy)
@@ -90,7 +90,7 @@ final class CheckoutTests: XCTestCase {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pos-swift-\(UUID())")
         let engine = try PosEngine.withTestClock(
             config: EngineConfig(dataDir: dir.path, deviceId: "till-1", currency: "USD"),
-            clock: TestClock(wallMs: t0))
+            keys: testKeys(for: dir.path), clock: TestClock(wallMs: t0))
         defer { engine.close() }
         let recorder = Recorder()
         let sub = try engine.subscribe(listener: recorder)

@@ -23,25 +23,29 @@ final class Recorder: EventListener, @unchecked Sendable {
 }
 
 final class EngineTests: XCTestCase {
+    func makeEngine(_ config: EngineConfig) throws -> PosEngine {
+        try PosEngine(config: config, keys: testKeys(for: config.dataDir))
+    }
+
     func config(deviceId: String = "till-1", currency: String = "USD") -> EngineConfig {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pos-swift-\(UUID())")
         return EngineConfig(dataDir: dir.path, deviceId: deviceId, currency: currency)
     }
 
     func testBadConfigurationThrowsTypedErrors() {
-        XCTAssertThrowsError(try PosEngine(config: config(deviceId: ""))) { error in
+        XCTAssertThrowsError(try makeEngine(config(deviceId: ""))) { error in
             guard case PosError.InvalidConfig(let reason) = error else {
                 return XCTFail("unexpected \(error)")
             }
             XCTAssertTrue(reason.contains("device_id"), reason)
         }
-        XCTAssertThrowsError(try PosEngine(config: config(currency: "XYZ"))) { error in
+        XCTAssertThrowsError(try makeEngine(config(currency: "XYZ"))) { error in
             guard case PosError.InvalidConfig = error else { return XCTFail("unexpected \(error)") }
         }
     }
 
     func testStatusStartsUnknownAndEmpty() throws {
-        let engine = try PosEngine(config: config())
+        let engine = try makeEngine(config())
         defer { engine.close() }
         let status = try engine.status()
         XCTAssertFalse(status.version.isEmpty)
@@ -52,7 +56,7 @@ final class EngineTests: XCTestCase {
     }
 
     func testAsyncCallFromSwiftConcurrency() async throws {
-        let engine = try PosEngine(config: config())
+        let engine = try makeEngine(config())
         defer { engine.close() }
         let state = try await engine.reportNetwork(reachable: false)
         guard case .networkOutage = state else { return XCTFail("unexpected \(state)") }
@@ -60,7 +64,7 @@ final class EngineTests: XCTestCase {
     }
 
     func testEightConcurrentAsyncCalls() async throws {
-        let engine = try PosEngine(config: config())
+        let engine = try makeEngine(config())
         defer { engine.close() }
         let results = try await withThrowingTaskGroup(of: ConnectivityStatus.self) { group in
             for i in 0..<8 {
@@ -74,7 +78,7 @@ final class EngineTests: XCTestCase {
     }
 
     func testEventsArriveOffTheCallerThread() async throws {
-        let engine = try PosEngine(config: config())
+        let engine = try makeEngine(config())
         defer { engine.close() }
         let recorder = Recorder()
         let subscription = try engine.subscribe(listener: recorder)
@@ -93,7 +97,7 @@ final class EngineTests: XCTestCase {
     }
 
     func testEventStreamFinishesAfterClose() async throws {
-        let engine = try PosEngine(config: config())
+        let engine = try makeEngine(config())
         let stream = try engine.events()
         _ = try await engine.reportNetwork(reachable: false)
         engine.close()
@@ -110,7 +114,7 @@ final class EngineTests: XCTestCase {
     }
 
     func testCloseIsIdempotentAndLaterCallsThrowClosed() async throws {
-        let engine = try PosEngine(config: config())
+        let engine = try makeEngine(config())
         engine.close()
         engine.close()
         XCTAssertThrowsError(try engine.status()) { error in

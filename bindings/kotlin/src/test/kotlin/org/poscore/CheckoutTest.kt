@@ -21,7 +21,7 @@ class CheckoutTest {
     /** An engine on a test clock, Shopify preset turned on, a cashier signed in, network down. */
     private fun offlineEngine(): PosEngine = runBlocking {
         val config = EngineConfig(Files.createTempDirectory("pos-kt").toString(), "till-1", "USD")
-        val engine = PosEngine.withTestClock(config, TestClock(t0))
+        val engine = PosEngine.withTestClock(config, FileKeyProvider(java.io.File(config.dataDir + ".kek")), TestClock(t0))
         engine.setPolicy(policyPreset(PolicyPreset.SHOPIFY_POS, "USD").copy(enabled = true))
         engine.signIn(StaffSession("cashier-1", true))
         val state = engine.reportNetwork(false)
@@ -125,7 +125,7 @@ class CheckoutTest {
     @Test
     fun `connectivity and payment events arrive`() = runBlocking {
         val config = EngineConfig(Files.createTempDirectory("pos-kt").toString(), "till-1", "USD")
-        PosEngine.withTestClock(config, TestClock(t0)).use { engine ->
+        PosEngine.withTestClock(config, FileKeyProvider(java.io.File(config.dataDir + ".kek")), TestClock(t0)).use { engine ->
             engine.setPolicy(policyPreset(PolicyPreset.SHOPIFY_POS, "USD").copy(enabled = true))
             engine.signIn(StaffSession("cashier-1", true))
             val events = LinkedBlockingQueue<PosEvent>()

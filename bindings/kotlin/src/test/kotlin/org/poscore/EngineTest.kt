@@ -17,20 +17,23 @@ import org.junit.jupiter.api.Test
 import kotlin.test.assertFailsWith
 
 class EngineTest {
+    private val dir = Files.createTempDirectory("pos-kt").toFile()
+    private val keys = FileKeyProvider(java.io.File(dir, "kek"))
+
     private fun config(deviceId: String = "till-1", currency: String = "USD") =
-        EngineConfig(Files.createTempDirectory("pos-kt").toString(), deviceId, currency)
+        EngineConfig(Files.createTempDirectory(dir.toPath(), "engine").toString(), deviceId, currency)
 
     @Test
     fun `bad configuration fails with a typed exception`() {
-        val empty = assertFailsWith<PosException.InvalidConfig> { PosEngine(config(deviceId = "")) }
+        val empty = assertFailsWith<PosException.InvalidConfig> { PosEngine(config(deviceId = ""), keys) }
         assertTrue(empty.reason.contains("device_id"), empty.reason)
-        val currency = assertFailsWith<PosException.InvalidConfig> { PosEngine(config(currency = "XYZ")) }
+        val currency = assertFailsWith<PosException.InvalidConfig> { PosEngine(config(currency = "XYZ"), keys) }
         assertTrue(currency.reason.contains("XYZ"), currency.reason)
     }
 
     @Test
     fun `status reports version, unknown connectivity and no payments`() {
-        PosEngine(config()).use { engine ->
+        PosEngine(config(), keys).use { engine ->
             val status = engine.status()
             assertTrue(status.version.isNotEmpty())
             assertEquals("till-1", status.deviceId)
@@ -42,7 +45,7 @@ class EngineTest {
 
     @Test
     fun `async call works from a coroutine`() = runBlocking {
-        PosEngine(config()).use { engine ->
+        PosEngine(config(), keys).use { engine ->
             val state = engine.reportNetwork(false)
             assertTrue(state is ConnectivityStatus.NetworkOutage, "$state")
             assertEquals(state, engine.status().connectivity)
@@ -51,7 +54,7 @@ class EngineTest {
 
     @Test
     fun `eight concurrent async calls all complete`() = runBlocking {
-        PosEngine(config()).use { engine ->
+        PosEngine(config(), keys).use { engine ->
             val results = (1..8).map { i ->
                 async(Dispatchers.Default) { engine.reportNetwork(i % 2 == 0) }
             }.awaitAll()
@@ -63,7 +66,7 @@ class EngineTest {
 
     @Test
     fun `events arrive off the caller thread`() = runBlocking {
-        PosEngine(config()).use { engine ->
+        PosEngine(config(), keys).use { engine ->
             val events = LinkedBlockingQueue<Pair<PosEvent, Thread>>()
             val subscription = engine.subscribe(object : EventListener {
                 override fun onEvent(event: PosEvent) {
@@ -86,7 +89,7 @@ class EngineTest {
 
     @Test
     fun `events flow completes after shutdown`() = runBlocking {
-        val engine = PosEngine(config())
+        val engine = PosEngine(config(), keys)
         val subscribed = CompletableDeferred<Unit>()
         val collected = async(Dispatchers.Default) {
             engine.events().onEach { if (it is PosEvent.Snapshot) subscribed.complete(Unit) }.toList()
@@ -104,7 +107,7 @@ class EngineTest {
 
     @Test
     fun `shutdown is idempotent and later calls fail with a typed exception`() = runBlocking {
-        val engine = PosEngine(config())
+        val engine = PosEngine(config(), keys)
         engine.shutdown()
         engine.shutdown()
         assertFailsWith<PosException.Closed> { engine.status() }
