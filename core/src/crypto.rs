@@ -235,15 +235,26 @@ impl FileKeyProvider {
         let r = fill_random(&mut buf[8..])
             .map_err(|e| KeyError::Failed(e.to_string()))
             .and_then(|()| {
-                let mut f = match private_file_options().create_new(true).open(&self.path) {
-                    Ok(f) => f,
+                // Written whole to a private temporary file, then linked into
+                // place: a crash never leaves a partial key file, and a
+                // concurrent creator's key wins (the link fails if it exists).
+                let tmp = self
+                    .path
+                    .with_extension(format!("tmp-{}", std::process::id()));
+                let _ = fs::remove_file(&tmp);
+                let written = private_file_options()
+                    .create_new(true)
+                    .open(&tmp)
+                    .and_then(|mut f| f.write_all(&buf).and_then(|()| f.sync_all()))
+                    .map_err(|e| io_failure("write the key file", &e));
+                let linked = written.and_then(|()| match fs::hard_link(&tmp, &self.path) {
+                    Ok(()) => Ok(()),
                     // Another caller created it first: use theirs.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-                    Err(e) => return Err(io_failure("create the key file", &e)),
-                };
-                f.write_all(&buf)
-                    .and_then(|()| f.sync_all())
-                    .map_err(|e| io_failure("write the key file", &e))?;
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                    Err(e) => Err(io_failure("create the key file", &e)),
+                });
+                let _ = fs::remove_file(&tmp);
+                linked?;
                 sync_parent(&self.path);
                 Ok(())
             });

@@ -26,6 +26,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test [--only rust|kotlin|swift]   everything CI runs (installs what is missing)
   size                              build pos-ffi with the `mobile` profile and print its size
+  soak [KILLS]                      the store crash test with KILLS SIGKILLs (default 2000)
   install                           only install the toolchains and packages
 ";
 
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("size") => stages::size().map(|_| true),
+        Some("soak") => stages::soak(args.get(1).map(String::as_str).unwrap_or("2000")),
         Some("install") => install::all(&install::Needs::everything()).map(|_| true),
         _ => {
             eprint!("{USAGE}");

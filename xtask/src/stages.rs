@@ -423,3 +423,28 @@ pub fn size() -> Result<(), String> {
     println!("budget for the cdylib on x86_64: 4 MiB (docs/benchmarks.md)");
     Ok(())
 }
+
+/// `cargo xtask soak [KILLS]`: the store's crash test with many more SIGKILLs
+/// than the normal test run (`core/tests/crash.rs`, `POS_CRASH_KILLS`).
+pub fn soak(kills: &str) -> Result<bool, String> {
+    if kills.parse::<u32>().map_or(true, |k| k == 0) {
+        return Err(format!(
+            "soak takes a positive number of kills, not {kills:?}"
+        ));
+    }
+    banner(&format!("soak: {kills} kills"));
+    let status = cargo()
+        .args([
+            "test",
+            "-p",
+            "pos-core",
+            "--test",
+            "crash",
+            "--",
+            "--nocapture",
+        ])
+        .env("POS_CRASH_KILLS", kills)
+        .status()
+        .map_err(|e| format!("cannot start cargo: {e}"))?;
+    Ok(status.success())
+}
