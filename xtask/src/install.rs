@@ -113,7 +113,7 @@ fn apt_install(pkgs: &[&str]) -> Result<(), String> {
         c
     };
     run(&mut apt(&["update", "-qq"]))?;
-    let mut install = apt(&["install", "-y", "-qq", "--no-install-recommends"]);
+    let mut install = apt(&["install", "-y", "-qq"]);
     install.args(&missing);
     run(&mut install)
 }

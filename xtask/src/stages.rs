@@ -215,23 +215,25 @@ fn fingerprint(files: &[PathBuf]) -> String {
     format!("{:016x}", h.finish())
 }
 
+/// Runs one harness stage, timing it and turning an error into a failed outcome.
+fn harness(
+    stage: Stage,
+    run: impl FnOnce() -> Result<(u64, u64, Option<String>), String>,
+) -> Outcome {
+    banner(stage.name());
+    let started = Instant::now();
+    match run() {
+        Ok((passed, failed, problem)) => finish(stage, started, passed, failed, problem),
+        Err(e) => finish(stage, started, 0, 0, Some(e)),
+    }
+}
+
 /// Kotlin bindings + hand-written Kotlin + JUnit 5 tests, on the JVM.
 pub fn kotlin(lib: &Path, tools: &Tools) -> Outcome {
-    banner("kotlin");
-    let started = Instant::now();
-    let Some(home) = &tools.kotlin_home else {
-        return finish(
-            Stage::Kotlin,
-            started,
-            0,
-            0,
-            Some("no Kotlin compiler".into()),
-        );
-    };
-    match kotlin_inner(lib, home) {
-        Ok((passed, failed, problem)) => finish(Stage::Kotlin, started, passed, failed, problem),
-        Err(e) => finish(Stage::Kotlin, started, 0, 0, Some(e)),
-    }
+    harness(Stage::Kotlin, || {
+        let home = tools.kotlin_home.as_ref().ok_or("no Kotlin compiler")?;
+        kotlin_inner(lib, home)
+    })
 }
 
 fn kotlin_inner(lib: &Path, home: &Path) -> Result<(u64, u64, Option<String>), String> {
@@ -304,21 +306,10 @@ fn kotlin_inner(lib: &Path, home: &Path) -> Result<(u64, u64, Option<String>), S
 
 /// Swift bindings + hand-written Swift + XCTest, natively or in the trixie root.
 pub fn swift(lib: &Path, tools: &Tools) -> Outcome {
-    banner("swift");
-    let started = Instant::now();
-    let Some(swift) = &tools.swift else {
-        return finish(
-            Stage::Swift,
-            started,
-            0,
-            0,
-            Some("no Swift toolchain".into()),
-        );
-    };
-    match swift_inner(lib, swift) {
-        Ok((passed, failed, problem)) => finish(Stage::Swift, started, passed, failed, problem),
-        Err(e) => finish(Stage::Swift, started, 0, 0, Some(e)),
-    }
+    harness(Stage::Swift, || {
+        let swift = tools.swift.as_ref().ok_or("no Swift toolchain")?;
+        swift_inner(lib, swift)
+    })
 }
 
 fn swift_inner(lib: &Path, swift: &Swift) -> Result<(u64, u64, Option<String>), String> {
