@@ -368,6 +368,17 @@ impl PosEngine {
         if s.ledger.payments.contains_key(&id) {
             return Err(PosError::duplicate(&id));
         }
+        if let Some(b) = s.begun.get(&id) {
+            // The same request again (an app retry) gets the same answer;
+            // another request under the same id is refused, never swapped in.
+            if b.request == request {
+                return Ok(PaymentDecision {
+                    payment_id: id,
+                    route: b.route,
+                });
+            }
+            return Err(PosError::duplicate(&id));
+        }
         let order = s
             .ledger
             .orders
@@ -550,6 +561,7 @@ impl PosEngine {
             });
         }
         let Route::Offline { reason } = begun.route else {
+            self.state().begun.remove(payment_id);
             return Err(PosError::OnlineUnavailable);
         };
         let checked = {
@@ -658,10 +670,16 @@ impl PosEngine {
     }
 
     /// Drops a begun payment that will not be confirmed (the customer left).
-    pub fn cancel_card_payment(&self, payment_id: &PaymentId) -> Result<()> {
+    /// Fails with `DuplicatePayment` when the payment was already taken
+    /// (a confirmation won the race): a stored payment is never cancelled here.
+    pub async fn cancel_card_payment(&self, payment_id: &PaymentId) -> Result<()> {
         self.check_open()?;
-        self.state()
-            .begun
+        let _w = self.inner.write_lock.lock().await;
+        let mut s = self.state();
+        if s.ledger.payments.contains_key(payment_id) {
+            return Err(PosError::duplicate(payment_id));
+        }
+        s.begun
             .remove(payment_id)
             .map(|_| ())
             .ok_or_else(|| not_found(format!("payment {payment_id}")))

@@ -142,7 +142,7 @@ impl VirtualClock {
     pub fn advance(&self, d: Duration) {
         self.with(|s| {
             s.wall = s.wall.plus(d);
-            s.boot += d;
+            s.boot = s.boot.saturating_add(d);
         });
     }
 

@@ -51,6 +51,11 @@ impl EngineConfig {
     /// Validates raw values from the app.
     pub fn new(data_dir: impl Into<PathBuf>, device_id: &str, currency_code: &str) -> Result<Self> {
         let data_dir = data_dir.into();
+        if !data_dir.is_absolute() {
+            return Err(PosError::InvalidConfig {
+                reason: "data_dir must be an absolute path".into(),
+            });
+        }
         if data_dir.as_os_str().is_empty() {
             return Err(PosError::InvalidConfig {
                 reason: "data_dir is empty".into(),

@@ -83,8 +83,13 @@ pub struct Currency {
 impl Currency {
     /// Parses an upper-case three-letter ISO 4217 code.
     pub fn parse(code: &str) -> Result<Self, MoneyError> {
+        // Echo the code only when it has the shape of one (3 capital letters).
         let unknown = || MoneyError::UnknownCurrency {
-            code: code.chars().take(8).collect(),
+            code: if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) {
+                code.to_owned()
+            } else {
+                "(not a 3-letter code)".to_owned()
+            },
         };
         let idx = CURRENCIES
             .binary_search_by(|(c, _)| (*c).cmp(code))

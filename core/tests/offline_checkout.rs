@@ -1845,3 +1845,76 @@ async fn an_override_with_an_overlong_reason_is_refused_and_breaks_nothing() {
     rig.reopen().await;
     assert_eq!(rig.engine.list_payments().unwrap().len(), 2);
 }
+
+// ---------------------------------------------------------------------------
+// Begun payments: retries, reuse of an id, cancellation racing confirmation
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn beginning_again_with_the_same_key_is_a_retry_and_another_request_is_refused() {
+    let rig = Rig::new(shopify()).await;
+    rig.network_down().await;
+    let order = rig.order(5_000).await;
+    let mut req = Rig::request(&order, 1_000, OfflineBehaviour::PreferOnline);
+    req.payment_id = Some("app-key-1".into());
+    let first = rig.engine.begin_card_payment(req.clone()).await.unwrap();
+    let again = rig.engine.begin_card_payment(req.clone()).await.unwrap();
+    assert_eq!(first, again);
+    let mut other = req.clone();
+    other.amount = usd(2_000);
+    assert_eq!(
+        rig.engine.begin_card_payment(other).await,
+        Err(PosError::DuplicatePayment {
+            payment_id: "app-key-1".into()
+        })
+    );
+    // The confirmed payment is the one first begun.
+    let p = rig
+        .engine
+        .confirm_card_payment(&first.payment_id, rig.card())
+        .await
+        .unwrap();
+    assert_eq!(p.amount, usd(1_000));
+}
+
+#[tokio::test]
+async fn a_taken_payment_cannot_be_cancelled() {
+    let rig = Rig::new(shopify()).await;
+    rig.network_down().await;
+    let order = rig.order(5_000).await;
+    let d = rig
+        .engine
+        .begin_card_payment(Rig::request(&order, 1_000, OfflineBehaviour::PreferOnline))
+        .await
+        .unwrap();
+    rig.engine
+        .confirm_card_payment(&d.payment_id, rig.card())
+        .await
+        .unwrap();
+    assert!(matches!(
+        rig.engine.cancel_card_payment(&d.payment_id).await,
+        Err(PosError::DuplicatePayment { .. })
+    ));
+    assert_eq!(rig.engine.list_payments().unwrap().len(), 1);
+    // A begun, unconfirmed payment is dropped.
+    let d = rig
+        .engine
+        .begin_card_payment(Rig::request(&order, 1_000, OfflineBehaviour::PreferOnline))
+        .await
+        .unwrap();
+    rig.engine.cancel_card_payment(&d.payment_id).await.unwrap();
+    assert!(matches!(
+        rig.engine
+            .confirm_card_payment(&d.payment_id, rig.card())
+            .await,
+        Err(PosError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn a_relative_data_dir_is_refused() {
+    assert!(matches!(
+        EngineConfig::new("relative/dir", "till-1", "USD"),
+        Err(PosError::InvalidConfig { .. })
+    ));
+}

@@ -65,6 +65,14 @@ pub fn all(needs: &Needs) -> Result<Tools, String> {
     }
     if needs.kotlin {
         apt.extend(APT_KOTLIN);
+        // Java and npm are on this machine image; install Debian's only
+        // where they are missing (never over another installation).
+        if on_path("java").is_none() {
+            apt.push("openjdk-17-jre-headless");
+        }
+        if on_path("npm").is_none() {
+            apt.push("npm");
+        }
     }
     let native_swift = needs.swift && on_path("swift").is_some();
     let swift_root = cache_dir().join("swift-root");
@@ -167,9 +175,10 @@ fn make_executable(dir: &Path) -> Result<(), String> {
 
 fn swift_root_ready(root: &Path) -> bool {
     // usr/bin/swift is a symlink that resolves only inside the root: test
-    // the link itself, not its target.
+    // the link itself, not its target. The stamp must name today's package list.
     std::fs::symlink_metadata(root.join("usr/bin/swift")).is_ok()
-        && root.join(".pos-core-ready").is_file()
+        && std::fs::read_to_string(root.join(".pos-core-ready"))
+            .is_ok_and(|s| s.trim() == SWIFT_ROOT_PACKAGES)
 }
 
 /// Makes the Debian trixie root with swiftlang once (about a minute, 2.6 GB).

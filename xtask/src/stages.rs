@@ -262,7 +262,13 @@ fn kotlin_inner(lib: &Path, home: &Path) -> Result<(u64, u64, Option<String>), S
     sources.extend(files_with_ext(&root.join("src"), "kt"));
     let classes = build.join("classes");
     let stamp = build.join("classes.fingerprint");
-    let print = fingerprint(&sources);
+    // The compiler version and the classpath are part of what was compiled.
+    let print = format!(
+        "{}-{}-{}",
+        crate::install::KOTLIN_VERSION,
+        cp.to_string_lossy(),
+        fingerprint(&sources)
+    );
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(print.as_str()) && classes.is_dir() {
         eprintln!(
             "xtask: Kotlin sources unchanged, reusing {}",

@@ -334,8 +334,12 @@ impl PosEngine {
             .into())
     }
 
-    pub fn cancel_card_payment(&self, payment_id_: String) -> Result<(), PosError> {
-        Ok(self.inner.cancel_card_payment(&payment_id(&payment_id_)?)?)
+    /// Drops a begun payment; `DuplicatePayment` if it was already taken.
+    pub async fn cancel_card_payment(&self, payment_id_: String) -> Result<(), PosError> {
+        Ok(self
+            .inner
+            .cancel_card_payment(&payment_id(&payment_id_)?)
+            .await?)
     }
 
     /// Every stored offline payment, most urgent first (R19).
