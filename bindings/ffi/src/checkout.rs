@@ -25,7 +25,7 @@ pub struct NewOrder {
     /// The app's order id (idempotency key), or null to generate one.
     pub order_id: Option<String>,
     pub total: Money,
-    pub contact: Option<CustomerContact>,
+    pub contact: Option<std::sync::Arc<CustomerContact>>,
 }
 
 mirror_enum!(

@@ -291,7 +291,7 @@ impl PosEngine {
         let new = pos_core::checkout::NewOrder {
             order_id: order.order_id,
             total: order.total.try_into()?,
-            contact: order.contact.map(TryInto::try_into).transpose()?,
+            contact: order.contact.as_deref().map(Into::into),
         };
         Ok(self.inner.create_order(new).await?.into())
     }

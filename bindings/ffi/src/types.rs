@@ -3,6 +3,8 @@
 //! the app sends them. A conversion from the app validates and fails with
 //! `PosError.InvalidInput`.
 
+use std::sync::Arc;
+
 use pos_core::clock::Timestamp;
 use pos_core::lifecycle as life;
 use pos_core::money as m;
@@ -141,11 +143,12 @@ impl From<DeclineReason> for life::DeclineReason {
 }
 
 /// The customer's contact, captured to collect a declined payment (R17).
-/// Stored sealed; shown back only as hints.
-#[derive(Clone, PartialEq, Eq, uniffi::Record)]
+/// An object, not a record, so that neither Kotlin's `toString()` nor
+/// Swift's `description` can print the address or number: read them with
+/// `email()` / `phone()` when you need them, show `hint()` otherwise. Stored sealed.
+#[derive(Clone, PartialEq, Eq, uniffi::Object)]
 pub struct CustomerContact {
-    pub email: Option<String>,
-    pub phone: Option<String>,
+    inner: life::CustomerContact,
 }
 
 impl std::fmt::Debug for CustomerContact {
@@ -154,19 +157,44 @@ impl std::fmt::Debug for CustomerContact {
     }
 }
 
-impl TryFrom<CustomerContact> for life::CustomerContact {
-    type Error = PosError;
-    fn try_from(c: CustomerContact) -> Result<Self, PosError> {
-        life::CustomerContact::parse(c.email.as_deref(), c.phone.as_deref()).map_err(invalid)
+#[pos_ffi_macros::export]
+impl CustomerContact {
+    /// At least one of the two; the email must look like one and the phone
+    /// must be international (`+` and 7–15 digits). `InvalidInput` otherwise.
+    #[uniffi::constructor]
+    pub fn new(email: Option<String>, phone: Option<String>) -> Result<Arc<Self>, PosError> {
+        let inner =
+            life::CustomerContact::parse(email.as_deref(), phone.as_deref()).map_err(invalid)?;
+        Ok(Arc::new(CustomerContact { inner }))
+    }
+
+    pub fn email(&self) -> Option<String> {
+        self.inner.email().map(|e| e.reveal().to_owned())
+    }
+
+    pub fn phone(&self) -> Option<String> {
+        self.inner.phone().map(|p| p.reveal().to_owned())
+    }
+
+    /// A redacted hint for screens and logs (`a***@e***.com`).
+    pub fn hint(&self) -> String {
+        self.inner
+            .email()
+            .map(|e| e.hint())
+            .or_else(|| self.inner.phone().map(|p| p.hint()))
+            .unwrap_or_default()
+    }
+}
+
+impl From<&CustomerContact> for life::CustomerContact {
+    fn from(c: &CustomerContact) -> Self {
+        c.inner.clone()
     }
 }
 
 impl From<life::CustomerContact> for CustomerContact {
-    fn from(c: life::CustomerContact) -> Self {
-        CustomerContact {
-            email: c.email().map(|e| e.reveal().to_owned()),
-            phone: c.phone().map(|p| p.reveal().to_owned()),
-        }
+    fn from(inner: life::CustomerContact) -> Self {
+        CustomerContact { inner }
     }
 }
 
@@ -212,7 +240,7 @@ pub struct DeclineNotice {
     pub order_id: String,
     pub amount_due: Money,
     pub reason: DeclineReason,
-    pub contact: Option<CustomerContact>,
+    pub contact: Option<Arc<CustomerContact>>,
 }
 
 impl From<life::DeclineNotice> for DeclineNotice {
@@ -222,7 +250,7 @@ impl From<life::DeclineNotice> for DeclineNotice {
             order_id: n.order_id.as_str().to_owned(),
             amount_due: n.amount_due.into(),
             reason: n.reason.into(),
-            contact: n.contact.map(Into::into),
+            contact: n.contact.map(|c| Arc::new(c.into())),
         }
     }
 }

@@ -144,4 +144,31 @@ class CheckoutTest {
             engine.shutdown()
         }
     }
+
+    @Test
+    fun `a decline carries the contact and the amount due, and never prints the contact`() = runBlocking {
+        offlineEngine().use { engine ->
+            val events = LinkedBlockingQueue<PosEvent>()
+            val sub = engine.subscribe(object : EventListener {
+                override fun onEvent(event: PosEvent) = events.put(event)
+            })
+            val order = engine.createOrder(NewOrder(null, usd(3_000), CustomerContact("ana@example.com", null)))
+            val taken = engine.payByCard(order.id, 3_000)
+            engine.recordForwarding(taken.id, ForwardingStep.Started)
+            engine.recordForwarding(taken.id, ForwardingStep.Declined(DeclineReason.InsufficientFunds))
+            var declined: PosEvent.PaymentDeclined? = null
+            while (declined == null) {
+                val e = events.poll(30, TimeUnit.SECONDS) ?: break
+                if (e is PosEvent.PaymentDeclined) declined = e
+                assertTrue(!e.toString().contains("ana@example.com"), "$e")
+            }
+            val notice = declined!!.notice
+            assertEquals(usd(3_000), notice.amountDue)
+            assertEquals("ana@example.com", notice.contact!!.email())
+            assertTrue(notice.contact!!.hint().contains("***"))
+            assertEquals(OrderStatus.CARD_DECLINED, engine.order(order.id).status)
+            sub.cancel()
+            engine.shutdown()
+        }
+    }
 }
