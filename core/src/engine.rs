@@ -381,6 +381,11 @@ impl PosEngine {
     /// The current status.
     pub fn status(&self) -> Result<EngineStatus> {
         self.check_open()?;
+        self.status_now()
+    }
+
+    /// The status, also after close (for a subscriber's first snapshot).
+    fn status_now(&self) -> Result<EngineStatus> {
         let now = self.now();
         let s = self.state();
         let settings = s.settings();
@@ -656,11 +661,19 @@ impl PosEngine {
     /// Subscribes a listener; it first receives a [`PosEvent::Snapshot`].
     pub fn subscribe(&self, listener: Arc<dyn EventListener>) -> Result<Subscription> {
         self.check_open()?;
-        let status = self.status()?;
-        let first = PosEvent::Snapshot {
-            connectivity: status.connectivity,
-            pending_offline_payments: status.pending_offline_payments,
-        };
+        // The snapshot is built on the event thread at the subscription's
+        // place in the queue, so no event is lost between it and the next.
+        let weak = Arc::downgrade(&self.inner);
+        let first = Box::new(move || {
+            let engine = PosEngine {
+                inner: weak.upgrade()?,
+            };
+            let status = engine.status_now().ok()?;
+            Some(PosEvent::Snapshot {
+                connectivity: status.connectivity,
+                pending_offline_payments: status.pending_offline_payments,
+            })
+        });
         Ok(self.inner.events.subscribe(listener, first))
     }
 

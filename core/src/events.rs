@@ -66,11 +66,19 @@ pub trait EventListener: Send + Sync {
 
 type Listeners = Mutex<BTreeMap<u64, Arc<dyn EventListener>>>;
 
+/// Builds a new subscriber's first event on the delivery thread, at its
+/// place in the queue (`None`: the source is gone, do not subscribe).
+pub type FirstEvent = Box<dyn FnOnce() -> Option<PosEvent> + Send>;
+
 enum Message {
     /// Deliver to every listener.
     Broadcast(PosEvent),
-    /// Deliver to one listener only (its first snapshot).
-    To(u64, PosEvent),
+    /// Register a listener and give it its first event. Done on the delivery
+    /// thread, in queue order: an event queued before it never reaches the
+    /// listener, and its first event (built then) already reflects that event;
+    /// every event queued after it follows its first event.
+    Subscribe(u64, Arc<dyn EventListener>, FirstEvent),
+    Unsubscribe(u64),
     Stop,
 }
 
@@ -125,15 +133,11 @@ impl EventBus {
     pub fn subscribe(
         self: &Arc<Self>,
         listener: Arc<dyn EventListener>,
-        first: PosEvent,
+        first: FirstEvent,
     ) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let tx = lock(&self.tx);
-        // After stop nothing is delivered: do not keep the listener alive.
-        if let Some(tx) = tx.as_ref() {
-            lock(&self.listeners).insert(id, listener);
-            let _ = tx.send(Message::To(id, first));
-        }
+        // After stop nothing is delivered and the listener is not kept.
+        self.send(Message::Subscribe(id, listener, first));
         Subscription {
             bus: Arc::downgrade(self),
             id,
@@ -141,7 +145,10 @@ impl EventBus {
     }
 
     fn unsubscribe(&self, id: u64) {
+        // Removed now (nothing more is delivered), and again in queue order
+        // in case its registration is still queued.
         lock(&self.listeners).remove(&id);
+        self.send(Message::Unsubscribe(id));
     }
 
     /// Delivers what is queued, then a final [`PosEvent::Closed`], and stops
@@ -177,7 +184,16 @@ fn deliver(rx: Receiver<Message>, listeners: &Listeners) {
                 break;
             }
             Message::Broadcast(e) => (lock(listeners).values().cloned().collect(), e),
-            Message::To(id, e) => (lock(listeners).get(&id).cloned().into_iter().collect(), e),
+            Message::Unsubscribe(id) => {
+                lock(listeners).remove(&id);
+                continue;
+            }
+            Message::Subscribe(id, listener, first) => {
+                // Built without any bus lock held: it may read engine state.
+                let Some(e) = first() else { continue };
+                lock(listeners).insert(id, Arc::clone(&listener));
+                (vec![listener], e)
+            }
         };
         // The lock is released: a listener may subscribe, unsubscribe or call the engine.
         for l in targets {
@@ -234,6 +250,10 @@ mod tests {
         }
     }
 
+    fn first() -> FirstEvent {
+        Box::new(|| Some(snapshot()))
+    }
+
     // A generous bound only to avoid hanging forever on a bug; the tests do not measure time.
     const LIMIT: Duration = Duration::from_secs(30);
 
@@ -241,7 +261,7 @@ mod tests {
     fn snapshot_first_then_events_in_order_off_the_caller_thread() {
         let bus = EventBus::start().unwrap();
         let (tx, rx) = mpsc::channel();
-        let _sub = bus.subscribe(Arc::new(Collect(Mutex::new(tx))), snapshot());
+        let _sub = bus.subscribe(Arc::new(Collect(Mutex::new(tx))), first());
         bus.emit(PosEvent::Closed);
         let (first, tid) = rx.recv_timeout(LIMIT).unwrap();
         assert_eq!(first, snapshot());
@@ -253,7 +273,7 @@ mod tests {
     fn dropped_subscription_receives_nothing_more() {
         let bus = EventBus::start().unwrap();
         let (tx, rx) = mpsc::channel();
-        let sub = bus.subscribe(Arc::new(Collect(Mutex::new(tx))), snapshot());
+        let sub = bus.subscribe(Arc::new(Collect(Mutex::new(tx))), first());
         assert_eq!(rx.recv_timeout(LIMIT).unwrap().0, snapshot());
         drop(sub);
         bus.emit(PosEvent::Closed);
@@ -268,7 +288,7 @@ mod tests {
     fn stop_is_idempotent_and_sends_closed() {
         let bus = EventBus::start().unwrap();
         let (tx, rx) = mpsc::channel();
-        let _sub = bus.subscribe(Arc::new(Collect(Mutex::new(tx))), snapshot());
+        let _sub = bus.subscribe(Arc::new(Collect(Mutex::new(tx))), first());
         bus.stop();
         bus.stop();
         let got: Vec<_> = rx.try_iter().map(|(e, _)| e).collect();
@@ -285,9 +305,9 @@ mod tests {
     #[test]
     fn a_panicking_listener_does_not_stop_the_others() {
         let bus = EventBus::start().unwrap();
-        let _bad = bus.subscribe(Arc::new(Panics), snapshot());
+        let _bad = bus.subscribe(Arc::new(Panics), first());
         let (tx, rx) = mpsc::channel();
-        let _sub = bus.subscribe(Arc::new(Collect(Mutex::new(tx))), snapshot());
+        let _sub = bus.subscribe(Arc::new(Collect(Mutex::new(tx))), first());
         bus.emit(PosEvent::Closed);
         assert_eq!(rx.recv_timeout(LIMIT).unwrap().0, snapshot());
         assert_eq!(rx.recv_timeout(LIMIT).unwrap().0, PosEvent::Closed);
