@@ -253,9 +253,22 @@ pub enum ForwardingStep {
     },
 }
 
-impl From<ForwardingStep> for life::PaymentEvent {
-    fn from(s: ForwardingStep) -> Self {
-        match s {
+/// A processor reference or decline code from outside: 1–128 printable
+/// ASCII characters, so the store, the audit log and its CSV export never
+/// receive an empty, unbounded or control-character value.
+fn reference(what: &str, v: &str) -> Result<(), PosError> {
+    if v.is_empty() || v.len() > 128 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(format!(
+            "{what} must be 1-128 printable ASCII characters"
+        )));
+    }
+    Ok(())
+}
+
+impl TryFrom<ForwardingStep> for life::PaymentEvent {
+    type Error = PosError;
+    fn try_from(s: ForwardingStep) -> Result<Self, PosError> {
+        Ok(match s {
             ForwardingStep::Started => life::PaymentEvent::StartForwarding,
             ForwardingStep::Failed {
                 error,
@@ -265,12 +278,18 @@ impl From<ForwardingStep> for life::PaymentEvent {
                 next_retry_at: next_retry_at_ms.map(pos_core::clock::Timestamp),
             },
             ForwardingStep::Approved { processor_ref } => {
+                reference("processor_ref", &processor_ref)?;
                 life::PaymentEvent::Approved { processor_ref }
             }
-            ForwardingStep::Declined { reason } => life::PaymentEvent::Declined {
-                reason: reason.into(),
-            },
-        }
+            ForwardingStep::Declined { reason } => {
+                if let DeclineReason::Other { code } = &reason {
+                    reference("decline code", code)?;
+                }
+                life::PaymentEvent::Declined {
+                    reason: reason.into(),
+                }
+            }
+        })
     }
 }
 

@@ -383,7 +383,7 @@ impl PosEngine {
     ) -> Result<PaymentView, PosError> {
         Ok(self
             .inner
-            .record_forwarding(&payment_id(&payment_id_)?, step.into())
+            .record_forwarding(&payment_id(&payment_id_)?, step.try_into()?)
             .await?
             .into())
     }

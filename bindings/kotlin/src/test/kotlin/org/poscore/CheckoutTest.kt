@@ -155,6 +155,8 @@ class CheckoutTest {
             val order = engine.createOrder(NewOrder(null, usd(3_000), CustomerContact("ana@example.com", null)))
             val taken = engine.payByCard(order.id, 3_000)
             engine.recordForwarding(taken.id, ForwardingStep.Started)
+            // A reference from outside is validated before anything is recorded.
+            assertFailsWith<PosException.InvalidInput> { engine.recordForwarding(taken.id, ForwardingStep.Approved("")) }
             engine.recordForwarding(taken.id, ForwardingStep.Declined(DeclineReason.InsufficientFunds))
             var declined: PosEvent.PaymentDeclined? = null
             while (declined == null) {
