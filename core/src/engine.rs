@@ -181,7 +181,7 @@ impl PosEngine {
         clock: Arc<dyn Clock>,
         store: Arc<dyn Store>,
     ) -> Result<Self> {
-        let records = store.load().await?;
+        let records = store.load_at_open().await?;
         let mut ledger = Ledger::default();
         for w in records {
             ledger.apply(w).map_err(|e| PosError::Internal {

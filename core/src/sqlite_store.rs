@@ -135,6 +135,10 @@ pub struct SqliteStore {
     writer: tokio::sync::Mutex<Writer>,
     readers: SqlitePool,
     registration: Mutex<Option<Registration>>,
+    /// What `open` verified and decoded, handed once to `load_at_open` so
+    /// the engine's start does not verify and decrypt the journal twice.
+    /// Dropped by the first write; `load` always reads and verifies the file.
+    opened: Mutex<Option<Vec<Write>>>,
 }
 
 #[derive(Debug)]
@@ -253,6 +257,7 @@ impl SqliteStore {
                     }),
                     readers,
                     registration: Mutex::new(Some(registration)),
+                    opened: Mutex::new(Some(p.writes)),
                 })
             }
             Err(e) => {
@@ -378,6 +383,7 @@ impl SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
+        self.opened.lock().unwrap_or_else(|p| p.into_inner()).take();
         let mut w = self.writer.lock().await;
         let mut rows = Vec::with_capacity(batch.len());
         let mut seq = w.head_seq;
@@ -448,6 +454,18 @@ impl Store for SqliteStore {
         Box::pin(self.load_all())
     }
 
+    /// The records `open` just verified and decoded, when no write came
+    /// since; otherwise a full `load`.
+    fn load_at_open(&self) -> BoxFuture<'_, Result<Vec<Write>, StoreError>> {
+        let opened = self.opened.lock().unwrap_or_else(|p| p.into_inner()).take();
+        Box::pin(async move {
+            match opened {
+                Some(writes) => Ok(writes),
+                None => self.load_all().await,
+            }
+        })
+    }
+
     fn apply<'a>(&'a self, batch: &'a [Write]) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.apply_batch(batch))
     }
@@ -466,6 +484,8 @@ struct Prepared {
     head_seq: u64,
     head_mac: [u8; MAC_LEN],
     anchored: bool,
+    /// The records verified and decoded at open, for the first `load`.
+    writes: Vec<Write>,
 }
 
 /// Options that never read the database at connect time, so that a
@@ -572,7 +592,7 @@ async fn prepare(
         &meta.key_id,
         &meta,
         anchor.as_ref().map(|a| a.seq),
-        false,
+        true,
     )
     .await?;
     if let (Some(a), false) = (&anchor, accept_rollback) {
@@ -606,6 +626,7 @@ async fn prepare(
         head_seq: v.head_seq,
         head_mac: v.head_mac,
         anchored: meta.anchored,
+        writes: v.writes,
     })
 }
 

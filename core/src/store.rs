@@ -59,6 +59,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every record ever applied, oldest first (later records of the same
     /// key replace earlier ones when replayed).
     fn load(&self) -> BoxFuture<'_, Result<Vec<Write>, StoreError>>;
+    /// What the engine reads when it opens: by default a [`Store::load`]; a
+    /// store that already verified every record while opening may hand those
+    /// over instead of reading them again.
+    fn load_at_open(&self) -> BoxFuture<'_, Result<Vec<Write>, StoreError>> {
+        self.load()
+    }
     /// Makes the whole batch durable, atomically.
     fn apply<'a>(&'a self, batch: &'a [Write]) -> BoxFuture<'a, Result<(), StoreError>>;
 }

@@ -1091,3 +1091,17 @@ async fn a_write_acknowledged_before_a_crash_survives() {
     s.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn load_at_open_hands_over_exactly_what_load_reads_and_only_once() {
+    let rig = Rig::new("load-at-open").await;
+    let s = rig.open().await.unwrap();
+    let at_open = s.load_at_open().await.unwrap();
+    assert!(!at_open.is_empty());
+    assert_eq!(at_open, s.load().await.unwrap());
+    // Handed over once: a second call reads (and verifies) the file again.
+    edit(&rig.db, "DELETE FROM journal WHERE seq = 2").await;
+    assert_eq!(tampered_at(&s.load_at_open().await.unwrap_err()), 2);
+    s.close().await;
+    rig.finish();
+}
