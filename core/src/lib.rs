@@ -10,6 +10,7 @@
 //! network and the card-reader radio sit behind traits.
 
 pub mod audit;
+pub mod card_seal;
 pub mod checkout;
 pub mod clock;
 pub mod connectivity;
@@ -17,6 +18,7 @@ pub mod crypto;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod gateway;
 pub mod inbox;
 pub mod ledger;
 pub mod lifecycle;
