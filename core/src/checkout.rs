@@ -16,14 +16,14 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditKind, ForwardOutcome};
+use crate::audit::AuditKind;
 use crate::clock::{duration_ms, Timestamp};
 use crate::engine::{CurrencyTotals, PosEngine, State};
 use crate::error::{PosError, Result};
 use crate::events::PosEvent;
 use crate::ledger::{CardRead, Ledger, OfflinePayment, Order, Tender, Write};
 use crate::lifecycle::{
-    CustomerContact, Deadline, DeclineNotice, OrderId, OrderStatus, PaymentEvent, PaymentId,
+    CustomerContact, Deadline, OrderId, OrderStatus, PaymentEvent, PaymentId,
     PaymentState, PaymentStatus, ReceiptChannel, ReceiptEvent, ReceiptRequest, StaffId,
 };
 use crate::money::{Currency, Money};
@@ -666,6 +666,10 @@ impl PosEngine {
         if let Some(near) = near {
             self.inner.events.emit(PosEvent::LimitNear(near));
         }
+        if self.state().connectivity.state().is_online() {
+            // Taken offline while online (forced): forward it now.
+            self.wake_forwarder();
+        }
         Ok(view_payment(&payment, now))
     }
 
@@ -766,21 +770,7 @@ impl PosEngine {
         self.check_open()?;
         let now = self.now();
         let s = self.state();
-        let mut due: Vec<&OfflinePayment> = s
-            .ledger
-            .payments
-            .values()
-            .filter(|p| p.deadline > now)
-            .filter(|p| match &p.state {
-                PaymentState::Pending => true,
-                PaymentState::FailedToForward { next_retry_at, .. } => {
-                    next_retry_at.is_none_or(|t| t <= now)
-                }
-                _ => false,
-            })
-            .collect();
-        due.sort_by(|a, b| (a.deadline, &a.id).cmp(&(b.deadline, &b.id)));
-        Ok(due.into_iter().take(limit).map(|p| p.id.clone()).collect())
+        Ok(self.due_ids(&s, now, limit))
     }
 
     /// Records one step of forwarding a payment (start, failure, approval,
@@ -794,89 +784,11 @@ impl PosEngine {
         event: PaymentEvent,
     ) -> Result<PaymentView> {
         self.check_open()?;
-        let _w = self.inner.write_lock.lock().await;
-        let now = self.now();
-        let (batch, payment, decline) = {
-            let s = self.state();
-            let mut p = s
-                .ledger
-                .payments
-                .get(payment_id)
-                .cloned()
-                .ok_or_else(|| not_found(format!("payment {payment_id}")))?;
-            let next = p
-                .state
-                .apply(event.clone(), Deadline(p.deadline), now)
-                .map_err(|e| PosError::InvalidTransition {
-                    reason: e.to_string(),
-                })?;
-            let attempt = match &p.state {
-                PaymentState::Forwarding { attempt, .. } => *attempt,
-                other => other.attempts().unwrap_or(0),
-            };
-            p.state = next;
-            let mut batch = vec![Write::Payment(p.clone())];
-            let outcome = match &event {
-                PaymentEvent::Approved { processor_ref } => Some(ForwardOutcome::Approved {
-                    processor_ref: processor_ref.clone(),
-                }),
-                PaymentEvent::Declined { reason } => Some(ForwardOutcome::Declined {
-                    reason: reason.clone(),
-                }),
-                PaymentEvent::ForwardFailed { error, .. } => {
-                    Some(ForwardOutcome::Failed { error: *error })
-                }
-                PaymentEvent::StartForwarding | PaymentEvent::DeadlineReached => None,
-            };
-            if let Some(outcome) = outcome {
-                let kind = AuditKind::ForwardAttempt {
-                    payment_id: p.id.clone(),
-                    attempt,
-                    outcome,
-                };
-                batch.push(Self::audit(&s, &batch, now, None, kind));
-            }
-            // An expiry the forwarder records is reported as one `tick`
-            // finds: audited, and raised as `PaymentExpired` (R8).
-            if let PaymentState::Expired { maybe_received, .. } = p.state {
-                let kind = AuditKind::PaymentExpired {
-                    payment_id: p.id.clone(),
-                    order_id: p.order_id.clone(),
-                    amount: p.amount,
-                    maybe_received,
-                };
-                batch.push(Self::audit(&s, &batch, now, None, kind));
-            }
-            let contact = s
-                .ledger
-                .orders
-                .get(&p.order_id)
-                .and_then(|o| o.contact.clone());
-            let decline = DeclineNotice::for_payment(
-                p.id.clone(),
-                p.order_id.clone(),
-                p.amount,
-                &p.state,
-                contact,
-            )?;
-            (batch, p, decline)
-        };
-        self.commit(batch).await?;
-        self.emit_payment(&payment);
-        if let Some(notice) = decline {
-            self.inner.events.emit(PosEvent::PaymentDeclined(notice));
-        }
-        if payment.state.status() == PaymentStatus::Expired {
-            self.inner.events.emit(PosEvent::PaymentExpired {
-                payment_id: payment.id.clone(),
-                order_id: payment.order_id.clone(),
-                amount: payment.amount,
-            });
-        }
-        Ok(view_payment(&payment, now))
+        let payment = self.record_step(payment_id, event).await?;
+        Ok(view_payment(&payment, self.now()))
     }
 
-    fn emit_payment(&self, p: &OfflinePayment) {
+    pub(crate)  fn emit_payment(&self, p: &OfflinePayment) {
         let order_status = {
             let s = self.state();
             s.ledger

@@ -23,6 +23,7 @@ use crate::connectivity::{
 };
 use crate::error::{PosError, Result};
 use crate::events::{EventBus, EventListener, PosEvent, Subscription};
+use crate::forwarding::{Forwarding, ForwardingConfig};
 use crate::ledger::{Ledger, Settings, Write};
 use crate::lifecycle::StaffId;
 use crate::money::{Currency, Money};
@@ -45,6 +46,8 @@ pub struct EngineConfig {
     pub device_id: String,
     /// The shop's main currency.
     pub currency: Currency,
+    /// How stored payments are forwarded.
+    pub forwarding: ForwardingConfig,
 }
 
 impl EngineConfig {
@@ -77,6 +80,7 @@ impl EngineConfig {
             data_dir,
             device_id: device_id.to_owned(),
             currency,
+            forwarding: ForwardingConfig::default(),
         })
     }
 }
@@ -144,6 +148,7 @@ pub(crate) struct Inner {
     pub(crate) write_lock: tokio::sync::Mutex<()>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) events: Arc<EventBus>,
+    pub(crate) forwarding: Forwarding,
     closed: AtomicBool,
 }
 
@@ -181,6 +186,7 @@ impl PosEngine {
         clock: Arc<dyn Clock>,
         store: Arc<dyn Store>,
     ) -> Result<Self> {
+        let forwarding = Forwarding::new(config.forwarding.clone())?;
         let records = store.load_at_open().await?;
         let mut ledger = Ledger::default();
         for w in records {
@@ -231,11 +237,14 @@ impl PosEngine {
             write_lock: tokio::sync::Mutex::new(()),
             store,
             events,
+            forwarding,
             closed: AtomicBool::new(false),
         };
-        Ok(PosEngine {
+        let engine = PosEngine {
             inner: Arc::new(inner),
-        })
+        };
+        engine.start_driver();
+        Ok(engine)
     }
 
     /// An attempt in flight when the previous process ended (crash, kill,
@@ -634,6 +643,10 @@ impl PosEngine {
         self.commit(batch).await?;
         let to = change.to;
         std::mem::swap(&mut self.state().connectivity, &mut machine);
+        if change.is_recovery() || to.is_online() {
+            // Stored payments are forwarded now (R3).
+            self.wake_forwarder();
+        }
         self.inner.events.emit(PosEvent::ConnectivityChanged {
             from: change.from,
             to,
@@ -685,6 +698,7 @@ impl PosEngine {
             return;
         }
         self.inner.events.stop();
+        self.inner.forwarding.wake.notify_one();
     }
 
     /// Whether [`close`](Self::close) was called.

@@ -54,6 +54,8 @@ pub enum PosEvent {
     SessionWarning(SessionWarning),
     /// The device total is near its limit (B3).
     LimitNear(LimitNear),
+    /// Progress of a forwarding round (B5), for a progress bar.
+    ForwardingProgress(crate::forwarding::ForwardingProgress),
     /// The engine was closed; no further events follow.
     Closed,
 }

@@ -48,6 +48,14 @@ pub enum PosEvent {
         count: Option<u32>,
         count_limit: Option<u32>,
     },
+    /// A forwarding round's progress (for a progress bar).
+    ForwardingProgress {
+        done: u64,
+        total: u64,
+        amount_done: Money,
+        amount_total: Money,
+        finished: bool,
+    },
     Closed,
 }
 
@@ -114,6 +122,13 @@ impl From<core::PosEvent> for PosEvent {
                 limit: n.amount.map(|a| a.limit.into()),
                 count: n.count.map(|c| c.count),
                 count_limit: n.count.map(|c| c.limit),
+            },
+            core::PosEvent::ForwardingProgress(p) => PosEvent::ForwardingProgress {
+                done: p.done,
+                total: p.total,
+                amount_done: p.amount_done.into(),
+                amount_total: p.amount_total.into(),
+                finished: p.finished,
             },
             core::PosEvent::Closed => PosEvent::Closed,
         }

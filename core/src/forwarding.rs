@@ -1,0 +1,681 @@
+//! The forwarding engine (SPEC R3, R8, B2, B4, B5): sends every stored
+//! offline payment to the processor, exactly once, most urgent deadline
+//! first, and tells the app each outcome.
+//!
+//! How "exactly once" holds:
+//! - before a request leaves, the payment is durably `Forwarding` (B2), in a
+//!   group commit with the other payments of the same refill;
+//! - every request carries the payment's stable id as its idempotency key,
+//!   so a retry after a lost answer returns the first decision instead of
+//!   charging again;
+//! - an attempt found `Forwarding` at start-up (a crash during it) is
+//!   recorded as "no answer" and retried with the same id;
+//! - the state machine ([`PaymentState::apply`]) never starts an attempt at
+//!   or after the deadline (R8) and never accepts a second, different outcome.
+//!
+//! A *round* ([`PosEngine::forward_now`]) sends everything due now with at
+//! most `max_in_flight` requests at once, records results in group commits as
+//! they arrive, and ends when nothing due is left; failed attempts get a
+//! retry time with exponential back-off and jitter. The *driver*, a tokio
+//! task started with the engine, runs rounds by itself: when connectivity
+//! returns (R3), when a payment is stored while online, and when a retry
+//! falls due; it also probes the service while offline. Tests turn it off
+//! ([`ForwardingConfig::automatic`]) and run rounds on a virtual clock.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::audit::{AuditKind, ForwardOutcome};
+use crate::clock::{duration_ms, Timestamp};
+use crate::connectivity::{ConnectivityState, ProbeOutcome};
+use crate::engine::{PosEngine, State};
+use crate::error::{PosError, Result};
+use crate::events::PosEvent;
+use crate::gateway::{ForwardRequest, Gateway, GatewayDecision, GatewayError, ServiceStatus};
+use crate::ledger::{OfflinePayment, Write};
+use crate::lifecycle::{
+    Deadline, DeclineNotice, ForwardErrorKind, PaymentEvent, PaymentId, PaymentState,
+    PaymentStatus,
+};
+use crate::money::Money;
+
+/// How the forwarding engine behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardingConfig {
+    /// Requests in flight at once (1–256).
+    pub max_in_flight: usize,
+    /// Back-off before the first retry; doubled at each attempt.
+    pub retry_base: Duration,
+    /// Longest back-off.
+    pub retry_max: Duration,
+    /// Whether the driver forwards by itself. Off in tests that run rounds
+    /// themselves on a virtual clock.
+    pub automatic: bool,
+    /// Seed of the back-off jitter (deterministic tests); `None` draws one.
+    pub jitter_seed: Option<u64>,
+}
+
+impl Default for ForwardingConfig {
+    fn default() -> Self {
+        ForwardingConfig {
+            max_in_flight: 32,
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(10 * 60),
+            automatic: true,
+            jitter_seed: None,
+        }
+    }
+}
+
+impl ForwardingConfig {
+    pub(crate) fn validate(&self) -> Result<()> {
+        if !(1..=256).contains(&self.max_in_flight) {
+            return Err(PosError::InvalidConfig {
+                reason: "max_in_flight must be 1-256".into(),
+            });
+        }
+        if self.retry_base.is_zero() || self.retry_max < self.retry_base {
+            return Err(PosError::InvalidConfig {
+                reason: "retry_base must be > 0 and <= retry_max".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardReport {
+    /// Attempts started.
+    pub attempts: u64,
+    pub approved: u64,
+    pub declined: u64,
+    /// Attempts that ended without a decision (retried later).
+    pub failed: u64,
+    /// Payments expired by this round (R8).
+    pub expired: u64,
+}
+
+/// Progress of the current round, for a progress bar (B5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardingProgress {
+    /// Payments with a decision in this round.
+    pub done: u64,
+    /// Payments due when the round started (plus any added during it).
+    pub total: u64,
+    /// Amount of the decided payments, shop currency.
+    pub amount_done: Money,
+    /// Amount of all payments of the round, shop currency.
+    pub amount_total: Money,
+    /// The round is over.
+    pub finished: bool,
+}
+
+/// The forwarding part of the engine's shared state.
+#[derive(Debug)]
+pub(crate) struct Forwarding {
+    pub(crate) config: ForwardingConfig,
+    gateway: Mutex<Option<Arc<dyn Gateway>>>,
+    paused: AtomicBool,
+    /// Wakes the driver: connectivity back, payment stored, forward now,
+    /// resume, close.
+    pub(crate) wake: Arc<Notify>,
+    /// One round at a time.
+    round: tokio::sync::Mutex<()>,
+    /// Jitter generator state (splitmix64).
+    rng: Mutex<u64>,
+}
+
+impl Forwarding {
+    pub(crate) fn new(config: ForwardingConfig) -> Result<Self> {
+        config.validate()?;
+        let seed = match config.jitter_seed {
+            Some(s) => s,
+            None => {
+                let mut b = [0u8; 8];
+                use ring::rand::SecureRandom;
+                ring::rand::SystemRandom::new()
+                    .fill(&mut b)
+                    .map_err(|_| PosError::Internal {
+                        reason: "no randomness available".into(),
+                    })?;
+                u64::from_le_bytes(b)
+            }
+        };
+        Ok(Forwarding {
+            config,
+            gateway: Mutex::new(None),
+            paused: AtomicBool::new(false),
+            wake: Arc::new(Notify::new()),
+            round: tokio::sync::Mutex::new(()),
+            rng: Mutex::new(seed),
+        })
+    }
+
+    fn gateway(&self) -> Option<Arc<dyn Gateway>> {
+        self.gateway.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// splitmix64: small, seedable, good enough for jitter.
+    fn next_random(&self) -> u64 {
+        let mut s = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Back-off before attempt `attempt + 1`: base × 2^(attempt−1), capped,
+    /// with "equal jitter" (between half and all of it).
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = duration_ms(self.config.retry_base).max(1);
+        let max = duration_ms(self.config.retry_max).max(base);
+        let shift = attempt.saturating_sub(1).min(30);
+        let full = base.saturating_mul(1i64 << shift).min(max);
+        let half = full / 2;
+        let span = u64::try_from(full - half).unwrap_or(0).saturating_add(1);
+        let extra = i64::try_from(self.next_random() % span).unwrap_or(0);
+        Duration::from_millis(u64::try_from(half + extra).unwrap_or(0))
+    }
+}
+
+/// The effects of one recorded step, emitted after its commit.
+struct StepEffects {
+    payment: OfflinePayment,
+    decline: Option<DeclineNotice>,
+}
+
+impl PosEngine {
+    /// Sets (or replaces) the processor gateway used for forwarding, online
+    /// payments, probes and receipts, and wakes the driver.
+    pub fn set_gateway(&self, gateway: Arc<dyn Gateway>) -> Result<()> {
+        self.check_open()?;
+        *self
+            .inner
+            .forwarding
+            .gateway
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(gateway);
+        self.inner.forwarding.wake.notify_one();
+        Ok(())
+    }
+
+    pub(crate) fn gateway(&self) -> Option<Arc<dyn Gateway>> {
+        self.inner.forwarding.gateway()
+    }
+
+    /// Pauses automatic forwarding (B5). Attempts in flight finish; no new
+    /// one starts until [`resume_forwarding`](Self::resume_forwarding) or
+    /// [`forward_now`](Self::forward_now).
+    pub fn pause_forwarding(&self) -> Result<()> {
+        self.check_open()?;
+        self.inner.forwarding.paused.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Resumes automatic forwarding (B5).
+    pub fn resume_forwarding(&self) -> Result<()> {
+        self.check_open()?;
+        self.inner.forwarding.paused.store(false, Ordering::Release);
+        self.inner.forwarding.wake.notify_one();
+        Ok(())
+    }
+
+    /// Whether automatic forwarding is paused.
+    pub fn forwarding_paused(&self) -> bool {
+        self.inner.forwarding.paused.load(Ordering::Acquire)
+    }
+
+    /// Forwards everything due now and returns when it is done (B5: "forward
+    /// now"), whatever the connectivity state and even when paused (the
+    /// pause is lifted). Expired payments are reported first (R8).
+    pub async fn forward_now(&self) -> Result<ForwardReport> {
+        self.check_open()?;
+        self.inner.forwarding.paused.store(false, Ordering::Release);
+        self.forward_round().await
+    }
+
+    /// One round: see the module documentation.
+    pub(crate) async fn forward_round(&self) -> Result<ForwardReport> {
+        let gateway = self.gateway().ok_or(PosError::OnlineUnavailable)?;
+        let _round = self.inner.forwarding.round.lock().await;
+        let mut report = ForwardReport {
+            expired: self.tick().await?.expired.len() as u64,
+            ..ForwardReport::default()
+        };
+        let max = self.inner.forwarding.config.max_in_flight;
+        let currency = self.inner.config.currency;
+        let due = self.due_for_forwarding(usize::MAX)?;
+        let mut counted: std::collections::BTreeSet<PaymentId> = due.iter().cloned().collect();
+        let mut progress = ForwardingProgress {
+            done: 0,
+            total: due.len() as u64,
+            amount_done: Money::zero(currency),
+            amount_total: self.amount_of(&due),
+            finished: false,
+        };
+        if due.is_empty() {
+            return Ok(report);
+        }
+        self.inner
+            .events
+            .emit(PosEvent::ForwardingProgress(progress.clone()));
+        let mut in_flight: JoinSet<(PaymentId, u32, std::result::Result<GatewayDecision, GatewayError>)> =
+            JoinSet::new();
+        loop {
+            // Refill: mark the next due payments as in flight, durably, in
+            // one commit, then send them.
+            let free = max.saturating_sub(in_flight.len());
+            if free > 0 && !self.forwarding_paused() && !self.is_closed() {
+                let started = self.start_attempts(free).await?;
+                for (request, attempt) in started {
+                    report.attempts += 1;
+                    if counted.insert(request.payment_id.clone()) {
+                        // Became due during the round (a retry time passed,
+                        // a payment stored): it joins the round's total.
+                        progress.total += 1;
+                        if request.amount.currency() == currency {
+                            progress.amount_total = progress
+                                .amount_total
+                                .checked_add(&request.amount)
+                                .unwrap_or(progress.amount_total);
+                        }
+                    }
+                    let gw = Arc::clone(&gateway);
+                    in_flight.spawn_blocking(move || {
+                        let id = request.payment_id.clone();
+                        (id, attempt, gw.forward(&request))
+                    });
+                }
+            }
+            let Some(first) = in_flight.join_next().await else {
+                break;
+            };
+            let mut results = vec![first];
+            while let Some(more) = in_flight.try_join_next() {
+                results.push(more);
+            }
+            let mut steps = Vec::with_capacity(results.len());
+            for r in results {
+                let (id, attempt, outcome) = r.map_err(|e| PosError::Internal {
+                    reason: format!("forwarding task failed: {e}"),
+                })?;
+                let event = match outcome {
+                    Ok(GatewayDecision::Approved { processor_ref }) => {
+                        report.approved += 1;
+                        PaymentEvent::Approved { processor_ref }
+                    }
+                    Ok(GatewayDecision::Declined { reason }) => {
+                        report.declined += 1;
+                        PaymentEvent::Declined { reason }
+                    }
+                    Err(e) => {
+                        report.failed += 1;
+                        let next_retry_at = e
+                            .kind
+                            .is_retryable()
+                            .then(|| self.now().plus(self.inner.forwarding.backoff(attempt)));
+                        PaymentEvent::ForwardFailed {
+                            error: e.kind,
+                            next_retry_at,
+                        }
+                    }
+                };
+                steps.push((id, event));
+            }
+            let recorded = self.record_steps(steps).await?;
+            for p in recorded {
+                if p.state.is_final() {
+                    progress.done += 1;
+                    if p.amount.currency() == currency {
+                        progress.amount_done = progress
+                            .amount_done
+                            .checked_add(&p.amount)
+                            .unwrap_or(progress.amount_done);
+                    }
+                }
+            }
+            self.inner
+                .events
+                .emit(PosEvent::ForwardingProgress(progress.clone()));
+        }
+        progress.finished = true;
+        self.inner
+            .events
+            .emit(PosEvent::ForwardingProgress(progress));
+        Ok(report)
+    }
+
+    fn amount_of(&self, ids: &[PaymentId]) -> Money {
+        let currency = self.inner.config.currency;
+        let s = self.state();
+        ids.iter()
+            .filter_map(|id| s.ledger.payments.get(id))
+            .filter(|p| p.amount.currency() == currency)
+            .fold(Money::zero(currency), |acc, p| {
+                acc.checked_add(&p.amount).unwrap_or(acc)
+            })
+    }
+
+    /// Marks up to `limit` due payments as in flight in one commit and
+    /// returns their requests.
+    async fn start_attempts(&self, limit: usize) -> Result<Vec<(ForwardRequest, u32)>> {
+        let _w = self.inner.write_lock.lock().await;
+        let now = self.now();
+        let (batch, started) = {
+            let s = self.state();
+            let mut batch = Vec::new();
+            let mut started = Vec::new();
+            for id in self.due_ids(&s, now, limit) {
+                let Some(p) = s.ledger.payments.get(&id) else {
+                    continue;
+                };
+                let Ok(next) = p
+                    .state
+                    .apply(PaymentEvent::StartForwarding, Deadline(p.deadline), now)
+                else {
+                    continue;
+                };
+                let attempt = next.attempts().unwrap_or(1);
+                let mut p = p.clone();
+                p.state = next;
+                started.push((
+                    ForwardRequest {
+                        device_id: self.inner.config.device_id.clone(),
+                        payment_id: p.id.clone(),
+                        order_id: p.order_id.clone(),
+                        amount: p.amount,
+                        tip: p.tip,
+                        entry_mode: p.card.entry_mode,
+                        network: p.card.network,
+                        last4: p.card.last4.clone(),
+                        taken_at: p.taken_at,
+                        deadline: p.deadline,
+                        attempt,
+                        sealed_card_data: p.card.sealed_card_data.clone(),
+                    },
+                    attempt,
+                ));
+                batch.push(Write::Payment(p));
+            }
+            (batch, started)
+        };
+        self.commit(batch).await?;
+        Ok(started)
+    }
+
+    /// The due payments, most urgent deadline first (B4).
+    pub(crate) fn due_ids(&self, s: &State, now: Timestamp, limit: usize) -> Vec<PaymentId> {
+        let mut due: Vec<&OfflinePayment> = s
+            .ledger
+            .payments
+            .values()
+            .filter(|p| p.deadline > now)
+            .filter(|p| match &p.state {
+                PaymentState::Pending => true,
+                PaymentState::FailedToForward { next_retry_at, .. } => {
+                    next_retry_at.is_none_or(|t| t <= now)
+                }
+                _ => false,
+            })
+            .collect();
+        due.sort_by(|a, b| (a.deadline, &a.id).cmp(&(b.deadline, &b.id)));
+        due.into_iter().take(limit).map(|p| p.id.clone()).collect()
+    }
+
+    /// Records several forwarding steps in one commit. A step the payment
+    /// cannot take is skipped (logged in the result as absent), never
+    /// applied. Returns the payments as recorded.
+    pub(crate) async fn record_steps(
+        &self,
+        steps: Vec<(PaymentId, PaymentEvent)>,
+    ) -> Result<Vec<OfflinePayment>> {
+        let _w = self.inner.write_lock.lock().await;
+        let now = self.now();
+        let (batch, effects) = {
+            let s = self.state();
+            let mut batch = Vec::new();
+            let mut effects = Vec::new();
+            for (id, event) in steps {
+                if let Ok(e) = Self::step_writes(&s, &mut batch, &id, event, now) {
+                    effects.push(e);
+                }
+            }
+            (batch, effects)
+        };
+        self.commit(batch).await?;
+        Ok(self.emit_steps(effects))
+    }
+
+    /// Records one forwarding step (see [`Self::record_steps`]); the error
+    /// says why a step was refused.
+    pub(crate) async fn record_step(
+        &self,
+        id: &PaymentId,
+        event: PaymentEvent,
+    ) -> Result<OfflinePayment> {
+        let _w = self.inner.write_lock.lock().await;
+        let now = self.now();
+        let (batch, effects) = {
+            let s = self.state();
+            let mut batch = Vec::new();
+            let e = Self::step_writes(&s, &mut batch, id, event, now)?;
+            (batch, e)
+        };
+        self.commit(batch).await?;
+        self.emit_steps(vec![effects])
+            .pop()
+            .ok_or_else(|| PosError::Internal {
+                reason: "recorded step vanished".into(),
+            })
+    }
+
+    fn emit_steps(&self, effects: Vec<StepEffects>) -> Vec<OfflinePayment> {
+        let mut out = Vec::with_capacity(effects.len());
+        for e in effects {
+            self.emit_payment(&e.payment);
+            if let Some(notice) = e.decline {
+                self.inner.events.emit(PosEvent::PaymentDeclined(notice));
+            }
+            if e.payment.state.status() == PaymentStatus::Expired {
+                self.inner.events.emit(PosEvent::PaymentExpired {
+                    payment_id: e.payment.id.clone(),
+                    order_id: e.payment.order_id.clone(),
+                    amount: e.payment.amount,
+                });
+            }
+            out.push(e.payment);
+        }
+        out
+    }
+
+    /// The writes of one step, appended to `batch`: the payment, an audit
+    /// entry for each outcome (B12), an expiry entry (R8).
+    fn step_writes(
+        s: &State,
+        batch: &mut Vec<Write>,
+        id: &PaymentId,
+        event: PaymentEvent,
+        now: Timestamp,
+    ) -> Result<StepEffects> {
+        let mut p = s
+            .ledger
+            .payments
+            .get(id)
+            .cloned()
+            .ok_or_else(|| PosError::NotFound {
+                what: format!("payment {id}"),
+            })?;
+        let next = p
+            .state
+            .apply(event.clone(), Deadline(p.deadline), now)
+            .map_err(|e| PosError::InvalidTransition {
+                reason: e.to_string(),
+            })?;
+        let attempt = match &p.state {
+            PaymentState::Forwarding { attempt, .. } => *attempt,
+            other => other.attempts().unwrap_or(0),
+        };
+        p.state = next;
+        batch.push(Write::Payment(p.clone()));
+        let outcome = match &event {
+            PaymentEvent::Approved { processor_ref } => Some(ForwardOutcome::Approved {
+                processor_ref: processor_ref.clone(),
+            }),
+            PaymentEvent::Declined { reason } => Some(ForwardOutcome::Declined {
+                reason: reason.clone(),
+            }),
+            PaymentEvent::ForwardFailed { error, .. } => Some(ForwardOutcome::Failed { error: *error }),
+            PaymentEvent::StartForwarding | PaymentEvent::DeadlineReached => None,
+        };
+        if let Some(outcome) = outcome {
+            let kind = AuditKind::ForwardAttempt {
+                payment_id: p.id.clone(),
+                attempt,
+                outcome,
+            };
+            let entry = Self::audit(s, batch, now, None, kind);
+            batch.push(entry);
+        }
+        if let PaymentState::Expired { maybe_received, .. } = p.state {
+            let kind = AuditKind::PaymentExpired {
+                payment_id: p.id.clone(),
+                order_id: p.order_id.clone(),
+                amount: p.amount,
+                maybe_received,
+            };
+            let entry = Self::audit(s, batch, now, None, kind);
+            batch.push(entry);
+        }
+        let contact = s
+            .ledger
+            .orders
+            .get(&p.order_id)
+            .and_then(|o| o.contact.clone());
+        let decline = DeclineNotice::for_payment(
+            p.id.clone(),
+            p.order_id.clone(),
+            p.amount,
+            &p.state,
+            contact,
+        )?;
+        Ok(StepEffects {
+            payment: p,
+            decline,
+        })
+    }
+
+    /// Wakes the driver (a payment was stored, connectivity changed).
+    pub(crate) fn wake_forwarder(&self) {
+        self.inner.forwarding.wake.notify_one();
+    }
+
+    /// Starts the driver on the current tokio runtime, if there is one. It
+    /// holds only a weak reference: it ends when the engine is closed or dropped.
+    pub(crate) fn start_driver(&self) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        let wake = Arc::clone(&self.inner.forwarding.wake);
+        handle.spawn(async move {
+            loop {
+                let notified = wake.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let wait = {
+                    let Some(inner) = weak.upgrade() else { break };
+                    let engine = PosEngine { inner };
+                    if engine.is_closed() {
+                        break;
+                    }
+                    engine.drive_once().await
+                };
+                tokio::select! {
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        });
+    }
+
+    /// One pass of the driver; returns how long to sleep before the next
+    /// one if nothing wakes it.
+    async fn drive_once(&self) -> Duration {
+        const IDLE: Duration = Duration::from_secs(30);
+        const MIN: Duration = Duration::from_millis(20);
+        let f = &self.inner.forwarding;
+        if !f.config.automatic || self.forwarding_paused() {
+            return IDLE;
+        }
+        let Some(gateway) = self.gateway() else {
+            return IDLE;
+        };
+        let online = self
+            .state()
+            .connectivity
+            .state()
+            .is_online();
+        if !online {
+            // Probe the service (R2); connectivity decides when it is back.
+            let outcome = match tokio::task::spawn_blocking(move || gateway.status()).await {
+                Ok(Ok(ServiceStatus::Available)) => ProbeOutcome::Healthy,
+                Ok(Ok(ServiceStatus::Disrupted)) => ProbeOutcome::Unhealthy,
+                Ok(Err(e)) if e.kind == ForwardErrorKind::NotSent || e.kind == ForwardErrorKind::NoAnswer => {
+                    ProbeOutcome::Unreachable
+                }
+                Ok(Err(_)) => ProbeOutcome::Unhealthy,
+                Err(_) => return IDLE,
+            };
+            if self.report_probe(outcome).await.is_err() {
+                return IDLE;
+            }
+        }
+        let online = matches!(
+            self.state().connectivity.state(),
+            ConnectivityState::Online { .. }
+        );
+        if online {
+            // A failure here (store error) is retried at the next wake.
+            let _ = self.forward_round().await;
+        } else {
+            let _ = self.tick().await;
+        }
+        // Sleep until the next retry, probe or deadline, in real time.
+        let now = self.now();
+        let next = {
+            let s = self.state();
+            let mut next: Option<Timestamp> = None;
+            for p in s.ledger.payments.values() {
+                let t = match &p.state {
+                    PaymentState::FailedToForward {
+                        next_retry_at: Some(t),
+                        ..
+                    } => Some((*t).min(p.deadline)),
+                    PaymentState::Pending | PaymentState::FailedToForward { .. } => {
+                        Some(p.deadline)
+                    }
+                    _ => None,
+                };
+                next = match (next, t) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            if !online {
+                let probe = s.connectivity.next_probe_at();
+                next = Some(next.map_or(probe, |n| n.min(probe)));
+            }
+            next
+        };
+        match next {
+            Some(t) => now.until(t).clamp(MIN, IDLE),
+            None => IDLE,
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The built-in HTTP gateway: the JSON protocol of [`crate::gateway::wire`]
+//! (documented in `docs/gateway-openapi.yaml`) over HTTP/1.1, TLS by rustls
+//! with the ring provider (no OpenSSL, no aws-lc), through `ureq`
+//! (ADR 0004). Blocking calls, run by the engine on tokio's blocking pool.
+//!
+//! Every payment request carries the payment id as `Idempotency-Key`; the
+//! server keeps it for as long as a payment can be forwarded, so a retry
+//! after a lost answer returns the first decision (B2).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::gateway::wire::{
+    self, DecisionBody, ErrorBody, PaymentBody, ReceiptBody, StatusBody,
+};
+use crate::gateway::{
+    AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, ReceiptDelivery,
+    ServiceStatus, TokenProvider,
+};
+use crate::lifecycle::ForwardErrorKind;
+
+/// How the HTTP gateway connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpGatewayConfig {
+    /// `https://host[:port][/prefix]`; plain `http://` only when
+    /// `allow_plain_http` (loopback tests and the demo).
+    pub base_url: String,
+    /// Time to connect, TLS handshake included.
+    pub connect_timeout: Duration,
+    /// Time for a whole request, answer included.
+    pub request_timeout: Duration,
+    pub allow_plain_http: bool,
+}
+
+impl HttpGatewayConfig {
+    pub fn new(base_url: impl Into<String>) -> Self {
+        HttpGatewayConfig {
+            base_url: base_url.into(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            allow_plain_http: false,
+        }
+    }
+}
+
+/// Why a gateway configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid gateway configuration: {0}")]
+pub struct HttpGatewayConfigError(pub String);
+
+/// The built-in gateway.
+pub struct HttpGateway {
+    base: String,
+    agent: ureq::Agent,
+    tokens: Arc<dyn TokenProvider>,
+}
+
+impl fmt::Debug for HttpGateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpGateway")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Largest answer body read (a decision is a few hundred bytes).
+const MAX_BODY: u64 = 64 * 1024;
+
+impl HttpGateway {
+    pub fn new(
+        config: HttpGatewayConfig,
+        tokens: Arc<dyn TokenProvider>,
+    ) -> Result<Self, HttpGatewayConfigError> {
+        let base = config.base_url.trim_end_matches('/').to_owned();
+        let https = base.starts_with("https://");
+        let http = base.starts_with("http://");
+        if !(https || (http && config.allow_plain_http)) {
+            return Err(HttpGatewayConfigError(
+                "base_url must start with https:// (http:// only with allow_plain_http)".into(),
+            ));
+        }
+        if base.len() > 2048 || base.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(HttpGatewayConfigError("base_url is not a valid URL".into()));
+        }
+        if config.connect_timeout.is_zero() || config.request_timeout.is_zero() {
+            return Err(HttpGatewayConfigError("timeouts must be > 0".into()));
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(config.connect_timeout))
+            .timeout_global(Some(config.request_timeout))
+            .http_status_as_error(false)
+            .https_only(!config.allow_plain_http)
+            .max_idle_connections_per_host(64)
+            .max_idle_connections(64)
+            .user_agent(format!("pos-core/{}", crate::VERSION))
+            .build()
+            .into();
+        Ok(HttpGateway {
+            base,
+            agent,
+            tokens,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    fn bearer(&self) -> Result<String, GatewayError> {
+        let t = self.tokens.token()?;
+        if t.is_empty() || t.len() > 4096 || t.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+            return Err(GatewayError::new(
+                ForwardErrorKind::Rejected,
+                "the token provider returned an unusable token",
+            ));
+        }
+        Ok(format!("Bearer {t}"))
+    }
+
+    fn post_payment(
+        &self,
+        path: &str,
+        body: &PaymentBody,
+    ) -> Result<GatewayDecision, GatewayError> {
+        let auth = self.bearer()?;
+        let response = self
+            .agent
+            .post(&self.url(path))
+            .header("Authorization", &auth)
+            .header(wire::IDEMPOTENCY_HEADER, &body.payment_id)
+            .send_json(body)
+            .map_err(classify)?;
+        let status = response.status().as_u16();
+        let mut body_reader = response.into_body();
+        let reader = body_reader.with_config().limit(MAX_BODY);
+        if status == 200 {
+            let text = reader.read_to_string().map_err(classify)?;
+            let decision: DecisionBody = serde_json::from_str(&text).map_err(|_| {
+                GatewayError::new(ForwardErrorKind::NoAnswer, "unreadable decision")
+            })?;
+            return decision.into_decision(&body.payment_id);
+        }
+        let text = reader.read_to_string().unwrap_or_default();
+        let err: Option<ErrorBody> = serde_json::from_str(&text).ok();
+        if status == 401 {
+            self.tokens.invalidate();
+        }
+        Err(status_error(status, err))
+    }
+}
+
+/// The meaning of a non-200 status (see the OpenAPI document).
+fn status_error(status: u16, body: Option<ErrorBody>) -> GatewayError {
+    let code = body.map(|b| b.error).unwrap_or_default();
+    let code: String = code.chars().take(64).collect();
+    let kind = match status {
+        // The same id is being processed: its decision will come; retry.
+        409 => ForwardErrorKind::ServiceUnavailable,
+        429 => ForwardErrorKind::ServiceUnavailable,
+        500..=599 => ForwardErrorKind::ServiceUnavailable,
+        // 400, 401, 403, 404, 422: the request itself is refused.
+        _ => ForwardErrorKind::Rejected,
+    };
+    GatewayError::new(kind, format!("HTTP {status} {code}"))
+}
+
+/// Whether the request may have reached the processor decides the kind.
+fn classify(e: ureq::Error) -> GatewayError {
+    use ureq::Error as E;
+    let kind = match &e {
+        E::HostNotFound | E::ConnectionFailed | E::Tls(_) | E::Rustls(_) | E::BadUri(_) => {
+            ForwardErrorKind::NotSent
+        }
+        E::Timeout(t) => match t {
+            ureq::Timeout::Resolve | ureq::Timeout::Connect => ForwardErrorKind::NotSent,
+            _ => ForwardErrorKind::NoAnswer,
+        },
+        E::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            ForwardErrorKind::NotSent
+        }
+        E::RequireHttpsOnly(_) | E::TlsRequired => ForwardErrorKind::Rejected,
+        _ => ForwardErrorKind::NoAnswer,
+    };
+    // ureq's messages hold the URL and the error, never the body.
+    GatewayError::new(kind, e.to_string())
+}
+
+impl Gateway for HttpGateway {
+    fn authorize(&self, request: &AuthorizeRequest) -> Result<GatewayDecision, GatewayError> {
+        self.post_payment(wire::AUTHORIZE_PATH, &PaymentBody::authorize(request))
+    }
+
+    fn forward(&self, request: &ForwardRequest) -> Result<GatewayDecision, GatewayError> {
+        self.post_payment(wire::FORWARD_PATH, &PaymentBody::forward(request))
+    }
+
+    fn status(&self) -> Result<ServiceStatus, GatewayError> {
+        let auth = self.bearer()?;
+        let response = self
+            .agent
+            .get(&self.url(wire::STATUS_PATH))
+            .header("Authorization", &auth)
+            .call()
+            .map_err(classify)?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return match status {
+                500..=599 => Ok(ServiceStatus::Disrupted),
+                _ => Err(status_error(status, None)),
+            };
+        }
+        let mut body = response.into_body();
+        let text = body
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_string()
+            .map_err(classify)?;
+        let s: StatusBody = serde_json::from_str(&text)
+            .map_err(|_| GatewayError::new(ForwardErrorKind::NoAnswer, "unreadable status"))?;
+        Ok(match s.status.as_str() {
+            "available" => ServiceStatus::Available,
+            _ => ServiceStatus::Disrupted,
+        })
+    }
+
+    fn deliver_receipt(&self, d: &ReceiptDelivery) -> Result<(), GatewayError> {
+        let auth = self.bearer()?;
+        let body = ReceiptBody {
+            device_id: d.device_id.clone(),
+            receipt_id: d.receipt_id.clone(),
+            order_id: d.order_id.as_str().into(),
+            channel: d.channel.clone(),
+            address: d.address.clone(),
+        };
+        let response = self
+            .agent
+            .post(&self.url(wire::RECEIPT_PATH))
+            .header("Authorization", &auth)
+            .header(wire::IDEMPOTENCY_HEADER, &d.receipt_id)
+            .send_json(&body)
+            .map_err(classify)?;
+        let status = response.status().as_u16();
+        if status == 200 {
+            return Ok(());
+        }
+        if status == 401 {
+            self.tokens.invalidate();
+        }
+        Err(status_error(status, None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::StaticToken;
+
+    fn tokens() -> Arc<dyn TokenProvider> {
+        Arc::new(StaticToken("t".into()))
+    }
+
+    #[test]
+    fn plain_http_needs_an_explicit_opt_in() {
+        assert!(HttpGateway::new(HttpGatewayConfig::new("http://127.0.0.1:1"), tokens()).is_err());
+        let mut c = HttpGatewayConfig::new("http://127.0.0.1:1");
+        c.allow_plain_http = true;
+        assert!(HttpGateway::new(c, tokens()).is_ok());
+        assert!(HttpGateway::new(HttpGatewayConfig::new("ftp://x"), tokens()).is_err());
+        assert!(HttpGateway::new(HttpGatewayConfig::new("https://a b"), tokens()).is_err());
+    }
+
+    #[test]
+    fn status_codes_map_to_retryable_or_not() {
+        assert_eq!(status_error(409, None).kind, ForwardErrorKind::ServiceUnavailable);
+        assert_eq!(status_error(503, None).kind, ForwardErrorKind::ServiceUnavailable);
+        assert_eq!(status_error(422, None).kind, ForwardErrorKind::Rejected);
+        assert_eq!(status_error(401, None).kind, ForwardErrorKind::Rejected);
+    }
+
+    #[test]
+    fn a_refused_connection_is_not_sent() {
+        // Port 1 on loopback: nothing listens there.
+        let mut c = HttpGatewayConfig::new("http://127.0.0.1:1");
+        c.allow_plain_http = true;
+        c.connect_timeout = Duration::from_secs(2);
+        let g = HttpGateway::new(c, tokens()).unwrap();
+        let e = g.status().unwrap_err();
+        assert_eq!(e.kind, ForwardErrorKind::NotSent, "{e}");
+    }
+
+    #[test]
+    fn an_unusable_token_is_rejected_before_sending() {
+        let mut c = HttpGatewayConfig::new("http://127.0.0.1:1");
+        c.allow_plain_http = true;
+        let g = HttpGateway::new(c, Arc::new(StaticToken("bad token\n".into()))).unwrap();
+        assert_eq!(g.status().unwrap_err().kind, ForwardErrorKind::Rejected);
+    }
+}
