@@ -23,8 +23,8 @@ use crate::error::{PosError, Result};
 use crate::events::PosEvent;
 use crate::ledger::{CardRead, Ledger, OfflinePayment, Order, Tender, Write};
 use crate::lifecycle::{
-    CustomerContact, Deadline, OrderId, OrderStatus, PaymentEvent, PaymentId,
-    PaymentState, PaymentStatus, ReceiptChannel, ReceiptEvent, ReceiptRequest, StaffId,
+    CustomerContact, Deadline, OrderId, OrderStatus, PaymentEvent, PaymentId, PaymentState,
+    PaymentStatus, ReceiptChannel, ReceiptEvent, ReceiptRequest, StaffId,
 };
 use crate::money::{Currency, Money};
 use crate::policy::{EntryMode, Network, OfflineReason, TenderKind};
@@ -770,7 +770,7 @@ impl PosEngine {
         self.check_open()?;
         let now = self.now();
         let s = self.state();
-        Ok(self.due_ids(&s, now, limit))
+        Ok(self.due_ids(&s, now, limit, true))
     }
 
     /// Records one step of forwarding a payment (start, failure, approval,
@@ -788,7 +788,7 @@ impl PosEngine {
         Ok(view_payment(&payment, self.now()))
     }
 
-    pub(crate)  fn emit_payment(&self, p: &OfflinePayment) {
+    pub(crate) fn emit_payment(&self, p: &OfflinePayment) {
         let order_status = {
             let s = self.state();
             s.ledger

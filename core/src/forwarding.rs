@@ -22,6 +22,7 @@
 //! falls due; it also probes the service while offline. Tests turn it off
 //! ([`ForwardingConfig::automatic`]) and run rounds on a virtual clock.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,8 +39,7 @@ use crate::events::PosEvent;
 use crate::gateway::{ForwardRequest, Gateway, GatewayDecision, GatewayError, ServiceStatus};
 use crate::ledger::{OfflinePayment, Write};
 use crate::lifecycle::{
-    Deadline, DeclineNotice, ForwardErrorKind, PaymentEvent, PaymentId, PaymentState,
-    PaymentStatus,
+    Deadline, DeclineNotice, ForwardErrorKind, PaymentEvent, PaymentId, PaymentState, PaymentStatus,
 };
 use crate::money::Money;
 
@@ -157,7 +157,10 @@ impl Forwarding {
     }
 
     fn gateway(&self) -> Option<Arc<dyn Gateway>> {
-        self.gateway.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.gateway
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// splitmix64: small, seedable, good enough for jitter.
@@ -237,11 +240,14 @@ impl PosEngine {
     pub async fn forward_now(&self) -> Result<ForwardReport> {
         self.check_open()?;
         self.inner.forwarding.paused.store(false, Ordering::Release);
-        self.forward_round().await
+        self.forward_round(true).await
     }
 
     /// One round: see the module documentation.
-    pub(crate) async fn forward_round(&self) -> Result<ForwardReport> {
+    ///
+    /// A `manual` round also retries payments whose last error was not
+    /// retryable (they wait for "forward now"); an automatic one does not.
+    pub(crate) async fn forward_round(&self, manual: bool) -> Result<ForwardReport> {
         let gateway = self.gateway().ok_or(PosError::OnlineUnavailable)?;
         let _round = self.inner.forwarding.round.lock().await;
         let mut report = ForwardReport {
@@ -250,8 +256,14 @@ impl PosEngine {
         };
         let max = self.inner.forwarding.config.max_in_flight;
         let currency = self.inner.config.currency;
-        let due = self.due_for_forwarding(usize::MAX)?;
-        let mut counted: std::collections::BTreeSet<PaymentId> = due.iter().cloned().collect();
+        let due = {
+            let s = self.state();
+            self.due_ids(&s, self.now(), usize::MAX, manual)
+        };
+        let mut counted: BTreeSet<PaymentId> = due.iter().cloned().collect();
+        // Each payment is attempted at most once per round: a failure waits
+        // for its retry time (or the next manual round), never loops here.
+        let mut tried: BTreeSet<PaymentId> = BTreeSet::new();
         let mut progress = ForwardingProgress {
             done: 0,
             total: due.len() as u64,
@@ -265,16 +277,20 @@ impl PosEngine {
         self.inner
             .events
             .emit(PosEvent::ForwardingProgress(progress.clone()));
-        let mut in_flight: JoinSet<(PaymentId, u32, std::result::Result<GatewayDecision, GatewayError>)> =
-            JoinSet::new();
+        let mut in_flight: JoinSet<(
+            PaymentId,
+            u32,
+            std::result::Result<GatewayDecision, GatewayError>,
+        )> = JoinSet::new();
         loop {
             // Refill: mark the next due payments as in flight, durably, in
             // one commit, then send them.
             let free = max.saturating_sub(in_flight.len());
             if free > 0 && !self.forwarding_paused() && !self.is_closed() {
-                let started = self.start_attempts(free).await?;
+                let started = self.start_attempts(free, manual, &tried).await?;
                 for (request, attempt) in started {
                     report.attempts += 1;
+                    tried.insert(request.payment_id.clone());
                     if counted.insert(request.payment_id.clone()) {
                         // Became due during the round (a retry time passed,
                         // a payment stored): it joins the round's total.
@@ -364,20 +380,26 @@ impl PosEngine {
 
     /// Marks up to `limit` due payments as in flight in one commit and
     /// returns their requests.
-    async fn start_attempts(&self, limit: usize) -> Result<Vec<(ForwardRequest, u32)>> {
+    async fn start_attempts(
+        &self,
+        limit: usize,
+        manual: bool,
+        skip: &BTreeSet<PaymentId>,
+    ) -> Result<Vec<(ForwardRequest, u32)>> {
         let _w = self.inner.write_lock.lock().await;
         let now = self.now();
         let (batch, started) = {
             let s = self.state();
             let mut batch = Vec::new();
             let mut started = Vec::new();
-            for id in self.due_ids(&s, now, limit) {
+            let due = self.due_ids(&s, now, limit.saturating_add(skip.len()), manual);
+            for id in due.into_iter().filter(|id| !skip.contains(id)).take(limit) {
                 let Some(p) = s.ledger.payments.get(&id) else {
                     continue;
                 };
-                let Ok(next) = p
-                    .state
-                    .apply(PaymentEvent::StartForwarding, Deadline(p.deadline), now)
+                let Ok(next) =
+                    p.state
+                        .apply(PaymentEvent::StartForwarding, Deadline(p.deadline), now)
                 else {
                     continue;
                 };
@@ -409,8 +431,15 @@ impl PosEngine {
         Ok(started)
     }
 
-    /// The due payments, most urgent deadline first (B4).
-    pub(crate) fn due_ids(&self, s: &State, now: Timestamp, limit: usize) -> Vec<PaymentId> {
+    /// The due payments, most urgent deadline first (B4). Payments that
+    /// wait for no automatic retry are due only in a `manual` round.
+    pub(crate) fn due_ids(
+        &self,
+        s: &State,
+        now: Timestamp,
+        limit: usize,
+        manual: bool,
+    ) -> Vec<PaymentId> {
         let mut due: Vec<&OfflinePayment> = s
             .ledger
             .payments
@@ -418,9 +447,10 @@ impl PosEngine {
             .filter(|p| p.deadline > now)
             .filter(|p| match &p.state {
                 PaymentState::Pending => true,
-                PaymentState::FailedToForward { next_retry_at, .. } => {
-                    next_retry_at.is_none_or(|t| t <= now)
-                }
+                PaymentState::FailedToForward { next_retry_at, .. } => match next_retry_at {
+                    Some(t) => *t <= now,
+                    None => manual,
+                },
                 _ => false,
             })
             .collect();
@@ -530,7 +560,9 @@ impl PosEngine {
             PaymentEvent::Declined { reason } => Some(ForwardOutcome::Declined {
                 reason: reason.clone(),
             }),
-            PaymentEvent::ForwardFailed { error, .. } => Some(ForwardOutcome::Failed { error: *error }),
+            PaymentEvent::ForwardFailed { error, .. } => {
+                Some(ForwardOutcome::Failed { error: *error })
+            }
             PaymentEvent::StartForwarding | PaymentEvent::DeadlineReached => None,
         };
         if let Some(outcome) = outcome {
@@ -616,17 +648,16 @@ impl PosEngine {
         let Some(gateway) = self.gateway() else {
             return IDLE;
         };
-        let online = self
-            .state()
-            .connectivity
-            .state()
-            .is_online();
+        let online = self.state().connectivity.state().is_online();
         if !online {
             // Probe the service (R2); connectivity decides when it is back.
             let outcome = match tokio::task::spawn_blocking(move || gateway.status()).await {
                 Ok(Ok(ServiceStatus::Available)) => ProbeOutcome::Healthy,
                 Ok(Ok(ServiceStatus::Disrupted)) => ProbeOutcome::Unhealthy,
-                Ok(Err(e)) if e.kind == ForwardErrorKind::NotSent || e.kind == ForwardErrorKind::NoAnswer => {
+                Ok(Err(e))
+                    if e.kind == ForwardErrorKind::NotSent
+                        || e.kind == ForwardErrorKind::NoAnswer =>
+                {
                     ProbeOutcome::Unreachable
                 }
                 Ok(Err(_)) => ProbeOutcome::Unhealthy,
@@ -642,7 +673,7 @@ impl PosEngine {
         );
         if online {
             // A failure here (store error) is retried at the next wake.
-            let _ = self.forward_round().await;
+            let _ = self.forward_round(false).await;
         } else {
             let _ = self.tick().await;
         }

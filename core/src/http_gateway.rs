@@ -11,9 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::gateway::wire::{
-    self, DecisionBody, ErrorBody, PaymentBody, ReceiptBody, StatusBody,
-};
+use crate::gateway::wire::{self, DecisionBody, ErrorBody, PaymentBody, ReceiptBody, StatusBody};
 use crate::gateway::{
     AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, ReceiptDelivery,
     ServiceStatus, TokenProvider,
@@ -172,10 +170,8 @@ fn classify(e: ureq::Error) -> GatewayError {
         E::HostNotFound | E::ConnectionFailed | E::Tls(_) | E::Rustls(_) | E::BadUri(_) => {
             ForwardErrorKind::NotSent
         }
-        E::Timeout(t) => match t {
-            ureq::Timeout::Resolve | ureq::Timeout::Connect => ForwardErrorKind::NotSent,
-            _ => ForwardErrorKind::NoAnswer,
-        },
+        E::Timeout(ureq::Timeout::Resolve | ureq::Timeout::Connect) => ForwardErrorKind::NotSent,
+        E::Timeout(_) => ForwardErrorKind::NoAnswer,
         E::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             ForwardErrorKind::NotSent
         }
@@ -272,8 +268,14 @@ mod tests {
 
     #[test]
     fn status_codes_map_to_retryable_or_not() {
-        assert_eq!(status_error(409, None).kind, ForwardErrorKind::ServiceUnavailable);
-        assert_eq!(status_error(503, None).kind, ForwardErrorKind::ServiceUnavailable);
+        assert_eq!(
+            status_error(409, None).kind,
+            ForwardErrorKind::ServiceUnavailable
+        );
+        assert_eq!(
+            status_error(503, None).kind,
+            ForwardErrorKind::ServiceUnavailable
+        );
         assert_eq!(status_error(422, None).kind, ForwardErrorKind::Rejected);
         assert_eq!(status_error(401, None).kind, ForwardErrorKind::Rejected);
     }

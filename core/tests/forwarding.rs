@@ -1,0 +1,493 @@
+//! The forwarding engine against a scripted in-process processor, on a
+//! virtual clock (issue 5): exactly-once, order, back-off, deadlines,
+//! declines, pause and the automatic start on recovery.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour};
+use pos_core::clock::{Clock, Timestamp, VirtualClock};
+use pos_core::engine::StaffSession;
+use pos_core::forwarding::ForwardingConfig;
+use pos_core::gateway::{
+    AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, ReceiptDelivery,
+    ServiceStatus,
+};
+use pos_core::ledger::CardRead;
+use pos_core::lifecycle::{
+    CustomerContact, DeclineReason, ForwardErrorKind, OrderStatus, PaymentId, PaymentState,
+    PaymentStatus, StaffId,
+};
+use pos_core::money::{Currency, Money};
+use pos_core::policy::{EntryMode, Network, Policy, TenderKind};
+use pos_core::store::MemoryStore;
+use pos_core::{EngineConfig, EventListener, PosEngine, PosEvent};
+
+const T0: Timestamp = Timestamp(1_800_000_000_000);
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn usd(cents: i64) -> Money {
+    Money::new(cents, Currency::parse("USD").unwrap())
+}
+
+/// What the scripted processor does with one payment id.
+#[derive(Debug, Clone)]
+enum Script {
+    Approve,
+    Decline(DeclineReason),
+    /// Fails `n` times with `kind` (charging first when `charge` is set,
+    /// as if the answer were lost), then approves.
+    FailThenApprove {
+        n: usize,
+        kind: ForwardErrorKind,
+        charge: bool,
+    },
+    /// Never decides.
+    AlwaysFail(ForwardErrorKind),
+}
+
+/// An in-process processor with never-expiring idempotency on the payment
+/// id: a charge is made once, and a repeat returns the first decision.
+#[derive(Debug, Default)]
+struct Processor {
+    scripts: Mutex<BTreeMap<String, Script>>,
+    /// payment id -> (decision, how many requests)
+    charges: Mutex<BTreeMap<String, (GatewayDecision, usize)>>,
+    calls: Mutex<Vec<String>>,
+    failures: Mutex<BTreeMap<String, usize>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+impl Processor {
+    fn script(&self, id: &PaymentId, s: Script) {
+        self.scripts.lock().unwrap().insert(id.as_str().into(), s);
+    }
+    fn approved(&self) -> usize {
+        self.charges
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|(d, _)| matches!(d, GatewayDecision::Approved { .. }))
+            .count()
+    }
+}
+
+impl Gateway for Processor {
+    fn authorize(&self, _r: &AuthorizeRequest) -> Result<GatewayDecision, GatewayError> {
+        Err(GatewayError::new(
+            ForwardErrorKind::Rejected,
+            "not scripted",
+        ))
+    }
+
+    fn forward(&self, r: &ForwardRequest) -> Result<GatewayDecision, GatewayError> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let id = r.payment_id.as_str().to_owned();
+        self.calls.lock().unwrap().push(id.clone());
+        let script = self
+            .scripts
+            .lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .unwrap_or(Script::Approve);
+        let decide = |d: GatewayDecision| {
+            let mut c = self.charges.lock().unwrap();
+            let e = c.entry(id.clone()).or_insert((d, 0));
+            e.1 += 1;
+            e.0.clone()
+        };
+        let approve = GatewayDecision::Approved {
+            processor_ref: format!("ch_{id}"),
+        };
+        let out = match script {
+            Script::Approve => Ok(decide(approve)),
+            Script::Decline(reason) => Ok(decide(GatewayDecision::Declined { reason })),
+            Script::FailThenApprove { n, kind, charge } => {
+                let mut f = self.failures.lock().unwrap();
+                let seen = f.entry(id.clone()).or_insert(0);
+                if *seen < n {
+                    *seen += 1;
+                    drop(f);
+                    if charge {
+                        decide(approve);
+                    }
+                    Err(GatewayError::new(kind, "scripted failure"))
+                } else {
+                    drop(f);
+                    Ok(decide(approve))
+                }
+            }
+            Script::AlwaysFail(kind) => Err(GatewayError::new(kind, "scripted failure")),
+        };
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        out
+    }
+
+    fn status(&self) -> Result<ServiceStatus, GatewayError> {
+        Ok(ServiceStatus::Available)
+    }
+
+    fn deliver_receipt(&self, _d: &ReceiptDelivery) -> Result<(), GatewayError> {
+        Ok(())
+    }
+}
+
+struct Events(Mutex<mpsc::Sender<PosEvent>>);
+impl EventListener for Events {
+    fn on_event(&self, e: PosEvent) {
+        let _ = self.0.lock().unwrap().send(e);
+    }
+}
+
+struct Rig {
+    clock: VirtualClock,
+    engine: PosEngine,
+    processor: Arc<Processor>,
+    events: mpsc::Receiver<PosEvent>,
+    _sub: pos_core::Subscription,
+    reader: String,
+}
+
+impl Rig {
+    async fn new(max_in_flight: usize, automatic: bool) -> Rig {
+        let clock = VirtualClock::new(T0);
+        let mut config = EngineConfig::new("/tmp/pos-core-forwarding", "till-1", "USD").unwrap();
+        config.forwarding = ForwardingConfig {
+            max_in_flight,
+            automatic,
+            jitter_seed: Some(7),
+            ..ForwardingConfig::default()
+        };
+        let engine = PosEngine::open_with(
+            config,
+            Arc::new(clock.clone()),
+            Arc::new(MemoryStore::new()),
+        )
+        .await
+        .unwrap();
+        let policy = Policy::square_reader(Currency::parse("USD").unwrap()).with_enabled(true);
+        let reader = policy.offline_readers.iter().next().unwrap().clone();
+        engine.set_policy(policy).await.unwrap();
+        engine
+            .sign_in(StaffSession {
+                staff_id: StaffId::parse("cashier-1").unwrap(),
+                may_take_offline_payments: true,
+            })
+            .unwrap();
+        let processor = Arc::new(Processor::default());
+        engine.set_gateway(processor.clone()).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let sub = engine.subscribe(Arc::new(Events(Mutex::new(tx)))).unwrap();
+        engine.report_network(false).await.unwrap();
+        Rig {
+            clock,
+            engine,
+            processor,
+            events: rx,
+            _sub: sub,
+            reader,
+        }
+    }
+
+    /// Takes one offline payment of `cents` on a new order.
+    async fn take(&self, cents: i64, contact: Option<CustomerContact>) -> PaymentId {
+        let order = self
+            .engine
+            .create_order(NewOrder {
+                order_id: None,
+                total: usd(cents),
+                contact,
+            })
+            .await
+            .unwrap();
+        let d = self
+            .engine
+            .begin_card_payment(CardPaymentRequest {
+                order_id: order.id,
+                payment_id: None,
+                amount: usd(cents),
+                tip: None,
+                behaviour: OfflineBehaviour::PreferOnline,
+                tender: TenderKind::Card,
+            })
+            .await
+            .unwrap();
+        let card = CardRead {
+            entry_mode: EntryMode::Chip,
+            network: Network::Visa,
+            last4: "4242".into(),
+            fingerprint: None,
+            reader_model: self.reader.clone(),
+            sealed_card_data: vec![0xA5; 48],
+        };
+        self.engine
+            .confirm_card_payment(&d.payment_id, card)
+            .await
+            .unwrap();
+        d.payment_id
+    }
+
+    fn advance_to(&self, t: Timestamp) {
+        let now = self.clock.wall_now();
+        self.clock.advance(Duration::from_millis(
+            u64::try_from(t.millis() - now.millis()).unwrap(),
+        ));
+    }
+
+    fn state(&self, id: &PaymentId) -> PaymentState {
+        self.engine
+            .list_payments()
+            .unwrap()
+            .into_iter()
+            .find(|p| &p.id == id)
+            .unwrap()
+            .state
+    }
+
+    fn drain(&self) -> Vec<PosEvent> {
+        // Events are delivered on the event thread; a status call after the
+        // engine's work orders nothing, so wait for what was emitted.
+        let mut out = Vec::new();
+        while let Ok(e) = self.events.recv_timeout(Duration::from_millis(200)) {
+            out.push(e);
+        }
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_payment_is_forwarded_once_most_urgent_first() {
+    let rig = Rig::new(1, false).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(rig.take(1_000 + i, None).await);
+        rig.clock.advance(Duration::from_secs(60));
+    }
+    let report = rig.engine.forward_now().await.unwrap();
+    assert_eq!(report.attempts, 5);
+    assert_eq!(report.approved, 5);
+    // One in flight: the calls are in (deadline, id) order.
+    let calls = rig.processor.calls.lock().unwrap().clone();
+    let mut listed = rig.engine.list_payments().unwrap();
+    listed.sort_by(|a, b| (a.deadline, &a.id).cmp(&(b.deadline, &b.id)));
+    let expected: Vec<String> = listed.iter().map(|p| p.id.as_str().to_owned()).collect();
+    assert_eq!(calls, expected);
+    for id in &ids {
+        assert!(matches!(rig.state(id), PaymentState::Approved { .. }));
+    }
+    // A second round has nothing to do, and charges nothing again.
+    let again = rig.engine.forward_now().await.unwrap();
+    assert_eq!(again.attempts, 0);
+    assert_eq!(rig.processor.approved(), 5);
+    let progress: Vec<_> = rig
+        .drain()
+        .into_iter()
+        .filter_map(|e| match e {
+            PosEvent::ForwardingProgress(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let last = progress.last().unwrap();
+    assert!(last.finished);
+    assert_eq!((last.done, last.total), (5, 5));
+    assert_eq!(last.amount_done, usd(1_000 + 1_001 + 1_002 + 1_003 + 1_004));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_more_than_the_configured_number_is_in_flight() {
+    let rig = Rig::new(4, false).await;
+    for i in 0..40 {
+        rig.take(500 + i, None).await;
+    }
+    let report = rig.engine.forward_now().await.unwrap();
+    assert_eq!(report.approved, 40);
+    let max = rig.processor.max_in_flight.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&max), "max in flight {max}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_retried_with_the_same_id_and_charged_once() {
+    let rig = Rig::new(2, false).await;
+    let id = rig.take(2_500, None).await;
+    rig.processor.script(
+        &id,
+        Script::FailThenApprove {
+            n: 2,
+            kind: ForwardErrorKind::NoAnswer,
+            charge: true,
+        },
+    );
+    let r1 = rig.engine.forward_now().await.unwrap();
+    assert_eq!(r1.failed, 1);
+    let PaymentState::FailedToForward {
+        attempts,
+        next_retry_at: Some(retry),
+        maybe_received: true,
+        ..
+    } = rig.state(&id)
+    else {
+        panic!("{:?}", rig.state(&id));
+    };
+    assert_eq!(attempts, 1);
+    // Not due before its retry time: an automatic round leaves it alone.
+    assert!(retry > rig.clock.wall_now());
+    rig.advance_to(retry);
+    rig.engine.forward_now().await.unwrap();
+    let PaymentState::FailedToForward {
+        attempts: 2,
+        next_retry_at: Some(retry2),
+        ..
+    } = rig.state(&id)
+    else {
+        panic!("{:?}", rig.state(&id));
+    };
+    // Back-off with jitter: the first wait is 1-2 s (base 2 s, equal
+    // jitter), the second 2-4 s.
+    let first = retry.millis() - T0.millis();
+    let second = retry2.millis() - retry.millis();
+    assert!((1_000..=2_000).contains(&first), "{first}");
+    assert!((2_000..=4_000).contains(&second), "{second}");
+    rig.advance_to(retry2);
+    let r3 = rig.engine.forward_now().await.unwrap();
+    assert_eq!(r3.approved, 1);
+    assert!(matches!(rig.state(&id), PaymentState::Approved { .. }));
+    let charges = rig.processor.charges.lock().unwrap();
+    assert_eq!(charges.len(), 1);
+    assert_eq!(charges[id.as_str()].1, 3, "three requests, one charge");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decline_reports_the_contact_and_the_amount_due() {
+    let rig = Rig::new(2, false).await;
+    let contact = CustomerContact::parse(Some("jane@example.com"), None).unwrap();
+    let id = rig.take(4_200, Some(contact)).await;
+    rig.processor
+        .script(&id, Script::Decline(DeclineReason::InsufficientFunds));
+    let r = rig.engine.forward_now().await.unwrap();
+    assert_eq!(r.declined, 1);
+    let events = rig.drain();
+    let notice = events
+        .iter()
+        .find_map(|e| match e {
+            PosEvent::PaymentDeclined(n) => Some(n.clone()),
+            _ => None,
+        })
+        .expect("a decline event");
+    assert_eq!(notice.amount_due, usd(4_200));
+    assert_eq!(notice.reason, DeclineReason::InsufficientFunds);
+    assert_eq!(
+        notice.contact.as_ref().unwrap().email().unwrap().reveal(),
+        "jane@example.com"
+    );
+    let order = events.iter().find_map(|e| match e {
+        PosEvent::PaymentStateChanged {
+            payment_id,
+            order_status: Some(s),
+            status: PaymentStatus::Declined,
+            ..
+        } if payment_id == &id => Some(*s),
+        _ => None,
+    });
+    assert_eq!(order, Some(OrderStatus::CardDeclined));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_deadline_nothing_is_sent_and_expiry_is_reported() {
+    let rig = Rig::new(2, false).await;
+    let a = rig.take(1_000, None).await;
+    let b = rig.take(2_000, None).await;
+    rig.processor
+        .script(&b, Script::AlwaysFail(ForwardErrorKind::ServiceUnavailable));
+    rig.engine.forward_now().await.unwrap();
+    assert!(matches!(rig.state(&a), PaymentState::Approved { .. }));
+    // Fast-forward a week: b's deadline has passed.
+    rig.clock.advance(HOUR * 24 * 7);
+    let calls_before = rig.processor.calls.lock().unwrap().len();
+    let r = rig.engine.forward_now().await.unwrap();
+    assert_eq!(r.expired, 1);
+    assert_eq!(r.attempts, 0);
+    assert_eq!(rig.processor.calls.lock().unwrap().len(), calls_before);
+    assert!(matches!(
+        rig.state(&b),
+        PaymentState::Expired {
+            maybe_received: true,
+            ..
+        }
+    ));
+    let expired: Vec<_> = rig
+        .drain()
+        .into_iter()
+        .filter(|e| matches!(e, PosEvent::PaymentExpired { payment_id, .. } if payment_id == &b))
+        .collect();
+    assert_eq!(expired.len(), 1, "reported once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_request_waits_for_forward_now() {
+    let rig = Rig::new(1, false).await;
+    let id = rig.take(1_000, None).await;
+    rig.processor.script(
+        &id,
+        Script::FailThenApprove {
+            n: 1,
+            kind: ForwardErrorKind::Rejected,
+            charge: false,
+        },
+    );
+    rig.engine.forward_now().await.unwrap();
+    assert!(matches!(
+        rig.state(&id),
+        PaymentState::FailedToForward {
+            next_retry_at: None,
+            last_error: ForwardErrorKind::Rejected,
+            ..
+        }
+    ));
+    // Due only for an explicit "forward now".
+    assert_eq!(rig.engine.due_for_forwarding(10).unwrap(), vec![id.clone()]);
+    assert_eq!(
+        rig.processor.calls.lock().unwrap().len(),
+        1,
+        "tried once per round"
+    );
+    let r = rig.engine.forward_now().await.unwrap();
+    assert_eq!(r.approved, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_starts_by_itself_when_the_connection_returns() {
+    let rig = Rig::new(8, true).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(rig.take(300 + i, None).await);
+    }
+    rig.engine.pause_forwarding().unwrap();
+    rig.engine.resume_forwarding().unwrap();
+    // The network is back: the driver probes the processor (healthy), goes
+    // online and forwards, with no call from the app.
+    rig.engine.report_network(true).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match rig.events.recv_timeout(Duration::from_secs(30)) {
+            Ok(PosEvent::ForwardingProgress(p)) if p.finished => {
+                assert_eq!(p.done, 10);
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("no finished round: {e}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "no finished round");
+    }
+    for id in &ids {
+        assert!(matches!(rig.state(id), PaymentState::Approved { .. }));
+    }
+    assert_eq!(rig.processor.approved(), 10);
+}
