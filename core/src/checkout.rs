@@ -211,8 +211,8 @@ fn view_order(ledger: &Ledger, o: &Order) -> Result<OrderView> {
     Ok(OrderView {
         id: o.id.clone(),
         total: o.total,
-        paid: o.paid()?,
-        balance: o.balance()?,
+        paid: ledger.order_paid(o)?,
+        balance: ledger.order_balance(o)?,
         status: ledger.order_status(o),
         tenders: o.tenders.clone(),
         contact_hint: o.contact.as_ref().map(|c| {
@@ -315,7 +315,7 @@ impl PosEngine {
                 .get(order_id)
                 .cloned()
                 .ok_or_else(|| not_found(format!("order {order_id}")))?;
-            let balance = o.balance()?;
+            let balance = s.ledger.order_balance(&o)?;
             if amount.currency() != balance.currency()
                 || amount.minor_units() > balance.minor_units()
             {
@@ -384,7 +384,7 @@ impl PosEngine {
             .orders
             .get(&request.order_id)
             .ok_or_else(|| not_found(format!("order {}", request.order_id)))?;
-        let balance = order.balance()?;
+        let balance = s.ledger.order_balance(order)?;
         if request.amount.currency() != balance.currency()
             || request.amount.minor_units() > balance.minor_units()
         {
@@ -535,7 +535,7 @@ impl PosEngine {
     ) -> Result<PaymentView> {
         self.check_open()?;
         card.validate().map_err(invalid)?;
-        let _w = self.inner.write_lock.lock().await;
+        let w = self.inner.write_lock.lock().await;
         let now = self.now();
         let (begun, decided_now) = {
             let mut s = self.state();
@@ -561,8 +561,7 @@ impl PosEngine {
             });
         }
         let Route::Offline { reason } = begun.route else {
-            self.state().begun.remove(payment_id);
-            return Err(PosError::OnlineUnavailable);
+            return self.confirm_online(w, begun, card, now).await;
         };
         let checked = {
             let s = self.state();
@@ -597,7 +596,7 @@ impl PosEngine {
                 .get(&begun.request.order_id)
                 .cloned()
                 .ok_or_else(|| not_found("order"))?;
-            let balance = order.balance()?;
+            let balance = s.ledger.order_balance(&order)?;
             if begun.request.amount.minor_units() > balance.minor_units() {
                 return Err(invalid(format!(
                     "the payment {} exceeds the balance {balance}",
@@ -621,6 +620,7 @@ impl PosEngine {
                 deadline,
                 session_started_at: session.started_at(),
                 state: PaymentState::Pending,
+                online: false,
             };
             let mut settings = s.settings();
             settings.session = Some(session);
@@ -671,6 +671,90 @@ impl PosEngine {
             self.wake_forwarder();
         }
         Ok(view_payment(&payment, now))
+    }
+
+    /// An online payment: its record is made durable first (B2: the id is
+    /// known and the attempt is "in flight"), the write lock is released,
+    /// the processor is asked, and its answer recorded. With no answer the
+    /// payment stays "failed to forward" and the forwarding engine asks
+    /// again with the same id: it is never taken again as a new payment.
+    async fn confirm_online(
+        &self,
+        lock: tokio::sync::MutexGuard<'_, ()>,
+        begun: BegunPayment,
+        card: CardRead,
+        now: Timestamp,
+    ) -> Result<PaymentView> {
+        let id = begun.id.clone();
+        let Some(gateway) = self.gateway() else {
+            self.state().begun.remove(&id);
+            return Err(PosError::OnlineUnavailable);
+        };
+        let charged = match begun.request.tip {
+            Some(tip) => begun.request.amount.checked_add(&tip).map_err(invalid)?,
+            None => begun.request.amount,
+        };
+        let (batch, request) = {
+            let s = self.state();
+            let staff = Self::signed_in(&s)?;
+            let mut order = s
+                .ledger
+                .orders
+                .get(&begun.request.order_id)
+                .cloned()
+                .ok_or_else(|| not_found("order"))?;
+            let balance = s.ledger.order_balance(&order)?;
+            if begun.request.amount.minor_units() > balance.minor_units() {
+                return Err(invalid(format!(
+                    "the payment {} exceeds the balance {balance}",
+                    begun.request.amount
+                )));
+            }
+            order.tenders.push(Tender::OnlineCard {
+                payment_id: id.clone(),
+                amount: begun.request.amount,
+            });
+            let request = crate::gateway::AuthorizeRequest {
+                device_id: self.inner.config.device_id.clone(),
+                payment_id: id.clone(),
+                order_id: order.id.clone(),
+                amount: charged,
+                tip: begun.request.tip,
+                entry_mode: card.entry_mode,
+                network: card.network,
+                last4: card.last4.clone(),
+                sealed_card_data: card.sealed_card_data.clone(),
+            };
+            let payment = OfflinePayment {
+                id: id.clone(),
+                order_id: order.id.clone(),
+                amount: charged,
+                tip: begun.request.tip,
+                card,
+                taken_by: staff,
+                taken_at: now,
+                deadline: now.plus(ONLINE_RESOLUTION_WINDOW),
+                session_started_at: now,
+                state: PaymentState::Forwarding {
+                    attempt: 1,
+                    started_at: now,
+                    maybe_received: false,
+                },
+                online: true,
+            };
+            (vec![Write::Payment(payment), Write::Order(order)], request)
+        };
+        self.commit(batch).await?;
+        self.state().begun.remove(&id);
+        drop(lock);
+        let answer = tokio::task::spawn_blocking(move || gateway.authorize(&request))
+            .await
+            .map_err(|e| PosError::Internal {
+                reason: format!("authorization task failed: {e}"),
+            })?;
+        let event = self.answer_event(answer, 1);
+        let p = self.record_step(&id, event).await?;
+        Ok(view_payment(&p, self.now()))
     }
 
     /// Drops a begun payment that will not be confirmed (the customer left).
@@ -888,6 +972,11 @@ impl PosEngine {
         self.inner.config.currency
     }
 }
+
+/// How long an online payment whose answer was lost is retried (with the
+/// same id) before it is reported expired, "maybe received".
+pub const ONLINE_RESOLUTION_WINDOW: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// How far the trusted time may run ahead of the persisted clock floor
 /// before `tick` persists it again.

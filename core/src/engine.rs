@@ -399,7 +399,12 @@ impl PosEngine {
         let s = self.state();
         let settings = s.settings();
         let totals = crate::checkout::totals(&s.ledger)?;
-        let pending: u64 = totals.iter().map(|t| u64::from(t.pending_count)).sum();
+        let pending = s
+            .ledger
+            .payments
+            .values()
+            .filter(|p| !p.online && p.is_unsettled())
+            .count() as u64;
         let next_deadline = s
             .ledger
             .payments

@@ -36,7 +36,9 @@ use crate::connectivity::{ConnectivityState, ProbeOutcome};
 use crate::engine::{PosEngine, State};
 use crate::error::{PosError, Result};
 use crate::events::PosEvent;
-use crate::gateway::{ForwardRequest, Gateway, GatewayDecision, GatewayError, ServiceStatus};
+use crate::gateway::{
+    AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, ServiceStatus,
+};
 use crate::ledger::{OfflinePayment, Write};
 use crate::lifecycle::{
     Deadline, DeclineNotice, ForwardErrorKind, PaymentEvent, PaymentId, PaymentState, PaymentStatus,
@@ -305,7 +307,11 @@ impl PosEngine {
                     let gw = Arc::clone(&gateway);
                     in_flight.spawn_blocking(move || {
                         let id = request.payment_id.clone();
-                        (id, attempt, gw.forward(&request))
+                        let answer = match &request.online {
+                            Some(auth) => gw.authorize(auth),
+                            None => gw.forward(&request),
+                        };
+                        (id, attempt, answer)
                     });
                 }
             }
@@ -321,27 +327,12 @@ impl PosEngine {
                 let (id, attempt, outcome) = r.map_err(|e| PosError::Internal {
                     reason: format!("forwarding task failed: {e}"),
                 })?;
-                let event = match outcome {
-                    Ok(GatewayDecision::Approved { processor_ref }) => {
-                        report.approved += 1;
-                        PaymentEvent::Approved { processor_ref }
-                    }
-                    Ok(GatewayDecision::Declined { reason }) => {
-                        report.declined += 1;
-                        PaymentEvent::Declined { reason }
-                    }
-                    Err(e) => {
-                        report.failed += 1;
-                        let next_retry_at = e
-                            .kind
-                            .is_retryable()
-                            .then(|| self.now().plus(self.inner.forwarding.backoff(attempt)));
-                        PaymentEvent::ForwardFailed {
-                            error: e.kind,
-                            next_retry_at,
-                        }
-                    }
-                };
+                match &outcome {
+                    Ok(GatewayDecision::Approved { .. }) => report.approved += 1,
+                    Ok(GatewayDecision::Declined { .. }) => report.declined += 1,
+                    Err(_) => report.failed += 1,
+                }
+                let event = self.answer_event(outcome, attempt);
                 steps.push((id, event));
             }
             let recorded = self.record_steps(steps).await?;
@@ -365,6 +356,27 @@ impl PosEngine {
             .events
             .emit(PosEvent::ForwardingProgress(progress));
         Ok(report)
+    }
+
+    /// The payment event for a processor's answer to attempt `attempt`.
+    pub(crate) fn answer_event(
+        &self,
+        answer: std::result::Result<GatewayDecision, GatewayError>,
+        attempt: u32,
+    ) -> PaymentEvent {
+        match answer {
+            Ok(GatewayDecision::Approved { processor_ref }) => {
+                PaymentEvent::Approved { processor_ref }
+            }
+            Ok(GatewayDecision::Declined { reason }) => PaymentEvent::Declined { reason },
+            Err(e) => PaymentEvent::ForwardFailed {
+                error: e.kind,
+                next_retry_at: e
+                    .kind
+                    .is_retryable()
+                    .then(|| self.now().plus(self.inner.forwarding.backoff(attempt))),
+            },
+        }
     }
 
     fn amount_of(&self, ids: &[PaymentId]) -> Money {
@@ -420,6 +432,17 @@ impl PosEngine {
                         deadline: p.deadline,
                         attempt,
                         sealed_card_data: p.card.sealed_card_data.clone(),
+                        online: p.online.then(|| AuthorizeRequest {
+                            device_id: self.inner.config.device_id.clone(),
+                            payment_id: p.id.clone(),
+                            order_id: p.order_id.clone(),
+                            amount: p.amount,
+                            tip: p.tip,
+                            entry_mode: p.card.entry_mode,
+                            network: p.card.network,
+                            last4: p.card.last4.clone(),
+                            sealed_card_data: p.card.sealed_card_data.clone(),
+                        }),
                     },
                     attempt,
                 ));

@@ -39,6 +39,9 @@ pub struct ForwardRequest {
     pub attempt: u32,
     /// The reader's card data, sealed for the processor.
     pub sealed_card_data: Vec<u8>,
+    /// For an online payment whose answer was lost: the authorization to
+    /// send again (same id) instead of a forward. Set by the engine only.
+    pub online: Option<AuthorizeRequest>,
 }
 
 /// An online card payment to authorize now.

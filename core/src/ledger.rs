@@ -96,12 +96,20 @@ pub enum Tender {
         payment_id: PaymentId,
         amount: Money,
     },
+    /// A card payment authorized online (its record is kept until the
+    /// processor's decision is known, B2).
+    OnlineCard {
+        payment_id: PaymentId,
+        amount: Money,
+    },
 }
 
 impl Tender {
     pub fn amount(&self) -> Money {
         match self {
-            Tender::Cash { amount } | Tender::OfflineCard { amount, .. } => *amount,
+            Tender::Cash { amount }
+            | Tender::OfflineCard { amount, .. }
+            | Tender::OnlineCard { amount, .. } => *amount,
         }
     }
 }
@@ -144,7 +152,7 @@ impl Order {
             .iter()
             .filter_map(|t| match t {
                 Tender::OfflineCard { amount, .. } => Some(*amount),
-                Tender::Cash { .. } => None,
+                Tender::Cash { .. } | Tender::OnlineCard { .. } => None,
             })
             .collect();
         Money::sum(self.total.currency(), cards.iter())
@@ -167,6 +175,11 @@ pub struct OfflinePayment {
     /// When the offline session it was taken in began (for the per-card limit).
     pub session_started_at: Timestamp,
     pub state: PaymentState,
+    /// An online payment whose record is kept until the processor's
+    /// decision is known: retried with `authorize` and the same id, never
+    /// counted against the offline limits.
+    #[serde(default)]
+    pub online: bool,
 }
 
 impl OfflinePayment {
@@ -248,7 +261,7 @@ impl Ledger {
         for p in self
             .payments
             .values()
-            .filter(|p| p.is_unsettled() && p.amount.currency() == currency)
+            .filter(|p| !p.online && p.is_unsettled() && p.amount.currency() == currency)
         {
             count = count.saturating_add(1);
             total = total.checked_add(&p.amount)?;
@@ -270,7 +283,8 @@ impl Ledger {
             .payments
             .values()
             .filter(|p| {
-                p.session_started_at == session_start
+                !p.online
+                    && p.session_started_at == session_start
                     && p.amount.currency() == currency
                     && p.card.fingerprint.as_deref() == Some(fp)
             })
@@ -290,7 +304,7 @@ impl Ledger {
                 Tender::OfflineCard { payment_id, amount } => {
                     Some(self.payments.get(payment_id).map_or(*amount, |p| p.amount))
                 }
-                Tender::Cash { .. } => None,
+                Tender::Cash { .. } | Tender::OnlineCard { .. } => None,
             })
             .collect();
         Money::sum(order.total.currency(), charged.iter())
@@ -305,19 +319,53 @@ impl Ledger {
             .iter()
             .map(|t| match t {
                 Tender::Cash { .. } => TenderView::Cash,
-                Tender::OfflineCard { payment_id, .. } => TenderView::Card(
-                    self.payments
-                        .get(payment_id)
-                        .map_or(PaymentStatus::Pending, |p| p.state.status()),
-                ),
+                Tender::OfflineCard { payment_id, .. } | Tender::OnlineCard { payment_id, .. } => {
+                    TenderView::Card(
+                        self.payments
+                            .get(payment_id)
+                            .map_or(PaymentStatus::Pending, |p| p.state.status()),
+                    )
+                }
             })
             .collect();
         match order_status(&views) {
-            OrderStatus::Paid if order.balance().map_or(true, |b| b.minor_units() > 0) => {
+            OrderStatus::Paid
+                if self
+                    .order_balance(order)
+                    .map_or(true, |b| b.minor_units() > 0) =>
+            {
                 OrderStatus::PaymentPending
             }
             status => status,
         }
+    }
+
+    /// What the order's tenders cover: cash, and card payments that are
+    /// not declined or expired (a declined or lost card payment is still
+    /// owed, and may be paid again, R17).
+    pub fn order_paid(&self, order: &Order) -> Result<Money, MoneyError> {
+        let covered: Vec<Money> = order
+            .tenders
+            .iter()
+            .filter(|t| match t {
+                Tender::Cash { .. } => true,
+                Tender::OfflineCard { payment_id, .. } | Tender::OnlineCard { payment_id, .. } => {
+                    self.payments.get(payment_id).is_none_or(|p| {
+                        !matches!(
+                            p.state.status(),
+                            PaymentStatus::Declined | PaymentStatus::Expired
+                        )
+                    })
+                }
+            })
+            .map(Tender::amount)
+            .collect();
+        Money::sum(order.total.currency(), covered.iter())
+    }
+
+    /// What is left to pay on the order (see [`Ledger::order_paid`]).
+    pub fn order_balance(&self, order: &Order) -> Result<Money, MoneyError> {
+        order.total.checked_sub(&self.order_paid(order)?)
     }
 
     /// The next audit sequence number.

@@ -79,17 +79,29 @@ impl Processor {
 }
 
 impl Gateway for Processor {
-    fn authorize(&self, _r: &AuthorizeRequest) -> Result<GatewayDecision, GatewayError> {
-        Err(GatewayError::new(
-            ForwardErrorKind::Rejected,
-            "not scripted",
-        ))
+    fn authorize(&self, r: &AuthorizeRequest) -> Result<GatewayDecision, GatewayError> {
+        self.decide(&r.payment_id)
     }
 
     fn forward(&self, r: &ForwardRequest) -> Result<GatewayDecision, GatewayError> {
+        assert!(r.online.is_none(), "an online payment is never forwarded");
+        self.decide(&r.payment_id)
+    }
+
+    fn status(&self) -> Result<ServiceStatus, GatewayError> {
+        Ok(ServiceStatus::Available)
+    }
+
+    fn deliver_receipt(&self, _d: &ReceiptDelivery) -> Result<(), GatewayError> {
+        Ok(())
+    }
+}
+
+impl Processor {
+    fn decide(&self, id: &PaymentId) -> Result<GatewayDecision, GatewayError> {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        let id = r.payment_id.as_str().to_owned();
+        let id = id.as_str().to_owned();
         self.calls.lock().unwrap().push(id.clone());
         let script = self
             .scripts
@@ -129,14 +141,6 @@ impl Gateway for Processor {
         };
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         out
-    }
-
-    fn status(&self) -> Result<ServiceStatus, GatewayError> {
-        Ok(ServiceStatus::Available)
-    }
-
-    fn deliver_receipt(&self, _d: &ReceiptDelivery) -> Result<(), GatewayError> {
-        Ok(())
     }
 }
 
@@ -490,4 +494,141 @@ async fn forwarding_starts_by_itself_when_the_connection_returns() {
         assert!(matches!(rig.state(id), PaymentState::Approved { .. }));
     }
     assert_eq!(rig.processor.approved(), 10);
+}
+
+impl Rig {
+    async fn go_online(&self) {
+        use pos_core::connectivity::ProbeOutcome;
+        self.engine.report_network(true).await.unwrap();
+        for _ in 0..10 {
+            if self.engine.status().unwrap().connectivity.is_online() {
+                return;
+            }
+            self.engine
+                .report_probe(ProbeOutcome::Healthy)
+                .await
+                .unwrap();
+        }
+        panic!("not online");
+    }
+
+    /// An online card payment of `cents` on `order` with the app's id.
+    async fn pay_online(
+        &self,
+        order: &pos_core::lifecycle::OrderId,
+        id: &str,
+        cents: i64,
+    ) -> pos_core::checkout::PaymentView {
+        let d = self
+            .engine
+            .begin_card_payment(CardPaymentRequest {
+                order_id: order.clone(),
+                payment_id: Some(id.into()),
+                amount: usd(cents),
+                tip: None,
+                behaviour: OfflineBehaviour::PreferOnline,
+                tender: TenderKind::Card,
+            })
+            .await
+            .unwrap();
+        assert_eq!(d.route, pos_core::checkout::Route::Online);
+        let card = CardRead {
+            entry_mode: EntryMode::Contactless,
+            network: Network::Visa,
+            last4: "4242".into(),
+            fingerprint: None,
+            reader_model: self.reader.clone(),
+            sealed_card_data: vec![0x5A; 48],
+        };
+        self.engine
+            .confirm_card_payment(&d.payment_id, card)
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_online_payment_with_no_answer_is_resolved_with_the_same_id() {
+    let rig = Rig::new(2, false).await;
+    rig.go_online().await;
+    let order = rig
+        .engine
+        .create_order(NewOrder {
+            order_id: None,
+            total: usd(5_000),
+            contact: None,
+        })
+        .await
+        .unwrap();
+    let id = PaymentId::parse("online-1").unwrap();
+    rig.processor.script(
+        &id,
+        Script::FailThenApprove {
+            n: 1,
+            kind: ForwardErrorKind::NoAnswer,
+            charge: true,
+        },
+    );
+    let v = rig.pay_online(&order.id, "online-1", 5_000).await;
+    assert_eq!(
+        v.status,
+        PaymentStatus::FailedToForward,
+        "in doubt, not retaken"
+    );
+    // Not counted against the offline limits.
+    assert_eq!(rig.engine.status().unwrap().pending_offline_payments, 0);
+    rig.clock.advance(Duration::from_secs(5));
+    let r = rig.engine.forward_now().await.unwrap();
+    assert_eq!(r.approved, 1);
+    assert!(matches!(rig.state(&id), PaymentState::Approved { .. }));
+    let charges = rig.processor.charges.lock().unwrap();
+    assert_eq!(charges[id.as_str()].1, 2, "two requests, one charge");
+    assert_eq!(
+        rig.engine.order(&order.id).unwrap().status,
+        OrderStatus::Paid
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_card_leaves_the_balance_due_and_it_can_be_paid_again() {
+    let rig = Rig::new(2, false).await;
+    // Offline payment, declined when forwarded: the balance is owed again.
+    let id = rig.take(3_000, None).await;
+    rig.processor
+        .script(&id, Script::Decline(DeclineReason::DoNotHonour));
+    rig.go_online().await;
+    rig.engine.forward_now().await.unwrap();
+    let order_id = rig
+        .engine
+        .list_payments()
+        .unwrap()
+        .into_iter()
+        .find(|p| p.id == id)
+        .unwrap()
+        .order_id;
+    let order = rig.engine.order(&order_id).unwrap();
+    assert_eq!(order.balance, usd(3_000));
+    assert_eq!(order.status, OrderStatus::CardDeclined);
+    // The balance is collected online.
+    let v = rig.pay_online(&order_id, "collect-1", 3_000).await;
+    assert_eq!(v.status, PaymentStatus::Approved);
+    let order = rig.engine.order(&order_id).unwrap();
+    assert_eq!(order.balance, usd(0));
+    // An immediate online decline leaves the balance due too.
+    let o2 = rig
+        .engine
+        .create_order(NewOrder {
+            order_id: None,
+            total: usd(700),
+            contact: None,
+        })
+        .await
+        .unwrap();
+    rig.processor.script(
+        &PaymentId::parse("online-declined").unwrap(),
+        Script::Decline(DeclineReason::StolenCard),
+    );
+    let v = rig.pay_online(&o2.id, "online-declined", 700).await;
+    assert_eq!(v.status, PaymentStatus::Declined);
+    assert_eq!(rig.engine.order(&o2.id).unwrap().balance, usd(700));
 }

@@ -189,6 +189,7 @@ fn payment(id: &str, order: &str, state: PaymentState, sealed_len: usize) -> Wri
         deadline: Timestamp(T0.0 + 86_400_000),
         session_started_at: T0,
         state,
+        online: false,
     })
 }
 

@@ -87,6 +87,7 @@ fn payment(id: &str, pan: &str) -> Write {
         deadline: Timestamp(T0.0 + 86_400_000),
         session_started_at: T0,
         state: PaymentState::Pending,
+        online: false,
     })
 }
 

@@ -98,6 +98,7 @@ impl From<co::PaymentDecision> for PaymentDecision {
 pub enum Tender {
     Cash { amount: Money },
     OfflineCard { payment_id: String, amount: Money },
+    OnlineCard { payment_id: String, amount: Money },
 }
 
 /// An order as the app shows it.
@@ -128,6 +129,10 @@ impl From<co::OrderView> for OrderView {
                         amount: amount.into(),
                     },
                     led::Tender::OfflineCard { payment_id, amount } => Tender::OfflineCard {
+                        payment_id: payment_id.as_str().to_owned(),
+                        amount: amount.into(),
+                    },
+                    led::Tender::OnlineCard { payment_id, amount } => Tender::OnlineCard {
                         payment_id: payment_id.as_str().to_owned(),
                         amount: amount.into(),
                     },
