@@ -100,6 +100,8 @@ pub struct ForwardReport {
     pub failed: u64,
     /// Payments expired by this round (R8).
     pub expired: u64,
+    /// Receipts queued offline and delivered in this round (R16).
+    pub receipts_sent: u64,
 }
 
 /// Progress of the current round, for a progress bar (B5).
@@ -274,6 +276,7 @@ impl PosEngine {
             finished: false,
         };
         if due.is_empty() {
+            report.receipts_sent = self.deliver_receipts(&gateway).await?;
             return Ok(report);
         }
         self.inner
@@ -355,7 +358,45 @@ impl PosEngine {
         self.inner
             .events
             .emit(PosEvent::ForwardingProgress(progress));
+        report.receipts_sent = self.deliver_receipts(&gateway).await?;
         Ok(report)
+    }
+
+    /// Delivers the receipts queued offline (R16), one attempt each; a
+    /// transient failure leaves the receipt queued for the next round.
+    /// Returns how many were delivered.
+    async fn deliver_receipts(&self, gateway: &Arc<dyn Gateway>) -> Result<u64> {
+        use crate::lifecycle::{ReceiptChannel, ReceiptEvent};
+        let mut sent = 0;
+        for (id, request) in self.queued_receipts()? {
+            let (channel, address) = match &request.channel {
+                ReceiptChannel::Email(e) => ("email", e.reveal().to_owned()),
+                ReceiptChannel::Sms(p) => ("sms", p.reveal().to_owned()),
+            };
+            let delivery = crate::gateway::ReceiptDelivery {
+                device_id: self.inner.config.device_id.clone(),
+                receipt_id: format!("{}-r{id}", self.inner.config.device_id),
+                order_id: request.order_id.clone(),
+                channel: channel.to_owned(),
+                address,
+            };
+            let gw = Arc::clone(gateway);
+            let answer = tokio::task::spawn_blocking(move || gw.deliver_receipt(&delivery))
+                .await
+                .map_err(|e| PosError::Internal {
+                    reason: format!("receipt task failed: {e}"),
+                })?;
+            let event = match answer {
+                Ok(()) => {
+                    sent += 1;
+                    ReceiptEvent::Delivered
+                }
+                Err(e) if e.kind == ForwardErrorKind::Rejected => ReceiptEvent::PermanentFailure,
+                Err(_) => ReceiptEvent::TransientFailure,
+            };
+            self.record_receipt(id, event).await?;
+        }
+        Ok(sent)
     }
 
     /// The payment event for a processor's answer to attempt `attempt`.

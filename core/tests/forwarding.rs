@@ -62,6 +62,7 @@ struct Processor {
     failures: Mutex<BTreeMap<String, usize>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    receipts: Mutex<Vec<(String, String, String)>>,
 }
 
 impl Processor {
@@ -92,7 +93,12 @@ impl Gateway for Processor {
         Ok(ServiceStatus::Available)
     }
 
-    fn deliver_receipt(&self, _d: &ReceiptDelivery) -> Result<(), GatewayError> {
+    fn deliver_receipt(&self, d: &ReceiptDelivery) -> Result<(), GatewayError> {
+        self.receipts.lock().unwrap().push((
+            d.receipt_id.clone(),
+            d.channel.clone(),
+            d.address.clone(),
+        ));
         Ok(())
     }
 }
@@ -631,4 +637,32 @@ async fn a_declined_card_leaves_the_balance_due_and_it_can_be_paid_again() {
     let v = rig.pay_online(&o2.id, "online-declined", 700).await;
     assert_eq!(v.status, PaymentStatus::Declined);
     assert_eq!(rig.engine.order(&o2.id).unwrap().balance, usd(700));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_queued_offline_are_delivered_once_back_online() {
+    use pos_core::lifecycle::{EmailAddress, ReceiptChannel};
+    let rig = Rig::new(2, false).await;
+    let id = rig.take(1_200, None).await;
+    let order_id = rig.engine.list_payments().unwrap()[0].order_id.clone();
+    let _ = id;
+    rig.engine
+        .request_receipt(
+            &order_id,
+            ReceiptChannel::Email(EmailAddress::parse("bob@example.org").unwrap()),
+        )
+        .await
+        .unwrap();
+    rig.go_online().await;
+    let r = rig.engine.forward_now().await.unwrap();
+    assert_eq!(r.receipts_sent, 1);
+    assert!(rig.engine.queued_receipts().unwrap().is_empty());
+    let sent = rig.processor.receipts.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1, "email");
+    assert_eq!(sent[0].2, "bob@example.org");
+    // Not sent twice.
+    let r = rig.engine.forward_now().await.unwrap();
+    assert_eq!(r.receipts_sent, 0);
+    assert_eq!(rig.processor.receipts.lock().unwrap().len(), 1);
 }
