@@ -15,6 +15,8 @@ use crate::checkout::{
 };
 use crate::error::PosError;
 use crate::events::{EventListener, ListenerAdapter, Subscription};
+use crate::gateway::{ForwardReport, GatewayAdapter, PaymentGateway, TokenAdapter, TokenProvider};
+use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
 use crate::keys::{KeyProvider, KeyProviderAdapter};
 use crate::policy::OfflinePolicy;
 use crate::types::{invalid, mirror_enum, order_id, payment_id, ts, CardRead, Money};
@@ -49,6 +51,14 @@ pub struct EngineConfig {
     pub device_id: String,
     /// ISO 4217 code of the shop's main currency, e.g. "USD".
     pub currency: String,
+    /// Forwarding requests in flight at once (1-256); default 32.
+    #[uniffi(default = None)]
+    pub max_in_flight: Option<u32>,
+    /// Whether stored payments are forwarded by themselves when the service
+    /// is back (default true). Tests on a `TestClock` turn it off and call
+    /// `forwardNow()`.
+    #[uniffi(default = None)]
+    pub automatic_forwarding: Option<bool>,
 }
 
 /// Connectivity as the app sees it. Times are milliseconds since the Unix epoch.
@@ -195,7 +205,15 @@ impl PosEngine {
         keys: Arc<dyn KeyProvider>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, PosError> {
-        let config = core::EngineConfig::new(config.data_dir, &config.device_id, &config.currency)?;
+        let mut core_config =
+            core::EngineConfig::new(config.data_dir, &config.device_id, &config.currency)?;
+        if let Some(n) = config.max_in_flight {
+            core_config.forwarding.max_in_flight = n as usize;
+        }
+        if let Some(a) = config.automatic_forwarding {
+            core_config.forwarding.automatic = a;
+        }
+        let config = core_config;
         std::fs::create_dir_all(&config.data_dir).map_err(|e| PosError::Storage {
             reason: format!("cannot create the data folder: {}", e.kind()),
         })?;
@@ -386,6 +404,49 @@ impl PosEngine {
             .record_forwarding(&payment_id(&payment_id_)?, step.try_into()?)
             .await?
             .into())
+    }
+
+    /// Uses the app's own gateway to reach the processor (its backend).
+    pub fn set_gateway(&self, gateway: Arc<dyn PaymentGateway>) -> Result<(), PosError> {
+        Ok(self.inner.set_gateway(Arc::new(GatewayAdapter(gateway)))?)
+    }
+
+    /// Uses the built-in HTTP gateway (docs/gateway-openapi.yaml) at
+    /// `base_url` (https; plain http only with `allow_plain_http`, for
+    /// loopback tests) with bearer tokens from `tokens`.
+    pub fn use_http_gateway(
+        &self,
+        base_url: String,
+        tokens: Arc<dyn TokenProvider>,
+        allow_plain_http: bool,
+    ) -> Result<(), PosError> {
+        let mut config = HttpGatewayConfig::new(base_url);
+        config.allow_plain_http = allow_plain_http;
+        let gateway = HttpGateway::new(config, Arc::new(TokenAdapter(tokens))).map_err(|e| {
+            PosError::InvalidConfig {
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(self.inner.set_gateway(Arc::new(gateway))?)
+    }
+
+    /// Forwards everything due now and returns what happened (B5). Lifts a pause.
+    pub async fn forward_now(&self) -> Result<ForwardReport, PosError> {
+        Ok(self.inner.forward_now().await?.into())
+    }
+
+    /// Pauses automatic forwarding (attempts in flight finish).
+    pub fn pause_forwarding(&self) -> Result<(), PosError> {
+        Ok(self.inner.pause_forwarding()?)
+    }
+
+    /// Resumes automatic forwarding.
+    pub fn resume_forwarding(&self) -> Result<(), PosError> {
+        Ok(self.inner.resume_forwarding()?)
+    }
+
+    pub fn forwarding_paused(&self) -> bool {
+        self.inner.forwarding_paused()
     }
 
     /// Expires payments past their deadline and raises session warnings.

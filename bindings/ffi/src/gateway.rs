@@ -1,0 +1,317 @@
+//! The processor gateway for Swift and Kotlin: either the built-in HTTP
+//! gateway (`PosEngine.useHttpGateway`) or one the app implements over its
+//! own backend (`PaymentGateway`, a foreign trait), and the forwarding
+//! controls (forward now, pause, resume).
+//!
+//! Foreign gateway methods are called on the engine's worker threads, never
+//! on the app's main thread, and may block (do the HTTP call synchronously).
+
+use std::fmt;
+use std::sync::Arc;
+
+use pos_core::gateway as gw;
+use pos_core::lifecycle as life;
+
+use crate::types::{CardNetwork, DeclineReason, EntryMode, Money};
+
+/// A payment sent to the processor: an offline payment to forward, or an
+/// online one to authorize (`online`). `card_data` is sealed for the
+/// processor; the app cannot open it and must send it as it is.
+#[derive(Clone, PartialEq, Eq, uniffi::Record)]
+pub struct GatewayPayment {
+    pub device_id: String,
+    /// The idempotency key: send it with every request for this payment.
+    pub payment_id: String,
+    pub order_id: String,
+    /// Charged, tip included.
+    pub amount: Money,
+    pub tip: Option<Money>,
+    pub entry_mode: EntryMode,
+    pub network: CardNetwork,
+    pub last4: String,
+    /// Offline payments: when taken and the forwarding deadline (ms).
+    pub taken_at_ms: Option<i64>,
+    pub deadline_ms: Option<i64>,
+    pub attempt: u32,
+    pub online: bool,
+    pub card_data: Vec<u8>,
+}
+
+impl fmt::Debug for GatewayPayment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayPayment")
+            .field("payment_id", &self.payment_id)
+            .field("amount", &self.amount)
+            .field("online", &self.online)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A queued receipt to deliver. `address` is the customer's email or phone.
+#[derive(Clone, PartialEq, Eq, uniffi::Record)]
+pub struct GatewayReceipt {
+    pub device_id: String,
+    pub receipt_id: String,
+    pub order_id: String,
+    /// "email" or "sms".
+    pub channel: String,
+    pub address: String,
+}
+
+impl fmt::Debug for GatewayReceipt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayReceipt")
+            .field("receipt_id", &self.receipt_id)
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The processor's decision.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum GatewayDecision {
+    Approved { processor_ref: String },
+    Declined { reason: DeclineReason },
+}
+
+/// What the service says about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum ServiceStatus {
+    Available,
+    Disrupted,
+}
+
+/// A call that ended without a decision. The case tells the engine whether
+/// the processor may have seen the request and whether to retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
+pub enum GatewayError {
+    /// Never sent (no route, DNS, connect, TLS): retried.
+    #[error("not sent: {detail}")]
+    NotSent { detail: String },
+    /// Sent, no answer (timeout, connection lost): retried with the same id.
+    #[error("no answer: {detail}")]
+    NoAnswer { detail: String },
+    /// The service cannot process it now (5xx, 409 in flight, 429): retried.
+    #[error("service unavailable: {detail}")]
+    ServiceUnavailable { detail: String },
+    /// The request itself is refused (credentials, malformed): not retried
+    /// until "forward now".
+    #[error("rejected: {detail}")]
+    Rejected { detail: String },
+}
+
+impl From<uniffi::UnexpectedUniFFICallbackError> for GatewayError {
+    /// An unexpected exception in the app's gateway: the request may have
+    /// left, so it counts as "no answer" and is retried with the same id.
+    fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        GatewayError::NoAnswer { detail: e.reason }
+    }
+}
+
+impl From<GatewayError> for gw::GatewayError {
+    fn from(e: GatewayError) -> Self {
+        let (kind, detail) = match e {
+            GatewayError::NotSent { detail } => (life::ForwardErrorKind::NotSent, detail),
+            GatewayError::NoAnswer { detail } => (life::ForwardErrorKind::NoAnswer, detail),
+            GatewayError::ServiceUnavailable { detail } => {
+                (life::ForwardErrorKind::ServiceUnavailable, detail)
+            }
+            GatewayError::Rejected { detail } => (life::ForwardErrorKind::Rejected, detail),
+        };
+        gw::GatewayError::new(kind, detail.chars().take(256).collect::<String>())
+    }
+}
+
+impl From<gw::GatewayError> for GatewayError {
+    fn from(e: gw::GatewayError) -> Self {
+        let detail = e.detail;
+        match e.kind {
+            life::ForwardErrorKind::NotSent => GatewayError::NotSent { detail },
+            life::ForwardErrorKind::NoAnswer => GatewayError::NoAnswer { detail },
+            life::ForwardErrorKind::ServiceUnavailable => {
+                GatewayError::ServiceUnavailable { detail }
+            }
+            life::ForwardErrorKind::Rejected => GatewayError::Rejected { detail },
+        }
+    }
+}
+
+/// Implemented in Swift or Kotlin to reach the processor through the app's
+/// own backend. Every method may block; each must bound its own time.
+#[uniffi::export(with_foreign)]
+pub trait PaymentGateway: Send + Sync {
+    /// Authorizes an online payment (`payment.online`); with the same
+    /// `payment_id` again, the processor must return its first decision.
+    fn authorize(&self, payment: GatewayPayment) -> Result<GatewayDecision, GatewayError>;
+    /// Forwards a stored offline payment (same idempotency contract).
+    fn forward(&self, payment: GatewayPayment) -> Result<GatewayDecision, GatewayError>;
+    /// Probes the service.
+    fn status(&self) -> Result<ServiceStatus, GatewayError>;
+    /// Delivers a receipt queued offline.
+    fn deliver_receipt(&self, receipt: GatewayReceipt) -> Result<(), GatewayError>;
+}
+
+/// Supplies the bearer token of the built-in HTTP gateway. May return a
+/// cached token so the engine forwards after an offline start (B10).
+#[uniffi::export(with_foreign)]
+pub trait TokenProvider: Send + Sync {
+    fn token(&self) -> Result<String, GatewayError>;
+}
+
+pub(crate) struct GatewayAdapter(pub Arc<dyn PaymentGateway>);
+
+impl fmt::Debug for GatewayAdapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ForeignGateway")
+    }
+}
+
+fn check_decision(d: GatewayDecision) -> Result<gw::GatewayDecision, gw::GatewayError> {
+    let bad = |what: &str| {
+        gw::GatewayError::new(
+            life::ForwardErrorKind::NoAnswer,
+            format!("the app's gateway returned an invalid {what}"),
+        )
+    };
+    let ok = |v: &str| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic());
+    Ok(match d {
+        GatewayDecision::Approved { processor_ref } => {
+            if !ok(&processor_ref) {
+                return Err(bad("processor reference"));
+            }
+            gw::GatewayDecision::Approved { processor_ref }
+        }
+        GatewayDecision::Declined { reason } => {
+            if let DeclineReason::Other { code } = &reason {
+                if !ok(code) {
+                    return Err(bad("decline code"));
+                }
+            }
+            gw::GatewayDecision::Declined {
+                reason: reason.into(),
+            }
+        }
+    })
+}
+
+fn payment(
+    device_id: &str,
+    id: &life::PaymentId,
+    order: &life::OrderId,
+    amount: pos_core::money::Money,
+    tip: Option<pos_core::money::Money>,
+    entry_mode: pos_core::policy::EntryMode,
+    network: pos_core::policy::Network,
+    last4: &str,
+    card: &[u8],
+) -> GatewayPayment {
+    GatewayPayment {
+        device_id: device_id.to_owned(),
+        payment_id: id.as_str().to_owned(),
+        order_id: order.as_str().to_owned(),
+        amount: amount.into(),
+        tip: tip.map(Into::into),
+        entry_mode: entry_mode.into(),
+        network: network.into(),
+        last4: last4.to_owned(),
+        taken_at_ms: None,
+        deadline_ms: None,
+        attempt: 1,
+        online: false,
+        card_data: card.to_vec(),
+    }
+}
+
+impl gw::Gateway for GatewayAdapter {
+    fn authorize(
+        &self,
+        r: &gw::AuthorizeRequest,
+    ) -> Result<gw::GatewayDecision, gw::GatewayError> {
+        let mut p = payment(
+            &r.device_id,
+            &r.payment_id,
+            &r.order_id,
+            r.amount,
+            r.tip,
+            r.entry_mode,
+            r.network,
+            &r.last4,
+            &r.sealed_card_data,
+        );
+        p.online = true;
+        check_decision(self.0.authorize(p)?)
+    }
+
+    fn forward(&self, r: &gw::ForwardRequest) -> Result<gw::GatewayDecision, gw::GatewayError> {
+        let mut p = payment(
+            &r.device_id,
+            &r.payment_id,
+            &r.order_id,
+            r.amount,
+            r.tip,
+            r.entry_mode,
+            r.network,
+            &r.last4,
+            &r.sealed_card_data,
+        );
+        p.taken_at_ms = Some(r.taken_at.millis());
+        p.deadline_ms = Some(r.deadline.millis());
+        p.attempt = r.attempt;
+        check_decision(self.0.forward(p)?)
+    }
+
+    fn status(&self) -> Result<gw::ServiceStatus, gw::GatewayError> {
+        Ok(match self.0.status()? {
+            ServiceStatus::Available => gw::ServiceStatus::Available,
+            ServiceStatus::Disrupted => gw::ServiceStatus::Disrupted,
+        })
+    }
+
+    fn deliver_receipt(&self, d: &gw::ReceiptDelivery) -> Result<(), gw::GatewayError> {
+        Ok(self.0.deliver_receipt(GatewayReceipt {
+            device_id: d.device_id.clone(),
+            receipt_id: d.receipt_id.clone(),
+            order_id: d.order_id.as_str().to_owned(),
+            channel: d.channel.clone(),
+            address: d.address.clone(),
+        })?)
+    }
+}
+
+pub(crate) struct TokenAdapter(pub Arc<dyn TokenProvider>);
+
+impl fmt::Debug for TokenAdapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ForeignTokenProvider")
+    }
+}
+
+impl gw::TokenProvider for TokenAdapter {
+    fn token(&self) -> Result<String, gw::GatewayError> {
+        Ok(self.0.token()?)
+    }
+}
+
+/// What a forwarding round did.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct ForwardReport {
+    pub attempts: u64,
+    pub approved: u64,
+    pub declined: u64,
+    pub failed: u64,
+    pub expired: u64,
+    pub receipts_sent: u64,
+}
+
+impl From<pos_core::forwarding::ForwardReport> for ForwardReport {
+    fn from(r: pos_core::forwarding::ForwardReport) -> Self {
+        ForwardReport {
+            attempts: r.attempts,
+            approved: r.approved,
+            declined: r.declined,
+            failed: r.failed,
+            expired: r.expired,
+            receipts_sent: r.receipts_sent,
+        }
+    }
+}

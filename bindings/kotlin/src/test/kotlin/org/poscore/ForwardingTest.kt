@@ -1,0 +1,119 @@
+package org.poscore
+
+import java.nio.file.Files
+import java.util.concurrent.ConcurrentHashMap
+import java.util.concurrent.LinkedBlockingQueue
+import java.util.concurrent.TimeUnit
+import java.util.concurrent.atomic.AtomicInteger
+import kotlinx.coroutines.runBlocking
+import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertNotNull
+import org.junit.jupiter.api.Assertions.assertTrue
+import org.junit.jupiter.api.Test
+
+/**
+ * A processor written in Kotlin (the foreign PaymentGateway), idempotent on
+ * the payment id: the engine forwards through it, exactly once per payment.
+ */
+class KotlinProcessor : PaymentGateway {
+    val charges = ConcurrentHashMap<String, GatewayDecision>()
+    val requests = AtomicInteger()
+    val declineLast4 = "0002"
+    /** Payment ids whose first answer is lost after the charge. */
+    val loseFirstAnswer = ConcurrentHashMap.newKeySet<String>()
+
+    private fun decide(p: GatewayPayment): GatewayDecision {
+        requests.incrementAndGet()
+        val d = charges.computeIfAbsent(p.paymentId) {
+            if (p.last4 == declineLast4) GatewayDecision.Declined(DeclineReason.InsufficientFunds)
+            else GatewayDecision.Approved("kt_${p.paymentId}")
+        }
+        if (loseFirstAnswer.remove(p.paymentId)) throw GatewayException.NoAnswer("answer lost")
+        return d
+    }
+
+    override fun authorize(payment: GatewayPayment) = decide(payment)
+    override fun forward(payment: GatewayPayment) = decide(payment)
+    override fun status() = ServiceStatus.AVAILABLE
+    override fun deliverReceipt(receipt: GatewayReceipt) {}
+}
+
+class ForwardingTest {
+    private val t0 = 1_800_000_000_000L
+    private fun usd(cents: Long) = Money(cents, "USD")
+
+    private fun card(last4: String) =
+        CardRead(EntryMode.CHIP, CardNetwork.VISA, last4, "fp-$last4", "Chipper 2X BT", byteArrayOf(9, 8, 7, 6))
+
+    @Test
+    fun `stored payments are forwarded through a Kotlin gateway, declines reported`() = runBlocking {
+        val dir = Files.createTempDirectory("pos-kt-fwd").toString()
+        val config = EngineConfig(dir, "till-1", "USD", 4u, false)
+        val clock = TestClock(t0)
+        PosEngine.withTestClock(config, FileKeyProvider(java.io.File("$dir.kek")), clock).use { engine ->
+            val events = LinkedBlockingQueue<PosEvent>()
+            val sub = engine.subscribe(object : EventListener {
+                override fun onEvent(event: PosEvent) { events.add(event) }
+            })
+            engine.setPolicy(policyPreset(PolicyPreset.SHOPIFY_POS, "USD").copy(enabled = true))
+            engine.signIn(StaffSession("cashier-1", true))
+            engine.reportNetwork(false)
+            val processor = KotlinProcessor()
+            engine.setGateway(processor)
+            val ids = mutableListOf<String>()
+            for ((i, last4) in listOf("4242", "4242", "0002").withIndex()) {
+                val order = engine.createOrder(NewOrder(null, usd(1_000L + i), CustomerContact("c$i@example.com", null)))
+                val d = engine.beginCardPayment(
+                    CardPaymentRequest(order.id, null, usd(1_000L + i), null, OfflineBehaviour.PREFER_ONLINE, TenderKind.CARD),
+                )
+                ids += engine.confirmCardPayment(d.paymentId, card(last4)).id
+            }
+            processor.loseFirstAnswer.add(ids[0])
+            val first = engine.forwardNow()
+            assertEquals(3UL, first.attempts)
+            assertEquals(1UL, first.approved)
+            assertEquals(1UL, first.declined)
+            assertEquals(1UL, first.failed)
+            // The lost answer is retried with the same id after its back-off.
+            clock.advanceMs(10_000u)
+            val second = engine.forwardNow()
+            assertEquals(1UL, second.approved)
+            assertEquals(3, processor.charges.size, "one charge per payment")
+            assertEquals(4, processor.requests.get())
+            val states = engine.listPayments().associate { it.id to it.status }
+            assertEquals(PaymentStatus.APPROVED, states[ids[0]])
+            assertEquals(PaymentStatus.DECLINED, states[ids[2]])
+            // The decline event carries the contact and the amount due.
+            var declined: PosEvent.PaymentDeclined? = null
+            var finished = false
+            while (declined == null || !finished) {
+                val e = events.poll(10, TimeUnit.SECONDS) ?: break
+                if (e is PosEvent.PaymentDeclined) declined = e
+                if (e is PosEvent.ForwardingProgress && e.finished) finished = true
+            }
+            assertNotNull(declined)
+            assertEquals(usd(1_002), declined!!.notice.amountDue)
+            assertEquals("c2@example.com", declined.notice.contact!!.email())
+            assertTrue(finished)
+            sub.cancel()
+            engine.shutdown()
+        }
+    }
+
+    @Test
+    fun `pause and resume are visible, forward now lifts the pause`() = runBlocking {
+        val dir = Files.createTempDirectory("pos-kt-pause").toString()
+        val config = EngineConfig(dir, "till-1", "USD", null, false)
+        PosEngine.withTestClock(config, FileKeyProvider(java.io.File("$dir.kek")), TestClock(t0)).use { engine ->
+            engine.setGateway(KotlinProcessor())
+            engine.pauseForwarding()
+            assertTrue(engine.forwardingPaused())
+            engine.resumeForwarding()
+            assertTrue(!engine.forwardingPaused())
+            engine.pauseForwarding()
+            engine.forwardNow()
+            assertTrue(!engine.forwardingPaused())
+            engine.shutdown()
+        }
+    }
+}
