@@ -1,0 +1,79 @@
+import Foundation
+import XCTest
+@testable import PosCore
+
+/// A processor written in Swift (the foreign PaymentGateway), idempotent on
+/// the payment id: the engine forwards through it, exactly once per payment.
+final class SwiftProcessor: PaymentGateway, @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var charges: [String: GatewayDecision] = [:]
+    private(set) var requests = 0
+    var loseFirstAnswer: Set<String> = []
+
+    private func decide(_ p: GatewayPayment) throws -> GatewayDecision {
+        lock.lock()
+        defer { lock.unlock() }
+        requests += 1
+        let d = charges[p.paymentId] ?? (p.last4 == "0002"
+            ? GatewayDecision.declined(reason: .insufficientFunds)
+            : GatewayDecision.approved(processorRef: "sw_\(p.paymentId)"))
+        charges[p.paymentId] = d
+        if loseFirstAnswer.remove(p.paymentId) != nil {
+            throw GatewayError.NoAnswer(detail: "answer lost")
+        }
+        return d
+    }
+
+    func authorize(payment: GatewayPayment) throws -> GatewayDecision { try decide(payment) }
+    func forward(payment: GatewayPayment) throws -> GatewayDecision { try decide(payment) }
+    func status() throws -> ServiceStatus { .available }
+    func deliverReceipt(receipt: GatewayReceipt) throws {}
+}
+
+final class ForwardingTests: XCTestCase {
+    let t0: Int64 = 1_800_000_000_000
+
+    func usd(_ cents: Int64) -> Money { Money(minorUnits: cents, currency: "USD") }
+
+    func testForwardingThroughASwiftGatewayReportsDeclines() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pos-swift-fwd-\(UUID())")
+        let config = EngineConfig(dataDir: dir.path, deviceId: "till-1", currency: "USD",
+                                  maxInFlight: 4, automaticForwarding: false)
+        let clock = TestClock(wallMs: t0)
+        let engine = try PosEngine.withTestClock(config: config, keys: testKeys(for: config.dataDir), clock: clock)
+        defer { engine.close() }
+        var policy = try policyPreset(preset: .shopifyPos, currencyCode: "USD")
+        policy.enabled = true
+        try await engine.setPolicy(policy: policy)
+        try engine.signIn(staff: StaffSession(staffId: "cashier-1", mayTakeOfflinePayments: true))
+        _ = try await engine.reportNetwork(reachable: false)
+        let processor = SwiftProcessor()
+        try engine.setGateway(gateway: processor)
+        var ids: [String] = []
+        for (i, last4) in ["4242", "4242", "0002"].enumerated() {
+            let order = try await engine.createOrder(order: NewOrder(
+                orderId: nil, total: usd(1_000 + Int64(i)),
+                contact: try CustomerContact(email: "c\(i)@example.com", phone: nil)))
+            let d = try await engine.beginCardPayment(request: CardPaymentRequest(
+                orderId: order.id, paymentId: nil, amount: usd(1_000 + Int64(i)), tip: nil,
+                behaviour: .preferOnline, tender: .card))
+            let card = CardRead(entryMode: .chip, network: .visa, last4: last4, fingerprint: "fp-\(last4)",
+                                readerModel: "Chipper 2X BT", sealedCardData: Data([9, 8, 7, 6]))
+            ids.append(try await engine.confirmCardPayment(paymentId: d.paymentId, card: card).id)
+        }
+        processor.loseFirstAnswer.insert(ids[0])
+        let first = try await engine.forwardNow()
+        XCTAssertEqual(first.attempts, 3)
+        XCTAssertEqual(first.approved, 1)
+        XCTAssertEqual(first.declined, 1)
+        XCTAssertEqual(first.failed, 1)
+        clock.advanceMs(ms: 10_000)
+        let second = try await engine.forwardNow()
+        XCTAssertEqual(second.approved, 1)
+        XCTAssertEqual(processor.charges.count, 3, "one charge per payment")
+        XCTAssertEqual(processor.requests, 4)
+        let states = Dictionary(uniqueKeysWithValues: try engine.listPayments().map { ($0.id, $0.status) })
+        XCTAssertEqual(states[ids[0]], .approved)
+        XCTAssertEqual(states[ids[2]], .declined)
+    }
+}
