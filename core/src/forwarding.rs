@@ -671,6 +671,13 @@ impl PosEngine {
         self.inner.forwarding.wake.notify_one();
     }
 
+    /// Wakes the forwarding driver now, so it re-reads the time: for apps
+    /// and demos that drive a virtual clock (the driver sleeps in real time
+    /// until the next retry, probe or deadline).
+    pub fn nudge_forwarding(&self) {
+        self.wake_forwarder();
+    }
+
     /// Starts the driver on the current tokio runtime, if there is one. It
     /// holds only a weak reference: it ends when the engine is closed or dropped.
     pub(crate) fn start_driver(&self) {
