@@ -20,6 +20,7 @@ pub mod error;
 pub mod events;
 pub mod forwarding;
 pub mod gateway;
+#[cfg(feature = "http-gateway")]
 pub mod http_gateway;
 pub mod inbox;
 pub mod ledger;

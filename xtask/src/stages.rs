@@ -396,26 +396,39 @@ fn in_swift_root(root: &Path, script: &str) -> Result<Command, String> {
 
 /// `cargo xtask size`: the shipping library, built with the `mobile` profile.
 pub fn size() -> Result<(), String> {
-    run(cargo().args(["build", "-p", "pos-ffi", "--profile", "mobile"]))?;
-    let dir = target_dir().join("mobile");
     println!(
         "pos-ffi, profile `mobile` (opt-level z, LTO, 1 codegen unit, stripped, unwinding kept):"
     );
-    for name in [
-        format!("libpos_ffi.{}", std::env::consts::DLL_EXTENSION),
-        "libpos_ffi.a".to_owned(),
+    // Default features (with the built-in HTTP gateway), then without it
+    // (apps that reach the processor through their own backend).
+    for (label, extra) in [
+        ("default features", &[][..]),
+        (
+            "--no-default-features (no built-in HTTP gateway)",
+            &["--no-default-features"][..],
+        ),
     ] {
-        let p = dir.join(&name);
-        let bytes = std::fs::metadata(&p)
-            .map_err(|e| format!("{}: {e}", p.display()))?
-            .len();
-        // Integer KiB/MiB with one decimal, without floats.
-        let tenths_mib = bytes * 10 / (1024 * 1024);
-        println!(
-            "  {name}: {bytes} bytes ({}.{} MiB)",
-            tenths_mib / 10,
-            tenths_mib % 10
-        );
+        run(cargo()
+            .args(["build", "-p", "pos-ffi", "--profile", "mobile"])
+            .args(extra))?;
+        let dir = target_dir().join("mobile");
+        println!("{label}:");
+        for name in [
+            format!("libpos_ffi.{}", std::env::consts::DLL_EXTENSION),
+            "libpos_ffi.a".to_owned(),
+        ] {
+            let p = dir.join(&name);
+            let bytes = std::fs::metadata(&p)
+                .map_err(|e| format!("{}: {e}", p.display()))?
+                .len();
+            // Integer KiB/MiB with one decimal, without floats.
+            let tenths_mib = bytes * 10 / (1024 * 1024);
+            println!(
+                "  {name}: {bytes} bytes ({}.{} MiB)",
+                tenths_mib / 10,
+                tenths_mib % 10
+            );
+        }
     }
     println!("budget for the cdylib on x86_64: 4 MiB (docs/benchmarks.md)");
     Ok(())

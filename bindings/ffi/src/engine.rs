@@ -15,11 +15,14 @@ use crate::checkout::{
 };
 use crate::error::PosError;
 use crate::events::{EventListener, ListenerAdapter, Subscription};
-use crate::gateway::{ForwardReport, GatewayAdapter, PaymentGateway, TokenAdapter, TokenProvider};
-use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
+use crate::gateway::{ForwardReport, GatewayAdapter, PaymentGateway};
+#[cfg(feature = "http-gateway")]
+use crate::gateway::{TokenAdapter, TokenProvider};
 use crate::keys::{KeyProvider, KeyProviderAdapter};
 use crate::policy::OfflinePolicy;
 use crate::types::{invalid, mirror_enum, order_id, payment_id, ts, CardRead, Money};
+#[cfg(feature = "http-gateway")]
+use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
 
 /// The runtime the FFI layer uses to finish a blocking constructor. Async
 /// exports run on UniFFI's tokio support instead (see pos-ffi-macros).
@@ -411,25 +414,6 @@ impl PosEngine {
         Ok(self.inner.set_gateway(Arc::new(GatewayAdapter(gateway)))?)
     }
 
-    /// Uses the built-in HTTP gateway (docs/gateway-openapi.yaml) at
-    /// `base_url` (https; plain http only with `allow_plain_http`, for
-    /// loopback tests) with bearer tokens from `tokens`.
-    pub fn use_http_gateway(
-        &self,
-        base_url: String,
-        tokens: Arc<dyn TokenProvider>,
-        allow_plain_http: bool,
-    ) -> Result<(), PosError> {
-        let mut config = HttpGatewayConfig::new(base_url);
-        config.allow_plain_http = allow_plain_http;
-        let gateway = HttpGateway::new(config, Arc::new(TokenAdapter(tokens))).map_err(|e| {
-            PosError::InvalidConfig {
-                reason: e.to_string(),
-            }
-        })?;
-        Ok(self.inner.set_gateway(Arc::new(gateway))?)
-    }
-
     /// Forwards everything due now and returns what happened (B5). Lifts a pause.
     pub async fn forward_now(&self) -> Result<ForwardReport, PosError> {
         Ok(self.inner.forward_now().await?.into())
@@ -480,6 +464,29 @@ impl PosEngine {
     /// Kotlin's own `close()` (AutoCloseable) also frees the native handle.
     pub fn close(&self) {
         self.inner.close();
+    }
+}
+
+#[cfg(feature = "http-gateway")]
+#[pos_ffi_macros::export]
+impl PosEngine {
+    /// Uses the built-in HTTP gateway (docs/gateway-openapi.yaml) at
+    /// `base_url` (https; plain http only with `allow_plain_http`, for
+    /// loopback tests) with bearer tokens from `tokens`.
+    pub fn use_http_gateway(
+        &self,
+        base_url: String,
+        tokens: Arc<dyn TokenProvider>,
+        allow_plain_http: bool,
+    ) -> Result<(), PosError> {
+        let mut config = HttpGatewayConfig::new(base_url);
+        config.allow_plain_http = allow_plain_http;
+        let gateway = HttpGateway::new(config, Arc::new(TokenAdapter(tokens))).map_err(|e| {
+            PosError::InvalidConfig {
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(self.inner.set_gateway(Arc::new(gateway))?)
     }
 }
 

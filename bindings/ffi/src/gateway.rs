@@ -153,6 +153,7 @@ pub trait PaymentGateway: Send + Sync {
 
 /// Supplies the bearer token of the built-in HTTP gateway. May return a
 /// cached token so the engine forwards after an offline start (B10).
+#[cfg(feature = "http-gateway")]
 #[uniffi::export(with_foreign)]
 pub trait TokenProvider: Send + Sync {
     fn token(&self) -> Result<String, GatewayError>;
@@ -223,10 +224,7 @@ fn payment(
 }
 
 impl gw::Gateway for GatewayAdapter {
-    fn authorize(
-        &self,
-        r: &gw::AuthorizeRequest,
-    ) -> Result<gw::GatewayDecision, gw::GatewayError> {
+    fn authorize(&self, r: &gw::AuthorizeRequest) -> Result<gw::GatewayDecision, gw::GatewayError> {
         let mut p = payment(
             &r.device_id,
             &r.payment_id,
@@ -278,14 +276,17 @@ impl gw::Gateway for GatewayAdapter {
     }
 }
 
+#[cfg(feature = "http-gateway")]
 pub(crate) struct TokenAdapter(pub Arc<dyn TokenProvider>);
 
+#[cfg(feature = "http-gateway")]
 impl fmt::Debug for TokenAdapter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ForeignTokenProvider")
     }
 }
 
+#[cfg(feature = "http-gateway")]
 impl gw::TokenProvider for TokenAdapter {
     fn token(&self) -> Result<String, gw::GatewayError> {
         Ok(self.0.token()?)
