@@ -195,66 +195,45 @@ fn check_decision(d: GatewayDecision) -> Result<gw::GatewayDecision, gw::Gateway
     })
 }
 
-fn payment(
-    device_id: &str,
-    id: &life::PaymentId,
-    order: &life::OrderId,
-    amount: pos_core::money::Money,
-    tip: Option<pos_core::money::Money>,
-    entry_mode: pos_core::policy::EntryMode,
-    network: pos_core::policy::Network,
-    last4: &str,
-    card: &[u8],
-) -> GatewayPayment {
+fn payment(r: &gw::AuthorizeRequest) -> GatewayPayment {
     GatewayPayment {
-        device_id: device_id.to_owned(),
-        payment_id: id.as_str().to_owned(),
-        order_id: order.as_str().to_owned(),
-        amount: amount.into(),
-        tip: tip.map(Into::into),
-        entry_mode: entry_mode.into(),
-        network: network.into(),
-        last4: last4.to_owned(),
+        device_id: r.device_id.clone(),
+        payment_id: r.payment_id.as_str().to_owned(),
+        order_id: r.order_id.as_str().to_owned(),
+        amount: r.amount.into(),
+        tip: r.tip.map(Into::into),
+        entry_mode: r.entry_mode.into(),
+        network: r.network.into(),
+        last4: r.last4.clone(),
         taken_at_ms: None,
         deadline_ms: None,
         attempt: 1,
-        online: false,
-        card_data: card.to_vec(),
+        online: true,
+        card_data: r.sealed_card_data.clone(),
     }
 }
 
 impl gw::Gateway for GatewayAdapter {
     fn authorize(&self, r: &gw::AuthorizeRequest) -> Result<gw::GatewayDecision, gw::GatewayError> {
-        let mut p = payment(
-            &r.device_id,
-            &r.payment_id,
-            &r.order_id,
-            r.amount,
-            r.tip,
-            r.entry_mode,
-            r.network,
-            &r.last4,
-            &r.sealed_card_data,
-        );
-        p.online = true;
-        check_decision(self.0.authorize(p)?)
+        check_decision(self.0.authorize(payment(r))?)
     }
 
     fn forward(&self, r: &gw::ForwardRequest) -> Result<gw::GatewayDecision, gw::GatewayError> {
-        let mut p = payment(
-            &r.device_id,
-            &r.payment_id,
-            &r.order_id,
-            r.amount,
-            r.tip,
-            r.entry_mode,
-            r.network,
-            &r.last4,
-            &r.sealed_card_data,
-        );
-        p.taken_at_ms = Some(r.taken_at.millis());
-        p.deadline_ms = Some(r.deadline.millis());
-        p.attempt = r.attempt;
+        let p = GatewayPayment {
+            device_id: r.device_id.clone(),
+            payment_id: r.payment_id.as_str().to_owned(),
+            order_id: r.order_id.as_str().to_owned(),
+            amount: r.amount.into(),
+            tip: r.tip.map(Into::into),
+            entry_mode: r.entry_mode.into(),
+            network: r.network.into(),
+            last4: r.last4.clone(),
+            taken_at_ms: Some(r.taken_at.millis()),
+            deadline_ms: Some(r.deadline.millis()),
+            attempt: r.attempt,
+            online: false,
+            card_data: r.sealed_card_data.clone(),
+        };
         check_decision(self.0.forward(p)?)
     }
 
