@@ -1,0 +1,630 @@
+//! # pos-sim — a payment processor on loopback
+//!
+//! Implements the gateway protocol of `docs/gateway-openapi.yaml` (the JSON
+//! bodies of `pos_core::gateway::wire`) over HTTP/1.1 for tests, the demo and
+//! the benchmarks:
+//!
+//! - holds the X25519 key that readers seal card data to, and opens it
+//!   ([`cards`]); the PAN decides the outcome through [`cards::test_cards`];
+//! - keeps a ledger of charges with idempotency on (device id, payment id)
+//!   that never expires: a repeat returns the first decision and charges
+//!   nothing; the same key with another amount is refused (422); a request
+//!   while the same key is being processed gets 409;
+//! - a status endpoint that can be switched to an outage;
+//! - fault injection ([`faults`]): latency, answer dropped after the charge,
+//!   5xx, 409, connection closed, timeout, slow answers, at a seeded rate or
+//!   for given payment ids.
+//!
+//! [`Simulator::start`] runs it on its own thread and tokio runtime, so it
+//! can be started from synchronous code and from inside another runtime;
+//! dropping the handle stops it.
+
+pub mod cards;
+pub mod faults;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use pos_core::gateway::wire::{
+    self, DecisionBody, ErrorBody, PaymentBody, ReceiptBody, StatusBody,
+};
+use tokio::sync::oneshot;
+
+pub use cards::{test_cards, CardOutcome, TestCard};
+pub use faults::{Fault, FaultMode, FaultPlan};
+
+use cards::ProcessorKeys;
+use faults::Rng;
+
+/// How a simulator starts.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Where to listen; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Seeds the processor key and the fault generator.
+    pub seed: u64,
+    /// The bearer token clients must send.
+    pub token: String,
+    pub faults: FaultPlan,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            seed: 1,
+            token: "sim-token".into(),
+            faults: FaultPlan::none(),
+        }
+    }
+}
+
+/// The decision recorded for a payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    Approved { processor_ref: String },
+    Declined { code: String },
+}
+
+/// One payment id in the simulator's ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    pub device_id: String,
+    pub payment_id: String,
+    pub amount: i64,
+    pub currency: String,
+    /// Whether it came as an online authorization (else a forwarded offline payment).
+    pub online: bool,
+    pub outcome: ChargeOutcome,
+    /// Requests seen for this id that reached the ledger (repeats included).
+    pub requests: u64,
+}
+
+/// A delivered receipt. The address is kept for tests only; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DeliveredReceipt {
+    pub receipt_id: String,
+    pub order_id: String,
+    pub channel: String,
+    pub address: String,
+}
+
+impl fmt::Debug for DeliveredReceipt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeliveredReceipt")
+            .field("receipt_id", &self.receipt_id)
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Payment requests received.
+    pub requests: u64,
+    /// Repeats answered from the ledger.
+    pub idempotent_replays: u64,
+    /// Faults injected, by name.
+    pub faults: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Default)]
+struct Ledger {
+    charges: BTreeMap<(String, String), Charge>,
+    in_flight: BTreeSet<(String, String)>,
+    receipts: BTreeMap<String, DeliveredReceipt>,
+    stats: SimStats,
+}
+
+struct Shared {
+    token: String,
+    keys: ProcessorKeys,
+    ledger: Mutex<Ledger>,
+    faults: Mutex<FaultPlan>,
+    rng: Mutex<Rng>,
+    outage: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running simulator. Stops when dropped.
+pub struct Simulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Simulator")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Simulator {
+    /// Binds, starts serving on its own thread, and returns once listening.
+    pub fn start(config: SimConfig) -> io::Result<Simulator> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("pos-sim")
+            .enable_all()
+            .build()?;
+        // Bound here with std (this may run inside another runtime, where
+        // `block_on` is not allowed), handed to tokio on the simulator's thread.
+        let std_listener = std::net::TcpListener::bind(config.listen)?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            token: config.token,
+            keys: ProcessorKeys::from_seed(config.seed),
+            ledger: Mutex::new(Ledger::default()),
+            faults: Mutex::new(config.faults),
+            rng: Mutex::new(Rng::new(config.seed)),
+            outage: std::sync::atomic::AtomicBool::new(false),
+        });
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let serving = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("pos-sim-accept".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
+                        return;
+                    };
+                    loop {
+                        tokio::select! {
+                            _ = &mut stopped => break,
+                            accepted = listener.accept() => {
+                                let Ok((stream, _)) = accepted else { continue };
+                                let _ = stream.set_nodelay(true);
+                                let shared = Arc::clone(&serving);
+                                tokio::spawn(async move {
+                                    let service = service_fn(move |req| {
+                                        let shared = Arc::clone(&shared);
+                                        async move { handle(shared, req).await }
+                                    });
+                                    let _ = http1::Builder::new()
+                                        .keep_alive(true)
+                                        .serve_connection(TokioIo::new(stream), service)
+                                        .await;
+                                });
+                            }
+                        }
+                    }
+                });
+                runtime.shutdown_timeout(Duration::from_millis(100));
+            })?;
+        Ok(Simulator {
+            addr,
+            shared,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn token(&self) -> String {
+        self.shared.token.clone()
+    }
+
+    /// The public key readers seal card data to.
+    pub fn processor_key(&self) -> pos_core::card_seal::ProcessorKey {
+        self.shared.keys.public_key()
+    }
+
+    /// Switches the outage: status says `disrupted` and payment requests get
+    /// 503 without being charged.
+    pub fn set_outage(&self, on: bool) {
+        self.shared
+            .outage
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn set_faults(&self, plan: FaultPlan) {
+        *self.shared.faults.lock().unwrap_or_else(|p| p.into_inner()) = plan;
+    }
+
+    /// Every payment id seen, in key order.
+    pub fn ledger(&self) -> Vec<Charge> {
+        self.shared.ledger().charges.values().cloned().collect()
+    }
+
+    pub fn receipts(&self) -> Vec<DeliveredReceipt> {
+        self.shared.ledger().receipts.values().cloned().collect()
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.shared.ledger().stats.clone()
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An answer, or `None` to close the connection without one.
+type Answer = Option<(StatusCode, String)>;
+
+fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Answer {
+    Some((status, serde_json::to_string(body).unwrap_or_default()))
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Answer {
+    json(
+        status,
+        &ErrorBody {
+            error: code.into(),
+            message: message.into(),
+        },
+    )
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, io::Error> {
+    let answer = route(&shared, req).await;
+    match answer {
+        Some((status, body)) => {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            Ok(r)
+        }
+        // An error from the service makes hyper close the connection with
+        // no response: the client sees the connection drop.
+        None => Err(io::Error::new(io::ErrorKind::ConnectionAborted, "fault")),
+    }
+}
+
+async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Answer {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    if path.starts_with("/_sim/") {
+        return admin(shared, &parts.method, &path, parts.uri.query());
+    }
+    let bearer = format!("Bearer {}", shared.token);
+    let authorized = parts
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == bearer);
+    if !authorized {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "bad or missing bearer token",
+        );
+    }
+    let key = parts
+        .headers
+        .get(wire::IDEMPOTENCY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = match Limited::new(body, 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return error(StatusCode::BAD_REQUEST, "bad_request", "unreadable body"),
+    };
+    match (&parts.method, path.as_str()) {
+        (&Method::GET, wire::STATUS_PATH) => {
+            let status = if shared.outage.load(std::sync::atomic::Ordering::SeqCst) {
+                "disrupted"
+            } else {
+                "available"
+            };
+            json(
+                StatusCode::OK,
+                &StatusBody {
+                    status: status.into(),
+                },
+            )
+        }
+        (&Method::POST, wire::AUTHORIZE_PATH) => payment(shared, &bytes, key, true).await,
+        (&Method::POST, wire::FORWARD_PATH) => payment(shared, &bytes, key, false).await,
+        (&Method::POST, wire::RECEIPT_PATH) => receipt(shared, &bytes, key),
+        _ => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+    }
+}
+
+fn admin(shared: &Arc<Shared>, method: &Method, path: &str, query: Option<&str>) -> Answer {
+    match (method, path) {
+        (&Method::GET, "/_sim/ledger") => {
+            let rows: Vec<serde_json::Value> = shared
+                .ledger()
+                .charges
+                .values()
+                .map(|c| {
+                    let (outcome, detail) = match &c.outcome {
+                        ChargeOutcome::Approved { processor_ref } => ("approved", processor_ref),
+                        ChargeOutcome::Declined { code } => ("declined", code),
+                    };
+                    serde_json::json!({
+                        "device_id": c.device_id, "payment_id": c.payment_id,
+                        "amount": c.amount, "currency": c.currency, "online": c.online,
+                        "outcome": outcome, "detail": detail, "requests": c.requests,
+                    })
+                })
+                .collect();
+            json(StatusCode::OK, &rows)
+        }
+        (&Method::POST, "/_sim/outage") => {
+            let on = query.is_some_and(|q| q.contains("on=1") || q.contains("on=true"));
+            shared.outage.store(on, std::sync::atomic::Ordering::SeqCst);
+            json(StatusCode::OK, &serde_json::json!({ "outage": on }))
+        }
+        (&Method::POST, "/_sim/faults") => {
+            let mode = query
+                .and_then(|q| q.strip_prefix("mode="))
+                .and_then(|m| m.parse::<FaultMode>().ok());
+            match mode {
+                Some(m) => {
+                    *shared.faults.lock().unwrap_or_else(|p| p.into_inner()) = m.plan(None);
+                    json(StatusCode::OK, &serde_json::json!({ "mode": m.name() }))
+                }
+                None => error(StatusCode::BAD_REQUEST, "bad_request", "mode=<fault mode>"),
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+    }
+}
+
+/// Picks the fault for this request, if any, and the latency to add.
+fn draw_fault(shared: &Shared, payment_id: &str) -> (Option<Fault>, Duration, Duration) {
+    let mut plan = shared.faults.lock().unwrap_or_else(|p| p.into_inner());
+    let mut latency = plan.latency;
+    let hold = plan.hold;
+    let mut fault = plan.always.get(payment_id).copied();
+    if fault.is_none() {
+        if let Some(list) = plan.once.get_mut(payment_id) {
+            if !list.is_empty() {
+                fault = Some(list.remove(0));
+            }
+        }
+    }
+    let mut rng = shared.rng.lock().unwrap_or_else(|p| p.into_inner());
+    if fault.is_none() {
+        for (f, rate) in &plan.rates {
+            if rng.below(1000) < u64::from(*rate) {
+                fault = Some(*f);
+                break;
+            }
+        }
+    }
+    if fault == Some(Fault::Slow) {
+        latency += Duration::from_millis(50 + rng.below(200));
+    }
+    (fault, latency, hold)
+}
+
+fn count_fault(shared: &Shared, f: Fault) {
+    *shared.ledger().stats.faults.entry(f.name()).or_insert(0) += 1;
+}
+
+async fn payment(shared: &Arc<Shared>, bytes: &[u8], key: Option<String>, online: bool) -> Answer {
+    shared.ledger().stats.requests += 1;
+    let Ok(body) = serde_json::from_slice::<PaymentBody>(bytes) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "malformed payment body",
+        );
+    };
+    if key.as_deref() != Some(body.payment_id.as_str()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Idempotency-Key must equal payment_id",
+        );
+    }
+    let (fault, latency, hold) = draw_fault(shared, &body.payment_id);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match fault {
+        Some(f @ Fault::ServerError) => {
+            count_fault(shared, f);
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "injected 5xx",
+            );
+        }
+        Some(f @ Fault::Conflict) => {
+            count_fault(shared, f);
+            return error(StatusCode::CONFLICT, "in_flight", "injected conflict");
+        }
+        Some(f @ Fault::Reset) => {
+            count_fault(shared, f);
+            return None;
+        }
+        Some(f @ Fault::Timeout) => {
+            count_fault(shared, f);
+            tokio::time::sleep(hold).await;
+            return None;
+        }
+        _ => {}
+    }
+    if shared.outage.load(std::sync::atomic::Ordering::SeqCst) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "service outage",
+        );
+    }
+    let k = (body.device_id.clone(), body.payment_id.clone());
+    {
+        let mut l = shared.ledger();
+        if let Some(c) = l.charges.get_mut(&k) {
+            if c.amount != body.amount || c.currency != body.currency {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_mismatch",
+                    "this payment id was used with another amount",
+                );
+            }
+            c.requests += 1;
+            let answer = decision_body(c);
+            l.stats.idempotent_replays += 1;
+            drop(l);
+            return after_commit(shared, fault, answer);
+        }
+        if !l.in_flight.insert(k.clone()) {
+            return error(
+                StatusCode::CONFLICT,
+                "in_flight",
+                "this payment id is being processed",
+            );
+        }
+    }
+    let opened = wire::decode_card_data(&body.card_data)
+        .ok_or(cards::OpenError::Format)
+        .and_then(|b| shared.keys.open(&b));
+    let secret = match opened {
+        Ok(s) => s,
+        Err(_) => {
+            shared.ledger().in_flight.remove(&k);
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "card data does not open",
+            );
+        }
+    };
+    let outcome = match cards::decide(&secret.pan) {
+        CardOutcome::Approve => ChargeOutcome::Approved {
+            processor_ref: format!("ch_{}", short_ref(&k)),
+        },
+        CardOutcome::Decline(reason) => ChargeOutcome::Declined {
+            code: wire::decline_code(&reason).to_owned(),
+        },
+    };
+    let charge = Charge {
+        device_id: body.device_id.clone(),
+        payment_id: body.payment_id.clone(),
+        amount: body.amount,
+        currency: body.currency.clone(),
+        online,
+        outcome,
+        requests: 1,
+    };
+    let answer = decision_body(&charge);
+    {
+        let mut l = shared.ledger();
+        l.in_flight.remove(&k);
+        l.charges.insert(k, charge);
+    }
+    after_commit(shared, fault, answer)
+}
+
+fn after_commit(shared: &Shared, fault: Option<Fault>, answer: DecisionBody) -> Answer {
+    if let Some(f @ Fault::DropAfterCommit) = fault {
+        count_fault(shared, f);
+        return None;
+    }
+    if let Some(f @ Fault::Slow) = fault {
+        count_fault(shared, f);
+    }
+    json(StatusCode::OK, &answer)
+}
+
+fn decision_body(c: &Charge) -> DecisionBody {
+    match &c.outcome {
+        ChargeOutcome::Approved { processor_ref } => DecisionBody {
+            payment_id: c.payment_id.clone(),
+            outcome: "approved".into(),
+            processor_ref: Some(processor_ref.clone()),
+            decline_code: None,
+        },
+        ChargeOutcome::Declined { code } => DecisionBody {
+            payment_id: c.payment_id.clone(),
+            outcome: "declined".into(),
+            processor_ref: None,
+            decline_code: Some(code.clone()),
+        },
+    }
+}
+
+/// A short, stable reference for a charge.
+fn short_ref(k: &(String, String)) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, format!("{}/{}", k.0, k.1).as_bytes());
+    d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn receipt(shared: &Arc<Shared>, bytes: &[u8], key: Option<String>) -> Answer {
+    let Ok(body) = serde_json::from_slice::<ReceiptBody>(bytes) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "malformed receipt body",
+        );
+    };
+    if key.as_deref() != Some(body.receipt_id.as_str()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Idempotency-Key must equal receipt_id",
+        );
+    }
+    if !matches!(body.channel.as_str(), "email" | "sms") || body.address.is_empty() {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_request",
+            "unknown channel",
+        );
+    }
+    if shared.outage.load(std::sync::atomic::Ordering::SeqCst) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "service outage",
+        );
+    }
+    shared
+        .ledger()
+        .receipts
+        .entry(body.receipt_id.clone())
+        .or_insert(DeliveredReceipt {
+            receipt_id: body.receipt_id,
+            order_id: body.order_id,
+            channel: body.channel,
+            address: body.address,
+        });
+    json(StatusCode::OK, &serde_json::json!({ "delivered": true }))
+}
