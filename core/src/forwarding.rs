@@ -287,36 +287,59 @@ impl PosEngine {
             u32,
             std::result::Result<GatewayDecision, GatewayError>,
         )> = JoinSet::new();
+        let mut steps: Vec<(PaymentId, PaymentEvent)> = Vec::new();
         loop {
-            // Refill: mark the next due payments as in flight, durably, in
-            // one commit, then send them.
+            // One commit records the answers received and marks the next
+            // due payments as in flight (durably, before they are sent).
             let free = max.saturating_sub(in_flight.len());
-            if free > 0 && !self.forwarding_paused() && !self.is_closed() {
-                let started = self.start_attempts(free, manual, &tried).await?;
-                for (request, attempt) in started {
-                    report.attempts += 1;
-                    tried.insert(request.payment_id.clone());
-                    if counted.insert(request.payment_id.clone()) {
-                        // Became due during the round (a retry time passed,
-                        // a payment stored): it joins the round's total.
-                        progress.total += 1;
-                        if request.amount.currency() == currency {
-                            progress.amount_total = progress
-                                .amount_total
-                                .checked_add(&request.amount)
-                                .unwrap_or(progress.amount_total);
+            let may_start = free > 0 && !self.forwarding_paused() && !self.is_closed();
+            let (recorded, started) = self
+                .settle_and_start(
+                    std::mem::take(&mut steps),
+                    if may_start { free } else { 0 },
+                    manual,
+                    &tried,
+                )
+                .await?;
+            if !recorded.is_empty() {
+                for p in recorded {
+                    if p.state.is_final() {
+                        progress.done += 1;
+                        if p.amount.currency() == currency {
+                            progress.amount_done = progress
+                                .amount_done
+                                .checked_add(&p.amount)
+                                .unwrap_or(progress.amount_done);
                         }
                     }
-                    let gw = Arc::clone(&gateway);
-                    in_flight.spawn_blocking(move || {
-                        let id = request.payment_id.clone();
-                        let answer = match &request.online {
-                            Some(auth) => gw.authorize(auth),
-                            None => gw.forward(&request),
-                        };
-                        (id, attempt, answer)
-                    });
                 }
+                self.inner
+                    .events
+                    .emit(PosEvent::ForwardingProgress(progress.clone()));
+            }
+            for (request, attempt) in started {
+                report.attempts += 1;
+                tried.insert(request.payment_id.clone());
+                if counted.insert(request.payment_id.clone()) {
+                    // Became due during the round (a retry time passed,
+                    // a payment stored): it joins the round's total.
+                    progress.total += 1;
+                    if request.amount.currency() == currency {
+                        progress.amount_total = progress
+                            .amount_total
+                            .checked_add(&request.amount)
+                            .unwrap_or(progress.amount_total);
+                    }
+                }
+                let gw = Arc::clone(&gateway);
+                in_flight.spawn_blocking(move || {
+                    let id = request.payment_id.clone();
+                    let answer = match &request.online {
+                        Some(auth) => gw.authorize(auth),
+                        None => gw.forward(&request),
+                    };
+                    (id, attempt, answer)
+                });
             }
             let Some(first) = in_flight.join_next().await else {
                 break;
@@ -325,7 +348,6 @@ impl PosEngine {
             while let Some(more) = in_flight.try_join_next() {
                 results.push(more);
             }
-            let mut steps = Vec::with_capacity(results.len());
             for r in results {
                 let (id, attempt, outcome) = r.map_err(|e| PosError::Internal {
                     reason: format!("forwarding task failed: {e}"),
@@ -335,24 +357,8 @@ impl PosEngine {
                     Ok(GatewayDecision::Declined { .. }) => report.declined += 1,
                     Err(_) => report.failed += 1,
                 }
-                let event = self.answer_event(outcome, attempt);
-                steps.push((id, event));
+                steps.push((id, self.answer_event(outcome, attempt)));
             }
-            let recorded = self.record_steps(steps).await?;
-            for p in recorded {
-                if p.state.is_final() {
-                    progress.done += 1;
-                    if p.amount.currency() == currency {
-                        progress.amount_done = progress
-                            .amount_done
-                            .checked_add(&p.amount)
-                            .unwrap_or(progress.amount_done);
-                    }
-                }
-            }
-            self.inner
-                .events
-                .emit(PosEvent::ForwardingProgress(progress.clone()));
         }
         progress.finished = true;
         self.inner
@@ -431,68 +437,85 @@ impl PosEngine {
             })
     }
 
-    /// Marks up to `limit` due payments as in flight in one commit and
-    /// returns their requests.
-    async fn start_attempts(
+    /// In one commit: records the answers in `steps` and marks up to
+    /// `limit` due payments (not in `skip`) as in flight. Returns the
+    /// payments as recorded and the requests to send.
+    async fn settle_and_start(
         &self,
+        steps: Vec<(PaymentId, PaymentEvent)>,
         limit: usize,
         manual: bool,
         skip: &BTreeSet<PaymentId>,
-    ) -> Result<Vec<(ForwardRequest, u32)>> {
+    ) -> Result<(Vec<OfflinePayment>, Vec<(ForwardRequest, u32)>)> {
+        if steps.is_empty() && limit == 0 {
+            return Ok((Vec::new(), Vec::new()));
+        }
         let _w = self.inner.write_lock.lock().await;
         let now = self.now();
-        let (batch, started) = {
+        let (batch, effects, started) = {
             let s = self.state();
             let mut batch = Vec::new();
-            let mut started = Vec::new();
-            let due = self.due_ids(&s, now, limit.saturating_add(skip.len()), manual);
-            for id in due.into_iter().filter(|id| !skip.contains(id)).take(limit) {
-                let Some(p) = s.ledger.payments.get(&id) else {
-                    continue;
-                };
-                let Ok(next) =
-                    p.state
-                        .apply(PaymentEvent::StartForwarding, Deadline(p.deadline), now)
-                else {
-                    continue;
-                };
-                let attempt = next.attempts().unwrap_or(1);
-                let mut p = p.clone();
-                p.state = next;
-                started.push((
-                    ForwardRequest {
-                        device_id: self.inner.config.device_id.clone(),
-                        payment_id: p.id.clone(),
-                        order_id: p.order_id.clone(),
-                        amount: p.amount,
-                        tip: p.tip,
-                        entry_mode: p.card.entry_mode,
-                        network: p.card.network,
-                        last4: p.card.last4.clone(),
-                        taken_at: p.taken_at,
-                        deadline: p.deadline,
-                        attempt,
-                        sealed_card_data: p.card.sealed_card_data.clone(),
-                        online: p.online.then(|| AuthorizeRequest {
-                            device_id: self.inner.config.device_id.clone(),
-                            payment_id: p.id.clone(),
-                            order_id: p.order_id.clone(),
-                            amount: p.amount,
-                            tip: p.tip,
-                            entry_mode: p.card.entry_mode,
-                            network: p.card.network,
-                            last4: p.card.last4.clone(),
-                            sealed_card_data: p.card.sealed_card_data.clone(),
-                        }),
-                    },
-                    attempt,
-                ));
-                batch.push(Write::Payment(p));
+            let mut effects = Vec::new();
+            for (id, event) in steps {
+                // A step the payment cannot take is skipped, never applied.
+                if let Ok(e) = Self::step_writes(&s, &mut batch, &id, event, now) {
+                    effects.push(e);
+                }
             }
-            (batch, started)
+            let mut started = Vec::new();
+            if limit > 0 {
+                let due = self.due_ids(&s, now, limit.saturating_add(skip.len()), manual);
+                for id in due.into_iter().filter(|id| !skip.contains(id)).take(limit) {
+                    let Some(p) = s.ledger.payments.get(&id) else {
+                        continue;
+                    };
+                    let Ok(next) =
+                        p.state
+                            .apply(PaymentEvent::StartForwarding, Deadline(p.deadline), now)
+                    else {
+                        continue;
+                    };
+                    let attempt = next.attempts().unwrap_or(1);
+                    let mut p = p.clone();
+                    p.state = next;
+                    started.push((self.request_for(&p, attempt), attempt));
+                    batch.push(Write::Payment(p));
+                }
+            }
+            (batch, effects, started)
         };
         self.commit(batch).await?;
-        Ok(started)
+        Ok((self.emit_steps(effects), started))
+    }
+
+    /// The request that forwards (or, for an online payment, authorizes
+    /// again) payment `p`, attempt `attempt`.
+    fn request_for(&self, p: &OfflinePayment, attempt: u32) -> ForwardRequest {
+        ForwardRequest {
+            device_id: self.inner.config.device_id.clone(),
+            payment_id: p.id.clone(),
+            order_id: p.order_id.clone(),
+            amount: p.amount,
+            tip: p.tip,
+            entry_mode: p.card.entry_mode,
+            network: p.card.network,
+            last4: p.card.last4.clone(),
+            taken_at: p.taken_at,
+            deadline: p.deadline,
+            attempt,
+            sealed_card_data: p.card.sealed_card_data.clone(),
+            online: p.online.then(|| AuthorizeRequest {
+                device_id: self.inner.config.device_id.clone(),
+                payment_id: p.id.clone(),
+                order_id: p.order_id.clone(),
+                amount: p.amount,
+                tip: p.tip,
+                entry_mode: p.card.entry_mode,
+                network: p.card.network,
+                last4: p.card.last4.clone(),
+                sealed_card_data: p.card.sealed_card_data.clone(),
+            }),
+        }
     }
 
     /// The due payments, most urgent deadline first (B4). Payments that
@@ -522,32 +545,7 @@ impl PosEngine {
         due.into_iter().take(limit).map(|p| p.id.clone()).collect()
     }
 
-    /// Records several forwarding steps in one commit. A step the payment
-    /// cannot take is skipped (logged in the result as absent), never
-    /// applied. Returns the payments as recorded.
-    pub(crate) async fn record_steps(
-        &self,
-        steps: Vec<(PaymentId, PaymentEvent)>,
-    ) -> Result<Vec<OfflinePayment>> {
-        let _w = self.inner.write_lock.lock().await;
-        let now = self.now();
-        let (batch, effects) = {
-            let s = self.state();
-            let mut batch = Vec::new();
-            let mut effects = Vec::new();
-            for (id, event) in steps {
-                if let Ok(e) = Self::step_writes(&s, &mut batch, &id, event, now) {
-                    effects.push(e);
-                }
-            }
-            (batch, effects)
-        };
-        self.commit(batch).await?;
-        Ok(self.emit_steps(effects))
-    }
-
-    /// Records one forwarding step (see [`Self::record_steps`]); the error
-    /// says why a step was refused.
+    /// Records one forwarding step; the error says why a step was refused.
     pub(crate) async fn record_step(
         &self,
         id: &PaymentId,

@@ -26,7 +26,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test [--only rust|kotlin|swift]   everything CI runs (installs what is missing)
   size                              build pos-ffi with the `mobile` profile and print its size
-  soak [KILLS]                      the store crash test with KILLS SIGKILLs (default 2000)
+  soak [KILLS]                      the store crash test with KILLS SIGKILLs (default 2000),
+                                    then the forwarding fault suite with 10,000 payments per mode
   install                           only install the toolchains and packages
 ";
 

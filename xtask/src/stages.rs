@@ -456,5 +456,24 @@ pub fn soak(kills: &str) -> Result<bool, String> {
         .env("POS_CRASH_KILLS", kills)
         .status()
         .map_err(|e| format!("cannot start cargo: {e}"))?;
+    if !status.success() {
+        return Ok(false);
+    }
+    // The forwarding fault suite at full size: 10,000 payments per fault mode.
+    banner("soak: forwarding fault suite, 10,000 payments per fault mode");
+    let status = cargo()
+        .args([
+            "test",
+            "-p",
+            "pos-sim",
+            "--release",
+            "--test",
+            "fault_suite",
+            "--",
+            "--nocapture",
+        ])
+        .env("POS_FAULT_PAYMENTS", "10000")
+        .status()
+        .map_err(|e| format!("cannot start cargo: {e}"))?;
     Ok(status.success())
 }

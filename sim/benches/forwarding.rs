@@ -1,0 +1,302 @@
+//! Forwarding benchmark (issue 5): 10,000 stored payments forwarded to the
+//! simulator with 20 ms added latency per request.
+//!
+//! Figures, all from the same run:
+//! - the ideal wall time N × latency ÷ in-flight, and the engine's ratio to
+//!   it (target ≤ 1.25) and its rate (target ≥ 1,000 payments/s);
+//! - a baseline: the same requests sent straight through the HTTP gateway by
+//!   `in-flight` threads, no engine and no store;
+//! - CPU time per forwarded payment (process user + system, the simulator's
+//!   threads included, so an upper bound);
+//! - the same with 5 % intermittent failures (5xx or connection closed):
+//!   the slowdown, with the retries' back-off waits skipped on the virtual
+//!   clock.
+//!
+//! `cargo bench -p pos-sim --bench forwarding [-- N]`.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::float_arithmetic)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pos_core::card_seal::seal;
+use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour};
+use pos_core::clock::{Clock, Timestamp, VirtualClock};
+use pos_core::crypto::FileKeyProvider;
+use pos_core::engine::StaffSession;
+use pos_core::forwarding::ForwardingConfig;
+use pos_core::gateway::{Gateway, StaticToken};
+use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
+use pos_core::ledger::CardRead;
+use pos_core::lifecycle::{PaymentState, StaffId};
+use pos_core::money::{Currency, Money};
+use pos_core::policy::{CurrencyLimits, EntryMode, Policy, TenderKind};
+use pos_core::sqlite_store::SqliteStore;
+use pos_core::{EngineConfig, PosEngine};
+use pos_sim::{test_cards, Fault, FaultPlan, SimConfig, Simulator};
+
+const LATENCY: Duration = Duration::from_millis(20);
+const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+fn eur() -> Currency {
+    Currency::parse("EUR").unwrap()
+}
+
+/// User + system CPU of this process, from /proc (Linux).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+fn gateway(sim: &Simulator) -> HttpGateway {
+    let mut c = HttpGatewayConfig::new(sim.base_url());
+    c.allow_plain_http = true;
+    c.request_timeout = Duration::from_secs(5);
+    HttpGateway::new(c, Arc::new(StaticToken(sim.token()))).unwrap()
+}
+
+struct Run {
+    wall: Duration,
+    cpu: Duration,
+    rounds: u32,
+}
+
+async fn engine_run(n: usize, in_flight: usize, faults: FaultPlan, seed: u64) -> Run {
+    let sim = Simulator::start(SimConfig {
+        seed,
+        faults,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("pos-fwd-bench-{}-{seed}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = Arc::new(FileKeyProvider::open_or_create(dir.join("kek")).unwrap());
+    let store = SqliteStore::open(&dir.join("store.db"), keys)
+        .await
+        .unwrap();
+    let clock = VirtualClock::new(T0);
+    let mut config = EngineConfig::new(&dir, "till-1", "EUR").unwrap();
+    config.forwarding = ForwardingConfig {
+        max_in_flight: in_flight,
+        automatic: false,
+        jitter_seed: Some(seed),
+        ..ForwardingConfig::default()
+    };
+    let engine = PosEngine::open_with(config, Arc::new(clock.clone()), Arc::new(store))
+        .await
+        .unwrap();
+    let mut policy = Policy::shopify_pos(eur()).with_enabled(true);
+    let big = Money::new(1_000_000_000, eur());
+    policy = policy.with_limits(
+        eur(),
+        CurrencyLimits {
+            per_payment: None,
+            per_order: big,
+            device_amount: None,
+            device_count: None,
+            per_card: None,
+            warn_percent: 100,
+        },
+    );
+    let reader = policy.offline_readers.iter().next().unwrap().clone();
+    engine.set_policy(policy).await.unwrap();
+    engine
+        .sign_in(StaffSession {
+            staff_id: StaffId::parse("cashier-1").unwrap(),
+            may_take_offline_payments: true,
+        })
+        .unwrap();
+    engine.report_network(false).await.unwrap();
+    let card = &test_cards()[0];
+    let sealed = seal(&card.secret(), &sim.processor_key()).unwrap();
+    for _ in 0..n {
+        let order = engine
+            .create_order(NewOrder {
+                order_id: None,
+                total: Money::new(1_250, eur()),
+                contact: None,
+            })
+            .await
+            .unwrap();
+        let d = engine
+            .begin_card_payment(CardPaymentRequest {
+                order_id: order.id,
+                payment_id: None,
+                amount: Money::new(1_250, eur()),
+                tip: None,
+                behaviour: OfflineBehaviour::PreferOnline,
+                tender: TenderKind::Card,
+            })
+            .await
+            .unwrap();
+        engine
+            .confirm_card_payment(
+                &d.payment_id,
+                CardRead {
+                    entry_mode: EntryMode::Chip,
+                    network: card.network,
+                    last4: card.last4().into(),
+                    fingerprint: None,
+                    reader_model: reader.clone(),
+                    sealed_card_data: sealed.clone(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    engine.set_gateway(Arc::new(gateway(&sim))).unwrap();
+    let cpu0 = cpu_time();
+    let t0 = Instant::now();
+    let mut rounds = 0;
+    loop {
+        engine.forward_now().await.unwrap();
+        rounds += 1;
+        let open: Vec<_> = engine
+            .list_payments()
+            .unwrap()
+            .into_iter()
+            .filter(|p| !p.state.is_final())
+            .collect();
+        if open.is_empty() || rounds > 500 {
+            break;
+        }
+        // Skip the back-off waits on the virtual clock: move to the last
+        // retry time, so the next round retries every failure together.
+        let next = open
+            .iter()
+            .filter_map(|p| match p.state {
+                PaymentState::FailedToForward {
+                    next_retry_at: Some(t),
+                    ..
+                } => Some(t),
+                _ => None,
+            })
+            .max()
+            .unwrap_or_else(|| clock.wall_now());
+        let now = clock.wall_now();
+        if next > now {
+            clock.advance(Duration::from_millis((next.millis() - now.millis()) as u64));
+        }
+    }
+    let wall = t0.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu0);
+    let approved = sim.ledger().len();
+    assert_eq!(approved, n, "every payment charged once");
+    engine.close();
+    let _ = std::fs::remove_dir_all(&dir);
+    Run { wall, cpu, rounds }
+}
+
+/// The same requests straight through the gateway from `in_flight` threads.
+fn baseline(n: usize, in_flight: usize) -> Duration {
+    let sim = Simulator::start(SimConfig {
+        faults: FaultPlan::none().with_latency(LATENCY),
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let g = Arc::new(gateway(&sim));
+    let card = &test_cards()[0];
+    let sealed = seal(&card.secret(), &sim.processor_key()).unwrap();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let threads: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let g = Arc::clone(&g);
+            let next = Arc::clone(&next);
+            let sealed = sealed.clone();
+            std::thread::spawn(move || loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= n {
+                    break;
+                }
+                let r = pos_core::gateway::ForwardRequest {
+                    device_id: "till-1".into(),
+                    payment_id: pos_core::lifecycle::PaymentId::parse(&format!("b-{i}")).unwrap(),
+                    order_id: pos_core::lifecycle::OrderId::parse("o-1").unwrap(),
+                    amount: Money::new(1_250, eur()),
+                    tip: None,
+                    entry_mode: EntryMode::Chip,
+                    network: card.network,
+                    last4: card.last4().into(),
+                    taken_at: T0,
+                    deadline: T0,
+                    attempt: 1,
+                    sealed_card_data: sealed.clone(),
+                    online: None,
+                };
+                g.forward(&r).unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    t0.elapsed()
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(10_000);
+    let in_flight = ForwardingConfig::default().max_in_flight;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ideal = LATENCY * (n as u32) / (in_flight as u32);
+    println!(
+        "forwarding {n} payments, {} ms latency, {in_flight} in flight",
+        LATENCY.as_millis()
+    );
+    println!(
+        "  ideal (N x latency / in flight): {:.2} s",
+        ideal.as_secs_f64()
+    );
+    let b = baseline(n, in_flight);
+    println!(
+        "  baseline, gateway only ({in_flight} threads, no engine/store): {:.2} s = {:.0} /s",
+        b.as_secs_f64(),
+        n as f64 / b.as_secs_f64()
+    );
+    let run = rt.block_on(engine_run(
+        n,
+        in_flight,
+        FaultPlan::none().with_latency(LATENCY),
+        1,
+    ));
+    let ratio = run.wall.as_secs_f64() / ideal.as_secs_f64();
+    let rate = n as f64 / run.wall.as_secs_f64();
+    println!(
+        "  engine (SQLite store, group commits): {:.2} s = {rate:.0} /s, {ratio:.2} x ideal, \
+         {:.2} x baseline, {} round(s); CPU {:.0} us per payment",
+        run.wall.as_secs_f64(),
+        run.wall.as_secs_f64() / b.as_secs_f64(),
+        run.rounds,
+        run.cpu.as_micros() as f64 / n as f64
+    );
+    println!(
+        "  targets: <= 1.25 x ideal: {}; >= 1,000 /s: {}",
+        if ratio <= 1.25 { "PASS" } else { "FAIL" },
+        if rate >= 1000.0 { "PASS" } else { "FAIL" }
+    );
+    let faulty = FaultPlan::none()
+        .with_latency(LATENCY)
+        .with_rate(Fault::ServerError, 25)
+        .with_rate(Fault::Reset, 25);
+    let run5 = rt.block_on(engine_run(n, in_flight, faulty, 2));
+    println!(
+        "  with 5 % intermittent failures: {:.2} s = {:.0} /s, slowdown {:.2} x, {} rounds; CPU {:.0} us per payment",
+        run5.wall.as_secs_f64(),
+        n as f64 / run5.wall.as_secs_f64(),
+        run5.wall.as_secs_f64() / run.wall.as_secs_f64(),
+        run5.rounds,
+        run5.cpu.as_micros() as f64 / n as f64
+    );
+}
