@@ -96,6 +96,21 @@ pub fn all(needs: &Needs) -> Result<Tools, String> {
     Ok(tools)
 }
 
+/// What the demo needs beyond Rust: a C compiler for the bundled SQLite
+/// (present wherever rustup installed a linker; checked anyway).
+pub fn demo() -> Result<(), String> {
+    let has_cc = Command::new("cc")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if has_cc {
+        return Ok(());
+    }
+    apt_install(&["gcc", "libc6-dev"])
+}
+
 fn installed(pkg: &str) -> bool {
     output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
         .is_some_and(|s| s.contains("install ok installed"))

@@ -434,6 +434,16 @@ pub fn size() -> Result<(), String> {
     Ok(())
 }
 
+/// `cargo xtask demo [FLAGS]`: builds and runs `pos-demo` with the flags.
+pub fn demo(flags: &[String]) -> Result<bool, String> {
+    let status = cargo()
+        .args(["run", "--quiet", "-p", "pos-demo", "--"])
+        .args(flags)
+        .status()
+        .map_err(|e| format!("cannot start cargo: {e}"))?;
+    Ok(status.success())
+}
+
 /// `cargo xtask soak [KILLS]`: the store's crash test with many more SIGKILLs
 /// than the normal test run (`core/tests/crash.rs`, `POS_CRASH_KILLS`).
 pub fn soak(kills: &str) -> Result<bool, String> {
