@@ -21,10 +21,19 @@ fn readme_examples_match_the_compiled_sources() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
     for (file, tag) in [
-        ("bindings/kotlin/src/test/kotlin/org/poscore/ReadmeExampleTest.kt", "KOTLIN"),
-        ("bindings/swift/Tests/PosCoreTests/ReadmeExampleTests.swift", "SWIFT"),
+        (
+            "bindings/kotlin/src/test/kotlin/org/poscore/ReadmeExampleTest.kt",
+            "KOTLIN",
+        ),
+        (
+            "bindings/swift/Tests/PosCoreTests/ReadmeExampleTests.swift",
+            "SWIFT",
+        ),
     ] {
         let snippet = region(&format!("{root}/{file}"), tag);
-        assert!(readme.contains(&snippet), "README.md does not show {file} as compiled:\n{snippet}");
+        assert!(
+            readme.contains(&snippet),
+            "README.md does not show {file} as compiled:\n{snippet}"
+        );
     }
 }

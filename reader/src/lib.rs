@@ -1,0 +1,27 @@
+//! # pos-reader — the card reader profile
+//!
+//! The project's own Bluetooth LE card-reader profile
+//! (`docs/reader-profile.md`): the frame codec ([`frame`]), the messages
+//! ([`message`]), a message channel with acknowledgements and resending
+//! after a reconnection ([`link`]), the phone side ([`client`]) and a
+//! simulated reader that speaks the same bytes ([`sim`]).
+//!
+//! Not built yet (issue 6, open): the btleplug transport, the foreign
+//! transport and foreign card-reader traits for the FFI, automatic
+//! reconnection with back-off, remembered readers in the store, and the
+//! coverage-guided fuzz target.
+
+pub mod client;
+pub mod frame;
+pub mod link;
+pub mod message;
+pub mod sim;
+
+/// The profile's 128-bit UUIDs (Nordic-UART style): the service, the
+/// request characteristic the phone writes (write without response), and the
+/// notify characteristic for replies and events.
+pub mod uuids {
+    pub const SERVICE: &str = "7c1e0001-5a3b-4c8e-9f2d-6b0a1c2d3e4f";
+    pub const REQUEST: &str = "7c1e0002-5a3b-4c8e-9f2d-6b0a1c2d3e4f";
+    pub const NOTIFY: &str = "7c1e0003-5a3b-4c8e-9f2d-6b0a1c2d3e4f";
+}

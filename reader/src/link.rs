@@ -1,0 +1,252 @@
+//! Transports, and the message channel over them.
+//!
+//! A [`Transport`] moves frames (each at most MTU − 3 bytes) both ways and
+//! reports disconnections. [`MemoryLink`] connects the phone side to the
+//! simulated reader in-process; the btleplug transport (feature `ble`) and a
+//! foreign transport an app writes over its own Bluetooth stack are issue 6
+//! work not built yet.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Mutex};
+
+use crate::frame::{self, FrameError, Kind, Pushed, Reassembler};
+
+/// Why a link operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("the reader is disconnected")]
+    Disconnected,
+    #[error("bad frame from the peer: {0}")]
+    Frame(#[from] FrameError),
+    #[error("bad message from the peer")]
+    Message,
+    #[error("the peer did not answer in time")]
+    Timeout,
+}
+
+/// One end of an in-memory link. Frames written on one end arrive, in
+/// order, at the other; `disconnect_after(n)` cuts the link after `n` more
+/// frames (a disconnect in the middle of a message).
+#[derive(Debug)]
+pub struct MemoryLink {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    rx: Mutex<mpsc::UnboundedReceiver<Vec<u8>>>,
+    state: Arc<LinkState>,
+    pub mtu: usize,
+}
+
+#[derive(Debug)]
+struct LinkState {
+    /// Bumped at every reconnection; each end's channel then resends.
+    generation: tokio::sync::watch::Sender<u64>,
+    connected: AtomicBool,
+    /// Frames left before the link drops (usize::MAX: never).
+    budget: AtomicUsize,
+}
+
+impl MemoryLink {
+    /// Two connected ends with this MTU.
+    pub fn pair(mtu: usize) -> (MemoryLink, MemoryLink) {
+        let (a_tx, a_rx) = mpsc::unbounded_channel();
+        let (b_tx, b_rx) = mpsc::unbounded_channel();
+        let state = Arc::new(LinkState {
+            generation: tokio::sync::watch::channel(0).0,
+            connected: AtomicBool::new(true),
+            budget: AtomicUsize::new(usize::MAX),
+        });
+        (
+            MemoryLink {
+                tx: a_tx,
+                rx: Mutex::new(b_rx),
+                state: Arc::clone(&state),
+                mtu,
+            },
+            MemoryLink {
+                tx: b_tx,
+                rx: Mutex::new(a_rx),
+                state,
+                mtu,
+            },
+        )
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.state.connected.load(Ordering::SeqCst)
+    }
+
+    /// Drops the link after `frames` more frames (from either end).
+    pub fn disconnect_after(&self, frames: usize) {
+        self.state.budget.store(frames, Ordering::SeqCst);
+    }
+
+    pub fn disconnect(&self) {
+        self.state.connected.store(false, Ordering::SeqCst);
+    }
+
+    /// The radio comes back (the reader is in range again).
+    pub fn reconnect(&self) {
+        self.state.budget.store(usize::MAX, Ordering::SeqCst);
+        self.state.connected.store(true, Ordering::SeqCst);
+        self.state.generation.send_modify(|g| *g += 1);
+    }
+
+    fn generations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.state.generation.subscribe()
+    }
+
+    /// Sends one frame.
+    pub fn write(&self, frame: Vec<u8>) -> Result<(), LinkError> {
+        if !self.is_connected() {
+            return Err(LinkError::Disconnected);
+        }
+        let left = self.state.budget.load(Ordering::SeqCst);
+        if left == 0 {
+            self.disconnect();
+            return Err(LinkError::Disconnected);
+        }
+        if left != usize::MAX {
+            self.state.budget.store(left - 1, Ordering::SeqCst);
+        }
+        self.tx.send(frame).map_err(|_| LinkError::Disconnected)
+    }
+
+    /// The next frame from the peer (`None`: the peer is gone).
+    pub async fn read(&self) -> Option<Vec<u8>> {
+        self.rx.lock().await.recv().await
+    }
+}
+
+/// Messages over a link: ids, fragmentation, acknowledgements, and the
+/// sending again, whole, of every unacknowledged message after a reconnection
+/// (the receiver drops the duplicates, so nothing is lost or delivered twice).
+#[derive(Debug)]
+pub struct Channel {
+    link: Arc<MemoryLink>,
+    generation: Mutex<tokio::sync::watch::Receiver<u64>>,
+    next_id: std::sync::Mutex<u16>,
+    unacked: std::sync::Mutex<BTreeMap<u16, Vec<u8>>>,
+    reassembler: std::sync::Mutex<Reassembler>,
+}
+
+impl Channel {
+    pub fn new(link: Arc<MemoryLink>) -> Self {
+        Channel {
+            generation: Mutex::new(link.generations()),
+            link,
+            next_id: std::sync::Mutex::new(1),
+            unacked: std::sync::Mutex::new(BTreeMap::new()),
+            reassembler: std::sync::Mutex::new(Reassembler::new()),
+        }
+    }
+
+    pub fn link(&self) -> &MemoryLink {
+        &self.link
+    }
+
+    /// Sends a message; it is kept until acknowledged. A disconnect while
+    /// sending is not an error here: [`Channel::resend_unacked`] sends it
+    /// again after the reconnection.
+    pub fn send(&self, bytes: Vec<u8>) -> Result<u16, LinkError> {
+        let id = {
+            let mut n = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
+            let id = *n;
+            *n = n.wrapping_add(1).max(1);
+            id
+        };
+        self.unacked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, bytes.clone());
+        let _ = self.write_message(id, Kind::Message, &bytes);
+        Ok(id)
+    }
+
+    fn write_message(&self, id: u16, kind: Kind, bytes: &[u8]) -> Result<(), LinkError> {
+        for f in frame::encode(id, kind, bytes, self.link.mtu)? {
+            self.link.write(f)?;
+        }
+        Ok(())
+    }
+
+    /// After a reconnection: sends every unacknowledged message again,
+    /// whole and with its id. Incoming partial messages are kept: the peer
+    /// resends them whole, their missing fragments complete them, and those
+    /// never completed expire ([`Reassembler::expire`]).
+    pub fn resend_unacked(&self) -> Result<usize, LinkError> {
+        let pending: Vec<(u16, Vec<u8>)> = self
+            .unacked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        for (id, bytes) in &pending {
+            self.write_message(*id, Kind::Message, bytes)?;
+        }
+        Ok(pending.len())
+    }
+
+    pub fn unacked(&self) -> usize {
+        self.unacked.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The next whole message from the peer (acknowledged as it arrives).
+    /// `None` when the link's other end is gone.
+    pub async fn recv(&self, now_ms: u64) -> Option<Result<Vec<u8>, LinkError>> {
+        loop {
+            let frame = {
+                let mut generation = self.generation.lock().await;
+                tokio::select! {
+                    f = self.link.read() => f?,
+                    changed = generation.changed() => {
+                        if changed.is_ok() {
+                            // Reconnected: send again what the peer did not
+                            // acknowledge.
+                            let _ = self.resend_unacked();
+                        }
+                        continue;
+                    }
+                }
+            };
+            let pushed = self
+                .reassembler
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(&frame, now_ms);
+            match pushed {
+                Err(e) => return Some(Err(e.into())),
+                Ok(Pushed::Incomplete) => {}
+                Ok(Pushed::Complete {
+                    id,
+                    kind: Kind::Ack,
+                    ..
+                }) => {
+                    self.unacked
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&id);
+                }
+                Ok(Pushed::Duplicate {
+                    kind: Kind::Ack, ..
+                }) => {}
+                Ok(Pushed::Duplicate {
+                    id,
+                    kind: Kind::Message,
+                }) => {
+                    let _ = self.write_message(id, Kind::Ack, &[]);
+                }
+                Ok(Pushed::Complete {
+                    id,
+                    kind: Kind::Message,
+                    bytes,
+                }) => {
+                    let _ = self.write_message(id, Kind::Ack, &[]);
+                    return Some(Ok(bytes));
+                }
+            }
+        }
+    }
+}
