@@ -10,10 +10,10 @@
 //! simulator's ledger. [`run`] returns a [`Summary`]; any mismatch makes the
 //! binary exit non-zero.
 //!
-//! The card reader here is a stand-in that seals test cards to the
-//! processor's key exactly as a reader must (`pos_core::card_seal`) and
-//! computes the keyed fingerprint; the Bluetooth LE reader profile is issue 6
-//! and not built yet.
+//! The card reader is `pos-reader`'s simulated reader, paired by
+//! challenge-response over the reader profile's bytes on an in-memory link
+//! (MTU 185); it seals each card to the processor's key, so the phone side
+//! never sees a card number.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,7 +22,6 @@ use std::str::FromStr;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pos_core::card_seal::{seal, ProcessorKey};
 use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour, PaymentView, Route};
 use pos_core::clock::{Clock, Timestamp, VirtualClock};
 use pos_core::connectivity::ConnectivityState;
@@ -41,6 +40,9 @@ use pos_core::policy::{EntryMode, Policy, TenderKind};
 use pos_core::rules::GuardedAction;
 use pos_core::sqlite_store::SqliteStore;
 use pos_core::{EngineConfig, EventListener, PosEngine, PosError, PosEvent};
+use pos_reader::client::ReaderClient;
+use pos_reader::link::MemoryLink;
+use pos_reader::sim::{Presented, SimReader, SimReaderConfig};
 use pos_sim::{
     test_cards, CardOutcome, ChargeOutcome, Fault, FaultMode, FaultPlan, SimConfig, Simulator,
     TestCard,
@@ -238,29 +240,38 @@ impl Summary {
 const OPENING: Timestamp = Timestamp(1_795_507_200_000);
 const MIN: Duration = Duration::from_secs(60);
 
-/// The stand-in card reader: reads a test card, seals it to the processor's
-/// key and computes the keyed fingerprint (the phone never sees the PAN).
+/// The card reader: the simulated reader, paired over the reader profile's
+/// bytes (`pos-reader`), which seals the card to the processor's key.
 struct CardReader {
     model: String,
-    processor: ProcessorKey,
-    fingerprint_key: ring::hmac::Key,
+    client: tokio::sync::Mutex<ReaderClient>,
+    sim: SimReader,
 }
 
 impl CardReader {
-    fn read(&self, card: &TestCard, mode: EntryMode) -> CardRead {
-        let tag = ring::hmac::sign(&self.fingerprint_key, card.pan.as_bytes());
-        let fingerprint: String = tag.as_ref()[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        CardRead {
-            entry_mode: mode,
+    async fn read(
+        &self,
+        card: &TestCard,
+        mode: EntryMode,
+        amount: Money,
+    ) -> Result<CardRead, String> {
+        self.sim.present(Presented {
+            secret: card.secret(),
             network: card.network,
-            last4: card.last4().into(),
-            fingerprint: Some(fingerprint),
-            reader_model: self.model.clone(),
-            sealed_card_data: seal(&card.secret(), &self.processor).unwrap_or_default(),
-        }
+            entry_mode: mode,
+        });
+        let all = [
+            EntryMode::Chip,
+            EntryMode::Contactless,
+            EntryMode::Swipe,
+            EntryMode::Manual,
+        ];
+        self.client
+            .lock()
+            .await
+            .take_card(amount, &all, true)
+            .await
+            .map_err(|e| format!("reader: {e}"))
     }
 }
 
@@ -515,7 +526,13 @@ impl Day {
                 tender: TenderKind::Card,
             })
             .await?;
-        let read = self.reader.read(card, mode);
+        let read = match self.reader.read(card, mode, amount).await {
+            Ok(r) => r,
+            Err(reason) => {
+                let _ = self.engine.cancel_card_payment(&d.payment_id).await;
+                return Err(PosError::InvalidInput { reason });
+            }
+        };
         match self.engine.confirm_card_payment(&d.payment_id, read).await {
             Ok(v) => {
                 self.confirmed.insert(v.id.as_str().to_owned(), v.amount);
@@ -636,10 +653,34 @@ pub async fn run(opts: Options) -> Result<Summary, String> {
         .unwrap_or_default();
     let mut fp = [0u8; 32];
     fp[..8].copy_from_slice(&opts.seed.to_le_bytes());
+    let reader_key = [0x5Au8; 32];
+    let (phone_end, reader_end) = MemoryLink::pair(185);
+    let sim_reader = SimReader::start(
+        SimReaderConfig {
+            model: model.clone(),
+            serial: "SIM-READER-1".into(),
+            firmware: "2.1.0".into(),
+            battery_percent: 87,
+            reader_key,
+            processor: sim.processor_key(),
+            fingerprint_key: fp,
+        },
+        reader_end,
+    );
+    let mut client = ReaderClient::connect(phone_end)
+        .await
+        .map_err(|e| e.to_string())?;
+    let info = client
+        .pair(&reader_key, true, &[])
+        .await
+        .map_err(|e| e.to_string())?;
     let reader = CardReader {
-        model: model.clone(),
-        processor: sim.processor_key(),
-        fingerprint_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &fp),
+        model: format!(
+            "{} {} (firmware {}, battery {} %)",
+            info.model, info.serial, info.firmware, info.battery_percent
+        ),
+        client: tokio::sync::Mutex::new(client),
+        sim: sim_reader,
     };
     let mut gw = HttpGatewayConfig::new(sim.base_url());
     gw.allow_plain_http = true;
@@ -690,7 +731,7 @@ pub async fn run(opts: Options) -> Result<Summary, String> {
 async fn script(day: &mut Day) -> Result<(), String> {
     let preset = day.opts.preset.name();
     day.say(&format!(
-        "shop opens — preset {preset}, cashier alex, reader \"{}\" (simulated), processor simulator at {}",
+        "shop opens — preset {preset}, cashier alex, reader {} paired over the reader profile (simulated), processor simulator at {}",
         day.reader.model,
         day.sim.base_url()
     ));
