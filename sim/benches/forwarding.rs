@@ -16,21 +16,19 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::float_arithmetic)]
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pos_core::card_seal::seal;
-use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour};
-use pos_core::clock::{Clock, Timestamp, VirtualClock};
+use pos_core::clock::{Timestamp, VirtualClock};
 use pos_core::crypto::FileKeyProvider;
-use pos_core::engine::StaffSession;
 use pos_core::forwarding::ForwardingConfig;
-use pos_core::gateway::{Gateway, StaticToken};
-use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
-use pos_core::ledger::CardRead;
-use pos_core::lifecycle::{PaymentState, StaffId};
-use pos_core::money::{Currency, Money};
-use pos_core::policy::{CurrencyLimits, EntryMode, Policy, TenderKind};
+use pos_core::gateway::Gateway;
+use pos_core::money::Money;
+use pos_core::policy::EntryMode;
 use pos_core::sqlite_store::SqliteStore;
 use pos_core::{EngineConfig, PosEngine};
 use pos_sim::{test_cards, Fault, FaultPlan, SimConfig, Simulator};
@@ -38,9 +36,7 @@ use pos_sim::{test_cards, Fault, FaultPlan, SimConfig, Simulator};
 const LATENCY: Duration = Duration::from_millis(20);
 const T0: Timestamp = Timestamp(1_800_000_000_000);
 
-fn eur() -> Currency {
-    Currency::parse("EUR").unwrap()
-}
+use support::eur;
 
 /// User + system CPU of this process, from /proc (Linux).
 fn cpu_time() -> Duration {
@@ -50,13 +46,6 @@ fn cpu_time() -> Duration {
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command.
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
-}
-
-fn gateway(sim: &Simulator) -> HttpGateway {
-    let mut c = HttpGatewayConfig::new(sim.base_url());
-    c.allow_plain_http = true;
-    c.request_timeout = Duration::from_secs(5);
-    HttpGateway::new(c, Arc::new(StaticToken(sim.token()))).unwrap()
 }
 
 struct Run {
@@ -90,99 +79,19 @@ async fn engine_run(n: usize, in_flight: usize, faults: FaultPlan, seed: u64) ->
     let engine = PosEngine::open_with(config, Arc::new(clock.clone()), Arc::new(store))
         .await
         .unwrap();
-    let mut policy = Policy::shopify_pos(eur()).with_enabled(true);
-    let big = Money::new(1_000_000_000, eur());
-    policy = policy.with_limits(
-        eur(),
-        CurrencyLimits {
-            per_payment: None,
-            per_order: big,
-            device_amount: None,
-            device_count: None,
-            per_card: None,
-            warn_percent: 100,
-        },
-    );
-    let reader = policy.offline_readers.iter().next().unwrap().clone();
-    engine.set_policy(policy).await.unwrap();
-    engine
-        .sign_in(StaffSession {
-            staff_id: StaffId::parse("cashier-1").unwrap(),
-            may_take_offline_payments: true,
-        })
-        .unwrap();
-    engine.report_network(false).await.unwrap();
+    let reader = support::prepare(&engine).await;
     let card = &test_cards()[0];
-    let sealed = seal(&card.secret(), &sim.processor_key()).unwrap();
     for _ in 0..n {
-        let order = engine
-            .create_order(NewOrder {
-                order_id: None,
-                total: Money::new(1_250, eur()),
-                contact: None,
-            })
-            .await
-            .unwrap();
-        let d = engine
-            .begin_card_payment(CardPaymentRequest {
-                order_id: order.id,
-                payment_id: None,
-                amount: Money::new(1_250, eur()),
-                tip: None,
-                behaviour: OfflineBehaviour::PreferOnline,
-                tender: TenderKind::Card,
-            })
-            .await
-            .unwrap();
-        engine
-            .confirm_card_payment(
-                &d.payment_id,
-                CardRead {
-                    entry_mode: EntryMode::Chip,
-                    network: card.network,
-                    last4: card.last4().into(),
-                    fingerprint: None,
-                    reader_model: reader.clone(),
-                    sealed_card_data: sealed.clone(),
-                },
-            )
-            .await
-            .unwrap();
+        support::take(&engine, &reader, &sim.processor_key(), card, 1_250, None).await;
     }
-    engine.set_gateway(Arc::new(gateway(&sim))).unwrap();
+    engine
+        .set_gateway(support::gateway(&sim, Duration::from_secs(5)))
+        .unwrap();
     let cpu0 = cpu_time();
     let t0 = Instant::now();
-    let mut rounds = 0;
-    loop {
-        engine.forward_now().await.unwrap();
-        rounds += 1;
-        let open: Vec<_> = engine
-            .list_payments()
-            .unwrap()
-            .into_iter()
-            .filter(|p| !p.state.is_final())
-            .collect();
-        if open.is_empty() || rounds > 500 {
-            break;
-        }
-        // Skip the back-off waits on the virtual clock: move to the last
-        // retry time, so the next round retries every failure together.
-        let next = open
-            .iter()
-            .filter_map(|p| match p.state {
-                PaymentState::FailedToForward {
-                    next_retry_at: Some(t),
-                    ..
-                } => Some(t),
-                _ => None,
-            })
-            .max()
-            .unwrap_or_else(|| clock.wall_now());
-        let now = clock.wall_now();
-        if next > now {
-            clock.advance(Duration::from_millis((next.millis() - now.millis()) as u64));
-        }
-    }
+    // Back-off waits are skipped on the virtual clock: it moves to the last
+    // retry time, so the next round retries every failure together.
+    let rounds = support::settle(&engine, &clock, true, 500).await;
     let wall = t0.elapsed();
     let cpu = cpu_time().saturating_sub(cpu0);
     let approved = sim.ledger().len();
@@ -199,7 +108,7 @@ fn baseline(n: usize, in_flight: usize) -> Duration {
         ..SimConfig::default()
     })
     .unwrap();
-    let g = Arc::new(gateway(&sim));
+    let g = support::gateway(&sim, Duration::from_secs(5));
     let card = &test_cards()[0];
     let sealed = seal(&card.secret(), &sim.processor_key()).unwrap();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -10,30 +10,20 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pos_core::card_seal::seal;
-use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour};
-use pos_core::clock::{Clock, Timestamp, VirtualClock};
-use pos_core::engine::StaffSession;
+use pos_core::clock::{Timestamp, VirtualClock};
 use pos_core::forwarding::ForwardingConfig;
-use pos_core::gateway::StaticToken;
-use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
-use pos_core::ledger::CardRead;
-use pos_core::lifecycle::{PaymentId, PaymentState, StaffId};
-use pos_core::money::{Currency, Money};
-use pos_core::policy::{CurrencyLimits, EntryMode, Policy, TenderKind};
+use pos_core::lifecycle::{PaymentId, PaymentState};
 use pos_core::store::MemoryStore;
 use pos_core::{EngineConfig, EventListener, PosEngine, PosEvent};
 use pos_sim::{test_cards, CardOutcome, ChargeOutcome, FaultMode, SimConfig, Simulator};
 
 const T0: Timestamp = Timestamp(1_800_000_000_000);
-
-fn eur() -> Currency {
-    Currency::parse("EUR").unwrap()
-}
 
 #[derive(Default)]
 struct Declines(Mutex<BTreeMap<String, u32>>);
@@ -81,37 +71,11 @@ async fn run_mode(mode: FaultMode, n: usize, seed: u64) {
     )
     .await
     .unwrap();
-    let mut policy = Policy::shopify_pos(eur()).with_enabled(true);
-    let big = Money::new(1_000_000_000, eur());
-    policy = policy.with_limits(
-        eur(),
-        CurrencyLimits {
-            per_payment: None,
-            per_order: big,
-            device_amount: None,
-            device_count: None,
-            per_card: None,
-            warn_percent: 100,
-        },
-    );
-    let reader = policy.offline_readers.iter().next().unwrap().clone();
-    engine.set_policy(policy).await.unwrap();
-    engine
-        .sign_in(StaffSession {
-            staff_id: StaffId::parse("cashier-1").unwrap(),
-            may_take_offline_payments: true,
-        })
-        .unwrap();
+    let reader = support::prepare(&engine).await;
     let declines = Arc::new(Declines::default());
     let _sub = engine.subscribe(declines.clone()).unwrap();
-    engine.report_network(false).await.unwrap();
-    let mut mut_config = HttpGatewayConfig::new(sim.base_url());
-    mut_config.allow_plain_http = true;
-    mut_config.request_timeout = Duration::from_millis(300);
     engine
-        .set_gateway(Arc::new(
-            HttpGateway::new(mut_config, Arc::new(StaticToken(sim.token()))).unwrap(),
-        ))
+        .set_gateway(support::gateway(&sim, Duration::from_millis(300)))
         .unwrap();
 
     // Take the payments: one card in ten declines (each decline kind in turn).
@@ -127,78 +91,21 @@ async fn run_mode(mode: FaultMode, n: usize, seed: u64) {
             &test_cards()[i % 3]
         };
         let cents = 100 + (i as i64 % 50) * 7;
-        let order = engine
-            .create_order(NewOrder {
-                order_id: None,
-                total: Money::new(cents, eur()),
-                contact: None,
-            })
-            .await
-            .unwrap();
-        let d = engine
-            .begin_card_payment(CardPaymentRequest {
-                order_id: order.id,
-                payment_id: None,
-                amount: Money::new(cents, eur()),
-                tip: None,
-                behaviour: OfflineBehaviour::PreferOnline,
-                tender: TenderKind::Card,
-            })
-            .await
-            .unwrap();
-        engine
-            .confirm_card_payment(
-                &d.payment_id,
-                CardRead {
-                    entry_mode: EntryMode::Chip,
-                    network: card.network,
-                    last4: card.last4().into(),
-                    fingerprint: None,
-                    reader_model: reader.clone(),
-                    sealed_card_data: seal(&card.secret(), &sim.processor_key()).unwrap(),
-                },
-            )
-            .await
-            .unwrap();
-        expected.insert(d.payment_id, (cents, card.outcome == CardOutcome::Approve));
+        let id = support::take(&engine, &reader, &sim.processor_key(), card, cents, None).await;
+        expected.insert(id, (cents, card.outcome == CardOutcome::Approve));
     }
 
     // Forward until every payment has a decision, moving the virtual clock
     // to the next retry between rounds.
-    let mut rounds = 0;
-    loop {
-        engine.forward_now().await.unwrap();
-        rounds += 1;
-        let open: Vec<_> = engine
+    let rounds = support::settle(&engine, &clock, false, 200).await;
+    assert!(
+        engine
             .list_payments()
             .unwrap()
-            .into_iter()
-            .filter(|p| !p.state.is_final())
-            .collect();
-        if open.is_empty() {
-            break;
-        }
-        assert!(
-            rounds < 200,
-            "{mode}: {} payments never settled",
-            open.len()
-        );
-        let next = open
             .iter()
-            .filter_map(|p| match p.state {
-                PaymentState::FailedToForward {
-                    next_retry_at: Some(t),
-                    ..
-                } => Some(t),
-                _ => None,
-            })
-            .min()
-            .unwrap_or_else(|| clock.wall_now());
-        let now = clock.wall_now();
-        if next > now {
-            clock.advance(Duration::from_millis((next.millis() - now.millis()) as u64));
-        }
-    }
+            .all(|p| p.state.is_final()),
+        "{mode}: payments never settled"
+    );
 
     // The device and the processor agree on every payment.
     let ledger: BTreeMap<String, _> = sim

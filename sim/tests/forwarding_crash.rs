@@ -13,6 +13,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -20,27 +22,18 @@ use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use pos_core::card_seal::{seal, ProcessorKey};
-use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour};
+use pos_core::card_seal::ProcessorKey;
 use pos_core::clock::{Clock, SystemClock, VirtualClock};
 use pos_core::crypto::FileKeyProvider;
-use pos_core::engine::StaffSession;
 use pos_core::forwarding::ForwardingConfig;
 use pos_core::gateway::StaticToken;
 use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
-use pos_core::ledger::CardRead;
-use pos_core::lifecycle::{PaymentState, StaffId};
-use pos_core::money::{Currency, Money};
-use pos_core::policy::{CurrencyLimits, EntryMode, Policy, TenderKind};
+use pos_core::lifecycle::PaymentState;
 use pos_core::sqlite_store::SqliteStore;
 use pos_core::{EngineConfig, PosEngine};
 use pos_sim::{test_cards, ChargeOutcome, Fault, FaultPlan, SimConfig, Simulator};
 
 const CHILD_ENV: &str = "POS_FWD_CRASH_CHILD";
-
-fn eur() -> Currency {
-    Currency::parse("EUR").unwrap()
-}
 
 async fn open(dir: &Path, clock: Arc<dyn Clock>, base_url: &str, token: &str) -> PosEngine {
     let keys = Arc::new(FileKeyProvider::open_or_create(dir.join("kek")).unwrap());
@@ -69,20 +62,6 @@ async fn open(dir: &Path, clock: Arc<dyn Clock>, base_url: &str, token: &str) ->
     engine
 }
 
-fn policy() -> Policy {
-    Policy::shopify_pos(eur()).with_enabled(true).with_limits(
-        eur(),
-        CurrencyLimits {
-            per_payment: None,
-            per_order: Money::new(1_000_000_000, eur()),
-            device_amount: None,
-            device_count: None,
-            per_card: None,
-            warn_percent: 100,
-        },
-    )
-}
-
 /// The child: take and forward until killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn child_process_entry() {
@@ -96,55 +75,22 @@ async fn child_process_entry() {
         *b = u8::from_str_radix(&key_hex[2 * i..2 * i + 2], 16).unwrap();
     }
     let engine = open(Path::new(dir), Arc::new(SystemClock), base_url, token).await;
-    let p = policy();
-    let reader = p.offline_readers.iter().next().unwrap().clone();
-    engine.set_policy(p).await.unwrap();
-    engine
-        .sign_in(StaffSession {
-            staff_id: StaffId::parse("cashier-1").unwrap(),
-            may_take_offline_payments: true,
-        })
-        .unwrap();
-    engine.report_network(false).await.unwrap();
+    let reader = support::prepare(&engine).await;
     let card = &test_cards()[0];
     let mut out = std::io::stdout();
     for i in 0u64.. {
         for j in 0..3 {
             let cents = 100 + ((i * 3 + j) % 97) as i64;
-            let order = engine
-                .create_order(NewOrder {
-                    order_id: None,
-                    total: Money::new(cents, eur()),
-                    contact: None,
-                })
-                .await
-                .unwrap();
-            let d = engine
-                .begin_card_payment(CardPaymentRequest {
-                    order_id: order.id,
-                    payment_id: Some(format!("c{cycle}-{i}-{j}")),
-                    amount: Money::new(cents, eur()),
-                    tip: None,
-                    behaviour: OfflineBehaviour::PreferOnline,
-                    tender: TenderKind::Card,
-                })
-                .await
-                .unwrap();
-            engine
-                .confirm_card_payment(
-                    &d.payment_id,
-                    CardRead {
-                        entry_mode: EntryMode::Contactless,
-                        network: card.network,
-                        last4: card.last4().into(),
-                        fingerprint: None,
-                        reader_model: reader.clone(),
-                        sealed_card_data: seal(&card.secret(), &ProcessorKey(key)).unwrap(),
-                    },
-                )
-                .await
-                .unwrap();
-            writeln!(out, "ACK {} {cents}", d.payment_id).unwrap();
+            let id = support::take(
+                &engine,
+                &reader,
+                &ProcessorKey(key),
+                card,
+                cents,
+                Some(format!("c{cycle}-{i}-{j}")),
+            )
+            .await;
+            writeln!(out, "ACK {id} {cents}").unwrap();
             out.flush().unwrap();
         }
         engine.forward_now().await.unwrap();
