@@ -453,6 +453,35 @@ impl PosEngine {
         })
     }
 
+    /// Starts an online card payment for what is still owed on an order: the
+    /// amount of a declined (or expired) card payment, to collect from the
+    /// customer (R17, B9). Online only: offline it fails with
+    /// `OnlineRequired`. The app presents the card and confirms as usual.
+    pub async fn begin_balance_payment(&self, order_id: &OrderId) -> Result<PaymentDecision> {
+        self.check_open()?;
+        let balance = {
+            let s = self.state();
+            let order = s
+                .ledger
+                .orders
+                .get(order_id)
+                .ok_or_else(|| not_found(format!("order {order_id}")))?;
+            s.ledger.order_balance(order)?
+        };
+        if balance.minor_units() <= 0 {
+            return Err(invalid("nothing is owed on this order"));
+        }
+        self.begin_card_payment(CardPaymentRequest {
+            order_id: order_id.clone(),
+            payment_id: None,
+            amount: balance,
+            tip: None,
+            behaviour: OfflineBehaviour::RequireOnline,
+            tender: TenderKind::Card,
+        })
+        .await
+    }
+
     /// Runs every offline rule. Returns the (possibly new) session and the
     /// payment's charged amount.
     fn check_offline(

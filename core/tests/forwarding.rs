@@ -615,9 +615,28 @@ async fn a_declined_card_leaves_the_balance_due_and_it_can_be_paid_again() {
     let order = rig.engine.order(&order_id).unwrap();
     assert_eq!(order.balance, usd(3_000));
     assert_eq!(order.status, OrderStatus::CardDeclined);
-    // The balance is collected online.
-    let v = rig.pay_online(&order_id, "collect-1", 3_000).await;
+    // The balance is collected online, with the helper that knows the amount.
+    let d = rig.engine.begin_balance_payment(&order_id).await.unwrap();
+    assert_eq!(d.route, pos_core::checkout::Route::Online);
+    let card = CardRead {
+        entry_mode: EntryMode::Contactless,
+        network: Network::Visa,
+        last4: "1881".into(),
+        fingerprint: None,
+        reader_model: rig.reader.clone(),
+        sealed_card_data: vec![0x11; 48],
+    };
+    let v = rig
+        .engine
+        .confirm_card_payment(&d.payment_id, card)
+        .await
+        .unwrap();
     assert_eq!(v.status, PaymentStatus::Approved);
+    assert_eq!(v.amount, usd(3_000));
+    assert!(
+        rig.engine.begin_balance_payment(&order_id).await.is_err(),
+        "nothing owed now"
+    );
     let order = rig.engine.order(&order_id).unwrap();
     assert_eq!(order.balance, usd(0));
     // An immediate online decline leaves the balance due too.

@@ -329,6 +329,19 @@ impl PosEngine {
             .into())
     }
 
+    /// Starts an online card payment for what is still owed on an order
+    /// (after a decline, R17): `OnlineRequired` while offline.
+    pub async fn begin_balance_payment(
+        &self,
+        order_id_: String,
+    ) -> Result<PaymentDecision, PosError> {
+        Ok(self
+            .inner
+            .begin_balance_payment(&order_id(&order_id_)?)
+            .await?
+            .into())
+    }
+
     /// Starts a card payment: fixes its id and its route (B1, B2).
     pub async fn begin_card_payment(
         &self,

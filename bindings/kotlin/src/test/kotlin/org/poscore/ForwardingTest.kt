@@ -5,6 +5,7 @@ import java.util.concurrent.ConcurrentHashMap
 import java.util.concurrent.LinkedBlockingQueue
 import java.util.concurrent.TimeUnit
 import java.util.concurrent.atomic.AtomicInteger
+import kotlin.test.assertFailsWith
 import kotlinx.coroutines.runBlocking
 import org.junit.jupiter.api.Assertions.assertEquals
 import org.junit.jupiter.api.Assertions.assertNotNull
@@ -95,6 +96,8 @@ class ForwardingTest {
             assertEquals(usd(1_002), declined!!.notice.amountDue)
             assertEquals("c2@example.com", declined.notice.contact!!.email())
             assertTrue(finished)
+            // The amount due is collected online; offline that is refused.
+            assertFailsWith<PosException.OnlineRequired> { engine.beginBalancePayment(declined.notice.orderId) }
             sub.cancel()
             engine.shutdown()
         }
