@@ -77,20 +77,25 @@ impl MemoryLink {
         self.state.connected.load(Ordering::SeqCst)
     }
 
+    /// A handle that controls this link (the radio, in tests and demos).
+    pub fn control(&self) -> LinkControl {
+        LinkControl {
+            state: Arc::clone(&self.state),
+        }
+    }
+
     /// Drops the link after `frames` more frames (from either end).
     pub fn disconnect_after(&self, frames: usize) {
-        self.state.budget.store(frames, Ordering::SeqCst);
+        self.control().disconnect_after(frames);
     }
 
     pub fn disconnect(&self) {
-        self.state.connected.store(false, Ordering::SeqCst);
+        self.control().disconnect();
     }
 
     /// The radio comes back (the reader is in range again).
     pub fn reconnect(&self) {
-        self.state.budget.store(usize::MAX, Ordering::SeqCst);
-        self.state.connected.store(true, Ordering::SeqCst);
-        self.state.generation.send_modify(|g| *g += 1);
+        self.control().reconnect();
     }
 
     fn generations(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -116,6 +121,33 @@ impl MemoryLink {
     /// The next frame from the peer (`None`: the peer is gone).
     pub async fn read(&self) -> Option<Vec<u8>> {
         self.rx.lock().await.recv().await
+    }
+}
+
+/// Controls a [`MemoryLink`] from outside: drop it (now, or after some
+/// frames, in the middle of a message) and bring it back.
+#[derive(Debug, Clone)]
+pub struct LinkControl {
+    state: Arc<LinkState>,
+}
+
+impl LinkControl {
+    pub fn is_connected(&self) -> bool {
+        self.state.connected.load(Ordering::SeqCst)
+    }
+
+    pub fn disconnect_after(&self, frames: usize) {
+        self.state.budget.store(frames, Ordering::SeqCst);
+    }
+
+    pub fn disconnect(&self) {
+        self.state.connected.store(false, Ordering::SeqCst);
+    }
+
+    pub fn reconnect(&self) {
+        self.state.budget.store(usize::MAX, Ordering::SeqCst);
+        self.state.connected.store(true, Ordering::SeqCst);
+        self.state.generation.send_modify(|g| *g += 1);
     }
 }
 

@@ -26,7 +26,7 @@ use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
 
 /// The runtime the FFI layer uses to finish a blocking constructor. Async
 /// exports run on UniFFI's tokio support instead (see pos-ffi-macros).
-fn runtime() -> Result<&'static tokio::runtime::Runtime, PosError> {
+pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime, PosError> {
     static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()

@@ -19,6 +19,7 @@ mod events;
 mod gateway;
 mod keys;
 mod policy;
+mod reader;
 mod types;
 
 pub use checkout::*;
@@ -28,4 +29,5 @@ pub use events::*;
 pub use gateway::*;
 pub use keys::*;
 pub use policy::*;
+pub use reader::*;
 pub use types::*;
