@@ -267,9 +267,11 @@ impl PosEngine {
                 continue;
             };
             let mut p = p.clone();
+            // Due again at once: the forwarding driver retries it with the
+            // same id (an automatic round skips payments with no retry time).
             let failed = PaymentEvent::ForwardFailed {
                 error: ForwardErrorKind::NoAnswer,
-                next_retry_at: None,
+                next_retry_at: Some(now),
             };
             p.state = p
                 .state
