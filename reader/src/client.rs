@@ -11,7 +11,7 @@ use pos_core::policy::EntryMode;
 use ring::hmac;
 use ring::rand::SecureRandom;
 
-use crate::link::{Channel, LinkError, MemoryLink};
+use crate::link::{Channel, LinkError, MemoryLink, Transport};
 use crate::message::{self, pairing_input, Reply, Request, SUPPORTED_VERSIONS};
 use crate::sim::hex;
 
@@ -43,15 +43,15 @@ pub enum ReaderError {
 
 /// A connected reader.
 #[derive(Debug)]
-pub struct ReaderClient {
-    chan: Arc<Channel>,
+pub struct ReaderClient<T: Transport = MemoryLink> {
+    chan: Arc<Channel<T>>,
     info: Option<ReaderInfo>,
     timeout: Duration,
 }
 
-impl ReaderClient {
+impl<T: Transport> ReaderClient<T> {
     /// Connects over `link` and negotiates the profile version.
-    pub async fn connect(link: MemoryLink) -> Result<ReaderClient, ReaderError> {
+    pub async fn connect(link: T) -> Result<ReaderClient<T>, ReaderError> {
         let c = ReaderClient {
             chan: Arc::new(Channel::new(Arc::new(link))),
             info: None,
@@ -195,21 +195,28 @@ impl ReaderClient {
         }
     }
 
+    /// The reader model, once known.
+    pub fn model(&self) -> Option<&str> {
+        self.info.as_ref().map(|i| i.model.as_str())
+    }
+
+    /// Messages sent and not yet acknowledged by the reader.
+    pub fn unacked(&self) -> usize {
+        self.chan.unacked()
+    }
+
+    pub fn link(&self) -> &T {
+        self.chan.link()
+    }
+}
+
+impl ReaderClient<MemoryLink> {
     /// The radio is back: both ends send again what the other did not
     /// acknowledge; returns how many of the phone's messages were pending.
     pub fn reconnect(&self) -> usize {
         let pending = self.chan.unacked();
         self.chan.link().reconnect();
         pending
-    }
-
-    /// The reader model, once known.
-    pub fn model(&self) -> Option<&str> {
-        self.info.as_ref().map(|i| i.model.as_str())
-    }
-
-    pub fn link(&self) -> &MemoryLink {
-        self.chan.link()
     }
 }
 

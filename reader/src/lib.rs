@@ -6,11 +6,14 @@
 //! after a reconnection ([`link`]), the phone side ([`client`]) and a
 //! simulated reader that speaks the same bytes ([`sim`]).
 //!
-//! Not built yet (issue 6, open): the btleplug transport, the foreign
-//! transport and foreign card-reader traits for the FFI, automatic
+//! The btleplug transport is [`ble`] (feature `ble`; compiled and linked
+//! here, never run against a radio). Not built yet (issue 6, open): the
+//! foreign transport and foreign card-reader traits for the FFI, automatic
 //! reconnection with back-off, remembered readers in the store, and the
 //! coverage-guided fuzz target.
 
+#[cfg(feature = "ble")]
+pub mod ble;
 pub mod client;
 pub mod frame;
 pub mod link;

@@ -98,10 +98,6 @@ impl MemoryLink {
         self.control().reconnect();
     }
 
-    fn generations(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.state.generation.subscribe()
-    }
-
     /// Sends one frame.
     pub fn write(&self, frame: Vec<u8>) -> Result<(), LinkError> {
         if !self.is_connected() {
@@ -121,6 +117,37 @@ impl MemoryLink {
     /// The next frame from the peer (`None`: the peer is gone).
     pub async fn read(&self) -> Option<Vec<u8>> {
         self.rx.lock().await.recv().await
+    }
+}
+
+/// Moves frames (each at most MTU − 3 bytes) to and from a reader.
+pub trait Transport: Send + Sync + 'static {
+    /// The link's ATT MTU.
+    fn mtu(&self) -> usize;
+    /// Queues one frame; fails at once when the link is down.
+    fn write(&self, frame: Vec<u8>) -> Result<(), LinkError>;
+    /// The next frame from the reader; `None` when the link is gone for good.
+    fn read(&self) -> impl std::future::Future<Output = Option<Vec<u8>>> + Send;
+    /// Bumped at every reconnection: the channel then resends what the
+    /// other side did not acknowledge.
+    fn generations(&self) -> tokio::sync::watch::Receiver<u64>;
+}
+
+impl Transport for MemoryLink {
+    fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    fn write(&self, frame: Vec<u8>) -> Result<(), LinkError> {
+        MemoryLink::write(self, frame)
+    }
+
+    fn read(&self) -> impl std::future::Future<Output = Option<Vec<u8>>> + Send {
+        MemoryLink::read(self)
+    }
+
+    fn generations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.state.generation.subscribe()
     }
 }
 
@@ -155,16 +182,16 @@ impl LinkControl {
 /// sending again, whole, of every unacknowledged message after a reconnection
 /// (the receiver drops the duplicates, so nothing is lost or delivered twice).
 #[derive(Debug)]
-pub struct Channel {
-    link: Arc<MemoryLink>,
+pub struct Channel<T: Transport = MemoryLink> {
+    link: Arc<T>,
     generation: Mutex<tokio::sync::watch::Receiver<u64>>,
     next_id: std::sync::Mutex<u16>,
     unacked: std::sync::Mutex<BTreeMap<u16, Vec<u8>>>,
     reassembler: std::sync::Mutex<Reassembler>,
 }
 
-impl Channel {
-    pub fn new(link: Arc<MemoryLink>) -> Self {
+impl<T: Transport> Channel<T> {
+    pub fn new(link: Arc<T>) -> Self {
         Channel {
             generation: Mutex::new(link.generations()),
             link,
@@ -174,7 +201,7 @@ impl Channel {
         }
     }
 
-    pub fn link(&self) -> &MemoryLink {
+    pub fn link(&self) -> &T {
         &self.link
     }
 
@@ -197,7 +224,7 @@ impl Channel {
     }
 
     fn write_message(&self, id: u16, kind: Kind, bytes: &[u8]) -> Result<(), LinkError> {
-        for f in frame::encode(id, kind, bytes, self.link.mtu)? {
+        for f in frame::encode(id, kind, bytes, self.link.mtu())? {
             self.link.write(f)?;
         }
         Ok(())

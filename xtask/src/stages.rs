@@ -102,7 +102,8 @@ fn banner(title: &str) {
     println!("\n== {title} ==");
 }
 
-/// Formatting, lints, then every Rust test of the workspace. The
+/// Formatting, lints, then every Rust test of the workspace, with the
+/// btleplug transport (`pos-reader/ble`) built and linked. The
 /// `uniffi-bindgen` crate is left out so that its `cli` feature does not leak
 /// into the pos-ffi build (and force a rebuild of it).
 pub fn rust() -> Outcome {
@@ -118,6 +119,9 @@ pub fn rust() -> Outcome {
             "--exclude",
             "uniffi-bindgen",
             "--all-targets",
+            // The btleplug transport must compile and link here too.
+            "--features",
+            "pos-reader/ble",
             "--",
             "-D",
             "warnings",
@@ -137,6 +141,8 @@ pub fn rust() -> Outcome {
         "--workspace",
         "--exclude",
         "uniffi-bindgen",
+        "--features",
+        "pos-reader/ble",
         "--no-fail-fast",
     ])) {
         Ok(r) => r,
