@@ -26,6 +26,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   demo [FLAGS]                      the shop's day with an outage (pos-demo; `demo --help`)
   test [--only rust|kotlin|swift]   everything CI runs (installs what is missing)
+  fuzz [SECONDS]                    fuzz the reader frame decoder (default 60 s, cargo-fuzz on stable)
   size                              build pos-ffi with the `mobile` profile and print its size
   soak [KILLS]                      the store crash test with KILLS SIGKILLs (default 2000),
                                     then the forwarding fault suite with 10,000 payments per mode
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("demo") => install::demo().and_then(|()| stages::demo(&args[1..])),
+        Some("fuzz") => stages::fuzz(args.get(1).map(String::as_str).unwrap_or("60")),
         Some("size") => stages::size().map(|_| true),
         Some("soak") => stages::soak(args.get(1).map(String::as_str).unwrap_or("2000")),
         Some("install") => install::all(&install::Needs::everything()).map(|_| true),

@@ -440,6 +440,41 @@ pub fn size() -> Result<(), String> {
     Ok(())
 }
 
+/// `cargo xtask fuzz [SECONDS]`: the coverage-guided fuzz target of the
+/// reader profile's frame decoder and reassembler (`reader/fuzz`), through
+/// cargo-fuzz and libFuzzer on the stable toolchain (`--sanitizer none`: the
+/// sanitizers need nightly; coverage guidance does not). Installs cargo-fuzz
+/// when missing. Fails on any crash.
+pub fn fuzz(seconds: &str) -> Result<bool, String> {
+    if seconds.parse::<u32>().map_or(true, |s| s == 0) {
+        return Err(format!(
+            "fuzz takes a positive number of seconds, not {seconds:?}"
+        ));
+    }
+    let installed = cargo()
+        .args(["fuzz", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        banner("installing cargo-fuzz");
+        run(cargo().args(["install", "--locked", "cargo-fuzz"]))?;
+    }
+    banner(&format!("fuzz: frames, {seconds} s"));
+    let status = cargo()
+        .current_dir(workspace_root().join("reader"))
+        .env(
+            "CARGO_TARGET_DIR",
+            crate::util::cache_dir().join("target-fuzz"),
+        )
+        .args(["fuzz", "run", "frames", "--sanitizer", "none", "--"])
+        .arg(format!("-max_total_time={seconds}"))
+        .status()
+        .map_err(|e| format!("cannot start cargo fuzz: {e}"))?;
+    Ok(status.success())
+}
+
 /// `cargo xtask demo [FLAGS]`: builds and runs `pos-demo` with the flags.
 pub fn demo(flags: &[String]) -> Result<bool, String> {
     let status = cargo()
