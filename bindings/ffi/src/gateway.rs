@@ -12,7 +12,7 @@ use std::sync::Arc;
 use pos_core::gateway as gw;
 use pos_core::lifecycle as life;
 
-use crate::types::{CardNetwork, DeclineReason, EntryMode, Money};
+use crate::types::{CardNetwork, CustomerContact, DeclineReason, EntryMode, Money};
 
 /// A payment sent to the processor: an offline payment to forward, or an
 /// online one to authorize (`online`). `card_data` is sealed for the
@@ -47,15 +47,17 @@ impl fmt::Debug for GatewayPayment {
     }
 }
 
-/// A queued receipt to deliver. `address` is the customer's email or phone.
-#[derive(Clone, PartialEq, Eq, uniffi::Record)]
+/// A queued receipt to deliver. The customer's address is in `recipient`
+/// (`email()` or `phone()`), an object, so that the generated `toString` /
+/// `description` of this record never prints it.
+#[derive(Clone, uniffi::Record)]
 pub struct GatewayReceipt {
     pub device_id: String,
     pub receipt_id: String,
     pub order_id: String,
     /// "email" or "sms".
     pub channel: String,
-    pub address: String,
+    pub recipient: Arc<CustomerContact>,
 }
 
 impl fmt::Debug for GatewayReceipt {
@@ -245,12 +247,17 @@ impl gw::Gateway for GatewayAdapter {
     }
 
     fn deliver_receipt(&self, d: &gw::ReceiptDelivery) -> Result<(), gw::GatewayError> {
+        let contact = match d.channel.as_str() {
+            "email" => life::CustomerContact::parse(Some(&d.address), None),
+            _ => life::CustomerContact::parse(None, Some(&d.address)),
+        }
+        .map_err(|e| gw::GatewayError::new(life::ForwardErrorKind::Rejected, e.to_string()))?;
         Ok(self.0.deliver_receipt(GatewayReceipt {
             device_id: d.device_id.clone(),
             receipt_id: d.receipt_id.clone(),
             order_id: d.order_id.as_str().to_owned(),
             channel: d.channel.clone(),
-            address: d.address.clone(),
+            recipient: Arc::new(contact.into()),
         })?)
     }
 }

@@ -36,7 +36,8 @@ class KotlinProcessor : PaymentGateway {
     override fun authorize(payment: GatewayPayment) = decide(payment)
     override fun forward(payment: GatewayPayment) = decide(payment)
     override fun status() = ServiceStatus.AVAILABLE
-    override fun deliverReceipt(receipt: GatewayReceipt) {}
+    val receipts = java.util.concurrent.CopyOnWriteArrayList<GatewayReceipt>()
+    override fun deliverReceipt(receipt: GatewayReceipt) { receipts.add(receipt) }
 }
 
 class ForwardingTest {
@@ -69,6 +70,7 @@ class ForwardingTest {
                 )
                 ids += engine.confirmCardPayment(d.paymentId, card(last4)).id
             }
+            engine.requestReceipt(engine.listPayments().first { it.id == ids[1] }.orderId, ReceiptChannel.Email("c1@example.com"))
             processor.loseFirstAnswer.add(ids[0])
             val first = engine.forwardNow()
             assertEquals(3UL, first.attempts)
@@ -80,6 +82,10 @@ class ForwardingTest {
             val second = engine.forwardNow()
             assertEquals(1UL, second.approved)
             assertEquals(3, processor.charges.size, "one charge per payment")
+            // The receipt queued offline reached the gateway; its record never prints the address.
+            val receipt = processor.receipts.single()
+            assertEquals("c1@example.com", receipt.recipient.email())
+            assertTrue("example.com" !in receipt.toString(), receipt.toString())
             assertEquals(4, processor.requests.get())
             val states = engine.listPayments().associate { it.id to it.status }
             assertEquals(PaymentStatus.APPROVED, states[ids[0]])
