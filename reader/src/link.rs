@@ -151,6 +151,104 @@ impl Transport for MemoryLink {
     }
 }
 
+/// A transport an app drives over its own Bluetooth stack (CoreBluetooth,
+/// Android's BluetoothGatt): frames to the reader go through `write`
+/// (a write without response on the request characteristic); the app hands
+/// each notification to [`ExternalTransport::deliver`] and reports the
+/// connection with [`ExternalTransport::set_connected`].
+pub struct ExternalTransport {
+    mtu: usize,
+    write: Box<dyn Fn(Vec<u8>) -> Result<(), LinkError> + Send + Sync>,
+    frames_tx: mpsc::UnboundedSender<Vec<u8>>,
+    frames: Mutex<mpsc::UnboundedReceiver<Vec<u8>>>,
+    connected: AtomicBool,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for ExternalTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalTransport")
+            .field("mtu", &self.mtu)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExternalTransport {
+    pub fn new(
+        mtu: usize,
+        write: impl Fn(Vec<u8>) -> Result<(), LinkError> + Send + Sync + 'static,
+    ) -> Result<Self, LinkError> {
+        frame::chunk_len(mtu)?;
+        let (frames_tx, frames) = mpsc::unbounded_channel();
+        Ok(ExternalTransport {
+            mtu,
+            write: Box::new(write),
+            frames_tx,
+            frames: Mutex::new(frames),
+            connected: AtomicBool::new(true),
+            generation: tokio::sync::watch::channel(0).0,
+        })
+    }
+
+    /// A notification from the reader (one frame).
+    pub fn deliver(&self, frame: Vec<u8>) {
+        let _ = self.frames_tx.send(frame);
+    }
+
+    /// The app's stack lost or regained the reader. On regaining it, the
+    /// channel resends what the reader did not acknowledge.
+    pub fn set_connected(&self, connected: bool) {
+        let was = self.connected.swap(connected, Ordering::SeqCst);
+        if connected && !was {
+            self.generation.send_modify(|g| *g += 1);
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+}
+
+impl Transport for ExternalTransport {
+    fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    fn write(&self, frame: Vec<u8>) -> Result<(), LinkError> {
+        if !self.is_connected() {
+            return Err(LinkError::Disconnected);
+        }
+        (self.write)(frame)
+    }
+
+    async fn read(&self) -> Option<Vec<u8>> {
+        self.frames.lock().await.recv().await
+    }
+
+    fn generations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+}
+
+/// A shared transport is a transport (the app keeps a handle to feed it).
+impl<T: Transport> Transport for Arc<T> {
+    fn mtu(&self) -> usize {
+        (**self).mtu()
+    }
+
+    fn write(&self, frame: Vec<u8>) -> Result<(), LinkError> {
+        (**self).write(frame)
+    }
+
+    fn read(&self) -> impl std::future::Future<Output = Option<Vec<u8>>> + Send {
+        (**self).read()
+    }
+
+    fn generations(&self) -> tokio::sync::watch::Receiver<u64> {
+        (**self).generations()
+    }
+}
+
 /// Controls a [`MemoryLink`] from outside: drop it (now, or after some
 /// frames, in the middle of a message) and bring it back.
 #[derive(Debug, Clone)]

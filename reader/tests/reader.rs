@@ -152,3 +152,50 @@ async fn a_disconnect_mid_message_recovers_with_nothing_lost_or_doubled() {
     .await;
     assert!(again.is_err(), "a second card result arrived");
 }
+
+#[tokio::test]
+async fn an_app_driven_transport_speaks_to_the_reader() {
+    use pos_reader::link::ExternalTransport;
+    use std::sync::Arc;
+    // The "app's Bluetooth stack": writes go to the simulated reader's link,
+    // notifications are pumped back into the transport.
+    let (bridge, reader_end) = MemoryLink::pair(185);
+    let bridge = Arc::new(bridge);
+    let sim = SimReader::start(
+        SimReaderConfig {
+            model: "Wisepad 3".into(),
+            serial: "APP-1".into(),
+            firmware: "3.0".into(),
+            battery_percent: 40,
+            reader_key: READER_KEY,
+            processor: processor(),
+            fingerprint_key: [3; 32],
+        },
+        reader_end,
+    );
+    let out = Arc::clone(&bridge);
+    let transport = Arc::new(ExternalTransport::new(185, move |f| out.write(f)).unwrap());
+    let inbound = Arc::clone(&bridge);
+    let t2 = Arc::clone(&transport);
+    tokio::spawn(async move {
+        while let Some(f) = inbound.read().await {
+            t2.deliver(f);
+        }
+    });
+    let mut c = ReaderClient::connect(Arc::clone(&transport)).await.unwrap();
+    assert_eq!(
+        c.pair(&READER_KEY, true, &[]).await.unwrap().model,
+        "Wisepad 3"
+    );
+    sim.present(visa());
+    let usd = Money::new(700, Currency::parse("USD").unwrap());
+    assert_eq!(
+        c.take_card(usd, &[EntryMode::Chip], true)
+            .await
+            .unwrap()
+            .last4,
+        "4242"
+    );
+    transport.set_connected(false);
+    assert!(!transport.is_connected());
+}

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use pos_reader::client::{ReaderClient, ReaderError as CoreReaderError};
-use pos_reader::link::{LinkControl, MemoryLink};
+use pos_reader::link::{ExternalTransport, LinkControl, LinkError, MemoryLink};
 use pos_reader::sim::{Presented, SimReader, SimReaderConfig};
 
 use crate::engine::runtime;
@@ -162,6 +162,20 @@ impl SimulatedReader {
         self.control.disconnect_after(frames as usize);
     }
 
+    /// The phone end of the simulated radio, for an app's own `ReaderLink`
+    /// to talk to (instead of `connect`; either, once).
+    pub fn radio(&self) -> Result<Arc<SimulatedRadio>, ReaderError> {
+        let link = self
+            .phone_end
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or(ReaderError::InvalidInput {
+                detail: "already connected".into(),
+            })?;
+        Ok(Arc::new(SimulatedRadio { link }))
+    }
+
     /// Connects the phone side (once).
     pub async fn connect(
         &self,
@@ -177,18 +191,41 @@ impl SimulatedReader {
             })?;
         let client = ReaderClient::connect(link).await?;
         Ok(Arc::new(CardReader {
-            client: tokio::sync::Mutex::new(client),
-            control: self.control.clone(),
+            client: tokio::sync::Mutex::new(Client::Simulated(client, self.control.clone())),
             listener,
         }))
     }
 }
 
+/// The phone side over either link.
+enum Client {
+    Simulated(ReaderClient<MemoryLink>, LinkControl),
+    App(ReaderClient<Arc<ExternalTransport>>, Arc<ExternalTransport>),
+}
+
+impl Client {
+    fn connected(&self) -> bool {
+        match self {
+            Client::Simulated(_, c) => c.is_connected(),
+            Client::App(_, t) => t.is_connected(),
+        }
+    }
+}
+
+/// Runs `$body` with `$c` bound to the client, whatever its link.
+macro_rules! with_client {
+    ($client:expr, $c:ident => $body:expr) => {
+        match $client {
+            Client::Simulated($c, _) => $body,
+            Client::App($c, _) => $body,
+        }
+    };
+}
+
 /// A connected card reader.
 #[derive(uniffi::Object)]
 pub struct CardReader {
-    client: tokio::sync::Mutex<ReaderClient>,
-    control: LinkControl,
+    client: tokio::sync::Mutex<Client>,
     listener: Arc<dyn ReaderListener>,
 }
 
@@ -199,10 +236,8 @@ impl std::fmt::Debug for CardReader {
 }
 
 impl CardReader {
-    fn note_error(&self, e: &ReaderError) {
-        if matches!(e, ReaderError::Disconnected | ReaderError::Timeout)
-            || !self.control.is_connected()
-        {
+    fn note_error(&self, e: &ReaderError, connected: bool) {
+        if matches!(e, ReaderError::Disconnected | ReaderError::Timeout) || !connected {
             self.listener.on_reader_event(ReaderEvent::Disconnected);
         }
     }
@@ -219,14 +254,11 @@ impl CardReader {
         remembered: Vec<String>,
     ) -> Result<ReaderInfo, ReaderError> {
         let key = key32("reader_key", &reader_key)?;
-        let info = self
-            .client
-            .lock()
-            .await
-            .pair(&key, online, &remembered)
-            .await
+        let mut client = self.client.lock().await;
+        let result = with_client!(&mut *client, c => c.pair(&key, online, &remembered).await);
+        let info = result
             .map_err(ReaderError::from)
-            .inspect_err(|e| self.note_error(e))?;
+            .inspect_err(|e| self.note_error(e, client.connected()))?;
         let info = ReaderInfo {
             model: info.model,
             serial: info.serial,
@@ -253,14 +285,11 @@ impl CardReader {
                     detail: e.to_string(),
                 })?;
         let modes: Vec<_> = entry_modes.into_iter().map(Into::into).collect();
-        let card = self
-            .client
-            .lock()
-            .await
-            .take_card(amount, &modes, offline)
-            .await
+        let mut client = self.client.lock().await;
+        let result = with_client!(&mut *client, c => c.take_card(amount, &modes, offline).await);
+        let card = result
             .map_err(ReaderError::from)
-            .inspect_err(|e| self.note_error(e))?;
+            .inspect_err(|e| self.note_error(e, client.connected()))?;
         Ok(CardRead {
             entry_mode: card.entry_mode.into(),
             network: card.network.into(),
@@ -274,12 +303,13 @@ impl CardReader {
     /// Waits for the card of the payment in progress (after `reconnect`).
     pub async fn await_card(&self) -> Result<CardRead, ReaderError> {
         let mut client = self.client.lock().await;
-        let model = client.model().unwrap_or_default().to_owned();
-        let card = client
-            .await_card(model)
-            .await
+        let result = with_client!(&mut *client, c => {
+            let model = c.model().unwrap_or_default().to_owned();
+            c.await_card(model).await
+        });
+        let card = result
             .map_err(ReaderError::from)
-            .inspect_err(|e| self.note_error(e))?;
+            .inspect_err(|e| self.note_error(e, client.connected()))?;
         Ok(CardRead {
             entry_mode: card.entry_mode.into(),
             network: card.network.into(),
@@ -293,9 +323,106 @@ impl CardReader {
     /// The reader is back in range: both sides send again what the other
     /// did not acknowledge.
     pub async fn reconnect(&self) -> u64 {
-        let resent = self.client.lock().await.reconnect() as u64;
+        let resent = match &*self.client.lock().await {
+            Client::Simulated(c, _) => c.reconnect() as u64,
+            Client::App(c, t) => {
+                let pending = c.unacked() as u64;
+                t.set_connected(true);
+                pending
+            }
+        };
         self.listener
             .on_reader_event(ReaderEvent::Reconnected { resent });
         resent
+    }
+}
+
+/// Implemented by the app over its own Bluetooth stack (CoreBluetooth,
+/// Android's BluetoothGatt) to carry the reader profile without btleplug.
+#[uniffi::export(with_foreign)]
+pub trait ReaderLink: Send + Sync {
+    /// Writes one frame to the request characteristic (write without
+    /// response). Throw `Disconnected` when the reader is gone.
+    fn write_frame(&self, frame: Vec<u8>) -> Result<(), ReaderError>;
+}
+
+/// The app-driven transport: the app forwards every notification of the
+/// notify characteristic to `deliverFrame` and reports the connection with
+/// `setConnected`.
+#[derive(uniffi::Object)]
+pub struct AppReaderTransport {
+    transport: Arc<ExternalTransport>,
+}
+
+impl std::fmt::Debug for AppReaderTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppReaderTransport")
+    }
+}
+
+#[pos_ffi_macros::export]
+impl AppReaderTransport {
+    /// `mtu` as negotiated by the platform (23-517).
+    #[uniffi::constructor]
+    pub fn new(link: Arc<dyn ReaderLink>, mtu: u16) -> Result<Arc<Self>, ReaderError> {
+        let transport = ExternalTransport::new(usize::from(mtu), move |frame| {
+            link.write_frame(frame).map_err(|_| LinkError::Disconnected)
+        })
+        .map_err(|e| ReaderError::InvalidInput {
+            detail: e.to_string(),
+        })?;
+        Ok(Arc::new(AppReaderTransport {
+            transport: Arc::new(transport),
+        }))
+    }
+
+    /// A notification from the reader.
+    pub fn deliver_frame(&self, frame: Vec<u8>) {
+        self.transport.deliver(frame);
+    }
+
+    /// The platform lost (false) or regained (true) the reader.
+    pub fn set_connected(&self, connected: bool) {
+        self.transport.set_connected(connected);
+    }
+
+    /// Negotiates the profile version with the reader on this transport.
+    pub async fn connect(
+        &self,
+        listener: Arc<dyn ReaderListener>,
+    ) -> Result<Arc<CardReader>, ReaderError> {
+        let client = ReaderClient::connect(Arc::clone(&self.transport)).await?;
+        Ok(Arc::new(CardReader {
+            client: tokio::sync::Mutex::new(Client::App(client, Arc::clone(&self.transport))),
+            listener,
+        }))
+    }
+}
+
+/// Raw frames to and from the simulated reader, to test an app's
+/// `ReaderLink` without hardware.
+#[derive(uniffi::Object)]
+pub struct SimulatedRadio {
+    link: MemoryLink,
+}
+
+impl std::fmt::Debug for SimulatedRadio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SimulatedRadio")
+    }
+}
+
+#[pos_ffi_macros::export]
+impl SimulatedRadio {
+    /// A frame written by the phone to the request characteristic.
+    pub fn send(&self, frame: Vec<u8>) -> Result<(), ReaderError> {
+        self.link
+            .write(frame)
+            .map_err(|_| ReaderError::Disconnected)
+    }
+
+    /// The next notification from the reader; `None` when it is gone.
+    pub async fn receive(&self) -> Option<Vec<u8>> {
+        self.link.read().await
     }
 }

@@ -2,6 +2,7 @@ package org.poscore
 
 import java.util.concurrent.LinkedBlockingQueue
 import kotlin.test.assertFailsWith
+import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
 import kotlinx.coroutines.withTimeoutOrNull
@@ -57,5 +58,31 @@ class ReaderTest {
         val kinds = generateSequence { events.queue.poll() }.map { it::class.simpleName }.toList()
         assertTrue("Reconnected" in kinds, "$kinds")
         assertEquals(null, withTimeoutOrNull(200) { reader.awaitCard() }, "delivered once")
+    }
+}
+
+/** The reader profile over a transport the app drives (here, frames relayed to the simulated reader's radio). */
+class AppTransportTest {
+    @Test
+    fun `an app-driven link carries pairing and a card`() = runBlocking {
+        val readerKey = ByteArray(32) { 7 }
+        val sim = SimulatedReader("Wisepad 3", "SIM-KT-APP", 40u, readerKey, ByteArray(32) { (it * 13 + 5).toByte() }, 185u)
+        val radio = sim.radio()
+        // The app's Bluetooth code: writes go to the radio, notifications come back.
+        val transport = AppReaderTransport(object : ReaderLink {
+            override fun writeFrame(frame: ByteArray) = radio.send(frame)
+        }, 185u)
+        val pump = kotlinx.coroutines.GlobalScope.launch(kotlinx.coroutines.Dispatchers.IO) {
+            while (true) {
+                val frame = radio.receive() ?: break
+                transport.deliverFrame(frame)
+            }
+        }
+        val reader = transport.connect(object : ReaderListener { override fun onReaderEvent(event: ReaderEvent) {} })
+        assertEquals("Wisepad 3", reader.pair(readerKey, true, emptyList()).model)
+        sim.presentCard("4000000000009995", "1230", CardNetwork.VISA, EntryMode.CHIP)
+        val card = reader.takeCard(Money(2_500, "USD"), listOf(EntryMode.CHIP), true)
+        assertEquals("9995", card.last4)
+        pump.cancel()
     }
 }
