@@ -561,6 +561,74 @@ impl PosEngine {
         Ok(!offline || s.settings().policy.may_change_network_while_offline())
     }
 
+    /// Remembers a paired reader (after its pairing challenge passed). A
+    /// reader not remembered yet is accepted only while online (issue 6:
+    /// pairing a new reader needs the service); remembering it again updates
+    /// its model and firmware.
+    pub async fn remember_reader(&self, serial: &str, model: &str, firmware: &str) -> Result<()> {
+        self.check_open()?;
+        let ok = |v: &str| {
+            !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        };
+        if !ok(serial) || !ok(model) || !(firmware.is_empty() || ok(firmware)) {
+            return Err(PosError::InvalidInput {
+                reason: "serial, model and firmware must be 1-64 printable ASCII characters".into(),
+            });
+        }
+        let _w = self.inner.write_lock.lock().await;
+        let now = self.now();
+        {
+            let s = self.state();
+            if !s.ledger.readers.contains_key(serial) && !s.connectivity.state().is_online() {
+                return Err(PosError::OnlineRequired);
+            }
+        }
+        let reader = crate::ledger::RememberedReader {
+            serial: serial.to_owned(),
+            model: model.to_owned(),
+            firmware: firmware.to_owned(),
+            paired_at: now,
+        };
+        self.commit(vec![Write::Reader {
+            serial: serial.to_owned(),
+            reader: Some(reader),
+        }])
+        .await
+    }
+
+    /// Forgets a reader: it must be paired again, online.
+    pub async fn forget_reader(&self, serial: &str) -> Result<()> {
+        self.check_open()?;
+        let _w = self.inner.write_lock.lock().await;
+        if !self.state().ledger.readers.contains_key(serial) {
+            return Err(PosError::NotFound {
+                what: "reader".into(),
+            });
+        }
+        self.commit(vec![Write::Reader {
+            serial: serial.to_owned(),
+            reader: None,
+        }])
+        .await
+    }
+
+    /// The readers paired on this device, by serial.
+    pub fn remembered_readers(&self) -> Result<Vec<crate::ledger::RememberedReader>> {
+        self.check_open()?;
+        Ok(self.state().ledger.readers.values().cloned().collect())
+    }
+
+    /// Whether the policy lets this reader model take offline payments (R11).
+    pub fn reader_may_take_offline_payments(&self, model: &str) -> Result<bool> {
+        self.check_open()?;
+        Ok(self
+            .state()
+            .settings()
+            .policy
+            .offline_readers
+            .contains(model))
+    }
+
     /// The app's reachability monitor reports whether the device has internet.
     pub async fn report_network(&self, reachable: bool) -> Result<ConnectivityState> {
         self.connectivity_input(ConnectivityInput::NetworkReport { reachable })

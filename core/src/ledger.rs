@@ -199,14 +199,32 @@ pub struct Settings {
     pub clock_floor: Timestamp,
 }
 
+/// A card reader paired on this device (issue 6): it may reconnect while
+/// offline; a reader not remembered is paired only while online.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RememberedReader {
+    pub serial: String,
+    pub model: String,
+    pub firmware: String,
+    pub paired_at: Timestamp,
+}
+
 /// One durable change. A batch of them is applied atomically.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Write {
     Order(Order),
     Payment(OfflinePayment),
-    Receipt { id: u64, request: ReceiptRequest },
+    Receipt {
+        id: u64,
+        request: ReceiptRequest,
+    },
     Audit(AuditEntry),
     Settings(Settings),
+    /// A reader remembered (`Some`) or forgotten (`None`).
+    Reader {
+        serial: String,
+        reader: Option<RememberedReader>,
+    },
 }
 
 /// Everything the engine holds in memory.
@@ -217,6 +235,7 @@ pub struct Ledger {
     pub receipts: BTreeMap<u64, ReceiptRequest>,
     pub audit: AuditLog,
     pub settings: Option<Settings>,
+    pub readers: BTreeMap<String, RememberedReader>,
 }
 
 /// A ledger record that cannot be applied: the store and memory disagree.
@@ -250,6 +269,14 @@ impl Ledger {
                     .map_err(|e| ApplyError(e.to_string()))?;
             }
             Write::Settings(s) => self.settings = Some(s),
+            Write::Reader { serial, reader } => match reader {
+                Some(r) => {
+                    self.readers.insert(serial, r);
+                }
+                None => {
+                    self.readers.remove(&serial);
+                }
+            },
         }
         Ok(())
     }

@@ -975,6 +975,7 @@ fn identify(w: &Write) -> (&'static str, String) {
         Write::Receipt { id, .. } => ("receipt", id.to_string()),
         Write::Audit(e) => ("audit", e.seq.to_string()),
         Write::Settings(_) => ("settings", String::new()),
+        Write::Reader { serial, .. } => ("reader", serial.clone()),
     }
 }
 

@@ -20,6 +20,7 @@ use crate::gateway::{ForwardReport, GatewayAdapter, PaymentGateway};
 use crate::gateway::{TokenAdapter, TokenProvider};
 use crate::keys::{KeyProvider, KeyProviderAdapter};
 use crate::policy::OfflinePolicy;
+use crate::reader::ReaderInfo;
 use crate::types::{invalid, mirror_enum, order_id, payment_id, ts, CardRead, Money};
 #[cfg(feature = "http-gateway")]
 use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
@@ -444,6 +445,41 @@ impl PosEngine {
 
     pub fn forwarding_paused(&self) -> bool {
         self.inner.forwarding_paused()
+    }
+
+    /// Remembers a reader whose pairing challenge passed: a new one only
+    /// while online (`OnlineRequired` otherwise); a remembered one reconnects
+    /// offline.
+    pub async fn remember_reader(&self, info: ReaderInfo) -> Result<(), PosError> {
+        Ok(self
+            .inner
+            .remember_reader(&info.serial, &info.model, &info.firmware)
+            .await?)
+    }
+
+    /// The readers paired on this device (`batteryPercent` is 0: not stored).
+    pub fn remembered_readers(&self) -> Result<Vec<ReaderInfo>, PosError> {
+        Ok(self
+            .inner
+            .remembered_readers()?
+            .into_iter()
+            .map(|r| ReaderInfo {
+                model: r.model,
+                serial: r.serial,
+                firmware: r.firmware,
+                battery_percent: 0,
+            })
+            .collect())
+    }
+
+    /// Forgets a reader: it must be paired again, online.
+    pub async fn forget_reader(&self, serial: String) -> Result<(), PosError> {
+        Ok(self.inner.forget_reader(&serial).await?)
+    }
+
+    /// Whether the policy lets this reader model take offline payments (R11).
+    pub fn reader_may_take_offline_payments(&self, model: String) -> Result<bool, PosError> {
+        Ok(self.inner.reader_may_take_offline_payments(&model)?)
     }
 
     /// Expires payments past their deadline and raises session warnings.

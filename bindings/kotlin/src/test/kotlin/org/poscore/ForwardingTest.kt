@@ -115,6 +115,12 @@ class ForwardingTest {
         val config = EngineConfig(dir, "till-1", "USD", null, false)
         PosEngine.withTestClock(config, FileKeyProvider(java.io.File("$dir.kek")), TestClock(t0)).use { engine ->
             engine.setGateway(KotlinProcessor())
+            // Readers: a new one is remembered only online (R11 list empty by default).
+            assertFailsWith<PosException.OnlineRequired> {
+                engine.rememberReader(ReaderInfo("Chipper 2X BT", "SN-1", "1.0", 50u))
+            }
+            assertTrue(engine.rememberedReaders().isEmpty())
+            assertTrue(!engine.readerMayTakeOfflinePayments("Chipper 2X BT"))
             engine.pauseForwarding()
             assertTrue(engine.forwardingPaused())
             engine.resumeForwarding()
