@@ -168,7 +168,22 @@ struct Rig {
 
 impl Rig {
     async fn new(max_in_flight: usize, automatic: bool) -> Rig {
-        let clock = VirtualClock::new(T0);
+        Rig::on(
+            VirtualClock::new(T0),
+            MemoryStore::new(),
+            max_in_flight,
+            automatic,
+        )
+        .await
+    }
+
+    /// An engine on `store` (a restart when it already holds records).
+    async fn on(
+        clock: VirtualClock,
+        store: MemoryStore,
+        max_in_flight: usize,
+        automatic: bool,
+    ) -> Rig {
         let mut config = EngineConfig::new("/tmp/pos-core-forwarding", "till-1", "USD").unwrap();
         config.forwarding = ForwardingConfig {
             max_in_flight,
@@ -176,13 +191,9 @@ impl Rig {
             jitter_seed: Some(7),
             ..ForwardingConfig::default()
         };
-        let engine = PosEngine::open_with(
-            config,
-            Arc::new(clock.clone()),
-            Arc::new(MemoryStore::new()),
-        )
-        .await
-        .unwrap();
+        let engine = PosEngine::open_with(config, Arc::new(clock.clone()), Arc::new(store))
+            .await
+            .unwrap();
         let policy = Policy::square_reader(Currency::parse("USD").unwrap()).with_enabled(true);
         let reader = policy.offline_readers.iter().next().unwrap().clone();
         engine.set_policy(policy).await.unwrap();
@@ -688,98 +699,31 @@ async fn receipts_queued_offline_are_delivered_once_back_online() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_cut_by_a_crash_is_retried_by_the_driver_with_the_same_id() {
-    use pos_core::connectivity::ProbeOutcome;
     use pos_core::lifecycle::PaymentEvent;
-    let clock = VirtualClock::new(T0);
-    let store = MemoryStore::new();
-    let config = |automatic| {
-        let mut c = EngineConfig::new("/tmp/pos-core-forwarding", "till-1", "USD").unwrap();
-        c.forwarding = ForwardingConfig {
-            automatic,
-            jitter_seed: Some(1),
-            ..ForwardingConfig::default()
-        };
-        c
-    };
     // First run: a payment is taken and an attempt starts; the app dies.
-    let first = PosEngine::open_with(
-        config(false),
-        Arc::new(clock.clone()),
-        Arc::new(store.clone()),
-    )
-    .await
-    .unwrap();
-    let policy = Policy::square_reader(Currency::parse("USD").unwrap()).with_enabled(true);
-    let reader = policy.offline_readers.iter().next().unwrap().clone();
-    first.set_policy(policy).await.unwrap();
+    let store = MemoryStore::new();
+    let first = Rig::on(VirtualClock::new(T0), store.clone(), 2, false).await;
+    let id = first.take(2_000, None).await;
     first
-        .sign_in(StaffSession {
-            staff_id: StaffId::parse("cashier-1").unwrap(),
-            may_take_offline_payments: true,
-        })
-        .unwrap();
-    first.report_network(false).await.unwrap();
-    let order = first
-        .create_order(NewOrder {
-            order_id: None,
-            total: usd(2_000),
-            contact: None,
-        })
+        .engine
+        .record_forwarding(&id, PaymentEvent::StartForwarding)
         .await
         .unwrap();
-    let d = first
-        .begin_card_payment(CardPaymentRequest {
-            order_id: order.id,
-            payment_id: Some("crashed-1".into()),
-            amount: usd(2_000),
-            tip: None,
-            behaviour: OfflineBehaviour::PreferOnline,
-            tender: TenderKind::Card,
-        })
-        .await
-        .unwrap();
-    first
-        .confirm_card_payment(
-            &d.payment_id,
-            CardRead {
-                entry_mode: EntryMode::Chip,
-                network: Network::Visa,
-                last4: "4242".into(),
-                fingerprint: None,
-                reader_model: reader,
-                sealed_card_data: vec![1; 32],
-            },
-        )
-        .await
-        .unwrap();
-    first
-        .record_forwarding(&d.payment_id, PaymentEvent::StartForwarding)
-        .await
-        .unwrap();
-    first.close();
+    first.engine.close();
 
     // Next start: the attempt is recovered as "no answer", and the driver
     // (automatic, no "forward now") sends it again once the service is back.
-    let engine = PosEngine::open_with(config(true), Arc::new(clock.clone()), Arc::new(store))
-        .await
-        .unwrap();
-    let processor = Arc::new(Processor::default());
-    let (tx, rx) = mpsc::channel();
-    let _sub = engine.subscribe(Arc::new(Events(Mutex::new(tx)))).unwrap();
-    engine.set_gateway(processor.clone()).unwrap();
-    engine.report_network(true).await.unwrap();
-    for _ in 0..5 {
-        let _ = engine.report_probe(ProbeOutcome::Healthy).await;
-    }
-    engine.nudge_forwarding();
+    let rig = Rig::on(first.clock.clone(), store, 2, true).await;
+    rig.go_online().await;
+    rig.engine.nudge_forwarding();
     loop {
-        match rx.recv_timeout(Duration::from_secs(30)) {
+        match rig.events.recv_timeout(Duration::from_secs(30)) {
             Ok(PosEvent::ForwardingProgress(p)) if p.finished && p.done == 1 => break,
             Ok(_) => {}
             Err(e) => panic!("the recovered attempt was not retried: {e}"),
         }
     }
-    let charges = processor.charges.lock().unwrap();
+    let charges = rig.processor.charges.lock().unwrap();
     assert_eq!(charges.len(), 1);
-    assert!(charges.contains_key("crashed-1"));
+    assert!(charges.contains_key(id.as_str()));
 }

@@ -290,14 +290,7 @@ impl CardReader {
         let card = result
             .map_err(ReaderError::from)
             .inspect_err(|e| self.note_error(e, client.connected()))?;
-        Ok(CardRead {
-            entry_mode: card.entry_mode.into(),
-            network: card.network.into(),
-            last4: card.last4,
-            fingerprint: card.fingerprint,
-            reader_model: card.reader_model,
-            sealed_card_data: card.sealed_card_data,
-        })
+        Ok(card.into())
     }
 
     /// Waits for the card of the payment in progress (after `reconnect`).
@@ -310,14 +303,7 @@ impl CardReader {
         let card = result
             .map_err(ReaderError::from)
             .inspect_err(|e| self.note_error(e, client.connected()))?;
-        Ok(CardRead {
-            entry_mode: card.entry_mode.into(),
-            network: card.network.into(),
-            last4: card.last4,
-            fingerprint: card.fingerprint,
-            reader_model: card.reader_model,
-            sealed_card_data: card.sealed_card_data,
-        })
+        Ok(card.into())
     }
 
     /// The reader is back in range: both sides send again what the other

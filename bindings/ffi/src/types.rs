@@ -220,6 +220,19 @@ impl std::fmt::Debug for CardRead {
     }
 }
 
+impl From<pos_core::ledger::CardRead> for CardRead {
+    fn from(c: pos_core::ledger::CardRead) -> Self {
+        CardRead {
+            entry_mode: c.entry_mode.into(),
+            network: c.network.into(),
+            last4: c.last4,
+            fingerprint: c.fingerprint,
+            reader_model: c.reader_model,
+            sealed_card_data: c.sealed_card_data,
+        }
+    }
+}
+
 impl From<CardRead> for pos_core::ledger::CardRead {
     fn from(c: CardRead) -> Self {
         pos_core::ledger::CardRead {
