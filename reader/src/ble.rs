@@ -145,6 +145,15 @@ impl BleTransport {
         self.connected.load(Ordering::SeqCst)
     }
 
+    /// Reconnects with exponential back-off; returns the attempts it took.
+    pub async fn reconnect_with_backoff(
+        &self,
+        policy: crate::reconnect::ReconnectPolicy,
+    ) -> Result<u32, BleError> {
+        crate::reconnect::reconnect_with_backoff(policy, || self.reconnect(), tokio::time::sleep)
+            .await
+    }
+
     /// Connects and starts the pump; returns the negotiated MTU.
     async fn open(&self) -> Result<usize, BleError> {
         let p: Peripheral = self.adapter.peripheral(&self.id).await.map_err(bt)?;

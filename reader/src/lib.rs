@@ -6,11 +6,11 @@
 //! after a reconnection ([`link`]), the phone side ([`client`]) and a
 //! simulated reader that speaks the same bytes ([`sim`]).
 //!
-//! The btleplug transport is [`ble`] (feature `ble`; compiled and linked
-//! here, never run against a radio). Not built yet (issue 6, open): the
-//! foreign transport and foreign card-reader traits for the FFI, automatic
-//! reconnection with back-off, remembered readers in the store, and the
-//! coverage-guided fuzz target.
+//! The btleplug transport is `ble` (feature `ble`; compiled and linked
+//! here, never run against a radio); [`link::ExternalTransport`] carries the
+//! profile over an app's own Bluetooth stack; [`reconnect`] retries a lost
+//! reader with exponential back-off. Not built yet (issue 6, open): a
+//! foreign trait for a whole vendor reader SDK.
 
 #[cfg(feature = "ble")]
 pub mod ble;
@@ -18,6 +18,7 @@ pub mod client;
 pub mod frame;
 pub mod link;
 pub mod message;
+pub mod reconnect;
 pub mod sim;
 
 /// The profile's 128-bit UUIDs (Nordic-UART style): the service, the
