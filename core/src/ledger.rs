@@ -236,6 +236,10 @@ pub struct Ledger {
     pub audit: AuditLog,
     pub settings: Option<Settings>,
     pub readers: BTreeMap<String, RememberedReader>,
+    /// Running count and total (minor units) of the unsettled offline
+    /// payments per currency, kept by [`Ledger::apply`] so that the limit
+    /// checks of every capture do not scan every payment (issue 4).
+    unsettled_totals: BTreeMap<Currency, (u32, i64)>,
 }
 
 /// A ledger record that cannot be applied: the store and memory disagree.
@@ -251,7 +255,19 @@ impl Ledger {
                 self.orders.insert(o.id.clone(), o);
             }
             Write::Payment(p) => {
-                self.payments.insert(p.id.clone(), p);
+                let counts = |p: &OfflinePayment| !p.online && p.is_unsettled();
+                if counts(&p) {
+                    let e = self.unsettled_totals.entry(p.amount.currency()).or_default();
+                    e.0 = e.0.saturating_add(1);
+                    e.1 = e.1.saturating_add(p.amount.minor_units());
+                }
+                if let Some(old) = self.payments.insert(p.id.clone(), p) {
+                    if counts(&old) {
+                        let e = self.unsettled_totals.entry(old.amount.currency()).or_default();
+                        e.0 = e.0.saturating_sub(1);
+                        e.1 = e.1.saturating_sub(old.amount.minor_units());
+                    }
+                }
             }
             Write::Receipt { id, request } => {
                 self.receipts.insert(id, request);
@@ -281,8 +297,19 @@ impl Ledger {
         Ok(())
     }
 
-    /// The unsettled offline payments in `currency`: (count, total).
+    /// The unsettled offline payments in `currency`: (count, total), from
+    /// the running totals (no scan).
     pub fn unsettled(&self, currency: Currency) -> Result<(u32, Money), MoneyError> {
+        let (count, total) = self
+            .unsettled_totals
+            .get(&currency)
+            .copied()
+            .unwrap_or_default();
+        Ok((count, Money::new(total, currency)))
+    }
+
+    /// The same by scanning every payment (the running totals' reference).
+    pub fn unsettled_scan(&self, currency: Currency) -> Result<(u32, Money), MoneyError> {
         let mut count: u32 = 0;
         let mut total = Money::zero(currency);
         for p in self
@@ -398,5 +425,75 @@ impl Ledger {
     /// The next audit sequence number.
     pub fn next_audit_seq(&self) -> u64 {
         self.audit.last_seq().saturating_add(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::{ForwardErrorKind, PaymentState};
+    use proptest::prelude::*;
+
+    fn payment(i: u8, cents: i64, eur: bool, online: bool, state: u8) -> Write {
+        let currency = Currency::parse(if eur { "EUR" } else { "USD" }).unwrap();
+        let state = match state % 5 {
+            0 => PaymentState::Pending,
+            1 => PaymentState::FailedToForward {
+                attempts: 1,
+                last_error: ForwardErrorKind::NoAnswer,
+                next_retry_at: None,
+                maybe_received: true,
+            },
+            2 => PaymentState::Approved {
+                at: Timestamp(1),
+                processor_ref: "r".into(),
+            },
+            3 => PaymentState::Expired {
+                at: Timestamp(1),
+                attempts: 0,
+                maybe_received: false,
+            },
+            _ => PaymentState::Forwarding {
+                attempt: 1,
+                started_at: Timestamp(1),
+                maybe_received: false,
+            },
+        };
+        Write::Payment(OfflinePayment {
+            id: PaymentId::parse(&format!("p-{i}")).unwrap(),
+            order_id: OrderId::parse("o-1").unwrap(),
+            amount: Money::new(cents, currency),
+            tip: None,
+            card: CardRead {
+                entry_mode: EntryMode::Chip,
+                network: Network::Visa,
+                last4: "4242".into(),
+                fingerprint: None,
+                reader_model: "r".into(),
+                sealed_card_data: vec![1],
+            },
+            taken_by: StaffId::parse("s").unwrap(),
+            taken_at: Timestamp(0),
+            deadline: Timestamp(10),
+            session_started_at: Timestamp(0),
+            state,
+            online,
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn running_totals_match_a_full_scan(
+            writes in proptest::collection::vec((0u8..8, 1i64..10_000, any::<bool>(), any::<bool>(), 0u8..5), 0..60)
+        ) {
+            let mut l = Ledger::default();
+            for (i, cents, eur, online, state) in writes {
+                l.apply(payment(i, cents, eur, online, state)).unwrap();
+                for c in ["USD", "EUR"] {
+                    let c = Currency::parse(c).unwrap();
+                    prop_assert_eq!(l.unsettled(c).unwrap(), l.unsettled_scan(c).unwrap());
+                }
+            }
+        }
     }
 }
