@@ -257,13 +257,19 @@ impl Ledger {
             Write::Payment(p) => {
                 let counts = |p: &OfflinePayment| !p.online && p.is_unsettled();
                 if counts(&p) {
-                    let e = self.unsettled_totals.entry(p.amount.currency()).or_default();
+                    let e = self
+                        .unsettled_totals
+                        .entry(p.amount.currency())
+                        .or_default();
                     e.0 = e.0.saturating_add(1);
                     e.1 = e.1.saturating_add(p.amount.minor_units());
                 }
                 if let Some(old) = self.payments.insert(p.id.clone(), p) {
                     if counts(&old) {
-                        let e = self.unsettled_totals.entry(old.amount.currency()).or_default();
+                        let e = self
+                            .unsettled_totals
+                            .entry(old.amount.currency())
+                            .or_default();
                         e.0 = e.0.saturating_sub(1);
                         e.1 = e.1.saturating_sub(old.amount.minor_units());
                     }
