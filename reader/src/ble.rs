@@ -11,7 +11,6 @@
 //! - reconnection re-fetches the peripheral, reconnects, rediscovers and
 //!   resubscribes, then bumps the generation so the channel resends.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,7 +92,7 @@ pub struct BleTransport {
     pending_writes: Arc<Mutex<mpsc::UnboundedReceiver<Vec<u8>>>>,
     frames_tx: mpsc::UnboundedSender<Vec<u8>>,
     frames: Mutex<mpsc::UnboundedReceiver<Vec<u8>>>,
-    connected: Arc<AtomicBool>,
+    connected: Arc<watch::Sender<bool>>,
     generation: watch::Sender<u64>,
     pump: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -125,7 +124,7 @@ impl BleTransport {
             pending_writes: Arc::new(Mutex::new(pending)),
             frames_tx,
             frames: Mutex::new(frames),
-            connected: Arc::new(AtomicBool::new(false)),
+            connected: Arc::new(watch::channel(false).0),
             generation: watch::channel(0).0,
             pump: std::sync::Mutex::new(None),
         };
@@ -142,7 +141,7 @@ impl BleTransport {
     }
 
     pub fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::SeqCst)
+        *self.connected.borrow()
     }
 
     /// Reconnects with exponential back-off; returns the attempts it took.
@@ -173,7 +172,7 @@ impl BleTransport {
         let mut notifications = p.notifications().await.map_err(bt)?;
         let mut events = self.adapter.events().await.map_err(bt)?;
         let mtu = usize::from(p.mtu()).max(crate::frame::MIN_MTU);
-        self.connected.store(true, Ordering::SeqCst);
+        self.connected.send_replace(true);
         let connected = Arc::clone(&self.connected);
         let frames = self.frames_tx.clone();
         let pending = Arc::clone(&self.pending_writes);
@@ -203,7 +202,7 @@ impl BleTransport {
                     },
                 }
             }
-            connected.store(false, Ordering::SeqCst);
+            connected.send_replace(false);
         });
         if let Some(old) = self
             .pump
@@ -235,5 +234,17 @@ impl Transport for BleTransport {
 
     fn generations(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
+    }
+}
+
+/// Automatic reconnection ([`crate::reconnect::supervise`]) over btleplug.
+impl crate::reconnect::Reconnect for Arc<BleTransport> {
+    fn watch_connected(&self) -> watch::Receiver<bool> {
+        self.connected.subscribe()
+    }
+
+    fn try_reconnect(&self) -> impl std::future::Future<Output = Result<(), String>> + Send {
+        let t = Arc::clone(self);
+        async move { t.reconnect().await.map_err(|e| e.to_string()) }
     }
 }

@@ -42,7 +42,12 @@ pub struct MemoryLink {
 struct LinkState {
     /// Bumped at every reconnection; each end's channel then resends.
     generation: tokio::sync::watch::Sender<u64>,
-    connected: AtomicBool,
+    /// Whether the radio link is up; watched by the reconnection supervisor.
+    connected: tokio::sync::watch::Sender<bool>,
+    /// Whether the reader is in range: out of range, reconnecting fails.
+    in_range: AtomicBool,
+    /// The cut that the frame budget makes also takes the reader out of range.
+    leave_range_on_cut: AtomicBool,
     /// Frames left before the link drops (usize::MAX: never).
     budget: AtomicUsize,
 }
@@ -54,7 +59,9 @@ impl MemoryLink {
         let (b_tx, b_rx) = mpsc::unbounded_channel();
         let state = Arc::new(LinkState {
             generation: tokio::sync::watch::channel(0).0,
-            connected: AtomicBool::new(true),
+            connected: tokio::sync::watch::channel(true).0,
+            in_range: AtomicBool::new(true),
+            leave_range_on_cut: AtomicBool::new(false),
             budget: AtomicUsize::new(usize::MAX),
         });
         (
@@ -74,7 +81,7 @@ impl MemoryLink {
     }
 
     pub fn is_connected(&self) -> bool {
-        self.state.connected.load(Ordering::SeqCst)
+        *self.state.connected.borrow()
     }
 
     /// A handle that controls this link (the radio, in tests and demos).
@@ -105,6 +112,9 @@ impl MemoryLink {
         }
         let left = self.state.budget.load(Ordering::SeqCst);
         if left == 0 {
+            if self.state.leave_range_on_cut.swap(false, Ordering::SeqCst) {
+                self.state.in_range.store(false, Ordering::SeqCst);
+            }
             self.disconnect();
             return Err(LinkError::Disconnected);
         }
@@ -258,21 +268,53 @@ pub struct LinkControl {
 
 impl LinkControl {
     pub fn is_connected(&self) -> bool {
-        self.state.connected.load(Ordering::SeqCst)
+        *self.state.connected.borrow()
+    }
+
+    /// Follows the link going down and coming back.
+    pub fn watch_connected(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.state.connected.subscribe()
     }
 
     pub fn disconnect_after(&self, frames: usize) {
         self.state.budget.store(frames, Ordering::SeqCst);
     }
 
-    pub fn disconnect(&self) {
-        self.state.connected.store(false, Ordering::SeqCst);
+    /// Like [`LinkControl::disconnect_after`], and the reader is then out of
+    /// range (walked away mid-message) until [`LinkControl::set_in_range`].
+    pub fn leave_range_after(&self, frames: usize) {
+        self.state.leave_range_on_cut.store(true, Ordering::SeqCst);
+        self.disconnect_after(frames);
     }
 
+    pub fn disconnect(&self) {
+        self.state.connected.send_if_modified(|c| std::mem::replace(c, false));
+    }
+
+    /// The reader walks out of range (the link drops and reconnecting
+    /// fails) or comes back in range (reconnecting works again).
+    pub fn set_in_range(&self, in_range: bool) {
+        self.state.in_range.store(in_range, Ordering::SeqCst);
+        if !in_range {
+            self.disconnect();
+        }
+    }
+
+    /// Brings the link back, whatever the range (a test's or demo's radio).
     pub fn reconnect(&self) {
         self.state.budget.store(usize::MAX, Ordering::SeqCst);
-        self.state.connected.store(true, Ordering::SeqCst);
+        self.state.connected.send_replace(true);
         self.state.generation.send_modify(|g| *g += 1);
+    }
+
+    /// One reconnection attempt, as a phone makes it: fails while the
+    /// reader is out of range.
+    pub fn try_reconnect(&self) -> Result<(), LinkError> {
+        if !self.state.in_range.load(Ordering::SeqCst) {
+            return Err(LinkError::Disconnected);
+        }
+        self.reconnect();
+        Ok(())
     }
 }
 

@@ -69,6 +69,83 @@ where
     }
 }
 
+/// What the reconnection supervisor saw or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Supervision {
+    /// The link went down.
+    Disconnected,
+    /// Attempt `attempt` is about to be made (after its back-off wait).
+    Reconnecting { attempt: u32 },
+    /// The link is back after `attempts` attempts; the channel resends what
+    /// the reader did not acknowledge.
+    Reconnected { attempts: u32 },
+    /// The policy's attempts are spent; the supervisor waits for the link to
+    /// come back by other means (a manual reconnect) and then watches again.
+    GaveUp { attempts: u32 },
+}
+
+/// A link the supervisor can watch and bring back: the simulated radio
+/// ([`crate::link::LinkControl`]) and, with the `ble` feature, btleplug.
+pub trait Reconnect: Send + Sync + 'static {
+    /// `true` while the link is up.
+    fn watch_connected(&self) -> tokio::sync::watch::Receiver<bool>;
+    /// One attempt to bring the link back.
+    fn try_reconnect(&self) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+impl Reconnect for crate::link::LinkControl {
+    fn watch_connected(&self) -> tokio::sync::watch::Receiver<bool> {
+        crate::link::LinkControl::watch_connected(self)
+    }
+
+    fn try_reconnect(&self) -> impl Future<Output = Result<(), String>> + Send {
+        let r = crate::link::LinkControl::try_reconnect(self).map_err(|e| e.to_string());
+        async move { r }
+    }
+}
+
+/// Watches `control`'s link and, whenever it drops, reconnects it with
+/// back-off, reporting each step to `report`. Runs until aborted (a tokio
+/// task on the current runtime). Timing is tokio's, so a test with paused
+/// time runs it without waiting.
+pub fn supervise<L: Reconnect>(
+    control: L,
+    policy: ReconnectPolicy,
+    report: impl Fn(Supervision) + Send + Sync + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut up = control.watch_connected();
+        loop {
+            if up.wait_for(|c| !*c).await.is_err() {
+                return;
+            }
+            report(Supervision::Disconnected);
+            let tries = std::sync::atomic::AtomicU32::new(0);
+            let result = reconnect_with_backoff(
+                policy,
+                || {
+                    let n = tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    report(Supervision::Reconnecting { attempt: n });
+                    control.try_reconnect()
+                },
+                tokio::time::sleep,
+            )
+            .await;
+            match result {
+                Ok(attempts) => report(Supervision::Reconnected { attempts }),
+                Err(_) => {
+                    report(Supervision::GaveUp {
+                        attempts: tries.load(std::sync::atomic::Ordering::SeqCst),
+                    });
+                    if up.wait_for(|c| *c).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 //! without hardware (B14). It seals card data to the processor's key, so the
 //! phone side never sees a card number.
 
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -46,10 +47,24 @@ pub struct Presented {
     pub entry_mode: EntryMode,
 }
 
-/// Handle to present cards to a running simulated reader.
+/// Handle to present cards to a running simulated reader and to change
+/// its condition while it runs.
 #[derive(Debug, Clone)]
 pub struct SimReader {
     cards: mpsc::UnboundedSender<Presented>,
+    live: Arc<Live>,
+}
+
+/// Below this charge the simulated reader refuses to start a payment
+/// (`battery_critical`), as real readers do.
+pub const CRITICAL_BATTERY_PERCENT: u8 = 5;
+
+/// What can change while the reader runs.
+#[derive(Debug)]
+struct Live {
+    battery_percent: AtomicU8,
+    /// Added before each reply the reader sends.
+    latency_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for Presented {
@@ -65,8 +80,33 @@ impl SimReader {
     /// Starts the reader on its end of the link (a tokio task).
     pub fn start(config: SimReaderConfig, link: MemoryLink) -> SimReader {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(config, Arc::new(Channel::new(Arc::new(link))), rx));
-        SimReader { cards: tx }
+        let live = Arc::new(Live {
+            battery_percent: AtomicU8::new(config.battery_percent.min(100)),
+            latency_ms: AtomicU64::new(0),
+        });
+        tokio::spawn(run(
+            config,
+            Arc::clone(&live),
+            Arc::new(Channel::new(Arc::new(link))),
+            rx,
+        ));
+        SimReader { cards: tx, live }
+    }
+
+    /// The battery drains or is charged (reported by the next info request;
+    /// under [`CRITICAL_BATTERY_PERCENT`] payments are refused).
+    pub fn set_battery(&self, percent: u8) {
+        self.live
+            .battery_percent
+            .store(percent.min(100), Ordering::SeqCst);
+    }
+
+    /// Delay before each reply (a slow reader, a busy radio).
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.live.latency_ms.store(
+            u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
     }
 
     /// The customer presents a card (taken by the next payment).
@@ -77,6 +117,7 @@ impl SimReader {
 
 async fn run(
     config: SimReaderConfig,
+    live: Arc<Live>,
     chan: Arc<Channel>,
     mut cards: mpsc::UnboundedReceiver<Presented>,
 ) {
@@ -104,12 +145,20 @@ async fn run(
                 model: config.model.clone(),
                 serial: config.serial.clone(),
                 firmware: config.firmware.clone(),
-                battery_percent: config.battery_percent,
+                battery_percent: live.battery_percent.load(Ordering::SeqCst),
             },
             Ok(Request::PairChallenge { nonce }) => {
                 let tag = hmac::sign(&key, &pairing_input(&nonce, &config.serial));
                 Reply::PairResponse {
                     mac: hex(tag.as_ref()),
+                }
+            }
+            Ok(Request::StartPayment { .. })
+                if live.battery_percent.load(Ordering::SeqCst) < CRITICAL_BATTERY_PERCENT =>
+            {
+                Reply::Error {
+                    code: "battery_critical".into(),
+                    message: "charge the reader to take payments".into(),
                 }
             }
             Ok(Request::StartPayment { entry_modes, .. }) => {
@@ -147,6 +196,10 @@ async fn run(
             Ok(Request::Cancel) => Reply::Cancelled,
             Ok(Request::Display { .. }) => continue,
         };
+        let latency = live.latency_ms.load(Ordering::SeqCst);
+        if latency > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+        }
         let _ = chan.send(message::encode(&reply));
     }
 }

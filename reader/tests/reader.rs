@@ -199,3 +199,128 @@ async fn an_app_driven_transport_speaks_to_the_reader() {
     transport.set_connected(false);
     assert!(!transport.is_connected());
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_supervisor_reconnects_with_back_off_and_the_payment_goes_on_once() {
+    use pos_reader::reconnect::{supervise, ReconnectPolicy, Supervision};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    let (sim, link) = start(23);
+    let control = link.control();
+    let mut c = ReaderClient::connect(link).await.unwrap();
+    c.info().await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let started = tokio::time::Instant::now();
+    let task = supervise(
+        control.clone(),
+        ReconnectPolicy {
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(400),
+            max_attempts: 20,
+        },
+        move |s| log.lock().unwrap().push((s, started.elapsed().as_millis())),
+    );
+    // The reader walks out of range in the middle of the card result.
+    control.leave_range_after(6);
+    sim.present(visa());
+    let usd = Money::new(900, Currency::parse("USD").unwrap());
+    let payment = tokio::spawn(async move {
+        let card = c.take_card(usd, &[EntryMode::Chip], true).await;
+        (card, c)
+    });
+    // Out of range for a while: attempts at 0, 100, 200, 400, 400, ... ms.
+    tokio::time::sleep(Duration::from_millis(1_050)).await;
+    control.set_in_range(true);
+    let (card, mut c) = payment.await.unwrap();
+    assert_eq!(card.unwrap().last4, "4242");
+    let events = seen.lock().unwrap().clone();
+    assert_eq!(events[0].0, Supervision::Disconnected);
+    let attempts: Vec<u128> = events
+        .iter()
+        .filter(|(s, _)| matches!(s, Supervision::Reconnecting { .. }))
+        .map(|(_, at)| at)
+        .copied()
+        .collect();
+    assert_eq!(attempts, vec![0, 100, 300, 700, 1_100], "{events:?}");
+    assert_eq!(
+        events.last().unwrap().0,
+        Supervision::Reconnected { attempts: 5 }
+    );
+    // The card was delivered once.
+    let again =
+        tokio::time::timeout(Duration::from_secs(2), c.await_card("Chipper 2X BT".into())).await;
+    assert!(again.is_err(), "a second card result arrived");
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_supervisor_gives_up_then_watches_again() {
+    use pos_reader::reconnect::{supervise, ReconnectPolicy, Supervision};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    let (_sim, link) = start(185);
+    let control = link.control();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let task = supervise(
+        control.clone(),
+        ReconnectPolicy {
+            first_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(10),
+            max_attempts: 3,
+        },
+        move |s| log.lock().unwrap().push(s),
+    );
+    control.set_in_range(false);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    control.set_in_range(true);
+    control.reconnect(); // the cashier reconnects by hand
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    control.disconnect(); // and the supervisor is watching again
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    use Supervision::*;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            Disconnected,
+            Reconnecting { attempt: 1 },
+            Reconnecting { attempt: 2 },
+            Reconnecting { attempt: 3 },
+            GaveUp { attempts: 3 },
+            Disconnected,
+            Reconnecting { attempt: 1 },
+            Reconnected { attempts: 1 },
+        ]
+    );
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flat_battery_refuses_payments_and_latency_slows_replies() {
+    use std::time::Duration;
+    let (sim, link) = start(185);
+    let mut c = ReaderClient::connect(link).await.unwrap();
+    sim.set_battery(4);
+    assert_eq!(c.info().await.unwrap().battery_percent, 4);
+    let usd = Money::new(900, Currency::parse("USD").unwrap());
+    assert_eq!(
+        c.take_card(usd, &[EntryMode::Chip], true).await,
+        Err(ReaderError::Refused {
+            code: "battery_critical".into()
+        })
+    );
+    sim.set_battery(60);
+    sim.set_latency(Duration::from_millis(250));
+    let t = tokio::time::Instant::now();
+    assert_eq!(c.info().await.unwrap().battery_percent, 60);
+    assert!(t.elapsed() >= Duration::from_millis(250));
+    sim.present(visa());
+    assert_eq!(
+        c.take_card(usd, &[EntryMode::Chip], true)
+            .await
+            .unwrap()
+            .last4,
+        "4242"
+    );
+}

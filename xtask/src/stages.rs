@@ -119,9 +119,10 @@ pub fn rust() -> Outcome {
             "--exclude",
             "uniffi-bindgen",
             "--all-targets",
-            // The btleplug transport must compile and link here too.
+            // The btleplug transport and its FFI (`BleCentral`) must compile
+            // here too (the tests below link the transport).
             "--features",
-            "pos-reader/ble",
+            "pos-reader/ble,pos-ffi/ble",
             "--",
             "-D",
             "warnings",
@@ -412,6 +413,10 @@ pub fn size() -> Result<(), String> {
         (
             "--no-default-features (no built-in HTTP gateway)",
             &["--no-default-features"][..],
+        ),
+        (
+            "--no-default-features --features ble (btleplug, no HTTP gateway; Linux BlueZ backend here)",
+            &["--no-default-features", "--features", "ble"][..],
         ),
     ] {
         run(cargo()

@@ -1,13 +1,16 @@
-//! The card reader for Swift and Kotlin (issue 6, first part): the
-//! simulated reader of `pos-reader`, spoken to over the reader profile's
-//! bytes, so apps develop and test without hardware (B14). The btleplug
-//! transport, the foreign transport and the foreign card-reader traits are
-//! not built yet.
+//! The card reader for Swift and Kotlin: the reader profile over the
+//! simulated reader's in-memory radio (so apps develop and test without
+//! hardware, B14) or over the app's own Bluetooth stack (`ReaderLink` +
+//! `AppReaderTransport`), and a whole vendor reader SDK behind the
+//! `VendorCardReader` foreign trait. Automatic reconnection with back-off
+//! (`CardReader.reconnectAutomatically`) follows the simulated radio; the
+//! btleplug transport is in `pos-reader` (feature `ble`), not in this build.
 
 use std::sync::{Arc, Mutex};
 
 use pos_reader::client::{ReaderClient, ReaderError as CoreReaderError};
 use pos_reader::link::{ExternalTransport, LinkControl, LinkError, MemoryLink};
+use pos_reader::reconnect::{supervise, ReconnectPolicy, Supervision};
 use pos_reader::sim::{Presented, SimReader, SimReaderConfig};
 
 use crate::engine::runtime;
@@ -58,6 +61,9 @@ pub struct ReaderInfo {
     pub battery_percent: u8,
 }
 
+/// Below this charge the app should ask the cashier to charge the reader.
+pub const LOW_BATTERY_PERCENT: u8 = 20;
+
 /// A reader event for the app's status line.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum ReaderEvent {
@@ -65,10 +71,65 @@ pub enum ReaderEvent {
         info: ReaderInfo,
     },
     Disconnected,
+    /// Automatic reconnection: attempt `attempt` starts now.
+    Reconnecting {
+        attempt: u32,
+    },
     /// Back in range; `resent` messages were sent again.
     Reconnected {
         resent: u64,
     },
+    /// Automatic reconnection gave up after `attempts`; `reconnect()` by
+    /// hand, and the watch starts again.
+    ReconnectFailed {
+        attempts: u32,
+    },
+    /// The reader reported a charge under 20 %.
+    LowBattery {
+        percent: u8,
+    },
+}
+
+/// How automatic reconnection retries: the first attempt at once, then
+/// `first_delay_ms` doubling up to `max_delay_ms`, `max_attempts` in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
+pub struct ReconnectSettings {
+    pub first_delay_ms: u32,
+    pub max_delay_ms: u32,
+    pub max_attempts: u32,
+}
+
+/// 0.5 s doubling to 30 s, 20 attempts.
+#[uniffi::export]
+pub fn default_reconnect_settings() -> ReconnectSettings {
+    let p = ReconnectPolicy::default();
+    ReconnectSettings {
+        first_delay_ms: u32::try_from(p.first_delay.as_millis()).unwrap_or(u32::MAX),
+        max_delay_ms: u32::try_from(p.max_delay.as_millis()).unwrap_or(u32::MAX),
+        max_attempts: p.max_attempts,
+    }
+}
+
+/// A whole vendor reader SDK (Stripe, Square, Adyen, SumUp readers...)
+/// behind the engine, instead of the POS Core reader profile. Implemented in
+/// Swift or Kotlin; every method is called on a worker thread and may block
+/// until the vendor SDK answers. Pairing, Bluetooth and reconnection are the
+/// vendor SDK's; POS Core still applies its rules (a new reader only online,
+/// R11's offline-capable models, the card limits) and checks what comes back.
+#[uniffi::export(with_foreign)]
+pub trait VendorCardReader: Send + Sync {
+    /// Model, serial, firmware and battery of the connected reader.
+    fn info(&self) -> Result<ReaderInfo, ReaderError>;
+    /// Takes a card for `amount` with one of `entry_modes`; the card data
+    /// must come back sealed for the processor (never a card number).
+    fn take_card(
+        &self,
+        amount: Money,
+        entry_modes: Vec<EntryMode>,
+        offline: bool,
+    ) -> Result<CardRead, ReaderError>;
+    /// The cashier cancelled the payment in progress.
+    fn cancel(&self);
 }
 
 /// Implemented in Swift or Kotlin; called on the caller's task.
@@ -162,6 +223,29 @@ impl SimulatedReader {
         self.control.disconnect_after(frames as usize);
     }
 
+    /// The reader walks out of range (`false`: the radio drops and
+    /// reconnection attempts fail) or comes back (`true`).
+    pub fn set_in_range(&self, in_range: bool) {
+        self.control.set_in_range(in_range);
+    }
+
+    /// The reader walks out of range after `frames` more frames.
+    pub fn leave_range_after(&self, frames: u32) {
+        self.control.leave_range_after(frames as usize);
+    }
+
+    /// The battery drains (under 5 % the reader refuses payments with
+    /// `Refused("battery_critical")`) or is charged.
+    pub fn set_battery(&self, percent: u8) {
+        self.sim.set_battery(percent);
+    }
+
+    /// Delay before each of the reader's replies.
+    pub fn set_latency_ms(&self, latency_ms: u32) {
+        self.sim
+            .set_latency(std::time::Duration::from_millis(u64::from(latency_ms)));
+    }
+
     /// The phone end of the simulated radio, for an app's own `ReaderLink`
     /// to talk to (instead of `connect`; either, once).
     pub fn radio(&self) -> Result<Arc<SimulatedRadio>, ReaderError> {
@@ -190,17 +274,23 @@ impl SimulatedReader {
                 detail: "already connected".into(),
             })?;
         let client = ReaderClient::connect(link).await?;
-        Ok(Arc::new(CardReader {
-            client: tokio::sync::Mutex::new(Client::Simulated(client, self.control.clone())),
+        Ok(CardReader::new(
+            Client::Simulated(client, self.control.clone()),
             listener,
-        }))
+        ))
     }
 }
 
-/// The phone side over either link.
+/// The phone side over a link, or a vendor SDK.
 enum Client {
     Simulated(ReaderClient<MemoryLink>, LinkControl),
     App(ReaderClient<Arc<ExternalTransport>>, Arc<ExternalTransport>),
+    #[cfg(feature = "ble")]
+    Ble(
+        ReaderClient<Arc<pos_reader::ble::BleTransport>>,
+        Arc<pos_reader::ble::BleTransport>,
+    ),
+    Vendor(Arc<dyn VendorCardReader>),
 }
 
 impl Client {
@@ -208,18 +298,69 @@ impl Client {
         match self {
             Client::Simulated(_, c) => c.is_connected(),
             Client::App(_, t) => t.is_connected(),
+            #[cfg(feature = "ble")]
+            Client::Ble(_, t) => t.is_connected(),
+            Client::Vendor(_) => true,
         }
     }
 }
 
-/// Runs `$body` with `$c` bound to the client, whatever its link.
+/// Runs `$body` with `$c` bound to the profile client, whatever its link;
+/// `$vendor` for a vendor reader.
 macro_rules! with_client {
-    ($client:expr, $c:ident => $body:expr) => {
+    ($client:expr, $c:ident => $body:expr, $v:ident => $vendor:expr) => {
         match $client {
             Client::Simulated($c, _) => $body,
             Client::App($c, _) => $body,
+            #[cfg(feature = "ble")]
+            Client::Ble($c, _) => $body,
+            Client::Vendor($v) => $vendor,
         }
     };
+}
+
+/// What automatic reconnection can bring back.
+#[derive(Clone)]
+enum Radio {
+    Simulated(LinkControl),
+    #[cfg(feature = "ble")]
+    Ble(Arc<pos_reader::ble::BleTransport>),
+}
+
+/// Runs a blocking vendor SDK call on a worker thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ReaderError> + Send + 'static,
+) -> Result<T, ReaderError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| {
+            Err(ReaderError::Protocol {
+                detail: format!("the vendor reader failed: {e}"),
+            })
+        })
+}
+
+fn info_from(info: pos_reader::client::ReaderInfo) -> ReaderInfo {
+    ReaderInfo {
+        model: info.model,
+        serial: info.serial,
+        firmware: info.firmware,
+        battery_percent: info.battery_percent,
+    }
+}
+
+/// Bad data from a vendor SDK is a typed error, never stored.
+fn checked_info(info: ReaderInfo) -> Result<ReaderInfo, ReaderError> {
+    let ok = |s: &str| !s.trim().is_empty() && s.len() <= 64;
+    if !ok(&info.model) || !ok(&info.serial) || info.firmware.len() > 64 {
+        return Err(ReaderError::Protocol {
+            detail: "reader info: model and serial must be 1-64 characters".into(),
+        });
+    }
+    Ok(ReaderInfo {
+        battery_percent: info.battery_percent.min(100),
+        ..info
+    })
 }
 
 /// A connected card reader.
@@ -227,6 +368,22 @@ macro_rules! with_client {
 pub struct CardReader {
     client: tokio::sync::Mutex<Client>,
     listener: Arc<dyn ReaderListener>,
+    /// The radio automatic reconnection brings back.
+    radio: Option<Radio>,
+    supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for CardReader {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .supervisor
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for CardReader {
@@ -236,15 +393,54 @@ impl std::fmt::Debug for CardReader {
 }
 
 impl CardReader {
+    fn new(client: Client, listener: Arc<dyn ReaderListener>) -> Arc<CardReader> {
+        let radio = match &client {
+            Client::Simulated(_, c) => Some(Radio::Simulated(c.clone())),
+            #[cfg(feature = "ble")]
+            Client::Ble(_, t) => Some(Radio::Ble(Arc::clone(t))),
+            _ => None,
+        };
+        Arc::new(CardReader {
+            client: tokio::sync::Mutex::new(client),
+            listener,
+            radio,
+            supervisor: Mutex::new(None),
+        })
+    }
+
+    fn supervised(&self) -> bool {
+        self.supervisor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     fn note_error(&self, e: &ReaderError, connected: bool) {
-        if matches!(e, ReaderError::Disconnected | ReaderError::Timeout) || !connected {
+        // With automatic reconnection on, the supervisor reports the drop.
+        if (matches!(e, ReaderError::Disconnected | ReaderError::Timeout) || !connected)
+            && !self.supervised()
+        {
             self.listener.on_reader_event(ReaderEvent::Disconnected);
+        }
+    }
+
+    fn note_info(&self, info: &ReaderInfo) {
+        if info.battery_percent < LOW_BATTERY_PERCENT {
+            self.listener.on_reader_event(ReaderEvent::LowBattery {
+                percent: info.battery_percent,
+            });
         }
     }
 }
 
 #[pos_ffi_macros::export]
 impl CardReader {
+    /// A vendor reader SDK behind the engine (see `VendorCardReader`).
+    #[uniffi::constructor]
+    pub fn vendor(reader: Arc<dyn VendorCardReader>, listener: Arc<dyn ReaderListener>) -> Arc<Self> {
+        CardReader::new(Client::Vendor(reader), listener)
+    }
+
     /// Pairs by challenge-response; a new reader only `online`, one whose
     /// serial is in `remembered` also offline.
     pub async fn pair(
@@ -253,21 +449,94 @@ impl CardReader {
         online: bool,
         remembered: Vec<String>,
     ) -> Result<ReaderInfo, ReaderError> {
-        let key = key32("reader_key", &reader_key)?;
         let mut client = self.client.lock().await;
-        let result = with_client!(&mut *client, c => c.pair(&key, online, &remembered).await);
-        let info = result
-            .map_err(ReaderError::from)
-            .inspect_err(|e| self.note_error(e, client.connected()))?;
-        let info = ReaderInfo {
-            model: info.model,
-            serial: info.serial,
-            firmware: info.firmware,
-            battery_percent: info.battery_percent,
-        };
+        let info = with_client!(&mut *client,
+            c => {
+                let key = key32("reader_key", &reader_key)?;
+                c.pair(&key, online, &remembered).await.map(info_from).map_err(ReaderError::from)
+            },
+            v => {
+                let v = Arc::clone(v);
+                let info = checked_info(blocking(move || v.info()).await?)?;
+                if !online && !remembered.contains(&info.serial) {
+                    Err(ReaderError::NewReaderOffline)
+                } else {
+                    Ok(info)
+                }
+            }
+        )
+        .inspect_err(|e| self.note_error(e, client.connected()))?;
         self.listener
             .on_reader_event(ReaderEvent::Paired { info: info.clone() });
+        self.note_info(&info);
         Ok(info)
+    }
+
+    /// Asks the reader for its model, serial, firmware and battery again (the
+    /// status line); `LowBattery` when under 20 %.
+    pub async fn refresh_info(&self) -> Result<ReaderInfo, ReaderError> {
+        let mut client = self.client.lock().await;
+        let info = with_client!(&mut *client,
+            c => c.info().await.map(info_from).map_err(ReaderError::from),
+            v => {
+                let v = Arc::clone(v);
+                checked_info(blocking(move || v.info()).await?)
+            }
+        )
+        .inspect_err(|e| self.note_error(e, client.connected()))?;
+        self.note_info(&info);
+        Ok(info)
+    }
+
+    /// Watches the radio and reconnects by itself with back-off whenever it
+    /// drops, reporting `Disconnected`, `Reconnecting`, `Reconnected` or
+    /// `ReconnectFailed`; a payment cut by the drop goes on once the link is
+    /// back. For the simulated reader (and, in a `ble` build, btleplug); an
+    /// app's own Bluetooth stack or a vendor SDK reconnects by itself.
+    pub fn reconnect_automatically(&self, settings: ReconnectSettings) -> Result<(), ReaderError> {
+        let Some(radio) = self.radio.clone() else {
+            return Err(ReaderError::InvalidInput {
+                detail: "this reader's own stack reconnects (AppReaderTransport.setConnected, or the vendor SDK)".into(),
+            });
+        };
+        if settings.max_attempts == 0 || settings.first_delay_ms > settings.max_delay_ms {
+            return Err(ReaderError::InvalidInput {
+                detail: "max_attempts must be at least 1 and first_delay_ms at most max_delay_ms"
+                    .into(),
+            });
+        }
+        let policy = ReconnectPolicy {
+            first_delay: std::time::Duration::from_millis(u64::from(settings.first_delay_ms)),
+            max_delay: std::time::Duration::from_millis(u64::from(settings.max_delay_ms)),
+            max_attempts: settings.max_attempts,
+        };
+        let rt = runtime().map_err(|e| ReaderError::Protocol {
+            detail: e.to_string(),
+        })?;
+        let _guard = rt.enter();
+        let listener = Arc::clone(&self.listener);
+        let report = move |s| {
+            listener.on_reader_event(match s {
+                Supervision::Disconnected => ReaderEvent::Disconnected,
+                Supervision::Reconnecting { attempt } => ReaderEvent::Reconnecting { attempt },
+                Supervision::Reconnected { .. } => ReaderEvent::Reconnected { resent: 0 },
+                Supervision::GaveUp { attempts } => ReaderEvent::ReconnectFailed { attempts },
+            })
+        };
+        let task = match radio {
+            Radio::Simulated(control) => supervise(control, policy, report),
+            #[cfg(feature = "ble")]
+            Radio::Ble(t) => supervise(t, policy, report),
+        };
+        if let Some(old) = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(task)
+        {
+            old.abort();
+        }
+        Ok(())
     }
 
     /// Asks for a card: the summary, the keyed fingerprint and the card data
@@ -284,25 +553,55 @@ impl CardReader {
                 .map_err(|e: PosError| ReaderError::InvalidInput {
                     detail: e.to_string(),
                 })?;
-        let modes: Vec<_> = entry_modes.into_iter().map(Into::into).collect();
         let mut client = self.client.lock().await;
-        let result = with_client!(&mut *client, c => c.take_card(amount, &modes, offline).await);
-        let card = result
-            .map_err(ReaderError::from)
-            .inspect_err(|e| self.note_error(e, client.connected()))?;
+        let card = with_client!(&mut *client,
+            c => {
+                let modes: Vec<_> = entry_modes.into_iter().map(Into::into).collect();
+                c.take_card(amount, &modes, offline).await.map_err(ReaderError::from)
+            },
+            v => {
+                let v = Arc::clone(v);
+                let allowed: Vec<pos_core::policy::EntryMode> =
+                    entry_modes.iter().copied().map(Into::into).collect();
+                let ffi_amount = Money::from(amount);
+                let card: pos_core::ledger::CardRead =
+                    blocking(move || v.take_card(ffi_amount, entry_modes, offline)).await?.into();
+                card.validate().map_err(|detail| ReaderError::Protocol { detail })?;
+                if !allowed.contains(&card.entry_mode) {
+                    return Err(ReaderError::Protocol {
+                        detail: format!("the vendor reader used {}, which this payment does not allow", card.entry_mode),
+                    });
+                }
+                Ok(card)
+            }
+        )
+        .inspect_err(|e| self.note_error(e, client.connected()))?;
         Ok(card.into())
+    }
+
+    /// Cancels the payment in progress on a vendor reader (the profile's
+    /// readers are cancelled by dropping the `takeCard` call).
+    pub fn cancel(&self) {
+        if let Ok(client) = self.client.try_lock() {
+            if let Client::Vendor(v) = &*client {
+                v.cancel();
+            }
+        }
     }
 
     /// Waits for the card of the payment in progress (after `reconnect`).
     pub async fn await_card(&self) -> Result<CardRead, ReaderError> {
         let mut client = self.client.lock().await;
-        let result = with_client!(&mut *client, c => {
-            let model = c.model().unwrap_or_default().to_owned();
-            c.await_card(model).await
-        });
-        let card = result
-            .map_err(ReaderError::from)
-            .inspect_err(|e| self.note_error(e, client.connected()))?;
+        let card = with_client!(&mut *client,
+            c => {
+                let model = c.model().unwrap_or_default().to_owned();
+                c.await_card(model).await.map_err(ReaderError::from)
+            },
+            _v => Err(ReaderError::InvalidInput {
+                detail: "a vendor reader has no payment to resume: takeCard again".into(),
+            })
+        )
+        .inspect_err(|e| self.note_error(e, client.connected()))?;
         Ok(card.into())
     }
 
@@ -316,6 +615,19 @@ impl CardReader {
                 t.set_connected(true);
                 pending
             }
+            #[cfg(feature = "ble")]
+            Client::Ble(c, t) => {
+                let pending = c.unacked() as u64;
+                if !t.is_connected() {
+                    // A failed attempt is seen as the absence of the
+                    // `Reconnected` event; the next call fails `Disconnected`.
+                    if t.reconnect().await.is_err() {
+                        return 0;
+                    }
+                }
+                pending
+            }
+            Client::Vendor(_) => 0,
         };
         self.listener
             .on_reader_event(ReaderEvent::Reconnected { resent });
@@ -378,10 +690,10 @@ impl AppReaderTransport {
         listener: Arc<dyn ReaderListener>,
     ) -> Result<Arc<CardReader>, ReaderError> {
         let client = ReaderClient::connect(Arc::clone(&self.transport)).await?;
-        Ok(Arc::new(CardReader {
-            client: tokio::sync::Mutex::new(Client::App(client, Arc::clone(&self.transport))),
+        Ok(CardReader::new(
+            Client::App(client, Arc::clone(&self.transport)),
             listener,
-        }))
+        ))
     }
 }
 
@@ -410,5 +722,124 @@ impl SimulatedRadio {
     /// The next notification from the reader; `None` when it is gone.
     pub async fn receive(&self) -> Option<Vec<u8>> {
         self.link.read().await
+    }
+}
+
+/// Card readers over Bluetooth LE through btleplug (feature `ble`; not in
+/// the default build, and never run against a radio on the build machines).
+#[cfg(feature = "ble")]
+mod ble {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use btleplug::api::Manager as _;
+    use btleplug::platform::{Adapter, Manager, PeripheralId};
+    use pos_reader::ble::{scan, BleTransport};
+    use pos_reader::client::ReaderClient;
+
+    use super::{CardReader, Client, ReaderError, ReaderListener};
+
+    /// A reader seen while scanning (filtered by the profile's service).
+    #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+    pub struct DiscoveredReader {
+        /// Pass to `BleCentral.connect`.
+        pub id: String,
+        pub name: Option<String>,
+        /// Signal strength, dBm.
+        pub rssi: Option<i16>,
+    }
+
+    fn bt(e: impl std::fmt::Display) -> ReaderError {
+        ReaderError::Protocol {
+            detail: format!("bluetooth: {e}"),
+        }
+    }
+
+    /// The phone's Bluetooth adapter.
+    #[derive(uniffi::Object)]
+    pub struct BleCentral {
+        adapter: Adapter,
+        seen: Mutex<HashMap<String, PeripheralId>>,
+    }
+
+    impl std::fmt::Debug for BleCentral {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("BleCentral")
+        }
+    }
+
+    #[pos_ffi_macros::export]
+    impl BleCentral {
+        /// The first Bluetooth adapter (on Android, after btleplug's JNI
+        /// initialisation: see docs/reader-profile.md).
+        #[uniffi::constructor]
+        pub async fn first_adapter() -> Result<Arc<Self>, ReaderError> {
+            let manager = Manager::new().await.map_err(bt)?;
+            let adapter = manager
+                .adapters()
+                .await
+                .map_err(bt)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| bt("no adapter"))?;
+            Ok(Arc::new(BleCentral {
+                adapter,
+                seen: Mutex::new(HashMap::new()),
+            }))
+        }
+
+        /// Scans for `seconds` (1-60) and lists the readers that offer the
+        /// profile's service, strongest signal first.
+        pub async fn scan(&self, seconds: u32) -> Result<Vec<DiscoveredReader>, ReaderError> {
+            if !(1..=60).contains(&seconds) {
+                return Err(ReaderError::InvalidInput {
+                    detail: "scan for 1 to 60 seconds".into(),
+                });
+            }
+            let found = scan(&self.adapter, Duration::from_secs(u64::from(seconds)))
+                .await
+                .map_err(bt)?;
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let mut out: Vec<DiscoveredReader> = found
+                .into_iter()
+                .map(|d| {
+                    let id = d.id.to_string();
+                    seen.insert(id.clone(), d.id);
+                    DiscoveredReader {
+                        id,
+                        name: d.name,
+                        rssi: d.rssi,
+                    }
+                })
+                .collect();
+            out.sort_by_key(|d| std::cmp::Reverse(d.rssi.unwrap_or(i16::MIN)));
+            Ok(out)
+        }
+
+        /// Connects to a reader from the last scan and negotiates the
+        /// profile version; then `pair` as with any reader.
+        pub async fn connect(
+            &self,
+            id: String,
+            listener: Arc<dyn ReaderListener>,
+        ) -> Result<Arc<CardReader>, ReaderError> {
+            let pid = self
+                .seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| ReaderError::InvalidInput {
+                    detail: "not a reader from the last scan".into(),
+                })?;
+            let transport = Arc::new(
+                BleTransport::connect(self.adapter.clone(), pid, Duration::from_secs(10))
+                    .await
+                    .map_err(bt)?,
+            );
+            let client = ReaderClient::connect(Arc::clone(&transport)).await?;
+            Ok(CardReader::new(Client::Ble(client, transport), listener))
+        }
     }
 }

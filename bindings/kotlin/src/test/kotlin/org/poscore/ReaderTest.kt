@@ -2,6 +2,7 @@ package org.poscore
 
 import java.util.concurrent.LinkedBlockingQueue
 import kotlin.test.assertFailsWith
+import kotlinx.coroutines.async
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
@@ -21,7 +22,7 @@ class ReaderTest {
     }
 
     @Test
-    fun `pair and take a card at the smallest MTU`() = runBlocking {
+    fun `pair and take a card at the smallest MTU`() = runBlocking<Unit> {
         val sim = SimulatedReader("Chipper 2X BT", "SIM-KT-1", 64u, readerKey, processorKey, 23u)
         val events = Events()
         val reader = sim.connect(events)
@@ -41,7 +42,7 @@ class ReaderTest {
     }
 
     @Test
-    fun `a disconnect mid-message recovers and the card arrives once`() = runBlocking {
+    fun `a disconnect mid-message recovers and the card arrives once`() = runBlocking<Unit> {
         val sim = SimulatedReader("Chipper 2X BT", "SIM-KT-2", 90u, readerKey, processorKey, 23u)
         val events = Events()
         val reader = sim.connect(events)
@@ -61,10 +62,93 @@ class ReaderTest {
     }
 }
 
+/** Automatic reconnection, the battery, and a vendor reader SDK behind the engine. */
+class ReaderLifecycleTest {
+    private val readerKey = ByteArray(32) { 7 }
+    private val processorKey = ByteArray(32) { (it * 13 + 5).toByte() }
+
+    private class Events : ReaderListener {
+        val queue = LinkedBlockingQueue<ReaderEvent>()
+        override fun onReaderEvent(event: ReaderEvent) { queue.add(event) }
+        fun next(): ReaderEvent = queue.poll(10, java.util.concurrent.TimeUnit.SECONDS) ?: error("no reader event")
+    }
+
+    @Test
+    fun `the reader walks out of range mid-payment and reconnects by itself`() = runBlocking<Unit> {
+        val sim = SimulatedReader("Chipper 2X BT", "SIM-KT-3", 70u, readerKey, processorKey, 23u)
+        val events = Events()
+        val reader = sim.connect(events)
+        reader.pair(readerKey, true, emptyList())
+        assertTrue(events.next() is ReaderEvent.Paired)
+        reader.reconnectAutomatically(ReconnectSettings(5u, 20u, 1_000u))
+        sim.leaveRangeAfter(6u)
+        sim.presentCard("5555555555554444", "1230", CardNetwork.MASTERCARD, EntryMode.CHIP)
+        val payment = async(kotlinx.coroutines.Dispatchers.IO) {
+            reader.takeCard(Money(900, "USD"), listOf(EntryMode.CHIP), true)
+        }
+        assertEquals(ReaderEvent.Disconnected, events.next())
+        // Attempts fail while the reader is away...
+        for (n in 1u..3u) assertEquals(ReaderEvent.Reconnecting(n), events.next())
+        sim.setInRange(true)
+        // ...and the first one after it is back succeeds; the payment goes on.
+        var e = events.next()
+        while (e is ReaderEvent.Reconnecting) e = events.next()
+        assertTrue(e is ReaderEvent.Reconnected, "$e")
+        assertEquals("4444", withTimeout(10_000) { payment.await() }.last4)
+        assertFailsWith<ReaderException.InvalidInput> { reader.reconnectAutomatically(ReconnectSettings(5u, 1u, 3u)) }
+    }
+
+    @Test
+    fun `a flat battery is reported and refuses payments`() = runBlocking<Unit> {
+        val sim = SimulatedReader("Chipper 2X BT", "SIM-KT-4", 50u, readerKey, processorKey, 185u)
+        val events = Events()
+        val reader = sim.connect(events)
+        reader.pair(readerKey, true, emptyList())
+        sim.setBattery(3u)
+        sim.setLatencyMs(20u)
+        assertEquals(3.toUByte(), reader.refreshInfo().batteryPercent)
+        assertTrue(events.queue.any { it == ReaderEvent.LowBattery(3u) }, "${events.queue}")
+        val refused = assertFailsWith<ReaderException.Refused> {
+            reader.takeCard(Money(900, "USD"), listOf(EntryMode.CHIP), true)
+        }
+        assertEquals("battery_critical", refused.code)
+    }
+
+    /** A stand-in for a vendor SDK (its card data comes back already sealed by the vendor's reader). */
+    private class Vendor(var last4: String) : VendorCardReader {
+        var cancelled = 0
+        override fun info() = ReaderInfo("Stripe M2", "STRIPE-M2-0042", "2.1.0", 88u)
+        override fun takeCard(amount: Money, entryModes: List<EntryMode>, offline: Boolean) =
+            CardRead(EntryMode.CHIP, CardNetwork.VISA, last4, "fp-vendor-1", "Stripe M2", ByteArray(64) { 9 })
+        override fun cancel() { cancelled++ }
+    }
+
+    @Test
+    fun `a vendor reader SDK plugs in behind the same rules and checks`() = runBlocking<Unit> {
+        val vendor = Vendor("4242")
+        val events = Events()
+        val reader = CardReader.vendor(vendor, events)
+        assertFailsWith<ReaderException.NewReaderOffline> { reader.pair(ByteArray(0), false, emptyList()) }
+        assertEquals("STRIPE-M2-0042", reader.pair(ByteArray(0), true, emptyList()).serial)
+        assertEquals("STRIPE-M2-0042", reader.pair(ByteArray(0), false, listOf("STRIPE-M2-0042")).serial)
+        val card = reader.takeCard(Money(1_200, "USD"), listOf(EntryMode.CHIP, EntryMode.CONTACTLESS), true)
+        assertEquals("4242", card.last4)
+        assertEquals("Stripe M2", card.readerModel)
+        // Bad data from the vendor SDK is a typed error, never a card.
+        vendor.last4 = "42a2"
+        assertFailsWith<ReaderException.Protocol> { reader.takeCard(Money(1_200, "USD"), listOf(EntryMode.CHIP), true) }
+        vendor.last4 = "4242"
+        assertFailsWith<ReaderException.Protocol> { reader.takeCard(Money(1_200, "USD"), listOf(EntryMode.CONTACTLESS), true) }
+        reader.cancel()
+        assertEquals(1, vendor.cancelled)
+        assertFailsWith<ReaderException.InvalidInput> { reader.reconnectAutomatically(defaultReconnectSettings()) }
+    }
+}
+
 /** The reader profile over a transport the app drives (here, frames relayed to the simulated reader's radio). */
 class AppTransportTest {
     @Test
-    fun `an app-driven link carries pairing and a card`() = runBlocking {
+    fun `an app-driven link carries pairing and a card`() = runBlocking<Unit> {
         val readerKey = ByteArray(32) { 7 }
         val sim = SimulatedReader("Wisepad 3", "SIM-KT-APP", 40u, readerKey, ByteArray(32) { (it * 13 + 5).toByte() }, 185u)
         val radio = sim.radio()
