@@ -655,7 +655,7 @@ impl PosEngine {
             settings.session = Some(session);
             settings.clock_floor = now;
             let mut batch = vec![
-                Write::Settings(settings),
+                settings.session_write(),
                 Write::Payment(payment.clone()),
                 Write::Order(order.clone()),
             ];
@@ -974,7 +974,7 @@ impl PosEngine {
                 || now >= settings.clock_floor.plus(FLOOR_PERSIST_STEP)
             {
                 settings.clock_floor = now;
-                batch.insert(0, Write::Settings(settings));
+                batch.insert(0, settings.session_write());
             }
             (batch, expired, warnings)
         };

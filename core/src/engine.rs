@@ -165,11 +165,7 @@ pub(crate) struct State {
 
 impl State {
     pub(crate) fn settings(&self) -> Settings {
-        self.ledger.settings.clone().unwrap_or_else(|| Settings {
-            policy: Policy::default(),
-            session: None,
-            clock_floor: Timestamp(0),
-        })
+        self.ledger.settings.clone().unwrap_or_else(Settings::initial)
     }
 }
 
@@ -712,7 +708,7 @@ impl PosEngine {
                 _ => {}
             }
             settings.clock_floor = now;
-            batch.insert(0, Write::Settings(settings));
+            batch.insert(0, settings.session_write());
             batch
         };
         self.commit(batch).await?;

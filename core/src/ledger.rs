@@ -37,7 +37,46 @@ pub struct CardRead {
     /// The reader model as it reports itself (R11).
     pub reader_model: String,
     /// The card data, already encrypted for the processor. Opaque here.
+    /// Stored as base64 (schema 2; schema 1 wrote a JSON array of numbers,
+    /// still read).
+    #[serde(with = "compact_bytes")]
     pub sealed_card_data: Vec<u8>,
+}
+
+/// Bytes as one base64 string in JSON (a quarter more than the bytes,
+/// against about 3.5 characters per byte for serde's array of numbers);
+/// reads both forms.
+mod compact_bytes {
+    use base64::Engine as _;
+    use serde::de::{self, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Either;
+        impl<'de> Visitor<'de> for Either {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("base64 text or an array of bytes")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
+                base64::engine::general_purpose::STANDARD
+                    .decode(v)
+                    .map_err(|_| E::custom("invalid base64"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16 * 1024));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(Either)
+    }
 }
 
 impl CardRead {
@@ -199,6 +238,25 @@ pub struct Settings {
     pub clock_floor: Timestamp,
 }
 
+impl Settings {
+    /// Before any policy was set: offline payments disabled.
+    pub fn initial() -> Self {
+        Settings {
+            policy: Policy::default(),
+            session: None,
+            clock_floor: Timestamp(0),
+        }
+    }
+
+    /// The record that saves this session and clock floor (not the policy).
+    pub fn session_write(&self) -> Write {
+        Write::Session {
+            session: self.session.clone(),
+            clock_floor: self.clock_floor,
+        }
+    }
+}
+
 /// A card reader paired on this device (issue 6): it may reconnect while
 /// offline; a reader not remembered is paired only while online.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +278,13 @@ pub enum Write {
     },
     Audit(AuditEntry),
     Settings(Settings),
+    /// The offline session and the clock floor alone (schema 2): what a
+    /// capture, a tick or a connectivity change updates, without writing
+    /// the whole policy again. Replayed over the latest [`Write::Settings`].
+    Session {
+        session: Option<OfflineSession>,
+        clock_floor: Timestamp,
+    },
     /// A reader remembered (`Some`) or forgotten (`None`).
     Reader {
         serial: String,
@@ -291,6 +356,14 @@ impl Ledger {
                     .map_err(|e| ApplyError(e.to_string()))?;
             }
             Write::Settings(s) => self.settings = Some(s),
+            Write::Session {
+                session,
+                clock_floor,
+            } => {
+                let s = self.settings.get_or_insert_with(Settings::initial);
+                s.session = session;
+                s.clock_floor = clock_floor;
+            }
             Write::Reader { serial, reader } => match reader {
                 Some(r) => {
                     self.readers.insert(serial, r);
@@ -439,6 +512,27 @@ mod tests {
     use super::*;
     use crate::lifecycle::{ForwardErrorKind, PaymentState};
     use proptest::prelude::*;
+
+    #[test]
+    fn sealed_card_data_is_base64_and_the_schema_1_array_still_reads() {
+        let card = CardRead {
+            entry_mode: EntryMode::Chip,
+            network: Network::Visa,
+            last4: "4242".into(),
+            fingerprint: None,
+            reader_model: "Wisepad 3".into(),
+            sealed_card_data: vec![0, 1, 2, 250, 255],
+        };
+        let json = serde_json::to_string(&card).unwrap();
+        assert!(json.contains(r#""sealed_card_data":"AAEC+v8=""#), "{json}");
+        assert_eq!(serde_json::from_str::<CardRead>(&json).unwrap(), card);
+        let v1 = json.replace(r#""AAEC+v8=""#, "[0,1,2,250,255]");
+        assert_eq!(serde_json::from_str::<CardRead>(&v1).unwrap(), card);
+        for bad in ["\"not base64!\"", "[0,1,256]", "[-1]", "7"] {
+            let j = json.replace(r#""AAEC+v8=""#, bad);
+            assert!(serde_json::from_str::<CardRead>(&j).is_err(), "{bad}");
+        }
+    }
 
     fn payment(i: u8, cents: i64, eur: bool, online: bool, state: u8) -> Write {
         let currency = Currency::parse(if eur { "EUR" } else { "USD" }).unwrap();

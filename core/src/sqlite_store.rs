@@ -66,11 +66,11 @@ use crate::ledger::Write;
 use crate::store::{BoxFuture, Store, StoreError};
 
 /// The schema version this library writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The numbered migrations: entry `n-1` brings the file from version `n-1`
 /// to `n` and sets `user_version` to `n`.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 const MIGRATION_1: &str = "
 CREATE TABLE meta (
@@ -96,6 +96,13 @@ CREATE TABLE journal (
     mac         BLOB    NOT NULL
 ) STRICT;
 PRAGMA user_version = 1;
+";
+
+/// Schema 2 adds a record kind (`session`) and stores sealed card data as
+/// base64 inside the sealed JSON; schema-1 records stay as they are and are
+/// read as before (each record carries its own `format`). No table changes.
+const MIGRATION_2: &str = "
+PRAGMA user_version = 2;
 ";
 
 const NONCE_LEN: usize = 12;
@@ -141,13 +148,20 @@ pub struct SqliteStore {
     opened: Mutex<Option<Vec<Write>>>,
 }
 
-#[derive(Debug)]
 struct Writer {
     /// `None` once closed.
     conn: Option<SqliteConnection>,
-    head_seq: u64,
-    head_mac: [u8; MAC_LEN],
-    anchored: bool,
+    /// The header exactly as this store last wrote or verified it; the next
+    /// write replaces it only if the file still holds these very values.
+    meta: Meta,
+}
+
+impl fmt::Debug for Writer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writer")
+            .field("head_seq", &self.meta.head_seq)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for SqliteStore {
@@ -160,6 +174,7 @@ impl fmt::Debug for SqliteStore {
 }
 
 /// The stored header row.
+#[derive(Clone)]
 struct Meta {
     store_id: [u8; ID_LEN],
     key_id: [u8; ID_LEN],
@@ -251,9 +266,7 @@ impl SqliteStore {
                     provider: Mutex::new(provider),
                     writer: tokio::sync::Mutex::new(Writer {
                         conn: Some(conn),
-                        head_seq: p.head_seq,
-                        head_mac: p.head_mac,
-                        anchored: p.anchored,
+                        meta: p.meta,
                     }),
                     readers,
                     registration: Mutex::new(Some(registration)),
@@ -350,7 +363,12 @@ impl SqliteStore {
             .map_err(crypto_failure)?;
         let mut w = self.writer.lock().await;
         let anchored = if new_provider.keeps_anchors() {
-            let anchor = encode_anchor(&self.keys, &self.store_id, w.head_seq, &w.head_mac);
+            let anchor = encode_anchor(
+                &self.keys,
+                &self.store_id,
+                w.meta.head_seq,
+                &w.meta.head_mac,
+            );
             new_provider
                 .save_anchor(&self.store_id(), &anchor)
                 .map_err(key_error)?;
@@ -358,7 +376,7 @@ impl SqliteStore {
         } else {
             false
         };
-        let (head_seq, head_mac) = (w.head_seq, w.head_mac);
+        let (head_seq, head_mac) = (w.meta.head_seq, w.meta.head_mac);
         let conn = w.conn.as_mut().ok_or_else(closed)?;
         let mut meta = read_current_meta(conn, &self.keys, head_seq, &head_mac).await?;
         meta.kek_id = kek.id().to_owned();
@@ -366,7 +384,7 @@ impl SqliteStore {
         meta.anchored = anchored;
         meta.meta_mac = header_mac(&self.keys, &meta).to_vec();
         write_meta(conn, &meta).await?;
-        w.anchored = anchored;
+        w.meta = meta;
         drop(w);
         *self.provider.lock().unwrap_or_else(|p| p.into_inner()) = new_provider;
         Ok(())
@@ -386,8 +404,8 @@ impl SqliteStore {
         self.opened.lock().unwrap_or_else(|p| p.into_inner()).take();
         let mut w = self.writer.lock().await;
         let mut rows = Vec::with_capacity(batch.len());
-        let mut seq = w.head_seq;
-        let mut prev = w.head_mac;
+        let mut seq = w.meta.head_seq;
+        let mut prev = w.meta.head_mac;
         for write in batch {
             seq = seq
                 .checked_add(1)
@@ -396,27 +414,27 @@ impl SqliteStore {
             prev = row.mac;
             rows.push(row);
         }
-        let (head_seq, head_mac) = (w.head_seq, w.head_mac);
-        let conn = w.conn.as_mut().ok_or_else(closed)?;
-        let mut meta = read_current_meta(conn, &self.keys, head_seq, &head_mac).await?;
+        let mut meta = w.meta.clone();
         meta.head_seq = seq;
         meta.head_mac = prev;
         meta.meta_mac = header_mac(&self.keys, &meta).to_vec();
-        if let Err(e) = insert_rows(conn, &rows, &meta).await {
+        let Writer { conn, meta: current } = &mut *w;
+        let conn = conn.as_mut().ok_or_else(closed)?;
+        if let Err(e) = insert_rows(conn, &rows, current, &meta).await {
             // The transaction was rolled back and the head in memory is
             // unchanged. Should SQLite have committed all the same (an
             // ambiguous commit error), follow the header it wrote.
             if let Ok(m) = read_meta(conn).await {
-                if header_verifies(&self.keys, &m) {
-                    w.head_seq = m.head_seq;
-                    w.head_mac = m.head_mac;
+                if header_verifies(&self.keys, &m) && m.head_seq == seq && m.head_mac == prev {
+                    *current = m;
                 }
             }
             return Err(e);
         }
-        w.head_seq = seq;
-        w.head_mac = prev;
-        if w.anchored {
+        let anchored = meta.anchored;
+        w.meta = meta;
+        drop(w);
+        if anchored {
             let anchor = encode_anchor(&self.keys, &self.store_id, seq, &prev);
             // The batch is durable: a failed anchor save leaves the anchor
             // behind the journal, which the next open accepts and catches up.
@@ -481,9 +499,8 @@ struct Prepared {
     key_id: [u8; ID_LEN],
     data_key: DataKey,
     keys: StoreKeys,
-    head_seq: u64,
-    head_mac: [u8; MAC_LEN],
-    anchored: bool,
+    /// The header as verified (and possibly rewritten) at open.
+    meta: Meta,
     /// The records verified and decoded at open, for the first `load`.
     writes: Vec<Write>,
 }
@@ -623,9 +640,7 @@ async fn prepare(
         key_id: meta.key_id,
         data_key,
         keys,
-        head_seq: v.head_seq,
-        head_mac: v.head_mac,
-        anchored: meta.anchored,
+        meta,
         writes: v.writes,
     })
 }
@@ -975,6 +990,7 @@ fn identify(w: &Write) -> (&'static str, String) {
         Write::Receipt { id, .. } => ("receipt", id.to_string()),
         Write::Audit(e) => ("audit", e.seq.to_string()),
         Write::Settings(_) => ("settings", String::new()),
+        Write::Session { .. } => ("session", String::new()),
         Write::Reader { serial, .. } => ("reader", serial.clone()),
     }
 }
@@ -1065,33 +1081,84 @@ fn seal_record(
     })
 }
 
+/// Rows per `INSERT` statement (8 parameters each, far under SQLite's
+/// limit); a batch of more is inserted in several statements.
+const ROWS_PER_INSERT: usize = 64;
+
+/// Appends `rows` and replaces the header `current` by `next`, in one
+/// transaction: four statements for a capture (begin, one insert, the
+/// header, commit). The header is replaced only if the file still holds
+/// exactly `current` (what this store last wrote): an edit made behind the
+/// store's back is refused, never MACed anew ("laundered").
 async fn insert_rows(
     conn: &mut SqliteConnection,
     rows: &[SealedRow],
-    meta: &Meta,
+    current: &Meta,
+    next: &Meta,
 ) -> Result<(), StoreError> {
     let mut tx = conn.begin().await.map_err(db_error)?;
-    for r in rows {
-        sqlx::query(
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut sql = String::from(
             "INSERT INTO journal (seq, kind, record_key, format, key_id, nonce, ciphertext, mac) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(i64::try_from(r.seq).map_err(|_| StoreError::Io("the journal is full".into()))?)
-        .bind(r.kind)
-        .bind(r.record_key.to_vec())
-        .bind(i64::from(SCHEMA_VERSION))
-        .bind(meta.key_id.to_vec())
-        .bind(r.nonce.clone())
-        .bind(r.ciphertext.clone())
-        .bind(r.mac.to_vec())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+             VALUES ",
+        );
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 {
+                "(?, ?, ?, ?, ?, ?, ?, ?)"
+            } else {
+                ", (?, ?, ?, ?, ?, ?, ?, ?)"
+            });
+        }
+        // Placeholders only: no value reaches the SQL text.
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for r in chunk {
+            q = q
+                .bind(
+                    i64::try_from(r.seq)
+                        .map_err(|_| StoreError::Io("the journal is full".into()))?,
+                )
+                .bind(r.kind)
+                .bind(&r.record_key[..])
+                .bind(i64::from(SCHEMA_VERSION))
+                .bind(&next.key_id[..])
+                .bind(&r.nonce[..])
+                .bind(&r.ciphertext[..])
+                .bind(&r.mac[..]);
+        }
+        q.execute(&mut *tx).await.map_err(db_error)?;
     }
-    update_meta(meta)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+    let replaced = sqlx::query(
+        "UPDATE meta SET kek_id = ?, wrapped_key = ?, head_seq = ?, head_mac = ?, \
+         anchored = ?, meta_mac = ? WHERE id = 1 AND store_id = ? AND key_id = ? \
+         AND kek_id = ? AND wrapped_key = ? AND canary = ? AND head_seq = ? \
+         AND head_mac = ? AND anchored = ? AND meta_mac = ?",
+    )
+    .bind(next.kek_id.as_str())
+    .bind(&next.wrapped_key[..])
+    .bind(i64::try_from(next.head_seq).unwrap_or(i64::MAX))
+    .bind(&next.head_mac[..])
+    .bind(i64::from(next.anchored))
+    .bind(&next.meta_mac[..])
+    .bind(&current.store_id[..])
+    .bind(&current.key_id[..])
+    .bind(current.kek_id.as_str())
+    .bind(&current.wrapped_key[..])
+    .bind(&current.canary[..])
+    .bind(i64::try_from(current.head_seq).unwrap_or(i64::MAX))
+    .bind(&current.head_mac[..])
+    .bind(i64::from(current.anchored))
+    .bind(&current.meta_mac[..])
+    .execute(&mut *tx)
+    .await
+    .map_err(db_error)?
+    .rows_affected();
+    if replaced != 1 {
+        let _ = tx.rollback().await;
+        return Err(tampered(
+            0,
+            "the store header changed behind this store's back",
+        ));
+    }
     tx.commit().await.map_err(db_error)
 }
 

@@ -379,7 +379,7 @@ async fn a_changed_key_id_is_tampered() {
 #[tokio::test]
 async fn a_changed_format_version_on_a_record_is_tampered() {
     let rig = Rig::new("format").await;
-    edit(&rig.db, "UPDATE journal SET format = 2 WHERE seq = 5").await;
+    edit(&rig.db, "UPDATE journal SET format = 1 WHERE seq = 5").await;
     assert_eq!(tampered_at(&rig.refused().await), 5);
     rig.finish();
 }
