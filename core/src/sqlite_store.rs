@@ -44,14 +44,20 @@
 //! where a copier cannot roll it back with the file (a Keychain item); with
 //! a provider that keeps no anchors, or an attacker who rolls back the
 //! provider's storage too, a rollback to an older, genuine copy is not
-//! detected. The anchor is saved after the commit: a crash in between leaves
-//! it one batch behind, which is accepted and caught up at the next open.
+//! detected. The anchor is saved after the commit, off the commit path, by
+//! the store's anchor thread ([`AnchorSaver`]): at most one save at a time,
+//! the newest head only, and no more often than every [`ANCHOR_INTERVAL`]
+//! while writes keep coming; `close` (and drop) saves the last head before
+//! returning. So the anchor trails the journal by at most that interval plus
+//! one save (never ahead of it); a crash leaves it behind, which is accepted
+//! and caught up at the next open. A rollback to a copy taken within that
+//! trail is not detected (ADR 0006).
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -146,6 +152,144 @@ pub struct SqliteStore {
     /// the engine's start does not verify and decrypt the journal twice.
     /// Dropped by the first write; `load` always reads and verifies the file.
     opened: Mutex<Option<Vec<Write>>>,
+    /// Saves rollback anchors off the commit path.
+    anchors: AnchorSaver,
+}
+
+/// The least time between two anchor saves while writes keep coming.
+pub const ANCHOR_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A thread that saves the newest rollback anchor through the key provider,
+/// after the commits, coalescing: while one save runs or the interval has
+/// not passed, newer heads replace the waiting one. Anchors are saved in
+/// increasing journal order only.
+struct AnchorSaver {
+    shared: Arc<(Mutex<AnchorState>, Condvar)>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+struct PendingAnchor {
+    seq: u64,
+    bytes: Vec<u8>,
+    store_id: String,
+    provider: Arc<dyn KeyProvider>,
+}
+
+#[derive(Default)]
+struct AnchorState {
+    pending: Option<PendingAnchor>,
+    /// Highest seq submitted (a later submission of a lower one is ignored).
+    submitted: u64,
+    busy: bool,
+    /// Save now, without waiting for the interval (close, flush).
+    urgent: bool,
+    stop: bool,
+}
+
+impl AnchorSaver {
+    fn start() -> Result<Self, StoreError> {
+        let shared: Arc<(Mutex<AnchorState>, Condvar)> = Arc::default();
+        let s = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("pos-store-anchor".into())
+            .spawn(move || anchor_thread(&s))
+            .map_err(|e| io("start the anchor thread", &e))?;
+        Ok(AnchorSaver {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, AnchorState> {
+        self.shared.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn submit(&self, anchor: PendingAnchor) {
+        let mut st = self.state();
+        if anchor.seq <= st.submitted {
+            return;
+        }
+        st.submitted = anchor.seq;
+        st.pending = Some(anchor);
+        self.shared.1.notify_all();
+    }
+
+    /// Returns once every submitted anchor was saved (or failed).
+    fn flush(&self) {
+        let mut st = self.state();
+        while st.pending.is_some() || st.busy {
+            if st.stop && !st.busy {
+                return;
+            }
+            st.urgent = true;
+            self.shared.1.notify_all();
+            st = self
+                .shared
+                .1
+                .wait(st)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn stop(&self) {
+        self.flush();
+        self.state().stop = true;
+        self.shared.1.notify_all();
+        let t = self
+            .thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(t) = t {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for AnchorSaver {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn anchor_thread(shared: &(Mutex<AnchorState>, Condvar)) {
+    let (lock, cv) = shared;
+    let mut last_save: Option<Instant> = None;
+    let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        if st.pending.is_none() {
+            if st.stop {
+                return;
+            }
+            st = cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            continue;
+        }
+        // Coalesce: wait out the interval unless asked to save now.
+        if let Some(at) = last_save {
+            let due = at + ANCHOR_INTERVAL;
+            let now = Instant::now();
+            if now < due && !st.urgent && !st.stop {
+                st = cv
+                    .wait_timeout(st, due - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+                continue;
+            }
+        }
+        let Some(a) = st.pending.take() else { continue };
+        st.busy = true;
+        drop(st);
+        // The batch is durable already: a failed save leaves the anchor
+        // behind the journal, which the next open accepts and catches up.
+        let _ = a.provider.save_anchor(&a.store_id, &a.bytes);
+        last_save = Some(Instant::now());
+        st = lock.lock().unwrap_or_else(|p| p.into_inner());
+        st.busy = false;
+        if st.pending.is_none() {
+            st.urgent = false;
+        }
+        cv.notify_all();
+    }
 }
 
 struct Writer {
@@ -271,6 +415,7 @@ impl SqliteStore {
                     readers,
                     registration: Mutex::new(Some(registration)),
                     opened: Mutex::new(Some(p.writes)),
+                    anchors: AnchorSaver::start()?,
                 })
             }
             Err(e) => {
@@ -293,6 +438,8 @@ impl SqliteStore {
     /// Closes every connection (the WAL is checkpointed into the file).
     /// Later operations fail with [`StoreError::Io`]. Idempotent.
     pub async fn close(&self) {
+        // The last head's anchor is saved before the store says it closed.
+        self.anchors.flush();
         // Readers first: the writer, closing last, checkpoints the log into
         // the file and removes it (a read-only connection cannot).
         self.readers.close().await;
@@ -356,6 +503,7 @@ impl SqliteStore {
     /// rewritten. Atomic: on failure the old key still opens the store. The
     /// old key may be destroyed once this returns.
     pub async fn rekey(&self, new_provider: Arc<dyn KeyProvider>) -> Result<(), StoreError> {
+        self.anchors.flush();
         let kek = new_provider.key_encryption_key().map_err(key_error)?;
         let wrapped = self
             .data_key
@@ -435,10 +583,12 @@ impl SqliteStore {
         w.meta = meta;
         drop(w);
         if anchored {
-            let anchor = encode_anchor(&self.keys, &self.store_id, seq, &prev);
-            // The batch is durable: a failed anchor save leaves the anchor
-            // behind the journal, which the next open accepts and catches up.
-            let _ = self.provider().save_anchor(&self.store_id(), &anchor);
+            self.anchors.submit(PendingAnchor {
+                seq,
+                bytes: encode_anchor(&self.keys, &self.store_id, seq, &prev),
+                store_id: self.store_id(),
+                provider: self.provider(),
+            });
         }
         Ok(())
     }
@@ -1465,6 +1615,52 @@ mod tests {
             key_error(KeyError::Failed("x".into())),
             StoreError::KeyProviderFailed { .. }
         ));
+    }
+
+    /// Records every anchor it is given, in order.
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<u64>>);
+
+    impl KeyProvider for Recorder {
+        fn key_encryption_key(&self) -> Result<Kek, KeyError> {
+            Err(KeyError::Unavailable)
+        }
+        fn keeps_anchors(&self) -> bool {
+            true
+        }
+        fn save_anchor(&self, _store_id: &str, anchor: &[u8]) -> Result<(), KeyError> {
+            let seq = u64::from_be_bytes(anchor[..8].try_into().unwrap());
+            self.0.lock().unwrap().push(seq);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn anchors_are_saved_newest_first_never_out_of_order_and_flushed() {
+        let saver = AnchorSaver::start().unwrap();
+        let rec = Arc::new(Recorder::default());
+        let provider: Arc<dyn KeyProvider> = rec.clone();
+        let submit = |seq: u64| {
+            saver.submit(PendingAnchor {
+                seq,
+                bytes: seq.to_be_bytes().to_vec(),
+                store_id: "s".into(),
+                provider: Arc::clone(&provider),
+            })
+        };
+        // Out of order (two writers finishing in the other order): the
+        // older head is ignored.
+        for seq in (1..=500).chain([250, 3]) {
+            submit(seq);
+        }
+        saver.flush();
+        let saved = rec.0.lock().unwrap().clone();
+        assert_eq!(saved.last(), Some(&500), "flush saves the newest head");
+        assert!(saved.windows(2).all(|w| w[0] < w[1]), "{saved:?}");
+        assert!(saved.len() < 500, "coalesced: {} saves", saved.len());
+        submit(501);
+        saver.stop();
+        assert_eq!(rec.0.lock().unwrap().last(), Some(&501), "stop saves it too");
     }
 
     #[test]
