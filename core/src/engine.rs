@@ -48,6 +48,10 @@ pub struct EngineConfig {
     pub currency: Currency,
     /// How stored payments are forwarded.
     pub forwarding: ForwardingConfig,
+    /// Records between two automatic snapshots of the store (at least 1;
+    /// default [`crate::store::COMPACT_EVERY`]): opening after a crash
+    /// replays at most this many on top of the last snapshot.
+    pub compact_every: u64,
 }
 
 impl EngineConfig {
@@ -81,6 +85,7 @@ impl EngineConfig {
             device_id: device_id.to_owned(),
             currency,
             forwarding: ForwardingConfig::default(),
+            compact_every: crate::store::COMPACT_EVERY,
         })
     }
 }
@@ -325,13 +330,44 @@ impl PosEngine {
         // the store unloadable. Only audit entries can be rejected.
         self.check_audit_entries(&batch)?;
         self.inner.store.apply(&batch).await?;
-        let mut s = self.state();
-        for w in batch {
-            s.ledger.apply(w).map_err(|e| PosError::Internal {
-                reason: e.to_string(),
-            })?;
+        let snapshot = {
+            let mut s = self.state();
+            for w in batch {
+                s.ledger.apply(w).map_err(|e| PosError::Internal {
+                    reason: e.to_string(),
+                })?;
+            }
+            let due = self
+                .inner
+                .store
+                .records_since_compaction()
+                .is_some_and(|n| n >= self.inner.config.compact_every.max(1));
+            if due {
+                s.ledger.snapshot_writes()
+            } else {
+                None
+            }
+        };
+        if let Some(state) = snapshot {
+            // The batch is durable and applied; a failed snapshot only
+            // means the next open replays more (it is tried again later).
+            let _ = self.inner.store.compact(&state).await;
         }
         Ok(())
+    }
+
+    /// Saves a snapshot of everything the engine holds, so that the next
+    /// open reads it instead of replaying the journal's superseded records
+    /// (the engine also does this every [`crate::store::COMPACT_EVERY`]
+    /// records). For example before the app goes to the background.
+    pub async fn compact_store(&self) -> Result<()> {
+        self.check_open()?;
+        let _w = self.inner.write_lock.lock().await;
+        let state = self.state().ledger.snapshot_writes();
+        match state {
+            Some(state) => Ok(self.inner.store.compact(&state).await?),
+            None => Ok(()),
+        }
     }
 
     /// Checks the batch's audit entries as the journal will: consecutive

@@ -20,6 +20,12 @@
 //!   hash of the record's id: ids are not stored in clear), `format` (the
 //!   schema version it was written under), `key_id`, `nonce`, `ciphertext`
 //!   (the whole serialised `Write`, AES-256-GCM) and `mac`.
+//! - `snapshot` (schema 2): at most one row, the engine's whole state as of
+//!   record `upto_seq` (whose chain MAC is `upto_mac`), sealed under the
+//!   data key with both in its associated data. Opening decrypts it and
+//!   verifies and replays only the records after it; nothing is deleted, and
+//!   [`Store::load`] still verifies the whole journal from the start. A
+//!   removed or older snapshot only makes opening replay more.
 //! - The associated data of a record binds it to its table, store, `seq`,
 //!   `format`, `key_id`, `kind` and `record_key`; the MAC of record `n` is
 //!   HMAC(chain key, MAC of record `n-1` ‖ that associated data ‖ nonce ‖
@@ -104,10 +110,20 @@ CREATE TABLE journal (
 PRAGMA user_version = 1;
 ";
 
-/// Schema 2 adds a record kind (`session`) and stores sealed card data as
-/// base64 inside the sealed JSON; schema-1 records stay as they are and are
-/// read as before (each record carries its own `format`). No table changes.
+/// Schema 2 adds a record kind (`session`), stores sealed card data as
+/// base64 inside the sealed JSON (schema-1 records stay as they are and are
+/// read as before: each record carries its own `format`), and adds the
+/// snapshot table.
 const MIGRATION_2: &str = "
+CREATE TABLE snapshot (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    upto_seq    INTEGER NOT NULL,
+    upto_mac    BLOB    NOT NULL,
+    format      INTEGER NOT NULL,
+    key_id      BLOB    NOT NULL,
+    nonce       BLOB    NOT NULL,
+    ciphertext  BLOB    NOT NULL
+) STRICT;
 PRAGMA user_version = 2;
 ";
 
@@ -154,6 +170,8 @@ pub struct SqliteStore {
     opened: Mutex<Option<Vec<Write>>>,
     /// Saves rollback anchors off the commit path.
     anchors: AnchorSaver,
+    /// Records written after the snapshot (all of them without one).
+    since_snapshot: std::sync::atomic::AtomicU64,
 }
 
 /// The least time between two anchor saves while writes keep coming.
@@ -397,6 +415,7 @@ impl SqliteStore {
         let mut conn = connect(&path, false).await?;
         match prepare(&mut conn, provider.as_ref(), accept_rollback).await {
             Ok(p) => {
+                let since_snapshot = p.meta.head_seq.saturating_sub(p.snapshot_seq);
                 let readers = SqlitePoolOptions::new()
                     .max_connections(READERS)
                     .min_connections(0)
@@ -414,6 +433,7 @@ impl SqliteStore {
                     }),
                     readers,
                     registration: Mutex::new(Some(registration)),
+                    since_snapshot: std::sync::atomic::AtomicU64::new(since_snapshot),
                     opened: Mutex::new(Some(p.writes)),
                     anchors: AnchorSaver::start()?,
                 })
@@ -582,6 +602,10 @@ impl SqliteStore {
         let anchored = meta.anchored;
         w.meta = meta;
         drop(w);
+        self.since_snapshot.fetch_add(
+            rows.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if anchored {
             self.anchors.submit(PendingAnchor {
                 seq,
@@ -590,6 +614,40 @@ impl SqliteStore {
                 provider: self.provider(),
             });
         }
+        Ok(())
+    }
+
+    /// Seals `state` as the snapshot at the current head (see the module
+    /// docs), replacing the previous one.
+    async fn write_snapshot(&self, state: &[Write]) -> Result<(), StoreError> {
+        let mut w = self.writer.lock().await;
+        let (upto_seq, upto_mac) = (w.meta.head_seq, w.meta.head_mac);
+        let aad = snapshot_aad(&self.store_id, upto_seq, &upto_mac, SCHEMA_VERSION, &self.key_id);
+        let mut plain = serde_json::to_vec(state).map_err(|e| {
+            StoreError::Io(format!("the snapshot cannot be encoded: {:?}", e.classify()))
+        })?;
+        let sealed = self.keys.seal(&aad, &plain);
+        wipe(&mut plain);
+        drop(plain);
+        let mut sealed = sealed.map_err(crypto_failure)?;
+        let ciphertext = sealed.split_off(NONCE_LEN);
+        let conn = w.conn.as_mut().ok_or_else(closed)?;
+        sqlx::query(
+            "INSERT OR REPLACE INTO snapshot (id, upto_seq, upto_mac, format, key_id, nonce, \
+             ciphertext) VALUES (1, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(i64::try_from(upto_seq).map_err(|_| StoreError::Io("the journal is full".into()))?)
+        .bind(&upto_mac[..])
+        .bind(i64::from(SCHEMA_VERSION))
+        .bind(&self.key_id[..])
+        .bind(&sealed[..])
+        .bind(&ciphertext[..])
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        drop(w);
+        self.since_snapshot
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -609,7 +667,7 @@ impl SqliteStore {
             &self.key_id,
             &meta,
             None,
-            true,
+            None,
         )
         .await?;
         let _ = tx.commit().await;
@@ -637,6 +695,14 @@ impl Store for SqliteStore {
     fn apply<'a>(&'a self, batch: &'a [Write]) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.apply_batch(batch))
     }
+
+    fn records_since_compaction(&self) -> Option<u64> {
+        Some(self.since_snapshot.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn compact<'a>(&'a self, state: &'a [Write]) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.write_snapshot(state))
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -651,6 +717,8 @@ struct Prepared {
     keys: StoreKeys,
     /// The header as verified (and possibly rewritten) at open.
     meta: Meta,
+    /// Where the snapshot the open started from ends (0: none).
+    snapshot_seq: u64,
     /// The records verified and decoded at open, for the first `load`.
     writes: Vec<Write>,
 }
@@ -752,6 +820,8 @@ async fn prepare(
     } else {
         None
     };
+    let snapshot = read_snapshot(conn, &keys, &meta).await?;
+    let start = snapshot.as_ref().map(|s| (s.upto_seq, s.upto_mac));
     let v = verify_journal(
         conn,
         &keys,
@@ -759,12 +829,21 @@ async fn prepare(
         &meta.key_id,
         &meta,
         anchor.as_ref().map(|a| a.seq),
-        true,
+        start,
     )
     .await?;
+    // The anchor's record may lie before the snapshot: its stored MAC is
+    // compared then (the chain up to the snapshot was verified when the
+    // snapshot was written; `load` verifies it again).
+    let mac_at = match (&anchor, &snapshot) {
+        (Some(a), Some(s)) if a.seq < s.upto_seq => {
+            stored_mac(conn, a.seq).await?
+        }
+        _ => v.mac_at,
+    };
     if let (Some(a), false) = (&anchor, accept_rollback) {
         // Shorter than the anchor, or a different history up to it.
-        if a.seq > v.head_seq || v.mac_at.as_ref() != Some(&a.mac) {
+        if a.seq > v.head_seq || mac_at.as_ref() != Some(&a.mac) {
             return Err(StoreError::RolledBack {
                 found: v.head_seq,
                 expected: a.seq,
@@ -785,13 +864,22 @@ async fn prepare(
             }
         }
     }
+    let (snapshot_seq, writes) = match snapshot {
+        Some(s) => {
+            let mut all = s.writes;
+            all.extend(v.writes);
+            (s.upto_seq, all)
+        }
+        None => (0, v.writes),
+    };
     Ok(Prepared {
         store_id: meta.store_id,
         key_id: meta.key_id,
         data_key,
         keys,
         meta,
-        writes: v.writes,
+        snapshot_seq,
+        writes,
     })
 }
 
@@ -1312,9 +1400,10 @@ async fn insert_rows(
     tx.commit().await.map_err(db_error)
 }
 
-/// Replays the journal: checks the sequence, the MAC chain, the key id and
-/// the associated data of every record, that the journal ends at the
-/// header's head, and (when `decode`) returns the records. Nothing is
+/// Replays the journal from `start` (a snapshot's end; the genesis when
+/// `None`): checks the sequence, the MAC chain, the key id and the
+/// associated data of every record, that the journal ends at the header's
+/// head and holds nothing else, and returns the records. Nothing is
 /// dropped or repaired: the first problem is the error.
 async fn verify_journal(
     conn: &mut SqliteConnection,
@@ -1323,15 +1412,14 @@ async fn verify_journal(
     key_id: &[u8; ID_LEN],
     meta: &Meta,
     mac_wanted_at: Option<u64>,
-    decode: bool,
+    start: Option<(u64, [u8; MAC_LEN])>,
 ) -> Result<Verified, StoreError> {
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM journal")
         .fetch_one(&mut *conn)
         .await
         .map_err(db_error)?;
-    let mut prev = genesis_mac(keys, store_id);
-    let mut seq: u64 = 0;
-    let mut mac_at = (mac_wanted_at == Some(0)).then_some(prev);
+    let (mut seq, mut prev) = start.unwrap_or((0, genesis_mac(keys, store_id)));
+    let mut mac_at = (mac_wanted_at == Some(seq)).then_some(prev);
     let mut writes = Vec::new();
     loop {
         let after = i64::try_from(seq).map_err(|_| corrupt("the journal is too long"))?;
@@ -1401,9 +1489,7 @@ async fn verify_journal(
                         "the record does not match its kind or key",
                     ));
                 }
-                if decode {
-                    writes.push(write);
-                }
+                writes.push(write);
             }
             prev = fixed(&mac, "record MAC")?;
             seq = expected;
@@ -1430,6 +1516,100 @@ async fn verify_journal(
         mac_at,
         writes,
     })
+}
+
+// ---------------------------------------------------------------------------
+// The snapshot
+// ---------------------------------------------------------------------------
+
+/// A verified snapshot.
+struct Snapshot {
+    upto_seq: u64,
+    upto_mac: [u8; MAC_LEN],
+    writes: Vec<Write>,
+}
+
+fn snapshot_aad(
+    store_id: &[u8],
+    upto_seq: u64,
+    upto_mac: &[u8],
+    format: u32,
+    key_id: &[u8],
+) -> Vec<u8> {
+    let mut a = b"pos-core/snapshot/v1\0".to_vec();
+    lp(&mut a, store_id);
+    a.extend_from_slice(&upto_seq.to_be_bytes());
+    lp(&mut a, upto_mac);
+    a.extend_from_slice(&format.to_be_bytes());
+    lp(&mut a, key_id);
+    a
+}
+
+/// Reads, decrypts and decodes the snapshot, if the store has one. A
+/// snapshot that does not verify is an error, never skipped.
+async fn read_snapshot(
+    conn: &mut SqliteConnection,
+    keys: &StoreKeys,
+    meta: &Meta,
+) -> Result<Option<Snapshot>, StoreError> {
+    let row = sqlx::query(
+        "SELECT upto_seq, upto_mac, format, key_id, nonce, ciphertext FROM snapshot WHERE id = 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    let Some(row) = row else { return Ok(None) };
+    let bad = |_| corrupt("the snapshot is unreadable");
+    let upto_seq: i64 = row.try_get("upto_seq").map_err(bad)?;
+    let upto_seq = u64::try_from(upto_seq).map_err(|_| corrupt("invalid snapshot position"))?;
+    let upto_mac: Vec<u8> = row.try_get("upto_mac").map_err(bad)?;
+    let format: i64 = row.try_get("format").map_err(bad)?;
+    let format = u32::try_from(format).unwrap_or(u32::MAX);
+    let key_id: Vec<u8> = row.try_get("key_id").map_err(bad)?;
+    let mut sealed: Vec<u8> = row.try_get("nonce").map_err(bad)?;
+    let ciphertext: &[u8] = row.try_get("ciphertext").map_err(bad)?;
+    sealed.extend_from_slice(ciphertext);
+    drop(row);
+    let what = "the snapshot does not verify (edited, moved or from another store)";
+    if upto_seq > meta.head_seq || key_id.as_slice() != meta.key_id.as_slice() {
+        return Err(tampered(upto_seq.min(meta.head_seq), what));
+    }
+    let aad = snapshot_aad(&meta.store_id, upto_seq, &upto_mac, format, &key_id);
+    let mut plain = keys
+        .open(&aad, &sealed)
+        .map_err(|_| tampered(upto_seq, what))?;
+    drop(sealed);
+    if !(2..=SCHEMA_VERSION).contains(&format) {
+        wipe(&mut plain);
+        return Err(corrupt(&format!("the snapshot has an unknown format {format}")));
+    }
+    let parsed = serde_json::from_slice::<Vec<Write>>(&plain);
+    wipe(&mut plain);
+    let writes = parsed.map_err(|e| {
+        corrupt(&format!(
+            "the snapshot cannot be decoded ({:?} error)",
+            e.classify()
+        ))
+    })?;
+    Ok(Some(Snapshot {
+        upto_seq,
+        upto_mac: fixed(&upto_mac, "snapshot position")?,
+        writes,
+    }))
+}
+
+/// The MAC stored with record `seq`, if it exists.
+async fn stored_mac(
+    conn: &mut SqliteConnection,
+    seq: u64,
+) -> Result<Option<[u8; MAC_LEN]>, StoreError> {
+    let seq = i64::try_from(seq).map_err(|_| corrupt("invalid anchor position"))?;
+    let mac: Option<Vec<u8>> = sqlx::query_scalar("SELECT mac FROM journal WHERE seq = ?")
+        .bind(seq)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    Ok(mac.and_then(|m| <[u8; MAC_LEN]>::try_from(m.as_slice()).ok()))
 }
 
 // ---------------------------------------------------------------------------

@@ -67,7 +67,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
     /// Makes the whole batch durable, atomically.
     fn apply<'a>(&'a self, batch: &'a [Write]) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Records applied since the last [`Store::compact`] (or since the
+    /// store was created); `None` for a store that does not compact. The
+    /// engine compacts when this passes [`COMPACT_EVERY`].
+    fn records_since_compaction(&self) -> Option<u64> {
+        None
+    }
+
+    /// Keeps `state` (records that rebuild everything applied so far, from
+    /// `Ledger::snapshot_writes`) so that [`Store::load_at_open`] can start
+    /// from it instead of replaying every superseded record. The caller
+    /// guarantees that no `apply` runs meanwhile. Nothing is deleted: the
+    /// journal and [`Store::load`] keep the whole history. Default: nothing.
+    fn compact<'a>(&'a self, state: &'a [Write]) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = state;
+        Box::pin(async { Ok(()) })
+    }
 }
+
+/// Records between two compactions the engine asks for: opening after a
+/// crash replays at most this many records on top of the snapshot.
+pub const COMPACT_EVERY: u64 = 4_096;
 
 /// Keeps records in memory: for tests, the demo and apps that opt out of
 /// persistence. Clones share the same records, so a test can "reopen" it.

@@ -16,7 +16,10 @@
 //!   tender and its audit entry, each decision with its audit entry, at most
 //!   one unacknowledged payment per kill, no payment left "forwarding";
 //! - `PRAGMA integrity_check` passes, both on the file as the kill left it
-//!   and after the store has been reopened and closed.
+//!   and after the store has been reopened and closed;
+//! - the state the engine opens from its snapshot (written every 16
+//!   records, so kills also land while one is written) plus the journal's
+//!   tail is the state a full replay of the journal gives.
 //!
 //! The next child resumes on the same store, so payments, forwarding steps
 //! and recoveries accumulate across kills; a fresh store is started every
@@ -134,8 +137,12 @@ fn usd(cents: i64) -> Money {
     Money::new(cents, usd_currency())
 }
 
+/// Snapshots every 16 records, so that kills also land while one is
+/// written and opens start from one.
 fn config(dir: &Path) -> EngineConfig {
-    EngineConfig::new(dir, "till-crash", "USD").unwrap()
+    let mut c = EngineConfig::new(dir, "till-crash", "USD").unwrap();
+    c.compact_every = 16;
+    c
 }
 
 /// Shopify POS with the device limits raised: payments accumulate over the
@@ -537,8 +544,13 @@ fn acknowledged_payments_survive_sigkill() {
     }
     totals.close_store(&model, &dir);
     let elapsed = started.elapsed();
+    let from_snapshot = OPENED_FROM_SNAPSHOT.load(std::sync::atomic::Ordering::Relaxed);
+    if totals.kills >= 20 {
+        assert!(from_snapshot > 0, "no reopen started from a snapshot");
+    }
     println!(
         "crash test passed: {} kills in {:.1?} (children {:.1?}, checks {:.1?}); \
+         {from_snapshot} reopens started from a snapshot; \
          plans after-acks/after-first-ack/from-spawn {:?}, {} killed before their first ACK; \
          {} payments acknowledged, {} forwarding steps acknowledged, \
          {} payments stored but not acknowledged, {} attempts in flight recovered; \
@@ -749,6 +761,14 @@ async fn check_store(dir: &Path, cycle: u64, model: &mut Model) -> Result<Found,
             .await
             .map_err(|e| format!("the store does not reopen after the kill: {e}"))?,
     );
+    // What the open verified: the snapshot and the journal after it; it
+    // must rebuild what a full replay of the journal rebuilds.
+    let at_open = store
+        .load_at_open()
+        .await
+        .map_err(|e| format!("the snapshot and tail do not load: {e}"))?;
+    let in_journal = store.records_since_compaction().unwrap_or(0);
+    let fast = ledger_of(at_open)?;
     // The journal as the kill left it (the engine's open then records the
     // attempts in flight as failed).
     let opened = match store.load().await {
@@ -760,7 +780,14 @@ async fn check_store(dir: &Path, cycle: u64, model: &mut Model) -> Result<Found,
     };
     let result = match opened {
         Ok((records, engine)) => {
-            let r = check_engine(&engine, &records, cycle, model);
+            if (in_journal as usize) < records.len() {
+                OPENED_FROM_SNAPSHOT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let r = match ledger_of(records.clone()) {
+                Ok(full) if full == fast => check_engine(&engine, &records, cycle, model),
+                Ok(_) => Err("the snapshot and tail rebuild another state than the journal".into()),
+                Err(e) => Err(e),
+            };
             engine.close();
             r
         }
@@ -772,6 +799,17 @@ async fn check_store(dir: &Path, cycle: u64, model: &mut Model) -> Result<Found,
         .await
         .map_err(|e| format!("after reopening and closing: {e}"))?;
     Ok(found)
+}
+
+/// Reopens whose engine started from a snapshot rather than the genesis.
+static OPENED_FROM_SNAPSHOT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn ledger_of(records: Vec<Write>) -> Result<pos_core::ledger::Ledger, String> {
+    let mut l = pos_core::ledger::Ledger::default();
+    for w in records {
+        l.apply(w).map_err(|e| e.to_string())?;
+    }
+    Ok(l)
 }
 
 /// Checks the reopened engine against what was acknowledged and against the

@@ -1106,3 +1106,219 @@ async fn load_at_open_hands_over_exactly_what_load_reads_and_only_once() {
     s.close().await;
     rig.finish();
 }
+
+// ---------------------------------------------------------------------------
+// Snapshots
+// ---------------------------------------------------------------------------
+
+fn rebuild(records: Vec<Write>) -> pos_core::ledger::Ledger {
+    let mut l = pos_core::ledger::Ledger::default();
+    for w in records {
+        l.apply(w).unwrap();
+    }
+    l
+}
+
+/// A rig whose store has a snapshot after record 6, then records 7-8.
+async fn snapshot_rig(name: &str) -> Rig {
+    let rig = Rig::new(name).await;
+    let s = rig.open().await.unwrap();
+    let state = rebuild(s.load().await.unwrap()).snapshot_writes().unwrap();
+    s.compact(&state).await.unwrap();
+    assert_eq!(s.records_since_compaction(), Some(0));
+    s.apply(&[audit(6), audit(7)]).await.unwrap();
+    assert_eq!(s.records_since_compaction(), Some(2));
+    s.close().await;
+    rig
+}
+
+#[tokio::test]
+async fn an_open_starts_from_the_snapshot_and_rebuilds_what_the_journal_does() {
+    let rig = snapshot_rig("snap-ok").await;
+    let s = rig.open().await.unwrap();
+    assert_eq!(s.records_since_compaction(), Some(2), "the tail after it");
+    let at_open = s.load_at_open().await.unwrap();
+    assert_eq!(at_open.len(), 6 + 2, "the snapshot's 6 records, then 2");
+    assert_eq!(rebuild(at_open), rebuild(s.load().await.unwrap()));
+    s.close().await;
+    rig.finish();
+}
+
+#[tokio::test]
+async fn an_edited_or_moved_snapshot_is_tampered() {
+    for sql in [
+        "UPDATE snapshot SET ciphertext = randomblob(length(ciphertext))",
+        "UPDATE snapshot SET nonce = randomblob(12)",
+        "UPDATE snapshot SET upto_seq = 4",
+        "UPDATE snapshot SET upto_seq = 99",
+        "UPDATE snapshot SET upto_mac = randomblob(32)",
+        "UPDATE snapshot SET key_id = randomblob(length(key_id))",
+        "UPDATE snapshot SET format = 1",
+    ] {
+        let rig = snapshot_rig("snap-edit").await;
+        edit(&rig.db, sql).await;
+        let e = rig.refused().await;
+        assert!(
+            matches!(e, StoreError::Tampered { .. } | StoreError::Corrupt { .. }),
+            "{sql}: {e:?}"
+        );
+        rig.finish();
+    }
+}
+
+#[tokio::test]
+async fn a_removed_or_older_snapshot_only_makes_the_open_replay_more() {
+    // Removed: the open replays the whole journal, and loses nothing.
+    let rig = snapshot_rig("snap-gone").await;
+    let s = rig.open().await.unwrap();
+    let expected = rebuild(s.load().await.unwrap());
+    s.close().await;
+    edit(&rig.db, "DELETE FROM snapshot").await;
+    let s = rig.open().await.unwrap();
+    assert_eq!(s.records_since_compaction(), Some(8));
+    assert_eq!(rebuild(s.load_at_open().await.unwrap()), expected);
+    s.close().await;
+    rig.finish();
+
+    // Older (a copy of an earlier snapshot put back): the open replays the
+    // longer tail after it, to the same state.
+    let rig = snapshot_rig("snap-old").await;
+    let mut c = raw(&rig.db).await;
+    let old = sqlx::query("SELECT * FROM snapshot")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    let old: Vec<(String, Vec<u8>)> = ["nonce", "ciphertext", "upto_mac"]
+        .iter()
+        .map(|col| ((*col).to_owned(), old.get::<Vec<u8>, _>(*col)))
+        .collect();
+    let old_seq: i64 = sqlx::query_scalar("SELECT upto_seq FROM snapshot")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let s = rig.open().await.unwrap();
+    s.apply(&[audit(8)]).await.unwrap();
+    let state = rebuild(s.load().await.unwrap()).snapshot_writes().unwrap();
+    s.compact(&state).await.unwrap();
+    let expected = rebuild(s.load().await.unwrap());
+    s.close().await;
+    let mut c = raw(&rig.db).await;
+    for (col, v) in &old {
+        sqlx::query(AssertSqlSafe(format!("UPDATE snapshot SET {col} = ?")))
+            .bind(v.clone())
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    sqlx::query("UPDATE snapshot SET upto_seq = ?")
+        .bind(old_seq)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let s = rig.open().await.unwrap();
+    assert_eq!(s.records_since_compaction(), Some(3), "records 7-9 replayed");
+    assert_eq!(rebuild(s.load_at_open().await.unwrap()), expected);
+    s.close().await;
+    rig.finish();
+}
+
+/// Through the engine: payments, a snapshot (by hand and automatic), more
+/// payments; the reopened engine shows exactly what it showed before.
+#[tokio::test]
+async fn the_engine_reopens_from_its_snapshot_with_the_same_state() {
+    let dir = temp_dir("snap-engine");
+    let provider = Arc::new(FileKeyProvider::open_or_create(dir.join("kek")).unwrap());
+    let open = || async {
+        Arc::new(
+            SqliteStore::open(dir.join("store.db"), provider.clone())
+                .await
+                .unwrap(),
+        )
+    };
+    let store = open().await;
+    let clock = VirtualClock::new(T0);
+    let mut config = EngineConfig::new(&dir, "till-1", "USD").unwrap();
+    config.compact_every = 10;
+    let engine = PosEngine::open_with(config.clone(), Arc::new(clock.clone()), store.clone())
+        .await
+        .unwrap();
+    engine
+        .set_policy(Policy::shopify_pos(usd()).with_enabled(true))
+        .await
+        .unwrap();
+    engine
+        .sign_in(StaffSession {
+            staff_id: staff(),
+            may_take_offline_payments: true,
+        })
+        .unwrap();
+    engine.report_network(false).await.unwrap();
+    for i in 0..7 {
+        let order = engine
+            .create_order(NewOrder {
+                order_id: Some(format!("order-{i}")),
+                total: cents(1_000 + i),
+                contact: None,
+            })
+            .await
+            .unwrap();
+        let d = engine
+            .begin_card_payment(CardPaymentRequest {
+                order_id: order.id.clone(),
+                payment_id: None,
+                amount: cents(1_000 + i),
+                tip: None,
+                behaviour: OfflineBehaviour::PreferOnline,
+                tender: TenderKind::Card,
+            })
+            .await
+            .unwrap();
+        engine
+            .confirm_card_payment(
+                &d.payment_id,
+                CardRead {
+                    entry_mode: EntryMode::Chip,
+                    network: Network::Visa,
+                    last4: "4242".into(),
+                    fingerprint: Some(format!("fp-{i}")),
+                    reader_model: "Wisepad 3".into(),
+                    sealed_card_data: vec![7; 64],
+                },
+            )
+            .await
+            .unwrap();
+        if i == 3 {
+            engine.compact_store().await.unwrap();
+        }
+    }
+    let since = store.records_since_compaction().unwrap();
+    assert!(since < 10, "automatic snapshots every 10 records: {since} since the last");
+    let before = (
+        engine.status().unwrap(),
+        engine.list_payments().unwrap(),
+        engine.export_audit_csv().unwrap(),
+    );
+    engine.close();
+    drop(engine);
+    store.close().await;
+    drop(store);
+    let store = open().await;
+    let engine = PosEngine::open_with(config, Arc::new(clock), store.clone())
+        .await
+        .unwrap();
+    let after = (
+        engine.status().unwrap(),
+        engine.list_payments().unwrap(),
+        engine.export_audit_csv().unwrap(),
+    );
+    assert_eq!(after.0.pending_offline_payments, 7);
+    assert_eq!(after.1, before.1);
+    assert_eq!(after.2, before.2);
+    assert_eq!(after.0.totals, before.0.totals);
+    engine.close();
+    drop(engine);
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
