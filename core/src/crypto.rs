@@ -568,6 +568,31 @@ impl StoreKeys {
         open_with(&self.records, aad, sealed)
     }
 
+    /// Opens, in place, a body (`ciphertext || tag`) sealed by
+    /// [`StoreKeys::seal`] with `nonce` and `aad`: no copy of a large record
+    /// (the snapshot). On success `body` holds the plaintext; on failure it
+    /// is wiped.
+    pub(crate) fn open_in_place(
+        &self,
+        aad: &[u8],
+        nonce: &[u8],
+        body: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        let nonce =
+            Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Authentication)?;
+        match self.records.open_in_place(nonce, Aad::from(aad), body) {
+            Ok(plain) => {
+                let n = plain.len();
+                body.truncate(n);
+                Ok(())
+            }
+            Err(_) => {
+                wipe(body);
+                Err(CryptoError::Authentication)
+            }
+        }
+    }
+
     fn key(&self, which: MacKey) -> &hmac::Key {
         match which {
             MacKey::Chain => &self.chain,

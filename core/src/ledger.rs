@@ -52,10 +52,18 @@ mod compact_bytes {
     use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+        if s.is_human_readable() {
+            s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+        } else {
+            // Binary formats (the store's snapshot) keep the bytes as they are.
+            s.serialize_bytes(bytes)
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        if !d.is_human_readable() {
+            return d.deserialize_byte_buf(Either);
+        }
         struct Either;
         impl<'de> Visitor<'de> for Either {
             type Value = Vec<u8>;
@@ -66,6 +74,12 @@ mod compact_bytes {
                 base64::engine::general_purpose::STANDARD
                     .decode(v)
                     .map_err(|_| E::custom("invalid base64"))
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
                 let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16 * 1024));

@@ -21,8 +21,10 @@
 //!   schema version it was written under), `key_id`, `nonce`, `ciphertext`
 //!   (the whole serialised `Write`, AES-256-GCM) and `mac`.
 //! - `snapshot` (schema 2): at most one row, the engine's whole state as of
-//!   record `upto_seq` (whose chain MAC is `upto_mac`), sealed under the
-//!   data key with both in its associated data. Opening decrypts it and
+//!   record `upto_seq` (whose chain MAC is `upto_mac`), encoded with
+//!   postcard (binary, bound to this version's types: a snapshot of another
+//!   `format` is not used) and sealed under the data key with both in its
+//!   associated data. Opening decrypts it and
 //!   verifies and replays only the records after it; nothing is deleted, and
 //!   [`Store::load`] still verifies the whole journal from the start. A
 //!   removed or older snapshot only makes opening replay more.
@@ -623,9 +625,8 @@ impl SqliteStore {
         let mut w = self.writer.lock().await;
         let (upto_seq, upto_mac) = (w.meta.head_seq, w.meta.head_mac);
         let aad = snapshot_aad(&self.store_id, upto_seq, &upto_mac, SCHEMA_VERSION, &self.key_id);
-        let mut plain = serde_json::to_vec(state).map_err(|e| {
-            StoreError::Io(format!("the snapshot cannot be encoded: {:?}", e.classify()))
-        })?;
+        let mut plain = postcard::to_allocvec(state)
+            .map_err(|_| StoreError::Io("the snapshot cannot be encoded".into()))?;
         let sealed = self.keys.seal(&aad, &plain);
         wipe(&mut plain);
         drop(plain);
@@ -1566,31 +1567,25 @@ async fn read_snapshot(
     let format: i64 = row.try_get("format").map_err(bad)?;
     let format = u32::try_from(format).unwrap_or(u32::MAX);
     let key_id: Vec<u8> = row.try_get("key_id").map_err(bad)?;
-    let mut sealed: Vec<u8> = row.try_get("nonce").map_err(bad)?;
-    let ciphertext: &[u8] = row.try_get("ciphertext").map_err(bad)?;
-    sealed.extend_from_slice(ciphertext);
+    let nonce: Vec<u8> = row.try_get("nonce").map_err(bad)?;
+    let mut body: Vec<u8> = row.try_get("ciphertext").map_err(bad)?;
     drop(row);
     let what = "the snapshot does not verify (edited, moved or from another store)";
     if upto_seq > meta.head_seq || key_id.as_slice() != meta.key_id.as_slice() {
         return Err(tampered(upto_seq.min(meta.head_seq), what));
     }
     let aad = snapshot_aad(&meta.store_id, upto_seq, &upto_mac, format, &key_id);
-    let mut plain = keys
-        .open(&aad, &sealed)
+    keys.open_in_place(&aad, &nonce, &mut body)
         .map_err(|_| tampered(upto_seq, what))?;
-    drop(sealed);
-    if !(2..=SCHEMA_VERSION).contains(&format) {
-        wipe(&mut plain);
-        return Err(corrupt(&format!("the snapshot has an unknown format {format}")));
+    if format != SCHEMA_VERSION {
+        // Authentic, but written by an older version in another encoding:
+        // not used; the journal is replayed from the start instead.
+        wipe(&mut body);
+        return Ok(None);
     }
-    let parsed = serde_json::from_slice::<Vec<Write>>(&plain);
-    wipe(&mut plain);
-    let writes = parsed.map_err(|e| {
-        corrupt(&format!(
-            "the snapshot cannot be decoded ({:?} error)",
-            e.classify()
-        ))
-    })?;
+    let parsed = postcard::from_bytes::<Vec<Write>>(&body);
+    wipe(&mut body);
+    let writes = parsed.map_err(|_| corrupt("the snapshot cannot be decoded"))?;
     Ok(Some(Snapshot {
         upto_seq,
         upto_mac: fixed(&upto_mac, "snapshot position")?,
