@@ -639,7 +639,9 @@ async fn build_pending_store(dir: &Path, n: usize, s: &BenchSettings) -> BuildRe
         for batch in records[..k].chunks(COPY_BATCH) {
             sqlite.apply(batch).await.expect("copy a batch");
         }
-        let state = ledger_of(&records[..k]).snapshot_writes().expect("snapshot");
+        let state = ledger_of(&records[..k])
+            .snapshot_writes()
+            .expect("snapshot");
         sqlite.compact(&state).await.expect("snapshot");
         for batch in records[k..].chunks(COPY_BATCH) {
             sqlite.apply(batch).await.expect("copy a batch");
@@ -989,7 +991,9 @@ async fn run(s: &BenchSettings, root: &Path) -> String {
     relayout(&pending_dir, false).await;
     layouts.push(measure("journal only, no snapshot (reference)"));
     relayout(&pending_dir, true).await;
-    layouts.push(measure("snapshot at the end (clean shutdown, compact_store)"));
+    layouts.push(measure(
+        "snapshot at the end (clean shutdown, compact_store)",
+    ));
     report(s, &ctx, &caps, &build, &layouts, started.elapsed())
 }
 
@@ -1232,7 +1236,11 @@ fn report(
         .flat_map(|(label, opens)| {
             opens.iter().enumerate().map(move |(k, r)| {
                 vec![
-                    if k == 0 { (*label).to_owned() } else { String::new() },
+                    if k == 0 {
+                        (*label).to_owned()
+                    } else {
+                        String::new()
+                    },
                     (k + 1).to_string(),
                     ms(r.num("store_open_ns")),
                     ms(r.num("engine_open_ns")),

@@ -170,7 +170,10 @@ pub(crate) struct State {
 
 impl State {
     pub(crate) fn settings(&self) -> Settings {
-        self.ledger.settings.clone().unwrap_or_else(Settings::initial)
+        self.ledger
+            .settings
+            .clone()
+            .unwrap_or_else(Settings::initial)
     }
 }
 

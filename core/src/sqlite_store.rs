@@ -243,11 +243,7 @@ impl AnchorSaver {
             }
             st.urgent = true;
             self.shared.1.notify_all();
-            st = self
-                .shared
-                .1
-                .wait(st)
-                .unwrap_or_else(|p| p.into_inner());
+            st = self.shared.1.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -255,11 +251,7 @@ impl AnchorSaver {
         self.flush();
         self.state().stop = true;
         self.shared.1.notify_all();
-        let t = self
-            .thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let t = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(t) = t {
             let _ = t.join();
         }
@@ -588,7 +580,10 @@ impl SqliteStore {
         meta.head_seq = seq;
         meta.head_mac = prev;
         meta.meta_mac = header_mac(&self.keys, &meta).to_vec();
-        let Writer { conn, meta: current } = &mut *w;
+        let Writer {
+            conn,
+            meta: current,
+        } = &mut *w;
         let conn = conn.as_mut().ok_or_else(closed)?;
         if let Err(e) = insert_rows(conn, &rows, current, &meta).await {
             // The transaction was rolled back and the head in memory is
@@ -604,10 +599,8 @@ impl SqliteStore {
         let anchored = meta.anchored;
         w.meta = meta;
         drop(w);
-        self.since_snapshot.fetch_add(
-            rows.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.since_snapshot
+            .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if anchored {
             self.anchors.submit(PendingAnchor {
                 seq,
@@ -624,7 +617,13 @@ impl SqliteStore {
     async fn write_snapshot(&self, state: &[Write]) -> Result<(), StoreError> {
         let mut w = self.writer.lock().await;
         let (upto_seq, upto_mac) = (w.meta.head_seq, w.meta.head_mac);
-        let aad = snapshot_aad(&self.store_id, upto_seq, &upto_mac, SCHEMA_VERSION, &self.key_id);
+        let aad = snapshot_aad(
+            &self.store_id,
+            upto_seq,
+            &upto_mac,
+            SCHEMA_VERSION,
+            &self.key_id,
+        );
         let mut plain = postcard::to_allocvec(state)
             .map_err(|_| StoreError::Io("the snapshot cannot be encoded".into()))?;
         let sealed = self.keys.seal(&aad, &plain);
@@ -698,7 +697,10 @@ impl Store for SqliteStore {
     }
 
     fn records_since_compaction(&self) -> Option<u64> {
-        Some(self.since_snapshot.load(std::sync::atomic::Ordering::Relaxed))
+        Some(
+            self.since_snapshot
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     fn compact<'a>(&'a self, state: &'a [Write]) -> BoxFuture<'a, Result<(), StoreError>> {
@@ -786,15 +788,18 @@ async fn prepare(
     }
     set_full_sync(conn).await?;
     let kek = provider.key_encryption_key().map_err(key_error)?;
-    // Reads every page once: a truncated or damaged file stops here.
-    let check: String = sqlx::query_scalar("PRAGMA quick_check")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db_error)?;
-    if check != "ok" {
-        return Err(corrupt("the database file does not pass SQLite's check"));
-    }
     if version < SCHEMA_VERSION {
+        // Before the first write to an older file, SQLite's own check of
+        // every page: a damaged file is refused as it is, not migrated.
+        // (Every open reads and verifies the header, the snapshot and every
+        // record after it, so damage there stops an ordinary open too.)
+        let check: String = sqlx::query_scalar("PRAGMA quick_check")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        if check != "ok" {
+            return Err(corrupt("the database file does not pass SQLite's check"));
+        }
         migrate(conn, version).await?;
     }
     set_wal(conn).await?;
@@ -837,9 +842,7 @@ async fn prepare(
     // compared then (the chain up to the snapshot was verified when the
     // snapshot was written; `load` verifies it again).
     let mac_at = match (&anchor, &snapshot) {
-        (Some(a), Some(s)) if a.seq < s.upto_seq => {
-            stored_mac(conn, a.seq).await?
-        }
+        (Some(a), Some(s)) if a.seq < s.upto_seq => stored_mac(conn, a.seq).await?,
         _ => v.mac_at,
     };
     if let (Some(a), false) = (&anchor, accept_rollback) {
@@ -1415,11 +1418,35 @@ async fn verify_journal(
     mac_wanted_at: Option<u64>,
     start: Option<(u64, [u8; MAC_LEN])>,
 ) -> Result<Verified, StoreError> {
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM journal")
+    let (mut seq, mut prev) = start.unwrap_or((0, genesis_mac(keys, store_id)));
+    let from = i64::try_from(seq).map_err(|_| corrupt("the journal is too long"))?;
+    // Rows after the start (all of them from the genesis): a row outside
+    // the sequence shows as a count that does not match. Only the pages
+    // after the snapshot are read.
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM journal WHERE seq > ?")
+        .bind(if from == 0 { i64::MIN } else { from })
         .fetch_one(&mut *conn)
         .await
         .map_err(db_error)?;
-    let (mut seq, mut prev) = start.unwrap_or((0, genesis_mac(keys, store_id)));
+    if from > 0 {
+        // Cheap checks of the history before the snapshot (two b-tree
+        // lookups; `load` verifies all of it): it still starts at 1, and
+        // the snapshot's own record is there with the MAC the snapshot names.
+        let first: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM journal")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        if first != Some(1) {
+            return Err(tampered(1, "records before the snapshot were removed"));
+        }
+        if stored_mac(conn, seq).await?.as_ref() != Some(&prev) {
+            return Err(tampered(
+                seq,
+                "the record the snapshot ends at was removed or edited",
+            ));
+        }
+    }
+    let start_seq = seq;
     let mut mac_at = (mac_wanted_at == Some(seq)).then_some(prev);
     let mut writes = Vec::new();
     loop {
@@ -1505,7 +1532,7 @@ async fn verify_journal(
             "the journal does not end where the store header says (records removed or added)",
         ));
     }
-    if u64::try_from(count).ok() != Some(seq) {
+    if u64::try_from(count).ok() != Some(seq - start_seq) {
         return Err(tampered(
             seq,
             "the journal holds records outside its sequence",
@@ -1835,7 +1862,11 @@ mod tests {
         assert!(saved.len() < 500, "coalesced: {} saves", saved.len());
         submit(501);
         saver.stop();
-        assert_eq!(rec.0.lock().unwrap().last(), Some(&501), "stop saves it too");
+        assert_eq!(
+            rec.0.lock().unwrap().last(),
+            Some(&501),
+            "stop saves it too"
+        );
     }
 
     #[test]

@@ -1220,7 +1220,11 @@ async fn a_removed_or_older_snapshot_only_makes_the_open_replay_more() {
         .unwrap();
     c.close().await.unwrap();
     let s = rig.open().await.unwrap();
-    assert_eq!(s.records_since_compaction(), Some(3), "records 7-9 replayed");
+    assert_eq!(
+        s.records_since_compaction(),
+        Some(3),
+        "records 7-9 replayed"
+    );
     assert_eq!(rebuild(s.load_at_open().await.unwrap()), expected);
     s.close().await;
     rig.finish();
@@ -1296,7 +1300,10 @@ async fn the_engine_reopens_from_its_snapshot_with_the_same_state() {
         }
     }
     let since = store.records_since_compaction().unwrap();
-    assert!(since < 10, "automatic snapshots every 10 records: {since} since the last");
+    assert!(
+        since < 10,
+        "automatic snapshots every 10 records: {since} since the last"
+    );
     let before = (
         engine.status().unwrap(),
         engine.list_payments().unwrap(),
@@ -1323,4 +1330,31 @@ async fn the_engine_reopens_from_its_snapshot_with_the_same_state() {
     drop(engine);
     store.close().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn history_before_the_snapshot_is_checked_at_open_where_cheap_and_by_load() {
+    // The first record, or the one the snapshot ends at: refused at open.
+    for (sql, at) in [
+        ("DELETE FROM journal WHERE seq = 1", 1),
+        ("DELETE FROM journal WHERE seq = 6", 6),
+        ("UPDATE journal SET mac = randomblob(32) WHERE seq = 6", 6),
+    ] {
+        let rig = snapshot_rig("snap-history").await;
+        edit(&rig.db, sql).await;
+        assert_eq!(tampered_at(&rig.refused().await), at, "{sql}");
+        rig.finish();
+    }
+    // A record in the middle of the history: the open starts from the
+    // snapshot (the state is whole), and the full verification says so.
+    let rig = snapshot_rig("snap-middle").await;
+    edit(
+        &rig.db,
+        "UPDATE journal SET ciphertext = randomblob(length(ciphertext)) WHERE seq = 3",
+    )
+    .await;
+    let s = rig.open().await.unwrap();
+    assert_eq!(tampered_at(&s.load().await.unwrap_err()), 3);
+    s.close().await;
+    rig.finish();
 }

@@ -43,7 +43,11 @@ fn usd() -> Currency {
 
 async fn engine_on(dir: &Path, clock: VirtualClock) -> (PosEngine, Arc<SqliteStore>) {
     let provider = Arc::new(FileKeyProvider::open_or_create(dir.join("store.key")).unwrap());
-    let store = Arc::new(SqliteStore::open(dir.join("pos.db"), provider).await.unwrap());
+    let store = Arc::new(
+        SqliteStore::open(dir.join("pos.db"), provider)
+            .await
+            .unwrap(),
+    );
     let config = EngineConfig::new(dir, "till-1", "USD").unwrap();
     let engine = PosEngine::open_with(config, Arc::new(clock), store.clone())
         .await
@@ -141,7 +145,11 @@ async fn a_schema_1_store_is_migrated_in_place_with_its_pending_payments() {
         c.close().await.unwrap();
         v
     };
-    assert_eq!(version(dir.join("pos.db")).await, 1, "the fixture is schema 1");
+    assert_eq!(
+        version(dir.join("pos.db")).await,
+        1,
+        "the fixture is schema 1"
+    );
 
     let clock = VirtualClock::new(Timestamp(T0.0 + 60_000));
     let (engine, store) = engine_on(&dir, clock.clone()).await;
@@ -155,7 +163,10 @@ async fn a_schema_1_store_is_migrated_in_place_with_its_pending_payments() {
         .collect();
     amounts.sort_unstable();
     assert_eq!(amounts, vec![800, 1_250, 4_999]);
-    assert!(engine.status().unwrap().offline_enabled, "the policy came along");
+    assert!(
+        engine.status().unwrap().offline_enabled,
+        "the policy came along"
+    );
     // The migrated store takes new payments and reopens with all of them.
     engine
         .sign_in(StaffSession {

@@ -288,7 +288,9 @@ impl LinkControl {
     }
 
     pub fn disconnect(&self) {
-        self.state.connected.send_if_modified(|c| std::mem::replace(c, false));
+        self.state
+            .connected
+            .send_if_modified(|c| std::mem::replace(c, false));
     }
 
     /// The reader walks out of range (the link drops and reconnecting

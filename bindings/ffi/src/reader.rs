@@ -331,13 +331,11 @@ enum Radio {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ReaderError> + Send + 'static,
 ) -> Result<T, ReaderError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| {
-            Err(ReaderError::Protocol {
-                detail: format!("the vendor reader failed: {e}"),
-            })
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(ReaderError::Protocol {
+            detail: format!("the vendor reader failed: {e}"),
         })
+    })
 }
 
 fn info_from(info: pos_reader::client::ReaderInfo) -> ReaderInfo {
@@ -437,7 +435,10 @@ impl CardReader {
 impl CardReader {
     /// A vendor reader SDK behind the engine (see `VendorCardReader`).
     #[uniffi::constructor]
-    pub fn vendor(reader: Arc<dyn VendorCardReader>, listener: Arc<dyn ReaderListener>) -> Arc<Self> {
+    pub fn vendor(
+        reader: Arc<dyn VendorCardReader>,
+        listener: Arc<dyn ReaderListener>,
+    ) -> Arc<Self> {
         CardReader::new(Client::Vendor(reader), listener)
     }
 
