@@ -986,7 +986,7 @@ async fn run(s: &BenchSettings, root: &Path) -> String {
     let mut layouts = vec![measure(if s.build_with_engine {
         "as the engine left it (automatic snapshots)"
     } else {
-        "worst case: snapshot + 4,095 records after it"
+        "worst case: snapshot + 2,047 records after it"
     })];
     relayout(&pending_dir, false).await;
     layouts.push(measure("journal only, no snapshot (reference)"));

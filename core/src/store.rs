@@ -88,7 +88,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
 /// Records between two compactions the engine asks for: opening after a
 /// crash replays at most this many records on top of the snapshot.
-pub const COMPACT_EVERY: u64 = 4_096;
+pub const COMPACT_EVERY: u64 = 2_048;
 
 /// Keeps records in memory: for tests, the demo and apps that opt out of
 /// persistence. Clones share the same records, so a test can "reopen" it.
