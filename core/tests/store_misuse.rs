@@ -1358,3 +1358,30 @@ async fn history_before_the_snapshot_is_checked_at_open_where_cheap_and_by_load(
     s.close().await;
     rig.finish();
 }
+
+/// A batch of more rows than one INSERT statement carries (forwarding
+/// rounds, a copied store) commits whole; after an edit behind the store's
+/// back it commits nothing at all.
+#[tokio::test]
+async fn a_large_batch_commits_whole_or_not_at_all() {
+    let rig = Rig::new("large").await;
+    let s = rig.open().await.unwrap();
+    let batch: Vec<Write> = (6..=205).map(audit).collect();
+    s.apply(&batch).await.unwrap();
+    assert_eq!(s.load().await.unwrap().len(), 6 + 200);
+    edit(&rig.db, "UPDATE meta SET anchored = 0").await;
+    let before = journal_rows(&rig.db).await;
+    let more: Vec<Write> = (206..=405).map(audit).collect();
+    assert_eq!(tampered_at(&s.apply(&more).await.unwrap_err()), 0);
+    assert_eq!(journal_rows(&rig.db).await, before, "nothing was written");
+    s.close().await;
+    edit(&rig.db, "UPDATE meta SET anchored = 1").await;
+    let s = rig.open().await.unwrap();
+    assert_eq!(s.load().await.unwrap().len(), 206);
+    s.apply(&more).await.unwrap();
+    s.close().await;
+    let s = rig.open().await.unwrap();
+    assert_eq!(s.load().await.unwrap().len(), 406);
+    s.close().await;
+    rig.finish();
+}
