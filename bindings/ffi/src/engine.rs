@@ -63,6 +63,10 @@ pub struct EngineConfig {
     /// `forwardNow()`.
     #[uniffi(default = None)]
     pub automatic_forwarding: Option<bool>,
+    /// Records between two automatic snapshots of the store (default
+    /// 2,048): opening after a crash replays at most this many.
+    #[uniffi(default = None)]
+    pub compact_every: Option<u64>,
 }
 
 /// Connectivity as the app sees it. Times are milliseconds since the Unix epoch.
@@ -216,6 +220,14 @@ impl PosEngine {
         }
         if let Some(a) = config.automatic_forwarding {
             core_config.forwarding.automatic = a;
+        }
+        if let Some(n) = config.compact_every {
+            if n == 0 {
+                return Err(PosError::InvalidConfig {
+                    reason: "compact_every must be at least 1".into(),
+                });
+            }
+            core_config.compact_every = n;
         }
         let config = core_config;
         std::fs::create_dir_all(&config.data_dir).map_err(|e| PosError::Storage {
@@ -431,6 +443,14 @@ impl PosEngine {
     /// Forwards everything due now and returns what happened (B5). Lifts a pause.
     pub async fn forward_now(&self) -> Result<ForwardReport, PosError> {
         Ok(self.inner.forward_now().await?.into())
+    }
+
+    /// Saves a snapshot of everything the engine holds, so that the next
+    /// open reads it instead of replaying the store's journal (the engine
+    /// also does this every `compactEvery` records). Call it when the app
+    /// goes to the background.
+    pub async fn compact_store(&self) -> Result<(), PosError> {
+        Ok(self.inner.compact_store().await?)
     }
 
     /// Pauses automatic forwarding (attempts in flight finish).

@@ -43,6 +43,25 @@ class StoreTest {
     }
 
     @Test
+    fun `a snapshot saved by compactStore reopens to the same payments`() = runBlocking<Unit> {
+        val dir = Files.createTempDirectory("pos-kt-store").toFile()
+        val keys = FileKeyProvider(File(dir, "kek"))
+        val config = EngineConfig(dir.path, "till-1", "USD", compactEvery = 5uL)
+        val before = PosEngine.withTestClock(config, keys, TestClock(t0)).use { engine ->
+            takeOnePayment(engine)
+            engine.compactStore()
+            engine.listPayments()
+        }
+        PosEngine.withTestClock(config, keys, TestClock(t0 + 60_000)).use { engine ->
+            assertEquals(before.map { it.copy(timeLeftMs = it.timeLeftMs - 60_000) }, engine.listPayments())
+            assertEquals(1uL, engine.status().pendingOfflinePayments)
+        }
+        assertFailsWith<PosException.InvalidConfig> {
+            PosEngine.withTestClock(EngineConfig(dir.path, "till-1", "USD", compactEvery = 0uL), keys, TestClock(t0))
+        }
+    }
+
+    @Test
     fun `a wrong key and a locked key raise their typed exceptions and keep the store`() = runBlocking {
         val dir = Files.createTempDirectory("pos-kt-store").toFile()
         val config = EngineConfig(dir.path, "till-1", "USD")
