@@ -70,7 +70,8 @@ pub async fn scan(adapter: &Adapter, duration: Duration) -> Result<Vec<Discovere
             continue;
         };
         // Filtered again here: another app's filter may have let it through.
-        if !props.services.contains(&service) {
+        let services: Vec<String> = props.services.iter().map(Uuid::to_string).collect();
+        if !crate::offers_reader_service(&services) {
             continue;
         }
         found.push(Discovered {

@@ -13,7 +13,6 @@ use ring::rand::SecureRandom;
 
 use crate::link::{Channel, LinkError, MemoryLink, Transport};
 use crate::message::{self, pairing_input, Reply, Request, SUPPORTED_VERSIONS};
-use crate::sim::hex;
 
 /// What the reader says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,6 +217,11 @@ impl ReaderClient<MemoryLink> {
         self.chan.link().reconnect();
         pending
     }
+}
+
+/// Lower-case hex.
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

@@ -204,6 +204,4 @@ async fn run(
     }
 }
 
-pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use crate::client::hex;

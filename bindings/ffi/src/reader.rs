@@ -11,11 +11,14 @@ use std::sync::{Arc, Mutex};
 use pos_reader::client::{ReaderClient, ReaderError as CoreReaderError};
 use pos_reader::link::{ExternalTransport, LinkControl, LinkError, MemoryLink};
 use pos_reader::reconnect::{supervise, ReconnectPolicy, Supervision};
+#[cfg(feature = "simulator")]
 use pos_reader::sim::{Presented, SimReader, SimReaderConfig};
 
 use crate::engine::runtime;
 use crate::error::PosError;
-use crate::types::{CardNetwork, CardRead, EntryMode, Money};
+#[cfg(feature = "simulator")]
+use crate::types::CardNetwork;
+use crate::types::{CardRead, EntryMode, Money};
 
 /// Why a reader operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
@@ -132,6 +135,17 @@ pub trait VendorCardReader: Send + Sync {
     fn cancel(&self);
 }
 
+/// A reader seen while scanning (filtered by the profile's service, and
+/// again on our side).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct DiscoveredReader {
+    /// Pass to `connect` of the scanner that found it.
+    pub id: String,
+    pub name: Option<String>,
+    /// Signal strength, dBm.
+    pub rssi: Option<i16>,
+}
+
 /// Implemented in Swift or Kotlin; called on the caller's task.
 #[uniffi::export(with_foreign)]
 pub trait ReaderListener: Send + Sync {
@@ -145,6 +159,7 @@ fn key32(what: &str, b: &[u8]) -> Result<[u8; 32], ReaderError> {
 }
 
 /// A simulated reader on an in-memory link (MTU as given).
+#[cfg(feature = "simulator")]
 #[derive(uniffi::Object)]
 pub struct SimulatedReader {
     sim: SimReader,
@@ -152,12 +167,14 @@ pub struct SimulatedReader {
     control: LinkControl,
 }
 
+#[cfg(feature = "simulator")]
 impl std::fmt::Debug for SimulatedReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SimulatedReader")
     }
 }
 
+#[cfg(feature = "simulator")]
 #[pos_ffi_macros::export]
 impl SimulatedReader {
     /// `reader_key` is what pairing proves; `processor_key` the processor's
@@ -283,6 +300,8 @@ impl SimulatedReader {
 
 /// The phone side over a link, or a vendor SDK.
 enum Client {
+    // Built only from `SimulatedReader` (feature `simulator`).
+    #[cfg_attr(not(feature = "simulator"), allow(dead_code))]
     Simulated(ReaderClient<MemoryLink>, LinkControl),
     App(ReaderClient<Arc<ExternalTransport>>, Arc<ExternalTransport>),
     #[cfg(feature = "ble")]
@@ -700,17 +719,20 @@ impl AppReaderTransport {
 
 /// Raw frames to and from the simulated reader, to test an app's
 /// `ReaderLink` without hardware.
+#[cfg(feature = "simulator")]
 #[derive(uniffi::Object)]
 pub struct SimulatedRadio {
     link: MemoryLink,
 }
 
+#[cfg(feature = "simulator")]
 impl std::fmt::Debug for SimulatedRadio {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SimulatedRadio")
     }
 }
 
+#[cfg(feature = "simulator")]
 #[pos_ffi_macros::export]
 impl SimulatedRadio {
     /// A frame written by the phone to the request characteristic.
@@ -739,17 +761,7 @@ mod ble {
     use pos_reader::ble::{scan, BleTransport};
     use pos_reader::client::ReaderClient;
 
-    use super::{CardReader, Client, ReaderError, ReaderListener};
-
-    /// A reader seen while scanning (filtered by the profile's service).
-    #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-    pub struct DiscoveredReader {
-        /// Pass to `BleCentral.connect`.
-        pub id: String,
-        pub name: Option<String>,
-        /// Signal strength, dBm.
-        pub rssi: Option<i16>,
-    }
+    use super::{CardReader, Client, DiscoveredReader, ReaderError, ReaderListener};
 
     fn bt(e: impl std::fmt::Display) -> ReaderError {
         ReaderError::Protocol {
@@ -842,5 +854,111 @@ mod ble {
             let client = ReaderClient::connect(Arc::clone(&transport)).await?;
             Ok(CardReader::new(Client::Ble(client, transport), listener))
         }
+    }
+}
+
+/// A simulated radio neighbourhood: simulated readers (and other devices)
+/// advertising with a signal strength, so apps and tests go through the same
+/// discover → connect → pair steps as with `BleCentral`. Scanning keeps only
+/// what offers the profile's service, strongest signal first.
+#[cfg(feature = "simulator")]
+#[derive(uniffi::Object, Default)]
+pub struct SimulatedAirspace {
+    devices: Mutex<Vec<Advertised>>,
+}
+
+#[cfg(feature = "simulator")]
+struct Advertised {
+    id: String,
+    name: Option<String>,
+    rssi: i16,
+    services: Vec<String>,
+    reader: Option<Arc<SimulatedReader>>,
+}
+
+#[cfg(feature = "simulator")]
+impl std::fmt::Debug for SimulatedAirspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SimulatedAirspace")
+    }
+}
+
+#[cfg(feature = "simulator")]
+#[pos_ffi_macros::export]
+impl SimulatedAirspace {
+    #[uniffi::constructor]
+    pub fn new() -> Arc<Self> {
+        Arc::new(SimulatedAirspace::default())
+    }
+
+    /// `reader` advertises the profile's service as `name` at `rssi` dBm;
+    /// its id is `id`.
+    pub fn advertise_reader(
+        &self,
+        id: String,
+        name: String,
+        rssi: i16,
+        reader: Arc<SimulatedReader>,
+    ) {
+        self.devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Advertised {
+                id,
+                name: Some(name),
+                rssi,
+                services: vec![pos_reader::uuids::SERVICE.to_owned()],
+                reader: Some(reader),
+            });
+    }
+
+    /// Another device (a heart-rate strap, headphones) advertising
+    /// `services`: a scan never lists it.
+    pub fn advertise_other(&self, id: String, name: String, rssi: i16, services: Vec<String>) {
+        self.devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Advertised {
+                id,
+                name: Some(name),
+                rssi,
+                services,
+                reader: None,
+            });
+    }
+
+    /// The readers in range, strongest signal first.
+    pub fn scan(&self) -> Vec<DiscoveredReader> {
+        let devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        let mut found: Vec<DiscoveredReader> = devices
+            .iter()
+            .filter(|d| pos_reader::offers_reader_service(&d.services) && d.reader.is_some())
+            .map(|d| DiscoveredReader {
+                id: d.id.clone(),
+                name: d.name.clone(),
+                rssi: Some(d.rssi),
+            })
+            .collect();
+        found.sort_by_key(|d| std::cmp::Reverse(d.rssi));
+        found
+    }
+
+    /// Connects to a reader found by `scan` (once per reader).
+    pub async fn connect(
+        &self,
+        id: String,
+        listener: Arc<dyn ReaderListener>,
+    ) -> Result<Arc<CardReader>, ReaderError> {
+        let reader = self
+            .devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|d| d.id == id && pos_reader::offers_reader_service(&d.services))
+            .and_then(|d| d.reader.clone())
+            .ok_or_else(|| ReaderError::InvalidInput {
+                detail: "no such reader in range".into(),
+            })?;
+        reader.connect(listener).await
     }
 }

@@ -67,6 +67,25 @@ final class ReaderLifecycleTests: XCTestCase {
         XCTFail("no such reader event in \(events.events)")
     }
 
+    func testDiscoverReadersBySignalStrengthThenPairAndTakeACard() async throws {
+        let air = SimulatedAirspace()
+        let near = try SimulatedReader(model: "Chipper 2X BT", serial: "SIM-SW-NEAR", batteryPercent: 80,
+                                       readerKey: readerKey, processorKey: processorKey, mtu: 185)
+        let far = try SimulatedReader(model: "Chipper 2X BT", serial: "SIM-SW-FAR", batteryPercent: 80,
+                                      readerKey: readerKey, processorKey: processorKey, mtu: 185)
+        air.advertiseReader(id: "sim:far", name: "Reader far", rssi: -88, reader: far)
+        air.advertiseOther(id: "hr:1", name: "Heart strap", rssi: -40, services: ["0000180d-0000-1000-8000-00805f9b34fb"])
+        air.advertiseReader(id: "sim:near", name: "Reader near", rssi: -52, reader: near)
+        let found = air.scan()
+        XCTAssertEqual(found.map { $0.id }, ["sim:near", "sim:far"])
+        let reader = try await air.connect(id: found[0].id, listener: ReaderEvents())
+        let info = try await reader.pair(readerKey: readerKey, online: true, remembered: [])
+        XCTAssertEqual(info.serial, "SIM-SW-NEAR")
+        near.presentCard(pan: "4242424242424242", expiry: "1230", network: .visa, entryMode: .contactless)
+        let card = try await reader.takeCard(amount: Money(minorUnits: 700, currency: "USD"), entryModes: [.contactless], offline: true)
+        XCTAssertEqual(card.last4, "4242")
+    }
+
     func testTheReaderWalksOutOfRangeAndReconnectsByItself() async throws {
         let sim = try SimulatedReader(model: "Chipper 2X BT", serial: "SIM-SW-3", batteryPercent: 70,
                                       readerKey: readerKey, processorKey: processorKey, mtu: 23)

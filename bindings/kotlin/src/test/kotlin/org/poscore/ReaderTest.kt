@@ -74,6 +74,25 @@ class ReaderLifecycleTest {
     }
 
     @Test
+    fun `discover readers by signal strength, connect, pair and take a card`() = runBlocking<Unit> {
+        val air = SimulatedAirspace()
+        val near = SimulatedReader("Chipper 2X BT", "SIM-NEAR", 80u, readerKey, processorKey, 185u)
+        val far = SimulatedReader("Chipper 2X BT", "SIM-FAR", 80u, readerKey, processorKey, 185u)
+        air.advertiseReader("sim:far", "Reader far", -88, far)
+        air.advertiseOther("hr:1", "Heart strap", -40, listOf("0000180d-0000-1000-8000-00805f9b34fb"))
+        air.advertiseReader("sim:near", "Reader near", -52, near)
+        val found = air.scan()
+        assertEquals(listOf("sim:near", "sim:far"), found.map { it.id }, "readers only, strongest first")
+        assertEquals((-52).toShort(), found.first().rssi)
+        val events = Events()
+        val reader = air.connect(found.first().id, events)
+        assertEquals("SIM-NEAR", reader.pair(readerKey, true, emptyList()).serial)
+        near.presentCard("4242424242424242", "1230", CardNetwork.VISA, EntryMode.CONTACTLESS)
+        assertEquals("4242", reader.takeCard(Money(700, "USD"), listOf(EntryMode.CONTACTLESS), true).last4)
+        assertFailsWith<ReaderException.InvalidInput> { air.connect("hr:1", events) }
+    }
+
+    @Test
     fun `the reader walks out of range mid-payment and reconnects by itself`() = runBlocking<Unit> {
         val sim = SimulatedReader("Chipper 2X BT", "SIM-KT-3", 70u, readerKey, processorKey, 23u)
         val events = Events()
