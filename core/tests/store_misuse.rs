@@ -1326,6 +1326,18 @@ async fn the_engine_reopens_from_its_snapshot_with_the_same_state() {
     assert_eq!(after.1, before.1);
     assert_eq!(after.2, before.2);
     assert_eq!(after.0.totals, before.0.totals);
+    // The whole journal verifies and replays to the state opened from the
+    // snapshot; an edit in the history before the snapshot is found.
+    engine.verify_store().await.unwrap();
+    edit(
+        &dir.join("store.db"),
+        "UPDATE journal SET ciphertext = randomblob(length(ciphertext)) WHERE seq = 2",
+    )
+    .await;
+    assert!(matches!(
+        engine.verify_store().await,
+        Err(PosError::StoreIntegrity { .. })
+    ));
     engine.close();
     drop(engine);
     store.close().await;

@@ -453,6 +453,13 @@ impl PosEngine {
         Ok(self.inner.compact_store().await?)
     }
 
+    /// Verifies the whole store, history included, against what the engine
+    /// holds (the open verifies the snapshot and what follows it). Throws
+    /// `StoreIntegrity` on any difference; changes nothing.
+    pub async fn verify_store(&self) -> Result<(), PosError> {
+        Ok(self.inner.verify_store().await?)
+    }
+
     /// Pauses automatic forwarding (attempts in flight finish).
     pub fn pause_forwarding(&self) -> Result<(), PosError> {
         Ok(self.inner.pause_forwarding()?)

@@ -55,6 +55,7 @@ class StoreTest {
         PosEngine.withTestClock(config, keys, TestClock(t0 + 60_000)).use { engine ->
             assertEquals(before.map { it.copy(timeLeftMs = it.timeLeftMs - 60_000) }, engine.listPayments())
             assertEquals(1uL, engine.status().pendingOfflinePayments)
+            engine.verifyStore()  // the whole journal replays to what was opened from the snapshot
         }
         assertFailsWith<PosException.InvalidConfig> {
             PosEngine.withTestClock(EngineConfig(dir.path, "till-1", "USD", compactEvery = 0uL), keys, TestClock(t0))
