@@ -411,11 +411,11 @@ pub fn size() -> Result<(), String> {
     for (label, extra) in [
         ("default features", &[][..]),
         (
-            "--no-default-features (no built-in HTTP gateway)",
+            "--no-default-features (no built-in HTTP gateway, no simulated reader)",
             &["--no-default-features"][..],
         ),
         (
-            "--no-default-features --features ble (btleplug, no HTTP gateway; Linux BlueZ backend here)",
+            "--no-default-features --features ble (btleplug, no HTTP gateway, no simulator; Linux BlueZ backend here)",
             &["--no-default-features", "--features", "ble"][..],
         ),
     ] {
