@@ -29,6 +29,8 @@ use pos_core::sqlite_store::{SqliteStore, SCHEMA_VERSION};
 use pos_core::store::{Store, StoreError};
 use pos_core::{EngineConfig, PosEngine, PosError};
 
+mod support;
+
 const T0: Timestamp = Timestamp(1_800_000_000_000);
 
 // ---------------------------------------------------------------------------
@@ -1250,51 +1252,9 @@ async fn the_engine_reopens_from_its_snapshot_with_the_same_state() {
     let engine = PosEngine::open_with(config.clone(), Arc::new(clock.clone()), store.clone())
         .await
         .unwrap();
-    engine
-        .set_policy(Policy::shopify_pos(usd()).with_enabled(true))
-        .await
-        .unwrap();
-    engine
-        .sign_in(StaffSession {
-            staff_id: staff(),
-            may_take_offline_payments: true,
-        })
-        .unwrap();
-    engine.report_network(false).await.unwrap();
+    support::go_offline(&engine).await;
     for i in 0..7 {
-        let order = engine
-            .create_order(NewOrder {
-                order_id: Some(format!("order-{i}")),
-                total: cents(1_000 + i),
-                contact: None,
-            })
-            .await
-            .unwrap();
-        let d = engine
-            .begin_card_payment(CardPaymentRequest {
-                order_id: order.id.clone(),
-                payment_id: None,
-                amount: cents(1_000 + i),
-                tip: None,
-                behaviour: OfflineBehaviour::PreferOnline,
-                tender: TenderKind::Card,
-            })
-            .await
-            .unwrap();
-        engine
-            .confirm_card_payment(
-                &d.payment_id,
-                CardRead {
-                    entry_mode: EntryMode::Chip,
-                    network: Network::Visa,
-                    last4: "4242".into(),
-                    fingerprint: Some(format!("fp-{i}")),
-                    reader_model: "Wisepad 3".into(),
-                    sealed_card_data: vec![7; 64],
-                },
-            )
-            .await
-            .unwrap();
+        support::sell_offline(&engine, i, 1_000 + i as i64).await;
         if i == 3 {
             engine.compact_store().await.unwrap();
         }

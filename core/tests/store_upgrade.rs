@@ -12,16 +12,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour};
 use pos_core::clock::{Timestamp, VirtualClock};
 use pos_core::crypto::FileKeyProvider;
-use pos_core::engine::StaffSession;
-use pos_core::ledger::CardRead;
-use pos_core::lifecycle::StaffId;
-use pos_core::money::{Currency, Money};
-use pos_core::policy::{EntryMode, Network, Policy, TenderKind};
 use pos_core::sqlite_store::SqliteStore;
 use pos_core::{EngineConfig, PosEngine};
+
+mod support;
+use support::{go_offline, sell_offline, sign_in_and_lose_the_network};
 
 const T0: Timestamp = Timestamp(1_800_000_000_000);
 
@@ -35,10 +32,6 @@ fn copy_dir(from: &Path, to: &Path) {
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1")
-}
-
-fn usd() -> Currency {
-    Currency::parse("USD").unwrap()
 }
 
 async fn engine_on(dir: &Path, clock: VirtualClock) -> (PosEngine, Arc<SqliteStore>) {
@@ -61,42 +54,6 @@ async fn close(engine: PosEngine, store: Arc<SqliteStore>) {
     store.close().await;
 }
 
-async fn take(engine: &PosEngine, n: usize, cents: i64) {
-    let order = engine
-        .create_order(NewOrder {
-            order_id: Some(format!("order-{n}")),
-            total: Money::new(cents, usd()),
-            contact: None,
-        })
-        .await
-        .unwrap();
-    let d = engine
-        .begin_card_payment(CardPaymentRequest {
-            order_id: order.id.clone(),
-            payment_id: None,
-            amount: Money::new(cents, usd()),
-            tip: None,
-            behaviour: OfflineBehaviour::PreferOnline,
-            tender: TenderKind::Card,
-        })
-        .await
-        .unwrap();
-    engine
-        .confirm_card_payment(
-            &d.payment_id,
-            CardRead {
-                entry_mode: EntryMode::Chip,
-                network: Network::Visa,
-                last4: "4242".into(),
-                fingerprint: Some(format!("fp-{n}")),
-                reader_model: "Wisepad 3".into(),
-                sealed_card_data: vec![n as u8; 48],
-            },
-        )
-        .await
-        .unwrap();
-}
-
 /// Writes `fixtures/store-v1` (run by hand, with the schema-1 library:
 /// `POS_WRITE_V1_FIXTURE=1 cargo test -p pos-core --test store_upgrade`).
 #[tokio::test]
@@ -108,19 +65,9 @@ async fn generate_the_v1_fixture() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let (engine, store) = engine_on(&dir, VirtualClock::new(T0)).await;
-    engine
-        .set_policy(Policy::shopify_pos(usd()).with_enabled(true))
-        .await
-        .unwrap();
-    engine
-        .sign_in(StaffSession {
-            staff_id: StaffId::parse("cashier-1").unwrap(),
-            may_take_offline_payments: true,
-        })
-        .unwrap();
-    engine.report_network(false).await.unwrap();
+    go_offline(&engine).await;
     for (n, cents) in [(1, 1_250), (2, 4_999), (3, 800)] {
-        take(&engine, n, cents).await;
+        sell_offline(&engine, n, cents).await;
     }
     close(engine, store).await;
 }
@@ -168,14 +115,8 @@ async fn a_schema_1_store_is_migrated_in_place_with_its_pending_payments() {
         "the policy came along"
     );
     // The migrated store takes new payments and reopens with all of them.
-    engine
-        .sign_in(StaffSession {
-            staff_id: StaffId::parse("cashier-1").unwrap(),
-            may_take_offline_payments: true,
-        })
-        .unwrap();
-    engine.report_network(false).await.unwrap();
-    take(&engine, 4, 300).await;
+    sign_in_and_lose_the_network(&engine).await;
+    sell_offline(&engine, 4, 300).await;
     close(engine, store).await;
     assert_eq!(
         version(dir.join("pos.db")).await,

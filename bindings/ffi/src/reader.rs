@@ -877,6 +877,16 @@ struct Advertised {
 }
 
 #[cfg(feature = "simulator")]
+impl SimulatedAirspace {
+    fn advertise(&self, device: Advertised) {
+        self.devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(device);
+    }
+}
+
+#[cfg(feature = "simulator")]
 impl std::fmt::Debug for SimulatedAirspace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SimulatedAirspace")
@@ -900,31 +910,25 @@ impl SimulatedAirspace {
         rssi: i16,
         reader: Arc<SimulatedReader>,
     ) {
-        self.devices
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Advertised {
-                id,
-                name: Some(name),
-                rssi,
-                services: vec![pos_reader::uuids::SERVICE.to_owned()],
-                reader: Some(reader),
-            });
+        self.advertise(Advertised {
+            id,
+            name: Some(name),
+            rssi,
+            services: vec![pos_reader::uuids::SERVICE.to_owned()],
+            reader: Some(reader),
+        });
     }
 
     /// Another device (a heart-rate strap, headphones) advertising
     /// `services`: a scan never lists it.
     pub fn advertise_other(&self, id: String, name: String, rssi: i16, services: Vec<String>) {
-        self.devices
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Advertised {
-                id,
-                name: Some(name),
-                rssi,
-                services,
-                reader: None,
-            });
+        self.advertise(Advertised {
+            id,
+            name: Some(name),
+            rssi,
+            services,
+            reader: None,
+        });
     }
 
     /// The readers in range, strongest signal first.

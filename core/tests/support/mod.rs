@@ -1,0 +1,75 @@
+//! Shared by the store tests: an offline sale through the engine.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour};
+use pos_core::engine::StaffSession;
+use pos_core::ledger::CardRead;
+use pos_core::lifecycle::{PaymentId, StaffId};
+use pos_core::money::{Currency, Money};
+use pos_core::policy::{EntryMode, Network, Policy, TenderKind};
+use pos_core::PosEngine;
+
+pub fn usd(cents: i64) -> Money {
+    Money::new(cents, Currency::parse("USD").unwrap())
+}
+
+/// Shopify POS policy enabled, a cashier who may take offline payments
+/// signed in, the network reported down.
+pub async fn go_offline(engine: &PosEngine) {
+    engine
+        .set_policy(Policy::shopify_pos(Currency::parse("USD").unwrap()).with_enabled(true))
+        .await
+        .unwrap();
+    sign_in_and_lose_the_network(engine).await;
+}
+
+/// A cashier who may take offline payments signed in, the network down.
+pub async fn sign_in_and_lose_the_network(engine: &PosEngine) {
+    engine
+        .sign_in(StaffSession {
+            staff_id: StaffId::parse("cashier-1").unwrap(),
+            may_take_offline_payments: true,
+        })
+        .unwrap();
+    engine.report_network(false).await.unwrap();
+}
+
+/// Order `order-<n>` of `cents`, paid whole by a chip Visa card read by a
+/// "Wisepad 3" (offline-capable under Shopify POS).
+pub async fn sell_offline(engine: &PosEngine, n: usize, cents: i64) -> PaymentId {
+    let order = engine
+        .create_order(NewOrder {
+            order_id: Some(format!("order-{n}")),
+            total: usd(cents),
+            contact: None,
+        })
+        .await
+        .unwrap();
+    let d = engine
+        .begin_card_payment(CardPaymentRequest {
+            order_id: order.id.clone(),
+            payment_id: None,
+            amount: usd(cents),
+            tip: None,
+            behaviour: OfflineBehaviour::PreferOnline,
+            tender: TenderKind::Card,
+        })
+        .await
+        .unwrap();
+    engine
+        .confirm_card_payment(
+            &d.payment_id,
+            CardRead {
+                entry_mode: EntryMode::Chip,
+                network: Network::Visa,
+                last4: "4242".into(),
+                fingerprint: Some(format!("fp-{n}")),
+                reader_model: "Wisepad 3".into(),
+                sealed_card_data: vec![n as u8; 48],
+            },
+        )
+        .await
+        .unwrap()
+        .id
+}
