@@ -11,15 +11,17 @@ import org.junit.jupiter.api.Assertions.assertEquals
 import org.junit.jupiter.api.Assertions.assertTrue
 import org.junit.jupiter.api.Test
 
+/** Reader events as they arrive, for the tests of this file. */
+internal class Events : ReaderListener {
+    val queue = LinkedBlockingQueue<ReaderEvent>()
+    override fun onReaderEvent(event: ReaderEvent) { queue.add(event) }
+    fun next(): ReaderEvent = queue.poll(10, java.util.concurrent.TimeUnit.SECONDS) ?: error("no reader event")
+}
+
 /** The simulated reader through the bindings: pair, take a card, lose the radio mid-message, reconnect. */
 class ReaderTest {
     private val readerKey = ByteArray(32) { 7 }
     private val processorKey = ByteArray(32) { (it * 13 + 5).toByte() }
-
-    private class Events : ReaderListener {
-        val queue = LinkedBlockingQueue<ReaderEvent>()
-        override fun onReaderEvent(event: ReaderEvent) { queue.add(event) }
-    }
 
     @Test
     fun `pair and take a card at the smallest MTU`() = runBlocking<Unit> {
@@ -66,12 +68,6 @@ class ReaderTest {
 class ReaderLifecycleTest {
     private val readerKey = ByteArray(32) { 7 }
     private val processorKey = ByteArray(32) { (it * 13 + 5).toByte() }
-
-    private class Events : ReaderListener {
-        val queue = LinkedBlockingQueue<ReaderEvent>()
-        override fun onReaderEvent(event: ReaderEvent) { queue.add(event) }
-        fun next(): ReaderEvent = queue.poll(10, java.util.concurrent.TimeUnit.SECONDS) ?: error("no reader event")
-    }
 
     @Test
     fun `discover readers by signal strength, connect, pair and take a card`() = runBlocking<Unit> {
