@@ -151,6 +151,11 @@ pub(crate) struct Inner {
     pub(crate) state: Mutex<State>,
     /// Serialises every mutating operation across its store write.
     pub(crate) write_lock: tokio::sync::Mutex<()>,
+    /// Held by a commit from its audit check to its ledger update, inside a
+    /// task of its own: a commit whose caller was cancelled (a Kotlin
+    /// coroutine, a Swift task) still finishes, and the next commit waits
+    /// for it and checks against its result.
+    pub(crate) commit_lock: Arc<tokio::sync::Mutex<()>>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) events: Arc<EventBus>,
     pub(crate) forwarding: Forwarding,
@@ -239,6 +244,7 @@ impl PosEngine {
             clock,
             state: Mutex::new(state),
             write_lock: tokio::sync::Mutex::new(()),
+            commit_lock: Arc::new(tokio::sync::Mutex::new(())),
             store,
             events,
             forwarding,
@@ -324,10 +330,28 @@ impl PosEngine {
 
     /// Makes `batch` durable, then applies it in memory. On a store error
     /// nothing changes. The caller holds the write lock.
+    ///
+    /// Runs in a task of its own and cannot be cut in the middle: if the
+    /// caller's future is dropped (a cancelled coroutine or task), the batch
+    /// is still either written and applied in memory, or neither, never
+    /// written and forgotten (which would make the next batch reuse its
+    /// audit number and the store unopenable).
     pub(crate) async fn commit(&self, batch: Vec<Write>) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
+        let engine = self.clone();
+        let lock = Arc::clone(&self.inner.commit_lock);
+        let task = tokio::spawn(async move {
+            let _commit = lock.lock_owned().await;
+            engine.commit_now(batch).await
+        });
+        task.await.map_err(|e| PosError::Internal {
+            reason: format!("a commit task failed: {e}"),
+        })?
+    }
+
+    async fn commit_now(&self, batch: Vec<Write>) -> Result<()> {
         // Refuse before the store, not after it: a record the ledger rejects
         // once durable would also be rejected at every later load, leaving
         // the store unloadable. Only audit entries can be rejected.
@@ -367,6 +391,7 @@ impl PosEngine {
     pub async fn verify_store(&self) -> Result<()> {
         self.check_open()?;
         let _w = self.inner.write_lock.lock().await;
+        let _c = self.inner.commit_lock.lock().await;
         let records = self.inner.store.load().await?;
         let mut replayed = crate::ledger::Ledger::default();
         for w in records {
@@ -389,6 +414,7 @@ impl PosEngine {
     pub async fn compact_store(&self) -> Result<()> {
         self.check_open()?;
         let _w = self.inner.write_lock.lock().await;
+        let _c = self.inner.commit_lock.lock().await;
         let state = self.state().ledger.snapshot_writes();
         match state {
             Some(state) => Ok(self.inner.store.compact(&state).await?),

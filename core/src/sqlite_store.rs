@@ -301,7 +301,11 @@ fn anchor_thread(shared: &(Mutex<AnchorState>, Condvar)) {
         drop(st);
         // The batch is durable already: a failed save leaves the anchor
         // behind the journal, which the next open accepts and catches up.
-        let _ = a.provider.save_anchor(&a.store_id, &a.bytes);
+        // A provider that panics (a foreign callback) must not leave
+        // `busy` set: `close` would wait for ever.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            a.provider.save_anchor(&a.store_id, &a.bytes)
+        }));
         last_save = Some(Instant::now());
         st = lock.lock().unwrap_or_else(|p| p.into_inner());
         st.busy = false;
@@ -318,6 +322,11 @@ struct Writer {
     /// The header exactly as this store last wrote or verified it; the next
     /// write replaces it only if the file still holds these very values.
     meta: Meta,
+    /// The header a commit is writing, until it is known to have landed or
+    /// not. Still set at the next operation when that commit's future was
+    /// dropped half-way (its transaction may still be open on the
+    /// connection): see [`SqliteStore::settle_interrupted`].
+    in_flight: Option<Meta>,
 }
 
 impl fmt::Debug for Writer {
@@ -432,6 +441,7 @@ impl SqliteStore {
                     writer: tokio::sync::Mutex::new(Writer {
                         conn: Some(conn),
                         meta: p.meta,
+                        in_flight: None,
                     }),
                     readers,
                     registration: Mutex::new(Some(registration)),
@@ -464,6 +474,10 @@ impl SqliteStore {
         self.anchors.flush();
         // Readers first: the writer, closing last, checkpoints the log into
         // the file and removes it (a read-only connection cannot).
+        {
+            let mut w = self.writer.lock().await;
+            self.settle_interrupted(&mut w).await;
+        }
         self.readers.close().await;
         let conn = self.writer.lock().await.conn.take();
         if let Some(c) = conn {
@@ -478,6 +492,7 @@ impl SqliteStore {
     /// The journal mode and `synchronous` level of the writer connection.
     pub async fn durability(&self) -> Result<Durability, StoreError> {
         let mut w = self.writer.lock().await;
+        self.settle_interrupted(&mut w).await;
         let conn = w.conn.as_mut().ok_or_else(closed)?;
         let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode")
             .fetch_one(&mut *conn)
@@ -499,6 +514,7 @@ impl SqliteStore {
     /// current size. For quotas, and to test a full disk.
     pub async fn set_size_limit(&self, max_bytes: Option<u64>) -> Result<(), StoreError> {
         let mut w = self.writer.lock().await;
+        self.settle_interrupted(&mut w).await;
         let conn = w.conn.as_mut().ok_or_else(closed)?;
         let pages = match max_bytes {
             None => NO_SIZE_LIMIT_PAGES,
@@ -532,6 +548,7 @@ impl SqliteStore {
             .wrap(&kek, &wrap_aad(&self.store_id, kek.id()))
             .map_err(crypto_failure)?;
         let mut w = self.writer.lock().await;
+        self.settle_interrupted(&mut w).await;
         let anchored = if new_provider.keeps_anchors() {
             let anchor = encode_anchor(
                 &self.keys,
@@ -573,6 +590,7 @@ impl SqliteStore {
         }
         self.opened.lock().unwrap_or_else(|p| p.into_inner()).take();
         let mut w = self.writer.lock().await;
+        self.settle_interrupted(&mut w).await;
         let mut rows = Vec::with_capacity(batch.len());
         let mut seq = w.meta.head_seq;
         let mut prev = w.meta.head_mac;
@@ -588,22 +606,26 @@ impl SqliteStore {
         meta.head_seq = seq;
         meta.head_mac = prev;
         meta.meta_mac = header_mac(&self.keys, &meta).to_vec();
+        w.in_flight = Some(meta.clone());
         let Writer {
             conn,
             meta: current,
+            ..
         } = &mut *w;
         let conn = conn.as_mut().ok_or_else(closed)?;
         if let Err(e) = insert_rows(conn, &rows, current, &meta).await {
             // The transaction was rolled back and the head in memory is
             // unchanged. Should SQLite have committed all the same (an
-            // ambiguous commit error), follow the header it wrote.
-            if let Ok(m) = read_meta(conn).await {
-                if header_verifies(&self.keys, &m) && m.head_seq == seq && m.head_mac == prev {
-                    *current = m;
-                }
+            // ambiguous commit error), the batch is durable: follow the
+            // header it wrote, as read by another connection (which sees
+            // committed data only), and say so.
+            if !self.committed(&meta).await {
+                // `in_flight` stays set: the next operation rolls back
+                // whatever may still be open and checks again.
+                return Err(e);
             }
-            return Err(e);
         }
+        w.in_flight = None;
         let anchored = meta.anchored;
         w.meta = meta;
         drop(w);
@@ -620,10 +642,45 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Whether the file's committed header is `next` (read through a
+    /// reader connection, which never sees an open transaction).
+    async fn committed(&self, next: &Meta) -> bool {
+        let Ok(mut c) = self.readers.acquire().await else {
+            return false;
+        };
+        match read_meta(&mut c).await {
+            Ok(m) => {
+                header_verifies(&self.keys, &m)
+                    && m.head_seq == next.head_seq
+                    && m.meta_mac == next.meta_mac
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Before any use of the writer: a commit whose future was dropped
+    /// half-way may have left its transaction open on the connection (sqlx
+    /// stops a query whose caller is gone) or may have committed. Roll back
+    /// whatever is open, then follow the header the file holds if it is
+    /// that commit's; otherwise the head is unchanged.
+    async fn settle_interrupted(&self, w: &mut Writer) {
+        let Some(next) = w.in_flight.take() else {
+            return;
+        };
+        if let Some(conn) = w.conn.as_mut() {
+            // "No transaction is active" when nothing was left open.
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        }
+        if self.committed(&next).await {
+            w.meta = next;
+        }
+    }
+
     /// Seals `state` as the snapshot at the current head (see the module
     /// docs), replacing the previous one.
     async fn write_snapshot(&self, state: &[Write]) -> Result<(), StoreError> {
         let mut w = self.writer.lock().await;
+        self.settle_interrupted(&mut w).await;
         let (upto_seq, upto_mac) = (w.meta.head_seq, w.meta.head_mac);
         let aad = snapshot_aad(
             &self.store_id,
@@ -850,6 +907,8 @@ async fn prepare(
     // compared then (the chain up to the snapshot was verified when the
     // snapshot was written; `load` verifies it again).
     let mac_at = match (&anchor, &snapshot) {
+        // Anchored when the store was created, never since.
+        (Some(a), Some(_)) if a.seq == 0 => Some(genesis_mac(&keys, &meta.store_id)),
         (Some(a), Some(s)) if a.seq < s.upto_seq => stored_mac(conn, a.seq).await?,
         _ => v.mac_at,
     };
@@ -1650,7 +1709,9 @@ async fn read_snapshot(
     }
     let parsed = postcard::from_bytes::<Vec<Write>>(&body);
     wipe(&mut body);
-    let writes = parsed.map_err(|_| corrupt("the snapshot cannot be decoded"))?;
+    // Authentic but not decodable by this build's types (a type changed
+    // without a schema bump): not used; the journal is replayed instead.
+    let Ok(writes) = parsed else { return Ok(None) };
     Ok(Some(Snapshot {
         upto_seq,
         upto_mac: fixed(&upto_mac, "snapshot position")?,

@@ -1357,3 +1357,79 @@ async fn a_large_batch_commits_whole_or_not_at_all() {
     s.close().await;
     rig.finish();
 }
+
+/// Keeps the anchor it was given when the store was created, then fails to
+/// save any other (a keystore that stays locked in the background).
+#[derive(Debug)]
+struct FirstAnchorOnly {
+    inner: FileKeyProvider,
+    saved_once: AtomicBool,
+}
+
+impl KeyProvider for FirstAnchorOnly {
+    fn key_encryption_key(&self) -> Result<Kek, KeyError> {
+        self.inner.key_encryption_key()
+    }
+    fn keeps_anchors(&self) -> bool {
+        true
+    }
+    fn save_anchor(&self, store_id: &str, anchor: &[u8]) -> Result<(), KeyError> {
+        if self.saved_once.swap(true, Ordering::SeqCst) {
+            return Err(KeyError::Unavailable);
+        }
+        self.inner.save_anchor(store_id, anchor)
+    }
+    fn load_anchor(&self, store_id: &str) -> Result<Option<Vec<u8>>, KeyError> {
+        self.inner.load_anchor(store_id)
+    }
+}
+
+/// An anchor left at the store's creation (record 0) with a snapshot after
+/// it: behind, not a rollback.
+#[tokio::test]
+async fn an_anchor_from_creation_before_a_snapshot_is_behind_not_a_rollback() {
+    let dir = temp_dir("anchor-zero");
+    let provider = Arc::new(FirstAnchorOnly {
+        inner: FileKeyProvider::open_or_create(dir.join("kek")).unwrap(),
+        saved_once: AtomicBool::new(false),
+    });
+    let db = dir.join("store.db");
+    let s = SqliteStore::open(&db, provider.clone()).await.unwrap();
+    s.apply(&[audit(1), audit(2)]).await.unwrap();
+    let state = rebuild(s.load().await.unwrap()).snapshot_writes().unwrap();
+    s.compact(&state).await.unwrap();
+    s.apply(&[audit(3)]).await.unwrap();
+    s.close().await;
+    let s = SqliteStore::open(&db, provider)
+        .await
+        .expect("opens: the anchor is only behind");
+    assert_eq!(s.load().await.unwrap().len(), 3);
+    s.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A write whose caller gives up at once (its future dropped at the first
+/// await, while sqlx's SQLite thread runs the transaction): whether it
+/// landed or not, the store stays whole and the next writes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_dropped_half_way_leaves_no_transaction_open() {
+    let rig = Rig::new("dropped").await;
+    let s = rig.open().await.unwrap();
+    for n in 0..20u64 {
+        let batch: Vec<Write> = (0..3).map(|k| audit(100 + n * 3 + k)).collect();
+        let _ = tokio::time::timeout(std::time::Duration::ZERO, s.apply(&batch)).await;
+        // The next write settles the dropped one first.
+        s.apply(&[audit(1_000 + n)]).await.unwrap();
+    }
+    let records = s.load().await.unwrap().len();
+    assert!((6 + 20..=6 + 20 * 4).contains(&records), "{records}");
+    s.close().await;
+    let s = rig.open().await.unwrap();
+    assert_eq!(
+        s.load().await.unwrap().len(),
+        records,
+        "reopens with the same records"
+    );
+    s.close().await;
+    rig.finish();
+}
