@@ -4,7 +4,7 @@
 //! Owns the file format, the migrations, the MAC chain and the open-time
 //! checks. The key hierarchy and the primitives are in [`crate::crypto`].
 //!
-//! # File format (schema 1)
+//! # File format (schema 2)
 //!
 //! - `PRAGMA user_version` is the schema version. Migrations are numbered
 //!   ([`MIGRATIONS`]`[n-1]` brings version `n-1` to `n`), each in its own
@@ -383,7 +383,9 @@ impl SqliteStore {
     /// checks, in order: that it is a store of a version this library reads
     /// ([`StoreError::Corrupt`], [`StoreError::NewerSchema`]), that the key is
     /// available ([`StoreError::Locked`]) and right ([`StoreError::WrongKey`]),
-    /// that the header and every record verify and decrypt
+    /// that the header, the snapshot if any, and every record after it
+    /// verify and decrypt (the records before the snapshot: the first one
+    /// and the snapshot's own; all of them with [`Store::load`])
     /// ([`StoreError::Tampered`]), and that the journal is not older than the
     /// provider's anchor ([`StoreError::RolledBack`]). A store that fails to
     /// open is left as it is: never deleted, repaired or migrated past what
