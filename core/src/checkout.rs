@@ -656,7 +656,7 @@ impl PosEngine {
             settings.clock_floor = now;
             let mut batch = vec![
                 settings.session_write(),
-                Write::Payment(payment.clone()),
+                Write::Payment(Box::new(payment.clone())),
                 Write::Order(order.clone()),
             ];
             let kind = AuditKind::OfflinePaymentTaken {
@@ -771,7 +771,10 @@ impl PosEngine {
                 },
                 online: true,
             };
-            (vec![Write::Payment(payment), Write::Order(order)], request)
+            (
+                vec![Write::Payment(Box::new(payment)), Write::Order(order)],
+                request,
+            )
         };
         self.commit(batch).await?;
         self.state().begun.remove(&id);
@@ -956,7 +959,7 @@ impl PosEngine {
                     amount: p.amount,
                     maybe_received,
                 };
-                batch.push(Write::Payment(p.clone()));
+                batch.push(Write::Payment(Box::new(p.clone())));
                 batch.push(Self::audit(&s, &batch, now, None, kind));
                 expired.push(p);
             }

@@ -294,7 +294,7 @@ impl PosEngine {
                     error: ForwardErrorKind::NoAnswer,
                 },
             };
-            batch.push(Write::Payment(p));
+            batch.push(Write::Payment(Box::new(p)));
             batch.push(Write::Audit(AuditEntry {
                 seq,
                 at: now,
@@ -557,7 +557,7 @@ impl PosEngine {
                     summary,
                 },
             );
-            vec![Write::Settings(settings), audit]
+            vec![Write::Settings(Box::new(settings)), audit]
         };
         self.commit(batch).await
     }

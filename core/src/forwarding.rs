@@ -479,7 +479,7 @@ impl PosEngine {
                     let mut p = p.clone();
                     p.state = next;
                     started.push((self.request_for(&p, attempt), attempt));
-                    batch.push(Write::Payment(p));
+                    batch.push(Write::Payment(Box::new(p)));
                 }
             }
             (batch, effects, started)
@@ -614,7 +614,7 @@ impl PosEngine {
             other => other.attempts().unwrap_or(0),
         };
         p.state = next;
-        batch.push(Write::Payment(p.clone()));
+        batch.push(Write::Payment(Box::new(p.clone())));
         let outcome = match &event {
             PaymentEvent::Approved { processor_ref } => Some(ForwardOutcome::Approved {
                 processor_ref: processor_ref.clone(),

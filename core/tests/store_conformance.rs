@@ -171,7 +171,7 @@ fn order(id: &str, email: &str) -> Write {
 }
 
 fn payment(id: &str, order: &str, state: PaymentState, sealed_len: usize) -> Write {
-    Write::Payment(OfflinePayment {
+    Write::Payment(Box::new(OfflinePayment {
         id: PaymentId::parse(id).unwrap(),
         order_id: OrderId::parse(order).unwrap(),
         amount: cents(4_200),
@@ -190,7 +190,7 @@ fn payment(id: &str, order: &str, state: PaymentState, sealed_len: usize) -> Wri
         session_started_at: T0,
         state,
         online: false,
-    })
+    }))
 }
 
 fn receipt(id: u64) -> Write {
@@ -214,11 +214,11 @@ fn audit(seq: u64) -> Write {
 }
 
 fn settings(enabled: bool) -> Write {
-    Write::Settings(Settings {
+    Write::Settings(Box::new(Settings {
         policy: Policy::shopify_pos(usd()).with_enabled(enabled),
         session: None,
         clock_floor: T0,
-    })
+    }))
 }
 
 fn every_kind() -> Vec<Write> {

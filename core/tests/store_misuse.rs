@@ -71,7 +71,7 @@ fn audit(seq: u64) -> Write {
 }
 
 fn payment(id: &str, pan: &str) -> Write {
-    Write::Payment(OfflinePayment {
+    Write::Payment(Box::new(OfflinePayment {
         id: PaymentId::parse(id).unwrap(),
         order_id: OrderId::parse("order-1").unwrap(),
         amount: cents(1_000),
@@ -90,7 +90,7 @@ fn payment(id: &str, pan: &str) -> Write {
         session_started_at: T0,
         state: PaymentState::Pending,
         online: false,
-    })
+    }))
 }
 
 /// A directory with a key file and a store of six records in three batches.
@@ -1029,7 +1029,7 @@ async fn nothing_sensitive_is_stored_in_clear() {
     let payments: Vec<&OfflinePayment> = records
         .iter()
         .filter_map(|w| match w {
-            Write::Payment(p) => Some(p),
+            Write::Payment(p) => Some(&**p),
             _ => None,
         })
         .collect();
