@@ -263,7 +263,7 @@ impl PosEngine {
             Some(s) => OrderId::parse(s).map_err(invalid)?,
             None => OrderId::from_random(new_id_bytes()?),
         };
-        let _w = self.inner.write_lock.lock().await;
+        let _w = self.write_lock().await;
         let now = self.now();
         let order = {
             let s = self.state();
@@ -306,7 +306,7 @@ impl PosEngine {
     pub async fn add_cash(&self, order_id: &OrderId, amount: Money) -> Result<OrderView> {
         self.check_open()?;
         let amount = Money::positive(amount.minor_units(), amount.currency())?;
-        let _w = self.inner.write_lock.lock().await;
+        let _w = self.write_lock().await;
         let order = {
             let s = self.state();
             let mut o = s
@@ -362,7 +362,7 @@ impl PosEngine {
             Some(k) => PaymentId::parse(k).map_err(invalid)?,
             None => PaymentId::from_random(new_id_bytes()?),
         };
-        let _w = self.inner.write_lock.lock().await;
+        let _w = self.write_lock().await;
         let now = self.now();
         let mut s = self.state();
         if s.ledger.payments.contains_key(&id) {
@@ -564,7 +564,7 @@ impl PosEngine {
     ) -> Result<PaymentView> {
         self.check_open()?;
         card.validate().map_err(invalid)?;
-        let w = self.inner.write_lock.lock().await;
+        let w = self.write_lock().await;
         let now = self.now();
         let (begun, decided_now) = {
             let mut s = self.state();
@@ -794,7 +794,7 @@ impl PosEngine {
     /// (a confirmation won the race): a stored payment is never cancelled here.
     pub async fn cancel_card_payment(&self, payment_id: &PaymentId) -> Result<()> {
         self.check_open()?;
-        let _w = self.inner.write_lock.lock().await;
+        let _w = self.write_lock().await;
         let mut s = self.state();
         if s.ledger.payments.contains_key(payment_id) {
             return Err(PosError::duplicate(payment_id));
@@ -830,7 +830,7 @@ impl PosEngine {
         channel: ReceiptChannel,
     ) -> Result<u64> {
         self.check_open()?;
-        let _w = self.inner.write_lock.lock().await;
+        let _w = self.write_lock().await;
         let now = self.now();
         let (id, request) = {
             let s = self.state();
@@ -862,7 +862,7 @@ impl PosEngine {
     /// Records a delivery attempt of a queued receipt.
     pub async fn record_receipt(&self, id: u64, event: ReceiptEvent) -> Result<()> {
         self.check_open()?;
-        let _w = self.inner.write_lock.lock().await;
+        let _w = self.write_lock().await;
         let now = self.now();
         let mut request = self
             .state()
@@ -925,7 +925,7 @@ impl PosEngine {
     /// session's warnings (B4). Call it on a timer (the forwarding engine does).
     pub async fn tick(&self) -> Result<TickReport> {
         self.check_open()?;
-        let _w = self.inner.write_lock.lock().await;
+        let _w = self.write_lock().await;
         let now = self.now();
         let (batch, expired, warnings) = {
             let s = self.state();

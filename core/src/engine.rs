@@ -328,38 +328,60 @@ impl PosEngine {
         self.inner.clock.now()
     }
 
+    /// Takes the write lock, once any commit cut off by a cancelled caller
+    /// has finished (so what the caller reads next includes it).
+    pub(crate) async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        let guard = self.inner.write_lock.lock().await;
+        drop(self.inner.commit_lock.lock().await);
+        guard
+    }
+
     /// Makes `batch` durable, then applies it in memory. On a store error
     /// nothing changes. The caller holds the write lock.
     ///
-    /// Runs in a task of its own and cannot be cut in the middle: if the
-    /// caller's future is dropped (a cancelled coroutine or task), the batch
-    /// is still either written and applied in memory, or neither, never
-    /// written and forgotten (which would make the next batch reuse its
-    /// audit number and the store unopenable).
+    /// Cannot be cut in the middle: if the caller's future is dropped (a
+    /// cancelled coroutine or task) while the store is writing, the rest of
+    /// the commit (the store's answer, then the memory update) goes on in a
+    /// task of its own, holding the commit lock that every next write waits
+    /// for; the batch is never written and forgotten (which would make the
+    /// next batch reuse its audit number and the store unopenable). When the
+    /// caller is not cancelled, nothing is spawned.
     pub(crate) async fn commit(&self, batch: Vec<Write>) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        let engine = self.clone();
-        let lock = Arc::clone(&self.inner.commit_lock);
-        let task = tokio::spawn(async move {
-            let _commit = lock.lock_owned().await;
-            engine.commit_now(batch).await
-        });
-        task.await.map_err(|e| PosError::Internal {
-            reason: format!("a commit task failed: {e}"),
-        })?
-    }
-
-    async fn commit_now(&self, batch: Vec<Write>) -> Result<()> {
+        let permit = Arc::clone(&self.inner.commit_lock).lock_owned().await;
         // Refuse before the store, not after it: a record the ledger rejects
         // once durable would also be rejected at every later load, leaving
         // the store unloadable. Only audit entries can be rejected.
         self.check_audit_entries(&batch)?;
-        self.inner.store.apply(&batch).await?;
+        let batch = Arc::new(batch);
+        let store = Arc::clone(&self.inner.store);
+        let written = Arc::clone(&batch);
+        let mut finish = FinishOnDrop {
+            write: Some(Box::pin(async move { store.apply(&written).await })),
+            engine: self.clone(),
+            batch: Arc::clone(&batch),
+            permit: Some(permit),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let result = match finish.write.as_mut() {
+            Some(write) => write.await,
+            None => Ok(()),
+        };
+        // Done here: nothing is left for the drop guard.
+        finish.write = None;
+        let _permit = finish.permit.take();
+        result?;
+        self.after_write(&batch).await
+    }
+
+    /// The memory side of a commit whose batch is durable, and a snapshot
+    /// when one is due.
+    async fn after_write(&self, batch: &[Write]) -> Result<()> {
         let snapshot = {
             let mut s = self.state();
-            for w in batch {
+            for w in batch.iter().cloned() {
                 s.ledger.apply(w).map_err(|e| PosError::Internal {
                     reason: e.to_string(),
                 })?;
@@ -390,7 +412,7 @@ impl PosEngine {
     /// `PosError::StoreIntegrity` (nothing is changed or repaired).
     pub async fn verify_store(&self) -> Result<()> {
         self.check_open()?;
-        let _w = self.inner.write_lock.lock().await;
+        let _w = self.write_lock().await;
         let _c = self.inner.commit_lock.lock().await;
         let records = self.inner.store.load().await?;
         let mut replayed = crate::ledger::Ledger::default();
@@ -413,7 +435,7 @@ impl PosEngine {
     /// records). For example before the app goes to the background.
     pub async fn compact_store(&self) -> Result<()> {
         self.check_open()?;
-        let _w = self.inner.write_lock.lock().await;
+        let _w = self.write_lock().await;
         let _c = self.inner.commit_lock.lock().await;
         let state = self.state().ledger.snapshot_writes();
         match state {
@@ -531,7 +553,7 @@ impl PosEngine {
         policy.validate().map_err(|e| PosError::InvalidPolicy {
             reason: e.to_string(),
         })?;
-        let _w = self.inner.write_lock.lock().await;
+        let _w = self.write_lock().await;
         let now = self.now();
         let batch = {
             let s = self.state();
@@ -596,7 +618,7 @@ impl PosEngine {
         override_: Option<ActionOverride>,
     ) -> Result<GuardOutcome> {
         self.check_open()?;
-        let _w = self.inner.write_lock.lock().await;
+        let _w = self.write_lock().await;
         let exposure = self.exposure()?;
         let policy = self.state().settings().policy;
         let outcome = check_guarded_action(&policy, action, &exposure, override_.as_ref())
@@ -659,7 +681,7 @@ impl PosEngine {
                 reason: "serial, model and firmware must be 1-64 printable ASCII characters".into(),
             });
         }
-        let _w = self.inner.write_lock.lock().await;
+        let _w = self.write_lock().await;
         let now = self.now();
         {
             let s = self.state();
@@ -683,7 +705,7 @@ impl PosEngine {
     /// Forgets a reader: it must be paired again, online.
     pub async fn forget_reader(&self, serial: &str) -> Result<()> {
         self.check_open()?;
-        let _w = self.inner.write_lock.lock().await;
+        let _w = self.write_lock().await;
         if !self.state().ledger.readers.contains_key(serial) {
             return Err(PosError::NotFound {
                 what: "reader".into(),
@@ -733,7 +755,7 @@ impl PosEngine {
 
     async fn connectivity_input(&self, input: ConnectivityInput) -> Result<ConnectivityState> {
         self.check_open()?;
-        let _w = self.inner.write_lock.lock().await;
+        let _w = self.write_lock().await;
         let now = self.now();
         // The machine is in memory only (connectivity is re-learnt at each
         // start); work on a copy so a failed write of the session changes nothing.
@@ -863,6 +885,34 @@ impl PosEngine {
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Acquire)
+    }
+}
+
+/// The rest of a commit whose caller went away while the store was
+/// writing: see [`PosEngine::commit`].
+struct FinishOnDrop {
+    write:
+        Option<crate::store::BoxFuture<'static, std::result::Result<(), crate::store::StoreError>>>,
+    engine: PosEngine,
+    batch: Arc<Vec<Write>>,
+    permit: Option<tokio::sync::OwnedMutexGuard<()>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        let (Some(write), Some(permit)) = (self.write.take(), self.permit.take()) else {
+            return;
+        };
+        let engine = self.engine.clone();
+        let batch = Arc::clone(&self.batch);
+        // A Handle spawns from any thread (the foreign one that dropped us).
+        self.runtime.spawn(async move {
+            let _permit = permit;
+            if write.await.is_ok() {
+                let _ = engine.after_write(&batch).await;
+            }
+        });
     }
 }
 

@@ -450,7 +450,7 @@ impl PosEngine {
         if steps.is_empty() && limit == 0 {
             return Ok((Vec::new(), Vec::new()));
         }
-        let _w = self.inner.write_lock.lock().await;
+        let _w = self.write_lock().await;
         let now = self.now();
         let (batch, effects, started) = {
             let s = self.state();
@@ -551,7 +551,7 @@ impl PosEngine {
         id: &PaymentId,
         event: PaymentEvent,
     ) -> Result<OfflinePayment> {
-        let _w = self.inner.write_lock.lock().await;
+        let _w = self.write_lock().await;
         let now = self.now();
         let (batch, effects) = {
             let s = self.state();
