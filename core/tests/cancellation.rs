@@ -7,10 +7,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour};
 use pos_core::clock::{Timestamp, VirtualClock};
-use pos_core::ledger::{CardRead, Write};
-use pos_core::policy::{EntryMode, Network, TenderKind};
+use pos_core::ledger::Write;
 use pos_core::store::{BoxFuture, MemoryStore, Store, StoreError};
 use pos_core::{EngineConfig, PosEngine};
 use tokio::sync::{mpsc, Notify};
@@ -62,39 +60,12 @@ async fn a_capture_cancelled_after_its_write_still_reaches_memory() {
         .unwrap();
     support::go_offline(&engine).await;
     support::sell_offline(&engine, 1, 1_000).await;
-    let order = engine
-        .create_order(NewOrder {
-            order_id: Some("order-2".into()),
-            total: support::usd(2_000),
-            contact: None,
-        })
-        .await
-        .unwrap();
-    let d = engine
-        .begin_card_payment(CardPaymentRequest {
-            order_id: order.id.clone(),
-            payment_id: None,
-            amount: support::usd(2_000),
-            tip: None,
-            behaviour: OfflineBehaviour::PreferOnline,
-            tender: TenderKind::Card,
-        })
-        .await
-        .unwrap();
+    let id = support::begin_sale(&engine, 2, 2_000).await;
     // The capture's batch is durable, and its caller gives up right then.
     store.hold.store(true, Ordering::SeqCst);
     let e = engine.clone();
-    let caller = tokio::spawn(async move {
-        let card = CardRead {
-            entry_mode: EntryMode::Chip,
-            network: Network::Visa,
-            last4: "4242".into(),
-            fingerprint: Some("fp-2".into()),
-            reader_model: "Wisepad 3".into(),
-            sealed_card_data: vec![2; 48],
-        };
-        e.confirm_card_payment(&d.payment_id, card).await
-    });
+    let caller =
+        tokio::spawn(async move { e.confirm_card_payment(&id, support::chip_card(2)).await });
     on_written.recv().await.unwrap();
     caller.abort();
     assert!(caller.await.unwrap_err().is_cancelled());

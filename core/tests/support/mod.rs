@@ -35,9 +35,9 @@ pub async fn sign_in_and_lose_the_network(engine: &PosEngine) {
     engine.report_network(false).await.unwrap();
 }
 
-/// Order `order-<n>` of `cents`, paid whole by a chip Visa card read by a
-/// "Wisepad 3" (offline-capable under Shopify POS).
-pub async fn sell_offline(engine: &PosEngine, n: usize, cents: i64) -> PaymentId {
+/// Order `order-<n>` of `cents`, and its card payment begun (the whole
+/// order): the id to confirm.
+pub async fn begin_sale(engine: &PosEngine, n: usize, cents: i64) -> PaymentId {
     let order = engine
         .create_order(NewOrder {
             order_id: Some(format!("order-{n}")),
@@ -46,7 +46,7 @@ pub async fn sell_offline(engine: &PosEngine, n: usize, cents: i64) -> PaymentId
         })
         .await
         .unwrap();
-    let d = engine
+    engine
         .begin_card_payment(CardPaymentRequest {
             order_id: order.id.clone(),
             payment_id: None,
@@ -56,19 +56,28 @@ pub async fn sell_offline(engine: &PosEngine, n: usize, cents: i64) -> PaymentId
             tender: TenderKind::Card,
         })
         .await
-        .unwrap();
+        .unwrap()
+        .payment_id
+}
+
+/// A chip Visa card read by a "Wisepad 3" (offline-capable under Shopify
+/// POS), its fingerprint and sealed data told apart by `n`.
+pub fn chip_card(n: usize) -> CardRead {
+    CardRead {
+        entry_mode: EntryMode::Chip,
+        network: Network::Visa,
+        last4: "4242".into(),
+        fingerprint: Some(format!("fp-{n}")),
+        reader_model: "Wisepad 3".into(),
+        sealed_card_data: vec![n as u8; 48],
+    }
+}
+
+/// Order `order-<n>` of `cents`, paid whole by [`chip_card`]`(n)`.
+pub async fn sell_offline(engine: &PosEngine, n: usize, cents: i64) -> PaymentId {
+    let id = begin_sale(engine, n, cents).await;
     engine
-        .confirm_card_payment(
-            &d.payment_id,
-            CardRead {
-                entry_mode: EntryMode::Chip,
-                network: Network::Visa,
-                last4: "4242".into(),
-                fingerprint: Some(format!("fp-{n}")),
-                reader_model: "Wisepad 3".into(),
-                sealed_card_data: vec![n as u8; 48],
-            },
-        )
+        .confirm_card_payment(&id, chip_card(n))
         .await
         .unwrap()
         .id
