@@ -651,11 +651,12 @@ impl PosEngine {
                 state: PaymentState::Pending,
                 online: false,
             };
-            let mut settings = s.settings();
-            settings.session = Some(session);
-            settings.clock_floor = now;
+            // The session and the clock floor only: the policy is unchanged.
             let mut batch = vec![
-                settings.session_write(),
+                Write::Session {
+                    session: Some(session),
+                    clock_floor: now,
+                },
                 Write::Payment(Box::new(payment.clone())),
                 Write::Order(order.clone()),
             ];

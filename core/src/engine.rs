@@ -151,10 +151,10 @@ pub(crate) struct Inner {
     pub(crate) state: Mutex<State>,
     /// Serialises every mutating operation across its store write.
     pub(crate) write_lock: tokio::sync::Mutex<()>,
-    /// Held by a commit from its audit check to its ledger update, inside a
-    /// task of its own: a commit whose caller was cancelled (a Kotlin
-    /// coroutine, a Swift task) still finishes, and the next commit waits
-    /// for it and checks against its result.
+    /// Held by a commit from its audit check to its memory update. When the
+    /// commit's caller is cancelled mid-write (a Kotlin coroutine, a Swift
+    /// task), the task that finishes the commit holds it; every write lock
+    /// waits for it ([`PosEngine::write_lock`]).
     pub(crate) commit_lock: Arc<tokio::sync::Mutex<()>>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) events: Arc<EventBus>,
@@ -369,19 +369,23 @@ impl PosEngine {
             Some(write) => write.await,
             None => Ok(()),
         };
-        // Done here: nothing is left for the drop guard.
+        // Done here: nothing is left for the drop guard (the write future
+        // and its share of the batch go with it).
         finish.write = None;
         let _permit = finish.permit.take();
+        drop(finish);
         result?;
-        self.after_write(&batch).await
+        self.after_write(batch).await
     }
 
     /// The memory side of a commit whose batch is durable, and a snapshot
-    /// when one is due.
-    async fn after_write(&self, batch: &[Write]) -> Result<()> {
+    /// when one is due. The batch is moved into the ledger when no one else
+    /// holds it (always, once the store's write is over).
+    async fn after_write(&self, batch: Arc<Vec<Write>>) -> Result<()> {
+        let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone());
         let snapshot = {
             let mut s = self.state();
-            for w in batch.iter().cloned() {
+            for w in batch {
                 s.ledger.apply(w).map_err(|e| PosError::Internal {
                     reason: e.to_string(),
                 })?;
@@ -412,8 +416,8 @@ impl PosEngine {
     /// `PosError::StoreIntegrity` (nothing is changed or repaired).
     pub async fn verify_store(&self) -> Result<()> {
         self.check_open()?;
+        // The write lock also waits for a commit cut off by a cancellation.
         let _w = self.write_lock().await;
-        let _c = self.inner.commit_lock.lock().await;
         let records = self.inner.store.load().await?;
         let mut replayed = crate::ledger::Ledger::default();
         for w in records {
@@ -436,7 +440,6 @@ impl PosEngine {
     pub async fn compact_store(&self) -> Result<()> {
         self.check_open()?;
         let _w = self.write_lock().await;
-        let _c = self.inner.commit_lock.lock().await;
         let state = self.state().ledger.snapshot_writes();
         match state {
             Some(state) => Ok(self.inner.store.compact(&state).await?),
@@ -910,7 +913,7 @@ impl Drop for FinishOnDrop {
         self.runtime.spawn(async move {
             let _permit = permit;
             if write.await.is_ok() {
-                let _ = engine.after_write(&batch).await;
+                let _ = engine.after_write(batch).await;
             }
         });
     }

@@ -472,16 +472,17 @@ impl SqliteStore {
     /// Closes every connection (the WAL is checkpointed into the file).
     /// Later operations fail with [`StoreError::Io`]. Idempotent.
     pub async fn close(&self) {
-        // The last head's anchor is saved before the store says it closed.
+        // No write after this: the writer is taken (a write cut off earlier
+        // is settled first), then the last head's anchor is saved.
+        let conn = {
+            let mut w = self.writer.lock().await;
+            self.settle_interrupted(&mut w).await;
+            w.conn.take()
+        };
         self.anchors.flush();
         // Readers first: the writer, closing last, checkpoints the log into
         // the file and removes it (a read-only connection cannot).
-        {
-            let mut w = self.writer.lock().await;
-            self.settle_interrupted(&mut w).await;
-        }
         self.readers.close().await;
-        let conn = self.writer.lock().await.conn.take();
         if let Some(c) = conn {
             let _ = c.close().await;
         }
@@ -543,7 +544,6 @@ impl SqliteStore {
     /// rewritten. Atomic: on failure the old key still opens the store. The
     /// old key may be destroyed once this returns.
     pub async fn rekey(&self, new_provider: Arc<dyn KeyProvider>) -> Result<(), StoreError> {
-        self.anchors.flush();
         let kek = new_provider.key_encryption_key().map_err(key_error)?;
         let wrapped = self
             .data_key
@@ -712,7 +712,7 @@ impl SqliteStore {
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
-        drop(w);
+        // Reset while the writer is held: no commit is counted before it.
         self.since_snapshot
             .store(0, std::sync::atomic::Ordering::Relaxed);
         Ok(())
@@ -1462,20 +1462,15 @@ async fn insert_rows(
         .bind(i64::from(current.anchored))
         .bind(&current.meta_mac[..]);
     for r in rows {
-        {
-            q = q
-                .bind(
-                    i64::try_from(r.seq)
-                        .map_err(|_| StoreError::Io("the journal is full".into()))?,
-                )
-                .bind(r.kind)
-                .bind(&r.record_key[..])
-                .bind(i64::from(SCHEMA_VERSION))
-                .bind(&next.key_id[..])
-                .bind(&r.nonce[..])
-                .bind(&r.ciphertext[..])
-                .bind(&r.mac[..]);
-        }
+        q = q
+            .bind(i64::try_from(r.seq).map_err(|_| StoreError::Io("the journal is full".into()))?)
+            .bind(r.kind)
+            .bind(&r.record_key[..])
+            .bind(i64::from(SCHEMA_VERSION))
+            .bind(&next.key_id[..])
+            .bind(&r.nonce[..])
+            .bind(&r.ciphertext[..])
+            .bind(&r.mac[..]);
     }
     match q.fetch_all(&mut *conn).await {
         Ok(found) => {
