@@ -387,6 +387,9 @@ pub struct CardReader {
     listener: Arc<dyn ReaderListener>,
     /// The radio automatic reconnection brings back.
     radio: Option<Radio>,
+    /// A vendor reader, reachable by `cancel` while `takeCard` holds the
+    /// client.
+    vendor: Option<Arc<dyn VendorCardReader>>,
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -417,10 +420,15 @@ impl CardReader {
             Client::Ble(_, t) => Some(Radio::Ble(Arc::clone(t))),
             _ => None,
         };
+        let vendor = match &client {
+            Client::Vendor(v) => Some(Arc::clone(v)),
+            _ => None,
+        };
         Arc::new(CardReader {
             client: tokio::sync::Mutex::new(client),
             listener,
             radio,
+            vendor,
             supervisor: Mutex::new(None),
         })
     }
@@ -599,13 +607,12 @@ impl CardReader {
         Ok(card.into())
     }
 
-    /// Cancels the payment in progress on a vendor reader (the profile's
-    /// readers are cancelled by dropping the `takeCard` call).
+    /// Cancels the payment in progress on a vendor reader, while its
+    /// `takeCard` waits (the profile's readers are cancelled by dropping the
+    /// `takeCard` call).
     pub fn cancel(&self) {
-        if let Ok(client) = self.client.try_lock() {
-            if let Client::Vendor(v) = &*client {
-                v.cancel();
-            }
+        if let Some(v) = &self.vendor {
+            v.cancel();
         }
     }
 

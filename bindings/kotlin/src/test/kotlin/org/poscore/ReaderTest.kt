@@ -130,12 +130,22 @@ class ReaderLifecycleTest {
     }
 
     /** A stand-in for a vendor SDK (its card data comes back already sealed by the vendor's reader). */
-    private class Vendor(var last4: String) : VendorCardReader {
-        var cancelled = 0
+    private class Vendor(@Volatile var last4: String) : VendorCardReader {
+        @Volatile var cancelled = 0
+        /** When set, takeCard waits for the customer until cancel() (like a real SDK). */
+        @Volatile var waitForCancel = false
+        val waiting = java.util.concurrent.CountDownLatch(1)
+        private val cancel = java.util.concurrent.CountDownLatch(1)
         override fun info() = ReaderInfo("Stripe M2", "STRIPE-M2-0042", "2.1.0", 88u)
-        override fun takeCard(amount: Money, entryModes: List<EntryMode>, offline: Boolean) =
-            CardRead(EntryMode.CHIP, CardNetwork.VISA, last4, "fp-vendor-1", "Stripe M2", ByteArray(64) { 9 })
-        override fun cancel() { cancelled++ }
+        override fun takeCard(amount: Money, entryModes: List<EntryMode>, offline: Boolean): CardRead {
+            if (waitForCancel) {
+                waiting.countDown()
+                cancel.await(10, java.util.concurrent.TimeUnit.SECONDS)
+                throw ReaderException.Refused("cancelled")
+            }
+            return CardRead(EntryMode.CHIP, CardNetwork.VISA, last4, "fp-vendor-1", "Stripe M2", ByteArray(64) { 9 })
+        }
+        override fun cancel() { cancelled++; cancel.countDown() }
     }
 
     @Test
@@ -154,7 +164,15 @@ class ReaderLifecycleTest {
         assertFailsWith<ReaderException.Protocol> { reader.takeCard(Money(1_200, "USD"), listOf(EntryMode.CHIP), true) }
         vendor.last4 = "4242"
         assertFailsWith<ReaderException.Protocol> { reader.takeCard(Money(1_200, "USD"), listOf(EntryMode.CONTACTLESS), true) }
+        // The cashier cancels while the vendor SDK waits for the card.
+        vendor.waitForCancel = true
+        val waiting = async(kotlinx.coroutines.Dispatchers.IO) {
+            runCatching { reader.takeCard(Money(1_200, "USD"), listOf(EntryMode.CHIP), true) }
+        }
+        assertTrue(vendor.waiting.await(10, java.util.concurrent.TimeUnit.SECONDS), "the vendor SDK is waiting")
         reader.cancel()
+        val refused = withTimeout(10_000) { waiting.await() }.exceptionOrNull()
+        assertTrue(refused is ReaderException.Refused && refused.code == "cancelled", "$refused")
         assertEquals(1, vendor.cancelled)
         assertFailsWith<ReaderException.InvalidInput> { reader.reconnectAutomatically(defaultReconnectSettings()) }
     }
