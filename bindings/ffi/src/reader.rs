@@ -78,7 +78,9 @@ pub enum ReaderEvent {
     Reconnecting {
         attempt: u32,
     },
-    /// Back in range; `resent` messages were sent again.
+    /// Back in range; `resent` messages were sent again (counted by a
+    /// manual `reconnect()`; automatic reconnection reports 0, the count
+    /// being held by a `takeCard` in progress).
     Reconnected {
         resent: u64,
     },
