@@ -33,7 +33,8 @@
 //! card data per payment, default 256), `POS_BENCH_BUILD` (`copy`, the
 //! default, or `engine`: see [`build_pending_store`]), `POS_BENCH_DIR`
 //! (where the files go, default the system temporary folder),
-//! `POS_BENCH_KEEP` (set: keep the files, for example to profile the child
+//! `POS_BENCH_WORST_ONLY` (set: open only the worst-case layout, and keep
+//! it so with `POS_BENCH_KEEP`), `POS_BENCH_KEEP` (set: keep the files, for example to profile the child
 //! with `POS_BENCH_STORE_CHILD=<folder>/pending`).
 
 // A benchmark prints its figures and stops at the first broken step.
@@ -988,6 +989,10 @@ async fn run(s: &BenchSettings, root: &Path) -> String {
     } else {
         "worst case: snapshot + 2,047 records after it"
     })];
+    if std::env::var_os("POS_BENCH_WORST_ONLY").is_some() {
+        eprintln!("store bench: POS_BENCH_WORST_ONLY set: the other layouts are skipped");
+        return format!("{}: {:?}", layouts[0].0, layouts[0].1);
+    }
     relayout(&pending_dir, false).await;
     layouts.push(measure("journal only, no snapshot (reference)"));
     relayout(&pending_dir, true).await;

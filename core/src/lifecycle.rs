@@ -61,14 +61,27 @@ pub enum IdError {
     },
 }
 
+/// The bytes an identifier may hold: `A-Z a-z 0-9 _ -`.
+const ID_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+        b += 1;
+    }
+    t
+};
+
 fn validate_id(what: &'static str, s: &str) -> Result<(), IdError> {
     if s.is_empty() {
         return Err(IdError::Empty { what });
     }
-    if let Some(position) = s
-        .chars()
-        .position(|c| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-    {
+    // Byte by byte (this runs for every identifier a snapshot holds): the
+    // first byte refused is ASCII or starts a multi-byte character, and
+    // every byte before it is ASCII, so its index is also its position in
+    // characters.
+    if let Some(position) = s.bytes().position(|b| !ID_BYTES[usize::from(b)]) {
         return Err(IdError::InvalidCharacter { what, position });
     }
     // Only ASCII is left, so bytes and characters are the same count.
@@ -96,9 +109,35 @@ fn hex_id(prefix: &str, bytes: [u8; 16]) -> String {
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(String);
+
+        // Written as a string without a copy; read with the same check as
+        // `parse`, from a borrowed string when the format allows it.
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str($what)
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$name, E> {
+                        $name::parse(v).map_err(E::custom)
+                    }
+                    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<$name, E> {
+                        $name::try_from(v).map_err(E::custom)
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
 
         impl $name {
             /// Validates an identifier supplied by the app: 1 to 64

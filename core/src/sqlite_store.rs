@@ -681,6 +681,13 @@ impl SqliteStore {
     /// Seals `state` as the snapshot at the current head (see the module
     /// docs), replacing the previous one.
     async fn write_snapshot(&self, state: &[Write]) -> Result<(), StoreError> {
+        let plain = postcard::to_allocvec(state)
+            .map_err(|_| StoreError::Io("the snapshot cannot be encoded".into()))?;
+        self.write_snapshot_body(plain).await
+    }
+
+    /// Seals the encoded snapshot `plain` (wiped) at the current head.
+    async fn write_snapshot_body(&self, mut plain: Vec<u8>) -> Result<(), StoreError> {
         let mut w = self.writer.lock().await;
         self.settle_interrupted(&mut w).await;
         let (upto_seq, upto_mac) = (w.meta.head_seq, w.meta.head_mac);
@@ -691,8 +698,6 @@ impl SqliteStore {
             SCHEMA_VERSION,
             &self.key_id,
         );
-        let mut plain = postcard::to_allocvec(state)
-            .map_err(|_| StoreError::Io("the snapshot cannot be encoded".into()))?;
         let sealed = self.keys.seal(&aad, &plain);
         wipe(&mut plain);
         drop(plain);
@@ -893,9 +898,16 @@ async fn prepare(
     } else {
         None
     };
-    let snapshot = read_snapshot(conn, &keys, &meta).await?;
-    let start = snapshot.as_ref().map(|s| (s.upto_seq, s.upto_mac));
-    let v = verify_journal(
+    let opened = read_snapshot(conn, &keys, &meta).await?;
+    let start = opened.as_ref().map(|s| (s.upto_seq, s.upto_mac));
+    // The snapshot is decoded on a blocking thread while the journal after
+    // it is read and verified here (the two largest costs of an open).
+    let decoding = opened.map(|o| {
+        let upto_seq = o.upto_seq;
+        let task = tokio::task::spawn_blocking(move || decode_snapshot(o.body));
+        (upto_seq, task)
+    });
+    let mut v = verify_journal(
         conn,
         &keys,
         &meta.store_id,
@@ -905,6 +917,37 @@ async fn prepare(
         start,
     )
     .await?;
+    let snapshot = match decoding {
+        Some((upto_seq, task)) => match task.await {
+            Ok(Some(writes)) => Some(Snapshot { upto_seq, writes }),
+            Ok(None) => None,
+            Err(e) => {
+                return Err(StoreError::Io(format!(
+                    "decoding the snapshot failed ({})",
+                    if e.is_panic() {
+                        "panicked"
+                    } else {
+                        "cancelled"
+                    }
+                )))
+            }
+        },
+        None => None,
+    };
+    if start.is_some() && snapshot.is_none() {
+        // Authentic but not decodable by this build's types (a type changed
+        // without a schema bump): the whole journal is replayed instead.
+        v = verify_journal(
+            conn,
+            &keys,
+            &meta.store_id,
+            &meta.key_id,
+            &meta,
+            anchor.as_ref().map(|a| a.seq),
+            None,
+        )
+        .await?;
+    }
     // The anchor's record may lie before the snapshot: its stored MAC is
     // compared then (the chain up to the snapshot was verified when the
     // snapshot was written; `load` verifies it again).
@@ -1647,7 +1690,6 @@ async fn verify_journal(
 /// A verified snapshot.
 struct Snapshot {
     upto_seq: u64,
-    upto_mac: [u8; MAC_LEN],
     writes: Vec<Write>,
 }
 
@@ -1669,11 +1711,27 @@ fn snapshot_aad(
 
 /// Reads, decrypts and decodes the snapshot, if the store has one. A
 /// snapshot that does not verify is an error, never skipped.
+/// A snapshot read, verified and decrypted, not decoded yet.
+struct OpenedSnapshot {
+    upto_seq: u64,
+    upto_mac: [u8; MAC_LEN],
+    /// The plaintext: wiped by [`decode_snapshot`].
+    body: Vec<u8>,
+}
+
+/// The writes a snapshot's plaintext holds, or `None` when this build's
+/// types cannot decode it. Wipes the plaintext either way.
+fn decode_snapshot(mut body: Vec<u8>) -> Option<Vec<Write>> {
+    let parsed = postcard::from_bytes::<Vec<Write>>(&body);
+    wipe(&mut body);
+    parsed.ok()
+}
+
 async fn read_snapshot(
     conn: &mut SqliteConnection,
     keys: &StoreKeys,
     meta: &Meta,
-) -> Result<Option<Snapshot>, StoreError> {
+) -> Result<Option<OpenedSnapshot>, StoreError> {
     let row = sqlx::query(
         "SELECT upto_seq, upto_mac, format, key_id, nonce, ciphertext FROM snapshot WHERE id = 1",
     )
@@ -1704,15 +1762,17 @@ async fn read_snapshot(
         wipe(&mut body);
         return Ok(None);
     }
-    let parsed = postcard::from_bytes::<Vec<Write>>(&body);
-    wipe(&mut body);
-    // Authentic but not decodable by this build's types (a type changed
-    // without a schema bump): not used; the journal is replayed instead.
-    let Ok(writes) = parsed else { return Ok(None) };
-    Ok(Some(Snapshot {
+    let upto_mac = match fixed(&upto_mac, "snapshot position") {
+        Ok(mac) => mac,
+        Err(e) => {
+            wipe(&mut body);
+            return Err(e);
+        }
+    };
+    Ok(Some(OpenedSnapshot {
         upto_seq,
-        upto_mac: fixed(&upto_mac, "snapshot position")?,
-        writes,
+        upto_mac,
+        body,
     }))
 }
 
@@ -1975,5 +2035,47 @@ mod tests {
                 i + 1
             );
         }
+    }
+    /// A snapshot that is authentic (sealed with the store's key, at its
+    /// position) but that this build's types cannot decode is not used: the
+    /// open, which starts verifying the journal after it while it decodes,
+    /// verifies and replays the whole journal instead, and loses nothing.
+    #[test]
+    fn an_authentic_snapshot_that_does_not_decode_is_replaced_by_the_journal() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = std::env::temp_dir().join(format!(
+                "pos-core-undecodable-snapshot-{}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let provider: Arc<dyn KeyProvider> =
+                Arc::new(crate::crypto::FileKeyProvider::open_or_create(dir.join("kek")).unwrap());
+            let open = || SqliteStore::open(dir.join("store.db"), Arc::clone(&provider));
+            let s = open().await.unwrap();
+            s.apply(&[audit(1), audit(2), audit(3)]).await.unwrap();
+            let all = s.load().await.unwrap();
+            // Enum variant 200 of `Write` does not exist.
+            s.write_snapshot_body(vec![1, 200, 0, 0]).await.unwrap();
+            s.apply(&[audit(4)]).await.unwrap();
+            s.close().await;
+
+            let s = open().await.unwrap();
+            assert_eq!(
+                s.records_since_compaction(),
+                Some(4),
+                "replayed from record 1"
+            );
+            let mut expected = all;
+            expected.push(audit(4));
+            assert_eq!(s.load_at_open().await.unwrap(), expected);
+            s.close().await;
+            let _ = std::fs::remove_dir_all(&dir);
+        });
     }
 }
