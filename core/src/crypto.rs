@@ -563,6 +563,28 @@ impl StoreKeys {
         seal_with(&self.records, aad, plaintext)
     }
 
+    /// Seals `plaintext` in place (it becomes `ciphertext || tag`) under
+    /// `nonce`, which the caller drew from the operating system's generator
+    /// for this record alone (a commit draws the nonces of all its records
+    /// in one call). On failure `plaintext` is wiped.
+    pub(crate) fn seal_in_place(
+        &self,
+        aad: &[u8],
+        nonce: [u8; NONCE_LEN],
+        plaintext: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        let r = self.records.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            plaintext,
+        );
+        if r.is_err() {
+            wipe(plaintext);
+            return Err(CryptoError::KeySetup);
+        }
+        Ok(())
+    }
+
     /// Opens a record sealed by [`StoreKeys::seal`] with the same `aad`.
     pub(crate) fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         open_with(&self.records, aad, sealed)

@@ -596,11 +596,23 @@ impl SqliteStore {
         let mut rows = Vec::with_capacity(batch.len());
         let mut seq = w.meta.head_seq;
         let mut prev = w.meta.head_mac;
-        for write in batch {
+        // One call to the system's generator for the whole batch.
+        let mut nonces = vec![0u8; NONCE_LEN * batch.len()];
+        crate::crypto::fill_random(&mut nonces).map_err(crypto_failure)?;
+        for (write, nonce) in batch.iter().zip(nonces.chunks_exact(NONCE_LEN)) {
             seq = seq
                 .checked_add(1)
                 .ok_or_else(|| StoreError::Io("the journal is full".into()))?;
-            let row = seal_record(&self.keys, &self.store_id, &self.key_id, seq, &prev, write)?;
+            let nonce = fixed(nonce, "nonce")?;
+            let row = seal_record(
+                &self.keys,
+                &self.store_id,
+                &self.key_id,
+                seq,
+                &prev,
+                write,
+                nonce,
+            )?;
             prev = row.mac;
             rows.push(row);
         }
@@ -1331,7 +1343,7 @@ struct SealedRow {
     seq: u64,
     kind: &'static str,
     record_key: [u8; 16],
-    nonce: Vec<u8>,
+    nonce: [u8; NONCE_LEN],
     ciphertext: Vec<u8>,
     mac: [u8; MAC_LEN],
 }
@@ -1409,21 +1421,20 @@ fn seal_record(
     seq: u64,
     prev: &[u8; MAC_LEN],
     write: &Write,
+    nonce: [u8; NONCE_LEN],
 ) -> Result<SealedRow, StoreError> {
     let (kind, id) = identify(write);
     let rkey = record_key(keys, kind, &id);
     let aad = record_aad(store_id, seq, SCHEMA_VERSION, key_id, kind, &rkey);
-    let mut plain = serde_json::to_vec(write).map_err(|e| {
+    let mut ciphertext = serde_json::to_vec(write).map_err(|e| {
         StoreError::Io(format!(
             "a {kind} record cannot be encoded: {:?}",
             e.classify()
         ))
     })?;
-    let sealed = keys.seal(&aad, &plain);
-    wipe(&mut plain);
-    let mut sealed = sealed.map_err(crypto_failure)?;
-    let ciphertext = sealed.split_off(NONCE_LEN);
-    let nonce = sealed;
+    // Sealed where it was encoded: the plaintext is never copied.
+    keys.seal_in_place(&aad, nonce, &mut ciphertext)
+        .map_err(crypto_failure)?;
     let mac = chain_mac(keys, prev, &aad, &nonce, &ciphertext);
     Ok(SealedRow {
         seq,
@@ -1607,23 +1618,24 @@ async fn verify_journal(
             if u64::try_from(found).ok() != Some(expected) {
                 return Err(tampered(expected, "the record is missing"));
             }
-            let kind: String = row.try_get("kind").map_err(bad)?;
-            let rkey: Vec<u8> = row.try_get("record_key").map_err(bad)?;
+            // Borrowed from the row, but the ciphertext (decrypted in place).
+            let kind: &str = row.try_get("kind").map_err(bad)?;
+            let rkey: &[u8] = row.try_get("record_key").map_err(bad)?;
             let format: i64 = row.try_get("format").map_err(bad)?;
-            let row_key_id: Vec<u8> = row.try_get("key_id").map_err(bad)?;
-            let nonce: Vec<u8> = row.try_get("nonce").map_err(bad)?;
-            let ciphertext: Vec<u8> = row.try_get("ciphertext").map_err(bad)?;
-            let mac: Vec<u8> = row.try_get("mac").map_err(bad)?;
+            let row_key_id: &[u8] = row.try_get("key_id").map_err(bad)?;
+            let nonce: &[u8] = row.try_get("nonce").map_err(bad)?;
+            let mut body: Vec<u8> = row.try_get("ciphertext").map_err(bad)?;
+            let mac: &[u8] = row.try_get("mac").map_err(bad)?;
             let format = u32::try_from(format).unwrap_or(u32::MAX);
-            let aad = record_aad(store_id, expected, format, &row_key_id, &kind, &rkey);
-            let want = chain_mac(keys, &prev, &aad, &nonce, &ciphertext);
-            if !ct_eq(&want, &mac) {
+            let aad = record_aad(store_id, expected, format, row_key_id, kind, rkey);
+            let want = chain_mac(keys, &prev, &aad, nonce, &body);
+            if !ct_eq(&want, mac) {
                 return Err(tampered(
                     expected,
                     "the record does not verify (edited, moved, reordered or removed)",
                 ));
             }
-            if row_key_id.as_slice() != key_id.as_slice() {
+            if row_key_id != key_id.as_slice() {
                 return Err(tampered(expected, "the record names an unknown key id"));
             }
             if !(1..=SCHEMA_VERSION).contains(&format) {
@@ -1632,13 +1644,10 @@ async fn verify_journal(
                 )));
             }
             {
-                let mut sealed = nonce;
-                sealed.extend_from_slice(&ciphertext);
-                let mut plain = keys
-                    .open(&aad, &sealed)
+                keys.open_in_place(&aad, nonce, &mut body)
                     .map_err(|_| tampered(expected, "the record does not decrypt"))?;
-                let parsed = serde_json::from_slice::<Write>(&plain);
-                wipe(&mut plain);
+                let parsed = serde_json::from_slice::<Write>(&body);
+                wipe(&mut body);
                 let write = parsed.map_err(|e| {
                     corrupt(&format!(
                         "record {expected} cannot be decoded ({:?} error at line {}, column {})",
@@ -1648,7 +1657,7 @@ async fn verify_journal(
                     ))
                 })?;
                 let (k, id) = identify(&write);
-                if k != kind || record_key(keys, k, &id).as_slice() != rkey.as_slice() {
+                if k != kind || record_key(keys, k, &id).as_slice() != rkey {
                     return Err(tampered(
                         expected,
                         "the record does not match its kind or key",
@@ -1656,7 +1665,7 @@ async fn verify_journal(
                 }
                 writes.push(write);
             }
-            prev = fixed(&mac, "record MAC")?;
+            prev = fixed(mac, "record MAC")?;
             seq = expected;
             if mac_wanted_at == Some(seq) {
                 mac_at = Some(prev);
@@ -1905,8 +1914,8 @@ mod tests {
         let k = keys();
         let (store, key) = ([1u8; ID_LEN], [2u8; ID_LEN]);
         let genesis = genesis_mac(&k, &store);
-        let row = seal_record(&k, &store, &key, 3, &genesis, &audit(1)).unwrap();
-        let sealed = [row.nonce.clone(), row.ciphertext.clone()].concat();
+        let row = seal_record(&k, &store, &key, 3, &genesis, &audit(1), [7; NONCE_LEN]).unwrap();
+        let sealed = [&row.nonce[..], &row.ciphertext[..]].concat();
         let aad = |store: &[u8], seq, format, key: &[u8], kind, rkey: &[u8]| {
             record_aad(store, seq, format, key, kind, rkey)
         };
@@ -1931,9 +1940,9 @@ mod tests {
         let k = keys();
         let (store, key) = ([1u8; ID_LEN], [2u8; ID_LEN]);
         let g = genesis_mac(&k, &store);
-        let a = seal_record(&k, &store, &key, 1, &g, &audit(1)).unwrap();
-        let b = seal_record(&k, &store, &key, 2, &a.mac, &audit(2)).unwrap();
-        let b_elsewhere = seal_record(&k, &store, &key, 2, &g, &audit(2)).unwrap();
+        let a = seal_record(&k, &store, &key, 1, &g, &audit(1), [1; NONCE_LEN]).unwrap();
+        let b = seal_record(&k, &store, &key, 2, &a.mac, &audit(2), [2; NONCE_LEN]).unwrap();
+        let b_elsewhere = seal_record(&k, &store, &key, 2, &g, &audit(2), [3; NONCE_LEN]).unwrap();
         assert_ne!(b.mac, b_elsewhere.mac);
         assert_ne!(genesis_mac(&k, &[7u8; ID_LEN]), g, "bound to the store");
     }
