@@ -196,8 +196,7 @@ impl PosEngine {
         store: Arc<dyn Store>,
     ) -> Result<Self> {
         let forwarding = Forwarding::new(config.forwarding.clone())?;
-        let records = store.load_at_open().await?;
-        let mut ledger = Ledger::default();
+        let (mut ledger, records) = store.open_state().await?;
         for w in records {
             ledger.apply(w).map_err(|e| PosError::Internal {
                 reason: e.to_string(),

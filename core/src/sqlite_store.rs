@@ -76,7 +76,7 @@ use crate::crypto::{
     ct_eq, hex, random_array, sync_parent, wipe, DataKey, Kek, KeyError, KeyProvider, MacKey,
     StoreKeys, ID_LEN, MAC_LEN,
 };
-use crate::ledger::Write;
+use crate::ledger::{Ledger, Write};
 use crate::store::{BoxFuture, Store, StoreError};
 
 /// The schema version this library writes and reads.
@@ -169,7 +169,7 @@ pub struct SqliteStore {
     /// What `open` verified and decoded, handed once to `load_at_open` so
     /// the engine's start does not verify and decrypt the journal twice.
     /// Dropped by the first write; `load` always reads and verifies the file.
-    opened: Mutex<Option<Vec<Write>>>,
+    opened: Mutex<Option<OpenedState>>,
     /// Saves rollback anchors off the commit path.
     anchors: AnchorSaver,
     /// Records written after the snapshot (all of them without one).
@@ -369,6 +369,14 @@ struct Verified {
     writes: Vec<Write>,
 }
 
+/// What `open` verified and decoded, for the engine's first load: the
+/// ledger rebuilt from the snapshot (`None`: there was none), then the
+/// records after it.
+struct OpenedState {
+    ledger: Option<Ledger>,
+    writes: Vec<Write>,
+}
+
 /// A decoded rollback anchor.
 struct Anchor {
     seq: u64,
@@ -448,7 +456,7 @@ impl SqliteStore {
                     readers,
                     registration: Mutex::new(Some(registration)),
                     since_snapshot: std::sync::atomic::AtomicU64::new(since_snapshot),
-                    opened: Mutex::new(Some(p.writes)),
+                    opened: Mutex::new(Some(p.opened)),
                     anchors: AnchorSaver::start()?,
                 })
             }
@@ -770,8 +778,34 @@ impl Store for SqliteStore {
         let opened = self.opened.lock().unwrap_or_else(|p| p.into_inner()).take();
         Box::pin(async move {
             match opened {
-                Some(writes) => Ok(writes),
+                Some(OpenedState {
+                    ledger: None,
+                    writes,
+                }) => Ok(writes),
+                Some(OpenedState {
+                    ledger: Some(ledger),
+                    writes,
+                }) => {
+                    // The snapshot's records, as the ledger gives them back.
+                    let mut all = ledger
+                        .snapshot_writes()
+                        .ok_or_else(|| corrupt("the snapshot's audit log does not start at 1"))?;
+                    all.extend(writes);
+                    Ok(all)
+                }
                 None => self.load_all().await,
+            }
+        })
+    }
+
+    /// The ledger rebuilt from the snapshot while `open` verified the
+    /// journal, and the records after it, when no write came since.
+    fn open_state(&self) -> BoxFuture<'_, Result<(Ledger, Vec<Write>), StoreError>> {
+        let opened = self.opened.lock().unwrap_or_else(|p| p.into_inner()).take();
+        Box::pin(async move {
+            match opened {
+                Some(o) => Ok((o.ledger.unwrap_or_default(), o.writes)),
+                None => Ok((Ledger::default(), self.load_all().await?)),
             }
         })
     }
@@ -806,8 +840,8 @@ struct Prepared {
     meta: Meta,
     /// Where the snapshot the open started from ends (0: none).
     snapshot_seq: u64,
-    /// The records verified and decoded at open, for the first `load`.
-    writes: Vec<Write>,
+    /// The state verified and decoded at open, for the first `load`.
+    opened: OpenedState,
 }
 
 /// Options that never read the database at connect time, so that a
@@ -931,7 +965,7 @@ async fn prepare(
     .await?;
     let snapshot = match decoding {
         Some((upto_seq, task)) => match task.await {
-            Ok(Some(writes)) => Some(Snapshot { upto_seq, writes }),
+            Ok(Some(ledger)) => Some(Snapshot { upto_seq, ledger }),
             Ok(None) => None,
             Err(e) => {
                 return Err(StoreError::Io(format!(
@@ -992,13 +1026,21 @@ async fn prepare(
             }
         }
     }
-    let (snapshot_seq, writes) = match snapshot {
-        Some(s) => {
-            let mut all = s.writes;
-            all.extend(v.writes);
-            (s.upto_seq, all)
-        }
-        None => (0, v.writes),
+    let (snapshot_seq, opened) = match snapshot {
+        Some(s) => (
+            s.upto_seq,
+            OpenedState {
+                ledger: Some(s.ledger),
+                writes: v.writes,
+            },
+        ),
+        None => (
+            0,
+            OpenedState {
+                ledger: None,
+                writes: v.writes,
+            },
+        ),
     };
     Ok(Prepared {
         store_id: meta.store_id,
@@ -1007,7 +1049,7 @@ async fn prepare(
         keys,
         meta,
         snapshot_seq,
-        writes,
+        opened,
     })
 }
 
@@ -1699,7 +1741,7 @@ async fn verify_journal(
 /// A verified snapshot.
 struct Snapshot {
     upto_seq: u64,
-    writes: Vec<Write>,
+    ledger: Ledger,
 }
 
 fn snapshot_aad(
@@ -1728,12 +1770,43 @@ struct OpenedSnapshot {
     body: Vec<u8>,
 }
 
-/// The writes a snapshot's plaintext holds, or `None` when this build's
-/// types cannot decode it. Wipes the plaintext either way.
-fn decode_snapshot(mut body: Vec<u8>) -> Option<Vec<Write>> {
-    let parsed = postcard::from_bytes::<Vec<Write>>(&body);
+/// The ledger a snapshot's plaintext rebuilds, or `None` when this
+/// build's types cannot decode or apply it. Wipes the plaintext either way.
+/// Runs on a blocking thread while the journal after the snapshot is
+/// verified: the records are applied where they were decoded, so the memory
+/// they free is reused by the ledger (one allocator arena).
+fn decode_snapshot(mut body: Vec<u8>) -> Option<Ledger> {
+    use serde::de::DeserializeSeed;
+    let mut ledger = Ledger::default();
+    let mut de = postcard::Deserializer::from_bytes(&body);
+    let applied = ApplyEach(&mut ledger).deserialize(&mut de);
     wipe(&mut body);
-    parsed.ok()
+    applied.ok().map(|()| ledger)
+}
+
+/// Decodes a sequence of records and applies each to the ledger as soon
+/// as it is decoded: the records are never all held at once (a snapshot of
+/// 10,000 payments would hold them twice, as records and in the ledger).
+struct ApplyEach<'a>(&'a mut Ledger);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ApplyEach<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ApplyEach<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a sequence of store records")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(w) = seq.next_element::<Write>()? {
+            self.0.apply(w).map_err(serde::de::Error::custom)?;
+        }
+        Ok(())
+    }
 }
 
 async fn read_snapshot(

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use crate::ledger::Write;
+use crate::ledger::{Ledger, Write};
 
 /// A boxed future, so the trait can be used as `dyn Store`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -64,6 +64,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// over instead of reading them again.
     fn load_at_open(&self) -> BoxFuture<'_, Result<Vec<Write>, StoreError>> {
         self.load()
+    }
+    /// What the engine opens with: a ledger the store already rebuilt
+    /// (from its snapshot; empty when it has none) and the records to
+    /// apply to it, in order. Default: an empty ledger and
+    /// [`Store::load_at_open`].
+    fn open_state(&self) -> BoxFuture<'_, Result<(Ledger, Vec<Write>), StoreError>> {
+        Box::pin(async move { Ok((Ledger::default(), self.load_at_open().await?)) })
     }
     /// Makes the whole batch durable, atomically.
     fn apply<'a>(&'a self, batch: &'a [Write]) -> BoxFuture<'a, Result<(), StoreError>>;

@@ -1149,6 +1149,30 @@ async fn an_open_starts_from_the_snapshot_and_rebuilds_what_the_journal_does() {
 }
 
 #[tokio::test]
+async fn the_open_state_is_the_snapshot_rebuilt_and_the_records_after_it() {
+    let rig = snapshot_rig("snap-state").await;
+    let s = rig.open().await.unwrap();
+    let expected = rebuild(s.load().await.unwrap());
+    let (mut ledger, tail) = s.open_state().await.unwrap();
+    assert_eq!(tail.len(), 2, "records 7 and 8, after the snapshot");
+    assert_ne!(
+        ledger,
+        pos_core::ledger::Ledger::default(),
+        "rebuilt from the snapshot"
+    );
+    for w in tail {
+        ledger.apply(w).unwrap();
+    }
+    assert_eq!(ledger, expected);
+    // Handed over once: then an empty ledger and the whole journal.
+    let (ledger, all) = s.open_state().await.unwrap();
+    assert_eq!(ledger, pos_core::ledger::Ledger::default());
+    assert_eq!(rebuild(all), expected);
+    s.close().await;
+    rig.finish();
+}
+
+#[tokio::test]
 async fn an_edited_or_moved_snapshot_is_tampered() {
     for sql in [
         "UPDATE snapshot SET ciphertext = randomblob(length(ciphertext))",
