@@ -33,6 +33,8 @@
 //! card data per payment, default 256), `POS_BENCH_BUILD` (`copy`, the
 //! default, or `engine`: see [`build_pending_store`]), `POS_BENCH_DIR`
 //! (where the files go, default the system temporary folder),
+//! `POS_BENCH_ANCHORED_ONLY` (set: only the anchored engine capture runs,
+//! for a profiler; its figures are then the only meaningful ones),
 //! `POS_BENCH_WORST_ONLY` (set: open only the worst-case layout, and keep
 //! it so with `POS_BENCH_KEEP`), `POS_BENCH_KEEP` (set: keep the files, for example to profile the child
 //! with `POS_BENCH_STORE_CHILD=<folder>/pending`).
@@ -154,6 +156,8 @@ struct BenchSettings {
     opens: usize,
     card_bytes: usize,
     build_with_engine: bool,
+    /// Only the anchored engine capture runs (to profile it alone).
+    anchored_only: bool,
     dir: PathBuf,
 }
 
@@ -173,6 +177,7 @@ impl BenchSettings {
             opens: num("POS_BENCH_OPENS", 3).max(1),
             card_bytes: num("POS_BENCH_CARD_BYTES", 256).clamp(1, 16 * 1024),
             build_with_engine: std::env::var("POS_BENCH_BUILD").is_ok_and(|v| v == "engine"),
+            anchored_only: std::env::var_os("POS_BENCH_ANCHORED_ONLY").is_some(),
             dir: std::env::var_os("POS_BENCH_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(std::env::temp_dir),
@@ -562,9 +567,10 @@ async fn run_captures(s: &BenchSettings, root: &Path) -> CaptureResults {
         let n = s.captures / s.rounds + usize::from(round < s.captures % s.rounds);
         for k in 0..3 {
             match (round + k) % 3 {
-                0 => baseline.block(n).await,
+                0 if !s.anchored_only => baseline.block(n).await,
                 1 => anchored.block(n, s.card_bytes).await,
-                _ => unanchored.block(n, s.card_bytes).await,
+                2 if !s.anchored_only => unanchored.block(n, s.card_bytes).await,
+                _ => {}
             }
         }
         eprintln!("store bench: round {}/{} done", round + 1, s.rounds);

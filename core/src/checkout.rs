@@ -399,7 +399,8 @@ impl PosEngine {
             // the checks after them (tender, tip, amounts, limits) run too.
             // (With an empty reader model the reader check refused first,
             // and was ignored as card-specific, so no limit was ever checked here.)
-            let policy = s.settings().policy;
+            let settings = s.settings_ref();
+            let policy = &settings.policy;
             const NETWORKS: [Network; 9] = [
                 Network::Visa,
                 Network::Mastercard,
@@ -491,7 +492,7 @@ impl PosEngine {
         request: &CardPaymentRequest,
         card: &CardRead,
     ) -> Result<(OfflineSession, Money)> {
-        let settings = s.settings();
+        let settings = s.settings_ref();
         let policy = &settings.policy;
         // A payment forced offline while online runs in a session of its own;
         // once that session's window has closed, the next forced payment
@@ -683,7 +684,7 @@ impl PosEngine {
                 .unsettled(currency)
                 .ok()
                 .and_then(|(count, total)| {
-                    limit_warnings(&s.settings().policy, currency, total, count)
+                    limit_warnings(&s.settings_ref().policy, currency, total, count)
                 });
             (status, near)
         };

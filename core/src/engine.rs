@@ -174,6 +174,15 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// The settings, borrowed (a capture reads the policy several times; a
+    /// copy of it each time showed in profiles).
+    pub(crate) fn settings_ref(&self) -> std::borrow::Cow<'_, Settings> {
+        match &self.ledger.settings {
+            Some(s) => std::borrow::Cow::Borrowed(s),
+            None => std::borrow::Cow::Owned(Settings::initial()),
+        }
+    }
+
     pub(crate) fn settings(&self) -> Settings {
         self.ledger
             .settings
@@ -666,7 +675,7 @@ impl PosEngine {
         self.check_open()?;
         let s = self.state();
         let offline = s.connectivity.state().outage_cause().is_some();
-        Ok(!offline || s.settings().policy.may_change_network_while_offline())
+        Ok(!offline || s.settings_ref().policy.may_change_network_while_offline())
     }
 
     /// Remembers a paired reader (after its pairing challenge passed). A
