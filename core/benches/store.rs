@@ -196,7 +196,14 @@ fn usd() -> Currency {
 }
 
 fn config(dir: &Path) -> EngineConfig {
-    EngineConfig::new(dir, "bench-till-1", "USD").expect("config")
+    let mut c = EngineConfig::new(dir, "bench-till-1", "USD").expect("config");
+    if let Some(n) = std::env::var("POS_BENCH_COMPACT_EVERY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        c.compact_every = n;
+    }
+    c
 }
 
 /// The dedicated-terminal preset: a 24-hour acceptance window and no device
@@ -303,10 +310,15 @@ struct Series {
     /// Process CPU over the timed loops, summed per thread from
     /// `/proc/self/task/*/sched` (nanosecond resolution), when available.
     cpu_sched_ns: Option<u64>,
+    /// The same, per thread role ([`thread_role`]).
+    cpu_by_role: BTreeMap<&'static str, u64>,
 }
 
 impl Series {
     fn add_cpu(&mut self, before: &CpuSnapshot, after: &CpuSnapshot) {
+        for (role, ns) in sched_delta_by_role(before, after).unwrap_or_default() {
+            *self.cpu_by_role.entry(role).or_insert(0) += ns;
+        }
         self.cpu_ticks.0 += after.ticks.0.saturating_sub(before.ticks.0);
         self.cpu_ticks.1 += after.ticks.1.saturating_sub(before.ticks.1);
         self.cpu_sched_ns = match (self.cpu_sched_ns, sched_delta(before, after)) {
@@ -331,6 +343,15 @@ impl Series {
         (ticks * (1_000_000_000 / USER_HZ))
             .checked_div(self.op_ns.len() as u64)
             .unwrap_or(0)
+    }
+
+    /// Per operation, per thread role, in the order of [`ROLES`].
+    fn cpu_by_role_per_op(&self) -> Vec<(&'static str, u64)> {
+        let n = (self.op_ns.len() as u64).max(1);
+        ROLES
+            .iter()
+            .map(|r| (*r, self.cpu_by_role.get(r).copied().unwrap_or(0) / n))
+            .collect()
     }
 
     fn cpu_sched_ns_per_op(&self) -> Option<u64> {
@@ -793,8 +814,26 @@ fn child(dir: &Path) {
 struct CpuSnapshot {
     /// utime and stime of the whole process (every thread, live or exited).
     ticks: (u64, u64),
-    /// Per thread id: `se.sum_exec_runtime` in nanoseconds.
-    sched: Option<BTreeMap<u32, u64>>,
+    /// Per thread id: `se.sum_exec_runtime` in nanoseconds, and what the
+    /// thread is ([`thread_role`]).
+    sched: Option<BTreeMap<u32, (&'static str, u64)>>,
+}
+
+/// The thread roles the CPU split reports.
+const ROLES: [&str; 3] = ["caller", "SQLite worker", "other"];
+
+/// The bench's own thread (which drives the engine, as an app's thread
+/// calling through the FFI does), sqlx's SQLite worker threads (the SQL,
+/// the writes and the fsync's own kernel work), or anything else (the
+/// engine's event thread, the anchor saver, tokio).
+fn thread_role(tid: u32, comm: &str) -> &'static str {
+    if tid == std::process::id() {
+        ROLES[0]
+    } else if comm.starts_with("sqlx-sqlite") {
+        ROLES[1]
+    } else {
+        ROLES[2]
+    }
 }
 
 impl CpuSnapshot {
@@ -820,7 +859,7 @@ fn proc_stat_ticks() -> (u64, u64) {
 /// CPU time of every live thread, from `/proc/self/task/*/sched`
 /// (`se.sum_exec_runtime`, milliseconds with six decimals). `None` where the
 /// kernel does not provide it.
-fn sched_per_thread() -> Option<BTreeMap<u32, u64>> {
+fn sched_per_thread() -> Option<BTreeMap<u32, (&'static str, u64)>> {
     let mut out = BTreeMap::new();
     for entry in std::fs::read_dir("/proc/self/task").ok()? {
         let entry = entry.ok()?;
@@ -842,7 +881,8 @@ fn sched_per_thread() -> Option<BTreeMap<u32, u64>> {
             frac.push('0');
         }
         let ns = ms.parse::<u64>().ok()? * 1_000_000 + frac.parse::<u64>().ok()?;
-        out.insert(tid, ns);
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        out.insert(tid, (thread_role(tid, comm.trim()), ns));
     }
     Some(out)
 }
@@ -850,12 +890,21 @@ fn sched_per_thread() -> Option<BTreeMap<u32, u64>> {
 /// CPU time of the threads alive at the end, since the start (a thread
 /// that ended in between is not counted: a lower bound).
 fn sched_delta(before: &CpuSnapshot, after: &CpuSnapshot) -> Option<u64> {
+    Some(sched_delta_by_role(before, after)?.values().sum())
+}
+
+/// Per-thread CPU between two snapshots, summed per [`thread_role`].
+fn sched_delta_by_role(
+    before: &CpuSnapshot,
+    after: &CpuSnapshot,
+) -> Option<BTreeMap<&'static str, u64>> {
     let (b, a) = (before.sched.as_ref()?, after.sched.as_ref()?);
-    Some(
-        a.iter()
-            .map(|(tid, ns)| ns.saturating_sub(b.get(tid).copied().unwrap_or(0)))
-            .sum(),
-    )
+    let mut out = BTreeMap::new();
+    for (tid, (role, ns)) in a {
+        let was = b.get(tid).map_or(0, |(_, ns)| *ns);
+        *out.entry(*role).or_insert(0) += ns.saturating_sub(was);
+    }
+    Some(out)
 }
 
 /// A `kB` line of `/proc/self/status` (`VmHWM`, `VmRSS`), in KiB.
@@ -1216,6 +1265,24 @@ fn report(
         ],
         &rows,
     );
+    let _ = writeln!(
+        o,
+        "\n  CPU per operation by thread (sched, µs): the caller (the engine's own work and its \
+         hand-offs), sqlx's SQLite worker (SQL, WAL writes, the fsync's kernel work), other \
+         threads (events, anchor saver)"
+    );
+    for (label, series) in [
+        ("baseline", &caps.baseline),
+        ("engine, anchored", &caps.anchored),
+        ("engine, no anchors", &caps.unanchored),
+    ] {
+        let parts: Vec<String> = series
+            .cpu_by_role_per_op()
+            .iter()
+            .map(|(role, ns)| format!("{role} {}", us(*ns)))
+            .collect();
+        let _ = writeln!(o, "    {label:<20} {}", parts.join(", "));
+    }
     let _ = writeln!(o, "\n  capture phase took {} ms", ms(nanos(caps.elapsed)));
 
     // Ratios in permille: (n_e / wall_e) / (n_b / wall_b).

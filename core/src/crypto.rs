@@ -425,6 +425,30 @@ pub fn random_array<const N: usize>() -> Result<[u8; N], CryptoError> {
     Ok(a)
 }
 
+/// Random 96-bit nonces drawn from the operating system's generator in one
+/// call (a commit seals several records), each handed out once. The only
+/// way to give [`StoreKeys::seal_in_place`] a nonce.
+pub(crate) struct FreshNonces {
+    bytes: Vec<u8>,
+    next: usize,
+}
+
+impl FreshNonces {
+    /// `n` nonces.
+    pub(crate) fn draw(n: usize) -> Result<Self, CryptoError> {
+        let mut bytes = vec![0u8; NONCE_LEN.checked_mul(n).ok_or(CryptoError::Random)?];
+        fill_random(&mut bytes)?;
+        Ok(FreshNonces { bytes, next: 0 })
+    }
+
+    fn next(&mut self) -> Option<[u8; NONCE_LEN]> {
+        let end = self.next.checked_add(NONCE_LEN)?;
+        let nonce = <[u8; NONCE_LEN]>::try_from(self.bytes.get(self.next..end)?).ok()?;
+        self.next = end;
+        Some(nonce)
+    }
+}
+
 /// AES-256-GCM with a random 96-bit nonce: returns `nonce || ciphertext || tag`.
 fn seal_with(key: &LessSafeKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let nonce = random_array::<NONCE_LEN>()?;
@@ -564,15 +588,18 @@ impl StoreKeys {
     }
 
     /// Seals `plaintext` in place (it becomes `ciphertext || tag`) under
-    /// `nonce`, which the caller drew from the operating system's generator
-    /// for this record alone (a commit draws the nonces of all its records
-    /// in one call). On failure `plaintext` is wiped.
+    /// the next of `nonces`, and returns that nonce. On failure
+    /// `plaintext` is wiped.
     pub(crate) fn seal_in_place(
         &self,
         aad: &[u8],
-        nonce: [u8; NONCE_LEN],
+        nonces: &mut FreshNonces,
         plaintext: &mut Vec<u8>,
-    ) -> Result<(), CryptoError> {
+    ) -> Result<[u8; NONCE_LEN], CryptoError> {
+        let Some(nonce) = nonces.next() else {
+            wipe(plaintext);
+            return Err(CryptoError::Random);
+        };
         let r = self.records.seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(aad),
@@ -582,7 +609,7 @@ impl StoreKeys {
             wipe(plaintext);
             return Err(CryptoError::KeySetup);
         }
-        Ok(())
+        Ok(nonce)
     }
 
     /// Opens a record sealed by [`StoreKeys::seal`] with the same `aad`.
@@ -655,6 +682,28 @@ mod tests {
 
     fn kek(id: &str, byte: u8) -> Kek {
         Kek::new(id, SecretKey::from_bytes([byte; KEY_LEN]))
+    }
+
+    /// A batch's nonces are each used once, and sealing with none left
+    /// refuses and wipes the plaintext; a record sealed in place opens.
+    #[test]
+    fn fresh_nonces_are_handed_out_once_and_seal_in_place() {
+        let keys = DataKey::generate().unwrap().derive().unwrap();
+        let mut nonces = FreshNonces::draw(2).unwrap();
+        let mut a = b"first".to_vec();
+        let mut b = b"second".to_vec();
+        let na = keys.seal_in_place(b"aad", &mut nonces, &mut a).unwrap();
+        let nb = keys.seal_in_place(b"aad", &mut nonces, &mut b).unwrap();
+        assert_ne!(na, nb);
+        let mut c = b"third".to_vec();
+        assert_eq!(
+            keys.seal_in_place(b"aad", &mut nonces, &mut c),
+            Err(CryptoError::Random)
+        );
+        assert!(c.iter().all(|&x| x == 0), "wiped");
+        let opened = keys.open(b"aad", &[&na[..], &a[..]].concat()).unwrap();
+        assert_eq!(opened, b"first");
+        assert!(keys.open(b"other", &[&nb[..], &b[..]].concat()).is_err());
     }
 
     #[test]

@@ -197,8 +197,10 @@ impl PosEngine {
         Self::open_with(config, Arc::new(SystemClock), Arc::new(MemoryStore::new())).await
     }
 
-    /// Opens an engine on the given clock and store: loads every record, so
-    /// an engine opened with no network serves what it stored before (B10).
+    /// Opens an engine on the given clock and store: loads what the store
+    /// holds (its snapshot, rebuilt, and every record after it:
+    /// [`Store::open_state`]), so an engine opened with no network serves
+    /// what it stored before (B10).
     pub async fn open_with(
         config: EngineConfig,
         clock: Arc<dyn Clock>,

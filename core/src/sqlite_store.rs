@@ -73,8 +73,8 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 
 use crate::crypto::{
-    ct_eq, hex, random_array, sync_parent, wipe, DataKey, Kek, KeyError, KeyProvider, MacKey,
-    StoreKeys, ID_LEN, MAC_LEN,
+    ct_eq, hex, random_array, sync_parent, wipe, DataKey, FreshNonces, Kek, KeyError, KeyProvider,
+    MacKey, StoreKeys, ID_LEN, MAC_LEN,
 };
 use crate::ledger::{Ledger, Write};
 use crate::store::{BoxFuture, Store, StoreError};
@@ -166,8 +166,9 @@ pub struct SqliteStore {
     writer: tokio::sync::Mutex<Writer>,
     readers: SqlitePool,
     registration: Mutex<Option<Registration>>,
-    /// What `open` verified and decoded, handed once to `load_at_open` so
-    /// the engine's start does not verify and decrypt the journal twice.
+    /// What `open` verified and decoded, handed once to `open_state` (or
+    /// `load_at_open`) so the engine's start does not verify and decrypt
+    /// the journal twice.
     /// Dropped by the first write; `load` always reads and verifies the file.
     opened: Mutex<Option<OpenedState>>,
     /// Saves rollback anchors off the commit path.
@@ -605,13 +606,11 @@ impl SqliteStore {
         let mut seq = w.meta.head_seq;
         let mut prev = w.meta.head_mac;
         // One call to the system's generator for the whole batch.
-        let mut nonces = vec![0u8; NONCE_LEN * batch.len()];
-        crate::crypto::fill_random(&mut nonces).map_err(crypto_failure)?;
-        for (write, nonce) in batch.iter().zip(nonces.chunks_exact(NONCE_LEN)) {
+        let mut nonces = FreshNonces::draw(batch.len()).map_err(crypto_failure)?;
+        for write in batch {
             seq = seq
                 .checked_add(1)
                 .ok_or_else(|| StoreError::Io("the journal is full".into()))?;
-            let nonce = fixed(nonce, "nonce")?;
             let row = seal_record(
                 &self.keys,
                 &self.store_id,
@@ -619,7 +618,7 @@ impl SqliteStore {
                 seq,
                 &prev,
                 write,
-                nonce,
+                &mut nonces,
             )?;
             prev = row.mac;
             rows.push(row);
@@ -773,7 +772,9 @@ impl Store for SqliteStore {
     }
 
     /// The records `open` just verified and decoded, when no write came
-    /// since; otherwise a full `load`.
+    /// since (after a snapshot: the snapshot's records as the ledger it
+    /// rebuilt gives them back, `Ledger::snapshot_writes`, then the records
+    /// after it); otherwise a full `load`.
     fn load_at_open(&self) -> BoxFuture<'_, Result<Vec<Write>, StoreError>> {
         let opened = self.opened.lock().unwrap_or_else(|p| p.into_inner()).take();
         Box::pin(async move {
@@ -947,11 +948,15 @@ async fn prepare(
     let opened = read_snapshot(conn, &keys, &meta).await?;
     let start = opened.as_ref().map(|s| (s.upto_seq, s.upto_mac));
     // The snapshot is decoded on a blocking thread while the journal after
-    // it is read and verified here (the two largest costs of an open).
+    // it is read and verified here (the two largest costs of an open). If
+    // the open stops before it is done (an error, or its caller gone), the
+    // guard tells the decoding to stop too.
     let decoding = opened.map(|o| {
         let upto_seq = o.upto_seq;
-        let task = tokio::task::spawn_blocking(move || decode_snapshot(o.body));
-        (upto_seq, task)
+        let stop = StopOnDrop::default();
+        let flag = Arc::clone(&stop.0);
+        let task = tokio::task::spawn_blocking(move || decode_snapshot(o.body, &flag));
+        (upto_seq, task, stop)
     });
     let mut v = verify_journal(
         conn,
@@ -964,25 +969,20 @@ async fn prepare(
     )
     .await?;
     let snapshot = match decoding {
-        Some((upto_seq, task)) => match task.await {
+        // A decoding that panicked (its plaintext is wiped on the way out)
+        // is treated like one that failed: the journal alone rebuilds it all.
+        Some((upto_seq, task, _stop)) => match task.await {
             Ok(Some(ledger)) => Some(Snapshot { upto_seq, ledger }),
-            Ok(None) => None,
-            Err(e) => {
-                return Err(StoreError::Io(format!(
-                    "decoding the snapshot failed ({})",
-                    if e.is_panic() {
-                        "panicked"
-                    } else {
-                        "cancelled"
-                    }
-                )))
-            }
+            Ok(None) | Err(_) => None,
         },
         None => None,
     };
     if start.is_some() && snapshot.is_none() {
-        // Authentic but not decodable by this build's types (a type changed
-        // without a schema bump): the whole journal is replayed instead.
+        // Authentic but not rebuilt by this build (a type changed without a
+        // schema bump, or records that do not apply): a snapshot is only a
+        // shortcut, so the whole journal is verified and replayed instead
+        // (`records_since_compaction` then counts all of it, and the next
+        // compaction replaces the snapshot). Nothing is lost either way.
         v = verify_journal(
             conn,
             &keys,
@@ -1463,7 +1463,7 @@ fn seal_record(
     seq: u64,
     prev: &[u8; MAC_LEN],
     write: &Write,
-    nonce: [u8; NONCE_LEN],
+    nonces: &mut FreshNonces,
 ) -> Result<SealedRow, StoreError> {
     let (kind, id) = identify(write);
     let rkey = record_key(keys, kind, &id);
@@ -1475,7 +1475,8 @@ fn seal_record(
         ))
     })?;
     // Sealed where it was encoded: the plaintext is never copied.
-    keys.seal_in_place(&aad, nonce, &mut ciphertext)
+    let nonce = keys
+        .seal_in_place(&aad, nonces, &mut ciphertext)
         .map_err(crypto_failure)?;
     let mac = chain_mac(keys, prev, &aad, &nonce, &ciphertext);
     Ok(SealedRow {
@@ -1760,34 +1761,60 @@ fn snapshot_aad(
     a
 }
 
-/// Reads, decrypts and decodes the snapshot, if the store has one. A
-/// snapshot that does not verify is an error, never skipped.
 /// A snapshot read, verified and decrypted, not decoded yet.
 struct OpenedSnapshot {
     upto_seq: u64,
     upto_mac: [u8; MAC_LEN],
-    /// The plaintext: wiped by [`decode_snapshot`].
-    body: Vec<u8>,
+    body: Plaintext,
 }
 
-/// The ledger a snapshot's plaintext rebuilds, or `None` when this
-/// build's types cannot decode or apply it. Wipes the plaintext either way.
-/// Runs on a blocking thread while the journal after the snapshot is
-/// verified: the records are applied where they were decoded, so the memory
-/// they free is reused by the ledger (one allocator arena).
-fn decode_snapshot(mut body: Vec<u8>) -> Option<Ledger> {
+/// Decrypted bytes, wiped when dropped: on every path, a panic or a task
+/// dropped before it ran included.
+struct Plaintext(Vec<u8>);
+
+impl Drop for Plaintext {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
+/// Set when dropped: tells a decoding on another thread that nobody waits
+/// for it any more.
+#[derive(Default)]
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The ledger a snapshot's plaintext rebuilds, or `None` when this build
+/// cannot decode it or apply its records (or `stop` was set). The plaintext
+/// is wiped when this returns or unwinds. Runs on a blocking thread while
+/// the journal after the snapshot is verified: the records are applied where
+/// they were decoded, so the memory they free is reused by the ledger (one
+/// allocator arena).
+fn decode_snapshot(body: Plaintext, stop: &std::sync::atomic::AtomicBool) -> Option<Ledger> {
     use serde::de::DeserializeSeed;
     let mut ledger = Ledger::default();
-    let mut de = postcard::Deserializer::from_bytes(&body);
-    let applied = ApplyEach(&mut ledger).deserialize(&mut de);
-    wipe(&mut body);
-    applied.ok().map(|()| ledger)
+    let mut de = postcard::Deserializer::from_bytes(&body.0);
+    ApplyEach {
+        ledger: &mut ledger,
+        stop,
+    }
+    .deserialize(&mut de)
+    .ok()?;
+    Some(ledger)
 }
 
 /// Decodes a sequence of records and applies each to the ledger as soon
 /// as it is decoded: the records are never all held at once (a snapshot of
 /// 10,000 payments would hold them twice, as records and in the ledger).
-struct ApplyEach<'a>(&'a mut Ledger);
+struct ApplyEach<'a> {
+    ledger: &'a mut Ledger,
+    stop: &'a std::sync::atomic::AtomicBool,
+}
 
 impl<'de> serde::de::DeserializeSeed<'de> for ApplyEach<'_> {
     type Value = ();
@@ -1803,12 +1830,18 @@ impl<'de> serde::de::Visitor<'de> for ApplyEach<'_> {
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(w) = seq.next_element::<Write>()? {
-            self.0.apply(w).map_err(serde::de::Error::custom)?;
+            if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(serde::de::Error::custom("the open stopped"));
+            }
+            self.ledger.apply(w).map_err(serde::de::Error::custom)?;
         }
         Ok(())
     }
 }
 
+/// Reads, verifies and decrypts the snapshot, if the store has one (and
+/// it was written in this schema's encoding). A snapshot that does not
+/// verify is an error, never skipped.
 async fn read_snapshot(
     conn: &mut SqliteConnection,
     keys: &StoreKeys,
@@ -1829,28 +1862,21 @@ async fn read_snapshot(
     let format = u32::try_from(format).unwrap_or(u32::MAX);
     let key_id: Vec<u8> = row.try_get("key_id").map_err(bad)?;
     let nonce: Vec<u8> = row.try_get("nonce").map_err(bad)?;
-    let mut body: Vec<u8> = row.try_get("ciphertext").map_err(bad)?;
+    let mut body = Plaintext(row.try_get("ciphertext").map_err(bad)?);
     drop(row);
     let what = "the snapshot does not verify (edited, moved or from another store)";
     if upto_seq > meta.head_seq || key_id.as_slice() != meta.key_id.as_slice() {
         return Err(tampered(upto_seq.min(meta.head_seq), what));
     }
     let aad = snapshot_aad(&meta.store_id, upto_seq, &upto_mac, format, &key_id);
-    keys.open_in_place(&aad, &nonce, &mut body)
+    keys.open_in_place(&aad, &nonce, &mut body.0)
         .map_err(|_| tampered(upto_seq, what))?;
     if format != SCHEMA_VERSION {
         // Authentic, but written by an older version in another encoding:
         // not used; the journal is replayed from the start instead.
-        wipe(&mut body);
         return Ok(None);
     }
-    let upto_mac = match fixed(&upto_mac, "snapshot position") {
-        Ok(mac) => mac,
-        Err(e) => {
-            wipe(&mut body);
-            return Err(e);
-        }
-    };
+    let upto_mac = fixed(&upto_mac, "snapshot position")?;
     Ok(Some(OpenedSnapshot {
         upto_seq,
         upto_mac,
@@ -1987,7 +2013,16 @@ mod tests {
         let k = keys();
         let (store, key) = ([1u8; ID_LEN], [2u8; ID_LEN]);
         let genesis = genesis_mac(&k, &store);
-        let row = seal_record(&k, &store, &key, 3, &genesis, &audit(1), [7; NONCE_LEN]).unwrap();
+        let row = seal_record(
+            &k,
+            &store,
+            &key,
+            3,
+            &genesis,
+            &audit(1),
+            &mut FreshNonces::draw(1).unwrap(),
+        )
+        .unwrap();
         let sealed = [&row.nonce[..], &row.ciphertext[..]].concat();
         let aad = |store: &[u8], seq, format, key: &[u8], kind, rkey: &[u8]| {
             record_aad(store, seq, format, key, kind, rkey)
@@ -2013,9 +2048,36 @@ mod tests {
         let k = keys();
         let (store, key) = ([1u8; ID_LEN], [2u8; ID_LEN]);
         let g = genesis_mac(&k, &store);
-        let a = seal_record(&k, &store, &key, 1, &g, &audit(1), [1; NONCE_LEN]).unwrap();
-        let b = seal_record(&k, &store, &key, 2, &a.mac, &audit(2), [2; NONCE_LEN]).unwrap();
-        let b_elsewhere = seal_record(&k, &store, &key, 2, &g, &audit(2), [3; NONCE_LEN]).unwrap();
+        let a = seal_record(
+            &k,
+            &store,
+            &key,
+            1,
+            &g,
+            &audit(1),
+            &mut FreshNonces::draw(1).unwrap(),
+        )
+        .unwrap();
+        let b = seal_record(
+            &k,
+            &store,
+            &key,
+            2,
+            &a.mac,
+            &audit(2),
+            &mut FreshNonces::draw(1).unwrap(),
+        )
+        .unwrap();
+        let b_elsewhere = seal_record(
+            &k,
+            &store,
+            &key,
+            2,
+            &g,
+            &audit(2),
+            &mut FreshNonces::draw(1).unwrap(),
+        )
+        .unwrap();
         assert_ne!(b.mac, b_elsewhere.mac);
         assert_ne!(genesis_mac(&k, &[7u8; ID_LEN]), g, "bound to the store");
     }
@@ -2118,6 +2180,19 @@ mod tests {
             );
         }
     }
+    /// A decoding whose open stopped gives up (and so does one whose
+    /// records do not apply); otherwise it rebuilds the ledger.
+    #[test]
+    fn a_snapshot_decoding_stops_when_told_and_on_records_that_do_not_apply() {
+        use std::sync::atomic::AtomicBool;
+        let body = || Plaintext(postcard::to_allocvec(&vec![audit(1), audit(2)]).unwrap());
+        let ledger = decode_snapshot(body(), &AtomicBool::new(false)).unwrap();
+        assert_eq!(ledger.audit.last_seq(), 2);
+        assert!(decode_snapshot(body(), &AtomicBool::new(true)).is_none());
+        let gap = Plaintext(postcard::to_allocvec(&vec![audit(1), audit(3)]).unwrap());
+        assert!(decode_snapshot(gap, &AtomicBool::new(false)).is_none());
+    }
+
     /// A snapshot that is authentic (sealed with the store's key, at its
     /// position) but that this build's types cannot decode is not used: the
     /// open, which starts verifying the journal after it while it decodes,

@@ -761,14 +761,19 @@ async fn check_store(dir: &Path, cycle: u64, model: &mut Model) -> Result<Found,
             .await
             .map_err(|e| format!("the store does not reopen after the kill: {e}"))?,
     );
-    // What the open verified: the snapshot and the journal after it; it
-    // must rebuild what a full replay of the journal rebuilds.
-    let at_open = store
-        .load_at_open()
+    // What the open verified: the snapshot (rebuilt into a ledger while the
+    // journal after it was verified) and the records after it, as the
+    // engine's open takes them; it must rebuild what a full replay of the
+    // journal rebuilds.
+    let (mut fast, tail) = store
+        .open_state()
         .await
         .map_err(|e| format!("the snapshot and tail do not load: {e}"))?;
     let in_journal = store.records_since_compaction().unwrap_or(0);
-    let fast = ledger_of(at_open)?;
+    for w in tail {
+        fast.apply(w)
+            .map_err(|e| format!("the tail does not apply to the snapshot: {e}"))?;
+    }
     // The journal as the kill left it (the engine's open then records the
     // attempts in flight as failed).
     let opened = match store.load().await {
