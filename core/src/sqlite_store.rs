@@ -161,7 +161,7 @@ pub struct SqliteStore {
     key_id: [u8; ID_LEN],
     /// The data key, kept to re-wrap it on rotation; wiped on drop.
     data_key: DataKey,
-    keys: StoreKeys,
+    keys: Arc<StoreKeys>,
     provider: Mutex<Arc<dyn KeyProvider>>,
     writer: tokio::sync::Mutex<Writer>,
     readers: SqlitePool,
@@ -191,8 +191,10 @@ struct AnchorSaver {
 
 struct PendingAnchor {
     seq: u64,
-    bytes: Vec<u8>,
-    store_id: String,
+    /// The store id (hex) and the anchor's bytes (a MAC under the store's
+    /// keys): computed by the saver thread for the heads it saves only, not
+    /// on the commit path for every head.
+    encode: Box<dyn FnOnce() -> (String, Vec<u8>) + Send>,
     provider: Arc<dyn KeyProvider>,
 }
 
@@ -305,7 +307,8 @@ fn anchor_thread(shared: &(Mutex<AnchorState>, Condvar)) {
         // A provider that panics (a foreign callback) must not leave
         // `busy` set: `close` would wait for ever.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            a.provider.save_anchor(&a.store_id, &a.bytes)
+            let (store_id, bytes) = (a.encode)();
+            a.provider.save_anchor(&store_id, &bytes)
         }));
         last_save = Some(Instant::now());
         st = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -447,7 +450,7 @@ impl SqliteStore {
                     store_id: p.store_id,
                     key_id: p.key_id,
                     data_key: p.data_key,
-                    keys: p.keys,
+                    keys: Arc::new(p.keys),
                     provider: Mutex::new(provider),
                     writer: tokio::sync::Mutex::new(Writer {
                         conn: Some(conn),
@@ -653,10 +656,12 @@ impl SqliteStore {
         self.since_snapshot
             .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if anchored {
+            let (keys, store_id) = (Arc::clone(&self.keys), self.store_id);
             self.anchors.submit(PendingAnchor {
                 seq,
-                bytes: encode_anchor(&self.keys, &self.store_id, seq, &prev),
-                store_id: self.store_id(),
+                encode: Box::new(move || {
+                    (hex(&store_id), encode_anchor(&keys, &store_id, seq, &prev))
+                }),
                 provider: self.provider(),
             });
         }
@@ -751,16 +756,8 @@ impl SqliteStore {
         if !header_verifies(&self.keys, &meta) {
             return Err(tampered(0, "the store header does not verify"));
         }
-        let v = verify_journal(
-            &mut tx,
-            &self.keys,
-            &self.store_id,
-            &self.key_id,
-            &meta,
-            None,
-            None,
-        )
-        .await?;
+        // The header names this store and key (checked above).
+        let v = verify_journal(&mut tx, &self.keys, &meta, None, None).await?;
         let _ = tx.commit().await;
         Ok(v.writes)
     }
@@ -958,16 +955,8 @@ async fn prepare(
         let task = tokio::task::spawn_blocking(move || decode_snapshot(o.body, &flag));
         (upto_seq, task, stop)
     });
-    let mut v = verify_journal(
-        conn,
-        &keys,
-        &meta.store_id,
-        &meta.key_id,
-        &meta,
-        anchor.as_ref().map(|a| a.seq),
-        start,
-    )
-    .await?;
+    let anchor_seq = anchor.as_ref().map(|a| a.seq);
+    let mut v = verify_journal(conn, &keys, &meta, anchor_seq, start).await?;
     let snapshot = match decoding {
         // A decoding that panicked (its plaintext is wiped on the way out)
         // is treated like one that failed: the journal alone rebuilds it all.
@@ -983,16 +972,7 @@ async fn prepare(
         // shortcut, so the whole journal is verified and replayed instead
         // (`records_since_compaction` then counts all of it, and the next
         // compaction replaces the snapshot). Nothing is lost either way.
-        v = verify_journal(
-            conn,
-            &keys,
-            &meta.store_id,
-            &meta.key_id,
-            &meta,
-            anchor.as_ref().map(|a| a.seq),
-            None,
-        )
-        .await?;
+        v = verify_journal(conn, &keys, &meta, anchor_seq, None).await?;
     }
     // The anchor's record may lie before the snapshot: its stored MAC is
     // compared then (the chain up to the snapshot was verified when the
@@ -1603,12 +1583,11 @@ async fn insert_rows(
 async fn verify_journal(
     conn: &mut SqliteConnection,
     keys: &StoreKeys,
-    store_id: &[u8; ID_LEN],
-    key_id: &[u8; ID_LEN],
     meta: &Meta,
     mac_wanted_at: Option<u64>,
     start: Option<(u64, [u8; MAC_LEN])>,
 ) -> Result<Verified, StoreError> {
+    let (store_id, key_id) = (&meta.store_id, &meta.key_id);
     let (mut seq, mut prev) = start.unwrap_or((0, genesis_mac(keys, store_id)));
     let from = i64::try_from(seq).map_err(|_| corrupt("the journal is too long"))?;
     // Rows after the start (all of them from the genesis): a row outside
@@ -2145,8 +2124,7 @@ mod tests {
         let submit = |seq: u64| {
             saver.submit(PendingAnchor {
                 seq,
-                bytes: seq.to_be_bytes().to_vec(),
-                store_id: "s".into(),
+                encode: Box::new(move || ("s".into(), seq.to_be_bytes().to_vec())),
                 provider: Arc::clone(&provider),
             })
         };

@@ -63,6 +63,10 @@ struct Processor {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     receipts: Mutex<Vec<(String, String, String)>>,
+    /// While set, the status endpoint cannot be reached (the automatic
+    /// driver's probes fail), so the engine cannot go online by itself
+    /// while a test takes its payments offline.
+    unreachable: std::sync::atomic::AtomicBool,
 }
 
 impl Processor {
@@ -90,6 +94,12 @@ impl Gateway for Processor {
     }
 
     fn status(&self) -> Result<ServiceStatus, GatewayError> {
+        if self.unreachable.load(Ordering::SeqCst) {
+            return Err(GatewayError::new(
+                ForwardErrorKind::NotSent,
+                "test: no route",
+            ));
+        }
         Ok(ServiceStatus::Available)
     }
 
@@ -204,6 +214,11 @@ impl Rig {
             })
             .unwrap();
         let processor = Arc::new(Processor::default());
+        // The automatic driver probes as soon as it has a gateway: with a
+        // healthy service it would bring the engine online on its own, in
+        // real time, while the test takes payments offline (a race seen
+        // under load). The service is unreachable until the test says so.
+        processor.unreachable.store(automatic, Ordering::SeqCst);
         engine.set_gateway(processor.clone()).unwrap();
         let (tx, rx) = mpsc::channel();
         let sub = engine.subscribe(Arc::new(Events(Mutex::new(tx)))).unwrap();
@@ -494,6 +509,7 @@ async fn forwarding_starts_by_itself_when_the_connection_returns() {
     rig.engine.resume_forwarding().unwrap();
     // The network is back: the driver probes the processor (healthy), goes
     // online and forwards, with no call from the app.
+    rig.processor.unreachable.store(false, Ordering::SeqCst);
     rig.engine.report_network(true).await.unwrap();
     // The driver may split the work over passes (one may have started while
     // the payments were taken, and stopped at the pause): wait, event by
