@@ -833,7 +833,9 @@ const ROLES: [&str; 3] = ["caller", "SQLite worker", "other"];
 /// The bench's own thread (which drives the engine, as an app's thread
 /// calling through the FFI does), sqlx's SQLite worker threads (the SQL,
 /// the writes and the fsync's own kernel work), or anything else (the
-/// engine's event thread, the anchor saver, tokio).
+/// engine's event thread, the anchor saver, tokio's worker and blocking
+/// threads). Like the total, a lower bound: a thread that ends between two
+/// readings is not counted.
 fn thread_role(tid: u32, comm: &str) -> &'static str {
     if tid == std::process::id() {
         ROLES[0]
@@ -1069,7 +1071,7 @@ async fn run(s: &BenchSettings, root: &Path) -> String {
             "  taking a snapshot of the {} pending payments (what the engine does every {} records, \
              inside the capture that reaches it): state copied {} ms, encoded, sealed and written {} ms",
             s.pending,
-            pos_core::store::COMPACT_EVERY,
+            config(&pending_dir).compact_every,
             ms(nanos(copied)),
             ms(nanos(written))
         );
@@ -1289,7 +1291,7 @@ fn report(
         o,
         "\n  CPU per operation by thread (sched, µs): the caller (the engine's own work and its \
          hand-offs), sqlx's SQLite worker (SQL, WAL writes, the fsync's kernel work), other \
-         threads (events, anchor saver)"
+         threads (events, anchor saver, tokio)"
     );
     for (label, series) in [
         ("baseline", &caps.baseline),

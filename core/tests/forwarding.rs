@@ -505,12 +505,17 @@ async fn forwarding_starts_by_itself_when_the_connection_returns() {
     for i in 0..10 {
         ids.push(rig.take(300 + i, None).await);
     }
+    // The service is reachable again before the driver is woken (each
+    // failed probe would double its back-off).
+    rig.processor.unreachable.store(false, Ordering::SeqCst);
     rig.engine.pause_forwarding().unwrap();
     rig.engine.resume_forwarding().unwrap();
     // The network is back: the driver probes the processor (healthy), goes
-    // online and forwards, with no call from the app.
-    rig.processor.unreachable.store(false, Ordering::SeqCst);
+    // online and forwards, with no call from the app. (The report alone
+    // changes no state, so it does not wake a driver that sleeps out a
+    // back-off: the nudge does, as an app's network callback would.)
     rig.engine.report_network(true).await.unwrap();
+    rig.engine.nudge_forwarding();
     // The driver may split the work over passes (one may have started while
     // the payments were taken, and stopped at the pause): wait, event by
     // event, until the finished passes have settled all ten.
@@ -732,6 +737,7 @@ async fn an_attempt_cut_by_a_crash_is_retried_by_the_driver_with_the_same_id() {
     // Next start: the attempt is recovered as "no answer", and the driver
     // (automatic, no "forward now") sends it again once the service is back.
     let rig = Rig::on(first.clock.clone(), store, 2, true).await;
+    rig.processor.unreachable.store(false, Ordering::SeqCst);
     rig.go_online().await;
     rig.engine.nudge_forwarding();
     loop {
