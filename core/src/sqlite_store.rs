@@ -2027,36 +2027,13 @@ mod tests {
         let k = keys();
         let (store, key) = ([1u8; ID_LEN], [2u8; ID_LEN]);
         let g = genesis_mac(&k, &store);
-        let a = seal_record(
-            &k,
-            &store,
-            &key,
-            1,
-            &g,
-            &audit(1),
-            &mut FreshNonces::draw(1).unwrap(),
-        )
-        .unwrap();
-        let b = seal_record(
-            &k,
-            &store,
-            &key,
-            2,
-            &a.mac,
-            &audit(2),
-            &mut FreshNonces::draw(1).unwrap(),
-        )
-        .unwrap();
-        let b_elsewhere = seal_record(
-            &k,
-            &store,
-            &key,
-            2,
-            &g,
-            &audit(2),
-            &mut FreshNonces::draw(1).unwrap(),
-        )
-        .unwrap();
+        let seal = |seq, prev: &[u8; MAC_LEN], w: &Write| {
+            let mut nonces = FreshNonces::draw(1).unwrap();
+            seal_record(&k, &store, &key, seq, prev, w, &mut nonces).unwrap()
+        };
+        let a = seal(1, &g, &audit(1));
+        let b = seal(2, &a.mac, &audit(2));
+        let b_elsewhere = seal(2, &g, &audit(2));
         assert_ne!(b.mac, b_elsewhere.mac);
         assert_ne!(genesis_mac(&k, &[7u8; ID_LEN]), g, "bound to the store");
     }
