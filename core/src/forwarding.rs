@@ -365,7 +365,16 @@ impl PosEngine {
             .events
             .emit(PosEvent::ForwardingProgress(progress));
         report.receipts_sent = self.deliver_receipts(&gateway).await?;
+        // The snapshot the round's commits made due (they do not take one
+        // while the round runs: see `after_write`), once, at its end.
+        self.compact_if_due().await;
         Ok(report)
+    }
+
+    /// Whether a forwarding round is running (its commits leave the
+    /// snapshot to the round's end).
+    pub(crate) fn forwarding_round_running(&self) -> bool {
+        self.inner.forwarding.round.try_lock().is_err()
     }
 
     /// Delivers the receipts queued offline (R16), one attempt each; a

@@ -70,6 +70,12 @@ async fn engine_run(n: usize, in_flight: usize, faults: FaultPlan, seed: u64) ->
         .unwrap();
     let clock = VirtualClock::new(T0);
     let mut config = EngineConfig::new(&dir, "till-1", "EUR").unwrap();
+    if let Some(n) = std::env::var("POS_BENCH_COMPACT_EVERY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.compact_every = n;
+    }
     config.forwarding = ForwardingConfig {
         max_in_flight: in_flight,
         automatic: false,
