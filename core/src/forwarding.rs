@@ -277,6 +277,8 @@ impl PosEngine {
         };
         if due.is_empty() {
             report.receipts_sent = self.deliver_receipts(&gateway).await?;
+            // Expiries and receipts are commits of the round too.
+            self.compact_if_due().await;
             return Ok(report);
         }
         self.inner
