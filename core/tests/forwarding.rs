@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -248,27 +250,12 @@ impl Rig {
 
     /// Takes one offline payment of `cents` on a new order.
     async fn take(&self, cents: i64, contact: Option<CustomerContact>) -> PaymentId {
-        let order = self
-            .engine
-            .create_order(NewOrder {
-                order_id: None,
-                total: usd(cents),
-                contact,
-            })
-            .await
-            .unwrap();
-        let d = self
-            .engine
-            .begin_card_payment(CardPaymentRequest {
-                order_id: order.id,
-                payment_id: None,
-                amount: usd(cents),
-                tip: None,
-                behaviour: OfflineBehaviour::PreferOnline,
-                tender: TenderKind::Card,
-            })
-            .await
-            .unwrap();
+        let order = NewOrder {
+            order_id: None,
+            total: usd(cents),
+            contact,
+        };
+        let payment_id = support::begin_order_payment(&self.engine, order).await;
         let card = CardRead {
             entry_mode: EntryMode::Chip,
             network: Network::Visa,
@@ -278,10 +265,10 @@ impl Rig {
             sealed_card_data: vec![0xA5; 48],
         };
         self.engine
-            .confirm_card_payment(&d.payment_id, card)
+            .confirm_card_payment(&payment_id, card)
             .await
             .unwrap();
-        d.payment_id
+        payment_id
     }
 
     fn advance_to(&self, t: Timestamp) {

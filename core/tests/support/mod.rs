@@ -38,19 +38,27 @@ pub async fn sign_in_and_lose_the_network(engine: &PosEngine) {
 /// Order `order-<n>` of `cents`, and its card payment begun (the whole
 /// order): the id to confirm.
 pub async fn begin_sale(engine: &PosEngine, n: usize, cents: i64) -> PaymentId {
-    let order = engine
-        .create_order(NewOrder {
+    begin_order_payment(
+        engine,
+        NewOrder {
             order_id: Some(format!("order-{n}")),
             total: usd(cents),
             contact: None,
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await
+}
+
+/// Creates `order` and begins a card payment of its whole total (offline
+/// when the network is down): the id to confirm.
+pub async fn begin_order_payment(engine: &PosEngine, order: NewOrder) -> PaymentId {
+    let amount = order.total;
+    let order = engine.create_order(order).await.unwrap();
     engine
         .begin_card_payment(CardPaymentRequest {
             order_id: order.id.clone(),
             payment_id: None,
-            amount: usd(cents),
+            amount,
             tip: None,
             behaviour: OfflineBehaviour::PreferOnline,
             tender: TenderKind::Card,
