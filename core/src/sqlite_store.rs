@@ -166,9 +166,8 @@ pub struct SqliteStore {
     writer: tokio::sync::Mutex<Writer>,
     readers: SqlitePool,
     registration: Mutex<Option<Registration>>,
-    /// What `open` verified and decoded, handed once to `open_state` (or
-    /// `load_at_open`) so the engine's start does not verify and decrypt
-    /// the journal twice.
+    /// What `open` verified and decoded, handed once to `open_state` so
+    /// the engine's start does not verify and decrypt the journal twice.
     /// Dropped by the first write; `load` always reads and verifies the file.
     opened: Mutex<Option<OpenedState>>,
     /// Saves rollback anchors off the commit path.
@@ -766,34 +765,6 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn load(&self) -> BoxFuture<'_, Result<Vec<Write>, StoreError>> {
         Box::pin(self.load_all())
-    }
-
-    /// The records `open` just verified and decoded, when no write came
-    /// since (after a snapshot: the snapshot's records as the ledger it
-    /// rebuilt gives them back, `Ledger::snapshot_writes`, then the records
-    /// after it); otherwise a full `load`.
-    fn load_at_open(&self) -> BoxFuture<'_, Result<Vec<Write>, StoreError>> {
-        let opened = self.opened.lock().unwrap_or_else(|p| p.into_inner()).take();
-        Box::pin(async move {
-            match opened {
-                Some(OpenedState {
-                    ledger: None,
-                    writes,
-                }) => Ok(writes),
-                Some(OpenedState {
-                    ledger: Some(ledger),
-                    writes,
-                }) => {
-                    // The snapshot's records, as the ledger gives them back.
-                    let mut all = ledger
-                        .snapshot_writes()
-                        .ok_or_else(|| corrupt("the snapshot's audit log does not start at 1"))?;
-                    all.extend(writes);
-                    Ok(all)
-                }
-                None => self.load_all().await,
-            }
-        })
     }
 
     /// The ledger rebuilt from the snapshot while `open` verified the
@@ -2185,7 +2156,9 @@ mod tests {
             );
             let mut expected = all;
             expected.push(audit(4));
-            assert_eq!(s.load_at_open().await.unwrap(), expected);
+            let (ledger, records) = s.open_state().await.unwrap();
+            assert_eq!(ledger, Ledger::default(), "nothing from the snapshot");
+            assert_eq!(records, expected);
             s.close().await;
             let _ = std::fs::remove_dir_all(&dir);
         });

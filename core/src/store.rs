@@ -59,18 +59,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every record ever applied, oldest first (later records of the same
     /// key replace earlier ones when replayed).
     fn load(&self) -> BoxFuture<'_, Result<Vec<Write>, StoreError>>;
-    /// What the engine reads when it opens: by default a [`Store::load`]; a
-    /// store that already verified every record while opening may hand those
-    /// over instead of reading them again.
-    fn load_at_open(&self) -> BoxFuture<'_, Result<Vec<Write>, StoreError>> {
-        self.load()
-    }
     /// What the engine opens with: a ledger the store already rebuilt
     /// (from its snapshot; empty when it has none) and the records to
-    /// apply to it, in order. Default: an empty ledger and
-    /// [`Store::load_at_open`].
+    /// apply to it, in order. A store that verified and decoded its records
+    /// while opening hands those over once instead of reading them again.
+    /// Default: an empty ledger and [`Store::load`].
     fn open_state(&self) -> BoxFuture<'_, Result<(Ledger, Vec<Write>), StoreError>> {
-        Box::pin(async move { Ok((Ledger::default(), self.load_at_open().await?)) })
+        Box::pin(async move { Ok((Ledger::default(), self.load().await?)) })
     }
     /// Makes the whole batch durable, atomically.
     fn apply<'a>(&'a self, batch: &'a [Write]) -> BoxFuture<'a, Result<(), StoreError>>;
@@ -83,7 +78,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 
     /// Keeps `state` (records that rebuild everything applied so far, from
-    /// `Ledger::snapshot_writes`) so that [`Store::load_at_open`] can start
+    /// `Ledger::snapshot_writes`) so that [`Store::open_state`] can start
     /// from it instead of replaying every superseded record. The caller
     /// guarantees that no `apply` runs meanwhile. Nothing is deleted: the
     /// journal and [`Store::load`] keep the whole history. Default: nothing.

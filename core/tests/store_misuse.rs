@@ -1098,15 +1098,16 @@ async fn a_write_acknowledged_before_a_crash_survives() {
 }
 
 #[tokio::test]
-async fn load_at_open_hands_over_exactly_what_load_reads_and_only_once() {
+async fn the_open_state_hands_over_exactly_what_load_reads_and_only_once() {
     let rig = Rig::new("load-at-open").await;
     let s = rig.open().await.unwrap();
-    let at_open = s.load_at_open().await.unwrap();
+    let (ledger, at_open) = s.open_state().await.unwrap();
+    assert_eq!(ledger, pos_core::ledger::Ledger::default(), "no snapshot");
     assert!(!at_open.is_empty());
     assert_eq!(at_open, s.load().await.unwrap());
     // Handed over once: a second call reads (and verifies) the file again.
     edit(&rig.db, "DELETE FROM journal WHERE seq = 2").await;
-    assert_eq!(tampered_at(&s.load_at_open().await.unwrap_err()), 2);
+    assert_eq!(tampered_at(&s.open_state().await.unwrap_err()), 2);
     s.close().await;
     rig.finish();
 }
@@ -1117,6 +1118,16 @@ async fn load_at_open_hands_over_exactly_what_load_reads_and_only_once() {
 
 fn rebuild(records: Vec<Write>) -> pos_core::ledger::Ledger {
     let mut l = pos_core::ledger::Ledger::default();
+    for w in records {
+        l.apply(w).unwrap();
+    }
+    l
+}
+
+/// The state the engine would open with: the store's open state, its
+/// records applied.
+async fn state_at_open(s: &SqliteStore) -> pos_core::ledger::Ledger {
+    let (mut l, records) = s.open_state().await.unwrap();
     for w in records {
         l.apply(w).unwrap();
     }
@@ -1141,8 +1152,16 @@ async fn an_open_starts_from_the_snapshot_and_rebuilds_what_the_journal_does() {
     let rig = snapshot_rig("snap-ok").await;
     let s = rig.open().await.unwrap();
     assert_eq!(s.records_since_compaction(), Some(2), "the tail after it");
-    let at_open = s.load_at_open().await.unwrap();
-    assert_eq!(at_open.len(), 6 + 2, "the snapshot's 6 records, then 2");
+    let (ledger, tail) = s.open_state().await.unwrap();
+    let from_snapshot = ledger.snapshot_writes().unwrap();
+    assert_eq!(
+        from_snapshot.len() + tail.len(),
+        6 + 2,
+        "the snapshot's 6 records, then 2"
+    );
+    assert_eq!(tail.len(), 2);
+    let mut at_open = from_snapshot;
+    at_open.extend(tail);
     assert_eq!(rebuild(at_open), rebuild(s.load().await.unwrap()));
     s.close().await;
     rig.finish();
@@ -1204,7 +1223,7 @@ async fn a_removed_or_older_snapshot_only_makes_the_open_replay_more() {
     edit(&rig.db, "DELETE FROM snapshot").await;
     let s = rig.open().await.unwrap();
     assert_eq!(s.records_since_compaction(), Some(8));
-    assert_eq!(rebuild(s.load_at_open().await.unwrap()), expected);
+    assert_eq!(state_at_open(&s).await, expected);
     s.close().await;
     rig.finish();
 
@@ -1251,7 +1270,7 @@ async fn a_removed_or_older_snapshot_only_makes_the_open_replay_more() {
         Some(3),
         "records 7-9 replayed"
     );
-    assert_eq!(rebuild(s.load_at_open().await.unwrap()), expected);
+    assert_eq!(state_at_open(&s).await, expected);
     s.close().await;
     rig.finish();
 }
