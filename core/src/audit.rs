@@ -136,6 +136,16 @@ pub enum AuditKind {
         /// The change, e.g. `false -> true` (no personal data).
         summary: String,
     },
+    /// The processor's time corrected the trusted clock (B13). The entry's
+    /// time is the trusted time right after the correction.
+    ClockCorrected {
+        /// How far trusted time was from the processor's, in ms, beyond the
+        /// request's round trip: positive when the device was behind.
+        error_ms: i64,
+        /// How far the clock was moved, in ms (same sign, bounded per
+        /// correction); a backward step holds the clock still that long.
+        step_ms: i64,
+    },
 }
 
 impl AuditKind {
@@ -150,6 +160,7 @@ impl AuditKind {
             AuditKind::ForwardAttempt { .. } => "forward_attempt",
             AuditKind::PaymentExpired { .. } => "payment_expired",
             AuditKind::PolicyChanged { .. } => "policy_changed",
+            AuditKind::ClockCorrected { .. } => "clock_corrected",
         }
     }
 
@@ -218,6 +229,15 @@ impl AuditKind {
             AuditKind::PolicyChanged { setting, summary } => {
                 text("setting", setting)?;
                 text("summary", summary)
+            }
+            AuditKind::ClockCorrected { error_ms, step_ms } => {
+                if *step_ms == 0 || step_ms.signum() != error_ms.signum() {
+                    return Err(AuditError::InvalidField {
+                        field: "step_ms",
+                        problem: "must move towards the error",
+                    });
+                }
+                Ok(())
             }
         }
     }
@@ -538,6 +558,9 @@ impl<'a> CsvRow<'a> {
             }
             AuditKind::PolicyChanged { setting, summary } => {
                 row.detail = format!("setting={setting}; {summary}");
+            }
+            AuditKind::ClockCorrected { error_ms, step_ms } => {
+                row.detail = format!("error_ms={error_ms}; step_ms={step_ms}");
             }
         }
         row

@@ -980,6 +980,12 @@ impl PosEngine {
             {
                 settings.clock_floor = now;
                 batch.insert(0, settings.session_write());
+                // With the clock's anchor when it changed or its reading
+                // of time since boot got old (reboots are seen by it).
+                let anchor = self.inner.clock.anchor();
+                if anchor.supersedes(s.ledger.clock_anchor.as_ref()) {
+                    batch.insert(1, Write::Clock(anchor));
+                }
             }
             (batch, expired, warnings)
         };

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::audit::{AuditEntry, AuditKind, OfflineCause, OverrideAction};
-use crate::clock::{Clock, SystemClock, Timestamp, TrustedClock};
+use crate::clock::{Clock, ClockCorrection, SystemClock, Timestamp, TrustedClock};
 use crate::connectivity::{
     ConnectivityConfig, ConnectivityInput, ConnectivityMachine, ConnectivityState, OutageCause,
     ProbeOutcome,
@@ -223,7 +223,10 @@ impl PosEngine {
             .as_ref()
             .map(|s| s.clock_floor)
             .max(last_audit);
-        let clock = TrustedClock::start(clock, floor);
+        // In the boot of the persisted anchor, trusted time goes on from
+        // time since boot; after a reboot it restarts from the wall clock.
+        let clock = TrustedClock::resume(clock, floor, ledger.clock_anchor.as_ref());
+        Self::save_clock_anchor(&mut ledger, store.as_ref(), &clock).await?;
         let now = clock.now();
         Self::recover_attempts_in_flight(&mut ledger, store.as_ref(), now).await?;
         let connectivity =
@@ -265,6 +268,29 @@ impl PosEngine {
         };
         engine.start_driver();
         Ok(engine)
+    }
+
+    /// Persists the clock's anchor when it differs from the saved one (a new
+    /// boot, the first start), before anything is stamped with its time:
+    /// the next start in this boot then resumes from it, whatever the wall
+    /// clock says.
+    async fn save_clock_anchor(
+        ledger: &mut Ledger,
+        store: &dyn Store,
+        clock: &TrustedClock,
+    ) -> Result<()> {
+        let anchor = clock.anchor();
+        if !anchor.supersedes(ledger.clock_anchor.as_ref()) {
+            return Ok(());
+        }
+        let batch = [Write::Clock(anchor)];
+        store.apply(&batch).await?;
+        for w in batch {
+            ledger.apply(w).map_err(|e| PosError::Internal {
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(())
     }
 
     /// An attempt in flight when the previous process ended (crash, kill,
@@ -792,6 +818,43 @@ impl PosEngine {
         Ok(self.state().connectivity.next_probe_at())
     }
 
+    /// Corrects the trusted clock from the processor's time, read from an
+    /// answer that took `round_trip` from request to answer (B13): one step
+    /// of at most [`crate::clock::MAX_CORRECTION_STEP`] towards the band
+    /// that holds real time (see the `clock` module for why this is safe in
+    /// both directions), persisted with the clock floor and its anchor and
+    /// audited (`clock_corrected`). `None` when the trusted time is within
+    /// that band. The forwarding driver calls it with every status answer
+    /// that carries the processor's time.
+    pub async fn correct_clock(
+        &self,
+        processor_time: Timestamp,
+        round_trip: std::time::Duration,
+    ) -> Result<Option<ClockCorrection>> {
+        self.check_open()?;
+        let _w = self.write_lock().await;
+        let Some(c) = self.inner.clock.plan_correction(processor_time, round_trip) else {
+            return Ok(None);
+        };
+        let batch = {
+            let s = self.state();
+            let mut settings = s.settings();
+            settings.clock_floor = settings.clock_floor.max(c.after);
+            let mut batch = vec![settings.session_write(), Write::Clock(c.anchor.clone())];
+            let kind = AuditKind::ClockCorrected {
+                error_ms: c.error_ms,
+                step_ms: c.step_ms,
+            };
+            batch.push(Self::audit(&s, &batch, c.after, None, kind));
+            batch
+        };
+        self.commit(batch).await?;
+        // Re-anchored since it was planned (time since boot went back):
+        // the next tick saves the new anchor.
+        self.inner.clock.apply_correction(&c);
+        Ok(Some(c))
+    }
+
     async fn connectivity_input(&self, input: ConnectivityInput) -> Result<ConnectivityState> {
         self.check_open()?;
         let _w = self.write_lock().await;
@@ -1079,6 +1142,9 @@ mod tests {
             .await
             .unwrap();
         let usd = Currency::parse("USD").unwrap();
+        // Opening saved the clock's anchor, nothing else.
+        let opened = store.len();
+        assert_eq!(opened, 1);
         store.fail_next_write(crate::store::StoreError::DiskFull);
         let r = e
             .set_policy(Policy::shopify_pos(usd).with_enabled(true))
@@ -1090,7 +1156,7 @@ mod tests {
             })
         );
         assert!(!e.policy().unwrap().enabled);
-        assert!(store.is_empty());
+        assert_eq!(store.len(), opened);
     }
 
     #[tokio::test]

@@ -38,6 +38,7 @@ use crate::error::{PosError, Result};
 use crate::events::PosEvent;
 use crate::gateway::{
     AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, ServiceStatus,
+    StatusAnswer,
 };
 use crate::ledger::{OfflinePayment, Write};
 use crate::lifecycle::{
@@ -731,7 +732,18 @@ impl PosEngine {
         let online = self.state().connectivity.state().is_online();
         if !online {
             // Probe the service (R2); connectivity decides when it is back.
-            let outcome = match tokio::task::spawn_blocking(move || gateway.status()).await {
+            let sent = std::time::Instant::now();
+            let answer = tokio::task::spawn_blocking(move || gateway.status_with_time()).await;
+            if let Ok(Ok(StatusAnswer {
+                processor_time: Some(t),
+                ..
+            })) = answer
+            {
+                // The processor's time corrects the trusted clock (B13); a
+                // failed write leaves it for the next probe.
+                let _ = self.correct_clock(t, sent.elapsed()).await;
+            }
+            let outcome = match answer.map(|r| r.map(|a| a.status)) {
                 Ok(Ok(ServiceStatus::Available)) => ProbeOutcome::Healthy,
                 Ok(Ok(ServiceStatus::Disrupted)) => ProbeOutcome::Unhealthy,
                 Ok(Err(e))

@@ -93,6 +93,15 @@ pub enum GatewayDecision {
     Declined { reason: DeclineReason },
 }
 
+/// A status answer with the processor's time, when it sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusAnswer {
+    pub status: ServiceStatus,
+    /// The processor's clock when it answered: corrects the device's
+    /// trusted clock (`PosEngine::correct_clock`).
+    pub processor_time: Option<Timestamp>,
+}
+
 /// What the service says about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceStatus {
@@ -133,6 +142,16 @@ pub trait Gateway: Send + Sync + fmt::Debug {
 
     /// Probes the service (R1: reachable but disrupted is not online).
     fn status(&self) -> Result<ServiceStatus, GatewayError>;
+
+    /// The same probe with the processor's time, for a gateway whose
+    /// answer carries it (the HTTP protocol's `time_ms`). The forwarding
+    /// driver calls this one.
+    fn status_with_time(&self) -> Result<StatusAnswer, GatewayError> {
+        Ok(StatusAnswer {
+            status: self.status()?,
+            processor_time: None,
+        })
+    }
 
     /// Delivers a receipt queued offline (R16).
     fn deliver_receipt(&self, delivery: &ReceiptDelivery) -> Result<(), GatewayError>;
@@ -243,6 +262,9 @@ pub mod wire {
     pub struct StatusBody {
         /// `available` or `disrupted`.
         pub status: String,
+        /// The processor's clock when it answered, ms since the epoch (UTC).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub time_ms: Option<i64>,
     }
 
     /// Body of `POST /v1/receipts`.

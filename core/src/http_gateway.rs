@@ -11,10 +11,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::Timestamp;
 use crate::gateway::wire::{self, DecisionBody, ErrorBody, PaymentBody, ReceiptBody, StatusBody};
 use crate::gateway::{
     AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, ReceiptDelivery,
-    ServiceStatus, TokenProvider,
+    ServiceStatus, StatusAnswer, TokenProvider,
 };
 use crate::lifecycle::ForwardErrorKind;
 
@@ -192,6 +193,10 @@ impl Gateway for HttpGateway {
     }
 
     fn status(&self) -> Result<ServiceStatus, GatewayError> {
+        self.status_with_time().map(|a| a.status)
+    }
+
+    fn status_with_time(&self) -> Result<StatusAnswer, GatewayError> {
         let auth = self.bearer()?;
         let response = self
             .agent
@@ -202,7 +207,10 @@ impl Gateway for HttpGateway {
         let status = response.status().as_u16();
         if status != 200 {
             return match status {
-                500..=599 => Ok(ServiceStatus::Disrupted),
+                500..=599 => Ok(StatusAnswer {
+                    status: ServiceStatus::Disrupted,
+                    processor_time: None,
+                }),
                 _ => Err(status_error(status, None)),
             };
         }
@@ -214,9 +222,12 @@ impl Gateway for HttpGateway {
             .map_err(classify)?;
         let s: StatusBody = serde_json::from_str(&text)
             .map_err(|_| GatewayError::new(ForwardErrorKind::NoAnswer, "unreadable status"))?;
-        Ok(match s.status.as_str() {
-            "available" => ServiceStatus::Available,
-            _ => ServiceStatus::Disrupted,
+        Ok(StatusAnswer {
+            status: match s.status.as_str() {
+                "available" => ServiceStatus::Available,
+                _ => ServiceStatus::Disrupted,
+            },
+            processor_time: s.time_ms.map(Timestamp),
         })
     }
 

@@ -13,7 +13,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditEntry, AuditLog};
-use crate::clock::Timestamp;
+use crate::clock::{ClockAnchor, Timestamp};
 use crate::lifecycle::{
     order_status, CustomerContact, OrderId, OrderStatus, PaymentId, PaymentState, PaymentStatus,
     ReceiptRequest, StaffId, TenderView,
@@ -307,6 +307,10 @@ pub enum Write {
         serial: String,
         reader: Option<RememberedReader>,
     },
+    /// The trusted clock's anchor in the current boot (B13): what lets an
+    /// app restart in the same boot resume trusted time without the wall
+    /// clock. Replaces the previous one.
+    Clock(ClockAnchor),
 }
 
 /// Everything the engine holds in memory.
@@ -318,6 +322,8 @@ pub struct Ledger {
     pub audit: AuditLog,
     pub settings: Option<Settings>,
     pub readers: BTreeMap<String, RememberedReader>,
+    /// The trusted clock's latest persisted anchor.
+    pub clock_anchor: Option<ClockAnchor>,
     /// Running count and total (minor units) of the unsettled offline
     /// payments per currency, kept by [`Ledger::apply`] so that the limit
     /// checks of every capture do not scan every payment (issue 4).
@@ -342,13 +348,14 @@ impl Ledger {
             return None;
         }
         let mut out = Vec::with_capacity(
-            1 + self.readers.len()
+            2 + self.readers.len()
                 + self.orders.len()
                 + self.payments.len()
                 + self.receipts.len()
                 + audit.len(),
         );
         out.extend(self.settings.clone().map(|s| Write::Settings(Box::new(s))));
+        out.extend(self.clock_anchor.clone().map(Write::Clock));
         out.extend(self.readers.iter().map(|(serial, r)| Write::Reader {
             serial: serial.clone(),
             reader: Some(r.clone()),
@@ -422,6 +429,7 @@ impl Ledger {
                 s.session = session;
                 s.clock_floor = clock_floor;
             }
+            Write::Clock(anchor) => self.clock_anchor = Some(anchor),
             Write::Reader { serial, reader } => match reader {
                 Some(r) => {
                     self.readers.insert(serial, r);

@@ -1351,6 +1351,7 @@ fn identify(w: &Write) -> (&'static str, String) {
         Write::Settings(_) => ("settings", String::new()),
         Write::Session { .. } => ("session", String::new()),
         Write::Reader { serial, .. } => ("reader", serial.clone()),
+        Write::Clock(_) => ("clock", String::new()),
     }
 }
 

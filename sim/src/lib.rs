@@ -136,6 +136,8 @@ struct Shared {
     faults: Mutex<FaultPlan>,
     rng: Mutex<Rng>,
     outage: std::sync::atomic::AtomicBool,
+    /// The processor's clock, sent in status answers (`time_ms`).
+    clock: Mutex<Option<Arc<dyn pos_core::clock::Clock>>>,
 }
 
 impl Shared {
@@ -180,6 +182,7 @@ impl Simulator {
             faults: Mutex::new(config.faults),
             rng: Mutex::new(Rng::new(config.seed)),
             outage: std::sync::atomic::AtomicBool::new(false),
+            clock: Mutex::new(None),
         });
         let (stop, mut stopped) = oneshot::channel::<()>();
         let serving = Arc::clone(&shared);
@@ -245,6 +248,13 @@ impl Simulator {
         self.shared
             .outage
             .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The processor's clock: its wall time goes in every status answer
+    /// (`time_ms`), which corrects the devices' trusted clocks. `None` (the
+    /// default) sends no time.
+    pub fn set_clock(&self, clock: Option<Arc<dyn pos_core::clock::Clock>>) {
+        *self.shared.clock.lock().unwrap_or_else(|p| p.into_inner()) = clock;
     }
 
     pub fn set_faults(&self, plan: FaultPlan) {
@@ -353,6 +363,12 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Answer {
                 StatusCode::OK,
                 &StatusBody {
                     status: status.into(),
+                    time_ms: shared
+                        .clock
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .as_ref()
+                        .map(|c| c.wall_now().millis()),
                 },
             )
         }

@@ -83,6 +83,16 @@ pub enum ServiceStatus {
     Disrupted,
 }
 
+/// A status answer. `processor_time_ms` is the processor's clock when it
+/// answered (ms since the epoch, UTC), when its answer carries it: it
+/// corrects the device's trusted clock in bounded, audited steps. Never put
+/// the device's own clock there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
+pub struct ServiceStatusAnswer {
+    pub status: ServiceStatus,
+    pub processor_time_ms: Option<i64>,
+}
+
 /// A call that ended without a decision. The case tells the engine whether
 /// the processor may have seen the request and whether to retry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
@@ -147,8 +157,9 @@ pub trait PaymentGateway: Send + Sync {
     fn authorize(&self, payment: GatewayPayment) -> Result<GatewayDecision, GatewayError>;
     /// Forwards a stored offline payment (same idempotency contract).
     fn forward(&self, payment: GatewayPayment) -> Result<GatewayDecision, GatewayError>;
-    /// Probes the service.
-    fn status(&self) -> Result<ServiceStatus, GatewayError>;
+    /// Probes the service; with the processor's time when its answer
+    /// carries it.
+    fn status(&self) -> Result<ServiceStatusAnswer, GatewayError>;
     /// Delivers a receipt queued offline.
     fn deliver_receipt(&self, receipt: GatewayReceipt) -> Result<(), GatewayError>;
 }
@@ -240,9 +251,17 @@ impl gw::Gateway for GatewayAdapter {
     }
 
     fn status(&self) -> Result<gw::ServiceStatus, gw::GatewayError> {
-        Ok(match self.0.status()? {
-            ServiceStatus::Available => gw::ServiceStatus::Available,
-            ServiceStatus::Disrupted => gw::ServiceStatus::Disrupted,
+        self.status_with_time().map(|a| a.status)
+    }
+
+    fn status_with_time(&self) -> Result<gw::StatusAnswer, gw::GatewayError> {
+        let answer = self.0.status()?;
+        Ok(gw::StatusAnswer {
+            status: match answer.status {
+                ServiceStatus::Available => gw::ServiceStatus::Available,
+                ServiceStatus::Disrupted => gw::ServiceStatus::Disrupted,
+            },
+            processor_time: answer.processor_time_ms.map(pos_core::clock::Timestamp),
         })
     }
 

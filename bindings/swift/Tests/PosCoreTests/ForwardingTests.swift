@@ -26,7 +26,7 @@ final class SwiftProcessor: PaymentGateway, @unchecked Sendable {
 
     func authorize(payment: GatewayPayment) throws -> GatewayDecision { try decide(payment) }
     func forward(payment: GatewayPayment) throws -> GatewayDecision { try decide(payment) }
-    func status() throws -> ServiceStatus { .available }
+    func status() throws -> ServiceStatusAnswer { ServiceStatusAnswer(status: .available, processorTimeMs: nil) }
     func deliverReceipt(receipt: GatewayReceipt) throws {}
 }
 

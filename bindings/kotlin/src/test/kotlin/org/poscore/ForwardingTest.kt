@@ -35,7 +35,7 @@ class KotlinProcessor : PaymentGateway {
 
     override fun authorize(payment: GatewayPayment) = decide(payment)
     override fun forward(payment: GatewayPayment) = decide(payment)
-    override fun status() = ServiceStatus.AVAILABLE
+    override fun status() = ServiceStatusAnswer(ServiceStatus.AVAILABLE, null)
     val receipts = java.util.concurrent.CopyOnWriteArrayList<GatewayReceipt>()
     override fun deliverReceipt(receipt: GatewayReceipt) { receipts.add(receipt) }
 }
