@@ -136,6 +136,88 @@ pub struct EngineStatus {
     /// Milliseconds left before `next_deadline` (0 when past).
     pub time_left_ms: Option<i64>,
     pub signed_in: Option<StaffId>,
+    /// The store's rollback anchor; `None` when the store keeps none (a
+    /// memory store, or a key provider that keeps no anchors).
+    pub anchor: Option<AnchorStatus>,
+}
+
+/// Whether the store's rollback anchor is kept up to date with the key
+/// provider (`docs/store-recovery.md`). While saves fail, a rollback of the
+/// store to a copy taken since `last_saved_at` is not detected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnchorStatus {
+    /// The latest save failed (a new commit or the next open tries again).
+    pub failing: bool,
+    /// Failed saves in a row.
+    pub failures: u64,
+    /// Records the anchor trails the journal by after the latest failure
+    /// (0 when the latest save succeeded).
+    pub behind: u64,
+    /// When the anchor was last saved, or found current at open.
+    pub last_saved_at: Option<Timestamp>,
+    /// The latest failure's reason (the provider's message, no key
+    /// material), kept after a later success.
+    pub last_error: Option<String>,
+}
+
+/// What the engine heard from the store's anchor saves
+/// ([`Store::report_anchors`]), on the store's thread. It holds no engine
+/// reference: the engine may be dropped on that thread's watch.
+#[derive(Debug, Default)]
+pub(crate) struct AnchorWatch {
+    kept: bool,
+    /// The highest journal position reported (older outcomes are ignored).
+    seq: u64,
+    failures: u64,
+    behind: u64,
+    /// The clock's time since boot at the last good save.
+    saved_at_boot: Option<std::time::Duration>,
+    last_error: Option<String>,
+}
+
+impl AnchorWatch {
+    /// Takes one outcome; returns the event to send (the first failure of a run).
+    fn take(
+        &mut self,
+        report: crate::store::AnchorReport,
+        since_boot: std::time::Duration,
+    ) -> Option<PosEvent> {
+        use crate::store::AnchorReport as R;
+        let seq = match &report {
+            R::Saved { seq } | R::Failed { seq, .. } => *seq,
+        };
+        if seq < self.seq {
+            return None;
+        }
+        self.seq = seq;
+        match report {
+            R::Saved { .. } => {
+                self.failures = 0;
+                self.behind = 0;
+                self.saved_at_boot = Some(since_boot);
+                None
+            }
+            R::Failed { behind, reason, .. } => {
+                self.failures = self.failures.saturating_add(1);
+                self.behind = behind;
+                self.last_error = Some(reason.clone());
+                (self.failures == 1).then_some(PosEvent::AnchorSaveFailed { reason, behind })
+            }
+        }
+    }
+
+    fn status(&self, now: Timestamp, since_boot: std::time::Duration) -> Option<AnchorStatus> {
+        self.kept.then(|| AnchorStatus {
+            failing: self.failures > 0,
+            failures: self.failures,
+            behind: self.behind,
+            last_saved_at: self.saved_at_boot.map(|then| {
+                let ago = crate::clock::duration_ms(since_boot.saturating_sub(then));
+                Timestamp(now.0.saturating_sub(ago))
+            }),
+            last_error: self.last_error.clone(),
+        })
+    }
 }
 
 /// The engine. Cheap to clone; all clones share one engine.
@@ -160,6 +242,9 @@ pub(crate) struct Inner {
     pub(crate) events: Arc<EventBus>,
     pub(crate) forwarding: Forwarding,
     closed: AtomicBool,
+    /// The store's anchor saves, and the clock that dates them.
+    anchors: Arc<Mutex<AnchorWatch>>,
+    anchor_clock: Arc<dyn Clock>,
 }
 
 #[derive(Debug)]
@@ -207,6 +292,7 @@ impl PosEngine {
         store: Arc<dyn Store>,
     ) -> Result<Self> {
         let forwarding = Forwarding::new(config.forwarding.clone())?;
+        let anchor_clock = Arc::clone(&clock);
         let (mut ledger, records) = store.open_state().await?;
         for w in records {
             ledger.apply(w).map_err(|e| PosError::Internal {
@@ -262,12 +348,40 @@ impl PosEngine {
             events,
             forwarding,
             closed: AtomicBool::new(false),
+            anchors: Arc::default(),
+            anchor_clock,
         };
         let engine = PosEngine {
             inner: Arc::new(inner),
         };
+        engine.watch_anchors();
         engine.start_driver();
         Ok(engine)
+    }
+
+    /// Listens to the store's anchor saves: a failure is an event (the
+    /// first of a run) and shows in [`EngineStatus::anchor`]. The reporter
+    /// holds the watch, the clock and the bus, never the engine: it runs on
+    /// the store's thread, where dropping the last engine would wait on
+    /// that very thread.
+    fn watch_anchors(&self) {
+        let watch = Arc::clone(&self.inner.anchors);
+        let clock = Arc::clone(&self.inner.anchor_clock);
+        let bus = Arc::downgrade(&self.inner.events);
+        let kept = self.inner.store.report_anchors(Arc::new(move |report| {
+            let event = watch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(report, clock.since_boot());
+            if let (Some(e), Some(bus)) = (event, bus.upgrade()) {
+                bus.emit(e);
+            }
+        }));
+        self.inner
+            .anchors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .kept = kept;
     }
 
     /// Persists the clock's anchor when it differs from the saved one (a new
@@ -601,6 +715,12 @@ impl PosEngine {
             next_deadline,
             time_left_ms: next_deadline.map(|d| crate::clock::duration_ms(now.until(d))),
             signed_in: s.staff.as_ref().map(|st| st.staff_id.clone()),
+            anchor: self
+                .inner
+                .anchors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .status(now, self.inner.anchor_clock.since_boot()),
         })
     }
 

@@ -56,6 +56,13 @@ pub enum PosEvent {
     LimitNear(LimitNear),
     /// Progress of a forwarding round (B5), for a progress bar.
     ForwardingProgress(crate::forwarding::ForwardingProgress),
+    /// Saving the store's rollback anchor with the key provider failed: the
+    /// anchor trails the journal by `behind` records, and a rollback of the
+    /// store to a copy taken since the last saved anchor would not be
+    /// detected. Sent once when saves start failing (not again while they
+    /// keep failing); `EngineStatus::anchor` says whether they still fail.
+    /// `reason` is the provider's error message and names no key material.
+    AnchorSaveFailed { reason: String, behind: u64 },
     /// The engine was closed; no further events follow.
     Closed,
 }

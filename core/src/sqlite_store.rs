@@ -77,7 +77,7 @@ use crate::crypto::{
     MacKey, StoreKeys, ID_LEN, MAC_LEN,
 };
 use crate::ledger::{Ledger, Write};
-use crate::store::{BoxFuture, Store, StoreError};
+use crate::store::{AnchorReport, AnchorReporter, BoxFuture, Store, StoreError};
 
 /// The schema version this library writes and reads.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -182,7 +182,9 @@ pub const ANCHOR_INTERVAL: Duration = Duration::from_millis(100);
 /// A thread that saves the newest rollback anchor through the key provider,
 /// after the commits, coalescing: while one save runs or the interval has
 /// not passed, newer heads replace the waiting one. Anchors are saved in
-/// increasing journal order only.
+/// increasing journal order only. Each outcome goes to the reporter set by
+/// [`Store::report_anchors`]; a failed save is not retried on its own (the
+/// next commit's anchor, or the next open, saves the head again).
 struct AnchorSaver {
     shared: Arc<(Mutex<AnchorState>, Condvar)>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -210,11 +212,46 @@ struct AnchorState {
     /// per commit.
     resting: bool,
     stop: bool,
+    /// The journal position the provider's anchor names, as far as this
+    /// store knows (found or saved at open, or saved since).
+    saved: u64,
+    /// The latest outcome, given to a reporter when it is set.
+    last: Option<AnchorReport>,
+    reporter: Option<AnchorReporter>,
+}
+
+/// The longest reason an [`AnchorReport::Failed`] carries (the provider's
+/// message is the app's text; it is cut, never parsed).
+const ANCHOR_REASON_MAX: usize = 200;
+
+fn anchor_failure(seq: u64, saved: u64, reason: String) -> AnchorReport {
+    let mut reason = reason;
+    if reason.len() > ANCHOR_REASON_MAX {
+        let mut end = ANCHOR_REASON_MAX;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    AnchorReport::Failed {
+        seq,
+        behind: seq.saturating_sub(saved),
+        reason,
+    }
 }
 
 impl AnchorSaver {
-    fn start() -> Result<Self, StoreError> {
-        let shared: Arc<(Mutex<AnchorState>, Condvar)> = Arc::default();
+    /// `saved`: the position the provider's anchor names at open; `opened`:
+    /// what the open found or did about it (`None`: no anchor is kept).
+    fn start(saved: u64, opened: Option<AnchorReport>) -> Result<Self, StoreError> {
+        let shared: Arc<(Mutex<AnchorState>, Condvar)> = Arc::new((
+            Mutex::new(AnchorState {
+                saved,
+                last: opened,
+                ..AnchorState::default()
+            }),
+            Condvar::new(),
+        ));
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("pos-store-anchor".into())
@@ -242,7 +279,34 @@ impl AnchorSaver {
         }
     }
 
-    /// Returns once every submitted anchor was saved (or failed).
+    /// Notes an anchor saved outside the thread (a key rotation).
+    fn record_saved(&self, seq: u64) {
+        let report = AnchorReport::Saved { seq };
+        let reporter = {
+            let mut st = self.state();
+            st.saved = st.saved.max(seq);
+            st.last = Some(report.clone());
+            st.reporter.clone()
+        };
+        if let Some(r) = reporter {
+            r(report);
+        }
+    }
+
+    /// Sets the reporter and gives it the latest outcome.
+    fn set_reporter(&self, reporter: AnchorReporter) {
+        let last = {
+            let mut st = self.state();
+            st.reporter = Some(Arc::clone(&reporter));
+            st.last.clone()
+        };
+        if let Some(l) = last {
+            reporter(l);
+        }
+    }
+
+    /// Returns once every submitted anchor was saved (or failed) and its
+    /// outcome reported.
     fn flush(&self) {
         let mut st = self.state();
         while st.pending.is_some() || st.busy {
@@ -302,15 +366,29 @@ fn anchor_thread(shared: &(Mutex<AnchorState>, Condvar)) {
         st.busy = true;
         drop(st);
         // The batch is durable already: a failed save leaves the anchor
-        // behind the journal, which the next open accepts and catches up.
-        // A provider that panics (a foreign callback) must not leave
-        // `busy` set: `close` would wait for ever.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // behind the journal, which the next open accepts and catches up;
+        // it is reported. A provider or a reporter that panics (a foreign
+        // callback) must not leave `busy` set: `close` would wait for ever.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let (store_id, bytes) = (a.encode)();
             a.provider.save_anchor(&store_id, &bytes)
         }));
         last_save = Some(Instant::now());
         st = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let report = match outcome {
+            Ok(Ok(())) => {
+                st.saved = st.saved.max(a.seq);
+                AnchorReport::Saved { seq: a.seq }
+            }
+            Ok(Err(e)) => anchor_failure(a.seq, st.saved, e.to_string()),
+            Err(_) => anchor_failure(a.seq, st.saved, "the key provider panicked".into()),
+        };
+        st.last = Some(report.clone());
+        if let Some(r) = st.reporter.clone() {
+            drop(st);
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r(report)));
+            st = lock.lock().unwrap_or_else(|p| p.into_inner());
+        }
         st.busy = false;
         if st.pending.is_none() {
             st.urgent = false;
@@ -460,7 +538,7 @@ impl SqliteStore {
                     registration: Mutex::new(Some(registration)),
                     since_snapshot: std::sync::atomic::AtomicU64::new(since_snapshot),
                     opened: Mutex::new(Some(p.opened)),
-                    anchors: AnchorSaver::start()?,
+                    anchors: AnchorSaver::start(p.anchor.0, p.anchor.1)?,
                 })
             }
             Err(e) => {
@@ -587,6 +665,9 @@ impl SqliteStore {
         w.meta = meta;
         drop(w);
         *self.provider.lock().unwrap_or_else(|p| p.into_inner()) = new_provider;
+        if anchored {
+            self.anchors.record_saved(head_seq);
+        }
         Ok(())
     }
 
@@ -793,6 +874,14 @@ impl Store for SqliteStore {
     fn compact<'a>(&'a self, state: &'a [Write]) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.write_snapshot(state))
     }
+
+    fn report_anchors(&self, reporter: AnchorReporter) -> bool {
+        if !self.provider().keeps_anchors() {
+            return false;
+        }
+        self.anchors.set_reporter(reporter);
+        true
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -811,6 +900,9 @@ struct Prepared {
     snapshot_seq: u64,
     /// The state verified and decoded at open, for the first `load`.
     opened: OpenedState,
+    /// The position the provider's anchor names after the open, and what
+    /// the open found or did about it (`None`: the provider keeps none).
+    anchor: (u64, Option<AnchorReport>),
 }
 
 /// Options that never read the database at connect time, so that a
@@ -964,16 +1056,31 @@ async fn prepare(
         }
     }
     let mut meta = meta;
+    let mut anchor_at_open = (0, None);
     if provider.keeps_anchors() {
+        let found = anchor.as_ref().map_or(0, |a| a.seq);
+        anchor_at_open = (found, Some(AnchorReport::Saved { seq: v.head_seq }));
         let behind = anchor.as_ref().is_none_or(|a| a.seq != v.head_seq);
         if behind || accept_rollback {
             let bytes = encode_anchor(&keys, &meta.store_id, v.head_seq, &v.head_mac);
             // A provider that cannot save now leaves the anchor behind:
-            // accepted at the next open, as after a crash.
-            if provider.save_anchor(&store_hex, &bytes).is_ok() && !meta.anchored {
-                meta.anchored = true;
-                meta.meta_mac = header_mac(&keys, &meta).to_vec();
-                write_meta(conn, &meta).await?;
+            // accepted at the next open, as after a crash; reported.
+            match provider.save_anchor(&store_hex, &bytes) {
+                Ok(()) => {
+                    anchor_at_open.0 = v.head_seq;
+                    if !meta.anchored {
+                        meta.anchored = true;
+                        meta.meta_mac = header_mac(&keys, &meta).to_vec();
+                        write_meta(conn, &meta).await?;
+                    }
+                }
+                Err(e) => {
+                    let found = found.min(v.head_seq);
+                    anchor_at_open = (
+                        found,
+                        Some(anchor_failure(v.head_seq, found, e.to_string())),
+                    );
+                }
             }
         }
     }
@@ -1001,6 +1108,7 @@ async fn prepare(
         meta,
         snapshot_seq,
         opened,
+        anchor: anchor_at_open,
     })
 }
 
@@ -2067,7 +2175,7 @@ mod tests {
 
     #[test]
     fn anchors_are_saved_newest_first_never_out_of_order_and_flushed() {
-        let saver = AnchorSaver::start().unwrap();
+        let saver = AnchorSaver::start(0, None).unwrap();
         let rec = Arc::new(Recorder::default());
         let provider: Arc<dyn KeyProvider> = rec.clone();
         let submit = |seq: u64| {
@@ -2094,6 +2202,74 @@ mod tests {
             Some(&501),
             "stop saves it too"
         );
+    }
+
+    /// Saves anchors while `fail` is false; otherwise fails with a long reason.
+    #[derive(Debug, Default)]
+    struct Flaky {
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl KeyProvider for Flaky {
+        fn key_encryption_key(&self) -> Result<Kek, KeyError> {
+            Err(KeyError::Unavailable)
+        }
+        fn keeps_anchors(&self) -> bool {
+            true
+        }
+        fn save_anchor(&self, _store_id: &str, _anchor: &[u8]) -> Result<(), KeyError> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(KeyError::Failed("é".repeat(300)));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_anchor_outcome_is_reported_and_a_new_reporter_hears_the_last() {
+        let saver = AnchorSaver::start(4, Some(AnchorReport::Saved { seq: 4 })).unwrap();
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let h = Arc::clone(&heard);
+        saver.set_reporter(Arc::new(move |r| h.lock().unwrap().push(r)));
+        let flaky = Arc::new(Flaky::default());
+        let submit = |seq: u64| {
+            let provider: Arc<dyn KeyProvider> = flaky.clone();
+            saver.submit(PendingAnchor {
+                seq,
+                encode: Box::new(move || ("s".into(), seq.to_be_bytes().to_vec())),
+                provider,
+            });
+            saver.flush();
+        };
+        submit(6);
+        flaky.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        submit(9);
+        let got = heard.lock().unwrap().clone();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(
+            got[0],
+            AnchorReport::Saved { seq: 4 },
+            "the open's outcome first"
+        );
+        assert_eq!(got[1], AnchorReport::Saved { seq: 6 });
+        match &got[2] {
+            AnchorReport::Failed {
+                seq,
+                behind,
+                reason,
+            } => {
+                assert_eq!((*seq, *behind), (9, 3), "behind the last saved anchor (6)");
+                assert!(reason.starts_with("key provider failure: é"), "{reason}");
+                assert!(reason.len() <= ANCHOR_REASON_MAX, "cut: {}", reason.len());
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        // A reporter set later hears the latest outcome at once.
+        let late = Arc::new(Mutex::new(Vec::new()));
+        let l = Arc::clone(&late);
+        saver.set_reporter(Arc::new(move |r| l.lock().unwrap().push(r)));
+        assert_eq!(late.lock().unwrap().as_slice(), &got[2..]);
+        saver.stop();
     }
 
     #[test]

@@ -86,7 +86,36 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         let _ = state;
         Box::pin(async { Ok(()) })
     }
+
+    /// Gives `reporter` every outcome of saving the store's rollback anchor
+    /// from now on, starting at once with the latest one (the anchor as
+    /// found or saved at open). Reports come from the store's own thread,
+    /// after the commits, in journal order. Returns `false` for a store
+    /// that keeps no anchor (nothing is ever reported). Default: `false`.
+    fn report_anchors(&self, reporter: AnchorReporter) -> bool {
+        let _ = reporter;
+        false
+    }
 }
+
+/// The outcome of one save of a store's rollback anchor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnchorReport {
+    /// The anchor now names record `seq` (saved, or found current at open).
+    Saved { seq: u64 },
+    /// Saving the anchor of record `seq` failed: the anchor stays behind
+    /// the journal (by `behind` records), and a rollback to a copy taken
+    /// since the last saved anchor would not be detected. `reason` is the
+    /// key provider's error message (it names no key material).
+    Failed {
+        seq: u64,
+        behind: u64,
+        reason: String,
+    },
+}
+
+/// Hears about anchor saves ([`Store::report_anchors`]).
+pub type AnchorReporter = Arc<dyn Fn(AnchorReport) + Send + Sync>;
 
 /// Records between two compactions the engine asks for: opening after a
 /// crash replays at most this many records on top of the snapshot.

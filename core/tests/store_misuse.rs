@@ -1451,6 +1451,184 @@ async fn an_anchor_from_creation_before_a_snapshot_is_behind_not_a_rollback() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Saves anchors through a key file until told to fail.
+#[derive(Debug)]
+struct SaveSwitch {
+    inner: FileKeyProvider,
+    fail: AtomicBool,
+}
+
+impl KeyProvider for SaveSwitch {
+    fn key_encryption_key(&self) -> Result<Kek, KeyError> {
+        self.inner.key_encryption_key()
+    }
+    fn keeps_anchors(&self) -> bool {
+        true
+    }
+    fn save_anchor(&self, store_id: &str, anchor: &[u8]) -> Result<(), KeyError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(KeyError::Failed("keystore write refused".into()));
+        }
+        self.inner.save_anchor(store_id, anchor)
+    }
+    fn load_anchor(&self, store_id: &str) -> Result<Option<Vec<u8>>, KeyError> {
+        self.inner.load_anchor(store_id)
+    }
+}
+
+struct Heard(std::sync::Mutex<std::sync::mpsc::Sender<pos_core::PosEvent>>);
+
+impl pos_core::EventListener for Heard {
+    fn on_event(&self, event: pos_core::PosEvent) {
+        let _ = self.0.lock().unwrap().send(event);
+    }
+}
+
+/// Polls `f` for up to ten seconds (the anchor is saved on its own thread).
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..1_000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("never: {what}");
+}
+
+/// A failed anchor save is an event (once per run of failures) and shows in
+/// the engine's status, with how far the anchor trails and when it was last
+/// saved; a failure at open shows too. A store that keeps no anchor says so.
+#[tokio::test]
+async fn a_failed_anchor_save_is_an_event_and_shows_in_the_status() {
+    use pos_core::engine::AnchorStatus;
+    use pos_core::PosEvent;
+    let dir = temp_dir("anchor-fails");
+    let provider = Arc::new(SaveSwitch {
+        inner: FileKeyProvider::open_or_create(dir.join("kek")).unwrap(),
+        fail: AtomicBool::new(false),
+    });
+    let db = dir.join("store.db");
+    let config = EngineConfig::new(&dir, "till-1", "USD").unwrap();
+    let clock = VirtualClock::new(T0);
+    let store = Arc::new(SqliteStore::open(&db, provider.clone()).await.unwrap());
+    let engine = PosEngine::open_with(config.clone(), Arc::new(clock.clone()), store.clone())
+        .await
+        .unwrap();
+    let ok_at = |at: Timestamp| AnchorStatus {
+        failing: false,
+        failures: 0,
+        behind: 0,
+        last_saved_at: Some(at),
+        last_error: None,
+    };
+    assert_eq!(
+        engine.status().unwrap().anchor,
+        Some(ok_at(T0)),
+        "current at open"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _sub = engine
+        .subscribe(Arc::new(Heard(std::sync::Mutex::new(tx))))
+        .unwrap();
+
+    clock.advance(std::time::Duration::from_secs(60));
+    provider.fail.store(true, Ordering::SeqCst);
+    support::go_offline(&engine).await;
+    let failed = loop {
+        let e = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("an AnchorSaveFailed event");
+        if matches!(e, PosEvent::AnchorSaveFailed { .. }) {
+            break e;
+        }
+    };
+    let PosEvent::AnchorSaveFailed { reason, behind } = failed else {
+        unreachable!()
+    };
+    assert_eq!(reason, "key provider failure: keystore write refused");
+    assert!(behind >= 1, "{behind}");
+    let status = engine.status().unwrap().anchor.unwrap();
+    assert!(status.failing && status.failures >= 1, "{status:?}");
+    assert!(status.behind >= behind, "{status:?}");
+    assert_eq!(
+        status.last_saved_at,
+        Some(T0),
+        "the last good save: at open"
+    );
+    assert_eq!(status.last_error.as_deref(), Some(reason.as_str()));
+
+    // More failing saves send no second event; the next good save clears it.
+    support::sell_offline(&engine, 1, 1_000).await;
+    eventually("a second failure", || {
+        engine.status().unwrap().anchor.unwrap().behind > status.behind
+    })
+    .await;
+    clock.advance(std::time::Duration::from_secs(60));
+    provider.fail.store(false, Ordering::SeqCst);
+    support::sell_offline(&engine, 2, 1_000).await;
+    eventually("a good save", || {
+        !engine.status().unwrap().anchor.unwrap().failing
+    })
+    .await;
+    let healed = engine.status().unwrap().anchor.unwrap();
+    assert_eq!(
+        (healed.failures, healed.behind, healed.last_saved_at),
+        (0, 0, Some(Timestamp(T0.0 + 120_000)))
+    );
+    assert_eq!(healed.last_error.as_deref(), Some(reason.as_str()), "kept");
+    engine.close();
+    let failures = rx
+        .iter()
+        .filter(|e| matches!(e, PosEvent::AnchorSaveFailed { .. }))
+        .count();
+    assert_eq!(failures, 0, "one event for the whole run of failures");
+    drop(engine);
+    store.close().await;
+    drop(store);
+
+    // Records written while saves fail leave the anchor behind; the open
+    // cannot catch it up either, and the status says so from the start.
+    let store = Arc::new(SqliteStore::open(&db, provider.clone()).await.unwrap());
+    let engine = PosEngine::open_with(config.clone(), Arc::new(clock.clone()), store.clone())
+        .await
+        .unwrap();
+    provider.fail.store(true, Ordering::SeqCst);
+    support::sign_in_and_lose_the_network(&engine).await;
+    support::sell_offline(&engine, 3, 1_000).await;
+    engine.close();
+    drop(engine);
+    store.close().await;
+    drop(store);
+    let store = Arc::new(SqliteStore::open(&db, provider.clone()).await.unwrap());
+    let engine = PosEngine::open_with(config, Arc::new(clock.clone()), store.clone())
+        .await
+        .unwrap();
+    let at_open = engine.status().unwrap().anchor.unwrap();
+    assert!(at_open.failing && at_open.failures == 1, "{at_open:?}");
+    assert!(at_open.behind >= 2, "{at_open:?}");
+    assert_eq!(at_open.last_saved_at, None);
+    engine.close();
+    drop(engine);
+    provider.fail.store(false, Ordering::SeqCst);
+    store.close().await;
+    drop(store);
+
+    let memory = PosEngine::open_with(
+        EngineConfig::new(&dir, "till-2", "USD").unwrap(),
+        Arc::new(clock),
+        Arc::new(pos_core::store::MemoryStore::new()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        memory.status().unwrap().anchor,
+        None,
+        "a memory store keeps no anchor"
+    );
+    memory.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A write whose caller gives up at once (its future dropped at the first
 /// await, while sqlx's SQLite thread runs the transaction): whether it
 /// landed or not, the store stays whole and the next writes go on.

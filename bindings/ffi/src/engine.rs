@@ -148,6 +148,38 @@ pub struct EngineStatus {
     pub next_deadline_ms: Option<i64>,
     pub time_left_ms: Option<i64>,
     pub signed_in: Option<String>,
+    /// The store's rollback anchor (`None` when the store keeps none).
+    pub anchor: Option<AnchorStatus>,
+}
+
+/// Mirrors `pos_core::engine::AnchorStatus`: whether the store's rollback
+/// anchor is kept up to date by the `KeyProvider`. While `failing`, a
+/// rollback of the store to a copy taken since `last_saved_at_ms` is not
+/// detected.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct AnchorStatus {
+    /// The latest save failed (the next commit or open tries again).
+    pub failing: bool,
+    /// Failed saves in a row.
+    pub failures: u64,
+    /// Records the anchor trails the store by after the latest failure.
+    pub behind: u64,
+    /// When the anchor was last saved, or found current at open.
+    pub last_saved_at_ms: Option<i64>,
+    /// The latest failure's reason (the provider's message).
+    pub last_error: Option<String>,
+}
+
+impl From<core::AnchorStatus> for AnchorStatus {
+    fn from(a: core::AnchorStatus) -> Self {
+        AnchorStatus {
+            failing: a.failing,
+            failures: a.failures,
+            behind: a.behind,
+            last_saved_at_ms: a.last_saved_at.map(ts),
+            last_error: a.last_error,
+        }
+    }
 }
 
 impl From<core::EngineStatus> for EngineStatus {
@@ -165,6 +197,7 @@ impl From<core::EngineStatus> for EngineStatus {
             next_deadline_ms: s.next_deadline.map(ts),
             time_left_ms: s.time_left_ms,
             signed_in: s.signed_in.map(|id| id.as_str().to_owned()),
+            anchor: s.anchor.map(Into::into),
         }
     }
 }

@@ -56,6 +56,15 @@ pub enum PosEvent {
         amount_total: Money,
         finished: bool,
     },
+    /// Saving the store's rollback anchor with the `KeyProvider` failed:
+    /// the anchor trails the store by `behind` records, so a rollback to a
+    /// copy taken since the last saved anchor would not be detected. Sent
+    /// once when saves start failing; `EngineStatus.anchor` says whether
+    /// they still fail. `reason` is the provider's message.
+    AnchorSaveFailed {
+        reason: String,
+        behind: u64,
+    },
     Closed,
 }
 
@@ -130,6 +139,9 @@ impl From<core::PosEvent> for PosEvent {
                 amount_total: p.amount_total.into(),
                 finished: p.finished,
             },
+            core::PosEvent::AnchorSaveFailed { reason, behind } => {
+                PosEvent::AnchorSaveFailed { reason, behind }
+            }
             core::PosEvent::Closed => PosEvent::Closed,
         }
     }
