@@ -148,7 +148,7 @@ pub struct EngineStatus {
     pub next_deadline_ms: Option<i64>,
     pub time_left_ms: Option<i64>,
     pub signed_in: Option<String>,
-    /// The store's rollback anchor (`None` when the store keeps none).
+    /// The store's rollback anchor (always kept by a `KeyProvider`).
     pub anchor: Option<AnchorStatus>,
 }
 

@@ -44,4 +44,118 @@ final class StoreTests: XCTestCase {
         defer { reopened.close() }
         XCTAssertEqual(try reopened.listPayments().map { $0.id }, [id])
     }
+
+    let storeFiles = ["pos-core.sqlite", "pos-core.sqlite-wal", "pos-core.sqlite-shm"]
+
+    /// Copies the store's files that exist from one folder to another.
+    func copyStore(from: URL, to: URL) throws {
+        let fm = FileManager.default
+        try fm.createDirectory(at: to, withIntermediateDirectories: true)
+        for name in storeFiles {
+            try? fm.removeItem(at: to.appendingPathComponent(name))
+            if fm.fileExists(atPath: from.appendingPathComponent(name).path) {
+                try fm.copyItem(at: from.appendingPathComponent(name), to: to.appendingPathComponent(name))
+            }
+        }
+    }
+
+    /// Opens, takes one payment, closes and frees the engine.
+    func session(_ config: EngineConfig, _ keys: FileKeyProvider, at wallMs: Int64,
+                 _ body: ((PosEngine) throws -> Void)? = nil) async throws {
+        var engine: PosEngine? = try PosEngine.withTestClock(config: config, keys: keys, clock: TestClock(wallMs: wallMs))
+        _ = try await takeOnePayment(engine!)
+        try body?(engine!)
+        engine!.close()
+        engine = nil
+    }
+
+    /// The figures of "the store was rolled back: it ends at record N, record M was written".
+    func rolledBack(_ config: EngineConfig, _ keys: FileKeyProvider) -> (found: Int, expected: Int)? {
+        do {
+            let engine = try PosEngine.withTestClock(config: config, keys: keys, clock: TestClock(wallMs: t0))
+            engine.close()
+            XCTFail("the store opened")
+        } catch PosError.StoreIntegrity(let reason) {
+            let words = reason.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+            XCTAssertTrue(reason.contains("rolled back"), reason)
+            XCTAssertEqual(words.count, 2, reason)
+            if words.count == 2 { return (words[0], words[1]) }
+        } catch {
+            XCTFail("unexpected \(error)")
+        }
+        return nil
+    }
+
+    func tempDir(_ name: String) -> URL {
+        FileManager.default.temporaryDirectory.appendingPathComponent("pos-swift-\(name)-\(UUID())")
+    }
+
+    func testAnOlderCopyOfTheStoreIsRefusedAsRolledBackWithTheFigures() async throws {
+        let dir = tempDir("rollback")
+        let data = dir.appendingPathComponent("data"), backup = dir.appendingPathComponent("backup")
+        let keyDir = dir.appendingPathComponent("keys")
+        try FileManager.default.createDirectory(at: keyDir, withIntermediateDirectories: true)
+        let keys = FileKeyProvider(keyDir.appendingPathComponent("kek"))
+        let config = EngineConfig(dataDir: data.path, deviceId: "till-1", currency: "USD")
+        try await session(config, keys, at: t0)
+        try copyStore(from: data, to: backup)
+        try await session(config, keys, at: t0 + 60_000)
+        try copyStore(from: backup, to: data)
+        let before = try Data(contentsOf: data.appendingPathComponent("pos-core.sqlite"))
+        guard let figures = rolledBack(config, keys) else { return }
+        let (found, expected) = figures
+        XCTAssertTrue(found >= 1 && found < expected, "\(found) \(expected)")
+        XCTAssertEqual(try Data(contentsOf: data.appendingPathComponent("pos-core.sqlite")), before, "kept as it is")
+        // Still refused on the next try: the anchor was not moved back.
+        XCTAssertTrue(rolledBack(config, keys).map { $0.found == found && $0.expected == expected } ?? false)
+    }
+
+    func testAStoreThatLostItsWalIsRefusedAsRolledBack() async throws {
+        let dir = tempDir("wal")
+        let data = dir.appendingPathComponent("data"), crash = dir.appendingPathComponent("crash")
+        let keyDir = dir.appendingPathComponent("keys")
+        try FileManager.default.createDirectory(at: keyDir, withIntermediateDirectories: true)
+        let keys = FileKeyProvider(keyDir.appendingPathComponent("kek"))
+        let config = EngineConfig(dataDir: data.path, deviceId: "till-1", currency: "USD")
+        try await session(config, keys, at: t0) { _ in
+            // While it runs, the latest records are in the log beside the file.
+            let wal = try FileManager.default.attributesOfItem(atPath: data.appendingPathComponent("pos-core.sqlite-wal").path)
+            XCTAssertGreaterThan((wal[.size] as? NSNumber)?.intValue ?? 0, 0)
+            try self.copyStore(from: data, to: crash)
+        }
+        // The image of the running store, with its -wal deleted.
+        try FileManager.default.removeItem(at: crash.appendingPathComponent("pos-core.sqlite-wal"))
+        try? FileManager.default.removeItem(at: crash.appendingPathComponent("pos-core.sqlite-shm"))
+        try copyStore(from: crash, to: data)
+        guard let figures = rolledBack(config, keys) else { return }
+        let (found, expected) = figures
+        XCTAssertLessThan(found, expected)
+    }
+
+    func testAFailedAnchorSaveIsAnEventAndShowsInTheStatus() async throws {
+        let dir = tempDir("anchor")
+        let keys = FileKeyProvider(URL(fileURLWithPath: dir.path + ".kek"))
+        let config = EngineConfig(dataDir: dir.path, deviceId: "till-1", currency: "USD")
+        let engine = try PosEngine.withTestClock(config: config, keys: keys, clock: TestClock(wallMs: t0))
+        defer { engine.close() }
+        let ok = try engine.status().anchor
+        XCTAssertEqual(ok?.failing, false)
+        XCTAssertEqual(ok?.lastSavedAtMs, t0)
+        let stream = try engine.events()
+        keys.failAnchorSaves = true
+        _ = try await takeOnePayment(engine)
+        var failed: (String, UInt64)?
+        for await event in stream {
+            if case .anchorSaveFailed(let reason, let behind) = event {
+                failed = (reason, behind)
+                break
+            }
+        }
+        XCTAssertTrue(failed?.0.contains("anchor write refused") ?? false, "\(String(describing: failed))")
+        XCTAssertGreaterThan(failed?.1 ?? 0, 0)
+        let anchor = try engine.status().anchor
+        XCTAssertEqual(anchor?.failing, true)
+        XCTAssertEqual(anchor?.lastSavedAtMs, t0)
+        keys.failAnchorSaves = false
+    }
 }

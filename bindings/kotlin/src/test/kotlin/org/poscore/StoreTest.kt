@@ -2,6 +2,8 @@ package org.poscore
 
 import java.io.File
 import java.nio.file.Files
+import java.util.concurrent.LinkedBlockingQueue
+import java.util.concurrent.TimeUnit
 import kotlin.test.assertFailsWith
 import kotlinx.coroutines.runBlocking
 import org.junit.jupiter.api.Assertions.assertEquals
@@ -74,5 +76,98 @@ class StoreTest {
         assertFailsWith<PosException.StoreLocked> { PosEngine.withTestClock(config, keys, TestClock(t0)) }
         keys.locked = false
         PosEngine.withTestClock(config, keys, TestClock(t0)).use { assertEquals(1, it.listPayments().size) }
+    }
+
+    private val storeFiles = listOf("pos-core.sqlite", "pos-core.sqlite-wal", "pos-core.sqlite-shm")
+
+    /** Copies the store's files that exist from one folder to another. */
+    private fun copyStore(from: File, to: File) {
+        to.mkdirs()
+        for (name in storeFiles) {
+            File(to, name).delete()
+            val f = File(from, name)
+            if (f.exists()) f.copyTo(File(to, name))
+        }
+    }
+
+    /** The figures in "the store was rolled back: it ends at record N, record M was written". */
+    private fun rolledBack(e: PosException.StoreIntegrity): Pair<Long, Long> {
+        val m = Regex("rolled back: it ends at record (\\d+), record (\\d+) was written").find(e.reason)
+        checkNotNull(m) { "not a rollback: ${e.reason}" }
+        return m.groupValues[1].toLong() to m.groupValues[2].toLong()
+    }
+
+    private fun fileBytes(dir: File) = storeFiles.map { File(dir, it) }.filter { it.exists() }.associate { it.name to it.readBytes().toList() }
+
+    @Test
+    fun `an older copy of the store is refused as rolled back, with the figures`() = runBlocking {
+        val dir = Files.createTempDirectory("pos-kt-rollback").toFile()
+        val data = File(dir, "data")
+        val keys = FileKeyProvider(File(dir, "keys/kek").also { it.parentFile.mkdirs() })
+        val config = EngineConfig(data.path, "till-1", "USD")
+        PosEngine.withTestClock(config, keys, TestClock(t0)).use { takeOnePayment(it) }
+        val backup = File(dir, "backup")
+        copyStore(data, backup)
+        PosEngine.withTestClock(config, keys, TestClock(t0 + 60_000)).use { takeOnePayment(it) }
+        copyStore(backup, data)
+        val before = fileBytes(data)
+        val e = assertFailsWith<PosException.StoreIntegrity> {
+            PosEngine.withTestClock(config, keys, TestClock(t0 + 120_000))
+        }
+        val (found, expected) = rolledBack(e)
+        assertTrue(found in 1 until expected, "${e.reason}")
+        assertEquals(before, fileBytes(data), "the refused store is kept as it is")
+        // Still refused on the next try: the anchor was not moved back.
+        assertEquals(found to expected, rolledBack(assertFailsWith<PosException.StoreIntegrity> { PosEngine.withTestClock(config, keys, TestClock(t0)) }))
+    }
+
+    @Test
+    fun `a store that lost its -wal is refused as rolled back`() = runBlocking {
+        val dir = Files.createTempDirectory("pos-kt-wal").toFile()
+        val data = File(dir, "data")
+        val keys = FileKeyProvider(File(dir, "keys/kek").also { it.parentFile.mkdirs() })
+        val config = EngineConfig(data.path, "till-1", "USD")
+        val crash = File(dir, "crash")
+        PosEngine.withTestClock(config, keys, TestClock(t0)).use { engine ->
+            takeOnePayment(engine)
+            // While it runs, the latest records are in the log beside the file.
+            assertTrue(File(data, "pos-core.sqlite-wal").length() > 0)
+            copyStore(data, crash)
+        }
+        // The image of the running store, with its -wal deleted.
+        assertTrue(File(crash, "pos-core.sqlite-wal").delete())
+        File(crash, "pos-core.sqlite-shm").delete()
+        copyStore(crash, data)
+        val e = assertFailsWith<PosException.StoreIntegrity> {
+            PosEngine.withTestClock(config, keys, TestClock(t0 + 60_000))
+        }
+        val (found, expected) = rolledBack(e)
+        assertTrue(found < expected, "${e.reason}")
+    }
+
+    @Test
+    fun `a failed anchor save is an event and shows in the status`() = runBlocking {
+        val dir = Files.createTempDirectory("pos-kt-anchor").toFile()
+        val keys = FileKeyProvider(File(dir, "kek"))
+        val config = EngineConfig(File(dir, "data").path, "till-1", "USD")
+        PosEngine.withTestClock(config, keys, TestClock(t0)).use { engine ->
+            val ok = engine.status().anchor
+            assertTrue(ok != null && !ok.failing && ok.lastSavedAtMs == t0, "$ok")
+            val events = LinkedBlockingQueue<PosEvent>()
+            val sub = engine.subscribe(object : EventListener {
+                override fun onEvent(event: PosEvent) = events.put(event)
+            })
+            keys.failAnchorSaves = true
+            takeOnePayment(engine)
+            var failed: PosEvent? = null
+            while (failed !is PosEvent.AnchorSaveFailed) {
+                failed = checkNotNull(events.poll(30, TimeUnit.SECONDS)) { "no AnchorSaveFailed event" }
+            }
+            assertTrue(failed.reason.contains("anchor write refused") && failed.behind > 0uL, "$failed")
+            val anchor = checkNotNull(engine.status().anchor)
+            assertTrue(anchor.failing && anchor.failures >= 1uL && anchor.lastSavedAtMs == t0, "$anchor")
+            sub.cancel()
+            keys.failAnchorSaves = false
+        }
     }
 }
