@@ -104,6 +104,10 @@ pub struct Options {
     pub fault: Option<FaultMode>,
     /// Where the store goes; a fresh temporary folder when `None`.
     pub data_dir: Option<PathBuf>,
+    /// Where the key file and the store's rollback anchor go: outside the
+    /// data folder, so that a copy of that folder cannot roll the anchor
+    /// back with the store. `None`: the data folder's path + `.keys`.
+    pub key_dir: Option<PathBuf>,
     /// Print nothing while running (the summary is printed by the caller).
     pub quiet: bool,
     pub color: bool,
@@ -117,6 +121,7 @@ impl Default for Options {
             payments: 8,
             fault: None,
             data_dir: None,
+            key_dir: None,
             quiet: false,
             color: false,
         }
@@ -417,6 +422,10 @@ impl Day {
                     };
                     Some(self.paint("33", &text))
                 }
+                PosEvent::AnchorSaveFailed { reason, behind } => Some(self.paint(
+                    "31",
+                    &format!("✘ the store's rollback anchor was not saved ({behind} records behind): {reason}"),
+                )),
                 PosEvent::LimitNear(n) => Some(self.paint(
                     "33",
                     &format!("! device total near its limit ({} %)", n.warn_percent),
@@ -609,10 +618,24 @@ pub async fn run(opts: Options) -> Result<Summary, String> {
             )
         }
     };
+    let key_dir = opts.key_dir.clone().unwrap_or_else(|| {
+        let mut name = dir.clone().into_os_string();
+        name.push(".keys");
+        PathBuf::from(name)
+    });
+    if key_dir.starts_with(&dir) {
+        return Err(format!(
+            "the key folder {} must be outside the data folder {}",
+            key_dir.display(),
+            dir.display()
+        ));
+    }
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&key_dir);
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&key_dir).map_err(|e| format!("{}: {e}", key_dir.display()))?;
     let sim = Simulator::start(SimConfig {
         seed: opts.seed,
         faults: FaultPlan {
@@ -623,7 +646,7 @@ pub async fn run(opts: Options) -> Result<Summary, String> {
     })
     .map_err(|e| format!("simulator: {e}"))?;
     let keys = Arc::new(
-        FileKeyProvider::open_or_create(dir.join("pos-core.kek")).map_err(|e| e.to_string())?,
+        FileKeyProvider::open_or_create(key_dir.join("pos-core.kek")).map_err(|e| e.to_string())?,
     );
     let store = SqliteStore::open(&dir.join("pos-core.sqlite"), keys)
         .await
@@ -724,6 +747,7 @@ pub async fn run(opts: Options) -> Result<Summary, String> {
     day.engine.close();
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&key_dir);
     }
     summary
 }

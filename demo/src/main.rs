@@ -10,10 +10,13 @@ const HELP: &str =
     "pos-demo: a shop's day with an outage, end to end (virtual clock: 24 h in seconds)
 
 usage: pos-demo [--preset square-reader|square-terminal|shopify] [--seed N] [--payments N]
-                [--fault MODE] [--data-dir DIR] [--json] [--quiet]
+                [--fault MODE] [--data-dir DIR] [--key-dir DIR] [--json] [--quiet]
 
   --fault MODE   a simulator fault for the forwarding phase: latency, drop-after-commit,
                  5xx, conflict, reset, timeout, intermittent, slow, mix
+  --data-dir DIR where the store goes (default: a fresh temporary folder)
+  --key-dir DIR  where the key file and the rollback anchor go, outside the data
+                 folder (default: the data folder's path + .keys)
   --json         print one machine-readable summary instead of the table
   --quiet        no timeline, only the closing table (or JSON)
 
@@ -45,6 +48,7 @@ fn parse() -> Result<(Options, bool), String> {
             }
             "--fault" => o.fault = Some(value("--fault")?.parse().map_err(|e| format!("{e}"))?),
             "--data-dir" => o.data_dir = Some(value("--data-dir")?.into()),
+            "--key-dir" => o.key_dir = Some(value("--key-dir")?.into()),
             "--json" => json = true,
             "--quiet" => o.quiet = true,
             "--help" | "-h" => return Err(String::new()),

@@ -51,3 +51,52 @@ async fn fault_modes_reconcile() {
         day(Preset::SquareReader, Some(fault), 6).await;
     }
 }
+
+/// The key file and the store's rollback anchor are kept outside the data
+/// folder (beside it by default), so that a copy of that folder cannot roll
+/// the anchor back with the store; a key folder inside it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_and_the_anchor_are_kept_outside_the_data_folder() {
+    let base = std::env::temp_dir().join(format!("pos-demo-keys-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let data = base.join("data");
+    let names = |d: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let s = run(Options {
+        data_dir: Some(data.clone()),
+        quiet: true,
+        payments: 1,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    assert!(s.reconciled(), "{}", s.table());
+    let in_data = names(&data);
+    assert!(
+        in_data.iter().all(|n| n.starts_with("pos-core.sqlite")),
+        "{in_data:?}"
+    );
+    let in_keys = names(&base.join("data.keys"));
+    assert_eq!(in_keys.len(), 2, "{in_keys:?}");
+    assert_eq!(in_keys[0], "pos-core.kek");
+    assert!(
+        in_keys[1].starts_with("pos-core.kek.anchor-"),
+        "{in_keys:?}"
+    );
+    let refused = run(Options {
+        data_dir: Some(data.clone()),
+        key_dir: Some(data.join("keys")),
+        quiet: true,
+        payments: 1,
+        ..Options::default()
+    })
+    .await;
+    assert!(refused.unwrap_err().contains("outside the data folder"));
+    let _ = std::fs::remove_dir_all(&base);
+}
