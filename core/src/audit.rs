@@ -129,6 +129,18 @@ pub enum AuditKind {
         /// [`crate::lifecycle::PaymentState::Expired`]).
         maybe_received: bool,
     },
+    /// A payment passed its forwarding deadline while an attempt may have
+    /// reached the processor: its outcome is unknown until the processor is
+    /// asked about it (see
+    /// [`crate::lifecycle::PaymentState::OutcomeUnknown`]). Not counted lost.
+    PaymentOutcomeUnknown {
+        /// The payment.
+        payment_id: PaymentId,
+        /// Its order.
+        order_id: OrderId,
+        /// Its amount (positive).
+        amount: Money,
+    },
     /// A merchant setting changed (offline payments on or off, a limit...).
     PolicyChanged {
         /// Which setting, e.g. `offline_enabled`.
@@ -159,6 +171,7 @@ impl AuditKind {
             AuditKind::Override { .. } => "override",
             AuditKind::ForwardAttempt { .. } => "forward_attempt",
             AuditKind::PaymentExpired { .. } => "payment_expired",
+            AuditKind::PaymentOutcomeUnknown { .. } => "payment_outcome_unknown",
             AuditKind::PolicyChanged { .. } => "policy_changed",
             AuditKind::ClockCorrected { .. } => "clock_corrected",
         }
@@ -186,7 +199,8 @@ impl AuditKind {
         match self {
             AuditKind::EnteredOfflineMode { .. } | AuditKind::LeftOfflineMode => Ok(()),
             AuditKind::OfflinePaymentTaken { amount, .. }
-            | AuditKind::PaymentExpired { amount, .. } => positive("amount", amount),
+            | AuditKind::PaymentExpired { amount, .. }
+            | AuditKind::PaymentOutcomeUnknown { amount, .. } => positive("amount", amount),
             AuditKind::OfflinePaymentRefused { rule, amount } => {
                 text("rule", rule)?;
                 positive("amount", amount)
@@ -555,6 +569,16 @@ impl<'a> CsvRow<'a> {
                 row.order_id = Some(order_id);
                 row.amount = Some(amount);
                 row.detail = format!("maybe_received={maybe_received}");
+            }
+            AuditKind::PaymentOutcomeUnknown {
+                payment_id,
+                order_id,
+                amount,
+            } => {
+                row.payment_id = Some(payment_id);
+                row.order_id = Some(order_id);
+                row.amount = Some(amount);
+                row.detail = "check with the processor".into();
             }
             AuditKind::PolicyChanged { setting, summary } => {
                 row.detail = format!("setting={setting}; {summary}");

@@ -16,15 +16,15 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::AuditKind;
+use crate::audit::{AuditKind, ForwardOutcome};
 use crate::clock::{duration_ms, Timestamp};
 use crate::engine::{CurrencyTotals, PosEngine, State};
 use crate::error::{PosError, Result};
 use crate::events::PosEvent;
 use crate::ledger::{CardRead, Ledger, OfflinePayment, Order, Tender, Write};
 use crate::lifecycle::{
-    CustomerContact, Deadline, OrderId, OrderStatus, PaymentEvent, PaymentId, PaymentState,
-    PaymentStatus, ReceiptChannel, ReceiptEvent, ReceiptRequest, StaffId,
+    CustomerContact, Deadline, ForwardErrorKind, OrderId, OrderStatus, PaymentEvent, PaymentId,
+    PaymentState, PaymentStatus, ReceiptChannel, ReceiptEvent, ReceiptRequest, StaffId,
 };
 use crate::money::{Currency, Money};
 use crate::policy::{EntryMode, Network, OfflineReason, TenderKind};
@@ -143,7 +143,14 @@ impl fmt::Debug for PaymentView {
 /// What `tick` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TickReport {
+    /// Payments expired: no attempt can have reached the processor.
     pub expired: Vec<PaymentId>,
+    /// Payments whose deadline passed while an attempt may have reached the
+    /// processor: `OutcomeUnknown`, to be asked about.
+    pub outcome_unknown: Vec<PaymentId>,
+    /// Attempts that had lost their task, recorded as "no answer" (retried
+    /// with the same id before the deadline).
+    pub recovered: Vec<PaymentId>,
     pub warnings: usize,
 }
 
@@ -189,11 +196,17 @@ pub(crate) fn totals(ledger: &Ledger) -> Result<Vec<CurrencyTotals>> {
                     declined_amount: z,
                     expired_count: 0,
                     expired_amount: z,
+                    unknown_count: 0,
+                    unknown_amount: z,
                 });
                 out.len() - 1
             }
         };
         let t = &mut out[idx];
+        if p.state.status() == PaymentStatus::OutcomeUnknown {
+            t.unknown_count = t.unknown_count.saturating_add(1);
+            t.unknown_amount = t.unknown_amount.checked_add(&p.amount)?;
+        }
         let (count, amount) = match p.state.status() {
             PaymentStatus::Approved => (&mut t.approved_count, &mut t.approved_amount),
             PaymentStatus::Declined => (&mut t.declined_count, &mut t.declined_amount),
@@ -725,7 +738,7 @@ impl PosEngine {
             Some(tip) => begun.request.amount.checked_add(&tip).map_err(invalid)?,
             None => begun.request.amount,
         };
-        let (batch, request) = {
+        let (batch, request, live) = {
             let s = self.state();
             let staff = Self::signed_in(&s)?;
             let mut order = s
@@ -776,19 +789,31 @@ impl PosEngine {
             (
                 vec![Write::Payment(Box::new(payment)), Write::Order(order)],
                 request,
+                self.inner.forwarding.live_attempt(&id),
             )
         };
         self.commit(batch).await?;
         self.state().begun.remove(&id);
         drop(lock);
-        let answer = tokio::task::spawn_blocking(move || gateway.authorize(&request))
-            .await
-            .map_err(|e| PosError::Internal {
+        // The request and the recording of its answer run on their own
+        // task: a caller that stops waiting (a cancelled coroutine or Swift
+        // task) does not lose the answer.
+        let engine = self.clone();
+        let recorded = tokio::spawn(async move {
+            let answer = tokio::task::spawn_blocking(move || gateway.authorize(&request)).await;
+            let answer = answer.map_err(|e| PosError::Internal {
                 reason: format!("authorization task failed: {e}"),
             })?;
-        let event = self.answer_event(answer, 1);
-        let p = self.record_step(&id, event).await?;
-        Ok(view_payment(&p, self.now()))
+            let event = engine.answer_event(answer, 1);
+            let p = engine.record_step(&id, event).await?;
+            live.recorded();
+            Ok::<_, PosError>(p)
+        })
+        .await
+        .map_err(|e| PosError::Internal {
+            reason: format!("authorization task failed: {e}"),
+        })??;
+        Ok(view_payment(&recorded, self.now()))
     }
 
     /// Drops a begun payment that will not be confirmed (the customer left).
@@ -902,7 +927,18 @@ impl PosEngine {
         event: PaymentEvent,
     ) -> Result<PaymentView> {
         self.check_open()?;
+        // An attempt the app starts here is the app's to finish: it is held
+        // live until the app records its outcome, so `tick` leaves it alone.
+        let started = matches!(event, PaymentEvent::StartForwarding)
+            .then(|| self.inner.forwarding.live_attempt(payment_id));
         let payment = self.record_step(payment_id, event).await?;
+        match started {
+            Some(live) => self.inner.forwarding.hold(live),
+            None if !matches!(payment.state, PaymentState::Forwarding { .. }) => {
+                self.inner.forwarding.release(payment_id)
+            }
+            None => {}
+        }
         Ok(view_payment(&payment, self.now()))
     }
 
@@ -922,48 +958,83 @@ impl PosEngine {
         });
     }
 
-    /// Time passes: expires every payment past its deadline (R8: never
-    /// forwarded after it; its amount counts as lost) and raises the offline
-    /// session's warnings (B4). Call it on a timer (the forwarding engine does).
+    /// Time passes: expires every payment past its deadline that no attempt
+    /// can have reached (R8: never forwarded after it; its amount counts as
+    /// lost), makes one that an attempt may have reached `OutcomeUnknown`
+    /// (the processor is asked about it; never counted lost on the device's
+    /// word), records as "no answer" every attempt whose task was lost (it
+    /// is retried with the same id), and raises the offline session's
+    /// warnings (B4). Call it on a timer (the forwarding engine does).
     pub async fn tick(&self) -> Result<TickReport> {
         self.check_open()?;
         let _w = self.write_lock().await;
         let now = self.now();
-        let (batch, expired, warnings) = {
+        let (batch, expired, recovered, warnings) = {
             let s = self.state();
             let mut batch = Vec::new();
             let mut expired = Vec::new();
+            let mut recovered = Vec::new();
             for p in s.ledger.payments.values() {
-                if !matches!(
+                let orphan = matches!(p.state, PaymentState::Forwarding { .. })
+                    && !self.inner.forwarding.is_live(&p.id);
+                let unsettled = matches!(
                     p.state,
                     PaymentState::Pending | PaymentState::FailedToForward { .. }
-                ) || p.deadline > now
-                {
+                );
+                if !orphan && !(unsettled && p.deadline <= now) {
                     continue;
                 }
                 let mut p = p.clone();
-                p.state = p
-                    .state
-                    .apply(PaymentEvent::DeadlineReached, Deadline(p.deadline), now)
-                    .map_err(|e| PosError::Internal {
-                        reason: e.to_string(),
-                    })?;
-                let maybe_received = matches!(
-                    p.state,
-                    PaymentState::Expired {
-                        maybe_received: true,
-                        ..
-                    }
-                );
-                let kind = AuditKind::PaymentExpired {
-                    payment_id: p.id.clone(),
-                    order_id: p.order_id.clone(),
-                    amount: p.amount,
-                    maybe_received,
+                let internal = |e: crate::lifecycle::TransitionError| PosError::Internal {
+                    reason: e.to_string(),
                 };
-                batch.push(Write::Payment(Box::new(p.clone())));
-                batch.push(Self::audit(&s, &batch, now, None, kind));
-                expired.push(p);
+                if let PaymentState::Forwarding { attempt, .. } = p.state {
+                    // Its task is gone, so its answer will never be
+                    // recorded: "no answer", retried with the same id (due
+                    // at once), or asked about after the deadline.
+                    p.state = p
+                        .state
+                        .apply(
+                            PaymentEvent::ForwardFailed {
+                                error: ForwardErrorKind::NoAnswer,
+                                next_retry_at: Some(now),
+                            },
+                            Deadline(p.deadline),
+                            now,
+                        )
+                        .map_err(internal)?;
+                    let kind = AuditKind::ForwardAttempt {
+                        payment_id: p.id.clone(),
+                        attempt,
+                        outcome: ForwardOutcome::Failed {
+                            error: ForwardErrorKind::NoAnswer,
+                        },
+                    };
+                    batch.push(Self::audit(&s, &batch, now, None, kind));
+                    recovered.push(p.id.clone());
+                }
+                if p.deadline <= now {
+                    p.state = p
+                        .state
+                        .apply(PaymentEvent::DeadlineReached, Deadline(p.deadline), now)
+                        .map_err(internal)?;
+                    let kind = match p.state {
+                        PaymentState::OutcomeUnknown { .. } => AuditKind::PaymentOutcomeUnknown {
+                            payment_id: p.id.clone(),
+                            order_id: p.order_id.clone(),
+                            amount: p.amount,
+                        },
+                        _ => AuditKind::PaymentExpired {
+                            payment_id: p.id.clone(),
+                            order_id: p.order_id.clone(),
+                            amount: p.amount,
+                            maybe_received: false,
+                        },
+                    };
+                    batch.push(Self::audit(&s, &batch, now, None, kind));
+                    expired.push(p.clone());
+                }
+                batch.push(Write::Payment(Box::new(p)));
             }
             let mut settings = s.settings();
             let warnings = settings
@@ -987,24 +1058,42 @@ impl PosEngine {
                     batch.insert(1, Write::Clock(anchor));
                 }
             }
-            (batch, expired, warnings)
+            (batch, expired, recovered, warnings)
         };
         self.commit(batch).await?;
-        for p in &expired {
-            self.emit_payment(p);
-            self.inner.events.emit(PosEvent::PaymentExpired {
-                payment_id: p.id.clone(),
-                order_id: p.order_id.clone(),
-                amount: p.amount,
-            });
+        let mut report = TickReport {
+            warnings: warnings.len(),
+            ..TickReport::default()
+        };
+        for id in recovered {
+            let p = self.state().ledger.payments.get(&id).cloned();
+            if let Some(p) = p.filter(|p| matches!(p.state, PaymentState::FailedToForward { .. })) {
+                self.emit_payment(&p);
+            }
+            report.recovered.push(id);
+        }
+        for p in expired {
+            self.emit_payment(&p);
+            if let PaymentState::OutcomeUnknown { .. } = p.state {
+                self.inner.events.emit(PosEvent::PaymentOutcomeUnknown {
+                    payment_id: p.id.clone(),
+                    order_id: p.order_id.clone(),
+                    amount: p.amount,
+                });
+                report.outcome_unknown.push(p.id);
+            } else {
+                self.inner.events.emit(PosEvent::PaymentExpired {
+                    payment_id: p.id.clone(),
+                    order_id: p.order_id.clone(),
+                    amount: p.amount,
+                });
+                report.expired.push(p.id);
+            }
         }
         for w in &warnings {
             self.inner.events.emit(PosEvent::SessionWarning(*w));
         }
-        Ok(TickReport {
-            expired: expired.into_iter().map(|p| p.id).collect(),
-            warnings: warnings.len(),
-        })
+        Ok(report)
     }
 
     /// The shop's currency, for convenience.

@@ -113,6 +113,11 @@ pub struct CurrencyTotals {
     /// Expired payments: this amount is lost (R8).
     pub expired_count: u32,
     pub expired_amount: Money,
+    /// Payments whose deadline passed while the processor may hold them
+    /// (`OutcomeUnknown`): neither taken nor lost until the processor says.
+    /// Also counted in `pending_count` / `pending_amount` (money at risk).
+    pub unknown_count: u32,
+    pub unknown_amount: Money,
 }
 
 /// A snapshot of the engine for the app's status screen.

@@ -50,6 +50,17 @@ pub enum PosEvent {
         order_id: OrderId,
         amount: Money,
     },
+    /// A payment reached its forwarding deadline while an attempt may have
+    /// reached the processor: its outcome is unknown ("check with the
+    /// processor"), and it is not counted as lost. The engine asks the
+    /// processor about it whenever it can reach it; a `PaymentStateChanged`
+    /// (approved, declined, or expired when the processor has no record of
+    /// it) follows.
+    PaymentOutcomeUnknown {
+        payment_id: PaymentId,
+        order_id: OrderId,
+        amount: Money,
+    },
     /// The offline session's deadline or window is approaching or passed (B4).
     SessionWarning(SessionWarning),
     /// The device total is near its limit (B3).

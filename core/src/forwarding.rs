@@ -9,7 +9,16 @@
 //!   so a retry after a lost answer returns the first decision instead of
 //!   charging again;
 //! - an attempt found `Forwarding` at start-up (a crash during it) is
-//!   recorded as "no answer" and retried with the same id;
+//!   recorded as "no answer" and retried with the same id; so is one whose
+//!   task was lost while the engine runs ([`LiveAttempt`]: a failed round, a
+//!   panicking gateway), at the next tick, which the lost task wakes;
+//! - a round runs on its own task: a caller that stops waiting for
+//!   [`PosEngine::forward_now`] (a cancelled coroutine or Swift task) does
+//!   not stop it, and every answer received is recorded;
+//! - a payment some attempt may have reached is never expired on the
+//!   device's word alone: at its deadline it becomes `OutcomeUnknown`, and
+//!   rounds ask the processor about that id ([`Gateway::payment_status`])
+//!   until it answers; only "not found" expires it;
 //! - the state machine ([`PaymentState::apply`]) never starts an attempt at
 //!   or after the deadline (R8) and never accepts a second, different outcome.
 //!
@@ -22,7 +31,7 @@
 //! falls due; it also probes the service while offline. Tests turn it off
 //! ([`ForwardingConfig::automatic`]) and run rounds on a virtual clock.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,8 +46,8 @@ use crate::engine::{PosEngine, State};
 use crate::error::{PosError, Result};
 use crate::events::PosEvent;
 use crate::gateway::{
-    AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, ServiceStatus,
-    StatusAnswer,
+    AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, PaymentLookup,
+    ServiceStatus, StatusAnswer, StatusQuery,
 };
 use crate::ledger::{OfflinePayment, Write};
 use crate::lifecycle::{
@@ -103,6 +112,9 @@ pub struct ForwardReport {
     pub expired: u64,
     /// Receipts queued offline and delivered in this round (R16).
     pub receipts_sent: u64,
+    /// Payments whose outcome is still unknown at the end of the round
+    /// (deadline passed, the processor not yet able to say what it decided).
+    pub outcome_unknown: u64,
 }
 
 /// Progress of the current round, for a progress bar (B5).
@@ -133,6 +145,55 @@ pub(crate) struct Forwarding {
     round: tokio::sync::Mutex<()>,
     /// Jitter generator state (splitmix64).
     rng: Mutex<u64>,
+    /// The payments whose attempt has a live task (see [`LiveAttempt`]),
+    /// with how many live attempts name each.
+    live: Arc<Mutex<BTreeMap<PaymentId, usize>>>,
+    /// Attempts the app started through `record_forwarding`, held until it
+    /// records their outcome.
+    held: Mutex<BTreeMap<PaymentId, LiveAttempt>>,
+    /// When an automatic round last asked the processor about payments of
+    /// unknown outcome (manual rounds always ask).
+    last_lookup: Mutex<Option<Timestamp>>,
+}
+
+/// One forwarding attempt whose task is alive: the task that will record
+/// its answer (a round's, or an online confirmation's) holds it. Registered
+/// under the write lock before the payment is made `Forwarding`, released
+/// once the answer is recorded. A `Forwarding` payment with no live attempt
+/// lost its task (a failed round, a panicking gateway, a dropped task): the
+/// next tick records it as "no answer" and it is retried with the same id.
+/// Dropping an attempt whose answer was not recorded wakes the driver for
+/// that tick.
+#[derive(Debug)]
+pub(crate) struct LiveAttempt {
+    live: Arc<Mutex<BTreeMap<PaymentId, usize>>>,
+    wake: Arc<Notify>,
+    id: PaymentId,
+    recorded: bool,
+}
+
+impl LiveAttempt {
+    /// The answer is recorded: nothing to recover.
+    pub(crate) fn recorded(mut self) {
+        self.recorded = true;
+    }
+}
+
+impl Drop for LiveAttempt {
+    fn drop(&mut self) {
+        {
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = live.get_mut(&self.id) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    live.remove(&self.id);
+                }
+            }
+        }
+        if !self.recorded {
+            self.wake.notify_one();
+        }
+    }
 }
 
 impl Forwarding {
@@ -158,7 +219,60 @@ impl Forwarding {
             wake: Arc::new(Notify::new()),
             round: tokio::sync::Mutex::new(()),
             rng: Mutex::new(seed),
+            live: Arc::new(Mutex::new(BTreeMap::new())),
+            held: Mutex::new(BTreeMap::new()),
+            last_lookup: Mutex::new(None),
         })
+    }
+
+    /// Registers a live attempt for `id` (call under the write lock, before
+    /// the commit that makes the payment `Forwarding`).
+    pub(crate) fn live_attempt(&self, id: &PaymentId) -> LiveAttempt {
+        *self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.clone())
+            .or_insert(0) += 1;
+        LiveAttempt {
+            live: Arc::clone(&self.live),
+            wake: Arc::clone(&self.wake),
+            id: id.clone(),
+            recorded: false,
+        }
+    }
+
+    /// Whether the attempt in flight for `id` still has a live task.
+    pub(crate) fn is_live(&self, id: &PaymentId) -> bool {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+    }
+
+    /// Keeps an attempt the app started live until [`Self::release`].
+    pub(crate) fn hold(&self, attempt: LiveAttempt) {
+        let id = attempt.id.clone();
+        let old = self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, attempt);
+        if let Some(old) = old {
+            old.recorded();
+        }
+    }
+
+    /// The app recorded the outcome of the attempt it started.
+    pub(crate) fn release(&self, id: &PaymentId) {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        if let Some(attempt) = held {
+            attempt.recorded();
+        }
     }
 
     fn gateway(&self) -> Option<Arc<dyn Gateway>> {
@@ -242,10 +356,19 @@ impl PosEngine {
     /// Forwards everything due now and returns when it is done (B5: "forward
     /// now"), whatever the connectivity state and even when paused (the
     /// pause is lifted). Expired payments are reported first (R8).
+    ///
+    /// The round runs on its own task: if the caller stops waiting (a
+    /// cancelled Kotlin coroutine or Swift task), the round still finishes
+    /// and records every answer.
     pub async fn forward_now(&self) -> Result<ForwardReport> {
         self.check_open()?;
         self.inner.forwarding.paused.store(false, Ordering::Release);
-        self.forward_round(true).await
+        let engine = self.clone();
+        tokio::spawn(async move { engine.forward_round(true).await })
+            .await
+            .map_err(|e| PosError::Internal {
+                reason: format!("forwarding round failed: {e}"),
+            })?
     }
 
     /// One round: see the module documentation.
@@ -276,73 +399,82 @@ impl PosEngine {
             amount_total: self.amount_of(&due),
             finished: false,
         };
-        if due.is_empty() {
-            report.receipts_sent = self.deliver_receipts(&gateway).await?;
-            // Expiries and receipts are commits of the round too.
-            self.compact_if_due().await;
-            return Ok(report);
+        if !due.is_empty() {
+            self.inner
+                .events
+                .emit(PosEvent::ForwardingProgress(progress.clone()));
         }
-        self.inner
-            .events
-            .emit(PosEvent::ForwardingProgress(progress.clone()));
-        let mut in_flight: JoinSet<(
+        type Answer = (
             PaymentId,
             u32,
             std::result::Result<GatewayDecision, GatewayError>,
-        )> = JoinSet::new();
+            LiveAttempt,
+        );
+        let mut in_flight: JoinSet<Answer> = JoinSet::new();
         let mut steps: Vec<(PaymentId, PaymentEvent)> = Vec::new();
+        // The live attempts of the answers in `steps`, released once these
+        // are recorded.
+        let mut answered: Vec<LiveAttempt> = Vec::new();
+        // The first store error: no new attempt starts after it, but the
+        // answers of those in flight are still waited for and recorded if
+        // the store takes them.
+        let mut failure: Option<PosError> = None;
         loop {
             // One commit records the answers received and marks the next
             // due payments as in flight (durably, before they are sent).
             let free = max.saturating_sub(in_flight.len());
-            let may_start = free > 0 && !self.forwarding_paused() && !self.is_closed();
-            let (recorded, started) = self
-                .settle_and_start(
-                    std::mem::take(&mut steps),
-                    if may_start { free } else { 0 },
-                    manual,
-                    &tried,
-                )
-                .await?;
-            if !recorded.is_empty() {
-                for p in recorded {
-                    if p.state.is_final() {
-                        progress.done += 1;
-                        if p.amount.currency() == currency {
-                            progress.amount_done = progress
-                                .amount_done
-                                .checked_add(&p.amount)
-                                .unwrap_or(progress.amount_done);
+            let may_start =
+                failure.is_none() && free > 0 && !self.forwarding_paused() && !self.is_closed();
+            match self
+                .settle_and_start(&mut steps, if may_start { free } else { 0 }, manual, &tried)
+                .await
+            {
+                Ok((recorded, started)) => {
+                    answered.drain(..).for_each(LiveAttempt::recorded);
+                    if !recorded.is_empty() {
+                        for p in recorded {
+                            if p.state.is_final() {
+                                progress.done += 1;
+                                if p.amount.currency() == currency {
+                                    progress.amount_done = progress
+                                        .amount_done
+                                        .checked_add(&p.amount)
+                                        .unwrap_or(progress.amount_done);
+                                }
+                            }
                         }
+                        self.inner
+                            .events
+                            .emit(PosEvent::ForwardingProgress(progress.clone()));
+                    }
+                    for (request, attempt, live) in started {
+                        report.attempts += 1;
+                        tried.insert(request.payment_id.clone());
+                        if counted.insert(request.payment_id.clone()) {
+                            // Became due during the round (a retry time
+                            // passed, a payment stored): it joins the total.
+                            progress.total += 1;
+                            if request.amount.currency() == currency {
+                                progress.amount_total = progress
+                                    .amount_total
+                                    .checked_add(&request.amount)
+                                    .unwrap_or(progress.amount_total);
+                            }
+                        }
+                        let gw = Arc::clone(&gateway);
+                        in_flight.spawn_blocking(move || {
+                            let id = request.payment_id.clone();
+                            let answer = match &request.online {
+                                Some(auth) => gw.authorize(auth),
+                                None => gw.forward(&request),
+                            };
+                            (id, attempt, answer, live)
+                        });
                     }
                 }
-                self.inner
-                    .events
-                    .emit(PosEvent::ForwardingProgress(progress.clone()));
-            }
-            for (request, attempt) in started {
-                report.attempts += 1;
-                tried.insert(request.payment_id.clone());
-                if counted.insert(request.payment_id.clone()) {
-                    // Became due during the round (a retry time passed,
-                    // a payment stored): it joins the round's total.
-                    progress.total += 1;
-                    if request.amount.currency() == currency {
-                        progress.amount_total = progress
-                            .amount_total
-                            .checked_add(&request.amount)
-                            .unwrap_or(progress.amount_total);
-                    }
+                Err(e) => {
+                    failure.get_or_insert(e);
                 }
-                let gw = Arc::clone(&gateway);
-                in_flight.spawn_blocking(move || {
-                    let id = request.payment_id.clone();
-                    let answer = match &request.online {
-                        Some(auth) => gw.authorize(auth),
-                        None => gw.forward(&request),
-                    };
-                    (id, attempt, answer)
-                });
             }
             let Some(first) = in_flight.join_next().await else {
                 break;
@@ -352,26 +484,122 @@ impl PosEngine {
                 results.push(more);
             }
             for r in results {
-                let (id, attempt, outcome) = r.map_err(|e| PosError::Internal {
-                    reason: format!("forwarding task failed: {e}"),
-                })?;
+                // A task that panicked dropped its live attempt: the next
+                // tick records it as "no answer".
+                let Ok((id, attempt, outcome, live)) = r else {
+                    report.failed += 1;
+                    continue;
+                };
                 match &outcome {
                     Ok(GatewayDecision::Approved { .. }) => report.approved += 1,
                     Ok(GatewayDecision::Declined { .. }) => report.declined += 1,
                     Err(_) => report.failed += 1,
                 }
                 steps.push((id, self.answer_event(outcome, attempt)));
+                answered.push(live);
             }
         }
-        progress.finished = true;
-        self.inner
-            .events
-            .emit(PosEvent::ForwardingProgress(progress));
+        if failure.is_some() && !steps.is_empty() {
+            // One last try for the answers the failed commits left.
+            if self
+                .settle_and_start(&mut steps, 0, manual, &tried)
+                .await
+                .is_ok()
+            {
+                answered.drain(..).for_each(LiveAttempt::recorded);
+            }
+        }
+        // Answers still unrecorded release their attempts as lost.
+        drop(answered);
+        if !due.is_empty() || report.attempts > 0 {
+            progress.finished = true;
+            self.inner
+                .events
+                .emit(PosEvent::ForwardingProgress(progress));
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        self.ask_about_unknown_outcomes(&gateway, manual, &mut report)
+            .await?;
         report.receipts_sent = self.deliver_receipts(&gateway).await?;
         // The snapshot the round's commits made due (they do not take one
         // while the round runs: see `after_write`), once, at its end.
         self.compact_if_due().await;
         Ok(report)
+    }
+
+    /// Asks the processor about every payment of unknown outcome and
+    /// records its answers: approved, declined, or expired when it has no
+    /// record of the id. No answer leaves the payment as it is. An automatic
+    /// round asks at most once per `retry_base`; a manual one always.
+    async fn ask_about_unknown_outcomes(
+        &self,
+        gateway: &Arc<dyn Gateway>,
+        manual: bool,
+        report: &mut ForwardReport,
+    ) -> Result<()> {
+        let now = self.now();
+        let unknown: Vec<PaymentId> = self
+            .state()
+            .ledger
+            .payments
+            .values()
+            .filter(|p| matches!(p.state, PaymentState::OutcomeUnknown { .. }))
+            .map(|p| p.id.clone())
+            .collect();
+        report.outcome_unknown = unknown.len() as u64;
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        {
+            let f = &self.inner.forwarding;
+            let mut last = f.last_lookup.lock().unwrap_or_else(|p| p.into_inner());
+            if !manual && last.is_some_and(|t| now < t.plus(f.config.retry_base)) {
+                return Ok(());
+            }
+            *last = Some(now);
+        }
+        let device_id = self.inner.config.device_id.clone();
+        let mut steps = Vec::new();
+        for chunk in unknown.chunks(self.inner.forwarding.config.max_in_flight) {
+            let mut asking = JoinSet::new();
+            for id in chunk {
+                let gw = Arc::clone(gateway);
+                let query = StatusQuery {
+                    device_id: device_id.clone(),
+                    payment_id: id.clone(),
+                };
+                asking.spawn_blocking(move || {
+                    let answer = gw.payment_status(&query);
+                    (query.payment_id, answer)
+                });
+            }
+            while let Some(r) = asking.join_next().await {
+                let Ok((id, answer)) = r else { continue };
+                let event = match answer {
+                    Ok(PaymentLookup::Decided(GatewayDecision::Approved { processor_ref })) => {
+                        report.approved += 1;
+                        PaymentEvent::Approved { processor_ref }
+                    }
+                    Ok(PaymentLookup::Decided(GatewayDecision::Declined { reason })) => {
+                        report.declined += 1;
+                        PaymentEvent::Declined { reason }
+                    }
+                    Ok(PaymentLookup::NotFound) => {
+                        report.expired += 1;
+                        PaymentEvent::NotFoundAtProcessor
+                    }
+                    Ok(PaymentLookup::InProgress) | Err(_) => continue,
+                };
+                steps.push((id, event));
+            }
+        }
+        let decided = steps.len() as u64;
+        self.settle_and_start(&mut steps, 0, manual, &BTreeSet::new())
+            .await?;
+        report.outcome_unknown = report.outcome_unknown.saturating_sub(decided);
+        Ok(())
     }
 
     /// Whether a forwarding round is running (its commits leave the
@@ -451,14 +679,17 @@ impl PosEngine {
 
     /// In one commit: records the answers in `steps` and marks up to
     /// `limit` due payments (not in `skip`) as in flight. Returns the
-    /// payments as recorded and the requests to send.
+    /// payments as recorded and the requests to send, each with its live
+    /// attempt. `steps` is emptied once recorded; a failed commit leaves it
+    /// as it was, to try again.
+    #[allow(clippy::type_complexity)]
     async fn settle_and_start(
         &self,
-        steps: Vec<(PaymentId, PaymentEvent)>,
+        steps: &mut Vec<(PaymentId, PaymentEvent)>,
         limit: usize,
         manual: bool,
         skip: &BTreeSet<PaymentId>,
-    ) -> Result<(Vec<OfflinePayment>, Vec<(ForwardRequest, u32)>)> {
+    ) -> Result<(Vec<OfflinePayment>, Vec<(ForwardRequest, u32, LiveAttempt)>)> {
         if steps.is_empty() && limit == 0 {
             return Ok((Vec::new(), Vec::new()));
         }
@@ -468,7 +699,8 @@ impl PosEngine {
             let s = self.state();
             let mut batch = Vec::new();
             let mut effects = Vec::new();
-            for (id, event) in steps {
+            for (id, event) in steps.iter() {
+                let (id, event) = (id, event.clone());
                 // A step the payment cannot take is skipped, never applied.
                 if let Ok(e) = Self::step_writes(&s, &mut batch, &id, event, now) {
                     effects.push(e);
@@ -490,13 +722,15 @@ impl PosEngine {
                     let attempt = next.attempts().unwrap_or(1);
                     let mut p = p.clone();
                     p.state = next;
-                    started.push((self.request_for(&p, attempt), attempt));
+                    let live = self.inner.forwarding.live_attempt(&id);
+                    started.push((self.request_for(&p, attempt), attempt, live));
                     batch.push(Write::Payment(Box::new(p)));
                 }
             }
             (batch, effects, started)
         };
         self.commit(batch).await?;
+        steps.clear();
         Ok((self.emit_steps(effects), started))
     }
 
@@ -586,12 +820,20 @@ impl PosEngine {
             if let Some(notice) = e.decline {
                 self.inner.events.emit(PosEvent::PaymentDeclined(notice));
             }
-            if e.payment.state.status() == PaymentStatus::Expired {
-                self.inner.events.emit(PosEvent::PaymentExpired {
+            match e.payment.state.status() {
+                PaymentStatus::Expired => self.inner.events.emit(PosEvent::PaymentExpired {
                     payment_id: e.payment.id.clone(),
                     order_id: e.payment.order_id.clone(),
                     amount: e.payment.amount,
-                });
+                }),
+                PaymentStatus::OutcomeUnknown => {
+                    self.inner.events.emit(PosEvent::PaymentOutcomeUnknown {
+                        payment_id: e.payment.id.clone(),
+                        order_id: e.payment.order_id.clone(),
+                        amount: e.payment.amount,
+                    })
+                }
+                _ => {}
             }
             out.push(e.payment);
         }
@@ -637,7 +879,9 @@ impl PosEngine {
             PaymentEvent::ForwardFailed { error, .. } => {
                 Some(ForwardOutcome::Failed { error: *error })
             }
-            PaymentEvent::StartForwarding | PaymentEvent::DeadlineReached => None,
+            PaymentEvent::StartForwarding
+            | PaymentEvent::DeadlineReached
+            | PaymentEvent::NotFoundAtProcessor => None,
         };
         if let Some(outcome) = outcome {
             let kind = AuditKind::ForwardAttempt {
@@ -648,13 +892,21 @@ impl PosEngine {
             let entry = Self::audit(s, batch, now, None, kind);
             batch.push(entry);
         }
-        if let PaymentState::Expired { maybe_received, .. } = p.state {
-            let kind = AuditKind::PaymentExpired {
+        let kind = match p.state {
+            PaymentState::Expired { maybe_received, .. } => Some(AuditKind::PaymentExpired {
                 payment_id: p.id.clone(),
                 order_id: p.order_id.clone(),
                 amount: p.amount,
                 maybe_received,
-            };
+            }),
+            PaymentState::OutcomeUnknown { .. } => Some(AuditKind::PaymentOutcomeUnknown {
+                payment_id: p.id.clone(),
+                order_id: p.order_id.clone(),
+                amount: p.amount,
+            }),
+            _ => None,
+        };
+        if let Some(kind) = kind {
             let entry = Self::audit(s, batch, now, None, kind);
             batch.push(entry);
         }

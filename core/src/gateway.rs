@@ -93,6 +93,27 @@ pub enum GatewayDecision {
     Declined { reason: DeclineReason },
 }
 
+/// A question about one payment id, asked when its outcome is unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusQuery {
+    pub device_id: String,
+    pub payment_id: PaymentId,
+}
+
+/// What the processor knows about a payment id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentLookup {
+    /// It decided: this is the decision it returned (or would return) to
+    /// the payment's own request.
+    Decided(GatewayDecision),
+    /// It has no record of the id. It also closes the id: a request with it
+    /// that arrives later is refused, so a request still travelling can no
+    /// longer take money once the device has counted the payment lost.
+    NotFound,
+    /// A request with this id is being processed right now: ask again.
+    InProgress,
+}
+
 /// A status answer with the processor's time, when it sent it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatusAnswer {
@@ -153,6 +174,12 @@ pub trait Gateway: Send + Sync + fmt::Debug {
         })
     }
 
+    /// What the processor knows about one payment id (same device). Asked
+    /// only about payments whose deadline passed while an attempt may have
+    /// reached the processor; "not found" must close the id (see
+    /// [`PaymentLookup::NotFound`]).
+    fn payment_status(&self, query: &StatusQuery) -> Result<PaymentLookup, GatewayError>;
+
     /// Delivers a receipt queued offline (R16).
     fn deliver_receipt(&self, delivery: &ReceiptDelivery) -> Result<(), GatewayError>;
 }
@@ -192,6 +219,9 @@ pub mod wire {
     pub const FORWARD_PATH: &str = "/v1/offline-payments";
     /// Path of the status endpoint (GET).
     pub const STATUS_PATH: &str = "/v1/status";
+    /// Path of the payment lookup endpoint (POST: the ids travel in the
+    /// body, never in a URL that proxies log).
+    pub const LOOKUP_PATH: &str = "/v1/payment-lookups";
     /// Path of the receipt endpoint (POST).
     pub const RECEIPT_PATH: &str = "/v1/receipts";
     /// Header carrying the idempotency key (the payment or receipt id).
@@ -255,6 +285,15 @@ pub mod wire {
         pub error: String,
         #[serde(default)]
         pub message: String,
+    }
+
+    /// Body of `POST /v1/payment-lookups`. The answer is a [`DecisionBody`]
+    /// (200), `unknown_payment` (404, and the id is closed) or `in_flight`
+    /// (409).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct LookupBody {
+        pub device_id: String,
+        pub payment_id: String,
     }
 
     /// Body of `GET /v1/status`.

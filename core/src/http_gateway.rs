@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Timestamp;
-use crate::gateway::wire::{self, DecisionBody, ErrorBody, PaymentBody, ReceiptBody, StatusBody};
+use crate::gateway::wire::{
+    self, DecisionBody, ErrorBody, LookupBody, PaymentBody, ReceiptBody, StatusBody,
+};
 use crate::gateway::{
-    AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, ReceiptDelivery,
-    ServiceStatus, StatusAnswer, TokenProvider,
+    AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, PaymentLookup,
+    ReceiptDelivery, ServiceStatus, StatusAnswer, StatusQuery, TokenProvider,
 };
 use crate::lifecycle::ForwardErrorKind;
 
@@ -229,6 +231,51 @@ impl Gateway for HttpGateway {
             },
             processor_time: s.time_ms.map(Timestamp),
         })
+    }
+
+    fn payment_status(&self, q: &StatusQuery) -> Result<PaymentLookup, GatewayError> {
+        let auth = self.bearer()?;
+        let body = LookupBody {
+            device_id: q.device_id.clone(),
+            payment_id: q.payment_id.as_str().into(),
+        };
+        let response = self
+            .agent
+            .post(&self.url(wire::LOOKUP_PATH))
+            .header("Authorization", &auth)
+            .send_json(&body)
+            .map_err(classify)?;
+        let status = response.status().as_u16();
+        let mut body_reader = response.into_body();
+        let text = body_reader
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_string()
+            .map_err(classify)?;
+        let err: Option<ErrorBody> = serde_json::from_str(&text).ok();
+        match status {
+            200 => {
+                let decision: DecisionBody = serde_json::from_str(&text).map_err(|_| {
+                    GatewayError::new(ForwardErrorKind::NoAnswer, "unreadable lookup answer")
+                })?;
+                Ok(PaymentLookup::Decided(
+                    decision.into_decision(q.payment_id.as_str())?,
+                ))
+            }
+            // Only the protocol's own `unknown_payment` counts: a 404 from a
+            // proxy, a wrong base URL or a server without this endpoint says
+            // nothing about the payment.
+            404 if err.as_ref().is_some_and(|e| e.error == "unknown_payment") => {
+                Ok(PaymentLookup::NotFound)
+            }
+            409 => Ok(PaymentLookup::InProgress),
+            _ => {
+                if status == 401 {
+                    self.tokens.invalidate();
+                }
+                Err(status_error(status, err))
+            }
+        }
     }
 
     fn deliver_receipt(&self, d: &ReceiptDelivery) -> Result<(), GatewayError> {

@@ -359,6 +359,19 @@ pub enum PaymentState {
         /// Why the processor declined.
         reason: DeclineReason,
     },
+    /// The forwarding deadline passed while some attempt may have reached
+    /// the processor, and no answer says what it decided: "unknown, check
+    /// with the processor". Never forwarded again (R8) and not counted as
+    /// lost: the engine asks the processor about this id
+    /// ([`crate::gateway::Gateway::payment_status`]) whenever it can reach
+    /// it. Its answer decides: an approval or a decline is final, and only
+    /// "not found" expires the payment.
+    OutcomeUnknown {
+        /// When the deadline was found passed.
+        since: Timestamp,
+        /// How many forwarding attempts were made.
+        attempts: u32,
+    },
     /// Final. The forwarding deadline passed before a decision (R8): never
     /// forwarded again; the amount counts as lost.
     Expired {
@@ -389,6 +402,8 @@ pub enum PaymentStatus {
     Declined,
     /// See [`PaymentState::Expired`].
     Expired,
+    /// See [`PaymentState::OutcomeUnknown`].
+    OutcomeUnknown,
 }
 
 impl PaymentStatus {
@@ -410,6 +425,7 @@ impl fmt::Display for PaymentStatus {
             PaymentStatus::Approved => "approved",
             PaymentStatus::Declined => "declined",
             PaymentStatus::Expired => "expired",
+            PaymentStatus::OutcomeUnknown => "unknown, check with the processor",
         })
     }
 }
@@ -438,6 +454,9 @@ pub enum PaymentEvent {
     },
     /// The forwarding deadline has passed.
     DeadlineReached,
+    /// The processor, asked about this id after the deadline, has no record
+    /// of it (and will refuse it from now on): it never took the money.
+    NotFoundAtProcessor,
 }
 
 /// The kind of a [`PaymentEvent`], without its data, for error messages.
@@ -453,6 +472,8 @@ pub enum PaymentEventKind {
     Declined,
     /// See [`PaymentEvent::DeadlineReached`].
     DeadlineReached,
+    /// See [`PaymentEvent::NotFoundAtProcessor`].
+    NotFoundAtProcessor,
 }
 
 impl fmt::Display for PaymentEventKind {
@@ -463,6 +484,7 @@ impl fmt::Display for PaymentEventKind {
             PaymentEventKind::Approved => "approved",
             PaymentEventKind::Declined => "declined",
             PaymentEventKind::DeadlineReached => "deadline reached",
+            PaymentEventKind::NotFoundAtProcessor => "not found at the processor",
         })
     }
 }
@@ -476,6 +498,7 @@ impl PaymentEvent {
             PaymentEvent::Approved { .. } => PaymentEventKind::Approved,
             PaymentEvent::Declined { .. } => PaymentEventKind::Declined,
             PaymentEvent::DeadlineReached => PaymentEventKind::DeadlineReached,
+            PaymentEvent::NotFoundAtProcessor => PaymentEventKind::NotFoundAtProcessor,
         }
     }
 }
@@ -549,6 +572,7 @@ impl PaymentState {
             PaymentState::Approved { .. } => PaymentStatus::Approved,
             PaymentState::Declined { .. } => PaymentStatus::Declined,
             PaymentState::Expired { .. } => PaymentStatus::Expired,
+            PaymentState::OutcomeUnknown { .. } => PaymentStatus::OutcomeUnknown,
         }
     }
 
@@ -565,6 +589,7 @@ impl PaymentState {
             PaymentState::Pending => Some(0),
             PaymentState::Forwarding { attempt, .. } => Some(*attempt),
             PaymentState::FailedToForward { attempts, .. }
+            | PaymentState::OutcomeUnknown { attempts, .. }
             | PaymentState::Expired { attempts, .. } => Some(*attempts),
             PaymentState::Approved { .. } | PaymentState::Declined { .. } => None,
         }
@@ -585,7 +610,11 @@ impl PaymentState {
     ///   processor, so its answer decides. If that answer, arriving after the
     ///   deadline, is an approval, the money was taken and the payment is
     ///   `Approved`, not `Expired`; a decline is `Declined`; a failure
-    ///   brings it to `FailedToForward`, from which the deadline expires it;
+    ///   brings it to `FailedToForward`;
+    /// - the deadline expires a payment no attempt can have reached; one
+    ///   that some attempt may have reached becomes `OutcomeUnknown`, and
+    ///   only the processor's answer about that id moves it on: approved,
+    ///   declined, or "not found" (expired);
     /// - a processor decision is accepted only for an attempt that may have
     ///   reached the processor: the one in flight, or, from
     ///   `FailedToForward`, an earlier one whose answer was lost (a late
@@ -624,11 +653,23 @@ impl PaymentState {
                     now,
                 });
             }
+            if maybe_received {
+                return Ok(PaymentState::OutcomeUnknown {
+                    since: now,
+                    attempts,
+                });
+            }
             Ok(PaymentState::Expired {
                 at: now,
                 attempts,
-                maybe_received,
+                maybe_received: false,
             })
+        };
+        let not_found_before_deadline = || {
+            not_allowed(
+                "\"not found\" decides only for a payment whose deadline passed with its \
+                 outcome unknown; before that the same id is simply forwarded again",
+            )
         };
 
         match self {
@@ -636,6 +677,7 @@ impl PaymentState {
                 PaymentEvent::StartForwarding => start(0, false),
                 PaymentEvent::DeadlineReached => expire(0, false),
                 PaymentEvent::ForwardFailed { .. } => Err(not_allowed("no attempt is in flight")),
+                PaymentEvent::NotFoundAtProcessor => Err(not_found_before_deadline()),
                 PaymentEvent::Approved { .. } | PaymentEvent::Declined { .. } => Err(not_allowed(
                     "the payment was never sent, so the processor cannot have decided",
                 )),
@@ -669,6 +711,9 @@ impl PaymentState {
                     "an attempt is in flight and may already be at the processor; \
                      its answer decides (record it, or its failure, first)",
                 )),
+                PaymentEvent::NotFoundAtProcessor => {
+                    Err(not_allowed("an attempt is in flight; its answer decides"))
+                }
             },
 
             PaymentState::FailedToForward {
@@ -679,6 +724,7 @@ impl PaymentState {
                 PaymentEvent::StartForwarding => start(*attempts, *maybe_received),
                 PaymentEvent::DeadlineReached => expire(*attempts, *maybe_received),
                 PaymentEvent::ForwardFailed { .. } => Err(not_allowed("no attempt is in flight")),
+                PaymentEvent::NotFoundAtProcessor => Err(not_found_before_deadline()),
                 // A late answer, or a status query, about an earlier attempt.
                 PaymentEvent::Approved { processor_ref } if *maybe_received => {
                     Ok(PaymentState::Approved {
@@ -704,6 +750,12 @@ impl PaymentState {
                         reported: kind,
                     })
                 }
+                // The processor decided, and now says it never saw the id:
+                // the two disagree and must be reconciled.
+                PaymentEvent::NotFoundAtProcessor => Err(TransitionError::ConflictingOutcome {
+                    status,
+                    reported: kind,
+                }),
                 PaymentEvent::StartForwarding
                 | PaymentEvent::ForwardFailed { .. }
                 | PaymentEvent::DeadlineReached => Err(TransitionError::AlreadyFinal {
@@ -722,6 +774,10 @@ impl PaymentState {
                         reported: kind,
                     })
                 }
+                PaymentEvent::NotFoundAtProcessor => Err(TransitionError::ConflictingOutcome {
+                    status,
+                    reported: kind,
+                }),
                 PaymentEvent::StartForwarding
                 | PaymentEvent::ForwardFailed { .. }
                 | PaymentEvent::DeadlineReached => Err(TransitionError::AlreadyFinal {
@@ -730,8 +786,31 @@ impl PaymentState {
                 }),
             },
 
+            PaymentState::OutcomeUnknown { .. } => match event {
+                PaymentEvent::Approved { processor_ref } => Ok(PaymentState::Approved {
+                    at: now,
+                    processor_ref,
+                }),
+                PaymentEvent::Declined { reason } => Ok(PaymentState::Declined { at: now, reason }),
+                PaymentEvent::NotFoundAtProcessor => Ok(PaymentState::Expired {
+                    at: now,
+                    attempts: self.attempts().unwrap_or(0),
+                    maybe_received: false,
+                }),
+                PaymentEvent::DeadlineReached => Err(not_allowed(
+                    "the deadline has already passed; the processor's answer decides",
+                )),
+                PaymentEvent::StartForwarding => Err(TransitionError::DeadlinePassed {
+                    deadline: deadline.0,
+                    now,
+                }),
+                PaymentEvent::ForwardFailed { .. } => Err(not_allowed("no attempt is in flight")),
+            },
+
             PaymentState::Expired { .. } => match event {
-                PaymentEvent::DeadlineReached => Err(TransitionError::Duplicate { status }),
+                PaymentEvent::DeadlineReached | PaymentEvent::NotFoundAtProcessor => {
+                    Err(TransitionError::Duplicate { status })
+                }
                 PaymentEvent::Approved { .. } | PaymentEvent::Declined { .. } => {
                     Err(TransitionError::ConflictingOutcome {
                         status,
@@ -1444,16 +1523,16 @@ mod tests {
                 .map(|s| s.status()),
             Ok(PaymentStatus::Declined)
         );
-        // A failure after the deadline brings it back where the deadline expires it.
+        // A failure after the deadline: the processor may hold the payment,
+        // so the deadline makes its outcome unknown, never lost.
         let f = s
             .apply(failed(ForwardErrorKind::NoAnswer), DEADLINE, after())
             .expect("failure recorded");
         assert_eq!(
             f.apply(PaymentEvent::DeadlineReached, DEADLINE, after()),
-            Ok(PaymentState::Expired {
-                at: after(),
+            Ok(PaymentState::OutcomeUnknown {
+                since: after(),
                 attempts: 3,
-                maybe_received: true
             })
         );
     }
@@ -1536,15 +1615,69 @@ mod tests {
     }
 
     #[test]
-    fn failed_to_forward_expires_at_the_deadline() {
+    fn failed_to_forward_expires_at_the_deadline_only_if_never_received() {
         assert_eq!(
-            failed_state(4, true).apply(PaymentEvent::DeadlineReached, DEADLINE, after()),
+            failed_state(4, false).apply(PaymentEvent::DeadlineReached, DEADLINE, after()),
             Ok(PaymentState::Expired {
                 at: after(),
                 attempts: 4,
-                maybe_received: true
+                maybe_received: false
             })
         );
+        // The processor may hold it: unknown until it says.
+        assert_eq!(
+            failed_state(4, true).apply(PaymentEvent::DeadlineReached, DEADLINE, after()),
+            Ok(PaymentState::OutcomeUnknown {
+                since: after(),
+                attempts: 4,
+            })
+        );
+    }
+
+    #[test]
+    fn only_the_processor_decides_an_unknown_outcome() {
+        let unknown = PaymentState::OutcomeUnknown {
+            since: after(),
+            attempts: 2,
+        };
+        assert_eq!(
+            unknown
+                .apply(approved("ch_1"), DEADLINE, after())
+                .map(|s| s.status()),
+            Ok(PaymentStatus::Approved)
+        );
+        assert_eq!(
+            unknown
+                .apply(declined(DeclineReason::DoNotHonour), DEADLINE, after())
+                .map(|s| s.status()),
+            Ok(PaymentStatus::Declined)
+        );
+        assert_eq!(
+            unknown.apply(PaymentEvent::NotFoundAtProcessor, DEADLINE, after()),
+            Ok(PaymentState::Expired {
+                at: after(),
+                attempts: 2,
+                maybe_received: false
+            })
+        );
+        for e in [
+            PaymentEvent::DeadlineReached,
+            PaymentEvent::StartForwarding,
+            failed(ForwardErrorKind::NoAnswer),
+        ] {
+            assert!(unknown.apply(e, DEADLINE, after()).is_err());
+        }
+        // "Not found" before the deadline decides nothing: the same id is
+        // simply forwarded again.
+        for s in [
+            PaymentState::Pending,
+            failed_state(1, true),
+            forwarding(1, true),
+        ] {
+            assert!(s
+                .apply(PaymentEvent::NotFoundAtProcessor, DEADLINE, T0)
+                .is_err());
+        }
     }
 
     // --- refused transitions ---------------------------------------------
@@ -1794,6 +1927,7 @@ mod tests {
             ]
             .prop_map(declined),
             Just(PaymentEvent::DeadlineReached),
+            Just(PaymentEvent::NotFoundAtProcessor),
         ]
     }
 
@@ -1824,6 +1958,25 @@ mod tests {
                                 prop_assert!(deadline.is_passed(now));
                                 prop_assert!(before.status() != PaymentStatus::Forwarding);
                                 prop_assert_eq!(next.attempts(), Some(attempts));
+                                // Expired on the device's word only if no
+                                // attempt can have reached the processor;
+                                // otherwise only the processor's "not found".
+                                let maybe = matches!(
+                                    before,
+                                    PaymentState::FailedToForward { maybe_received: true, .. }
+                                );
+                                prop_assert!(!maybe, "expired while the processor may hold it");
+                                if before.status() == PaymentStatus::OutcomeUnknown {
+                                    prop_assert_eq!(kind, PaymentEventKind::NotFoundAtProcessor);
+                                }
+                            }
+                            PaymentStatus::OutcomeUnknown => {
+                                prop_assert!(deadline.is_passed(now));
+                                let maybe = matches!(
+                                    before,
+                                    PaymentState::FailedToForward { maybe_received: true, .. }
+                                );
+                                prop_assert!(maybe, "unknown although nothing reached the processor");
                             }
                             PaymentStatus::Approved | PaymentStatus::Declined => {
                                 prop_assert!(attempts > 0, "decided without ever being sent");

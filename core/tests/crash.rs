@@ -187,6 +187,7 @@ fn status_name(s: PaymentStatus) -> &'static str {
         PaymentStatus::Approved => "Approved",
         PaymentStatus::Declined => "Declined",
         PaymentStatus::Expired => "Expired",
+        PaymentStatus::OutcomeUnknown => "OutcomeUnknown",
     }
 }
 

@@ -17,8 +17,8 @@ use pos_core::clock::{Clock, Timestamp, VirtualClock};
 use pos_core::engine::StaffSession;
 use pos_core::forwarding::ForwardingConfig;
 use pos_core::gateway::{
-    AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, ReceiptDelivery,
-    ServiceStatus,
+    AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, PaymentLookup,
+    ReceiptDelivery, ServiceStatus, StatusQuery,
 };
 use pos_core::ledger::CardRead;
 use pos_core::lifecycle::{
@@ -69,6 +69,50 @@ struct Processor {
     /// driver's probes fail), so the engine cannot go online by itself
     /// while a test takes its payments offline.
     unreachable: std::sync::atomic::AtomicBool,
+    /// Ids a lookup found unknown: refused from then on.
+    closed: Mutex<std::collections::BTreeSet<String>>,
+    lookups: AtomicUsize,
+    /// Holds decided answers before they leave (a slow processor).
+    gate: Gate,
+}
+
+/// While closed, every request is decided (and charged) at the processor
+/// but its answer waits: the moment a caller can be cancelled.
+#[derive(Debug, Default)]
+struct Gate {
+    closed: Mutex<bool>,
+    opened: std::sync::Condvar,
+    waiting: AtomicUsize,
+}
+
+impl Gate {
+    fn close(&self) {
+        *self.closed.lock().unwrap() = true;
+    }
+    fn open(&self) {
+        *self.closed.lock().unwrap() = false;
+        self.opened.notify_all();
+    }
+    fn pass(&self) {
+        let mut closed = self.closed.lock().unwrap();
+        if *closed {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            while *closed {
+                closed = self.opened.wait(closed).unwrap();
+            }
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    /// Waits (bounded) until `n` answers are held.
+    async fn held(&self, n: usize) {
+        for _ in 0..10_000 {
+            if self.waiting.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("{n} answers never reached the gate");
+    }
 }
 
 impl Processor {
@@ -105,6 +149,22 @@ impl Gateway for Processor {
         Ok(ServiceStatus::Available)
     }
 
+    fn payment_status(&self, q: &StatusQuery) -> Result<PaymentLookup, GatewayError> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        if self.unreachable.load(Ordering::SeqCst) {
+            return Err(GatewayError::new(
+                ForwardErrorKind::NotSent,
+                "test: no route",
+            ));
+        }
+        let id = q.payment_id.as_str().to_owned();
+        if let Some((d, _)) = self.charges.lock().unwrap().get(&id) {
+            return Ok(PaymentLookup::Decided(d.clone()));
+        }
+        self.closed.lock().unwrap().insert(id);
+        Ok(PaymentLookup::NotFound)
+    }
+
     fn deliver_receipt(&self, d: &ReceiptDelivery) -> Result<(), GatewayError> {
         self.receipts.lock().unwrap().push((
             d.receipt_id.clone(),
@@ -121,6 +181,10 @@ impl Processor {
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         let id = id.as_str().to_owned();
         self.calls.lock().unwrap().push(id.clone());
+        if self.closed.lock().unwrap().contains(&id) {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(GatewayError::new(ForwardErrorKind::Rejected, "closed"));
+        }
         let script = self
             .scripts
             .lock()
@@ -157,6 +221,7 @@ impl Processor {
             }
             Script::AlwaysFail(kind) => Err(GatewayError::new(kind, "scripted failure")),
         };
+        self.gate.pass();
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         out
     }
@@ -451,10 +516,13 @@ async fn past_the_deadline_nothing_is_sent_and_expiry_is_reported() {
     assert_eq!(r.expired, 1);
     assert_eq!(r.attempts, 0);
     assert_eq!(rig.processor.calls.lock().unwrap().len(), calls_before);
+    // b's attempts may have reached the processor (503s): it is expired only
+    // once the processor, asked about the id, says it has no record of it.
+    assert_eq!(rig.processor.lookups.load(Ordering::SeqCst), 1);
     assert!(matches!(
         rig.state(&b),
         PaymentState::Expired {
-            maybe_received: true,
+            maybe_received: false,
             ..
         }
     ));
@@ -820,4 +888,388 @@ async fn a_forwarding_round_takes_the_snapshot_it_made_due_once_at_its_end() {
     rig.take(900, None).await;
     rig.take(901, None).await;
     assert!(store.snapshots.load(Ordering::SeqCst) - before >= 2);
+}
+
+// ---------------------------------------------------------------------------
+// Money safety: cancelled callers, lost tasks, unknown outcomes
+// ---------------------------------------------------------------------------
+
+/// How many requests the processor received for `id`, and whether it holds
+/// a decision for it.
+fn requests_for(rig: &Rig, id: &PaymentId) -> usize {
+    rig.processor
+        .charges
+        .lock()
+        .unwrap()
+        .get(id.as_str())
+        .map_or(0, |c| c.1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_forward_now_still_records_every_answer() {
+    let rig = Rig::new(4, false).await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(rig.take(1_000 + i, None).await);
+    }
+    rig.processor.gate.close();
+    let engine = rig.engine.clone();
+    let caller = tokio::spawn(async move { engine.forward_now().await });
+    // Four requests charged at the processor, their answers on the way...
+    rig.processor.gate.held(4).await;
+    // ...when the app's coroutine is cancelled.
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    rig.processor.gate.open();
+    // The next round waits for the cancelled caller's round to finish.
+    rig.engine.forward_now().await.unwrap();
+    for id in &ids {
+        assert!(
+            matches!(rig.state(id), PaymentState::Approved { .. }),
+            "{id}: {:?}",
+            rig.state(id)
+        );
+        assert_eq!(requests_for(&rig, id), 1, "{id}: answered once, recorded");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_online_confirmation_still_records_its_answer() {
+    let rig = Rig::new(2, false).await;
+    rig.go_online().await;
+    let order = rig
+        .engine
+        .create_order(NewOrder {
+            order_id: None,
+            total: usd(5_000),
+            contact: None,
+        })
+        .await
+        .unwrap();
+    rig.processor.gate.close();
+    let d = rig
+        .engine
+        .begin_card_payment(CardPaymentRequest {
+            order_id: order.id.clone(),
+            payment_id: Some("online-cancelled".into()),
+            amount: usd(5_000),
+            tip: None,
+            behaviour: OfflineBehaviour::PreferOnline,
+            tender: TenderKind::Card,
+        })
+        .await
+        .unwrap();
+    let card = CardRead {
+        entry_mode: EntryMode::Contactless,
+        network: Network::Visa,
+        last4: "4242".into(),
+        fingerprint: None,
+        reader_model: rig.reader.clone(),
+        sealed_card_data: vec![0x5A; 48],
+    };
+    let engine = rig.engine.clone();
+    let id = d.payment_id.clone();
+    let caller = tokio::spawn(async move { engine.confirm_card_payment(&id, card).await });
+    rig.processor.gate.held(1).await;
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    rig.processor.gate.open();
+    loop {
+        match rig.events.recv_timeout(Duration::from_secs(30)) {
+            Ok(PosEvent::PaymentStateChanged {
+                payment_id,
+                status: PaymentStatus::Approved,
+                ..
+            }) if payment_id == d.payment_id => break,
+            Ok(_) => {}
+            Err(e) => panic!("the approval of a cancelled confirmation was lost: {e}"),
+        }
+    }
+    assert_eq!(requests_for(&rig, &d.payment_id), 1);
+    assert_eq!(
+        rig.engine.order(&order.id).unwrap().status,
+        OrderStatus::Paid
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_a_failed_commit_lost_are_retried_with_the_same_id_without_a_restart() {
+    let store = Arc::new(MemoryStore::new());
+    let rig = Rig::on_store(VirtualClock::new(T0), store.clone(), 4, false, None).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(rig.take(1_000 + i, None).await);
+    }
+    rig.processor.gate.close();
+    let engine = rig.engine.clone();
+    let round = tokio::spawn(async move { engine.forward_now().await });
+    rig.processor.gate.held(3).await;
+    // The store fails while the answers are on their way: they cannot be
+    // recorded, and the round fails.
+    store.fail_always(StoreError::Io("disk full".into()));
+    rig.processor.gate.open();
+    assert!(round.await.unwrap().is_err());
+    store.heal();
+    // No restart: the next tick finds the attempts whose task is gone...
+    let t = rig.engine.tick().await.unwrap();
+    assert_eq!(t.recovered.len(), 3, "{t:?}");
+    for id in &ids {
+        assert!(
+            matches!(
+                rig.state(id),
+                PaymentState::FailedToForward {
+                    last_error: ForwardErrorKind::NoAnswer,
+                    maybe_received: true,
+                    ..
+                }
+            ),
+            "{id}: {:?}",
+            rig.state(id)
+        );
+    }
+    // ...and the next round asks again with the same ids: one charge each.
+    rig.engine.forward_now().await.unwrap();
+    for id in &ids {
+        assert!(matches!(rig.state(id), PaymentState::Approved { .. }));
+        assert_eq!(requests_for(&rig, id), 2, "{id}: asked twice, charged once");
+    }
+    assert_eq!(rig.processor.approved(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_the_processor_may_hold_is_never_expired_before_it_is_asked() {
+    let store = MemoryStore::new();
+    let rig = Rig::on(VirtualClock::new(T0), store.clone(), 2, false).await;
+    let id = rig.take(4_200, None).await;
+    // The processor charges it but the answer is lost, every time.
+    rig.processor.script(
+        &id,
+        Script::FailThenApprove {
+            n: usize::MAX,
+            kind: ForwardErrorKind::NoAnswer,
+            charge: true,
+        },
+    );
+    rig.engine.forward_now().await.unwrap();
+    rig.drain();
+    // The deadline passes while the processor cannot be reached.
+    rig.processor.unreachable.store(true, Ordering::SeqCst);
+    rig.clock.advance(HOUR * 24 * 7);
+    let r = rig.engine.forward_now().await.unwrap();
+    assert_eq!((r.expired, r.outcome_unknown), (0, 1), "{r:?}");
+    assert!(matches!(
+        rig.state(&id),
+        PaymentState::OutcomeUnknown { .. }
+    ));
+    let events = rig.drain();
+    assert!(events.iter().any(
+        |e| matches!(e, PosEvent::PaymentOutcomeUnknown { payment_id, .. } if payment_id == &id)
+    ));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, PosEvent::PaymentExpired { .. })));
+    let totals = &rig.engine.status().unwrap().totals[0];
+    assert_eq!((totals.unknown_count, totals.expired_count), (1, 0));
+    assert_eq!(totals.unknown_amount, usd(4_200));
+    // Its balance is not due again: the customer may have paid.
+    let order = rig.engine.list_payments().unwrap()[0].order_id.clone();
+    assert_eq!(rig.engine.order(&order).unwrap().balance, usd(0));
+    // A restart changes nothing.
+    rig.engine.close();
+    let rig = Rig::on(rig.clock.clone(), store, 2, false).await;
+    rig.processor.charges.lock().unwrap().insert(
+        id.as_str().into(),
+        (
+            GatewayDecision::Approved {
+                processor_ref: format!("ch_{id}"),
+            },
+            1,
+        ),
+    );
+    rig.processor.unreachable.store(true, Ordering::SeqCst);
+    rig.engine.tick().await.unwrap();
+    assert!(matches!(
+        rig.state(&id),
+        PaymentState::OutcomeUnknown { .. }
+    ));
+    // The processor answers: it approved. Approved, never expired.
+    rig.processor.unreachable.store(false, Ordering::SeqCst);
+    let r = rig.engine.forward_now().await.unwrap();
+    assert_eq!((r.approved, r.outcome_unknown), (1, 0), "{r:?}");
+    assert!(matches!(rig.state(&id), PaymentState::Approved { .. }));
+    assert_eq!(rig.engine.order(&order).unwrap().status, OrderStatus::Paid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_processors_not_found_expires_an_unknown_outcome_and_closes_the_id() {
+    let rig = Rig::new(2, false).await;
+    let id = rig.take(4_200, None).await;
+    // No answer, and the processor never saw it either.
+    rig.processor
+        .script(&id, Script::AlwaysFail(ForwardErrorKind::NoAnswer));
+    rig.engine.forward_now().await.unwrap();
+    rig.clock.advance(HOUR * 24 * 7);
+    rig.processor.unreachable.store(true, Ordering::SeqCst);
+    rig.engine.tick().await.unwrap();
+    assert!(matches!(
+        rig.state(&id),
+        PaymentState::OutcomeUnknown { .. }
+    ));
+    rig.processor.unreachable.store(false, Ordering::SeqCst);
+    let r = rig.engine.forward_now().await.unwrap();
+    assert_eq!(r.expired, 1);
+    assert!(matches!(
+        rig.state(&id),
+        PaymentState::Expired {
+            maybe_received: false,
+            ..
+        }
+    ));
+    // The processor refuses the id from now on.
+    assert!(rig.processor.closed.lock().unwrap().contains(id.as_str()));
+    let totals = &rig.engine.status().unwrap().totals[0];
+    assert_eq!((totals.unknown_count, totals.expired_count), (0, 1));
+}
+
+/// splitmix64, for the seeded cancellation runs.
+fn mix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Cancels "forward now" at seeded random points (a number of answers held
+/// at the processor), sometimes fails the store or restarts the engine,
+/// sometimes lets the deadline pass while the processor is unreachable,
+/// then brings everything back and checks against the processor: every
+/// payment it approved is approved here, nothing it never decided is
+/// approved here, nothing expired that it holds. `POS_CANCEL_RUNS` runs
+/// (200 by default; `cargo xtask soak` runs 2,000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_forwarding_at_random_points_loses_and_duplicates_nothing() {
+    let runs: u64 = std::env::var("POS_CANCEL_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let (mut lost, mut duplicated, mut wrongly_expired) = (0, 0, 0);
+    let (mut cancels, mut restarts, mut store_failures, mut unknown) = (0, 0, 0, 0);
+    for run in 0..runs {
+        let mut rng = 0xC0FFEE ^ run.wrapping_mul(0x1000_0001);
+        let store = Arc::new(MemoryStore::new());
+        let mut rig = Rig::on_store(VirtualClock::new(T0), store.clone(), 3, false, None).await;
+        let n = 1 + (mix(&mut rng) % 6) as usize;
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let id = rig.take(100 + i as i64, None).await;
+            match mix(&mut rng) % 4 {
+                0 => rig.processor.script(
+                    &id,
+                    Script::FailThenApprove {
+                        n: 1 + (mix(&mut rng) % 2) as usize,
+                        kind: ForwardErrorKind::NoAnswer,
+                        charge: true,
+                    },
+                ),
+                1 => rig
+                    .processor
+                    .script(&id, Script::Decline(DeclineReason::DoNotHonour)),
+                2 => rig.processor.script(
+                    &id,
+                    Script::FailThenApprove {
+                        n: 1,
+                        kind: ForwardErrorKind::ServiceUnavailable,
+                        charge: false,
+                    },
+                ),
+                _ => {}
+            }
+            ids.push(id);
+        }
+        // A round, cancelled once `held` answers wait at the processor.
+        let held = (mix(&mut rng) % (n.min(3) as u64 + 1)) as usize;
+        rig.processor.gate.close();
+        let engine = rig.engine.clone();
+        let caller = tokio::spawn(async move { engine.forward_now().await });
+        rig.processor.gate.held(held).await;
+        caller.abort();
+        let _ = caller.await;
+        cancels += 1;
+        if mix(&mut rng) % 4 == 0 {
+            store.fail_always(StoreError::Io("disk full".into()));
+            store_failures += 1;
+        }
+        rig.processor.gate.open();
+        // Let whatever is still running finish (a round waits for the one
+        // before it); with a failed store it fails too.
+        let _ = rig.engine.forward_now().await;
+        store.heal();
+        if mix(&mut rng) % 3 == 0 {
+            // The app restarts.
+            let (clock, processor) = (rig.clock.clone(), Arc::clone(&rig.processor));
+            rig.engine.close();
+            rig = Rig::on_store(clock, store.clone(), 3, false, None).await;
+            rig.processor = Arc::clone(&processor);
+            rig.engine.set_gateway(processor).unwrap();
+            restarts += 1;
+        }
+        if mix(&mut rng) % 3 == 0 {
+            // The deadline passes while the processor cannot be reached.
+            rig.processor.unreachable.store(true, Ordering::SeqCst);
+            rig.clock.advance(HOUR * 24 * 7);
+            rig.engine.tick().await.unwrap();
+            unknown += ids
+                .iter()
+                .filter(|id| matches!(rig.state(id), PaymentState::OutcomeUnknown { .. }))
+                .count();
+            rig.processor.unreachable.store(false, Ordering::SeqCst);
+        }
+        // Back to normal: rounds until everything is settled.
+        for _ in 0..10 {
+            rig.clock.advance(Duration::from_secs(20 * 60));
+            rig.engine.forward_now().await.unwrap();
+        }
+        let charges = rig.processor.charges.lock().unwrap().clone();
+        for id in &ids {
+            let here = rig.state(id);
+            let there = charges.get(id.as_str()).map(|c| &c.0);
+            match (&here, there) {
+                (
+                    PaymentState::Approved { processor_ref, .. },
+                    Some(GatewayDecision::Approved { processor_ref: r }),
+                ) if processor_ref == r => {}
+                (PaymentState::Declined { .. }, Some(GatewayDecision::Declined { .. })) => {}
+                (PaymentState::Expired { .. }, None) => {}
+                (PaymentState::Expired { .. }, Some(_)) => wrongly_expired += 1,
+                (PaymentState::Approved { .. } | PaymentState::Declined { .. }, _) => {
+                    duplicated += 1
+                }
+                (_, _) => lost += 1,
+            }
+            assert!(
+                !matches!(
+                    here,
+                    PaymentState::Approved { .. } | PaymentState::Declined { .. }
+                ) || there.is_some(),
+                "run {run}: {id} decided here, unknown at the processor"
+            );
+            assert!(
+                matches!(
+                    here,
+                    PaymentState::Approved { .. }
+                        | PaymentState::Declined { .. }
+                        | PaymentState::Expired { .. }
+                ),
+                "run {run}: {id} left {here:?} (processor: {there:?})"
+            );
+        }
+        rig.engine.close();
+    }
+    eprintln!(
+        "cancellation runs: {runs}, cancels {cancels}, store failures {store_failures}, \
+         restarts {restarts}, outcomes unknown at a deadline {unknown}; \
+         lost {lost}, duplicated {duplicated}, wrongly expired {wrongly_expired}"
+    );
+    assert_eq!((lost, duplicated, wrongly_expired), (0, 0, 0));
 }

@@ -201,11 +201,18 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Debug, Clone, PartialEq)]
 enum MState {
     Pending,
-    Forwarding { maybe: bool },
-    Failed { maybe: bool, retry: Option<i64> },
+    Forwarding {
+        maybe: bool,
+    },
+    Failed {
+        maybe: bool,
+        retry: Option<i64>,
+    },
     Approved(String),
     Declined(DeclineReason),
     Expired,
+    /// Deadline passed while the processor may hold it.
+    Unknown,
 }
 
 impl MState {
@@ -217,6 +224,7 @@ impl MState {
             MState::Approved(_) => PaymentStatus::Approved,
             MState::Declined(_) => PaymentStatus::Declined,
             MState::Expired => PaymentStatus::Expired,
+            MState::Unknown => PaymentStatus::OutcomeUnknown,
         }
     }
 
@@ -922,8 +930,18 @@ impl Harness {
             (MState::Pending, PaymentEvent::StartForwarding) if !passed => {
                 Some(MState::Forwarding { maybe: false })
             }
-            (MState::Pending | MState::Failed { .. }, PaymentEvent::DeadlineReached) if passed => {
-                Some(MState::Expired)
+            (
+                MState::Pending | MState::Failed { maybe: false, .. },
+                PaymentEvent::DeadlineReached,
+            ) if passed => Some(MState::Expired),
+            (MState::Failed { maybe: true, .. }, PaymentEvent::DeadlineReached) if passed => {
+                Some(MState::Unknown)
+            }
+            (MState::Unknown, PaymentEvent::Approved { processor_ref }) => {
+                Some(MState::Approved(processor_ref.clone()))
+            }
+            (MState::Unknown, PaymentEvent::Declined { reason }) => {
+                Some(MState::Declined(reason.clone()))
             }
             (
                 MState::Forwarding { maybe },
@@ -997,23 +1015,41 @@ impl Harness {
         }
         let report = report.map_err(|e| TestCaseError::fail(format!("tick: {e:?}")))?;
         let now = self.model.now;
-        let mut want: Vec<PaymentId> = self
-            .model
-            .payments
-            .iter()
-            .filter(|(_, p)| {
-                matches!(p.state, MState::Pending | MState::Failed { .. }) && p.deadline <= now
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
+        let due = |maybe_received: bool| {
+            let mut ids: Vec<PaymentId> = self
+                .model
+                .payments
+                .iter()
+                .filter(|(_, p)| {
+                    p.deadline <= now
+                        && match p.state {
+                            MState::Pending => !maybe_received,
+                            MState::Failed { maybe, .. } => maybe == maybe_received,
+                            _ => false,
+                        }
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.sort();
+            ids
+        };
+        let (want, want_unknown) = (due(false), due(true));
         let mut got = report.expired.clone();
-        want.sort();
+        let mut got_unknown = report.outcome_unknown.clone();
         got.sort();
+        got_unknown.sort();
         prop_assert_eq!(&got, &want, "expired by tick");
+        prop_assert_eq!(&got_unknown, &want_unknown, "outcome unknown by tick");
+        prop_assert!(report.recovered.is_empty(), "no attempt lost its task");
         for id in &got {
             self.model.payments.get_mut(id).unwrap().state = MState::Expired;
             self.model.audited();
         }
+        for id in &got_unknown {
+            self.model.payments.get_mut(id).unwrap().state = MState::Unknown;
+            self.model.audited();
+        }
+        let got: Vec<PaymentId> = got.into_iter().chain(got_unknown).collect();
         *self.stats.entry("tick expired".into()).or_default() += u32::try_from(got.len()).unwrap();
         let floor = self.model.floor.unwrap_or(i64::MIN);
         if report.warnings > 0 || !got.is_empty() || now >= floor.saturating_add(FLOOR_STEP_MS) {

@@ -38,7 +38,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use pos_core::gateway::wire::{
-    self, DecisionBody, ErrorBody, PaymentBody, ReceiptBody, StatusBody,
+    self, DecisionBody, ErrorBody, LookupBody, PaymentBody, ReceiptBody, StatusBody,
 };
 use tokio::sync::oneshot;
 
@@ -117,6 +117,8 @@ pub struct SimStats {
     pub requests: u64,
     /// Repeats answered from the ledger.
     pub idempotent_replays: u64,
+    /// Payment lookups answered (`POST /v1/payment-lookups`).
+    pub lookups: u64,
     /// Faults injected, by name.
     pub faults: BTreeMap<&'static str, u64>,
 }
@@ -125,6 +127,8 @@ pub struct SimStats {
 struct Ledger {
     charges: BTreeMap<(String, String), Charge>,
     in_flight: BTreeSet<(String, String)>,
+    /// Ids a lookup found unknown: refused from then on.
+    closed: BTreeSet<(String, String)>,
     receipts: BTreeMap<String, DeliveredReceipt>,
     stats: SimStats,
 }
@@ -375,6 +379,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Answer {
         (&Method::POST, wire::AUTHORIZE_PATH) => payment(shared, &bytes, key, true).await,
         (&Method::POST, wire::FORWARD_PATH) => payment(shared, &bytes, key, false).await,
         (&Method::POST, wire::RECEIPT_PATH) => receipt(shared, &bytes, key),
+        (&Method::POST, wire::LOOKUP_PATH) => lookup(shared, &bytes).await,
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
     }
 }
@@ -521,6 +526,13 @@ async fn payment(shared: &Arc<Shared>, bytes: &[u8], key: Option<String>, online
             drop(l);
             return after_commit(shared, fault, answer);
         }
+        if l.closed.contains(&k) {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "closed",
+                "a lookup found this payment id unknown; it is closed",
+            );
+        }
         if !l.in_flight.insert(k.clone()) {
             return error(
                 StatusCode::CONFLICT,
@@ -567,6 +579,50 @@ async fn payment(shared: &Arc<Shared>, bytes: &[u8], key: Option<String>, online
         l.charges.insert(k, charge);
     }
     after_commit(shared, fault, answer)
+}
+
+/// `POST /v1/payment-lookups`: the decision recorded for an id, or
+/// `unknown_payment` (and the id is closed), or `in_flight`. Subject to the
+/// outage switch and the latency of the fault plan, not to its faults.
+async fn lookup(shared: &Arc<Shared>, bytes: &[u8]) -> Answer {
+    let Ok(body) = serde_json::from_slice::<LookupBody>(bytes) else {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "malformed lookup");
+    };
+    let latency = shared
+        .faults
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if shared.outage.load(std::sync::atomic::Ordering::SeqCst) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "service outage",
+        );
+    }
+    let k = (body.device_id, body.payment_id);
+    let mut l = shared.ledger();
+    l.stats.lookups += 1;
+    if let Some(c) = l.charges.get(&k) {
+        let answer = decision_body(c);
+        return json(StatusCode::OK, &answer);
+    }
+    if l.in_flight.contains(&k) {
+        return error(
+            StatusCode::CONFLICT,
+            "in_flight",
+            "this payment id is being processed",
+        );
+    }
+    l.closed.insert(k);
+    error(
+        StatusCode::NOT_FOUND,
+        "unknown_payment",
+        "no payment with this id; the id is now closed",
+    )
 }
 
 fn after_commit(shared: &Shared, fault: Option<Fault>, answer: DecisionBody) -> Answer {

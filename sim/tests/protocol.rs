@@ -9,8 +9,8 @@ use std::time::Duration;
 use pos_core::card_seal::seal;
 use pos_core::clock::Timestamp;
 use pos_core::gateway::{
-    AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, ReceiptDelivery, ServiceStatus,
-    StaticToken,
+    AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, PaymentLookup, ReceiptDelivery,
+    ServiceStatus, StaticToken, StatusQuery,
 };
 use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
 use pos_core::lifecycle::{DeclineReason, ForwardErrorKind, OrderId, PaymentId};
@@ -244,4 +244,59 @@ fn the_binary_prints_its_address() {
     );
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_lookup_returns_the_decision_or_closes_an_unknown_id() {
+    let s = sim(FaultPlan::none());
+    let g = gateway(&s, &s.token());
+    let query = |id: &str| StatusQuery {
+        device_id: "till-1".into(),
+        payment_id: PaymentId::parse(id).unwrap(),
+    };
+    // A decided payment: its decision, the same as its own request got.
+    let d = g.forward(&request(&s, "looked-up", 0, 1_000)).unwrap();
+    assert_eq!(
+        g.payment_status(&query("looked-up")).unwrap(),
+        PaymentLookup::Decided(d)
+    );
+    // Another device's id is another payment.
+    let other = StatusQuery {
+        device_id: "till-2".into(),
+        payment_id: PaymentId::parse("looked-up").unwrap(),
+    };
+    assert_eq!(g.payment_status(&other).unwrap(), PaymentLookup::NotFound);
+    // An unknown id: "not found", and a request with it is refused from
+    // then on (a request still travelling cannot take money any more).
+    assert_eq!(
+        g.payment_status(&query("never-seen")).unwrap(),
+        PaymentLookup::NotFound
+    );
+    let late = g.forward(&request(&s, "never-seen", 0, 1_000)).unwrap_err();
+    assert_eq!(late.kind, ForwardErrorKind::Rejected, "{late}");
+    assert!(s.ledger().iter().all(|c| c.payment_id != "never-seen"));
+    // During an outage the processor cannot say: no answer, nothing closed.
+    s.set_outage(true);
+    let e = g.payment_status(&query("during-outage")).unwrap_err();
+    assert_eq!(e.kind, ForwardErrorKind::ServiceUnavailable);
+    s.set_outage(false);
+    g.forward(&request(&s, "during-outage", 0, 1_000)).unwrap();
+    assert_eq!(s.stats().lookups, 3);
+}
+
+#[test]
+fn a_404_that_is_not_the_protocols_unknown_payment_decides_nothing() {
+    // A base URL that points at the wrong place answers 404 `not_found`
+    // for every path: that must never expire a payment.
+    let s = sim(FaultPlan::none());
+    let mut c = HttpGatewayConfig::new(format!("{}/wrong-prefix", s.base_url()));
+    c.allow_plain_http = true;
+    let g = HttpGateway::new(c, Arc::new(StaticToken(s.token()))).unwrap();
+    let e = g
+        .payment_status(&StatusQuery {
+            device_id: "till-1".into(),
+            payment_id: PaymentId::parse("p-1").unwrap(),
+        })
+        .unwrap_err();
+    assert_eq!(e.kind, ForwardErrorKind::Rejected, "{e}");
 }

@@ -331,7 +331,13 @@ impl TryFrom<ReceiptChannel> for life::ReceiptChannel {
 /// What `tick` did.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct TickReport {
+    /// Expired: no attempt can have reached the processor; counted lost.
     pub expired_payment_ids: Vec<String>,
+    /// Deadline passed with the outcome unknown: the processor is asked.
+    pub outcome_unknown_payment_ids: Vec<String>,
+    /// Attempts that had lost their task, recorded as "no answer" and
+    /// retried with the same id.
+    pub recovered_payment_ids: Vec<String>,
     pub warnings: u32,
 }
 
@@ -339,6 +345,12 @@ impl From<co::TickReport> for TickReport {
     fn from(t: co::TickReport) -> Self {
         TickReport {
             expired_payment_ids: t.expired.iter().map(|p| p.as_str().to_owned()).collect(),
+            outcome_unknown_payment_ids: t
+                .outcome_unknown
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+            recovered_payment_ids: t.recovered.iter().map(|p| p.as_str().to_owned()).collect(),
             warnings: u32::try_from(t.warnings).unwrap_or(u32::MAX),
         }
     }

@@ -115,6 +115,10 @@ pub struct CurrencyTotals {
     pub expired_count: u32,
     /// Lost: expired before it could be forwarded (R8).
     pub expired_amount: Money,
+    /// Deadline passed, outcome unknown until the processor says (also in
+    /// `pending_count` / `pending_amount`): not lost.
+    pub unknown_count: u32,
+    pub unknown_amount: Money,
 }
 
 impl From<core::CurrencyTotals> for CurrencyTotals {
@@ -129,6 +133,8 @@ impl From<core::CurrencyTotals> for CurrencyTotals {
             declined_amount: t.declined_amount.into(),
             expired_count: t.expired_count,
             expired_amount: t.expired_amount.into(),
+            unknown_count: t.unknown_count,
+            unknown_amount: t.unknown_amount.into(),
         }
     }
 }

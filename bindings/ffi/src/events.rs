@@ -34,6 +34,14 @@ pub enum PosEvent {
         order_id: String,
         amount: Money,
     },
+    /// The deadline passed while the processor may hold the payment: its
+    /// outcome is unknown ("check with the processor"), not lost. The
+    /// engine asks the processor about it; a `PaymentStateChanged` follows.
+    PaymentOutcomeUnknown {
+        payment_id: String,
+        order_id: String,
+        amount: Money,
+    },
     /// `kind` is "deadline_approaching" or "acceptance_window_closed".
     SessionWarning {
         kind: String,
@@ -102,6 +110,15 @@ impl From<core::PosEvent> for PosEvent {
             },
             core::PosEvent::PaymentDeclined(notice) => PosEvent::PaymentDeclined {
                 notice: notice.into(),
+            },
+            core::PosEvent::PaymentOutcomeUnknown {
+                payment_id,
+                order_id,
+                amount,
+            } => PosEvent::PaymentOutcomeUnknown {
+                payment_id: payment_id.as_str().to_owned(),
+                order_id: order_id.as_str().to_owned(),
+                amount: amount.into(),
             },
             core::PosEvent::PaymentExpired {
                 payment_id,

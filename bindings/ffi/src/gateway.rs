@@ -76,6 +76,19 @@ pub enum GatewayDecision {
     Declined { reason: DeclineReason },
 }
 
+/// What the processor knows about one payment id
+/// (`PaymentGateway.paymentStatus`).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum PaymentLookup {
+    /// It decided: the decision its own request got (or would get).
+    Decided { decision: GatewayDecision },
+    /// It has no record of the id, and has closed it: a request with this id
+    /// that reaches it later must be refused.
+    NotFound,
+    /// A request with this id is being processed now: ask again later.
+    InProgress,
+}
+
 /// What the service says about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum ServiceStatus {
@@ -160,6 +173,16 @@ pub trait PaymentGateway: Send + Sync {
     /// Probes the service; with the processor's time when its answer
     /// carries it.
     fn status(&self) -> Result<ServiceStatusAnswer, GatewayError>;
+    /// What the processor knows about `payment_id` from `device_id`. Asked
+    /// only after a payment's deadline passed while an attempt may have
+    /// reached the processor; until it answers, the payment stays
+    /// `OutcomeUnknown` (never counted as lost). `NotFound` must also close
+    /// the id at the processor (a later request with it is refused).
+    fn payment_status(
+        &self,
+        device_id: String,
+        payment_id: String,
+    ) -> Result<PaymentLookup, GatewayError>;
     /// Delivers a receipt queued offline.
     fn deliver_receipt(&self, receipt: GatewayReceipt) -> Result<(), GatewayError>;
 }
@@ -265,6 +288,21 @@ impl gw::Gateway for GatewayAdapter {
         })
     }
 
+    fn payment_status(&self, q: &gw::StatusQuery) -> Result<gw::PaymentLookup, gw::GatewayError> {
+        Ok(
+            match self
+                .0
+                .payment_status(q.device_id.clone(), q.payment_id.as_str().to_owned())?
+            {
+                PaymentLookup::Decided { decision } => {
+                    gw::PaymentLookup::Decided(check_decision(decision)?)
+                }
+                PaymentLookup::NotFound => gw::PaymentLookup::NotFound,
+                PaymentLookup::InProgress => gw::PaymentLookup::InProgress,
+            },
+        )
+    }
+
     fn deliver_receipt(&self, d: &gw::ReceiptDelivery) -> Result<(), gw::GatewayError> {
         let contact = match d.channel.as_str() {
             "email" => life::CustomerContact::parse(Some(&d.address), None),
@@ -307,6 +345,8 @@ pub struct ForwardReport {
     pub failed: u64,
     pub expired: u64,
     pub receipts_sent: u64,
+    /// Payments whose outcome is still unknown after the round.
+    pub outcome_unknown: u64,
 }
 
 impl From<pos_core::forwarding::ForwardReport> for ForwardReport {
@@ -318,6 +358,7 @@ impl From<pos_core::forwarding::ForwardReport> for ForwardReport {
             failed: r.failed,
             expired: r.expired,
             receipts_sent: r.receipts_sent,
+            outcome_unknown: r.outcome_unknown,
         }
     }
 }

@@ -93,7 +93,7 @@ mirror_enum!(
 );
 mirror_enum!(
     /// Where a stored payment is in its life.
-    PaymentStatus = life::PaymentStatus { Pending, Forwarding, FailedToForward, Approved, Declined, Expired }
+    PaymentStatus = life::PaymentStatus { Pending, Forwarding, FailedToForward, Approved, Declined, Expired, OutcomeUnknown }
 );
 mirror_enum!(
     /// The order badge (R15).

@@ -9,19 +9,49 @@ final class SwiftProcessor: PaymentGateway, @unchecked Sendable {
     private(set) var charges: [String: GatewayDecision] = [:]
     private(set) var requests = 0
     var loseFirstAnswer: Set<String> = []
+    /// Ids a lookup found unknown: refused from then on.
+    private(set) var closed: Set<String> = []
+    /// While set, decided answers wait here before they leave (a slow processor).
+    var gate: DispatchSemaphore?
+    private(set) var held = 0
 
     private func decide(_ p: GatewayPayment) throws -> GatewayDecision {
         lock.lock()
-        defer { lock.unlock() }
         requests += 1
+        if closed.contains(p.paymentId) {
+            lock.unlock()
+            throw GatewayError.Rejected(detail: "closed")
+        }
         let d = charges[p.paymentId] ?? (p.last4 == "0002"
             ? GatewayDecision.declined(reason: .insufficientFunds)
             : GatewayDecision.approved(processorRef: "sw_\(p.paymentId)"))
         charges[p.paymentId] = d
-        if loseFirstAnswer.remove(p.paymentId) != nil {
+        let lose = loseFirstAnswer.remove(p.paymentId) != nil
+        let gate = self.gate
+        if gate != nil { held += 1 }
+        lock.unlock()
+        if let gate {
+            _ = gate.wait(timeout: .now() + 30)
+            gate.signal()
+        }
+        if lose {
             throw GatewayError.NoAnswer(detail: "answer lost")
         }
         return d
+    }
+
+    func heldCount() -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return held
+    }
+
+    func paymentStatus(deviceId: String, paymentId: String) throws -> PaymentLookup {
+        lock.lock()
+        defer { lock.unlock() }
+        if let d = charges[paymentId] { return .decided(decision: d) }
+        closed.insert(paymentId)
+        return .notFound
     }
 
     func authorize(payment: GatewayPayment) throws -> GatewayDecision { try decide(payment) }
@@ -75,5 +105,49 @@ final class ForwardingTests: XCTestCase {
         let states = Dictionary(uniqueKeysWithValues: try engine.listPayments().map { ($0.id, $0.status) })
         XCTAssertEqual(states[ids[0]], .approved)
         XCTAssertEqual(states[ids[2]], .declined)
+    }
+
+    func testACancelledForwardNowStillRecordsEveryAnswer() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pos-swift-cancel-\(UUID())")
+        let config = EngineConfig(dataDir: dir.path, deviceId: "till-1", currency: "USD",
+                                  maxInFlight: 3, automaticForwarding: false)
+        let engine = try PosEngine.withTestClock(config: config, keys: testKeys(for: config.dataDir),
+                                                 clock: TestClock(wallMs: t0))
+        defer { engine.close() }
+        var policy = try policyPreset(preset: .shopifyPos, currencyCode: "USD")
+        policy.enabled = true
+        try await engine.setPolicy(policy: policy)
+        try engine.signIn(staff: StaffSession(staffId: "cashier-1", mayTakeOfflinePayments: true))
+        _ = try await engine.reportNetwork(reachable: false)
+        let processor = SwiftProcessor()
+        try engine.setGateway(gateway: processor)
+        var ids: [String] = []
+        for i in 0..<5 {
+            let order = try await engine.createOrder(order: NewOrder(orderId: nil, total: usd(500 + Int64(i)), contact: nil))
+            let d = try await engine.beginCardPayment(request: CardPaymentRequest(
+                orderId: order.id, paymentId: nil, amount: usd(500 + Int64(i)), tip: nil,
+                behaviour: .preferOnline, tender: .card))
+            let card = CardRead(entryMode: .chip, network: .visa, last4: "4242", fingerprint: "fp-4242",
+                                readerModel: "Chipper 2X BT", sealedCardData: Data([9, 8, 7, 6]))
+            ids.append(try await engine.confirmCardPayment(paymentId: d.paymentId, card: card).id)
+        }
+        // A slow processor: three payments charged, their answers on the way...
+        let gate = DispatchSemaphore(value: 0)
+        processor.gate = gate
+        let task = Task { try await engine.forwardNow() }
+        let until = Date().addingTimeInterval(30)
+        while processor.heldCount() < 3 && Date() < until { try await Task.sleep(nanoseconds: 1_000_000) }
+        XCTAssertEqual(processor.heldCount(), 3)
+        // ...when the Swift task is cancelled.
+        task.cancel()
+        _ = try? await task.value
+        processor.gate = nil
+        gate.signal()
+        // The next round waits for the cancelled one and settles the rest.
+        _ = try await engine.forwardNow()
+        let states = Dictionary(uniqueKeysWithValues: try engine.listPayments().map { ($0.id, $0.status) })
+        for id in ids { XCTAssertEqual(states[id], .approved, id) }
+        XCTAssertEqual(processor.charges.count, 5, "one charge per payment")
+        XCTAssertEqual(processor.requests, 5, "every answer recorded: nothing asked twice")
     }
 }

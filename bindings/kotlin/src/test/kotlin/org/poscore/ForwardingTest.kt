@@ -6,6 +6,8 @@ import java.util.concurrent.LinkedBlockingQueue
 import java.util.concurrent.TimeUnit
 import java.util.concurrent.atomic.AtomicInteger
 import kotlin.test.assertFailsWith
+import kotlinx.coroutines.cancelAndJoin
+import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
 import org.junit.jupiter.api.Assertions.assertEquals
 import org.junit.jupiter.api.Assertions.assertNotNull
@@ -23,15 +25,27 @@ class KotlinProcessor : PaymentGateway {
     /** Payment ids whose first answer is lost after the charge. */
     val loseFirstAnswer = ConcurrentHashMap.newKeySet<String>()
 
+    /** Ids a lookup found unknown: refused from then on. */
+    val closed = ConcurrentHashMap.newKeySet<String>()
+    /** While set, decided answers wait here before they leave (a slow processor). */
+    @Volatile var gate: java.util.concurrent.CountDownLatch? = null
+    val held = AtomicInteger()
+
     private fun decide(p: GatewayPayment): GatewayDecision {
         requests.incrementAndGet()
+        if (p.paymentId in closed) throw GatewayException.Rejected("closed")
         val d = charges.computeIfAbsent(p.paymentId) {
             if (p.last4 == declineLast4) GatewayDecision.Declined(DeclineReason.InsufficientFunds)
             else GatewayDecision.Approved("kt_${p.paymentId}")
         }
+        gate?.let { held.incrementAndGet(); it.await(30, TimeUnit.SECONDS); held.decrementAndGet() }
         if (loseFirstAnswer.remove(p.paymentId)) throw GatewayException.NoAnswer("answer lost")
         return d
     }
+
+    override fun paymentStatus(deviceId: String, paymentId: String): PaymentLookup =
+        charges[paymentId]?.let { PaymentLookup.Decided(it) }
+            ?: PaymentLookup.NotFound.also { closed.add(paymentId) }
 
     override fun authorize(payment: GatewayPayment) = decide(payment)
     override fun forward(payment: GatewayPayment) = decide(payment)
@@ -105,6 +119,45 @@ class ForwardingTest {
             // The amount due is collected online; offline that is refused.
             assertFailsWith<PosException.OnlineRequired> { engine.beginBalancePayment(declined.notice.orderId) }
             sub.cancel()
+            engine.shutdown()
+        }
+    }
+
+    @Test
+    fun `a cancelled forwardNow still records every answer, each payment charged once`() = runBlocking {
+        val dir = Files.createTempDirectory("pos-kt-cancel").toString()
+        val config = EngineConfig(dir, "till-1", "USD", 3u, false)
+        PosEngine.withTestClock(config, FileKeyProvider(java.io.File("$dir.kek")), TestClock(t0)).use { engine ->
+            engine.setPolicy(policyPreset(PolicyPreset.SHOPIFY_POS, "USD").copy(enabled = true))
+            engine.signIn(StaffSession("cashier-1", true))
+            engine.reportNetwork(false)
+            val processor = KotlinProcessor()
+            engine.setGateway(processor)
+            val ids = (0 until 5).map { i ->
+                val order = engine.createOrder(NewOrder(null, usd(500L + i), null))
+                val d = engine.beginCardPayment(
+                    CardPaymentRequest(order.id, null, usd(500L + i), null, OfflineBehaviour.PREFER_ONLINE, TenderKind.CARD),
+                )
+                engine.confirmCardPayment(d.paymentId, card("4242")).id
+            }
+            // A slow processor: three payments charged, their answers on the way...
+            val gate = java.util.concurrent.CountDownLatch(1)
+            processor.gate = gate
+            val job = launch(kotlinx.coroutines.Dispatchers.Default) { engine.forwardNow() }
+            val until = System.nanoTime() + 30_000_000_000L
+            while (processor.held.get() < 3 && System.nanoTime() < until) Thread.sleep(1)
+            assertEquals(3, processor.held.get())
+            // ...when the coroutine is cancelled.
+            job.cancelAndJoin()
+            assertTrue(job.isCancelled)
+            processor.gate = null
+            gate.countDown()
+            // The next round waits for the cancelled one and settles the rest.
+            engine.forwardNow()
+            val states = engine.listPayments().associate { it.id to it.status }
+            for (id in ids) assertEquals(PaymentStatus.APPROVED, states[id], id)
+            assertEquals(5, processor.charges.size, "one charge per payment")
+            assertEquals(5, processor.requests.get(), "every answer recorded: nothing asked twice")
             engine.shutdown()
         }
     }
