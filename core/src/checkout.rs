@@ -177,6 +177,27 @@ fn not_found(what: impl fmt::Display) -> PosError {
     }
 }
 
+/// A tip is never negative and is in the payment's currency, whatever the
+/// route: a malformed tip is `InvalidInput`, before anything is begun. (The
+/// policy's own refusal of tips offline, R10, is a rule checked later.)
+fn check_tip(request: &CardPaymentRequest) -> Result<()> {
+    let Some(tip) = request.tip else {
+        return Ok(());
+    };
+    if tip.currency() != request.amount.currency() {
+        return Err(invalid(format!(
+            "the tip is in {}, the payment in {}",
+            tip.currency(),
+            request.amount.currency()
+        )));
+    }
+    if tip.minor_units() < 0 {
+        return Err(invalid(format!("the tip {tip} is negative")));
+    }
+    request.amount.checked_add(&tip).map_err(invalid)?;
+    Ok(())
+}
+
 /// Per-currency totals of the stored payments (R19).
 pub(crate) fn totals(ledger: &Ledger) -> Result<Vec<CurrencyTotals>> {
     let mut out: Vec<CurrencyTotals> = Vec::new();
@@ -371,6 +392,7 @@ impl PosEngine {
     pub async fn begin_card_payment(&self, request: CardPaymentRequest) -> Result<PaymentDecision> {
         self.check_open()?;
         Money::positive(request.amount.minor_units(), request.amount.currency())?;
+        check_tip(&request)?;
         let id = match &request.payment_id {
             Some(k) => PaymentId::parse(k).map_err(invalid)?,
             None => PaymentId::from_random(new_id_bytes()?),

@@ -1332,6 +1332,50 @@ async fn confirming_twice_returns_the_same_payment_not_two() {
     );
 }
 
+/// A negative tip, or one in another currency than the payment, is malformed
+/// input on every route: refused with `InvalidInput` when the payment
+/// begins, and nothing is begun or stored.
+#[tokio::test]
+async fn a_negative_or_foreign_currency_tip_is_invalid_input_on_every_route() {
+    let rig = Rig::new(shopify()).await;
+    let order = rig.order(2_000).await;
+    let bad_tips = [usd(-1), Money::new(100, Currency::parse("EUR").unwrap())];
+    let mut routes = Vec::new();
+    for offline in [false, true] {
+        if offline {
+            rig.network_down().await;
+        }
+        for tip in bad_tips {
+            for behaviour in [
+                OfflineBehaviour::PreferOnline,
+                OfflineBehaviour::ForceOffline,
+            ] {
+                let mut req = Rig::request(&order, 1_000, behaviour);
+                req.payment_id = Some(format!("tip-{offline}-{}", routes.len()));
+                req.tip = Some(tip);
+                let r = rig.engine.begin_card_payment(req.clone()).await;
+                assert!(
+                    matches!(r, Err(PosError::InvalidInput { .. })),
+                    "tip {tip} ({behaviour:?}, offline {offline}): {r:?}"
+                );
+                // Nothing was begun: confirming finds no payment.
+                let id = PaymentId::parse(req.payment_id.as_deref().unwrap()).unwrap();
+                assert!(matches!(
+                    rig.engine.confirm_card_payment(&id, rig.card()).await,
+                    Err(PosError::NotFound { .. })
+                ));
+                routes.push(behaviour);
+            }
+        }
+    }
+    assert!(rig.engine.list_payments().unwrap().is_empty());
+    // A zero tip is no tip, and a positive one in the payment's currency is
+    // the policy's to accept or refuse.
+    let mut req = Rig::request(&order, 1_000, OfflineBehaviour::PreferOnline);
+    req.tip = Some(usd(0));
+    rig.engine.begin_card_payment(req).await.unwrap();
+}
+
 #[tokio::test]
 async fn an_app_supplied_payment_id_reused_is_a_duplicate() {
     let rig = Rig::new(shopify()).await;
