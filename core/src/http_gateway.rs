@@ -25,7 +25,8 @@ use crate::lifecycle::ForwardErrorKind;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpGatewayConfig {
     /// `https://host[:port][/prefix]`; plain `http://` only when
-    /// `allow_plain_http` (loopback tests and the demo).
+    /// `allow_plain_http`, and then only to a loopback host (127.0.0.0/8,
+    /// `[::1]`, `localhost`: tests and the demo).
     pub base_url: String,
     /// Time to connect, TLS handshake included.
     pub connect_timeout: Duration,
@@ -65,6 +66,47 @@ impl fmt::Debug for HttpGateway {
     }
 }
 
+/// Whether an `http://` URL names a loopback host: an address in
+/// 127.0.0.0/8, `[::1]` or `localhost`, with an optional port. The
+/// authority may hold only host and port characters, so no user info or
+/// other trick can make a URL parser see a different host.
+fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty()
+        || !authority
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+    {
+        return false;
+    }
+    if let Some(v6) = authority.strip_prefix('[') {
+        let Some((addr, port)) = v6.split_once(']') else {
+            return false;
+        };
+        let port_ok = port.is_empty() || port.strip_prefix(':').is_some_and(valid_port);
+        return port_ok
+            && addr
+                .parse::<std::net::Ipv6Addr>()
+                .is_ok_and(|a| a.is_loopback());
+    }
+    let (host, port_ok) = match authority.split_once(':') {
+        Some((host, port)) => (host, valid_port(port)),
+        None => (authority, true),
+    };
+    port_ok
+        && (host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|a| a.is_loopback()))
+}
+
+fn valid_port(port: &str) -> bool {
+    !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Largest answer body read (a decision is a few hundred bytes).
 const MAX_BODY: u64 = 64 * 1024;
 
@@ -79,6 +121,12 @@ impl HttpGateway {
         if !(https || (http && config.allow_plain_http)) {
             return Err(HttpGatewayConfigError(
                 "base_url must start with https:// (http:// only with allow_plain_http)".into(),
+            ));
+        }
+        if http && !is_loopback_http(&base) {
+            return Err(HttpGatewayConfigError(
+                "plain http:// is allowed only for a loopback host (127.0.0.0/8, [::1], localhost)"
+                    .into(),
             ));
         }
         if base.len() > 2048 || base.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -322,6 +370,39 @@ mod tests {
         assert!(HttpGateway::new(c, tokens()).is_ok());
         assert!(HttpGateway::new(HttpGatewayConfig::new("ftp://x"), tokens()).is_err());
         assert!(HttpGateway::new(HttpGatewayConfig::new("https://a b"), tokens()).is_err());
+    }
+
+    #[test]
+    fn plain_http_is_for_loopback_hosts_only() {
+        let plain = |url: &str| {
+            let mut c = HttpGatewayConfig::new(url);
+            c.allow_plain_http = true;
+            HttpGateway::new(c, tokens())
+        };
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://127.3.4.5/api/",
+            "http://[::1]:9000/v1",
+            "http://localhost",
+            "http://LOCALHOST:80/x",
+        ] {
+            assert!(plain(ok).is_ok(), "{ok} refused");
+        }
+        for bad in [
+            "http://payments.example.com",
+            "http://10.0.0.2:8080",
+            "http://192.168.1.1",
+            "http://[::2]:80",
+            "http://localhost.example.com",
+            "http://127.0.0.1.example.com",
+            "http://127.0.0.1@evil.example.com",
+            "http://evil.example.com\\@127.0.0.1",
+            "http://evil.example.com#@127.0.0.1",
+            "http://",
+        ] {
+            assert!(plain(bad).is_err(), "{bad} accepted");
+        }
+        assert!(plain("https://payments.example.com").is_ok());
     }
 
     #[test]

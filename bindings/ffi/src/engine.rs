@@ -586,8 +586,9 @@ impl PosEngine {
 #[pos_ffi_macros::export]
 impl PosEngine {
     /// Uses the built-in HTTP gateway (docs/gateway-openapi.yaml) at
-    /// `base_url` (https; plain http only with `allow_plain_http`, for
-    /// loopback tests) with bearer tokens from `tokens`.
+    /// `base_url` (https; plain http only with `allow_plain_http`, and then
+    /// only to a loopback host: 127.0.0.0/8, `[::1]`, `localhost`) with
+    /// bearer tokens from `tokens`.
     pub fn use_http_gateway(
         &self,
         base_url: String,
