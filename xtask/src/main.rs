@@ -29,6 +29,7 @@ commands:
   fuzz [SECONDS]                    fuzz the reader frame decoder (default 60 s, cargo-fuzz on stable)
   size                              build pos-ffi with the `mobile` profile and print its size
   soak [KILLS]                      the store crash test with KILLS SIGKILLs (default 2000),
+                                    forwarding cancelled at 2,000 seeded random points,
                                     then the forwarding fault suite with 10,000 payments per mode
   install                           only install the toolchains and packages
 ";

@@ -515,6 +515,25 @@ pub fn soak(kills: &str) -> Result<bool, String> {
     if !status.success() {
         return Ok(false);
     }
+    // Forwarding cancelled at seeded random points, 2,000 times.
+    banner("soak: forwarding cancelled at random points, 2,000 runs");
+    let status = cargo()
+        .args([
+            "test",
+            "-p",
+            "pos-core",
+            "--test",
+            "forwarding",
+            "cancelling_forwarding_at_random_points",
+            "--",
+            "--nocapture",
+        ])
+        .env("POS_CANCEL_RUNS", "2000")
+        .status()
+        .map_err(|e| format!("cannot start cargo: {e}"))?;
+    if !status.success() {
+        return Ok(false);
+    }
     // The forwarding fault suite at full size: 10,000 payments per fault mode.
     banner("soak: forwarding fault suite, 10,000 payments per fault mode");
     let status = cargo()
