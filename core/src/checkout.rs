@@ -814,7 +814,11 @@ impl PosEngine {
                 self.inner.forwarding.live_attempt(&id),
             )
         };
-        self.commit(batch).await?;
+        if let Err(e) = self.commit(batch).await {
+            // Nothing was marked in flight: no attempt to recover.
+            live.recorded();
+            return Err(e);
+        }
         self.state().begun.remove(&id);
         drop(lock);
         // The request and the recording of its answer run on their own

@@ -729,7 +729,13 @@ impl PosEngine {
             }
             (batch, effects, started)
         };
-        self.commit(batch).await?;
+        if let Err(e) = self.commit(batch).await {
+            // Nothing was marked in flight: no attempt to recover.
+            started
+                .into_iter()
+                .for_each(|(_, _, live)| live.recorded());
+            return Err(e);
+        }
         steps.clear();
         Ok((self.emit_steps(effects), started))
     }
