@@ -610,13 +610,17 @@ pub enum ActionRefused {
         count: u64,
         at_risk: Vec<Money>,
     },
-    /// The override has no staff identifier or no reason.
-    #[error("an override needs a staff identifier and a reason")]
-    OverrideIncomplete,
+    /// The override has no staff identifier or no reason; `count` and
+    /// `at_risk` are what is pending.
+    #[error(
+        "an override needs a staff identifier and a reason ({count} offline payments are pending)"
+    )]
+    OverrideIncomplete { count: u64, at_risk: Vec<Money> },
     /// The override acknowledged other figures than those at risk now.
     #[error("the override acknowledged {acknowledged:?} but {at_risk:?} is at risk")]
     OverrideFiguresMismatch {
         acknowledged: Vec<Money>,
+        count: u64,
         at_risk: Vec<Money>,
     },
 }
@@ -663,12 +667,16 @@ pub fn check_guarded_action(
         });
     }
     if o.staff_id.trim().is_empty() || o.reason.trim().is_empty() {
-        return Err(ActionRefused::OverrideIncomplete);
+        return Err(ActionRefused::OverrideIncomplete {
+            count: pending.count,
+            at_risk,
+        });
     }
     let acknowledged = sorted(&o.acknowledged_at_risk);
     if acknowledged != at_risk {
         return Err(ActionRefused::OverrideFiguresMismatch {
             acknowledged,
+            count: pending.count,
             at_risk,
         });
     }
@@ -1645,7 +1653,10 @@ mod tests {
         blank.reason = " ".to_owned();
         assert_eq!(
             check_guarded_action(&p, GuardedAction::LogOut, &e, Some(&blank)),
-            Err(ActionRefused::OverrideIncomplete)
+            Err(ActionRefused::OverrideIncomplete {
+                count: 3,
+                at_risk: sorted_risk.clone()
+            })
         );
         // The right figures, in any order, go through and are reported for the log.
         let ok = ov(vec![Money::new(5_000, c("EUR")), usd(12_000)]);

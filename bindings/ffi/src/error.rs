@@ -134,13 +134,11 @@ impl From<pos_core::PosError> for PosError {
                 use pos_core::rules::ActionRefused as A;
                 let (pending_count, at_risk) = match &refusal {
                     A::PaymentsPending { count, at_risk, .. }
-                    | A::OverrideNotAllowed { count, at_risk, .. } => {
+                    | A::OverrideNotAllowed { count, at_risk, .. }
+                    | A::OverrideIncomplete { count, at_risk }
+                    | A::OverrideFiguresMismatch { count, at_risk, .. } => {
                         (*count, at_risk.iter().map(|m| Money::from(*m)).collect())
                     }
-                    A::OverrideFiguresMismatch { at_risk, .. } => {
-                        (0, at_risk.iter().map(|m| Money::from(*m)).collect())
-                    }
-                    A::OverrideIncomplete => (0, Vec::new()),
                 };
                 PosError::ActionRefused {
                     detail: refusal.to_string(),
@@ -162,5 +160,56 @@ impl From<pos_core::PosError> for PosError {
 impl From<uniffi::UnexpectedUniFFICallbackError> for PosError {
     fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
         PosError::Callback { reason: e.reason }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pos_core::money::{Currency, Money as CoreMoney};
+    use pos_core::policy::Policy;
+    use pos_core::rules::{check_guarded_action, ActionOverride, GuardedAction, PendingExposure};
+
+    #[allow(clippy::unwrap_used)]
+    fn usd(cents: i64) -> CoreMoney {
+        CoreMoney::new(cents, Currency::parse("USD").unwrap())
+    }
+
+    /// Every refused override reports the payments pending and the money at
+    /// risk, as the plain refusal does.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_refused_override_reports_the_real_figures() {
+        let policy = Policy::shopify_pos(Currency::parse("USD").unwrap());
+        let pending = PendingExposure {
+            count: 3,
+            at_risk: vec![usd(12_000)],
+        };
+        let incomplete = ActionOverride {
+            staff_id: "mgr-7".into(),
+            reason: " ".into(),
+            acknowledged_at_risk: vec![usd(12_000)],
+        };
+        let wrong_figures = ActionOverride {
+            staff_id: "mgr-7".into(),
+            reason: "device broken".into(),
+            acknowledged_at_risk: vec![usd(100)],
+        };
+        for o in [None, Some(incomplete), Some(wrong_figures)] {
+            let refusal =
+                check_guarded_action(&policy, GuardedAction::LogOut, &pending, o.as_ref())
+                    .unwrap_err();
+            let e = PosError::from(pos_core::PosError::ActionRefused { refusal });
+            let PosError::ActionRefused {
+                pending_count,
+                at_risk,
+                ..
+            } = e
+            else {
+                panic!("not an ActionRefused: {e:?}");
+            };
+            assert_eq!(pending_count, 3, "{o:?}");
+            assert_eq!(at_risk, vec![Money::from(usd(12_000))], "{o:?}");
+        }
     }
 }
