@@ -511,7 +511,9 @@ impl SqliteStore {
         let exists = path
             .try_exists()
             .map_err(|e| io("look for the store", &e))?;
-        if !exists {
+        if exists {
+            restrict_modes(&path)?;
+        } else {
             create(&path, provider.as_ref()).await?;
         }
         let mut conn = connect(&path, false).await?;
@@ -1190,6 +1192,7 @@ async fn create(path: &Path, provider: &dyn KeyProvider) -> Result<(), StoreErro
             Err(e) => return Err(io("remove an unfinished store", &e)),
         }
     }
+    create_private(&tmp)?;
     let mut conn = connect(&tmp, true).await?;
     let r = initialise(&mut conn, &kek, provider).await;
     let closed = conn.close().await.map_err(db_error);
@@ -1258,6 +1261,47 @@ async fn initialise(
     .execute(&mut *conn)
     .await
     .map_err(db_error)?;
+    Ok(())
+}
+
+/// Creates the empty file SQLite then opens as a new database, readable
+/// and writable by its owner only. SQLite gives the log and shared-memory
+/// files it creates beside a database the database's permissions.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .map(drop)
+        .map_err(|e| io("create the store file", &e))
+}
+
+/// Makes an existing store's files (database, log, shared memory)
+/// readable and writable by their owner only, before SQLite opens them.
+fn restrict_modes(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for p in [
+            path.to_owned(),
+            with_suffix(path, "-wal"),
+            with_suffix(path, "-shm"),
+        ] {
+            let mode = match std::fs::metadata(&p) {
+                Ok(m) => m.permissions().mode(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("read the store's file permissions", &e)),
+            };
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & 0o700))
+                    .map_err(|e| io("restrict the store's file permissions", &e))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
     Ok(())
 }
 

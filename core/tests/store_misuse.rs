@@ -819,6 +819,55 @@ async fn without_anchors_a_whole_older_copy_is_not_detected_as_documented() {
 }
 
 // ---------------------------------------------------------------------------
+// File modes
+// ---------------------------------------------------------------------------
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[cfg(unix)]
+fn store_files(db: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    [db.to_owned(), with("-wal"), with("-shm")]
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_store_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let rig = Rig::new("modes").await;
+    let s = rig.open().await.unwrap();
+    s.apply(&[audit(6)]).await.unwrap();
+    for f in store_files(&rig.db) {
+        assert_eq!(mode(&f), 0o600, "{} while open", f.display());
+    }
+    s.close().await;
+    assert_eq!(mode(&rig.db), 0o600);
+
+    // A store whose files were left readable by others is fixed at open.
+    let [db, wal, shm] = store_files(&rig.db);
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&wal, b"").unwrap();
+    std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _ = std::fs::remove_file(&shm);
+    let s = rig.open().await.unwrap();
+    s.apply(&[audit(7)]).await.unwrap();
+    for f in store_files(&rig.db) {
+        assert_eq!(mode(&f), 0o600, "{} after reopening", f.display());
+    }
+    assert_eq!(s.load().await.unwrap().len(), 8);
+    s.close().await;
+    rig.finish();
+}
+
+// ---------------------------------------------------------------------------
 // Nothing in clear
 // ---------------------------------------------------------------------------
 
