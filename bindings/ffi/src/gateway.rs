@@ -187,12 +187,18 @@ pub trait PaymentGateway: Send + Sync {
     fn deliver_receipt(&self, receipt: GatewayReceipt) -> Result<(), GatewayError>;
 }
 
-/// Supplies the bearer token of the built-in HTTP gateway. May return a
-/// cached token so the engine forwards after an offline start (B10).
+/// Supplies the bearer token of the built-in HTTP gateway. Both methods are
+/// called on the engine's worker threads and may block.
 #[cfg(feature = "http-gateway")]
 #[uniffi::export(with_foreign)]
 pub trait TokenProvider: Send + Sync {
+    /// The token to send, before every request. May return a cached token
+    /// so the engine forwards after an offline start (B10).
     fn token(&self) -> Result<String, GatewayError>;
+    /// The processor refused the last token (HTTP 401): drop the cached
+    /// token, so the next `token()` gets a fresh one. An error thrown here
+    /// is ignored.
+    fn invalidate(&self) -> Result<(), GatewayError>;
 }
 
 pub(crate) struct GatewayAdapter(pub Arc<dyn PaymentGateway>);
@@ -334,6 +340,12 @@ impl gw::TokenProvider for TokenAdapter {
     fn token(&self) -> Result<String, gw::GatewayError> {
         Ok(self.0.token()?)
     }
+
+    fn invalidate(&self) {
+        // Nothing to do about a provider that fails here: the next token()
+        // answers for it.
+        let _ = self.0.invalidate();
+    }
 }
 
 /// What a forwarding round did.
@@ -360,5 +372,77 @@ impl From<pos_core::forwarding::ForwardReport> for ForwardReport {
             receipts_sent: r.receipts_sent,
             outcome_unknown: r.outcome_unknown,
         }
+    }
+}
+
+#[cfg(all(test, feature = "http-gateway"))]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[derive(Default)]
+    struct CountingTokens {
+        tokens: AtomicU32,
+        invalidated: AtomicU32,
+    }
+
+    impl TokenProvider for CountingTokens {
+        fn token(&self) -> Result<String, GatewayError> {
+            self.tokens.fetch_add(1, Ordering::SeqCst);
+            Ok("stale-token".into())
+        }
+
+        fn invalidate(&self) -> Result<(), GatewayError> {
+            self.invalidated.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    /// The built-in gateway tells the app's token provider that its token
+    /// was refused (401), so the app can drop a cached token.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_401_invalidates_the_foreign_token() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            )
+            .unwrap();
+        });
+        let tokens = Arc::new(CountingTokens::default());
+        let mut config = pos_core::http_gateway::HttpGatewayConfig::new(format!("http://{addr}"));
+        config.allow_plain_http = true;
+        let gateway = pos_core::http_gateway::HttpGateway::new(
+            config,
+            Arc::new(TokenAdapter(tokens.clone())),
+        )
+        .unwrap();
+        let err = gw::Gateway::deliver_receipt(
+            &gateway,
+            &gw::ReceiptDelivery {
+                device_id: "till-1".into(),
+                receipt_id: "till-1-r1".into(),
+                order_id: life::OrderId::parse("o-1").unwrap(),
+                channel: "email".into(),
+                address: "a@example.com".into(),
+            },
+        )
+        .unwrap_err();
+        server.join().unwrap();
+        assert_eq!(err.kind, life::ForwardErrorKind::Rejected);
+        assert_eq!(tokens.invalidated.load(Ordering::SeqCst), 1);
     }
 }
