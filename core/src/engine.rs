@@ -1260,6 +1260,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_oversized_policy_string_is_refused_and_nothing_is_stored() {
+        let clock = VirtualClock::new(Timestamp(1_800_000_000_000));
+        let store = MemoryStore::new();
+        let e = PosEngine::open_with(config(), Arc::new(clock), Arc::new(store.clone()))
+            .await
+            .unwrap();
+        let usd = Currency::parse("USD").unwrap();
+        let stored = store.len();
+        let mut p = Policy::shopify_pos(usd).with_enabled(true);
+        p.offline_readers.insert("W".repeat(10 * 1024 * 1024));
+        let r = e.set_policy(p).await;
+        let Err(PosError::InvalidPolicy { reason }) = r else {
+            panic!("accepted: {r:?}");
+        };
+        assert!(reason.len() < 200, "{} bytes of reason", reason.len());
+        assert_eq!(store.len(), stored);
+        assert!(e
+            .policy()
+            .unwrap()
+            .offline_readers
+            .iter()
+            .all(|m| m.len() < 1000));
+    }
+
+    #[tokio::test]
     async fn a_failed_store_write_changes_nothing() {
         let clock = VirtualClock::new(Timestamp(1_800_000_000_000));
         let store = MemoryStore::new();

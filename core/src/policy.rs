@@ -303,6 +303,15 @@ impl CurrencyLimits {
     }
 }
 
+/// Longest reader model name a policy may hold, in bytes (UTF-8).
+pub const MAX_READER_MODEL_LEN: usize = 128;
+
+/// Most reader models a policy may list.
+pub const MAX_READER_MODELS: usize = 256;
+
+/// Most deadline warnings a policy's session rules may hold.
+pub const MAX_DEADLINE_WARNINGS: usize = 16;
+
 /// The warning threshold of the presets: 80 % of the device limit. Not from
 /// the seeds (neither states one); a library default the merchant may edit.
 pub const DEFAULT_WARN_PERCENT: u8 = 80;
@@ -648,7 +657,9 @@ impl Policy {
     /// Refuses an inconsistent policy, naming the field and the figures.
     ///
     /// Checked in this order, the first failure is returned: session rules,
-    /// merchant country and regional rules, reader models, then each
+    /// merchant country and regional rules, reader models (at most
+    /// [`MAX_READER_MODELS`], each at most [`MAX_READER_MODEL_LEN`] bytes
+    /// and not blank), then each
     /// currency's limits (in currency-code order); then, only when
     /// `enabled`: a currency configured, an entry mode allowed, the card
     /// tender not refused, a reader (or phone tap-to-pay) usable, a non-empty
@@ -661,6 +672,22 @@ impl Policy {
         }
         for rule in &self.refused_regional_networks {
             check_country(&rule.merchant_country, CountryField::RegionalNetworkRule)?;
+        }
+        if self.offline_readers.len() > MAX_READER_MODELS {
+            return Err(PolicyError::TooManyReaderModels {
+                count: self.offline_readers.len(),
+                max: MAX_READER_MODELS,
+            });
+        }
+        if let Some(m) = self
+            .offline_readers
+            .iter()
+            .find(|m| m.len() > MAX_READER_MODEL_LEN)
+        {
+            return Err(PolicyError::ReaderModelTooLong {
+                len: m.len(),
+                max: MAX_READER_MODEL_LEN,
+            });
         }
         if self.offline_readers.iter().any(|m| m.trim().is_empty()) {
             return Err(PolicyError::BlankReaderModel);
@@ -698,6 +725,12 @@ impl Policy {
 
     fn validate_session(&self) -> Result<(), PolicyError> {
         let s = &self.session;
+        if s.warnings_before_deadline.len() > MAX_DEADLINE_WARNINGS {
+            return Err(PolicyError::TooManyDeadlineWarnings {
+                count: s.warnings_before_deadline.len(),
+                max: MAX_DEADLINE_WARNINGS,
+            });
+        }
         // Timestamps are in milliseconds: less than 1 ms is no time at all.
         if duration_ms(s.acceptance_window) == 0 {
             return Err(PolicyError::ZeroAcceptanceWindow);
@@ -851,6 +884,15 @@ pub enum PolicyError {
     /// A reader model is empty or blank.
     #[error("a reader model name is blank")]
     BlankReaderModel,
+    /// A reader model name is longer than [`MAX_READER_MODEL_LEN`] bytes.
+    #[error("a reader model name is {len} bytes long, above the maximum of {max}")]
+    ReaderModelTooLong { len: usize, max: usize },
+    /// More than [`MAX_READER_MODELS`] reader models.
+    #[error("{count} reader models listed, above the maximum of {max}")]
+    TooManyReaderModels { count: usize, max: usize },
+    /// More than [`MAX_DEADLINE_WARNINGS`] deadline warnings.
+    #[error("{count} deadline warnings, above the maximum of {max}")]
+    TooManyDeadlineWarnings { count: usize, max: usize },
     /// Enabled with no entry mode allowed.
     #[error("offline payments are enabled but no card entry mode is allowed")]
     NoEntryModeAllowed,
@@ -1230,6 +1272,39 @@ mod tests {
         let mut p = on.clone();
         p.offline_readers.insert("  ".to_owned());
         assert_eq!(p.validate(), Err(PolicyError::BlankReaderModel));
+
+        let mut p = on.clone();
+        p.offline_readers.insert("M".repeat(MAX_READER_MODEL_LEN));
+        assert_eq!(p.validate(), Ok(()));
+        p.offline_readers.insert("M".repeat(10 * 1024 * 1024));
+        assert_eq!(
+            p.validate(),
+            Err(PolicyError::ReaderModelTooLong {
+                len: 10 * 1024 * 1024,
+                max: MAX_READER_MODEL_LEN
+            })
+        );
+
+        let mut p = on.clone();
+        p.offline_readers = (0..=MAX_READER_MODELS).map(|i| format!("m{i}")).collect();
+        assert_eq!(
+            p.validate(),
+            Err(PolicyError::TooManyReaderModels {
+                count: MAX_READER_MODELS + 1,
+                max: MAX_READER_MODELS
+            })
+        );
+
+        let mut p = on.clone();
+        p.session.warnings_before_deadline =
+            vec![Duration::from_secs(60); MAX_DEADLINE_WARNINGS + 1];
+        assert_eq!(
+            p.validate(),
+            Err(PolicyError::TooManyDeadlineWarnings {
+                count: MAX_DEADLINE_WARNINGS + 1,
+                max: MAX_DEADLINE_WARNINGS
+            })
+        );
 
         let mut p = on.clone();
         p.allowed_networks = Some(BTreeSet::new());
