@@ -877,6 +877,12 @@ impl PosEngine {
 
     /// Queues a receipt for an order (R16). It is sent when the device is
     /// back online (by the forwarding engine); returns the receipt's id.
+    ///
+    /// The id is random (63 bits, the top bit set, so it never equals an
+    /// id numbered from 1 by an older version) and stored with the receipt:
+    /// every delivery attempt sends the same id (`{device}-r{id}`), and a
+    /// new store, after a reset or a reinstall, does not reuse the ids the
+    /// processor has already seen from this device.
     pub async fn request_receipt(
         &self,
         order_id: &OrderId,
@@ -890,13 +896,18 @@ impl PosEngine {
             if !s.ledger.orders.contains_key(order_id) {
                 return Err(not_found(format!("order {order_id}")));
             }
-            (
-                s.next_receipt_id,
-                ReceiptRequest::queue(order_id.clone(), channel, now),
-            )
+            let id = loop {
+                let b = new_id_bytes()?;
+                let mut eight = [0u8; 8];
+                eight.copy_from_slice(&b[..8]);
+                let id = u64::from_be_bytes(eight) | (1 << 63);
+                if !s.ledger.receipts.contains_key(&id) {
+                    break id;
+                }
+            };
+            (id, ReceiptRequest::queue(order_id.clone(), channel, now))
         };
         self.commit(vec![Write::Receipt { id, request }]).await?;
-        self.state().next_receipt_id = id.saturating_add(1);
         Ok(id)
     }
 
@@ -904,12 +915,15 @@ impl PosEngine {
     pub fn queued_receipts(&self) -> Result<Vec<(u64, ReceiptRequest)>> {
         self.check_open()?;
         let s = self.state();
-        Ok(s.ledger
+        let mut queued: Vec<(u64, ReceiptRequest)> = s
+            .ledger
             .receipts
             .iter()
             .filter(|(_, r)| matches!(r.state, crate::lifecycle::ReceiptState::Queued { .. }))
             .map(|(id, r)| (*id, r.clone()))
-            .collect())
+            .collect();
+        queued.sort_by_key(|(id, r)| (r.requested_at, *id));
+        Ok(queued)
     }
 
     /// Records a delivery attempt of a queued receipt.

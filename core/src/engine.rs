@@ -260,7 +260,6 @@ pub(crate) struct State {
     /// Card payments begun but not yet confirmed (in memory only: nothing is
     /// taken until confirmation).
     pub(crate) begun: BTreeMap<crate::lifecycle::PaymentId, crate::checkout::BegunPayment>,
-    pub(crate) next_receipt_id: u64,
 }
 
 impl State {
@@ -334,15 +333,7 @@ impl PosEngine {
             connectivity,
             staff: None,
             begun: BTreeMap::new(),
-            next_receipt_id: 0,
         };
-        let mut state = state;
-        state.next_receipt_id = state
-            .ledger
-            .receipts
-            .keys()
-            .next_back()
-            .map_or(1, |k| k.saturating_add(1));
         let inner = Inner {
             config,
             clock,

@@ -65,6 +65,10 @@ struct Processor {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     receipts: Mutex<Vec<(String, String, String)>>,
+    /// The receipt id of every delivery attempt, failed ones included.
+    receipt_attempts: Mutex<Vec<String>>,
+    /// How many receipt deliveries fail ("no answer") before they succeed.
+    receipt_failures: AtomicUsize,
     /// While set, the status endpoint cannot be reached (the automatic
     /// driver's probes fail), so the engine cannot go online by itself
     /// while a test takes its payments offline.
@@ -166,6 +170,17 @@ impl Gateway for Processor {
     }
 
     fn deliver_receipt(&self, d: &ReceiptDelivery) -> Result<(), GatewayError> {
+        self.receipt_attempts
+            .lock()
+            .unwrap()
+            .push(d.receipt_id.clone());
+        if self.receipt_failures.load(Ordering::SeqCst) > 0 {
+            self.receipt_failures.fetch_sub(1, Ordering::SeqCst);
+            return Err(GatewayError::new(
+                ForwardErrorKind::NoAnswer,
+                "test: receipt answer lost",
+            ));
+        }
         self.receipts.lock().unwrap().push((
             d.receipt_id.clone(),
             d.channel.clone(),
@@ -758,6 +773,49 @@ async fn a_declined_card_leaves_the_balance_due_and_it_can_be_paid_again() {
     let v = rig.pay_online(&o2.id, "online-declined", 700).await;
     assert_eq!(v.status, PaymentStatus::Declined);
     assert_eq!(rig.engine.order(&o2.id).unwrap().balance, usd(700));
+}
+
+/// The processor's idempotency on receipt ids never expires, so a new
+/// store (after a reset or a reinstall) must not reuse the ids of the old
+/// one: ids are random, and a retry sends the same id again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipt_ids_are_random_per_store_and_kept_across_retries() {
+    use pos_core::lifecycle::{EmailAddress, ReceiptChannel};
+    let mut delivered = Vec::new();
+    for failures in [1, 0] {
+        // A fresh store each time, with the same device id.
+        let rig = Rig::new(2, false).await;
+        rig.take(1_200, None).await;
+        let order_id = rig.engine.list_payments().unwrap()[0].order_id.clone();
+        rig.engine
+            .request_receipt(
+                &order_id,
+                ReceiptChannel::Email(EmailAddress::parse("bob@example.org").unwrap()),
+            )
+            .await
+            .unwrap();
+        rig.processor
+            .receipt_failures
+            .store(failures, Ordering::SeqCst);
+        rig.go_online().await;
+        rig.engine.forward_now().await.unwrap();
+        if failures > 0 {
+            assert_eq!(rig.engine.queued_receipts().unwrap().len(), 1);
+            rig.engine.forward_now().await.unwrap();
+        }
+        assert!(rig.engine.queued_receipts().unwrap().is_empty());
+        let attempts = rig.processor.receipt_attempts.lock().unwrap().clone();
+        assert_eq!(attempts.len(), failures + 1);
+        assert!(
+            attempts.iter().all(|a| a == &attempts[0]),
+            "a retry sends the same id: {attempts:?}"
+        );
+        delivered.push(attempts[0].clone());
+    }
+    assert_ne!(
+        delivered[0], delivered[1],
+        "two stores sent the same receipt id"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
