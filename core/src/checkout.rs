@@ -67,6 +67,16 @@ pub struct NewOrder {
 pub struct CardPaymentRequest {
     pub order_id: OrderId,
     /// The app's idempotency key for this payment, or `None` to generate one (B2).
+    ///
+    /// An app-supplied id must be unique per device forever: the processor
+    /// keeps its idempotency on (device, payment id) without expiry, so an
+    /// id used again would get the first payment's answer. The engine
+    /// refuses an id its store holds a payment for, whatever that payment's
+    /// state (`DuplicatePayment`); it cannot know ids from before a store
+    /// reset or a reinstall, so the app must never reuse those either (a
+    /// random UUID, or `None`, is safe). An id begun and then cancelled, or
+    /// refused before confirmation, was never stored or sent and may be
+    /// begun again.
     pub payment_id: Option<String>,
     /// The amount applied to the order, before tip.
     pub amount: Money,

@@ -670,6 +670,80 @@ impl Rig {
     }
 }
 
+/// An app-supplied payment id is unique per device forever: once the store
+/// holds a payment with it (whatever its state, final included), beginning
+/// another payment with it is refused, and nothing is sent to the processor.
+/// An id begun and cancelled (nothing stored or sent) may be begun again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_id_the_store_has_seen_is_never_taken_again() {
+    let rig = Rig::new(2, false).await;
+    let declined = PaymentId::parse("app-declined").unwrap();
+    rig.processor
+        .script(&declined, Script::Decline(DeclineReason::InsufficientFunds));
+    let begin = |order: pos_core::lifecycle::OrderId, id: &str| {
+        rig.engine.begin_card_payment(CardPaymentRequest {
+            order_id: order,
+            payment_id: Some(id.into()),
+            amount: usd(700),
+            tip: None,
+            behaviour: OfflineBehaviour::PreferOnline,
+            tender: TenderKind::Card,
+        })
+    };
+    let new_order = || async {
+        rig.engine
+            .create_order(NewOrder {
+                order_id: None,
+                total: usd(700),
+                contact: None,
+            })
+            .await
+            .unwrap()
+            .id
+    };
+    // Offline: one approved and one declined once forwarded.
+    let card = CardRead {
+        entry_mode: EntryMode::Chip,
+        network: Network::Visa,
+        last4: "4242".into(),
+        fingerprint: None,
+        reader_model: rig.reader.clone(),
+        sealed_card_data: vec![0xA5; 48],
+    };
+    for id in ["app-approved", "app-declined"] {
+        let d = begin(new_order().await, id).await.unwrap();
+        rig.engine
+            .confirm_card_payment(&d.payment_id, card.clone())
+            .await
+            .unwrap();
+    }
+    // Begun then cancelled: nothing stored, nothing sent.
+    let d = begin(new_order().await, "app-cancelled").await.unwrap();
+    rig.engine.cancel_card_payment(&d.payment_id).await.unwrap();
+    rig.go_online().await;
+    rig.engine.forward_now().await.unwrap();
+    // Online, approved.
+    let order = new_order().await;
+    rig.pay_online(&order, "app-online", 700).await;
+    let calls = rig.processor.calls.lock().unwrap().len();
+    let stored = rig.engine.list_payments().unwrap().len();
+    assert_eq!(stored, 3);
+    for id in ["app-approved", "app-declined", "app-online"] {
+        let r = begin(new_order().await, id).await;
+        assert_eq!(
+            r,
+            Err(pos_core::PosError::DuplicatePayment {
+                payment_id: id.into()
+            }),
+            "{id}"
+        );
+    }
+    assert_eq!(rig.processor.calls.lock().unwrap().len(), calls);
+    assert_eq!(rig.engine.list_payments().unwrap().len(), stored);
+    let d = begin(new_order().await, "app-cancelled").await.unwrap();
+    assert_eq!(d.payment_id.as_str(), "app-cancelled");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_online_payment_with_no_answer_is_resolved_with_the_same_id() {
     let rig = Rig::new(2, false).await;

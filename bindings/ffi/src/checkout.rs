@@ -55,7 +55,11 @@ impl From<co::Route> for PaymentRoute {
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct CardPaymentRequest {
     pub order_id: String,
-    /// The app's idempotency key, or null to generate one (B2).
+    /// The app's idempotency key, or null to generate one (B2). It must be
+    /// unique per device forever, across store resets and reinstalls too:
+    /// the processor never forgets an id. An id the store holds a payment
+    /// for (final ones included) is refused with `DuplicatePayment`; an id
+    /// begun and cancelled was never sent and may be begun again.
     pub payment_id: Option<String>,
     pub amount: Money,
     pub tip: Option<Money>,
