@@ -154,6 +154,9 @@ pub(crate) struct Forwarding {
     /// When an automatic round last asked the processor about payments of
     /// unknown outcome (manual rounds always ask).
     last_lookup: Mutex<Option<Timestamp>>,
+    /// Until when the processor asked the whole gateway to wait (a 429 or
+    /// 503 with `Retry-After`): no round starts a request before then.
+    busy_until: Mutex<Option<Timestamp>>,
 }
 
 /// One forwarding attempt whose task is alive: the task that will record
@@ -222,6 +225,7 @@ impl Forwarding {
             live: Arc::new(Mutex::new(BTreeMap::new())),
             held: Mutex::new(BTreeMap::new()),
             last_lookup: Mutex::new(None),
+            busy_until: Mutex::new(None),
         })
     }
 
@@ -273,6 +277,25 @@ impl Forwarding {
         if let Some(attempt) = held {
             attempt.recorded();
         }
+    }
+
+    /// The end of the processor's `Retry-After`, while it is in the future.
+    fn busy_until(&self, now: Timestamp) -> Option<Timestamp> {
+        self.busy_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .filter(|t| *t > now)
+    }
+
+    /// Notes an error's `Retry-After` (the latest end wins); returns the
+    /// time the gateway is busy until.
+    fn note_retry_after(&self, e: &GatewayError, now: Timestamp) -> Option<Timestamp> {
+        let wait = e.retry_after?;
+        let until = now.plus(wait);
+        let mut busy = self.busy_until.lock().unwrap_or_else(|p| p.into_inner());
+        let until = busy.filter(|t| *t > until).unwrap_or(until);
+        *busy = Some(until);
+        Some(until)
     }
 
     fn gateway(&self) -> Option<Arc<dyn Gateway>> {
@@ -423,8 +446,13 @@ impl PosEngine {
             // One commit records the answers received and marks the next
             // due payments as in flight (durably, before they are sent).
             let free = max.saturating_sub(in_flight.len());
-            let may_start =
-                failure.is_none() && free > 0 && !self.forwarding_paused() && !self.is_closed();
+            // The processor's `Retry-After` holds back every new attempt,
+            // in manual rounds too.
+            let may_start = failure.is_none()
+                && free > 0
+                && !self.forwarding_paused()
+                && !self.is_closed()
+                && self.inner.forwarding.busy_until(self.now()).is_none();
             match self
                 .settle_and_start(&mut steps, if may_start { free } else { 0 }, manual, &tried)
                 .await
@@ -520,9 +548,13 @@ impl PosEngine {
         if let Some(e) = failure {
             return Err(e);
         }
-        self.ask_about_unknown_outcomes(&gateway, manual, &mut report)
-            .await?;
-        report.receipts_sent = self.deliver_receipts(&gateway).await?;
+        if self.inner.forwarding.busy_until(self.now()).is_none() {
+            self.ask_about_unknown_outcomes(&gateway, manual, &mut report)
+                .await?;
+        }
+        if self.inner.forwarding.busy_until(self.now()).is_none() {
+            report.receipts_sent = self.deliver_receipts(&gateway).await?;
+        }
         // The snapshot the round's commits made due (they do not take one
         // while the round runs: see `after_write`), once, at its end.
         self.compact_if_due().await;
@@ -590,7 +622,11 @@ impl PosEngine {
                         report.expired += 1;
                         PaymentEvent::NotFoundAtProcessor
                     }
-                    Ok(PaymentLookup::InProgress) | Err(_) => continue,
+                    Ok(PaymentLookup::InProgress) => continue,
+                    Err(e) => {
+                        self.inner.forwarding.note_retry_after(&e, self.now());
+                        continue;
+                    }
                 };
                 steps.push((id, event));
             }
@@ -632,15 +668,27 @@ impl PosEngine {
                 .map_err(|e| PosError::Internal {
                     reason: format!("receipt task failed: {e}"),
                 })?;
+            let mut busy = false;
             let event = match answer {
                 Ok(()) => {
                     sent += 1;
                     ReceiptEvent::Delivered
                 }
                 Err(e) if e.kind == ForwardErrorKind::Rejected => ReceiptEvent::PermanentFailure,
-                Err(_) => ReceiptEvent::TransientFailure,
+                Err(e) => {
+                    busy = self
+                        .inner
+                        .forwarding
+                        .note_retry_after(&e, self.now())
+                        .is_some();
+                    ReceiptEvent::TransientFailure
+                }
             };
             self.record_receipt(id, event).await?;
+            if busy {
+                // The processor asked to wait: the others wait too.
+                break;
+            }
         }
         Ok(sent)
     }
@@ -656,13 +704,17 @@ impl PosEngine {
                 PaymentEvent::Approved { processor_ref }
             }
             Ok(GatewayDecision::Declined { reason }) => PaymentEvent::Declined { reason },
-            Err(e) => PaymentEvent::ForwardFailed {
-                error: e.kind,
-                next_retry_at: e
-                    .kind
-                    .is_retryable()
-                    .then(|| self.now().plus(self.inner.forwarding.backoff(attempt))),
-            },
+            Err(e) => {
+                let now = self.now();
+                let busy = self.inner.forwarding.note_retry_after(&e, now);
+                PaymentEvent::ForwardFailed {
+                    error: e.kind,
+                    next_retry_at: e.kind.is_retryable().then(|| {
+                        let retry = now.plus(self.inner.forwarding.backoff(attempt));
+                        busy.map_or(retry, |b| retry.max(b))
+                    }),
+                }
+            }
         }
     }
 
@@ -731,9 +783,7 @@ impl PosEngine {
         };
         if let Err(e) = self.commit(batch).await {
             // Nothing was marked in flight: no attempt to recover.
-            started
-                .into_iter()
-                .for_each(|(_, _, live)| live.recorded());
+            started.into_iter().for_each(|(_, _, live)| live.recorded());
             return Err(e);
         }
         steps.clear();
@@ -1053,6 +1103,11 @@ impl PosEngine {
                 next = Some(next.map_or(probe, |n| n.min(probe)));
             }
             next
+        };
+        // Nothing starts before the processor's `Retry-After` ends.
+        let next = match (next, f.busy_until(now)) {
+            (Some(t), Some(busy)) => Some(t.max(busy)),
+            (next, _) => next,
         };
         match next {
             Some(t) => now.until(t).clamp(MIN, IDLE),

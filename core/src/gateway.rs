@@ -139,6 +139,11 @@ pub struct GatewayError {
     pub kind: ForwardErrorKind,
     /// For logs: never contains card data, contacts or tokens.
     pub detail: String,
+    /// How long the processor asked the whole gateway to wait (HTTP
+    /// `Retry-After` on a 429 or 503): the forwarding engine starts no new
+    /// attempt, lookup or receipt delivery, for any payment, before then
+    /// (a new online payment is still sent).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl GatewayError {
@@ -146,7 +151,14 @@ impl GatewayError {
         GatewayError {
             kind,
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same error, with the processor's `Retry-After`.
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 }
 

@@ -181,6 +181,7 @@ impl HttpGateway {
             .send_json(body)
             .map_err(classify)?;
         let status = response.status().as_u16();
+        let wait = retry_after(status, response.headers());
         let mut body_reader = response.into_body();
         let reader = body_reader.with_config().limit(MAX_BODY);
         if status == 200 {
@@ -195,7 +196,34 @@ impl HttpGateway {
         if status == 401 {
             self.tokens.invalidate();
         }
-        Err(status_error(status, err))
+        Err(with_wait(status_error(status, err), wait))
+    }
+}
+
+/// The longest `Retry-After` taken from the processor; a longer one is cut
+/// to this, so a wrong header cannot stop forwarding for days.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// The `Retry-After` of a 429 or 503, in seconds (the HTTP-date form is
+/// not used by the protocol and is ignored), at most [`MAX_RETRY_AFTER`].
+fn retry_after(status: u16, headers: &ureq::http::HeaderMap) -> Option<Duration> {
+    if status != 429 && status != 503 {
+        return None;
+    }
+    let secs: u64 = headers
+        .get("retry-after")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+fn with_wait(e: GatewayError, wait: Option<Duration>) -> GatewayError {
+    match wait {
+        Some(w) => e.with_retry_after(w),
+        None => e,
     }
 }
 
@@ -294,6 +322,7 @@ impl Gateway for HttpGateway {
             .send_json(&body)
             .map_err(classify)?;
         let status = response.status().as_u16();
+        let wait = retry_after(status, response.headers());
         let mut body_reader = response.into_body();
         let text = body_reader
             .with_config()
@@ -321,7 +350,7 @@ impl Gateway for HttpGateway {
                 if status == 401 {
                     self.tokens.invalidate();
                 }
-                Err(status_error(status, err))
+                Err(with_wait(status_error(status, err), wait))
             }
         }
     }
@@ -349,7 +378,10 @@ impl Gateway for HttpGateway {
         if status == 401 {
             self.tokens.invalidate();
         }
-        Err(status_error(status, None))
+        Err(with_wait(
+            status_error(status, None),
+            retry_after(status, response.headers()),
+        ))
     }
 }
 
@@ -417,6 +449,28 @@ mod tests {
         );
         assert_eq!(status_error(422, None).kind, ForwardErrorKind::Rejected);
         assert_eq!(status_error(401, None).kind, ForwardErrorKind::Rejected);
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_on_429_and_503_only() {
+        let headers = |v: &str| {
+            let mut h = ureq::http::HeaderMap::new();
+            h.insert("retry-after", v.parse().unwrap());
+            h
+        };
+        let s = Duration::from_secs;
+        assert_eq!(retry_after(503, &headers("120")), Some(s(120)));
+        assert_eq!(retry_after(429, &headers(" 7 ")), Some(s(7)));
+        assert_eq!(
+            retry_after(503, &headers("99999999")),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(retry_after(500, &headers("120")), None);
+        assert_eq!(
+            retry_after(503, &headers("Wed, 21 Oct 2026 07:28:00 GMT")),
+            None
+        );
+        assert_eq!(retry_after(503, &ureq::http::HeaderMap::new()), None);
     }
 
     #[test]

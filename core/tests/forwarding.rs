@@ -69,6 +69,8 @@ struct Processor {
     receipt_attempts: Mutex<Vec<String>>,
     /// How many receipt deliveries fail ("no answer") before they succeed.
     receipt_failures: AtomicUsize,
+    /// The next payment request is answered 503 with this `Retry-After`.
+    busy_once: Mutex<Option<Duration>>,
     /// While set, the status endpoint cannot be reached (the automatic
     /// driver's probes fail), so the engine cannot go online by itself
     /// while a test takes its payments offline.
@@ -196,6 +198,13 @@ impl Processor {
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         let id = id.as_str().to_owned();
         self.calls.lock().unwrap().push(id.clone());
+        if let Some(wait) = self.busy_once.lock().unwrap().take() {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(
+                GatewayError::new(ForwardErrorKind::ServiceUnavailable, "HTTP 503")
+                    .with_retry_after(wait),
+            );
+        }
         if self.closed.lock().unwrap().contains(&id) {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             return Err(GatewayError::new(ForwardErrorKind::Rejected, "closed"));
@@ -847,6 +856,46 @@ async fn a_declined_card_leaves_the_balance_due_and_it_can_be_paid_again() {
     let v = rig.pay_online(&o2.id, "online-declined", 700).await;
     assert_eq!(v.status, PaymentStatus::Declined);
     assert_eq!(rig.engine.order(&o2.id).unwrap().balance, usd(700));
+}
+
+/// A 503 (or 429) with `Retry-After` backs off the whole gateway: no new
+/// attempt starts, for any payment, before that time; then all are sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_backs_off_the_whole_gateway() {
+    let rig = Rig::new(1, false).await;
+    for i in 0..3 {
+        rig.take(1_000 + i, None).await;
+    }
+    rig.go_online().await;
+    *rig.processor.busy_once.lock().unwrap() = Some(Duration::from_secs(120));
+    let r = rig.engine.forward_now().await.unwrap();
+    assert_eq!((r.attempts, r.failed), (1, 1), "{r:?}");
+    assert_eq!(rig.processor.calls.lock().unwrap().len(), 1);
+    // Not before the time the processor asked for, manual rounds included.
+    rig.clock.advance(Duration::from_secs(119));
+    let r = rig.engine.forward_now().await.unwrap();
+    assert_eq!(r.attempts, 0, "{r:?}");
+    assert_eq!(rig.processor.calls.lock().unwrap().len(), 1);
+    // The failed payment's own retry is not before then either.
+    let failed = rig
+        .engine
+        .list_payments()
+        .unwrap()
+        .into_iter()
+        .find(|p| matches!(p.state, PaymentState::FailedToForward { .. }))
+        .unwrap();
+    let PaymentState::FailedToForward {
+        next_retry_at: Some(retry),
+        ..
+    } = failed.state
+    else {
+        panic!("{:?}", failed.state);
+    };
+    assert!(retry >= T0.plus(Duration::from_secs(120)), "{retry:?}");
+    rig.advance_to(retry.max(rig.clock.wall_now()));
+    let r = rig.engine.forward_now().await.unwrap();
+    assert_eq!(r.approved, 3, "{r:?}");
+    assert_eq!(rig.processor.approved(), 3);
 }
 
 /// The processor's idempotency on receipt ids never expires, so a new

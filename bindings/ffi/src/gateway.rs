@@ -117,8 +117,14 @@ pub enum GatewayError {
     #[error("no answer: {detail}")]
     NoAnswer { detail: String },
     /// The service cannot process it now (5xx, 409 in flight, 429): retried.
+    /// `retry_after_ms`: how long the processor asked to wait (its
+    /// `Retry-After`, at most an hour): the engine forwards nothing, for
+    /// any payment, before then.
     #[error("service unavailable: {detail}")]
-    ServiceUnavailable { detail: String },
+    ServiceUnavailable {
+        detail: String,
+        retry_after_ms: Option<u64>,
+    },
     /// The request itself is refused (credentials, malformed): not retried
     /// until "forward now".
     #[error("rejected: {detail}")]
@@ -135,15 +141,25 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for GatewayError {
 
 impl From<GatewayError> for gw::GatewayError {
     fn from(e: GatewayError) -> Self {
+        let mut wait = None;
         let (kind, detail) = match e {
             GatewayError::NotSent { detail } => (life::ForwardErrorKind::NotSent, detail),
             GatewayError::NoAnswer { detail } => (life::ForwardErrorKind::NoAnswer, detail),
-            GatewayError::ServiceUnavailable { detail } => {
+            GatewayError::ServiceUnavailable {
+                detail,
+                retry_after_ms,
+            } => {
+                wait = retry_after_ms.map(std::time::Duration::from_millis);
                 (life::ForwardErrorKind::ServiceUnavailable, detail)
             }
             GatewayError::Rejected { detail } => (life::ForwardErrorKind::Rejected, detail),
         };
-        gw::GatewayError::new(kind, detail.chars().take(256).collect::<String>())
+        let e = gw::GatewayError::new(kind, detail.chars().take(256).collect::<String>());
+        match wait {
+            // The same bound as the built-in gateway's.
+            Some(w) => e.with_retry_after(w.min(std::time::Duration::from_secs(3600))),
+            None => e,
+        }
     }
 }
 
@@ -153,9 +169,12 @@ impl From<gw::GatewayError> for GatewayError {
         match e.kind {
             life::ForwardErrorKind::NotSent => GatewayError::NotSent { detail },
             life::ForwardErrorKind::NoAnswer => GatewayError::NoAnswer { detail },
-            life::ForwardErrorKind::ServiceUnavailable => {
-                GatewayError::ServiceUnavailable { detail }
-            }
+            life::ForwardErrorKind::ServiceUnavailable => GatewayError::ServiceUnavailable {
+                detail,
+                retry_after_ms: e
+                    .retry_after
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            },
             life::ForwardErrorKind::Rejected => GatewayError::Rejected { detail },
         }
     }
