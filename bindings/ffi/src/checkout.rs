@@ -302,11 +302,19 @@ impl TryFrom<ForwardingStep> for life::PaymentEvent {
     }
 }
 
-/// Where a receipt goes (R16).
+/// Where a receipt goes (R16): by email to the recipient's email, or by
+/// SMS to their phone. The address is in the `CustomerContact` object, so
+/// neither Kotlin's `toString()` nor Swift's `description` prints it.
+/// `InvalidInput` when the recipient has no email (`Email`) or no phone
+/// (`Sms`).
 #[derive(Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum ReceiptChannel {
-    Email { address: String },
-    Sms { number: String },
+    Email {
+        recipient: std::sync::Arc<CustomerContact>,
+    },
+    Sms {
+        recipient: std::sync::Arc<CustomerContact>,
+    },
 }
 
 impl std::fmt::Debug for ReceiptChannel {
@@ -321,14 +329,23 @@ impl std::fmt::Debug for ReceiptChannel {
 impl TryFrom<ReceiptChannel> for life::ReceiptChannel {
     type Error = PosError;
     fn try_from(c: ReceiptChannel) -> Result<Self, PosError> {
-        Ok(match c {
-            ReceiptChannel::Email { address } => {
-                life::ReceiptChannel::Email(life::EmailAddress::parse(&address).map_err(invalid)?)
+        let (contact, sms) = match c {
+            ReceiptChannel::Email { recipient } => {
+                (life::CustomerContact::from(&*recipient), false)
             }
-            ReceiptChannel::Sms { number } => {
-                life::ReceiptChannel::Sms(life::PhoneNumber::parse(&number).map_err(invalid)?)
-            }
-        })
+            ReceiptChannel::Sms { recipient } => (life::CustomerContact::from(&*recipient), true),
+        };
+        if sms {
+            let phone = contact
+                .phone()
+                .ok_or_else(|| invalid("an SMS receipt needs a recipient with a phone number"))?;
+            Ok(life::ReceiptChannel::Sms(phone.clone()))
+        } else {
+            let email = contact
+                .email()
+                .ok_or_else(|| invalid("an email receipt needs a recipient with an email"))?;
+            Ok(life::ReceiptChannel::Email(email.clone()))
+        }
     }
 }
 

@@ -146,6 +146,35 @@ class CheckoutTest {
     }
 
     @Test
+    fun `a receipt channel never prints the address or number`() {
+        val contact = CustomerContact("ana@example.com", "+14155550123")
+        val email = ReceiptChannel.Email(contact)
+        val sms = ReceiptChannel.Sms(contact)
+        for (channel in listOf(email, sms)) {
+            assertTrue(!channel.toString().contains("ana@example.com"), "$channel")
+            assertTrue(!channel.toString().contains("4155550123"), "$channel")
+        }
+        assertEquals("ana@example.com", email.recipient.email())
+    }
+
+    @Test
+    fun `a receipt channel without the matching address is refused`() = runBlocking {
+        offlineEngine().use { engine ->
+            val order = engine.createOrder(NewOrder(null, usd(1_000), null))
+            assertFailsWith<PosException.InvalidInput> {
+                engine.requestReceipt(order.id, ReceiptChannel.Sms(CustomerContact("ana@example.com", null)))
+            }
+            assertFailsWith<PosException.InvalidInput> {
+                engine.requestReceipt(order.id, ReceiptChannel.Email(CustomerContact(null, "+14155550123")))
+            }
+            assertEquals(0uL, engine.queuedReceiptCount())
+            engine.requestReceipt(order.id, ReceiptChannel.Sms(CustomerContact(null, "+14155550123")))
+            assertEquals(1uL, engine.queuedReceiptCount())
+            engine.shutdown()
+        }
+    }
+
+    @Test
     fun `a decline carries the contact and the amount due, and never prints the contact`() = runBlocking {
         offlineEngine().use { engine ->
             val events = LinkedBlockingQueue<PosEvent>()

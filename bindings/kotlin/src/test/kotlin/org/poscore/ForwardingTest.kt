@@ -84,7 +84,7 @@ class ForwardingTest {
                 )
                 ids += engine.confirmCardPayment(d.paymentId, card(last4)).id
             }
-            engine.requestReceipt(engine.listPayments().first { it.id == ids[1] }.orderId, ReceiptChannel.Email("c1@example.com"))
+            engine.requestReceipt(engine.listPayments().first { it.id == ids[1] }.orderId, ReceiptChannel.Email(CustomerContact("c1@example.com", null)))
             processor.loseFirstAnswer.add(ids[0])
             val first = engine.forwardNow()
             assertEquals(3UL, first.attempts)
