@@ -441,6 +441,21 @@ pub const PRESET_ORDER_LIMIT_MAJOR: i64 = 100;
 /// 5,000 dollars, the POS device can process payments up to 5,000 dollars".
 pub const PRESET_DEVICE_LIMIT_MAJOR: i64 = 5_000;
 
+/// The currency of the seeds' figures: the presets' limits are in US
+/// dollars. A preset built for another currency has no limits at all (see
+/// [`Policy::shopify_pos`]): 100 dollars is not 100 yen or 100 euros, and the
+/// library does not guess an exchange rate.
+pub const PRESET_CURRENCY: &str = "USD";
+
+/// The preset `limits` for `currency`: none unless it is the seeds' own.
+fn preset_limits(currency: Currency, limits: CurrencyLimits) -> BTreeMap<Currency, CurrencyLimits> {
+    if currency.code() == PRESET_CURRENCY {
+        BTreeMap::from([(currency, limits)])
+    } else {
+        BTreeMap::new()
+    }
+}
+
 /// `units` whole units of `currency`, in minor units (100 USD → 10,000 cents,
 /// 100 JPY → 100 yen, 100 KWD → 100,000 fils). Saturates instead of wrapping.
 pub fn major_units(units: i64, currency: Currency) -> Money {
@@ -472,8 +487,14 @@ impl Policy {
     /// internet outage and a Square service disruption allow offline payments.
     /// Chip and swipe stay allowed (S0 refuses neither). Phone tap-to-pay is
     /// refused because it is contactless. Limits: one per-order "transaction
-    /// limit" of [`PRESET_ORDER_LIMIT_MAJOR`] (S0 gives no figure); no device
-    /// limit (S0 states none). Disabled until the merchant enables it (R4).
+    /// limit" of [`PRESET_ORDER_LIMIT_MAJOR`] dollars (S0 gives no figure);
+    /// no device limit (S0 states none). Disabled until the merchant enables
+    /// it (R4).
+    ///
+    /// In a currency other than [`PRESET_CURRENCY`] the preset has no limits:
+    /// set them with [`Policy::with_limits`] before enabling it
+    /// ([`Policy::validate`] refuses it enabled without them,
+    /// [`PolicyError::NoCurrencyConfigured`]).
     pub fn square_reader(currency: Currency) -> Self {
         Self::square(
             currency,
@@ -499,10 +520,10 @@ impl Policy {
     fn square(currency: Currency, profile: DeviceProfile, readers: &[&str]) -> Self {
         Policy {
             enabled: false,
-            limits: BTreeMap::from([(
+            limits: preset_limits(
                 currency,
                 CurrencyLimits::per_order(major_units(PRESET_ORDER_LIMIT_MAJOR, currency)),
-            )]),
+            ),
             device_profile: profile,
             session: SessionRules::for_profile(profile),
             allowed_entry_modes: BTreeSet::from([EntryMode::Chip, EntryMode::Swipe]),
@@ -533,7 +554,10 @@ impl Policy {
     /// From S3: a per-order "transaction limit" (example 100 dollars, paid by
     /// "two or three cards" as long as the total stays within it) and a
     /// "device limit" on the total of offline card payments (example 5,000
-    /// dollars), both taken here as that many major units of `currency`;
+    /// dollars), both in US dollars ([`PRESET_CURRENCY`]): in any other
+    /// currency the preset has no limits, and the app sets them with
+    /// [`Policy::with_limits`] before enabling it ([`Policy::validate`]
+    /// refuses it enabled without them, [`PolicyError::NoCurrencyConfigured`]);
     /// the staff permission "accept credit and debit payments offline"; only
     /// "POS Go (POS Terminal reader), POS Terminal, Tap & Chip, Chipper 2X BT,
     /// Wisepad 3, Chip & Swipe reader"; the customer "taps or inserts" the
@@ -552,7 +576,7 @@ impl Policy {
             .with_device_amount(major_units(PRESET_DEVICE_LIMIT_MAJOR, currency));
         Policy {
             enabled: false,
-            limits: BTreeMap::from([(currency, limits)]),
+            limits: preset_limits(currency, limits),
             device_profile: DeviceProfile::PhoneReader,
             session: SessionRules::for_profile(DeviceProfile::PhoneReader),
             allowed_entry_modes: BTreeSet::from([EntryMode::Chip, EntryMode::Contactless]),
@@ -944,35 +968,54 @@ mod tests {
     }
 
     #[test]
-    fn presets_are_disabled_and_valid_enabled_or_not() {
-        for code in ["USD", "JPY", "KWD", "CAD", "AUD"] {
-            for (name, p) in presets(c(code)) {
-                assert!(!p.enabled, "{name} must start disabled (R4)");
-                assert_eq!(p.validate(), Ok(()), "{name} {code}");
-                assert_eq!(p.with_enabled(true).validate(), Ok(()), "{name} {code}");
-            }
+    fn presets_in_the_seed_currency_are_disabled_and_valid_enabled_or_not() {
+        for (name, p) in presets(c("USD")) {
+            assert!(!p.enabled, "{name} must start disabled (R4)");
+            assert_eq!(p.validate(), Ok(()), "{name}");
+            assert_eq!(p.with_enabled(true).validate(), Ok(()), "{name}");
         }
     }
 
     #[test]
-    fn preset_figures_use_the_currency_exponent() {
+    fn preset_figures_are_the_seeds_dollars() {
         let p = Policy::shopify_pos(c("USD"));
         let l = p.limits_for(c("USD")).unwrap();
         assert_eq!(l.per_order, usd(10_000));
         assert_eq!(l.device_amount, Some(usd(500_000)));
         assert_eq!(l.per_payment, None);
         assert_eq!(l.device_count, None);
-        let jpy = Policy::shopify_pos(c("JPY"));
-        assert_eq!(
-            jpy.limits_for(c("JPY")).unwrap().per_order.minor_units(),
-            100
-        );
-        let kwd = Policy::square_reader(c("KWD"));
-        assert_eq!(
-            kwd.limits_for(c("KWD")).unwrap().per_order.minor_units(),
-            100_000
-        );
-        assert!(kwd.limits_for(c("USD")).is_none());
+        let r = Policy::square_reader(c("USD"));
+        assert_eq!(r.limits_for(c("USD")).unwrap().per_order, usd(10_000));
+    }
+
+    #[test]
+    fn presets_in_another_currency_ask_for_explicit_limits() {
+        for code in ["JPY", "EUR", "KWD", "CAD", "AUD"] {
+            let cur = c(code);
+            for (name, p) in presets(cur) {
+                assert!(!p.enabled, "{name} must start disabled (R4)");
+                assert!(p.limits.is_empty(), "{name} {code}: {:?}", p.limits);
+                // Saved disabled, refused enabled until the app sets limits.
+                assert_eq!(p.validate(), Ok(()), "{name} {code}");
+                assert_eq!(
+                    p.clone().with_enabled(true).validate(),
+                    Err(PolicyError::NoCurrencyConfigured),
+                    "{name} {code}"
+                );
+                let limits = CurrencyLimits::per_order(Money::new(15_000, cur));
+                let p = p.with_limits(cur, limits).with_enabled(true);
+                assert_eq!(p.validate(), Ok(()), "{name} {code}");
+                assert_eq!(p.limits_for(cur).unwrap().per_order.minor_units(), 15_000);
+            }
+        }
+        // Neither ¥100 nor €100 stands in for the seed's $100.
+        assert!(Policy::shopify_pos(c("JPY")).limits_for(c("JPY")).is_none());
+        assert!(Policy::square_reader(c("EUR"))
+            .limits_for(c("EUR"))
+            .is_none());
+        assert!(Policy::square_terminal(c("EUR"))
+            .limits_for(c("USD"))
+            .is_none());
     }
 
     #[test]

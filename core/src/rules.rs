@@ -697,6 +697,12 @@ mod tests {
     const T0: Timestamp = Timestamp(1_800_000_000_000);
     const H: Duration = Duration::from_secs(3600);
 
+    /// The limits an app sets for a preset outside the seeds' currency:
+    /// 100.00 per order in a two-decimal currency.
+    fn app_limits(currency: Currency) -> CurrencyLimits {
+        CurrencyLimits::per_order(Money::new(10_000, currency))
+    }
+
     fn c(code: &str) -> Currency {
         Currency::parse(code).unwrap()
     }
@@ -945,6 +951,7 @@ mod tests {
             ..card(Money::new(1_000, c("AUD")))
         };
         let ca = Policy::shopify_pos(c("CAD"))
+            .with_limits(c("CAD"), app_limits(c("CAD")))
             .with_merchant_country("CA")
             .with_enabled(true);
         let r = check_offline_payment(&ca, &ctx(c("CAD"), "POS Go"), &interac).unwrap_err();
@@ -963,6 +970,7 @@ mod tests {
         );
 
         let au = Policy::shopify_pos(c("AUD"))
+            .with_limits(c("AUD"), app_limits(c("AUD")))
             .with_merchant_country("AU")
             .with_enabled(true);
         let r = check_offline_payment(&au, &ctx(c("AUD"), "POS Go"), &eftpos).unwrap_err();
@@ -1358,10 +1366,16 @@ mod tests {
                 attempted: usd(1)
             })
         );
-        // Same figures in yen: 5,000 yen (exponent 0).
-        let jpy = Policy::shopify_pos(c("JPY")).with_enabled(true);
+        // In yen the app sets its own figures (exponent 0): ¥750,000.
+        let yen = |m| Money::new(m, c("JPY"));
+        let jpy = Policy::shopify_pos(c("JPY"))
+            .with_limits(
+                c("JPY"),
+                CurrencyLimits::per_order(yen(15_000)).with_device_amount(yen(750_000)),
+            )
+            .with_enabled(true);
         let mut x = ctx(c("JPY"), "Wisepad 3");
-        x.device_total = Money::new(4_950, c("JPY"));
+        x.device_total = yen(749_950);
         assert_eq!(
             check_offline_payment(&jpy, &x, &card(Money::new(50, c("JPY")))),
             Ok(())
@@ -1426,7 +1440,9 @@ mod tests {
 
     #[test]
     fn s0_phone_reader_window_is_one_hour() {
-        let p = Policy::square_reader(c("EUR")).with_enabled(true);
+        let p = Policy::square_reader(c("EUR"))
+            .with_limits(c("EUR"), app_limits(c("EUR")))
+            .with_enabled(true);
         let start = T0;
         let mut x = ctx(c("EUR"), "Square Reader");
         x.window_closes_at = start.plus(p.session.acceptance_window);
@@ -1445,7 +1461,9 @@ mod tests {
 
     #[test]
     fn s0_terminal_window_is_24_hours() {
-        let p = Policy::square_terminal(c("EUR")).with_enabled(true);
+        let p = Policy::square_terminal(c("EUR"))
+            .with_limits(c("EUR"), app_limits(c("EUR")))
+            .with_enabled(true);
         let mut x = ctx(c("EUR"), "Square Terminal");
         x.window_closes_at = T0.plus(p.session.acceptance_window);
         x.now = T0.plus(23 * H);
@@ -1466,7 +1484,9 @@ mod tests {
 
     #[test]
     fn s0_refusals_and_allowances() {
-        let p = Policy::square_reader(c("EUR")).with_enabled(true);
+        let p = Policy::square_reader(c("EUR"))
+            .with_limits(c("EUR"), app_limits(c("EUR")))
+            .with_enabled(true);
         let x = ctx(c("EUR"), "Square Stand");
         let eur = Money::new(2_500, c("EUR"));
         for mode in [EntryMode::Contactless, EntryMode::Manual] {

@@ -214,7 +214,11 @@ impl TryFrom<OfflinePolicy> for pol::Policy {
 }
 
 /// The rules of a seed preset for `currency` (disabled until the merchant
-/// turns offline payments on, R4).
+/// turns offline payments on, R4). The seeds' limits are in US dollars:
+/// for `"USD"` the preset carries them; for any other currency `limits` is
+/// empty (100 dollars is not 100 yen or 100 euros), and `setPolicy` refuses
+/// the policy enabled (`InvalidPolicy`) until the app adds a
+/// `CurrencyLimits` for its currency.
 #[uniffi::export]
 pub fn policy_preset(
     preset: PolicyPreset,
@@ -227,4 +231,26 @@ pub fn policy_preset(
         PolicyPreset::ShopifyPos => pol::Policy::shopify_pos(c),
     };
     Ok(p.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_preset_outside_the_seed_currency_has_no_limits() {
+        for preset in [
+            PolicyPreset::SquareReader,
+            PolicyPreset::SquareTerminal,
+            PolicyPreset::ShopifyPos,
+        ] {
+            for code in ["JPY", "EUR"] {
+                let p = policy_preset(preset, code.into()).unwrap();
+                assert!(p.limits.is_empty(), "{preset:?} {code}");
+            }
+            let usd = policy_preset(preset, "USD".into()).unwrap();
+            assert_eq!(usd.limits.len(), 1);
+            assert_eq!(usd.limits[0].per_order, 10_000);
+        }
+    }
 }
