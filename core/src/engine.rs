@@ -144,6 +144,9 @@ pub struct EngineStatus {
     /// The store's rollback anchor; `None` when the store keeps none (a
     /// memory store, or a key provider that keeps no anchors).
     pub anchor: Option<AnchorStatus>,
+    /// Why forwarding is blocked, if it is
+    /// ([`PosEvent::ForwardingBlocked`](crate::PosEvent::ForwardingBlocked)).
+    pub forwarding_blocked: Option<crate::forwarding::ForwardingBlockedReason>,
 }
 
 /// Whether the store's rollback anchor is kept up to date with the key
@@ -717,6 +720,7 @@ impl PosEngine {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .status(now, self.inner.anchor_clock.since_boot()),
+            forwarding_blocked: self.forwarding_blocked(),
         })
     }
 

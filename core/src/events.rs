@@ -74,6 +74,18 @@ pub enum PosEvent {
     /// keep failing); `EngineStatus::anchor` says whether they still fail.
     /// `reason` is the provider's error message and names no key material.
     AnchorSaveFailed { reason: String, behind: u64 },
+    /// Forwarding is blocked: payments wait until the cause is fixed (new
+    /// credentials, the processor's support, the key store unlocked) and
+    /// "forward now" is asked. Sent when forwarding becomes blocked or the
+    /// reason changes; [`PosEvent::ForwardingUnblocked`] follows when it
+    /// resumes. `EngineStatus::forwarding_blocked` holds the current reason.
+    ForwardingBlocked {
+        reason: crate::forwarding::ForwardingBlockedReason,
+    },
+    /// Forwarding resumed after [`PosEvent::ForwardingBlocked`]: the
+    /// processor answered a payment with a decision, or the store took a
+    /// write again.
+    ForwardingUnblocked,
     /// The engine was closed; no further events follow.
     Closed,
 }

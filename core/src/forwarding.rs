@@ -117,6 +117,20 @@ pub struct ForwardReport {
     pub outcome_unknown: u64,
 }
 
+/// Why forwarding is blocked ([`PosEvent::ForwardingBlocked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ForwardingBlockedReason {
+    /// The processor refused the credentials (401 or 403): the token
+    /// provider must supply new ones.
+    CredentialsRejected,
+    /// The processor refused a request for another reason (a 4xx): it
+    /// needs a person (the processor's support, a configuration fix).
+    ProcessorRefusing,
+    /// The store cannot be written: its key is unavailable (the device is
+    /// locked).
+    StoreLocked,
+}
+
 /// Progress of the current round, for a progress bar (B5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardingProgress {
@@ -157,6 +171,8 @@ pub(crate) struct Forwarding {
     /// Until when the processor asked the whole gateway to wait (a 429 or
     /// 503 with `Retry-After`): no round starts a request before then.
     busy_until: Mutex<Option<Timestamp>>,
+    /// Why forwarding is blocked, if it is.
+    blocked: Mutex<Option<ForwardingBlockedReason>>,
 }
 
 /// One forwarding attempt whose task is alive: the task that will record
@@ -226,6 +242,7 @@ impl Forwarding {
             held: Mutex::new(BTreeMap::new()),
             last_lookup: Mutex::new(None),
             busy_until: Mutex::new(None),
+            blocked: Mutex::new(None),
         })
     }
 
@@ -371,6 +388,52 @@ impl PosEngine {
         Ok(())
     }
 
+    /// Why forwarding is blocked, if it is ([`PosEvent::ForwardingBlocked`]).
+    pub(crate) fn forwarding_blocked(&self) -> Option<ForwardingBlockedReason> {
+        *self
+            .inner
+            .forwarding
+            .blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records whether forwarding is blocked, and tells the app when that
+    /// changes (`ForwardingBlocked`, `ForwardingUnblocked`).
+    pub(crate) fn set_forwarding_blocked(&self, reason: Option<ForwardingBlockedReason>) {
+        let old = std::mem::replace(
+            &mut *self
+                .inner
+                .forwarding
+                .blocked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+            reason,
+        );
+        if old == reason {
+            return;
+        }
+        self.inner.events.emit(match reason {
+            Some(reason) => PosEvent::ForwardingBlocked { reason },
+            None => PosEvent::ForwardingUnblocked,
+        });
+    }
+
+    /// What a gateway answer says about forwarding being blocked: a
+    /// decision clears it, a refusal blocks it; other errors say nothing.
+    fn note_blocking(&self, answer: std::result::Result<(), &GatewayError>) {
+        match answer {
+            Ok(()) => self.set_forwarding_blocked(None),
+            Err(e) if e.credentials_rejected() => {
+                self.set_forwarding_blocked(Some(ForwardingBlockedReason::CredentialsRejected))
+            }
+            Err(e) if e.kind == ForwardErrorKind::Rejected => {
+                self.set_forwarding_blocked(Some(ForwardingBlockedReason::ProcessorRefusing))
+            }
+            Err(_) => {}
+        }
+    }
+
     /// Whether automatic forwarding is paused.
     pub fn forwarding_paused(&self) -> bool {
         self.inner.forwarding.paused.load(Ordering::Acquire)
@@ -458,6 +521,12 @@ impl PosEngine {
                 .await
             {
                 Ok((recorded, started)) => {
+                    if self.forwarding_blocked() == Some(ForwardingBlockedReason::StoreLocked)
+                        && (!recorded.is_empty() || !started.is_empty())
+                    {
+                        // The store took a write again.
+                        self.set_forwarding_blocked(None);
+                    }
                     answered.drain(..).for_each(LiveAttempt::recorded);
                     if !recorded.is_empty() {
                         for p in recorded {
@@ -501,6 +570,9 @@ impl PosEngine {
                     }
                 }
                 Err(e) => {
+                    if matches!(e, PosError::StoreLocked) {
+                        self.set_forwarding_blocked(Some(ForwardingBlockedReason::StoreLocked));
+                    }
                     failure.get_or_insert(e);
                 }
             }
@@ -674,7 +746,12 @@ impl PosEngine {
                     sent += 1;
                     ReceiptEvent::Delivered
                 }
-                Err(e) if e.kind == ForwardErrorKind::Rejected => ReceiptEvent::PermanentFailure,
+                Err(e) if e.kind == ForwardErrorKind::Rejected => {
+                    if e.credentials_rejected() {
+                        self.note_blocking(Err(&e));
+                    }
+                    ReceiptEvent::PermanentFailure
+                }
                 Err(e) => {
                     busy = self
                         .inner
@@ -699,12 +776,16 @@ impl PosEngine {
         answer: std::result::Result<GatewayDecision, GatewayError>,
         attempt: u32,
     ) -> PaymentEvent {
+        if answer.is_ok() {
+            self.note_blocking(Ok(()));
+        }
         match answer {
             Ok(GatewayDecision::Approved { processor_ref }) => {
                 PaymentEvent::Approved { processor_ref }
             }
             Ok(GatewayDecision::Declined { reason }) => PaymentEvent::Declined { reason },
             Err(e) => {
+                self.note_blocking(Err(&e));
                 let now = self.now();
                 let busy = self.inner.forwarding.note_retry_after(&e, now);
                 PaymentEvent::ForwardFailed {

@@ -144,6 +144,9 @@ pub struct GatewayError {
     /// attempt, lookup or receipt delivery, for any payment, before then
     /// (a new online payment is still sent).
     pub retry_after: Option<std::time::Duration>,
+    /// The HTTP status of the answer, when there was one: a `Rejected`
+    /// 401 or 403 means the credentials were refused.
+    pub http_status: Option<u16>,
 }
 
 impl GatewayError {
@@ -152,7 +155,19 @@ impl GatewayError {
             kind,
             detail: detail.into(),
             retry_after: None,
+            http_status: None,
         }
+    }
+
+    /// The same error, with the HTTP status of the answer.
+    pub fn with_http_status(mut self, status: u16) -> Self {
+        self.http_status = Some(status);
+        self
+    }
+
+    /// Whether the processor refused the credentials (a `Rejected` 401 or 403).
+    pub fn credentials_rejected(&self) -> bool {
+        self.kind == ForwardErrorKind::Rejected && matches!(self.http_status, Some(401 | 403))
     }
 
     /// The same error, with the processor's `Retry-After`.

@@ -239,7 +239,7 @@ fn status_error(status: u16, body: Option<ErrorBody>) -> GatewayError {
         // 400, 401, 403, 404, 422: the request itself is refused.
         _ => ForwardErrorKind::Rejected,
     };
-    GatewayError::new(kind, format!("HTTP {status} {code}"))
+    GatewayError::new(kind, format!("HTTP {status} {code}")).with_http_status(status)
 }
 
 /// Whether the request may have reached the processor decides the kind.

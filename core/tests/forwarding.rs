@@ -71,6 +71,8 @@ struct Processor {
     receipt_failures: AtomicUsize,
     /// The next payment request is answered 503 with this `Retry-After`.
     busy_once: Mutex<Option<Duration>>,
+    /// While set, every payment request is refused with this HTTP status.
+    refuse_with: Mutex<Option<u16>>,
     /// While set, the status endpoint cannot be reached (the automatic
     /// driver's probes fail), so the engine cannot go online by itself
     /// while a test takes its payments offline.
@@ -198,6 +200,13 @@ impl Processor {
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         let id = id.as_str().to_owned();
         self.calls.lock().unwrap().push(id.clone());
+        if let Some(status) = *self.refuse_with.lock().unwrap() {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(
+                GatewayError::new(ForwardErrorKind::Rejected, format!("HTTP {status}"))
+                    .with_http_status(status),
+            );
+        }
         if let Some(wait) = self.busy_once.lock().unwrap().take() {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             return Err(
@@ -629,6 +638,14 @@ async fn forwarding_starts_by_itself_when_the_connection_returns() {
 }
 
 impl Rig {
+    /// An offline payment taken in a new outage; online again after it.
+    async fn take_in_outage(&self, cents: i64) -> PaymentId {
+        self.engine.report_network(false).await.unwrap();
+        let id = self.take(cents, None).await;
+        self.go_online().await;
+        id
+    }
+
     async fn go_online(&self) {
         use pos_core::connectivity::ProbeOutcome;
         self.engine.report_network(true).await.unwrap();
@@ -856,6 +873,68 @@ async fn a_declined_card_leaves_the_balance_due_and_it_can_be_paid_again() {
     let v = rig.pay_online(&o2.id, "online-declined", 700).await;
     assert_eq!(v.status, PaymentStatus::Declined);
     assert_eq!(rig.engine.order(&o2.id).unwrap().balance, usd(700));
+}
+
+/// A refusal of the credentials (401/403), another refusal, or a locked
+/// store blocks forwarding: the app is told once, `status()` says why, and
+/// `ForwardingUnblocked` follows when forwarding resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_blocked_is_reported_and_cleared() {
+    use pos_core::forwarding::ForwardingBlockedReason as R;
+    let store = MemoryStore::new();
+    let rig = Rig::on(VirtualClock::new(T0), store.clone(), 2, false).await;
+    for i in 0..4 {
+        rig.take(1_000 + i, None).await;
+    }
+    rig.go_online().await;
+    rig.drain();
+    let blocked_events = |events: Vec<PosEvent>| -> Vec<Option<R>> {
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                PosEvent::ForwardingBlocked { reason } => Some(Some(reason)),
+                PosEvent::ForwardingUnblocked => Some(None),
+                _ => None,
+            })
+            .collect()
+    };
+    let blocked = || rig.engine.status().unwrap().forwarding_blocked;
+    assert_eq!(blocked(), None);
+    for (status, reason) in [
+        (401, R::CredentialsRejected),
+        (403, R::CredentialsRejected),
+        (422, R::ProcessorRefusing),
+    ] {
+        rig.take_in_outage(1_500).await;
+        rig.drain();
+        *rig.processor.refuse_with.lock().unwrap() = Some(status);
+        let r = rig.engine.forward_now().await.unwrap();
+        assert!(r.failed > 0, "HTTP {status}: {r:?}");
+        assert_eq!(blocked(), Some(reason), "HTTP {status}");
+        *rig.processor.refuse_with.lock().unwrap() = None;
+        // Sent once, not for every refused payment.
+        assert_eq!(
+            blocked_events(rig.drain()),
+            vec![Some(reason)],
+            "HTTP {status}"
+        );
+        // Forward now after the fix: a decision unblocks.
+        rig.engine.forward_now().await.unwrap();
+        assert_eq!(blocked(), None);
+        assert_eq!(blocked_events(rig.drain()), vec![None]);
+    }
+    // The store locked while a round runs.
+    rig.take_in_outage(3_000).await;
+    store.fail_always(StoreError::Locked);
+    assert!(rig.engine.forward_now().await.is_err());
+    assert_eq!(blocked(), Some(R::StoreLocked));
+    store.heal();
+    rig.engine.forward_now().await.unwrap();
+    assert_eq!(blocked(), None);
+    assert_eq!(
+        blocked_events(rig.drain()),
+        vec![Some(R::StoreLocked), None]
+    );
 }
 
 /// A 503 (or 429) with `Retry-After` backs off the whole gateway: no new

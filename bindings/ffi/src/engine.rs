@@ -156,6 +156,8 @@ pub struct EngineStatus {
     pub signed_in: Option<String>,
     /// The store's rollback anchor (always kept by a `KeyProvider`).
     pub anchor: Option<AnchorStatus>,
+    /// Why forwarding is blocked, if it is (`PosEvent.ForwardingBlocked`).
+    pub forwarding_blocked: Option<crate::events::ForwardingBlockedReason>,
 }
 
 /// Mirrors `pos_core::engine::AnchorStatus`: whether the store's rollback
@@ -204,6 +206,7 @@ impl From<core::EngineStatus> for EngineStatus {
             time_left_ms: s.time_left_ms,
             signed_in: s.signed_in.map(|id| id.as_str().to_owned()),
             anchor: s.anchor.map(Into::into),
+            forwarding_blocked: s.forwarding_blocked.map(Into::into),
         }
     }
 }

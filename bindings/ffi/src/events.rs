@@ -73,7 +73,42 @@ pub enum PosEvent {
         reason: String,
         behind: u64,
     },
+    /// Forwarding is blocked: payments wait until the cause is fixed and
+    /// "forward now" is asked. Sent when it becomes blocked or the reason
+    /// changes; `ForwardingUnblocked` follows when forwarding resumes.
+    /// `EngineStatus.forwardingBlocked` holds the current reason.
+    ForwardingBlocked {
+        reason: ForwardingBlockedReason,
+    },
+    /// Forwarding resumed after `ForwardingBlocked`.
+    ForwardingUnblocked,
     Closed,
+}
+
+/// Why forwarding is blocked (mirrors
+/// `pos_core::forwarding::ForwardingBlockedReason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum ForwardingBlockedReason {
+    /// The processor refused the credentials (HTTP 401 or 403, or the app's
+    /// gateway threw `GatewayError.Unauthorized`): the token provider must
+    /// supply new ones.
+    CredentialsRejected,
+    /// The processor refused a request for another reason (a 4xx): it
+    /// needs a person.
+    ProcessorRefusing,
+    /// The store cannot be written: its key is unavailable (device locked).
+    StoreLocked,
+}
+
+impl From<pos_core::forwarding::ForwardingBlockedReason> for ForwardingBlockedReason {
+    fn from(r: pos_core::forwarding::ForwardingBlockedReason) -> Self {
+        use pos_core::forwarding::ForwardingBlockedReason as R;
+        match r {
+            R::CredentialsRejected => ForwardingBlockedReason::CredentialsRejected,
+            R::ProcessorRefusing => ForwardingBlockedReason::ProcessorRefusing,
+            R::StoreLocked => ForwardingBlockedReason::StoreLocked,
+        }
+    }
 }
 
 impl From<core::PosEvent> for PosEvent {
@@ -159,6 +194,10 @@ impl From<core::PosEvent> for PosEvent {
             core::PosEvent::AnchorSaveFailed { reason, behind } => {
                 PosEvent::AnchorSaveFailed { reason, behind }
             }
+            core::PosEvent::ForwardingBlocked { reason } => PosEvent::ForwardingBlocked {
+                reason: reason.into(),
+            },
+            core::PosEvent::ForwardingUnblocked => PosEvent::ForwardingUnblocked,
             core::PosEvent::Closed => PosEvent::Closed,
         }
     }

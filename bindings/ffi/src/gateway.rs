@@ -125,10 +125,14 @@ pub enum GatewayError {
         detail: String,
         retry_after_ms: Option<u64>,
     },
-    /// The request itself is refused (credentials, malformed): not retried
-    /// until "forward now".
+    /// The request itself is refused (malformed, refused by the
+    /// processor): not retried until "forward now".
     #[error("rejected: {detail}")]
     Rejected { detail: String },
+    /// The processor refused the credentials (HTTP 401 or 403): not retried
+    /// until "forward now"; the app is told (`ForwardingBlocked`).
+    #[error("unauthorized: {detail}")]
+    Unauthorized { detail: String },
 }
 
 impl From<uniffi::UnexpectedUniFFICallbackError> for GatewayError {
@@ -142,6 +146,7 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for GatewayError {
 impl From<GatewayError> for gw::GatewayError {
     fn from(e: GatewayError) -> Self {
         let mut wait = None;
+        let mut status = None;
         let (kind, detail) = match e {
             GatewayError::NotSent { detail } => (life::ForwardErrorKind::NotSent, detail),
             GatewayError::NoAnswer { detail } => (life::ForwardErrorKind::NoAnswer, detail),
@@ -153,8 +158,15 @@ impl From<GatewayError> for gw::GatewayError {
                 (life::ForwardErrorKind::ServiceUnavailable, detail)
             }
             GatewayError::Rejected { detail } => (life::ForwardErrorKind::Rejected, detail),
+            GatewayError::Unauthorized { detail } => {
+                status = Some(401);
+                (life::ForwardErrorKind::Rejected, detail)
+            }
         };
-        let e = gw::GatewayError::new(kind, detail.chars().take(256).collect::<String>());
+        let mut e = gw::GatewayError::new(kind, detail.chars().take(256).collect::<String>());
+        if let Some(s) = status {
+            e = e.with_http_status(s);
+        }
         match wait {
             // The same bound as the built-in gateway's.
             Some(w) => e.with_retry_after(w.min(std::time::Duration::from_secs(3600))),
@@ -165,6 +177,7 @@ impl From<GatewayError> for gw::GatewayError {
 
 impl From<gw::GatewayError> for GatewayError {
     fn from(e: gw::GatewayError) -> Self {
+        let credentials = e.credentials_rejected();
         let detail = e.detail;
         match e.kind {
             life::ForwardErrorKind::NotSent => GatewayError::NotSent { detail },
@@ -175,6 +188,9 @@ impl From<gw::GatewayError> for GatewayError {
                     .retry_after
                     .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             },
+            life::ForwardErrorKind::Rejected if credentials => {
+                GatewayError::Unauthorized { detail }
+            }
             life::ForwardErrorKind::Rejected => GatewayError::Rejected { detail },
         }
     }
@@ -416,6 +432,41 @@ mod tests {
             self.invalidated.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
+    }
+
+    /// The app's gateway says "credentials refused" with `Unauthorized`,
+    /// and carries a `Retry-After` in `ServiceUnavailable`.
+    #[test]
+    fn unauthorized_and_retry_after_cross_the_boundary() {
+        let e: gw::GatewayError = GatewayError::Unauthorized {
+            detail: "expired".into(),
+        }
+        .into();
+        assert!(e.credentials_rejected());
+        assert_eq!(
+            GatewayError::from(e),
+            GatewayError::Unauthorized {
+                detail: "expired".into()
+            }
+        );
+        let e: gw::GatewayError = GatewayError::Rejected {
+            detail: "bad".into(),
+        }
+        .into();
+        assert!(!e.credentials_rejected());
+        let e: gw::GatewayError = GatewayError::ServiceUnavailable {
+            detail: "busy".into(),
+            retry_after_ms: Some(5_000),
+        }
+        .into();
+        assert_eq!(e.retry_after, Some(std::time::Duration::from_secs(5)));
+        assert_eq!(
+            GatewayError::from(e),
+            GatewayError::ServiceUnavailable {
+                detail: "busy".into(),
+                retry_after_ms: Some(5_000)
+            }
+        );
     }
 
     /// The built-in gateway tells the app's token provider that its token
