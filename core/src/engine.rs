@@ -253,6 +253,89 @@ pub(crate) struct Inner {
     /// The store's anchor saves, and the clock that dates them.
     anchors: Arc<Mutex<AnchorWatch>>,
     anchor_clock: Arc<dyn Clock>,
+    /// The background verification of the store after a snapshot.
+    verify: Arc<BackgroundVerify>,
+}
+
+/// How long the engine must be idle (no commit) after a snapshot before the
+/// store is verified in the background.
+const VERIFY_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The longest a background verification may run; past it, it is given up
+/// (and tried again after the next snapshot).
+const VERIFY_BOUND: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The background verification of the whole store ([`PosEngine::verify_store`]
+/// without the write lock): started after a snapshot, once the engine is
+/// idle, on the runtime (the reading) and a blocking thread (the replay);
+/// cancelled by the next commit, since the store it reads is then no
+/// longer the one the snapshot describes. At most one runs at a time.
+#[derive(Debug, Default)]
+pub(crate) struct BackgroundVerify {
+    /// Commits so far.
+    commits: std::sync::atomic::AtomicU64,
+    /// Snapshots so far.
+    snapshots: std::sync::atomic::AtomicU64,
+    /// The latest snapshot's records.
+    pending: Mutex<Option<Arc<Vec<Write>>>>,
+    /// Wakes a running verification to restart it.
+    commit_made: tokio::sync::Notify,
+    running: AtomicBool,
+}
+
+impl BackgroundVerify {
+    fn marks(&self) -> (u64, u64) {
+        (
+            self.commits.load(Ordering::Acquire),
+            self.snapshots.load(Ordering::Acquire),
+        )
+    }
+
+    /// Verifies the store against the latest snapshot once the engine is
+    /// idle; the reason of a problem found, `None` when it is sound or
+    /// cannot be checked (a locked store, no snapshot count).
+    async fn run(&self, store: Arc<dyn Store>) -> Option<String> {
+        loop {
+            let marks = self.marks();
+            let cancelled = self.commit_made.notified();
+            tokio::pin!(cancelled);
+            cancelled.as_mut().enable();
+            tokio::time::sleep(VERIFY_IDLE).await;
+            if self.marks() != marks {
+                continue;
+            }
+            let state = self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()?;
+            let loaded = tokio::select! {
+                r = store.load() => r,
+                _ = &mut cancelled => continue,
+            };
+            let after = store.records_since_compaction();
+            if self.marks() != marks {
+                continue;
+            }
+            let mut records = match loaded {
+                Ok(r) => r,
+                Err(e) => match PosError::from(e) {
+                    PosError::StoreIntegrity { reason } => return Some(reason),
+                    _ => return None,
+                },
+            };
+            let after = usize::try_from(after?).ok()?;
+            records.truncate(records.len().checked_sub(after)?);
+            let checked = tokio::task::spawn_blocking(move || verify_replay(records, &state)).await;
+            if self.marks() != marks {
+                continue;
+            }
+            return match checked {
+                Ok(Err(PosError::StoreIntegrity { reason })) => Some(reason),
+                _ => None,
+            };
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -349,6 +432,7 @@ impl PosEngine {
             closed: AtomicBool::new(false),
             anchors: Arc::default(),
             anchor_clock,
+            verify: Arc::default(),
         };
         let engine = PosEngine {
             inner: Arc::new(inner),
@@ -531,6 +615,9 @@ impl PosEngine {
     /// when one is due. The batch is moved into the ledger when no one else
     /// holds it (always, once the store's write is over).
     async fn after_write(&self, batch: Arc<Vec<Write>>) -> Result<()> {
+        let verify = &self.inner.verify;
+        verify.commits.fetch_add(1, Ordering::AcqRel);
+        verify.commit_made.notify_waiters();
         let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone());
         let snapshot = {
             let mut s = self.state();
@@ -553,9 +640,47 @@ impl PosEngine {
         if let Some(state) = snapshot {
             // The batch is durable and applied; a failed snapshot only
             // means the next open replays more (it is tried again later).
-            let _ = self.inner.store.compact(&state).await;
+            if self.inner.store.compact(&state).await.is_ok() {
+                self.verify_in_background(state);
+            }
         }
         Ok(())
+    }
+
+    /// After the snapshot `state`: once no commit came for
+    /// [`VERIFY_IDLE`], verifies the whole journal (every record's seal
+    /// and chain, from the first) and that the records up to the snapshot
+    /// replay to `state`, without the write lock, on the runtime (reading)
+    /// and a blocking thread (replaying). A commit or a new snapshot during
+    /// the check restarts it (after the next idle moment); it is given up
+    /// after [`VERIFY_BOUND`] (and runs again after the next snapshot). A
+    /// problem is reported as [`PosEvent::StoreVerificationFailed`].
+    fn verify_in_background(&self, state: Vec<Write>) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let verify = Arc::clone(&self.inner.verify);
+        verify.snapshots.fetch_add(1, Ordering::AcqRel);
+        *verify.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(state));
+        if verify.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = Arc::clone(&self.inner.store);
+        let events = Arc::downgrade(&self.inner.events);
+        handle.spawn(async move {
+            let found = tokio::time::timeout(VERIFY_BOUND, verify.run(store))
+                .await
+                .ok()
+                .flatten();
+            if let Some(reason) = found {
+                if let Some(bus) = events.upgrade() {
+                    bus.emit(PosEvent::StoreVerificationFailed { reason });
+                }
+            }
+            // The records are not kept once checked (their memory).
+            *verify.pending.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            verify.running.store(false, Ordering::Release);
+        });
     }
 
     /// Whether the store has taken `compact_every` records since its last
@@ -580,7 +705,9 @@ impl PosEngine {
             None
         };
         if let Some(state) = state {
-            let _ = self.inner.store.compact(&state).await;
+            if self.inner.store.compact(&state).await.is_ok() {
+                self.verify_in_background(state);
+            }
         }
     }
 
@@ -616,10 +743,11 @@ impl PosEngine {
         self.check_open()?;
         let _w = self.write_lock().await;
         let state = self.state().ledger.snapshot_writes();
-        match state {
-            Some(state) => Ok(self.inner.store.compact(&state).await?),
-            None => Ok(()),
+        if let Some(state) = state {
+            self.inner.store.compact(&state).await?;
+            self.verify_in_background(state);
         }
+        Ok(())
     }
 
     /// Checks the batch's audit entries as the journal will: consecutive
@@ -1136,6 +1264,29 @@ impl Drop for FinishOnDrop {
             }
         });
     }
+}
+
+/// The journal `records`, replayed from the first, must give the state of
+/// the snapshot `state`.
+fn verify_replay(records: Vec<Write>, state: &[Write]) -> Result<()> {
+    let mut replayed = Ledger::default();
+    for w in records {
+        replayed.apply(w).map_err(|e| PosError::StoreIntegrity {
+            reason: format!("the journal does not replay: {e}"),
+        })?;
+    }
+    let mut snapshot = Ledger::default();
+    for w in state {
+        snapshot.apply(w.clone()).map_err(|e| PosError::Internal {
+            reason: format!("the snapshot does not rebuild: {e}"),
+        })?;
+    }
+    if replayed != snapshot {
+        return Err(PosError::StoreIntegrity {
+            reason: "the store's journal and its latest snapshot differ".into(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

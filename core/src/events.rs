@@ -82,6 +82,13 @@ pub enum PosEvent {
     ForwardingBlocked {
         reason: crate::forwarding::ForwardingBlockedReason,
     },
+    /// The background check of the whole store, run when the engine is idle
+    /// after each snapshot, found a problem: a record of its history was
+    /// edited, deleted or inserted, or the history does not replay to the
+    /// state the engine holds. Nothing is changed or repaired; keep the
+    /// store for inspection (`docs/store-recovery.md`). `reason` names no
+    /// card data or contact.
+    StoreVerificationFailed { reason: String },
     /// Forwarding resumed after [`PosEvent::ForwardingBlocked`]: the
     /// processor answered a payment with a decision, or the store took a
     /// write again.

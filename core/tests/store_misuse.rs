@@ -1703,3 +1703,65 @@ async fn a_write_dropped_half_way_leaves_no_transaction_open() {
     s.close().await;
     rig.finish();
 }
+
+/// A record of the history edited before a snapshot is found by the
+/// verification the engine runs by itself when idle after the snapshot,
+/// and reported as an event; the engine keeps working meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_edited_before_a_snapshot_is_reported_by_the_idle_verification() {
+    use pos_core::{EventListener, PosEvent};
+    use std::time::Duration;
+    struct Collect(std::sync::Mutex<std::sync::mpsc::Sender<PosEvent>>);
+    impl EventListener for Collect {
+        fn on_event(&self, e: PosEvent) {
+            let _ = self.0.lock().unwrap().send(e);
+        }
+    }
+    let dir = temp_dir("idle-verify");
+    let provider = Arc::new(FileKeyProvider::open_or_create(dir.join("kek")).unwrap());
+    let store = Arc::new(
+        SqliteStore::open(dir.join("store.db"), provider.clone())
+            .await
+            .unwrap(),
+    );
+    let mut config = EngineConfig::new(&dir, "till-1", "USD").unwrap();
+    config.compact_every = 10;
+    let engine = PosEngine::open_with(config, Arc::new(VirtualClock::new(T0)), store.clone())
+        .await
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _sub = engine
+        .subscribe(Arc::new(Collect(std::sync::Mutex::new(tx))))
+        .unwrap();
+    support::go_offline(&engine).await;
+    // A snapshot of an intact store: verified, nothing reported.
+    support::sell_offline(&engine, 0, 1_000).await;
+    engine.compact_store().await.unwrap();
+    let failed = |timeout: Duration| loop {
+        match rx.recv_timeout(timeout) {
+            Ok(PosEvent::StoreVerificationFailed { reason }) => break Some(reason),
+            Ok(_) => continue,
+            Err(_) => break None,
+        }
+    };
+    assert_eq!(failed(Duration::from_secs(3)), None);
+    edit(
+        &dir.join("store.db"),
+        "UPDATE journal SET ciphertext = randomblob(length(ciphertext)) WHERE seq = 2",
+    )
+    .await;
+    // More sales: the next automatic snapshot (every 10 records) is
+    // followed, once the engine is idle, by the verification.
+    for i in 1..6 {
+        support::sell_offline(&engine, i, 1_000 + i as i64).await;
+    }
+    let reason = failed(Duration::from_secs(30)).expect("no StoreVerificationFailed event");
+    assert!(!reason.is_empty());
+    // The engine is untouched and still takes payments.
+    support::sell_offline(&engine, 9, 900).await;
+    assert_eq!(engine.status().unwrap().pending_offline_payments, 7);
+    engine.close();
+    drop(engine);
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

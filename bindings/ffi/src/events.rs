@@ -82,6 +82,13 @@ pub enum PosEvent {
     },
     /// Forwarding resumed after `ForwardingBlocked`.
     ForwardingUnblocked,
+    /// The background check of the whole store, run when the engine is
+    /// idle after each snapshot, found its history edited, deleted or
+    /// inserted, or not replaying to the engine's state. Nothing is
+    /// changed; keep the store for inspection (docs/store-recovery.md).
+    StoreVerificationFailed {
+        reason: String,
+    },
     Closed,
 }
 
@@ -198,6 +205,9 @@ impl From<core::PosEvent> for PosEvent {
                 reason: reason.into(),
             },
             core::PosEvent::ForwardingUnblocked => PosEvent::ForwardingUnblocked,
+            core::PosEvent::StoreVerificationFailed { reason } => {
+                PosEvent::StoreVerificationFailed { reason }
+            }
             core::PosEvent::Closed => PosEvent::Closed,
         }
     }
