@@ -4,7 +4,7 @@
 //! Owns the file format, the migrations, the MAC chain and the open-time
 //! checks. The key hierarchy and the primitives are in [`crate::crypto`].
 //!
-//! # File format (schema 2)
+//! # File format (schema 3)
 //!
 //! - `PRAGMA user_version` is the schema version. Migrations are numbered
 //!   ([`MIGRATIONS`]`[n-1]` brings version `n-1` to `n`), each in its own
@@ -16,8 +16,10 @@
 //!   (last `seq` and its MAC), whether a rollback anchor is kept, and a MAC
 //!   over all of it.
 //! - `journal`: append-only, one row per [`Write`]: `seq` (1, 2, 3...),
-//!   `kind` (order, payment, receipt, audit, settings), `record_key` (a keyed
-//!   hash of the record's id: ids are not stored in clear), `format` (the
+//!   `kind` (empty since schema 3: the kind, order, payment, audit..., is
+//!   only inside the sealed record, so the file does not tell how many
+//!   records of each kind it holds), `record_key` (a keyed hash of the
+//!   record's kind and id: ids are not stored in clear), `format` (the
 //!   schema version it was written under), `key_id`, `nonce`, `ciphertext`
 //!   (the whole serialised `Write`, AES-256-GCM) and `mac`.
 //! - `snapshot` (schema 2): at most one row, the engine's whole state as of
@@ -29,7 +31,9 @@
 //!   [`Store::load`] still verifies the whole journal from the start. A
 //!   removed or older snapshot only makes opening replay more.
 //! - The associated data of a record binds it to its table, store, `seq`,
-//!   `format`, `key_id`, `kind` and `record_key`; the MAC of record `n` is
+//!   `format`, `key_id`, `kind` (empty from format 3 on; rows of formats 1
+//!   and 2 keep the kind they were sealed under, see [`row_kind`]) and
+//!   `record_key`; the MAC of record `n` is
 //!   HMAC(chain key, MAC of record `n-1` ‖ that associated data ‖ nonce ‖
 //!   ciphertext), starting from a genesis MAC bound to the store id. An
 //!   edited, deleted, inserted, reordered or moved record breaks the chain.
@@ -80,11 +84,11 @@ use crate::ledger::{Ledger, Write};
 use crate::store::{AnchorReport, AnchorReporter, BoxFuture, Store, StoreError};
 
 /// The schema version this library writes and reads.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The numbered migrations: entry `n-1` brings the file from version `n-1`
 /// to `n` and sets `user_version` to `n`.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 const MIGRATION_1: &str = "
 CREATE TABLE meta (
@@ -128,6 +132,32 @@ CREATE TABLE snapshot (
 ) STRICT;
 PRAGMA user_version = 2;
 ";
+
+/// Schema 3 takes the record kinds out of the file: the `kind` column of
+/// every row becomes empty (a record's kind is inside its sealed body,
+/// and its keyed `record_key` commits to it). Rows written before keep
+/// their kind in their MAC and associated data, so the kind of a row of
+/// format 1 or 2 is the one of [`KINDS`] its MAC verifies with. Run with
+/// `secure_delete` on, so the old values do not stay in the pages' free
+/// space.
+const MIGRATION_3: &str = "
+UPDATE journal SET kind = '' WHERE kind <> '';
+PRAGMA user_version = 3;
+";
+
+/// The first schema whose records keep their kind only inside the sealed
+/// body (their `kind` column is empty and so is the kind in their
+/// associated data).
+const SEALED_KIND_FORMAT: u32 = 3;
+
+/// The first schema whose snapshots are encoded as this version's are
+/// (schema 3 changed the journal's rows, not the snapshot).
+const SNAPSHOT_ENCODING_SINCE: u32 = 2;
+
+/// Every record kind (see [`identify`]).
+const KINDS: [&str; 8] = [
+    "order", "payment", "receipt", "audit", "settings", "session", "reader", "clock",
+];
 
 const NONCE_LEN: usize = 12;
 const CANARY: &[u8] = b"pos-core store canary v1";
@@ -1154,6 +1184,11 @@ async fn set_wal(conn: &mut SqliteConnection) -> Result<(), StoreError> {
 }
 
 async fn migrate(conn: &mut SqliteConnection, from: u32) -> Result<(), StoreError> {
+    // What a migration rewrites leaves no old bytes in free space.
+    sqlx::query("PRAGMA secure_delete = ON")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
         let mut tx = conn.begin().await.map_err(db_error)?;
         sqlx::raw_sql(*sql)
@@ -1486,7 +1521,6 @@ fn decode_anchor(keys: &StoreKeys, store_id: &[u8], bytes: &[u8]) -> Result<Anch
 /// One sealed journal row, ready to insert.
 struct SealedRow {
     seq: u64,
-    kind: &'static str,
     record_key: [u8; 16],
     nonce: [u8; NONCE_LEN],
     ciphertext: Vec<u8>,
@@ -1517,8 +1551,45 @@ fn record_key(keys: &StoreKeys, kind: &str, id: &str) -> [u8; 16] {
     out
 }
 
+/// The kind a row was sealed under and its associated data, if its MAC
+/// verifies: an empty kind for a row of schema 3 or later (its kind is in
+/// its sealed body); for an older row, the kind in its `kind` column, or,
+/// once the migration emptied that column, the one of [`KINDS`] its MAC
+/// verifies with (a MAC binds exactly one kind).
+#[allow(clippy::too_many_arguments)]
+fn row_kind(
+    keys: &StoreKeys,
+    store_id: &[u8],
+    seq: u64,
+    format: u32,
+    key_id: &[u8],
+    column: &str,
+    record_key: &[u8],
+    prev: &[u8; MAC_LEN],
+    nonce: &[u8],
+    body: &[u8],
+    mac: &[u8],
+) -> Option<(&'static str, Vec<u8>)> {
+    let verifies = |kind: &str| {
+        let aad = record_aad(store_id, seq, format, key_id, kind, record_key);
+        ct_eq(&chain_mac(keys, prev, &aad, nonce, body), mac).then_some(aad)
+    };
+    if format >= SEALED_KIND_FORMAT {
+        return if column.is_empty() {
+            verifies("").map(|aad| ("", aad))
+        } else {
+            None
+        };
+    }
+    if !column.is_empty() {
+        let kind = KINDS.iter().find(|k| **k == column)?;
+        return verifies(kind).map(|aad| (*kind, aad));
+    }
+    KINDS.iter().find_map(|k| verifies(k).map(|aad| (*k, aad)))
+}
+
 /// The associated data of a record: table, store, position, format, key,
-/// kind and record key.
+/// kind (empty from schema 3 on) and record key.
 fn record_aad(
     store_id: &[u8],
     seq: u64,
@@ -1571,7 +1642,8 @@ fn seal_record(
 ) -> Result<SealedRow, StoreError> {
     let (kind, id) = identify(write);
     let rkey = record_key(keys, kind, &id);
-    let aad = record_aad(store_id, seq, SCHEMA_VERSION, key_id, kind, &rkey);
+    // The kind stays inside the sealed body; `rkey` commits to it.
+    let aad = record_aad(store_id, seq, SCHEMA_VERSION, key_id, "", &rkey);
     let mut ciphertext = serde_json::to_vec(write).map_err(|e| {
         StoreError::Io(format!(
             "a {kind} record cannot be encoded: {:?}",
@@ -1585,7 +1657,6 @@ fn seal_record(
     let mac = chain_mac(keys, prev, &aad, &nonce, &ciphertext);
     Ok(SealedRow {
         seq,
-        kind,
         record_key: rkey,
         nonce,
         ciphertext,
@@ -1665,7 +1736,7 @@ async fn insert_rows(
     for r in rows {
         q = q
             .bind(i64::try_from(r.seq).map_err(|_| StoreError::Io("the journal is full".into()))?)
-            .bind(r.kind)
+            .bind("")
             .bind(&r.record_key[..])
             .bind(i64::from(SCHEMA_VERSION))
             .bind(&next.key_id[..])
@@ -1773,14 +1844,14 @@ async fn verify_journal(
             let mut body: Vec<u8> = row.try_get("ciphertext").map_err(bad)?;
             let mac: &[u8] = row.try_get("mac").map_err(bad)?;
             let format = u32::try_from(format).unwrap_or(u32::MAX);
-            let aad = record_aad(store_id, expected, format, row_key_id, kind, rkey);
-            let want = chain_mac(keys, &prev, &aad, nonce, &body);
-            if !ct_eq(&want, mac) {
+            let Some((kind, aad)) = row_kind(
+                keys, store_id, expected, format, row_key_id, kind, rkey, &prev, nonce, &body, mac,
+            ) else {
                 return Err(tampered(
                     expected,
                     "the record does not verify (edited, moved, reordered or removed)",
                 ));
-            }
+            };
             if row_key_id != key_id.as_slice() {
                 return Err(tampered(expected, "the record names an unknown key id"));
             }
@@ -1803,7 +1874,7 @@ async fn verify_journal(
                     ))
                 })?;
                 let (k, id) = identify(&write);
-                if k != kind || record_key(keys, k, &id).as_slice() != rkey {
+                if (!kind.is_empty() && k != kind) || record_key(keys, k, &id).as_slice() != rkey {
                     return Err(tampered(
                         expected,
                         "the record does not match its kind or key",
@@ -1974,7 +2045,7 @@ async fn read_snapshot(
     let aad = snapshot_aad(&meta.store_id, upto_seq, &upto_mac, format, &key_id);
     keys.open_in_place(&aad, &nonce, &mut body.0)
         .map_err(|_| tampered(upto_seq, what))?;
-    if format != SCHEMA_VERSION {
+    if !(SNAPSHOT_ENCODING_SINCE..=SCHEMA_VERSION).contains(&format) {
         // Authentic, but written by an older version in another encoding:
         // not used; the journal is replayed from the start instead.
         return Ok(None);
@@ -2110,7 +2181,8 @@ mod tests {
     }
 
     /// The associated data alone (MAC chain aside) binds a ciphertext to its
-    /// store, position, format, key id, kind and record key.
+    /// store, position, format, key id and record key (which commits to the
+    /// kind; the kind itself is empty from schema 3 on).
     #[test]
     fn a_record_opens_only_under_its_own_associated_data() {
         let k = keys();
@@ -2131,16 +2203,25 @@ mod tests {
             record_aad(store, seq, format, key, kind, rkey)
         };
         let rk = row.record_key;
+        assert_eq!(rk, record_key(&k, "audit", "1"));
         assert!(k
-            .open(&aad(&store, 3, SCHEMA_VERSION, &key, "audit", &rk), &sealed)
+            .open(&aad(&store, 3, SCHEMA_VERSION, &key, "", &rk), &sealed)
             .is_ok());
         for wrong in [
-            aad(&[9u8; ID_LEN], 3, SCHEMA_VERSION, &key, "audit", &rk),
-            aad(&store, 4, SCHEMA_VERSION, &key, "audit", &rk),
-            aad(&store, 3, SCHEMA_VERSION + 1, &key, "audit", &rk),
-            aad(&store, 3, SCHEMA_VERSION, &[3u8; ID_LEN], "audit", &rk),
-            aad(&store, 3, SCHEMA_VERSION, &key, "order", &rk),
-            aad(&store, 3, SCHEMA_VERSION, &key, "audit", &[0u8; 16]),
+            aad(&[9u8; ID_LEN], 3, SCHEMA_VERSION, &key, "", &rk),
+            aad(&store, 4, SCHEMA_VERSION, &key, "", &rk),
+            aad(&store, 3, SCHEMA_VERSION + 1, &key, "", &rk),
+            aad(&store, 3, SCHEMA_VERSION, &[3u8; ID_LEN], "", &rk),
+            aad(&store, 3, SCHEMA_VERSION, &key, "audit", &rk),
+            aad(
+                &store,
+                3,
+                SCHEMA_VERSION,
+                &key,
+                "",
+                &record_key(&k, "order", "1"),
+            ),
+            aad(&store, 3, SCHEMA_VERSION, &key, "", &[0u8; 16]),
         ] {
             assert!(k.open(&wrong, &sealed).is_err());
         }

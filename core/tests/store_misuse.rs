@@ -963,6 +963,63 @@ fn scan(db: &Path) -> Vec<String> {
     found
 }
 
+/// The record kinds a journal could hold in clear.
+const KINDS: [&str; 8] = [
+    "order", "payment", "receipt", "audit", "settings", "session", "reader", "clock",
+];
+
+fn kinds_in_clear(db: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for suffix in ["", "-wal"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        let Ok(bytes) = std::fs::read(PathBuf::from(p)) else {
+            continue;
+        };
+        for kind in KINDS {
+            let n = bytes
+                .windows(kind.len())
+                .filter(|w| *w == kind.as_bytes())
+                .count();
+            if n > 0 {
+                found.push(format!("{suffix}: {kind} x{n}"));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn record_kinds_are_not_stored_in_clear() {
+    let rig = Rig::new("kinds").await;
+    let s = rig.open().await.unwrap();
+    s.apply(&[
+        Write::Order(Order {
+            id: OrderId::parse("o-9").unwrap(),
+            total: cents(1_000),
+            tenders: vec![Tender::Cash {
+                amount: cents(1_000),
+            }],
+            contact: None,
+            created_at: T0,
+            created_by: staff(),
+        }),
+        payment("p-2", "5555555555554444"),
+        audit(6),
+    ])
+    .await
+    .unwrap();
+    assert!(PathBuf::from(format!("{}-wal", rig.db.display())).exists());
+    assert_eq!(kinds_in_clear(&rig.db), Vec::<String>::new(), "while open");
+    assert_eq!(s.load().await.unwrap().len(), 9);
+    s.close().await;
+    assert_eq!(kinds_in_clear(&rig.db), Vec::<String>::new(), "after close");
+    let s = rig.open().await.unwrap();
+    assert_eq!(s.load().await.unwrap().len(), 9);
+    s.close().await;
+    rig.finish();
+}
+
 #[test]
 fn the_scanner_finds_what_it_looks_for() {
     let mut bytes = b"abc".to_vec();

@@ -124,6 +124,34 @@ async fn a_schema_1_store_is_migrated_in_place_with_its_pending_payments() {
     );
     let (engine, store) = engine_on(&dir, clock).await;
     assert_eq!(engine.status().unwrap().pending_offline_payments, 4);
+    // The records the schema-1 library wrote verify and load after the
+    // migration took their kinds out of the file.
+    assert!(loaded(&store).await > 4);
     close(engine, store).await;
+    let db = std::fs::read(dir.join("pos.db")).unwrap();
+    for kind in KINDS {
+        assert!(
+            !db.windows(kind.len()).any(|w| w == kind.as_bytes()),
+            "{kind:?} is in clear in the migrated store"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The record kinds the journal held in clear before schema 3.
+const KINDS: [&str; 8] = [
+    "order", "payment", "receipt", "audit", "settings", "session", "reader", "clock",
+];
+
+async fn loaded(store: &SqliteStore) -> usize {
+    use pos_core::store::Store;
+    store.load().await.unwrap().len()
+}
+
+#[tokio::test]
+async fn the_fixture_holds_record_kinds_in_clear() {
+    let db = std::fs::read(fixture().join("pos.db")).unwrap();
+    assert!(KINDS
+        .iter()
+        .any(|k| db.windows(k.len()).any(|w| w == k.as_bytes())));
 }
