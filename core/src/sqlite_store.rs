@@ -137,9 +137,9 @@ PRAGMA user_version = 2;
 /// every row becomes empty (a record's kind is inside its sealed body,
 /// and its keyed `record_key` commits to it). Rows written before keep
 /// their kind in their MAC and associated data, so the kind of a row of
-/// format 1 or 2 is the one of [`KINDS`] its MAC verifies with. Run with
-/// `secure_delete` on, so the old values do not stay in the pages' free
-/// space.
+/// format 1 or 2 is the one of [`KINDS`] its MAC verifies with. The file
+/// is then rebuilt (`VACUUM`, see [`migrate`]), so the old values do not
+/// stay in free space.
 const MIGRATION_3: &str = "
 UPDATE journal SET kind = '' WHERE kind <> '';
 PRAGMA user_version = 3;
@@ -1184,11 +1184,19 @@ async fn set_wal(conn: &mut SqliteConnection) -> Result<(), StoreError> {
 }
 
 async fn migrate(conn: &mut SqliteConnection, from: u32) -> Result<(), StoreError> {
-    // What a migration rewrites leaves no old bytes in free space.
-    sqlx::query("PRAGMA secure_delete = ON")
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
+    run_migrations(conn, from).await?;
+    if (1..SEALED_KIND_FORMAT).contains(&from) {
+        // The kinds the file held in clear may still be in the free space
+        // of its pages and in free pages: the file is rebuilt without them.
+        sqlx::query("VACUUM")
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+async fn run_migrations(conn: &mut SqliteConnection, from: u32) -> Result<(), StoreError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
         let mut tx = conn.begin().await.map_err(db_error)?;
         sqlx::raw_sql(*sql)
