@@ -118,4 +118,22 @@ class EngineTest {
         assertFailsWith<IllegalStateException> { engine.status() }
         Unit
     }
+
+    /**
+     * A lone UTF-16 surrogate cannot be encoded as UTF-8: the generated code throws
+     * `MalformedInputException` before the call reaches Rust. It is a programming error,
+     * not a `PosException`, and the engine is unchanged and usable.
+     */
+    @Test
+    fun `a lone surrogate in a string throws MalformedInputException, not a PosException`() {
+        PosEngine(config(), keys).use { engine ->
+            // A CharacterCodingException (java.nio), which PosException is not.
+            assertFailsWith<java.nio.charset.MalformedInputException> {
+                engine.signIn(StaffSession("cashier-\uD800", true))
+            }
+            assertEquals(null, engine.status().signedIn)
+            engine.signIn(StaffSession("cashier-1", true))
+            assertEquals("cashier-1", engine.status().signedIn)
+        }
+    }
 }
