@@ -278,9 +278,12 @@ pub(crate) struct BackgroundVerify {
     snapshots: std::sync::atomic::AtomicU64,
     /// The latest snapshot's records.
     pending: Mutex<Option<Arc<Vec<Write>>>>,
-    /// Wakes a running verification to restart it.
+    /// Wakes a running verification to restart it (or, once `closed`, to
+    /// stop it).
     commit_made: tokio::sync::Notify,
     running: AtomicBool,
+    /// The engine was closed: no verification runs any more.
+    closed: AtomicBool,
 }
 
 impl BackgroundVerify {
@@ -293,14 +296,22 @@ impl BackgroundVerify {
 
     /// Verifies the store against the latest snapshot once the engine is
     /// idle; the reason of a problem found, `None` when it is sound or
-    /// cannot be checked (a locked store, no snapshot count).
-    async fn run(&self, store: Arc<dyn Store>) -> Option<String> {
+    /// cannot be checked (a locked store, no snapshot count, the engine
+    /// gone). The store is held only while it is read, so a closed engine's
+    /// store is released and can be opened again.
+    async fn run(&self, store: std::sync::Weak<dyn Store>) -> Option<String> {
         loop {
             let marks = self.marks();
             let cancelled = self.commit_made.notified();
             tokio::pin!(cancelled);
             cancelled.as_mut().enable();
-            tokio::time::sleep(VERIFY_IDLE).await;
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(VERIFY_IDLE) => {}
+                _ = &mut cancelled => continue,
+            }
             if self.marks() != marks {
                 continue;
             }
@@ -309,11 +320,13 @@ impl BackgroundVerify {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone()?;
+            let store = store.upgrade()?;
             let loaded = tokio::select! {
                 r = store.load() => r,
                 _ = &mut cancelled => continue,
             };
             let after = store.records_since_compaction();
+            drop(store);
             if self.marks() != marks {
                 continue;
             }
@@ -665,7 +678,7 @@ impl PosEngine {
         if verify.running.swap(true, Ordering::AcqRel) {
             return;
         }
-        let store = Arc::clone(&self.inner.store);
+        let store = Arc::downgrade(&self.inner.store);
         let events = Arc::downgrade(&self.inner.events);
         handle.spawn(async move {
             let found = tokio::time::timeout(VERIFY_BOUND, verify.run(store))
@@ -1230,6 +1243,8 @@ impl PosEngine {
         }
         self.inner.events.stop();
         self.inner.forwarding.wake.notify_one();
+        self.inner.verify.closed.store(true, Ordering::Release);
+        self.inner.verify.commit_made.notify_waiters();
     }
 
     /// Whether [`close`](Self::close) was called.
