@@ -129,18 +129,6 @@ pub enum AuditKind {
         /// [`crate::lifecycle::PaymentState::Expired`]).
         maybe_received: bool,
     },
-    /// A payment passed its forwarding deadline while an attempt may have
-    /// reached the processor: its outcome is unknown until the processor is
-    /// asked about it (see
-    /// [`crate::lifecycle::PaymentState::OutcomeUnknown`]). Not counted lost.
-    PaymentOutcomeUnknown {
-        /// The payment.
-        payment_id: PaymentId,
-        /// Its order.
-        order_id: OrderId,
-        /// Its amount (positive).
-        amount: Money,
-    },
     /// A merchant setting changed (offline payments on or off, a limit...).
     PolicyChanged {
         /// Which setting, e.g. `offline_enabled`.
@@ -158,6 +146,19 @@ pub enum AuditKind {
         /// correction); a backward step holds the clock still that long.
         step_ms: i64,
     },
+    /// A payment passed its forwarding deadline while an attempt may have
+    /// reached the processor: its outcome is unknown until the processor is
+    /// asked about it (see
+    /// [`crate::lifecycle::PaymentState::OutcomeUnknown`]). Not counted lost.
+    PaymentOutcomeUnknown {
+        /// The payment.
+        payment_id: PaymentId,
+        /// Its order.
+        order_id: OrderId,
+        /// Its amount (positive).
+        amount: Money,
+    },
+    // New kinds go last: snapshots encode a kind by its position.
 }
 
 impl AuditKind {

@@ -836,8 +836,15 @@ impl PosEngine {
         // task) does not lose the answer.
         let engine = self.clone();
         let recorded = tokio::spawn(async move {
-            let answer = tokio::task::spawn_blocking(move || gateway.authorize(&request)).await;
-            let answer = answer.map_err(|e| PosError::Internal {
+            // The live attempt goes with the request, as in a round.
+            let answer = tokio::task::spawn_blocking(move || {
+                (
+                    crate::forwarding::guarded(|| gateway.authorize(&request)),
+                    live,
+                )
+            })
+            .await;
+            let (answer, live) = answer.map_err(|e| PosError::Internal {
                 reason: format!("authorization task failed: {e}"),
             })?;
             let event = engine.answer_event(answer, 1);
@@ -981,6 +988,18 @@ impl PosEngine {
         // live until the app records its outcome, so `tick` leaves it alone.
         let started = matches!(event, PaymentEvent::StartForwarding)
             .then(|| self.inner.forwarding.live_attempt(payment_id));
+        // The outcome of an attempt the engine has in flight is the engine's
+        // to record (its answer is on the way).
+        if started.is_none()
+            && self.inner.forwarding.is_live(payment_id)
+            && !self.inner.forwarding.holds(payment_id)
+        {
+            return Err(PosError::InvalidTransition {
+                reason: "the engine has an attempt of this payment in flight; \
+                         its answer decides"
+                    .into(),
+            });
+        }
         let payment = self.record_step(payment_id, event).await?;
         match started {
             Some(live) => self.inner.forwarding.hold(live),
@@ -1031,7 +1050,7 @@ impl PosEngine {
                     p.state,
                     PaymentState::Pending | PaymentState::FailedToForward { .. }
                 );
-                if !orphan && !(unsettled && p.deadline <= now) {
+                if !(orphan || unsettled && p.deadline <= now) {
                     continue;
                 }
                 let mut p = p.clone();
@@ -1040,14 +1059,15 @@ impl PosEngine {
                 };
                 if let PaymentState::Forwarding { attempt, .. } = p.state {
                     // Its task is gone, so its answer will never be
-                    // recorded: "no answer", retried with the same id (due
-                    // at once), or asked about after the deadline.
+                    // recorded: "no answer", retried with the same id after
+                    // the usual back-off (a task that keeps failing must not
+                    // loop), or asked about after the deadline.
                     p.state = p
                         .state
                         .apply(
                             PaymentEvent::ForwardFailed {
                                 error: ForwardErrorKind::NoAnswer,
-                                next_retry_at: Some(now),
+                                next_retry_at: Some(self.inner.forwarding.retry_at(now, attempt)),
                             },
                             Deadline(p.deadline),
                             now,

@@ -263,6 +263,20 @@ impl Forwarding {
         }
     }
 
+    /// When attempt `attempt + 1` may start, counted from `now`.
+    pub(crate) fn retry_at(&self, now: Timestamp, attempt: u32) -> Timestamp {
+        now.plus(self.backoff(attempt))
+    }
+
+    /// Whether the app holds the attempt in flight for `id` (it started it
+    /// through `record_forwarding`).
+    pub(crate) fn holds(&self, id: &PaymentId) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+    }
+
     /// Whether the attempt in flight for `id` still has a live task.
     pub(crate) fn is_live(&self, id: &PaymentId) -> bool {
         self.live
@@ -344,6 +358,19 @@ impl Forwarding {
         let extra = i64::try_from(self.next_random() % span).unwrap_or(0);
         Duration::from_millis(u64::try_from(half + extra).unwrap_or(0))
     }
+}
+
+/// Calls the gateway; a panic in it is an answer that never came (the
+/// request may have left): "no answer", retried with back-off like any other.
+pub(crate) fn guarded<T>(
+    call: impl FnOnce() -> std::result::Result<T, GatewayError>,
+) -> std::result::Result<T, GatewayError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_else(|_| {
+        Err(GatewayError::new(
+            ForwardErrorKind::NoAnswer,
+            "the gateway panicked",
+        ))
+    })
 }
 
 /// The effects of one recorded step, emitted after its commit.
@@ -561,10 +588,10 @@ impl PosEngine {
                         let gw = Arc::clone(&gateway);
                         in_flight.spawn_blocking(move || {
                             let id = request.payment_id.clone();
-                            let answer = match &request.online {
+                            let answer = guarded(|| match &request.online {
                                 Some(auth) => gw.authorize(auth),
                                 None => gw.forward(&request),
-                            };
+                            });
                             (id, attempt, answer, live)
                         });
                     }
@@ -835,7 +862,7 @@ impl PosEngine {
             for (id, event) in steps.iter() {
                 let (id, event) = (id, event.clone());
                 // A step the payment cannot take is skipped, never applied.
-                if let Ok(e) = Self::step_writes(&s, &mut batch, &id, event, now) {
+                if let Ok(e) = Self::step_writes(&s, &mut batch, id, event, now) {
                     effects.push(e);
                 }
             }
@@ -1160,15 +1187,32 @@ impl PosEngine {
         }
         // Sleep until the next retry, probe or deadline, in real time.
         let now = self.now();
+        let next = self.next_wake_at();
+        match next {
+            Some(t) => now.until(t).clamp(MIN, IDLE),
+            None => IDLE,
+        }
+    }
+
+    /// When the forwarding driver next has something to do by itself, on
+    /// the trusted clock: a retry falls due (online), a payment's deadline
+    /// passes, or a probe is due (offline); never before the processor's
+    /// `Retry-After` ends. `None` when nothing is scheduled.
+    pub fn next_wake_at(&self) -> Option<Timestamp> {
+        let now = self.now();
         let next = {
             let s = self.state();
+            let online = matches!(s.connectivity.state(), ConnectivityState::Online { .. });
             let mut next: Option<Timestamp> = None;
             for p in s.ledger.payments.values() {
+                // A retry matters only online: offline the probe schedule
+                // decides when to look again (a retry already due would
+                // otherwise make the driver probe in a loop).
                 let t = match &p.state {
                     PaymentState::FailedToForward {
                         next_retry_at: Some(t),
                         ..
-                    } => Some((*t).min(p.deadline)),
+                    } if online => Some((*t).min(p.deadline)),
                     PaymentState::Pending | PaymentState::FailedToForward { .. } => {
                         Some(p.deadline)
                     }
@@ -1186,13 +1230,9 @@ impl PosEngine {
             next
         };
         // Nothing starts before the processor's `Retry-After` ends.
-        let next = match (next, f.busy_until(now)) {
+        match (next, self.inner.forwarding.busy_until(now)) {
             (Some(t), Some(busy)) => Some(t.max(busy)),
             (next, _) => next,
-        };
-        match next {
-            Some(t) => now.until(t).clamp(MIN, IDLE),
-            None => IDLE,
         }
     }
 }

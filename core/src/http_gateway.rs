@@ -345,6 +345,9 @@ impl Gateway for HttpGateway {
             404 if err.as_ref().is_some_and(|e| e.error == "unknown_payment") => {
                 Ok(PaymentLookup::NotFound)
             }
+            // A processor that answers a lookup of an id it already closed
+            // with its "closed" refusal: the same answer, given earlier.
+            422 if err.as_ref().is_some_and(|e| e.error == "closed") => Ok(PaymentLookup::NotFound),
             409 => Ok(PaymentLookup::InProgress),
             _ => {
                 if status == 401 {

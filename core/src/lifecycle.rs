@@ -359,6 +359,18 @@ pub enum PaymentState {
         /// Why the processor declined.
         reason: DeclineReason,
     },
+    /// Final. The forwarding deadline passed before a decision (R8): never
+    /// forwarded again; the amount counts as lost.
+    Expired {
+        /// When the expiry was recorded.
+        at: Timestamp,
+        /// How many forwarding attempts were made.
+        attempts: u32,
+        /// Whether some attempt may have reached the processor. When true the
+        /// processor may hold an approval whose answer was lost: reconcile
+        /// with it before collecting the amount from the customer again.
+        maybe_received: bool,
+    },
     /// The forwarding deadline passed while some attempt may have reached
     /// the processor, and no answer says what it decided: "unknown, check
     /// with the processor". Never forwarded again (R8) and not counted as
@@ -372,18 +384,7 @@ pub enum PaymentState {
         /// How many forwarding attempts were made.
         attempts: u32,
     },
-    /// Final. The forwarding deadline passed before a decision (R8): never
-    /// forwarded again; the amount counts as lost.
-    Expired {
-        /// When the expiry was recorded.
-        at: Timestamp,
-        /// How many forwarding attempts were made.
-        attempts: u32,
-        /// Whether some attempt may have reached the processor. When true the
-        /// processor may hold an approval whose answer was lost: reconcile
-        /// with it before collecting the amount from the customer again.
-        maybe_received: bool,
-    },
+    // New states go last: snapshots encode a state by its position.
 }
 
 /// The kind of a [`PaymentState`], without its data: for lists, badges and
@@ -1346,6 +1347,107 @@ mod tests {
     use super::*;
     use crate::money::Currency;
     use proptest::prelude::*;
+
+    /// `PaymentState` as the previous release encoded it in snapshots
+    /// (postcard stores a variant by its position).
+    #[derive(Serialize)]
+    enum PreviousPaymentState {
+        Pending,
+        Forwarding {
+            attempt: u32,
+            started_at: Timestamp,
+            maybe_received: bool,
+        },
+        FailedToForward {
+            attempts: u32,
+            last_error: ForwardErrorKind,
+            next_retry_at: Option<Timestamp>,
+            maybe_received: bool,
+        },
+        Approved {
+            at: Timestamp,
+            processor_ref: String,
+        },
+        Declined {
+            at: Timestamp,
+            reason: DeclineReason,
+        },
+        Expired {
+            at: Timestamp,
+            attempts: u32,
+            maybe_received: bool,
+        },
+    }
+
+    #[test]
+    fn a_snapshot_of_the_previous_release_decodes_to_the_same_states() {
+        let at = Timestamp(1_800_000_000_000);
+        let pairs = [
+            (
+                PreviousPaymentState::Expired {
+                    at,
+                    attempts: 3,
+                    maybe_received: true,
+                },
+                PaymentState::Expired {
+                    at,
+                    attempts: 3,
+                    maybe_received: true,
+                },
+            ),
+            (
+                PreviousPaymentState::Declined {
+                    at,
+                    reason: DeclineReason::LostCard,
+                },
+                PaymentState::Declined {
+                    at,
+                    reason: DeclineReason::LostCard,
+                },
+            ),
+            (
+                PreviousPaymentState::FailedToForward {
+                    attempts: 1,
+                    last_error: ForwardErrorKind::NoAnswer,
+                    next_retry_at: Some(at),
+                    maybe_received: true,
+                },
+                PaymentState::FailedToForward {
+                    attempts: 1,
+                    last_error: ForwardErrorKind::NoAnswer,
+                    next_retry_at: Some(at),
+                    maybe_received: true,
+                },
+            ),
+            (PreviousPaymentState::Pending, PaymentState::Pending),
+            (
+                PreviousPaymentState::Forwarding {
+                    attempt: 2,
+                    started_at: at,
+                    maybe_received: true,
+                },
+                PaymentState::Forwarding {
+                    attempt: 2,
+                    started_at: at,
+                    maybe_received: true,
+                },
+            ),
+            (
+                PreviousPaymentState::Approved {
+                    at,
+                    processor_ref: "ch_1".into(),
+                },
+                PaymentState::Approved {
+                    at,
+                    processor_ref: "ch_1".into(),
+                },
+            ),
+        ];
+        for (old, new) in pairs {
+            let bytes = postcard::to_allocvec(&old).unwrap();
+            assert_eq!(postcard::from_bytes::<PaymentState>(&bytes).unwrap(), new);
+        }
+    }
 
     const T0: Timestamp = Timestamp(1_800_000_000_000);
     const DEADLINE: Deadline = Deadline(Timestamp(1_800_000_000_000 + 86_400_000));

@@ -82,6 +82,8 @@ struct Processor {
     lookups: AtomicUsize,
     /// Holds decided answers before they leave (a slow processor).
     gate: Gate,
+    /// A payment id whose requests make the gateway panic.
+    panic_on: Mutex<Option<String>>,
 }
 
 /// While closed, every request is decided (and charged) at the processor
@@ -200,6 +202,10 @@ impl Processor {
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         let id = id.as_str().to_owned();
         self.calls.lock().unwrap().push(id.clone());
+        if self.panic_on.lock().unwrap().as_deref() == Some(id.as_str()) {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            panic!("test: the gateway panics");
+        }
         if let Some(status) = *self.refuse_with.lock().unwrap() {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             return Err(
@@ -1287,7 +1293,9 @@ async fn answers_a_failed_commit_lost_are_retried_with_the_same_id_without_a_res
             rig.state(id)
         );
     }
-    // ...and the next round asks again with the same ids: one charge each.
+    // ...and a round after their back-off asks again with the same ids: one
+    // charge each.
+    rig.clock.advance(Duration::from_secs(10 * 60));
     rig.engine.forward_now().await.unwrap();
     for id in &ids {
         assert!(matches!(rig.state(id), PaymentState::Approved { .. }));
@@ -1456,7 +1464,7 @@ async fn cancelling_forwarding_at_random_points_loses_and_duplicates_nothing() {
         caller.abort();
         let _ = caller.await;
         cancels += 1;
-        if mix(&mut rng) % 4 == 0 {
+        if mix(&mut rng).is_multiple_of(4) {
             store.fail_always(StoreError::Io("disk full".into()));
             store_failures += 1;
         }
@@ -1465,7 +1473,7 @@ async fn cancelling_forwarding_at_random_points_loses_and_duplicates_nothing() {
         // before it); with a failed store it fails too.
         let _ = rig.engine.forward_now().await;
         store.heal();
-        if mix(&mut rng) % 3 == 0 {
+        if mix(&mut rng).is_multiple_of(3) {
             // The app restarts.
             let (clock, processor) = (rig.clock.clone(), Arc::clone(&rig.processor));
             rig.engine.close();
@@ -1474,7 +1482,7 @@ async fn cancelling_forwarding_at_random_points_loses_and_duplicates_nothing() {
             rig.engine.set_gateway(processor).unwrap();
             restarts += 1;
         }
-        if mix(&mut rng) % 3 == 0 {
+        if mix(&mut rng).is_multiple_of(3) {
             // The deadline passes while the processor cannot be reached.
             rig.processor.unreachable.store(true, Ordering::SeqCst);
             rig.clock.advance(HOUR * 24 * 7);
@@ -1532,4 +1540,104 @@ async fn cancelling_forwarding_at_random_points_loses_and_duplicates_nothing() {
          lost {lost}, duplicated {duplicated}, wrongly expired {wrongly_expired}"
     );
     assert_eq!((lost, duplicated, wrongly_expired), (0, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_gateway_is_no_answer_retried_after_its_back_off_not_in_a_loop() {
+    let rig = Rig::new(2, false).await;
+    let id = rig.take(1_000, None).await;
+    *rig.processor.panic_on.lock().unwrap() = Some(id.as_str().into());
+    let r = rig.engine.forward_now().await.unwrap();
+    assert_eq!(r.failed, 1);
+    let PaymentState::FailedToForward {
+        last_error: ForwardErrorKind::NoAnswer,
+        next_retry_at: Some(retry),
+        maybe_received: true,
+        ..
+    } = rig.state(&id)
+    else {
+        panic!("{:?}", rig.state(&id));
+    };
+    assert!(retry > rig.clock.wall_now(), "retried after a back-off");
+    // Another round at the same time does not send it again.
+    rig.engine.tick().await.unwrap();
+    rig.engine.forward_now().await.unwrap();
+    let calls = |rig: &Rig| {
+        rig.processor
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.as_str() == id.as_str())
+            .count()
+    };
+    assert_eq!(calls(&rig), 1);
+    // After its back-off, with a gateway that no longer panics: approved.
+    *rig.processor.panic_on.lock().unwrap() = None;
+    rig.advance_to(retry);
+    rig.engine.forward_now().await.unwrap();
+    assert!(matches!(rig.state(&id), PaymentState::Approved { .. }));
+    assert_eq!(calls(&rig), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_a_retry_already_due_does_not_make_the_driver_probe_in_a_loop() {
+    use pos_core::connectivity::ProbeOutcome;
+    use pos_core::lifecycle::PaymentEvent;
+    let rig = Rig::new(2, false).await;
+    let id = rig.take(1_000, None).await;
+    rig.engine
+        .record_forwarding(&id, PaymentEvent::StartForwarding)
+        .await
+        .unwrap();
+    rig.engine
+        .record_forwarding(
+            &id,
+            PaymentEvent::ForwardFailed {
+                error: ForwardErrorKind::NoAnswer,
+                next_retry_at: Some(T0),
+            },
+        )
+        .await
+        .unwrap();
+    rig.clock.advance(HOUR);
+    // Offline, a probe just failed: the next look is the probe schedule's,
+    // not the retry time an hour ago (which would wake the driver at once,
+    // again and again).
+    rig.engine
+        .report_probe(ProbeOutcome::Unreachable)
+        .await
+        .unwrap();
+    let now = rig.clock.wall_now();
+    let next = rig.engine.next_wake_at().unwrap();
+    assert!(next > now, "next wake {next:?} is not after {now:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_cannot_record_the_outcome_of_an_attempt_the_engine_has_in_flight() {
+    use pos_core::lifecycle::PaymentEvent;
+    use pos_core::PosError;
+    let rig = Rig::new(2, false).await;
+    let id = rig.take(1_000, None).await;
+    rig.processor.gate.close();
+    let engine = rig.engine.clone();
+    let round = tokio::spawn(async move { engine.forward_now().await });
+    rig.processor.gate.held(1).await;
+    let refused = rig
+        .engine
+        .record_forwarding(
+            &id,
+            PaymentEvent::ForwardFailed {
+                error: ForwardErrorKind::NotSent,
+                next_retry_at: None,
+            },
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(PosError::InvalidTransition { .. })),
+        "{refused:?}"
+    );
+    rig.processor.gate.open();
+    round.await.unwrap().unwrap();
+    assert!(matches!(rig.state(&id), PaymentState::Approved { .. }));
 }

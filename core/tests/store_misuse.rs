@@ -1656,10 +1656,12 @@ async fn a_failed_anchor_save_is_an_event_and_shows_in_the_status() {
     let status = engine.status().unwrap().anchor.unwrap();
     assert!(status.failing && status.failures >= 1, "{status:?}");
     assert!(status.behind >= behind, "{status:?}");
-    assert_eq!(
-        status.last_saved_at,
-        Some(T0),
-        "the last good save: at open"
+    // The last good save: the open's (its anchor may reach the provider
+    // just after the clock moved, before saves were made to fail).
+    let minute = T0.plus(std::time::Duration::from_secs(60));
+    assert!(
+        status.last_saved_at.is_some_and(|t| t == T0 || t == minute),
+        "{status:?}"
     );
     assert_eq!(status.last_error.as_deref(), Some(reason.as_str()));
 

@@ -211,8 +211,12 @@ pub trait PaymentGateway: Send + Sync {
     /// What the processor knows about `payment_id` from `device_id`. Asked
     /// only after a payment's deadline passed while an attempt may have
     /// reached the processor; until it answers, the payment stays
-    /// `OutcomeUnknown` (never counted as lost). `NotFound` must also close
-    /// the id at the processor (a later request with it is refused).
+    /// `OutcomeUnknown` (never counted as lost). `NotFound` expires the
+    /// payment: return it only when the processor said it has no record of
+    /// the id, and it must also close the id there (a later request with it
+    /// is refused). When the backend cannot tell, throw `NoAnswer` (or
+    /// return `InProgress`): a stub that returns `NotFound` would count
+    /// payments the processor took as lost.
     fn payment_status(
         &self,
         device_id: String,

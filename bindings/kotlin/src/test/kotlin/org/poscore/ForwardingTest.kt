@@ -24,6 +24,8 @@ class KotlinProcessor : PaymentGateway {
     val declineLast4 = "0002"
     /** Payment ids whose first answer is lost after the charge. */
     val loseFirstAnswer = ConcurrentHashMap.newKeySet<String>()
+    /** Payment ids whose every answer is lost after the charge. */
+    val loseEveryAnswer = ConcurrentHashMap.newKeySet<String>()
 
     /** Ids a lookup found unknown: refused from then on. */
     val closed = ConcurrentHashMap.newKeySet<String>()
@@ -39,7 +41,9 @@ class KotlinProcessor : PaymentGateway {
             else GatewayDecision.Approved("kt_${p.paymentId}")
         }
         gate?.let { held.incrementAndGet(); it.await(30, TimeUnit.SECONDS); held.decrementAndGet() }
-        if (loseFirstAnswer.remove(p.paymentId)) throw GatewayException.NoAnswer("answer lost")
+        if (loseFirstAnswer.remove(p.paymentId) || p.paymentId in loseEveryAnswer) {
+            throw GatewayException.NoAnswer("answer lost")
+        }
         return d
     }
 
@@ -158,6 +162,55 @@ class ForwardingTest {
             for (id in ids) assertEquals(PaymentStatus.APPROVED, states[id], id)
             assertEquals(5, processor.charges.size, "one charge per payment")
             assertEquals(5, processor.requests.get(), "every answer recorded: nothing asked twice")
+            engine.shutdown()
+        }
+    }
+
+    @Test
+    fun `a payment the processor may hold is never expired, its outcome is unknown until the processor says`() = runBlocking {
+        val dir = Files.createTempDirectory("pos-kt-unknown").toString()
+        val config = EngineConfig(dir, "till-1", "USD", 2u, false)
+        val clock = TestClock(t0)
+        PosEngine.withTestClock(config, FileKeyProvider(java.io.File("$dir.kek")), clock).use { engine ->
+            val events = LinkedBlockingQueue<PosEvent>()
+            val sub = engine.subscribe(object : EventListener {
+                override fun onEvent(event: PosEvent) { events.add(event) }
+            })
+            engine.setPolicy(policyPreset(PolicyPreset.SHOPIFY_POS, "USD").copy(enabled = true))
+            engine.signIn(StaffSession("cashier-1", true))
+            engine.reportNetwork(false)
+            val processor = KotlinProcessor()
+            engine.setGateway(processor)
+            val order = engine.createOrder(NewOrder(null, usd(4_200), null))
+            val d = engine.beginCardPayment(
+                CardPaymentRequest(order.id, null, usd(4_200), null, OfflineBehaviour.PREFER_ONLINE, TenderKind.CARD),
+            )
+            val id = engine.confirmCardPayment(d.paymentId, card("4242")).id
+            // Charged at the processor, every answer lost on the way back.
+            processor.loseEveryAnswer.add(id)
+            engine.forwardNow()
+            // A week later the deadline has passed: not expired, unknown.
+            clock.advanceMs(7UL * 24UL * 3_600_000UL)
+            val tick = engine.tick()
+            assertTrue(tick.expiredPaymentIds.isEmpty())
+            assertEquals(listOf(id), tick.outcomeUnknownPaymentIds)
+            assertEquals(PaymentStatus.OUTCOME_UNKNOWN, engine.listPayments().single().status)
+            val totals = engine.status().totals.single()
+            assertEquals(1u, totals.unknownCount)
+            assertEquals(0u, totals.expiredCount)
+            assertEquals(usd(0), engine.order(order.id).balance, "not due again: the customer may have paid")
+            var unknown: PosEvent.PaymentOutcomeUnknown? = null
+            while (unknown == null) {
+                val e = events.poll(10, TimeUnit.SECONDS) ?: break
+                if (e is PosEvent.PaymentOutcomeUnknown) unknown = e
+            }
+            assertEquals(id, unknown?.paymentId)
+            // The next round asks the Kotlin gateway about the id: approved.
+            val round = engine.forwardNow()
+            assertEquals(1UL, round.approved)
+            assertEquals(0UL, round.outcomeUnknown)
+            assertEquals(PaymentStatus.APPROVED, engine.listPayments().single().status)
+            sub.cancel()
             engine.shutdown()
         }
     }
