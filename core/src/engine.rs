@@ -43,6 +43,9 @@ pub struct EngineConfig {
     /// Where the engine keeps its files. Must be non-empty.
     pub data_dir: PathBuf,
     /// This device's identifier at the processor: 1–64 of `[A-Za-z0-9._-]`.
+    /// It scopes every payment id at the processor (idempotency, lookups):
+    /// it must never change for a given store, or payments taken under the
+    /// old id would be forwarded and looked up under the new one.
     pub device_id: String,
     /// The shop's main currency.
     pub currency: Currency,
