@@ -360,6 +360,14 @@ impl Forwarding {
     }
 }
 
+/// Adds `amount` to `total` when they share a currency (progress is shown
+/// in the shop's currency).
+fn add_if_same_currency(total: &mut Money, amount: Money) {
+    if amount.currency() == total.currency() {
+        *total = total.checked_add(&amount).unwrap_or(*total);
+    }
+}
+
 /// Calls the gateway; a panic in it is an answer that never came (the
 /// request may have left): "no answer", retried with back-off like any other.
 pub(crate) fn guarded<T>(
@@ -559,12 +567,7 @@ impl PosEngine {
                         for p in recorded {
                             if p.state.is_final() {
                                 progress.done += 1;
-                                if p.amount.currency() == currency {
-                                    progress.amount_done = progress
-                                        .amount_done
-                                        .checked_add(&p.amount)
-                                        .unwrap_or(progress.amount_done);
-                                }
+                                add_if_same_currency(&mut progress.amount_done, p.amount);
                             }
                         }
                         self.inner
@@ -578,12 +581,7 @@ impl PosEngine {
                             // Became due during the round (a retry time
                             // passed, a payment stored): it joins the total.
                             progress.total += 1;
-                            if request.amount.currency() == currency {
-                                progress.amount_total = progress
-                                    .amount_total
-                                    .checked_add(&request.amount)
-                                    .unwrap_or(progress.amount_total);
-                            }
+                            add_if_same_currency(&mut progress.amount_total, request.amount);
                         }
                         let gw = Arc::clone(&gateway);
                         in_flight.spawn_blocking(move || {

@@ -667,13 +667,13 @@ impl Rig {
         panic!("not online");
     }
 
-    /// An online card payment of `cents` on `order` with the app's id.
-    async fn pay_online(
+    /// Begins an online card payment of `cents` on `order` with the app's id.
+    async fn begin_online(
         &self,
         order: &pos_core::lifecycle::OrderId,
         id: &str,
         cents: i64,
-    ) -> pos_core::checkout::PaymentView {
+    ) -> PaymentId {
         let d = self
             .engine
             .begin_card_payment(CardPaymentRequest {
@@ -687,16 +687,31 @@ impl Rig {
             .await
             .unwrap();
         assert_eq!(d.route, pos_core::checkout::Route::Online);
-        let card = CardRead {
+        d.payment_id
+    }
+
+    /// A contactless card read by the rig's reader.
+    fn contactless_card(&self) -> CardRead {
+        CardRead {
             entry_mode: EntryMode::Contactless,
             network: Network::Visa,
             last4: "4242".into(),
             fingerprint: None,
             reader_model: self.reader.clone(),
             sealed_card_data: vec![0x5A; 48],
-        };
+        }
+    }
+
+    /// An online card payment of `cents` on `order` with the app's id.
+    async fn pay_online(
+        &self,
+        order: &pos_core::lifecycle::OrderId,
+        id: &str,
+        cents: i64,
+    ) -> pos_core::checkout::PaymentView {
+        let id = self.begin_online(order, id, cents).await;
         self.engine
-            .confirm_card_payment(&d.payment_id, card)
+            .confirm_card_payment(&id, self.contactless_card())
             .await
             .unwrap()
     }
@@ -1213,28 +1228,8 @@ async fn a_cancelled_online_confirmation_still_records_its_answer() {
         .await
         .unwrap();
     rig.processor.gate.close();
-    let d = rig
-        .engine
-        .begin_card_payment(CardPaymentRequest {
-            order_id: order.id.clone(),
-            payment_id: Some("online-cancelled".into()),
-            amount: usd(5_000),
-            tip: None,
-            behaviour: OfflineBehaviour::PreferOnline,
-            tender: TenderKind::Card,
-        })
-        .await
-        .unwrap();
-    let card = CardRead {
-        entry_mode: EntryMode::Contactless,
-        network: Network::Visa,
-        last4: "4242".into(),
-        fingerprint: None,
-        reader_model: rig.reader.clone(),
-        sealed_card_data: vec![0x5A; 48],
-    };
-    let engine = rig.engine.clone();
-    let id = d.payment_id.clone();
+    let paid = rig.begin_online(&order.id, "online-cancelled", 5_000).await;
+    let (engine, id, card) = (rig.engine.clone(), paid.clone(), rig.contactless_card());
     let caller = tokio::spawn(async move { engine.confirm_card_payment(&id, card).await });
     rig.processor.gate.held(1).await;
     caller.abort();
@@ -1246,12 +1241,12 @@ async fn a_cancelled_online_confirmation_still_records_its_answer() {
                 payment_id,
                 status: PaymentStatus::Approved,
                 ..
-            }) if payment_id == d.payment_id => break,
+            }) if payment_id == paid => break,
             Ok(_) => {}
             Err(e) => panic!("the approval of a cancelled confirmation was lost: {e}"),
         }
     }
-    assert_eq!(requests_for(&rig, &d.payment_id), 1);
+    assert_eq!(requests_for(&rig, &paid), 1);
     assert_eq!(
         rig.engine.order(&order.id).unwrap().status,
         OrderStatus::Paid

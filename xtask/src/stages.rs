@@ -498,57 +498,42 @@ pub fn soak(kills: &str) -> Result<bool, String> {
             "soak takes a positive number of kills, not {kills:?}"
         ));
     }
-    banner(&format!("soak: {kills} kills"));
-    let status = cargo()
-        .args([
-            "test",
-            "-p",
-            "pos-core",
-            "--test",
-            "crash",
-            "--",
-            "--nocapture",
-        ])
-        .env("POS_CRASH_KILLS", kills)
-        .status()
-        .map_err(|e| format!("cannot start cargo: {e}"))?;
-    if !status.success() {
-        return Ok(false);
+    let runs: [(String, &[&str], (&str, &str)); 3] = [
+        (
+            format!("soak: {kills} kills"),
+            &["-p", "pos-core", "--test", "crash"],
+            ("POS_CRASH_KILLS", kills),
+        ),
+        (
+            "soak: forwarding cancelled at random points, 2,000 runs".into(),
+            &[
+                "-p",
+                "pos-core",
+                "--test",
+                "forwarding",
+                "cancelling_forwarding_at_random_points",
+            ],
+            ("POS_CANCEL_RUNS", "2000"),
+        ),
+        // The forwarding fault suite at full size: 10,000 payments per mode.
+        (
+            "soak: forwarding fault suite, 10,000 payments per fault mode".into(),
+            &["-p", "pos-sim", "--release", "--test", "fault_suite"],
+            ("POS_FAULT_PAYMENTS", "10000"),
+        ),
+    ];
+    for (title, args, (var, value)) in runs {
+        banner(&title);
+        let status = cargo()
+            .arg("test")
+            .args(args)
+            .args(["--", "--nocapture"])
+            .env(var, value)
+            .status()
+            .map_err(|e| format!("cannot start cargo: {e}"))?;
+        if !status.success() {
+            return Ok(false);
+        }
     }
-    // Forwarding cancelled at seeded random points, 2,000 times.
-    banner("soak: forwarding cancelled at random points, 2,000 runs");
-    let status = cargo()
-        .args([
-            "test",
-            "-p",
-            "pos-core",
-            "--test",
-            "forwarding",
-            "cancelling_forwarding_at_random_points",
-            "--",
-            "--nocapture",
-        ])
-        .env("POS_CANCEL_RUNS", "2000")
-        .status()
-        .map_err(|e| format!("cannot start cargo: {e}"))?;
-    if !status.success() {
-        return Ok(false);
-    }
-    // The forwarding fault suite at full size: 10,000 payments per fault mode.
-    banner("soak: forwarding fault suite, 10,000 payments per fault mode");
-    let status = cargo()
-        .args([
-            "test",
-            "-p",
-            "pos-sim",
-            "--release",
-            "--test",
-            "fault_suite",
-            "--",
-            "--nocapture",
-        ])
-        .env("POS_FAULT_PAYMENTS", "10000")
-        .status()
-        .map_err(|e| format!("cannot start cargo: {e}"))?;
-    Ok(status.success())
+    Ok(true)
 }

@@ -65,6 +65,16 @@ final class ForwardingTests: XCTestCase {
 
     func usd(_ cents: Int64) -> Money { Money(minorUnits: cents, currency: "USD") }
 
+    /// Offline payments on, a cashier signed in, the network down, `processor` as the gateway.
+    func goOffline(_ engine: PosEngine, with processor: SwiftProcessor) async throws {
+        var policy = try policyPreset(preset: .shopifyPos, currencyCode: "USD")
+        policy.enabled = true
+        try await engine.setPolicy(policy: policy)
+        try engine.signIn(staff: StaffSession(staffId: "cashier-1", mayTakeOfflinePayments: true))
+        _ = try await engine.reportNetwork(reachable: false)
+        try engine.setGateway(gateway: processor)
+    }
+
     func testForwardingThroughASwiftGatewayReportsDeclines() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pos-swift-fwd-\(UUID())")
         let config = EngineConfig(dataDir: dir.path, deviceId: "till-1", currency: "USD",
@@ -72,13 +82,8 @@ final class ForwardingTests: XCTestCase {
         let clock = TestClock(wallMs: t0)
         let engine = try PosEngine.withTestClock(config: config, keys: testKeys(for: config.dataDir), clock: clock)
         defer { engine.close() }
-        var policy = try policyPreset(preset: .shopifyPos, currencyCode: "USD")
-        policy.enabled = true
-        try await engine.setPolicy(policy: policy)
-        try engine.signIn(staff: StaffSession(staffId: "cashier-1", mayTakeOfflinePayments: true))
-        _ = try await engine.reportNetwork(reachable: false)
         let processor = SwiftProcessor()
-        try engine.setGateway(gateway: processor)
+        try await goOffline(engine, with: processor)
         var ids: [String] = []
         for (i, last4) in ["4242", "4242", "0002"].enumerated() {
             let order = try await engine.createOrder(order: NewOrder(
@@ -114,13 +119,8 @@ final class ForwardingTests: XCTestCase {
         let engine = try PosEngine.withTestClock(config: config, keys: testKeys(for: config.dataDir),
                                                  clock: TestClock(wallMs: t0))
         defer { engine.close() }
-        var policy = try policyPreset(preset: .shopifyPos, currencyCode: "USD")
-        policy.enabled = true
-        try await engine.setPolicy(policy: policy)
-        try engine.signIn(staff: StaffSession(staffId: "cashier-1", mayTakeOfflinePayments: true))
-        _ = try await engine.reportNetwork(reachable: false)
         let processor = SwiftProcessor()
-        try engine.setGateway(gateway: processor)
+        try await goOffline(engine, with: processor)
         var ids: [String] = []
         for i in 0..<5 {
             let order = try await engine.createOrder(order: NewOrder(orderId: nil, total: usd(500 + Int64(i)), contact: nil))
@@ -138,11 +138,12 @@ final class ForwardingTests: XCTestCase {
         let until = Date().addingTimeInterval(30)
         while processor.heldCount() < 3 && Date() < until { try await Task.sleep(nanoseconds: 1_000_000) }
         XCTAssertEqual(processor.heldCount(), 3)
-        // ...when the Swift task is cancelled.
+        // ...when the Swift task is cancelled. (UniFFI's Swift bindings let
+        // the call run to its end; the processor's answers go out now.)
         task.cancel()
-        _ = try? await task.value
         processor.gate = nil
         gate.signal()
+        _ = try? await task.value
         // The next round waits for the cancelled one and settles the rest.
         _ = try await engine.forwardNow()
         let states = Dictionary(uniqueKeysWithValues: try engine.listPayments().map { ($0.id, $0.status) })

@@ -65,6 +65,23 @@ class ForwardingTest {
     private fun card(last4: String) =
         CardRead(EntryMode.CHIP, CardNetwork.VISA, last4, "fp-$last4", "Chipper 2X BT", byteArrayOf(9, 8, 7, 6))
 
+    /** Offline payments on, a cashier signed in, the network down, [processor] as the gateway. */
+    private suspend fun PosEngine.offlineWith(processor: KotlinProcessor) {
+        setPolicy(policyPreset(PolicyPreset.SHOPIFY_POS, "USD").copy(enabled = true))
+        signIn(StaffSession("cashier-1", true))
+        reportNetwork(false)
+        setGateway(processor)
+    }
+
+    /** Takes one offline payment of [cents] on a new order; returns its id. */
+    private suspend fun PosEngine.takeOffline(cents: Long, last4: String = "4242"): String {
+        val order = createOrder(NewOrder(null, usd(cents), null))
+        val d = beginCardPayment(
+            CardPaymentRequest(order.id, null, usd(cents), null, OfflineBehaviour.PREFER_ONLINE, TenderKind.CARD),
+        )
+        return confirmCardPayment(d.paymentId, card(last4)).id
+    }
+
     @Test
     fun `stored payments are forwarded through a Kotlin gateway, declines reported`() = runBlocking {
         val dir = Files.createTempDirectory("pos-kt-fwd").toString()
@@ -75,11 +92,8 @@ class ForwardingTest {
             val sub = engine.subscribe(object : EventListener {
                 override fun onEvent(event: PosEvent) { events.add(event) }
             })
-            engine.setPolicy(policyPreset(PolicyPreset.SHOPIFY_POS, "USD").copy(enabled = true))
-            engine.signIn(StaffSession("cashier-1", true))
-            engine.reportNetwork(false)
             val processor = KotlinProcessor()
-            engine.setGateway(processor)
+            engine.offlineWith(processor)
             val ids = mutableListOf<String>()
             for ((i, last4) in listOf("4242", "4242", "0002").withIndex()) {
                 val order = engine.createOrder(NewOrder(null, usd(1_000L + i), CustomerContact("c$i@example.com", null)))
@@ -132,18 +146,9 @@ class ForwardingTest {
         val dir = Files.createTempDirectory("pos-kt-cancel").toString()
         val config = EngineConfig(dir, "till-1", "USD", 3u, false)
         PosEngine.withTestClock(config, FileKeyProvider(java.io.File("$dir.kek")), TestClock(t0)).use { engine ->
-            engine.setPolicy(policyPreset(PolicyPreset.SHOPIFY_POS, "USD").copy(enabled = true))
-            engine.signIn(StaffSession("cashier-1", true))
-            engine.reportNetwork(false)
             val processor = KotlinProcessor()
-            engine.setGateway(processor)
-            val ids = (0 until 5).map { i ->
-                val order = engine.createOrder(NewOrder(null, usd(500L + i), null))
-                val d = engine.beginCardPayment(
-                    CardPaymentRequest(order.id, null, usd(500L + i), null, OfflineBehaviour.PREFER_ONLINE, TenderKind.CARD),
-                )
-                engine.confirmCardPayment(d.paymentId, card("4242")).id
-            }
+            engine.offlineWith(processor)
+            val ids = (0 until 5).map { i -> engine.takeOffline(500L + i) }
             // A slow processor: three payments charged, their answers on the way...
             val gate = java.util.concurrent.CountDownLatch(1)
             processor.gate = gate
@@ -176,16 +181,10 @@ class ForwardingTest {
             val sub = engine.subscribe(object : EventListener {
                 override fun onEvent(event: PosEvent) { events.add(event) }
             })
-            engine.setPolicy(policyPreset(PolicyPreset.SHOPIFY_POS, "USD").copy(enabled = true))
-            engine.signIn(StaffSession("cashier-1", true))
-            engine.reportNetwork(false)
             val processor = KotlinProcessor()
-            engine.setGateway(processor)
-            val order = engine.createOrder(NewOrder(null, usd(4_200), null))
-            val d = engine.beginCardPayment(
-                CardPaymentRequest(order.id, null, usd(4_200), null, OfflineBehaviour.PREFER_ONLINE, TenderKind.CARD),
-            )
-            val id = engine.confirmCardPayment(d.paymentId, card("4242")).id
+            engine.offlineWith(processor)
+            val id = engine.takeOffline(4_200)
+            val order = engine.listPayments().single().orderId
             // Charged at the processor, every answer lost on the way back.
             processor.loseEveryAnswer.add(id)
             engine.forwardNow()
@@ -198,7 +197,7 @@ class ForwardingTest {
             val totals = engine.status().totals.single()
             assertEquals(1u, totals.unknownCount)
             assertEquals(0u, totals.expiredCount)
-            assertEquals(usd(0), engine.order(order.id).balance, "not due again: the customer may have paid")
+            assertEquals(usd(0), engine.order(order).balance, "not due again: the customer may have paid")
             var unknown: PosEvent.PaymentOutcomeUnknown? = null
             while (unknown == null) {
                 val e = events.poll(10, TimeUnit.SECONDS) ?: break
