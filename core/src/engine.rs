@@ -43,9 +43,9 @@ pub struct EngineConfig {
     /// Where the engine keeps its files. Must be non-empty.
     pub data_dir: PathBuf,
     /// This device's identifier at the processor: 1–64 of `[A-Za-z0-9._-]`.
-    /// It scopes every payment id at the processor (idempotency, lookups):
-    /// it must never change for a given store, or payments taken under the
-    /// old id would be forwarded and looked up under the new one.
+    /// It scopes every payment id at the processor (idempotency, lookups),
+    /// so a store belongs to the device id it was first opened with: opening
+    /// it under another is refused (`InvalidConfig`).
     pub device_id: String,
     /// The shop's main currency.
     pub currency: Currency,
@@ -417,8 +417,21 @@ impl PosEngine {
             .max(last_audit);
         // In the boot of the persisted anchor, trusted time goes on from
         // time since boot; after a reboot it restarts from the wall clock.
+        // Payment ids are scoped by the device id at the processor: a store
+        // opens only under the device id its payments were taken under.
+        if let Some(d) = &ledger.device_id {
+            if *d != config.device_id {
+                return Err(PosError::InvalidConfig {
+                    reason: format!(
+                        "this store belongs to device id {d:?}, not {:?}: its payments are \
+                         known to the processor under that id",
+                        config.device_id
+                    ),
+                });
+            }
+        }
         let clock = TrustedClock::resume(clock, floor, ledger.clock_anchor.as_ref());
-        Self::save_clock_anchor(&mut ledger, store.as_ref(), &clock).await?;
+        Self::save_open_records(&mut ledger, store.as_ref(), &clock, &config.device_id).await?;
         let now = clock.now();
         Self::recover_attempts_in_flight(&mut ledger, store.as_ref(), now).await?;
         let connectivity =
@@ -483,20 +496,29 @@ impl PosEngine {
             .kept = kept;
     }
 
-    /// Persists the clock's anchor when it differs from the saved one (a new
-    /// boot, the first start), before anything is stamped with its time:
-    /// the next start in this boot then resumes from it, whatever the wall
-    /// clock says.
-    async fn save_clock_anchor(
+    /// Persists, in one batch, the device id the store belongs to (once) and
+    /// the clock's anchor when it differs from the saved one (a new boot,
+    /// the first start), before anything is stamped with its time: the next
+    /// start in this boot then resumes from it, whatever the wall clock says.
+    async fn save_open_records(
         ledger: &mut Ledger,
         store: &dyn Store,
         clock: &TrustedClock,
+        device_id: &str,
     ) -> Result<()> {
+        let mut batch = Vec::new();
+        if ledger.device_id.is_none() {
+            batch.push(Write::Device {
+                device_id: device_id.to_owned(),
+            });
+        }
         let anchor = clock.anchor();
-        if !anchor.supersedes(ledger.clock_anchor.as_ref()) {
+        if anchor.supersedes(ledger.clock_anchor.as_ref()) {
+            batch.push(Write::Clock(anchor));
+        }
+        if batch.is_empty() {
             return Ok(());
         }
-        let batch = [Write::Clock(anchor)];
         store.apply(&batch).await?;
         for w in batch {
             ledger.apply(w).map_err(|e| PosError::Internal {
@@ -1456,9 +1478,9 @@ mod tests {
             .await
             .unwrap();
         let usd = Currency::parse("USD").unwrap();
-        // Opening saved the clock's anchor, nothing else.
+        // Opening saved the device id and the clock's anchor, nothing else.
         let opened = store.len();
-        assert_eq!(opened, 1);
+        assert_eq!(opened, 2);
         store.fail_next_write(crate::store::StoreError::DiskFull);
         let r = e
             .set_policy(Policy::shopify_pos(usd).with_enabled(true))

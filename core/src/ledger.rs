@@ -311,6 +311,12 @@ pub enum Write {
     /// app restart in the same boot resume trusted time without the wall
     /// clock. Replaces the previous one.
     Clock(ClockAnchor),
+    /// The device id the store's payments were taken under: it scopes their
+    /// ids at the processor, so the store opens under no other. Written once.
+    Device {
+        device_id: String,
+    },
+    // New kinds go last: snapshots encode a record by its position.
 }
 
 /// Everything the engine holds in memory.
@@ -324,6 +330,8 @@ pub struct Ledger {
     pub readers: BTreeMap<String, RememberedReader>,
     /// The trusted clock's latest persisted anchor.
     pub clock_anchor: Option<ClockAnchor>,
+    /// The device id the store belongs to ([`Write::Device`]).
+    pub device_id: Option<String>,
     /// Running count and total (minor units) of the unsettled offline
     /// payments per currency, kept by [`Ledger::apply`] so that the limit
     /// checks of every capture do not scan every payment (issue 4).
@@ -348,7 +356,7 @@ impl Ledger {
             return None;
         }
         let mut out = Vec::with_capacity(
-            2 + self.readers.len()
+            3 + self.readers.len()
                 + self.orders.len()
                 + self.payments.len()
                 + self.receipts.len()
@@ -356,6 +364,11 @@ impl Ledger {
         );
         out.extend(self.settings.clone().map(|s| Write::Settings(Box::new(s))));
         out.extend(self.clock_anchor.clone().map(Write::Clock));
+        out.extend(
+            self.device_id
+                .clone()
+                .map(|device_id| Write::Device { device_id }),
+        );
         out.extend(self.readers.iter().map(|(serial, r)| Write::Reader {
             serial: serial.clone(),
             reader: Some(r.clone()),
@@ -430,6 +443,14 @@ impl Ledger {
                 s.clock_floor = clock_floor;
             }
             Write::Clock(anchor) => self.clock_anchor = Some(anchor),
+            Write::Device { device_id } => match &self.device_id {
+                Some(d) if *d != device_id => {
+                    return Err(ApplyError(
+                        "the store already belongs to another device id".into(),
+                    ))
+                }
+                _ => self.device_id = Some(device_id),
+            },
             Write::Reader { serial, reader } => match reader {
                 Some(r) => {
                     self.readers.insert(serial, r);

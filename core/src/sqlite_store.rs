@@ -155,8 +155,8 @@ const SEALED_KIND_FORMAT: u32 = 3;
 const SNAPSHOT_ENCODING_SINCE: u32 = 2;
 
 /// Every record kind (see [`identify`]).
-const KINDS: [&str; 8] = [
-    "order", "payment", "receipt", "audit", "settings", "session", "reader", "clock",
+const KINDS: [&str; 9] = [
+    "order", "payment", "receipt", "audit", "settings", "session", "reader", "clock", "device",
 ];
 
 const NONCE_LEN: usize = 12;
@@ -1546,6 +1546,7 @@ fn identify(w: &Write) -> (&'static str, String) {
         Write::Session { .. } => ("session", String::new()),
         Write::Reader { serial, .. } => ("reader", serial.clone()),
         Write::Clock(_) => ("clock", String::new()),
+        Write::Device { .. } => ("device", String::new()),
     }
 }
 

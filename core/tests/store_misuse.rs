@@ -1824,3 +1824,50 @@ async fn history_edited_before_a_snapshot_is_reported_by_the_idle_verification()
     store.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_store_opens_only_under_the_device_id_its_payments_were_taken_under() {
+    let dir = temp_dir("device-bound");
+    let keys = Arc::new(FileKeyProvider::open_or_create(dir.join("kek")).unwrap());
+    let db = dir.join("store.db");
+    let clock = VirtualClock::new(T0);
+    let open = |device: &'static str| {
+        let (db, keys, dir, clock) = (db.clone(), keys.clone(), dir.clone(), clock.clone());
+        async move {
+            let store = Arc::new(SqliteStore::open(&db, keys).await.unwrap());
+            let config = EngineConfig::new(&dir, device, "USD").unwrap();
+            let engine = PosEngine::open_with(config, Arc::new(clock), store.clone()).await;
+            (engine, store)
+        }
+    };
+    let (engine, store) = open("till-1").await;
+    let engine = engine.unwrap();
+    support::go_offline(&engine).await;
+    let paid = support::sell_offline(&engine, 1, 1_000).await;
+    engine.close();
+    drop(engine);
+    store.close().await;
+    let records = {
+        let s = SqliteStore::open(&db, keys.clone()).await.unwrap();
+        let n = s.load().await.unwrap().len();
+        s.close().await;
+        n
+    };
+
+    // Under another device id its payments would be forwarded and looked up
+    // under ids the processor never saw: refused, and nothing is written.
+    let (refused, store) = open("till-2").await;
+    match refused {
+        Err(PosError::InvalidConfig { reason }) => assert!(reason.contains("till-1"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.load().await.unwrap().len(), records);
+    store.close().await;
+
+    let (engine, store) = open("till-1").await;
+    let engine = engine.unwrap();
+    assert!(engine.list_payments().unwrap().iter().any(|p| p.id == paid));
+    engine.close();
+    drop(engine);
+    store.close().await;
+}
