@@ -336,7 +336,7 @@ impl BackgroundVerify {
             let mut records = match loaded {
                 Ok(r) => r,
                 Err(e) => match PosError::from(e) {
-                    PosError::StoreIntegrity { reason } => return Some(reason),
+                    PosError::StoreIntegrity { reason, .. } => return Some(reason),
                     _ => return None,
                 },
             };
@@ -347,7 +347,7 @@ impl BackgroundVerify {
                 continue;
             }
             return match checked {
-                Ok(Err(PosError::StoreIntegrity { reason })) => Some(reason),
+                Ok(Err(PosError::StoreIntegrity { reason, .. })) => Some(reason),
                 _ => None,
             };
         }
@@ -763,11 +763,13 @@ impl PosEngine {
         for w in records {
             replayed.apply(w).map_err(|e| PosError::StoreIntegrity {
                 reason: format!("the journal does not replay: {e}"),
+                rolled_back: None,
             })?;
         }
         if replayed != self.state().ledger {
             return Err(PosError::StoreIntegrity {
                 reason: "the store's journal and the state opened from its snapshot differ".into(),
+                rolled_back: None,
             });
         }
         Ok(())
@@ -1313,6 +1315,7 @@ fn verify_replay(records: Vec<Write>, state: &[Write]) -> Result<()> {
     for w in records {
         replayed.apply(w).map_err(|e| PosError::StoreIntegrity {
             reason: format!("the journal does not replay: {e}"),
+            rolled_back: None,
         })?;
     }
     let mut snapshot = Ledger::default();
@@ -1324,6 +1327,7 @@ fn verify_replay(records: Vec<Write>, state: &[Write]) -> Result<()> {
     if replayed != snapshot {
         return Err(PosError::StoreIntegrity {
             reason: "the store's journal and its latest snapshot differ".into(),
+            rolled_back: None,
         });
     }
     Ok(())

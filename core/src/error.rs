@@ -59,7 +59,12 @@ pub enum PosError {
     /// The store was tampered with, rolled back, written by a newer version,
     /// or is corrupt. It was kept as it is; see docs/store-recovery.md.
     #[error("the store cannot be trusted: {reason}")]
-    StoreIntegrity { reason: String },
+    StoreIntegrity {
+        reason: String,
+        /// For a store rolled back to an older copy: the records it holds
+        /// and the records the rollback anchor says were written.
+        rolled_back: Option<RolledBack>,
+    },
     /// The store could not record the operation (disk full, I/O); nothing changed.
     #[error("storage error: {reason}")]
     Storage { reason: String },
@@ -89,16 +94,32 @@ impl From<Refusal> for PosError {
 /// `Storage`, whose reason names the kind (wrong key, tampered, rolled back,
 /// newer schema, corrupt, disk full...: `docs/store-recovery.md`). Store
 /// messages carry record numbers and SQLite's text, never record contents.
+/// The figures of a store rolled back to an older copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RolledBack {
+    /// The last record the store holds.
+    pub records_found: u64,
+    /// The last record the rollback anchor says was written.
+    pub records_written: u64,
+}
+
 impl From<StoreError> for PosError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Locked => PosError::StoreLocked,
             StoreError::WrongKey => PosError::WrongKey,
+            StoreError::RolledBack { found, expected } => PosError::StoreIntegrity {
+                reason: e.to_string(),
+                rolled_back: Some(RolledBack {
+                    records_found: found,
+                    records_written: expected,
+                }),
+            },
             other @ (StoreError::Tampered { .. }
-            | StoreError::RolledBack { .. }
             | StoreError::NewerSchema { .. }
             | StoreError::Corrupt { .. }) => PosError::StoreIntegrity {
                 reason: other.to_string(),
+                rolled_back: None,
             },
             other @ (StoreError::DiskFull
             | StoreError::Io(_)

@@ -56,9 +56,16 @@ pub enum PosError {
     #[error("the key does not open this store")]
     WrongKey,
     /// Tampered, rolled back, newer schema or corrupt: kept as it is
-    /// (docs/store-recovery.md).
+    /// (docs/store-recovery.md). For a store rolled back to an older copy,
+    /// `records_found` is the last record it holds and `records_written`
+    /// the last one its rollback anchor says was written (both null
+    /// otherwise).
     #[error("the store cannot be trusted: {reason}")]
-    StoreIntegrity { reason: String },
+    StoreIntegrity {
+        reason: String,
+        records_found: Option<u64>,
+        records_written: Option<u64>,
+    },
     #[error("storage error: {reason}")]
     Storage { reason: String },
     #[error("the engine is closed")]
@@ -149,7 +156,14 @@ impl From<pos_core::PosError> for PosError {
             C::InvalidTransition { reason } => PosError::InvalidTransition { reason },
             C::StoreLocked => PosError::StoreLocked,
             C::WrongKey => PosError::WrongKey,
-            C::StoreIntegrity { reason } => PosError::StoreIntegrity { reason },
+            C::StoreIntegrity {
+                reason,
+                rolled_back,
+            } => PosError::StoreIntegrity {
+                reason,
+                records_found: rolled_back.map(|r| r.records_found),
+                records_written: rolled_back.map(|r| r.records_written),
+            },
             C::Storage { reason } => PosError::Storage { reason },
             C::Closed => PosError::Closed,
             C::Internal { reason } => PosError::Internal { reason },

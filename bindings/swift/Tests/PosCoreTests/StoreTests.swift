@@ -69,17 +69,20 @@ final class StoreTests: XCTestCase {
         engine = nil
     }
 
-    /// The figures of "the store was rolled back: it ends at record N, record M was written".
+    /// The figures of a store refused as rolled back: the last record it
+    /// holds and the last one its anchor says was written.
     func rolledBack(_ config: EngineConfig, _ keys: FileKeyProvider) -> (found: Int, expected: Int)? {
         do {
             let engine = try PosEngine.withTestClock(config: config, keys: keys, clock: TestClock(wallMs: t0))
             engine.close()
             XCTFail("the store opened")
-        } catch PosError.StoreIntegrity(let reason) {
-            let words = reason.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+        } catch PosError.StoreIntegrity(let reason, let found, let written) {
             XCTAssertTrue(reason.contains("rolled back"), reason)
-            XCTAssertEqual(words.count, 2, reason)
-            if words.count == 2 { return (words[0], words[1]) }
+            guard let found, let written else {
+                XCTFail("no rollback figures: \(reason)")
+                return nil
+            }
+            return (Int(found), Int(written))
         } catch {
             XCTFail("unexpected \(error)")
         }

@@ -90,11 +90,12 @@ class StoreTest {
         }
     }
 
-    /** The figures in "the store was rolled back: it ends at record N, record M was written". */
+    /** The figures of a store refused as rolled back: the last record it holds, the last one written. */
     private fun rolledBack(e: PosException.StoreIntegrity): Pair<Long, Long> {
-        val m = Regex("rolled back: it ends at record (\\d+), record (\\d+) was written").find(e.reason)
-        checkNotNull(m) { "not a rollback: ${e.reason}" }
-        return m.groupValues[1].toLong() to m.groupValues[2].toLong()
+        assertTrue("rolled back" in e.reason, e.reason)
+        val found = checkNotNull(e.recordsFound) { "not a rollback: ${e.reason}" }
+        val written = checkNotNull(e.recordsWritten) { "not a rollback: ${e.reason}" }
+        return found.toLong() to written.toLong()
     }
 
     private fun fileBytes(dir: File) = storeFiles.map { File(dir, it) }.filter { it.exists() }.associate { it.name to it.readBytes().toList() }
