@@ -692,6 +692,10 @@ impl PosEngine {
         let device_id = self.inner.config.device_id.clone();
         let mut steps = Vec::new();
         for chunk in unknown.chunks(self.inner.forwarding.config.max_in_flight) {
+            // The processor asked to wait (`Retry-After`): the rest wait too.
+            if self.inner.forwarding.busy_until(self.now()).is_some() {
+                break;
+            }
             let mut asking = JoinSet::new();
             for id in chunk {
                 let gw = Arc::clone(gateway);
@@ -771,12 +775,14 @@ impl PosEngine {
                     sent += 1;
                     ReceiptEvent::Delivered
                 }
-                Err(e) if e.kind == ForwardErrorKind::Rejected => {
-                    if e.credentials_rejected() {
-                        self.note_blocking(Err(&e));
-                    }
-                    ReceiptEvent::PermanentFailure
+                // Refused credentials say nothing about the receipt: it
+                // waits, and so do the others, for a usable token.
+                Err(e) if e.credentials_rejected() => {
+                    self.note_blocking(Err(&e));
+                    busy = true;
+                    ReceiptEvent::TransientFailure
                 }
+                Err(e) if e.kind == ForwardErrorKind::Rejected => ReceiptEvent::PermanentFailure,
                 Err(e) => {
                     busy = self
                         .inner

@@ -542,7 +542,7 @@ impl SqliteStore {
             .try_exists()
             .map_err(|e| io("look for the store", &e))?;
         if exists {
-            restrict_modes(&path)?;
+            restrict_modes(&path);
         } else {
             create(&path, provider.as_ref()).await?;
         }
@@ -999,6 +999,13 @@ async fn prepare(
     }
     set_full_sync(conn).await?;
     let kek = provider.key_encryption_key().map_err(key_error)?;
+    // The key, the header's MAC and the canary are checked before anything
+    // is migrated: a store opened with the wrong key, or whose header was
+    // edited, is refused as it is, still readable by the version that
+    // wrote it. (The header is the same in every schema.)
+    let meta = read_meta(conn).await?;
+    let (data_key, keys) = unlock(&kek, &meta)?;
+    drop(kek);
     if version < SCHEMA_VERSION {
         // Before the first write to an older file, SQLite's own check of
         // every page: a damaged file is refused as it is, not migrated.
@@ -1014,9 +1021,6 @@ async fn prepare(
         migrate(conn, version).await?;
     }
     set_wal(conn).await?;
-    let meta = read_meta(conn).await?;
-    let (data_key, keys) = unlock(&kek, &meta)?;
-    drop(kek);
     let store_hex = hex(&meta.store_id);
     let anchor = if provider.keeps_anchors() {
         match provider.load_anchor(&store_hex).map_err(key_error)? {
@@ -1188,10 +1192,10 @@ async fn migrate(conn: &mut SqliteConnection, from: u32) -> Result<(), StoreErro
     if (1..SEALED_KIND_FORMAT).contains(&from) {
         // The kinds the file held in clear may still be in the free space
         // of its pages and in free pages: the file is rebuilt without them.
-        sqlx::query("VACUUM")
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
+        // Best effort: the rebuild needs as much free space as the file,
+        // and a store too big for it still opens (the migration itself is
+        // done; only old free pages may keep the old kinds).
+        let _ = sqlx::query("VACUUM").execute(&mut *conn).await;
     }
     Ok(())
 }
@@ -1323,7 +1327,9 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
 
 /// Makes an existing store's files (database, log, shared memory)
 /// readable and writable by their owner only, before SQLite opens them.
-fn restrict_modes(path: &Path) -> Result<(), StoreError> {
+/// Best effort: a file system that keeps no Unix modes (vfat, exFAT, some
+/// network shares) or a file owned by another user still opens, as it did.
+fn restrict_modes(path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -1332,20 +1338,16 @@ fn restrict_modes(path: &Path) -> Result<(), StoreError> {
             with_suffix(path, "-wal"),
             with_suffix(path, "-shm"),
         ] {
-            let mode = match std::fs::metadata(&p) {
-                Ok(m) => m.permissions().mode(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io("read the store's file permissions", &e)),
+            let Ok(mode) = std::fs::metadata(&p).map(|m| m.permissions().mode()) else {
+                continue;
             };
             if mode & 0o077 != 0 {
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & 0o700))
-                    .map_err(|e| io("restrict the store's file permissions", &e))?;
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & 0o700));
             }
         }
     }
     #[cfg(not(unix))]
     let _ = path;
-    Ok(())
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {

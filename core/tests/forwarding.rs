@@ -180,6 +180,12 @@ impl Gateway for Processor {
             .lock()
             .unwrap()
             .push(d.receipt_id.clone());
+        if let Some(status) = *self.refuse_with.lock().unwrap() {
+            return Err(
+                GatewayError::new(ForwardErrorKind::Rejected, format!("HTTP {status}"))
+                    .with_http_status(status),
+            );
+        }
         if self.receipt_failures.load(Ordering::SeqCst) > 0 {
             self.receipt_failures.fetch_sub(1, Ordering::SeqCst);
             return Err(GatewayError::new(
@@ -1635,4 +1641,40 @@ async fn the_app_cannot_record_the_outcome_of_an_attempt_the_engine_has_in_fligh
     rig.processor.gate.open();
     round.await.unwrap().unwrap();
     assert!(matches!(rig.state(&id), PaymentState::Approved { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_keep_every_queued_receipt_for_later() {
+    use pos_core::lifecycle::{EmailAddress, ReceiptChannel};
+    let rig = Rig::new(2, false).await;
+    for (cents, to) in [(1_200, "bob@example.org"), (1_300, "ann@example.org")] {
+        rig.take(cents, None).await;
+        let order_id = rig
+            .engine
+            .list_payments()
+            .unwrap()
+            .into_iter()
+            .find(|p| p.amount == usd(cents))
+            .unwrap()
+            .order_id;
+        rig.engine
+            .request_receipt(
+                &order_id,
+                ReceiptChannel::Email(EmailAddress::parse(to).unwrap()),
+            )
+            .await
+            .unwrap();
+    }
+    rig.go_online().await;
+    // An expired token: nothing is delivered, nothing is given up.
+    *rig.processor.refuse_with.lock().unwrap() = Some(401);
+    let r = rig.engine.forward_now().await.unwrap();
+    assert_eq!(r.receipts_sent, 0);
+    assert_eq!(rig.engine.queued_receipts().unwrap().len(), 2);
+    // A usable token: both go out.
+    *rig.processor.refuse_with.lock().unwrap() = None;
+    rig.clock.advance(Duration::from_secs(10 * 60));
+    let r = rig.engine.forward_now().await.unwrap();
+    assert_eq!(r.receipts_sent, 2, "{r:?}");
+    assert!(rig.engine.queued_receipts().unwrap().is_empty());
 }

@@ -155,3 +155,27 @@ async fn the_fixture_holds_record_kinds_in_clear() {
         .iter()
         .any(|k| db.windows(k.len()).any(|w| w == k.as_bytes())));
 }
+
+#[tokio::test]
+async fn a_store_opened_with_the_wrong_key_is_refused_before_it_is_migrated() {
+    use pos_core::store::StoreError;
+    let dir =
+        std::env::temp_dir().join(format!("pos-core-upgrade-wrong-key-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(&fixture(), &dir);
+    let before = std::fs::read(dir.join("pos.db")).unwrap();
+    // Another key (a key provider that lost or replaced its key).
+    let other = Arc::new(FileKeyProvider::open_or_create(dir.join("other.key")).unwrap());
+    let refused = SqliteStore::open(dir.join("pos.db"), other).await;
+    assert!(matches!(refused, Err(StoreError::WrongKey)), "{refused:?}");
+    // Not migrated: the version that wrote it can still open it.
+    assert!(
+        std::fs::read(dir.join("pos.db")).unwrap() == before,
+        "the refused store was rewritten"
+    );
+    // With its own key it migrates and opens as usual.
+    let (engine, store) = engine_on(&dir, VirtualClock::new(T0)).await;
+    assert!(!engine.list_payments().unwrap().is_empty());
+    close(engine, store).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
