@@ -673,6 +673,18 @@ impl Rig {
         panic!("not online");
     }
 
+    /// A new order of `cents`, no contact.
+    async fn order_of(&self, cents: i64) -> pos_core::checkout::OrderView {
+        self.engine
+            .create_order(NewOrder {
+                order_id: None,
+                total: usd(cents),
+                contact: None,
+            })
+            .await
+            .unwrap()
+    }
+
     /// Begins an online card payment of `cents` on `order` with the app's id.
     async fn begin_online(
         &self,
@@ -801,15 +813,7 @@ async fn a_payment_id_the_store_has_seen_is_never_taken_again() {
 async fn an_online_payment_with_no_answer_is_resolved_with_the_same_id() {
     let rig = Rig::new(2, false).await;
     rig.go_online().await;
-    let order = rig
-        .engine
-        .create_order(NewOrder {
-            order_id: None,
-            total: usd(5_000),
-            contact: None,
-        })
-        .await
-        .unwrap();
+    let order = rig.order_of(5_000).await;
     let id = PaymentId::parse("online-1").unwrap();
     rig.processor.script(
         &id,
@@ -1224,15 +1228,7 @@ async fn a_cancelled_forward_now_still_records_every_answer() {
 async fn a_cancelled_online_confirmation_still_records_its_answer() {
     let rig = Rig::new(2, false).await;
     rig.go_online().await;
-    let order = rig
-        .engine
-        .create_order(NewOrder {
-            order_id: None,
-            total: usd(5_000),
-            contact: None,
-        })
-        .await
-        .unwrap();
+    let order = rig.order_of(5_000).await;
     rig.processor.gate.close();
     let paid = rig.begin_online(&order.id, "online-cancelled", 5_000).await;
     let (engine, id, card) = (rig.engine.clone(), paid.clone(), rig.contactless_card());
