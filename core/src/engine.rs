@@ -303,6 +303,11 @@ impl BackgroundVerify {
     /// gone). The store is held only while it is read, so a closed engine's
     /// store is released and can be opened again.
     async fn run(&self, store: std::sync::Weak<dyn Store>) -> Option<String> {
+        // A problem is reported only when two checks in a row find it: a
+        // commit that lands between the read of the journal and the count
+        // of its records after the snapshot could make one check see a
+        // record too many; damage is still there at the second.
+        let mut suspect: Option<String> = None;
         loop {
             let marks = self.marks();
             let cancelled = self.commit_made.notified();
@@ -333,23 +338,29 @@ impl BackgroundVerify {
             if self.marks() != marks {
                 continue;
             }
-            let mut records = match loaded {
-                Ok(r) => r,
+            let problem = match loaded {
                 Err(e) => match PosError::from(e) {
-                    PosError::StoreIntegrity { reason, .. } => return Some(reason),
+                    PosError::StoreIntegrity { reason, .. } => reason,
                     _ => return None,
                 },
+                Ok(mut records) => {
+                    let after = usize::try_from(after?).ok()?;
+                    records.truncate(records.len().checked_sub(after)?);
+                    let checked =
+                        tokio::task::spawn_blocking(move || verify_replay(records, &state)).await;
+                    if self.marks() != marks {
+                        continue;
+                    }
+                    match checked {
+                        Ok(Err(PosError::StoreIntegrity { reason, .. })) => reason,
+                        _ => return None,
+                    }
+                }
             };
-            let after = usize::try_from(after?).ok()?;
-            records.truncate(records.len().checked_sub(after)?);
-            let checked = tokio::task::spawn_blocking(move || verify_replay(records, &state)).await;
-            if self.marks() != marks {
-                continue;
+            if suspect.is_some() {
+                return Some(problem);
             }
-            return match checked {
-                Ok(Err(PosError::StoreIntegrity { reason, .. })) => Some(reason),
-                _ => None,
-            };
+            suspect = Some(problem);
         }
     }
 }
@@ -706,18 +717,28 @@ impl PosEngine {
         let store = Arc::downgrade(&self.inner.store);
         let events = Arc::downgrade(&self.inner.events);
         handle.spawn(async move {
-            let found = tokio::time::timeout(VERIFY_BOUND, verify.run(store))
-                .await
-                .ok()
-                .flatten();
-            if let Some(reason) = found {
-                if let Some(bus) = events.upgrade() {
-                    bus.emit(PosEvent::StoreVerificationFailed { reason });
+            loop {
+                let seen = verify.snapshots.load(Ordering::Acquire);
+                let found = tokio::time::timeout(VERIFY_BOUND, verify.run(store.clone()))
+                    .await
+                    .ok()
+                    .flatten();
+                if let Some(reason) = found {
+                    if let Some(bus) = events.upgrade() {
+                        bus.emit(PosEvent::StoreVerificationFailed { reason });
+                    }
+                }
+                // The records are not kept once checked (their memory),
+                // unless a snapshot came meanwhile: that one is checked too.
+                let mut pending = verify.pending.lock().unwrap_or_else(|p| p.into_inner());
+                if verify.snapshots.load(Ordering::Acquire) == seen
+                    || verify.closed.load(Ordering::Acquire)
+                {
+                    *pending = None;
+                    verify.running.store(false, Ordering::Release);
+                    break;
                 }
             }
-            // The records are not kept once checked (their memory).
-            *verify.pending.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            verify.running.store(false, Ordering::Release);
         });
     }
 
