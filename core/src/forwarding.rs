@@ -454,6 +454,14 @@ impl PosEngine {
         });
     }
 
+    /// The processor accepted our credentials (a receipt delivered, a
+    /// lookup answered): they no longer block forwarding.
+    fn credentials_accepted(&self) {
+        if self.forwarding_blocked() == Some(ForwardingBlockedReason::CredentialsRejected) {
+            self.set_forwarding_blocked(None);
+        }
+    }
+
     /// What a gateway answer says about forwarding being blocked: a
     /// decision clears it, a refusal blocks it; other errors say nothing.
     fn note_blocking(&self, answer: std::result::Result<(), &GatewayError>) {
@@ -710,6 +718,9 @@ impl PosEngine {
             }
             while let Some(r) = asking.join_next().await {
                 let Ok((id, answer)) = r else { continue };
+                if answer.is_ok() {
+                    self.credentials_accepted();
+                }
                 let event = match answer {
                     Ok(PaymentLookup::Decided(GatewayDecision::Approved { processor_ref })) => {
                         report.approved += 1;
@@ -773,6 +784,7 @@ impl PosEngine {
             let event = match answer {
                 Ok(()) => {
                     sent += 1;
+                    self.credentials_accepted();
                     ReceiptEvent::Delivered
                 }
                 // Refused credentials say nothing about the receipt: it

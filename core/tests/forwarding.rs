@@ -1674,3 +1674,34 @@ async fn refused_credentials_keep_every_queued_receipt_for_later() {
     assert_eq!(r.receipts_sent, 2, "{r:?}");
     assert!(rig.engine.queued_receipts().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_credentials_unblock_forwarding_with_nothing_to_forward() {
+    use pos_core::forwarding::ForwardingBlockedReason as R;
+    use pos_core::lifecycle::{EmailAddress, ReceiptChannel};
+    let rig = Rig::new(2, false).await;
+    rig.take(1_200, None).await;
+    let order_id = rig.engine.list_payments().unwrap()[0].order_id.clone();
+    rig.go_online().await;
+    rig.engine.forward_now().await.unwrap();
+    // Nothing left to forward; a receipt asked for later meets an expired
+    // token: forwarding is blocked on the credentials.
+    rig.engine
+        .request_receipt(
+            &order_id,
+            ReceiptChannel::Email(EmailAddress::parse("bob@example.org").unwrap()),
+        )
+        .await
+        .unwrap();
+    *rig.processor.refuse_with.lock().unwrap() = Some(401);
+    rig.engine.forward_now().await.unwrap();
+    assert_eq!(
+        rig.engine.status().unwrap().forwarding_blocked,
+        Some(R::CredentialsRejected)
+    );
+    // A renewed token: the receipt goes out, and that clears it.
+    *rig.processor.refuse_with.lock().unwrap() = None;
+    let r = rig.engine.forward_now().await.unwrap();
+    assert_eq!(r.receipts_sent, 1);
+    assert_eq!(rig.engine.status().unwrap().forwarding_blocked, None);
+}
