@@ -1,5 +1,4 @@
-//! Card data sealed for the processor (SPEC section 4, issue "The Bluetooth
-//! LE card reader").
+//! Card data sealed for the processor (SPEC section 4).
 //!
 //! The reader encrypts what it read from the card to the processor's public
 //! key before it leaves the reader; the phone stores and forwards the sealed

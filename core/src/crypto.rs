@@ -1,4 +1,4 @@
-//! Envelope encryption for the store (SPEC section 4, issue "The store").
+//! Envelope encryption for the store (SPEC section 4).
 //!
 //! Owns the key hierarchy and every cryptographic primitive the store uses;
 //! knows nothing about SQLite.

@@ -1042,8 +1042,8 @@ impl PosEngine {
     }
 
     /// Remembers a paired reader (after its pairing challenge passed). A
-    /// reader not remembered yet is accepted only while online (issue 6:
-    /// pairing a new reader needs the service); remembering it again updates
+    /// reader not remembered yet is accepted only while online (pairing a
+    /// new reader needs the service); remembering it again updates
     /// its model and firmware.
     pub async fn remember_reader(&self, serial: &str, model: &str, firmware: &str) -> Result<()> {
         self.check_open()?;

@@ -271,8 +271,8 @@ impl Settings {
     }
 }
 
-/// A card reader paired on this device (issue 6): it may reconnect while
-/// offline; a reader not remembered is paired only while online.
+/// A card reader paired on this device: it may reconnect while offline; a
+/// reader not remembered is paired only while online.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RememberedReader {
     pub serial: String,
@@ -287,7 +287,8 @@ pub enum Write {
     Order(Order),
     /// Boxed, like the settings: a `Vec<Write>` of a large store (the
     /// snapshot, the journal at open) then takes 152 bytes a record instead
-    /// of 424 (issue 4, peak memory). Serialised as the value itself.
+    /// of 424, which keeps the peak memory of an open low. Serialised as
+    /// the value itself.
     Payment(Box<OfflinePayment>),
     Receipt {
         id: u64,
@@ -334,7 +335,7 @@ pub struct Ledger {
     pub device_id: Option<String>,
     /// Running count and total (minor units) of the unsettled offline
     /// payments per currency, kept by [`Ledger::apply`] so that the limit
-    /// checks of every capture do not scan every payment (issue 4).
+    /// checks of every capture do not scan every payment.
     unsettled_totals: BTreeMap<Currency, (u32, i64)>,
 }
 
@@ -346,7 +347,7 @@ pub struct ApplyError(pub String);
 impl Ledger {
     /// The records that rebuild this ledger when applied, in this order, to
     /// an empty one: what a store keeps as a snapshot so that opening does
-    /// not replay every superseded record (issue 4). `None` when the audit
+    /// not replay every superseded record. `None` when the audit
     /// log does not start at entry 1 (it cannot be replayed from records).
     pub fn snapshot_writes(&self) -> Option<Vec<Write>> {
         let audit = self.audit.entries();

@@ -1,5 +1,5 @@
-//! Crash test of the encrypted store and the engine (issue "A payment the
-//! cashier was told is taken must survive a crash").
+//! Crash test of the encrypted store and the engine: a payment the cashier
+//! was told is taken must survive a crash.
 //!
 //! A child process takes offline card payments and forwards some of them in
 //! a loop, printing `ACK <payment id> <cents>` once `confirm_card_payment`

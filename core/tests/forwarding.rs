@@ -1,5 +1,5 @@
 //! The forwarding engine against a scripted in-process processor, on a
-//! virtual clock (issue 5): exactly-once, order, back-off, deadlines,
+//! virtual clock: exactly-once, order, back-off, deadlines,
 //! declines, pause and the automatic start on recovery.
 
 #![allow(clippy::unwrap_used)]

@@ -1,4 +1,4 @@
-//! Remembered card readers (issue 6): a new reader is paired only online, a
+//! Remembered card readers: a new reader is paired only online, a
 //! remembered one survives restarts in the encrypted store, the policy's
 //! offline-capable list decides which models may take offline payments (R11).
 

@@ -1,4 +1,4 @@
-//! Misuse and attack tests of the encrypted SQLite store (issue "The store",
+//! Misuse and attack tests of the encrypted SQLite store (see
 //! `docs/store-recovery.md`): every edit an attacker or an accident can make
 //! to the files gives its typed error at open, and the store that failed to
 //! open is kept byte for byte. Also: nothing in clear on disk, a locked key,

@@ -2,9 +2,9 @@
 //!
 //! A [`Transport`] moves frames (each at most MTU − 3 bytes) both ways and
 //! reports disconnections. [`MemoryLink`] connects the phone side to the
-//! simulated reader in-process; the btleplug transport (feature `ble`) and a
-//! foreign transport an app writes over its own Bluetooth stack are issue 6
-//! work not built yet.
+//! simulated reader in-process; [`ExternalTransport`] carries the frames of
+//! an app's own Bluetooth stack (the FFI's `AppReaderTransport`); btleplug's
+//! transport is `BleTransport` in the `ble` module (feature `ble`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

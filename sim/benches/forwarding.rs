@@ -1,4 +1,4 @@
-//! Forwarding benchmark (issue 5): 10,000 stored payments forwarded to the
+//! Forwarding benchmark: 10,000 stored payments forwarded to the
 //! simulator with 20 ms added latency per request.
 //!
 //! Figures, all from the same run:

@@ -1,4 +1,4 @@
-//! The forwarding fault suite (issue 5): for each fault mode of the
+//! The forwarding fault suite: for each fault mode of the
 //! simulator, and for a mix of all, take offline payments, forward them
 //! through the engine's HTTP gateway, and check that the simulator's ledger
 //! and the device agree on every payment: exactly one charge per approved

@@ -1,4 +1,4 @@
-//! The crash test extended to forwarding (issue 5): a child process takes
+//! The crash test extended to forwarding: a child process takes
 //! offline payments and forwards them to the simulator (which runs in this,
 //! the parent, process, so its ledger survives the kills), printing
 //! `ACK <payment id> <cents>` once each payment is confirmed to the cashier.
