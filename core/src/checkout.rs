@@ -16,15 +16,15 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditKind, ForwardOutcome};
+use crate::audit::AuditKind;
 use crate::clock::{duration_ms, Timestamp};
 use crate::engine::{CurrencyTotals, PosEngine, State};
 use crate::error::{PosError, Result};
 use crate::events::PosEvent;
 use crate::ledger::{CardRead, Ledger, OfflinePayment, Order, Tender, Write};
 use crate::lifecycle::{
-    CustomerContact, Deadline, ForwardErrorKind, OrderId, OrderStatus, PaymentEvent, PaymentId,
-    PaymentState, PaymentStatus, ReceiptChannel, ReceiptEvent, ReceiptRequest, StaffId,
+    CustomerContact, ForwardErrorKind, OrderId, OrderStatus, PaymentEvent, PaymentId, PaymentState,
+    PaymentStatus, ReceiptChannel, ReceiptEvent, ReceiptRequest, StaffId,
 };
 use crate::money::{Currency, Money};
 use crate::policy::{EntryMode, Network, OfflineReason, TenderKind};
@@ -1038,10 +1038,10 @@ impl PosEngine {
         self.check_open()?;
         let _w = self.write_lock().await;
         let now = self.now();
-        let (batch, expired, recovered, warnings) = {
+        let (batch, effects, recovered, warnings) = {
             let s = self.state();
             let mut batch = Vec::new();
-            let mut expired = Vec::new();
+            let mut effects = Vec::new();
             let mut recovered = Vec::new();
             for p in s.ledger.payments.values() {
                 let orphan = matches!(p.state, PaymentState::Forwarding { .. })
@@ -1054,57 +1054,31 @@ impl PosEngine {
                     continue;
                 }
                 let mut p = p.clone();
-                let internal = |e: crate::lifecycle::TransitionError| PosError::Internal {
-                    reason: e.to_string(),
-                };
+                let mut effect = None;
                 if let PaymentState::Forwarding { attempt, .. } = p.state {
                     // Its task is gone, so its answer will never be
                     // recorded: "no answer", retried with the same id after
                     // the usual back-off (a task that keeps failing must not
                     // loop), or asked about after the deadline.
-                    p.state = p
-                        .state
-                        .apply(
-                            PaymentEvent::ForwardFailed {
-                                error: ForwardErrorKind::NoAnswer,
-                                next_retry_at: Some(self.inner.forwarding.retry_at(now, attempt)),
-                            },
-                            Deadline(p.deadline),
-                            now,
-                        )
-                        .map_err(internal)?;
-                    let kind = AuditKind::ForwardAttempt {
-                        payment_id: p.id.clone(),
-                        attempt,
-                        outcome: ForwardOutcome::Failed {
-                            error: ForwardErrorKind::NoAnswer,
-                        },
+                    let failed = PaymentEvent::ForwardFailed {
+                        error: ForwardErrorKind::NoAnswer,
+                        next_retry_at: Some(self.inner.forwarding.retry_at(now, attempt)),
                     };
-                    batch.push(Self::audit(&s, &batch, now, None, kind));
+                    let e = Self::step_writes_on(&s, &mut batch, p, failed, now)?;
+                    p = e.payment.clone();
+                    effect = Some(e);
                     recovered.push(p.id.clone());
                 }
                 if p.deadline <= now {
-                    p.state = p
-                        .state
-                        .apply(PaymentEvent::DeadlineReached, Deadline(p.deadline), now)
-                        .map_err(internal)?;
-                    let kind = match p.state {
-                        PaymentState::OutcomeUnknown { .. } => AuditKind::PaymentOutcomeUnknown {
-                            payment_id: p.id.clone(),
-                            order_id: p.order_id.clone(),
-                            amount: p.amount,
-                        },
-                        _ => AuditKind::PaymentExpired {
-                            payment_id: p.id.clone(),
-                            order_id: p.order_id.clone(),
-                            amount: p.amount,
-                            maybe_received: false,
-                        },
-                    };
-                    batch.push(Self::audit(&s, &batch, now, None, kind));
-                    expired.push(p.clone());
+                    effect = Some(Self::step_writes_on(
+                        &s,
+                        &mut batch,
+                        p,
+                        PaymentEvent::DeadlineReached,
+                        now,
+                    )?);
                 }
-                batch.push(Write::Payment(Box::new(p)));
+                effects.extend(effect);
             }
             let mut settings = s.settings();
             let warnings = settings
@@ -1128,36 +1102,19 @@ impl PosEngine {
                     batch.insert(1, Write::Clock(anchor));
                 }
             }
-            (batch, expired, recovered, warnings)
+            (batch, effects, recovered, warnings)
         };
         self.commit(batch).await?;
         let mut report = TickReport {
+            recovered,
             warnings: warnings.len(),
             ..TickReport::default()
         };
-        for id in recovered {
-            let p = self.state().ledger.payments.get(&id).cloned();
-            if let Some(p) = p.filter(|p| matches!(p.state, PaymentState::FailedToForward { .. })) {
-                self.emit_payment(&p);
-            }
-            report.recovered.push(id);
-        }
-        for p in expired {
-            self.emit_payment(&p);
-            if let PaymentState::OutcomeUnknown { .. } = p.state {
-                self.inner.events.emit(PosEvent::PaymentOutcomeUnknown {
-                    payment_id: p.id.clone(),
-                    order_id: p.order_id.clone(),
-                    amount: p.amount,
-                });
-                report.outcome_unknown.push(p.id);
-            } else {
-                self.inner.events.emit(PosEvent::PaymentExpired {
-                    payment_id: p.id.clone(),
-                    order_id: p.order_id.clone(),
-                    amount: p.amount,
-                });
-                report.expired.push(p.id);
+        for p in self.emit_steps(effects) {
+            match p.state {
+                PaymentState::Expired { .. } => report.expired.push(p.id),
+                PaymentState::OutcomeUnknown { .. } => report.outcome_unknown.push(p.id),
+                _ => {}
             }
         }
         for w in &warnings {

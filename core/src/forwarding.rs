@@ -382,8 +382,8 @@ pub(crate) fn guarded<T>(
 }
 
 /// The effects of one recorded step, emitted after its commit.
-struct StepEffects {
-    payment: OfflinePayment,
+pub(crate) struct StepEffects {
+    pub(crate) payment: OfflinePayment,
     decline: Option<DeclineNotice>,
 }
 
@@ -993,7 +993,7 @@ impl PosEngine {
             })
     }
 
-    fn emit_steps(&self, effects: Vec<StepEffects>) -> Vec<OfflinePayment> {
+    pub(crate) fn emit_steps(&self, effects: Vec<StepEffects>) -> Vec<OfflinePayment> {
         let mut out = Vec::with_capacity(effects.len());
         for e in effects {
             self.emit_payment(&e.payment);
@@ -1029,7 +1029,7 @@ impl PosEngine {
         event: PaymentEvent,
         now: Timestamp,
     ) -> Result<StepEffects> {
-        let mut p = s
+        let p = s
             .ledger
             .payments
             .get(id)
@@ -1037,6 +1037,18 @@ impl PosEngine {
             .ok_or_else(|| PosError::NotFound {
                 what: format!("payment {id}"),
             })?;
+        Self::step_writes_on(s, batch, p, event, now)
+    }
+
+    /// [`Self::step_writes`] on payment `p` as it stands (which may be a
+    /// step ahead of the ledger when two steps share a batch).
+    pub(crate) fn step_writes_on(
+        s: &State,
+        batch: &mut Vec<Write>,
+        mut p: OfflinePayment,
+        event: PaymentEvent,
+        now: Timestamp,
+    ) -> Result<StepEffects> {
         let next = p
             .state
             .apply(event.clone(), Deadline(p.deadline), now)
