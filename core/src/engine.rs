@@ -1366,15 +1366,18 @@ mod tests {
     }
 
     async fn engine() -> (VirtualClock, PosEngine) {
-        let clock = VirtualClock::new(Timestamp(1_800_000_000_000));
-        let e = PosEngine::open_with(
-            config(),
-            Arc::new(clock.clone()),
-            Arc::new(MemoryStore::new()),
-        )
-        .await
-        .unwrap();
+        let (clock, e, _) = engine_on_store().await;
         (clock, e)
+    }
+
+    /// An engine on a memory store the test can look into.
+    async fn engine_on_store() -> (VirtualClock, PosEngine, MemoryStore) {
+        let clock = VirtualClock::new(Timestamp(1_800_000_000_000));
+        let store = MemoryStore::new();
+        let e = PosEngine::open_with(config(), Arc::new(clock.clone()), Arc::new(store.clone()))
+            .await
+            .unwrap();
+        (clock, e, store)
     }
 
     #[test]
@@ -1472,11 +1475,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_oversized_policy_string_is_refused_and_nothing_is_stored() {
-        let clock = VirtualClock::new(Timestamp(1_800_000_000_000));
-        let store = MemoryStore::new();
-        let e = PosEngine::open_with(config(), Arc::new(clock), Arc::new(store.clone()))
-            .await
-            .unwrap();
+        let (_clock, e, store) = engine_on_store().await;
         let usd = Currency::parse("USD").unwrap();
         let stored = store.len();
         let mut p = Policy::shopify_pos(usd).with_enabled(true);
@@ -1497,11 +1496,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_store_write_changes_nothing() {
-        let clock = VirtualClock::new(Timestamp(1_800_000_000_000));
-        let store = MemoryStore::new();
-        let e = PosEngine::open_with(config(), Arc::new(clock), Arc::new(store.clone()))
-            .await
-            .unwrap();
+        let (_clock, e, store) = engine_on_store().await;
         let usd = Currency::parse("USD").unwrap();
         // Opening saved the device id and the clock's anchor, nothing else.
         let opened = store.len();
