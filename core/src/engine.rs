@@ -1295,6 +1295,15 @@ impl PosEngine {
         self.inner.verify.commit_made.notify_waiters();
     }
 
+    /// Closes the engine ([`close`](Self::close)) and waits until its store
+    /// has released its files (connections closed, log checkpointed, last
+    /// anchor saved). Call it before the app copies, replaces or deletes
+    /// the store's files; other calls are refused from the start.
+    pub async fn close_and_release(&self) {
+        self.close();
+        self.inner.store.release().await;
+    }
+
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Acquire)

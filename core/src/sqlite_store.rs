@@ -880,6 +880,10 @@ impl Store for SqliteStore {
         Box::pin(self.load_all())
     }
 
+    fn release(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.close())
+    }
+
     /// The ledger rebuilt from the snapshot while `open` verified the
     /// journal, and the records after it, when no write came since.
     fn open_state(&self) -> BoxFuture<'_, Result<(Ledger, Vec<Write>), StoreError>> {

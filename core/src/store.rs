@@ -96,6 +96,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         let _ = reporter;
         false
     }
+
+    /// Releases the store's files: after it returns nothing of this store
+    /// writes to them (a durable store closes its connections, checkpoints
+    /// its log and saves its last anchor). Default: nothing to release.
+    fn release(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// The outcome of one save of a store's rollback anchor.

@@ -1871,3 +1871,24 @@ async fn a_store_opens_only_under_the_device_id_its_payments_were_taken_under() 
     drop(engine);
     store.close().await;
 }
+
+#[tokio::test]
+async fn close_and_release_leaves_the_files_to_the_app() {
+    let dir = temp_dir("release");
+    let keys = Arc::new(FileKeyProvider::open_or_create(dir.join("kek")).unwrap());
+    let db = dir.join("store.db");
+    let store = Arc::new(SqliteStore::open(&db, keys).await.unwrap());
+    let config = EngineConfig::new(&dir, "till-1", "USD").unwrap();
+    let engine = PosEngine::open_with(config, Arc::new(VirtualClock::new(T0)), store)
+        .await
+        .unwrap();
+    support::go_offline(&engine).await;
+    support::sell_offline(&engine, 1, 1_000).await;
+    let wal = dir.join("store.db-wal");
+    assert!(wal.exists(), "the log holds the latest records while it runs");
+    engine.close_and_release().await;
+    // The log was written back into the file and removed: a copy of the
+    // file alone is the whole store, and nothing writes to it any more.
+    assert!(!wal.exists());
+    assert!(matches!(engine.status(), Err(PosError::Closed)));
+}

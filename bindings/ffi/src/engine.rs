@@ -583,6 +583,15 @@ impl PosEngine {
     pub fn close(&self) {
         self.inner.close();
     }
+
+    /// Closes the engine like `close` and waits until its store has
+    /// released its files (connections closed, log written back, last
+    /// rollback anchor saved). Use it before the app copies, replaces or
+    /// deletes the store's files (a restore, a reset): after `close` alone
+    /// they may still be written for a moment.
+    pub async fn close_and_release(&self) {
+        self.inner.close_and_release().await;
+    }
 }
 
 #[cfg(feature = "http-gateway")]

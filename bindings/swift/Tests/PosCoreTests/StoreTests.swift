@@ -65,7 +65,8 @@ final class StoreTests: XCTestCase {
         var engine: PosEngine? = try PosEngine.withTestClock(config: config, keys: keys, clock: TestClock(wallMs: wallMs))
         _ = try await takeOnePayment(engine!)
         try body?(engine!)
-        engine!.close()
+        // The files are copied next: released, not only closed.
+        await engine!.closeAndRelease()
         engine = nil
     }
 

@@ -106,10 +106,11 @@ class StoreTest {
         val data = File(dir, "data")
         val keys = FileKeyProvider(File(dir, "keys/kek").also { it.parentFile.mkdirs() })
         val config = EngineConfig(data.path, "till-1", "USD")
-        PosEngine.withTestClock(config, keys, TestClock(t0)).use { takeOnePayment(it) }
+        // Each session releases the files before they are copied.
+        PosEngine.withTestClock(config, keys, TestClock(t0)).use { takeOnePayment(it); it.closeAndRelease() }
         val backup = File(dir, "backup")
         copyStore(data, backup)
-        PosEngine.withTestClock(config, keys, TestClock(t0 + 60_000)).use { takeOnePayment(it) }
+        PosEngine.withTestClock(config, keys, TestClock(t0 + 60_000)).use { takeOnePayment(it); it.closeAndRelease() }
         copyStore(backup, data)
         val before = fileBytes(data)
         val e = assertFailsWith<PosException.StoreIntegrity> {
@@ -134,6 +135,7 @@ class StoreTest {
             // While it runs, the latest records are in the log beside the file.
             assertTrue(File(data, "pos-core.sqlite-wal").length() > 0)
             copyStore(data, crash)
+            engine.closeAndRelease()
         }
         // The image of the running store, with its -wal deleted.
         assertTrue(File(crash, "pos-core.sqlite-wal").delete())
