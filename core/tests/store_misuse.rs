@@ -1885,7 +1885,10 @@ async fn close_and_release_leaves_the_files_to_the_app() {
     support::go_offline(&engine).await;
     support::sell_offline(&engine, 1, 1_000).await;
     let wal = dir.join("store.db-wal");
-    assert!(wal.exists(), "the log holds the latest records while it runs");
+    assert!(
+        wal.exists(),
+        "the log holds the latest records while it runs"
+    );
     engine.close_and_release().await;
     // The log was written back into the file and removed: a copy of the
     // file alone is the whole store, and nothing writes to it any more.
