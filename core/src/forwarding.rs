@@ -47,7 +47,7 @@ use crate::error::{PosError, Result};
 use crate::events::PosEvent;
 use crate::gateway::{
     AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, PaymentLookup,
-    ServiceStatus, StatusAnswer, StatusQuery,
+    ServiceStatus, StatusAnswer, StatusQuery, MAX_RETRY_AFTER,
 };
 use crate::ledger::{OfflinePayment, Write};
 use crate::lifecycle::{
@@ -310,12 +310,15 @@ impl Forwarding {
         }
     }
 
-    /// The end of the processor's `Retry-After`, while it is in the future.
+    /// The end of the processor's `Retry-After`, while it is in the future,
+    /// never more than [`MAX_RETRY_AFTER`] away (a correction that moved the
+    /// trusted clock back does not lengthen the wait).
     fn busy_until(&self, now: Timestamp) -> Option<Timestamp> {
         self.busy_until
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .filter(|t| *t > now)
+            .map(|t| t.min(now.plus(MAX_RETRY_AFTER)))
     }
 
     /// Notes an error's `Retry-After` (the latest end wins); returns the

@@ -131,6 +131,9 @@ pub enum ServiceStatus {
     Disrupted,
 }
 
+/// The longest `Retry-After` the engine honours.
+pub const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// A call that ended without a decision. `kind` says whether the processor
 /// may have seen the request and whether a retry can help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -170,9 +173,11 @@ impl GatewayError {
         self.kind == ForwardErrorKind::Rejected && matches!(self.http_status, Some(401 | 403))
     }
 
-    /// The same error, with the processor's `Retry-After`.
+    /// The same error, with the processor's `Retry-After`, at most
+    /// [`MAX_RETRY_AFTER`] (a wrong header, or a foreign gateway's wrong
+    /// figure, cannot stop forwarding for days).
     pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
-        self.retry_after = Some(wait);
+        self.retry_after = Some(wait.min(MAX_RETRY_AFTER));
         self
     }
 }
@@ -490,6 +495,16 @@ pub mod wire {
 mod tests {
     use super::wire::*;
     use super::*;
+
+    #[test]
+    fn a_retry_after_is_never_longer_than_an_hour_whoever_gives_it() {
+        let e = GatewayError::new(ForwardErrorKind::ServiceUnavailable, "busy")
+            .with_retry_after(std::time::Duration::from_secs(10 * 3600));
+        assert_eq!(e.retry_after, Some(MAX_RETRY_AFTER));
+        let e = GatewayError::new(ForwardErrorKind::ServiceUnavailable, "busy")
+            .with_retry_after(std::time::Duration::from_secs(30));
+        assert_eq!(e.retry_after, Some(std::time::Duration::from_secs(30)));
+    }
 
     #[test]
     fn decline_codes_round_trip() {

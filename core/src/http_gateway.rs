@@ -200,9 +200,7 @@ impl HttpGateway {
     }
 }
 
-/// The longest `Retry-After` taken from the processor; a longer one is cut
-/// to this, so a wrong header cannot stop forwarding for days.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+pub use crate::gateway::MAX_RETRY_AFTER;
 
 /// The `Retry-After` of a 429 or 503, in seconds (the HTTP-date form is
 /// not used by the protocol and is ignored), at most [`MAX_RETRY_AFTER`].

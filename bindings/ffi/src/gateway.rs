@@ -169,7 +169,7 @@ impl From<GatewayError> for gw::GatewayError {
         }
         match wait {
             // The same bound as the built-in gateway's.
-            Some(w) => e.with_retry_after(w.min(std::time::Duration::from_secs(3600))),
+            Some(w) => e.with_retry_after(w),
             None => e,
         }
     }
