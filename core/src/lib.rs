@@ -27,6 +27,7 @@ pub mod ledger;
 pub mod lifecycle;
 pub mod money;
 pub mod policy;
+pub mod reader_trust;
 pub mod rules;
 pub mod session;
 pub mod sqlite_store;
