@@ -93,6 +93,21 @@ pub struct BegunPayment {
     pub request: CardPaymentRequest,
     pub route: Route,
     pub begun_at: Timestamp,
+    pub challenge: CardChallenge,
+}
+
+/// What the reader must bind the card read to (sealed card data version 2,
+/// `card_seal`): handed to the reader's `take_card`, checked by the engine
+/// at `confirm_card_payment` and by the processor when it opens the card data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardChallenge {
+    pub payment_id: PaymentId,
+    pub device_id: String,
+    /// The amount the card is charged, tip included.
+    pub amount: Money,
+    /// Fresh for this payment: a read made for another payment, or before
+    /// this one began, never matches it.
+    pub nonce: [u8; crate::card_seal::PHONE_NONCE_LEN],
 }
 
 /// What `begin_card_payment` decided.
@@ -101,6 +116,8 @@ pub struct PaymentDecision {
     /// The payment's id, stable from now on (B2).
     pub payment_id: PaymentId,
     pub route: Route,
+    /// What to hand the reader's `take_card`.
+    pub challenge: CardChallenge,
 }
 
 /// An order as the app shows it.
@@ -190,6 +207,14 @@ fn not_found(what: impl fmt::Display) -> PosError {
 /// A tip is never negative and is in the payment's currency, whatever the
 /// route: a malformed tip is `InvalidInput`, before anything is begun. (The
 /// policy's own refusal of tips offline, R10, is a rule checked later.)
+/// The amount a card payment charges: its amount plus its tip.
+fn charged_of(request: &CardPaymentRequest) -> Result<Money> {
+    match request.tip {
+        Some(tip) => request.amount.checked_add(&tip).map_err(invalid),
+        None => Ok(request.amount),
+    }
+}
+
 fn check_tip(request: &CardPaymentRequest) -> Result<()> {
     let Some(tip) = request.tip else {
         return Ok(());
@@ -420,6 +445,7 @@ impl PosEngine {
                 return Ok(PaymentDecision {
                     payment_id: id,
                     route: b.route,
+                    challenge: b.challenge.clone(),
                 });
             }
             return Err(PosError::duplicate(&id));
@@ -477,6 +503,8 @@ impl PosEngine {
                     .cloned()
                     .unwrap_or_default(),
                 sealed_card_data: Vec::new(),
+                reader_serial: None,
+                reader_signature: None,
             };
             match Self::check_offline(&s, now, reason, &request, &probe) {
                 Ok(_) => {}
@@ -484,6 +512,12 @@ impl PosEngine {
                 Err(e) => return Err(e),
             }
         }
+        let challenge = CardChallenge {
+            payment_id: id.clone(),
+            device_id: self.inner.config.device_id.clone(),
+            amount: charged_of(&request)?,
+            nonce: new_id_bytes()?,
+        };
         s.begun.insert(
             id.clone(),
             BegunPayment {
@@ -491,11 +525,13 @@ impl PosEngine {
                 request,
                 route,
                 begun_at: now,
+                challenge: challenge.clone(),
             },
         );
         Ok(PaymentDecision {
             payment_id: id,
             route,
+            challenge,
         })
     }
 
@@ -635,6 +671,11 @@ impl PosEngine {
                 now: now_route,
             });
         }
+        let mut card = card;
+        {
+            let s = self.state();
+            Self::check_card_origin(&s, &begun, &mut card)?;
+        }
         let Route::Offline { reason } = begun.route else {
             return self.confirm_online(w, begun, card, now).await;
         };
@@ -754,6 +795,91 @@ impl PosEngine {
     /// the processor is asked, and its answer recorded. With no answer the
     /// payment stays "failed to forward" and the forwarding engine asks
     /// again with the same id: it is never taken again as a new payment.
+    /// Where the card came from (SPEC section 4): a reader this device
+    /// remembers, and, for the profile's readers, a read the remembered
+    /// reader signed, sealed for this payment's challenge. On success the
+    /// card's model is the remembered one (the certificate's), so R11 never
+    /// sees what a reader says about itself.
+    fn check_card_origin(s: &State, begun: &BegunPayment, card: &mut CardRead) -> Result<()> {
+        let not_paired = |reason: &str| PosError::ReaderNotPaired {
+            reason: reason.to_owned(),
+        };
+        let serial = card
+            .reader_serial
+            .as_deref()
+            .ok_or_else(|| not_paired("the card read names no reader serial"))?;
+        let reader = s
+            .ledger
+            .readers
+            .get(serial)
+            .ok_or_else(|| not_paired("no reader with this serial is paired on this device"))?;
+        match (&reader.certificate, &card.reader_signature) {
+            (None, None) => {}
+            (None, Some(_)) => {
+                return Err(not_paired(
+                    "the reader was remembered as a vendor reader, not a profile reader",
+                ))
+            }
+            (Some(_), None) => return Err(not_paired("the read is not signed by the paired reader")),
+            (Some(cert), Some(sig)) => {
+                let cert = crate::reader_trust::ReaderCertificate::decode(cert)
+                    .map_err(|_| not_paired("the paired reader's certificate is unreadable"))?;
+                cert.verify(&s.settings_ref().policy.reader_authority_keys())
+                    .map_err(|_| {
+                        not_paired("the paired reader's authority is no longer trusted by the policy")
+                    })?;
+                crate::reader_trust::verify(
+                    &cert.public_key,
+                    crate::reader_trust::CARD_CONTEXT,
+                    &card.sealed_card_data,
+                    sig,
+                )
+                .map_err(|_| not_paired("the signature is not the paired reader's"))?;
+                let sealed = crate::card_seal::parse_v2(&card.sealed_card_data).map_err(|_| {
+                    PosError::CardReadMismatch {
+                        field: "version".into(),
+                    }
+                })?;
+                let b = &sealed.binding;
+                let c = &begun.challenge;
+                let mismatch = |field: &str| PosError::CardReadMismatch {
+                    field: field.to_owned(),
+                };
+                if b.payment_id != c.payment_id.as_str() {
+                    return Err(mismatch("payment_id"));
+                }
+                if b.device_id != c.device_id {
+                    return Err(mismatch("device_id"));
+                }
+                if b.amount_minor != c.amount.minor_units()
+                    || b.currency != c.amount.currency().code()
+                {
+                    return Err(mismatch("amount"));
+                }
+                if b.phone_nonce != c.nonce {
+                    return Err(mismatch("nonce"));
+                }
+                if b.reader_serial != serial {
+                    return Err(mismatch("reader_serial"));
+                }
+                if b.entry_mode != card.entry_mode {
+                    return Err(mismatch("entry_mode"));
+                }
+                if b.network != card.network {
+                    return Err(mismatch("network"));
+                }
+                if b.last4 != card.last4 {
+                    return Err(mismatch("last4"));
+                }
+                if card.fingerprint.as_deref() != Some(b.fingerprint.as_str()) {
+                    return Err(mismatch("fingerprint"));
+                }
+            }
+        }
+        card.reader_model = reader.model.clone();
+        Ok(())
+    }
+
     async fn confirm_online(
         &self,
         lock: tokio::sync::MutexGuard<'_, ()>,

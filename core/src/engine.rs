@@ -1041,15 +1041,17 @@ impl PosEngine {
         Ok(!offline || s.settings_ref().policy.may_change_network_while_offline())
     }
 
-    /// Remembers a paired reader (after its pairing challenge passed). A
-    /// reader not remembered yet is accepted only while online (pairing a
-    /// new reader needs the service); remembering it again updates
-    /// its model and firmware.
+    /// Remembers a vendor SDK's reader (`VendorCardReader`), by the serial
+    /// and model the vendor reports: the engine cannot authenticate it, its
+    /// trust comes from the vendor's SDK (see `docs/reader-profile.md`).
+    /// Its card reads carry no reader signature. A reader not remembered yet
+    /// is accepted only while online; remembering it again updates its model
+    /// and firmware. A profile reader is remembered with
+    /// [`PosEngine::remember_paired_reader`] instead, and is not replaced
+    /// by a vendor record.
     pub async fn remember_reader(&self, serial: &str, model: &str, firmware: &str) -> Result<()> {
         self.check_open()?;
-        let ok = |v: &str| {
-            !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
-        };
+        use crate::ledger::reader_name_ok as ok;
         if !ok(serial) || !ok(model) || !(firmware.is_empty() || ok(firmware)) {
             return Err(PosError::InvalidInput {
                 reason: "serial, model and firmware must be 1-64 printable ASCII characters".into(),
@@ -1059,8 +1061,17 @@ impl PosEngine {
         let now = self.now();
         {
             let s = self.state();
-            if !s.ledger.readers.contains_key(serial) && !s.connectivity.state().is_online() {
-                return Err(PosError::OnlineRequired);
+            match s.ledger.readers.get(serial) {
+                Some(r) if r.certificate.is_some() => {
+                    return Err(PosError::InvalidInput {
+                        reason: "this serial is a paired profile reader: forget it first".into(),
+                    })
+                }
+                Some(_) => {}
+                None if !s.connectivity.state().is_online() => {
+                    return Err(PosError::OnlineRequired)
+                }
+                None => {}
             }
         }
         let reader = crate::ledger::RememberedReader {
@@ -1068,12 +1079,68 @@ impl PosEngine {
             model: model.to_owned(),
             firmware: firmware.to_owned(),
             paired_at: now,
+            certificate: None,
         };
         self.commit(vec![Write::Reader {
             serial: serial.to_owned(),
             reader: Some(reader),
         }])
         .await
+    }
+
+    /// Remembers a profile reader after its authenticated pairing: its
+    /// `certificate` (what `CardReader.pair` returns) must be signed by one
+    /// of the policy's reader authorities; the serial and the model the
+    /// engine keeps are the certificate's, whatever the reader reports. A
+    /// reader not remembered yet, or one whose key changed, is accepted
+    /// only while online (pairing needs the service). Returns the record.
+    pub async fn remember_paired_reader(
+        &self,
+        certificate: &[u8],
+        firmware: &str,
+    ) -> Result<crate::ledger::RememberedReader> {
+        self.check_open()?;
+        if !(firmware.is_empty() || crate::ledger::reader_name_ok(firmware)) {
+            return Err(PosError::InvalidInput {
+                reason: "firmware must be 1-64 printable ASCII characters".into(),
+            });
+        }
+        let cert = crate::reader_trust::ReaderCertificate::decode(certificate).map_err(|e| {
+            PosError::InvalidInput {
+                reason: e.to_string(),
+            }
+        })?;
+        let _w = self.write_lock().await;
+        let now = self.now();
+        {
+            let s = self.state();
+            cert.verify(&s.settings_ref().policy.reader_authority_keys())
+                .map_err(|e| PosError::ReaderNotPaired {
+                    reason: e.to_string(),
+                })?;
+            let same_key = s
+                .ledger
+                .readers
+                .get(&cert.serial)
+                .and_then(|r| r.identity_key())
+                == Some(cert.public_key);
+            if !same_key && !s.connectivity.state().is_online() {
+                return Err(PosError::OnlineRequired);
+            }
+        }
+        let reader = crate::ledger::RememberedReader {
+            serial: cert.serial.clone(),
+            model: cert.model.clone(),
+            firmware: firmware.to_owned(),
+            paired_at: now,
+            certificate: Some(certificate.to_vec()),
+        };
+        self.commit(vec![Write::Reader {
+            serial: cert.serial.clone(),
+            reader: Some(reader.clone()),
+        }])
+        .await?;
+        Ok(reader)
     }
 
     /// Forgets a reader: it must be paired again, online.

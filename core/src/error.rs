@@ -35,6 +35,17 @@ pub enum PosError {
     /// Online authorization needs the gateway, which is not configured.
     #[error("online authorization is not available: no gateway is configured")]
     OnlineUnavailable,
+    /// The card read did not come from a reader this device remembers: no
+    /// reader serial, a reader never paired (or forgotten), or a signature
+    /// that the remembered reader's key does not verify. Pair the reader
+    /// (online) and read the card again; nothing was taken.
+    #[error("the card was not read by a paired reader ({reason})")]
+    ReaderNotPaired { reason: String },
+    /// The card read does not belong to this payment: the reader sealed it
+    /// for another payment id, device, amount, currency or challenge, or
+    /// its summary differs from what the reader signed. Nothing was taken.
+    #[error("the card read does not match this payment ({field})")]
+    CardReadMismatch { field: String },
     /// A payment with this id already exists (B2: ids are never reused).
     #[error("payment {payment_id} already exists")]
     DuplicatePayment { payment_id: String },

@@ -41,6 +41,17 @@ pub struct CardRead {
     /// still read).
     #[serde(with = "compact_bytes")]
     pub sealed_card_data: Vec<u8>,
+    /// The serial of the reader that read the card: a reader the engine
+    /// remembers (`PosEngine::remember_reader`). `None` only on reads the
+    /// engine refuses (`ReaderNotPaired`) and on records of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader_serial: Option<String>,
+    /// The reader's Ed25519 signature of `sealed_card_data` under its
+    /// identity key (`reader_trust::CARD_CONTEXT`): present for the
+    /// profile's readers, absent for a vendor SDK's (trusted through the
+    /// vendor, see `docs/reader-profile.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader_signature: Option<Vec<u8>>,
 }
 
 /// Bytes as one base64 string in JSON (a quarter more than the bytes,
@@ -114,6 +125,16 @@ impl CardRead {
         }
         if self.sealed_card_data.is_empty() || self.sealed_card_data.len() > 16 * 1024 {
             return Err("sealed_card_data must be 1 byte to 16 KiB".into());
+        }
+        if let Some(s) = &self.reader_serial {
+            if !crate::ledger::reader_name_ok(s) {
+                return Err("reader_serial must be 1-64 printable ASCII characters".into());
+            }
+        }
+        if let Some(sig) = &self.reader_signature {
+            if sig.len() != crate::reader_trust::SIGNATURE_LEN {
+                return Err("reader_signature must be 64 bytes".into());
+            }
         }
         Ok(())
     }
@@ -276,9 +297,29 @@ impl Settings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RememberedReader {
     pub serial: String,
+    /// For a profile reader, the model its certificate names (R11 checks
+    /// this one); for a vendor SDK's reader, the model the vendor reports.
     pub model: String,
     pub firmware: String,
     pub paired_at: Timestamp,
+    /// The reader's certificate (`reader_trust::ReaderCertificate`), checked
+    /// against the policy's reader authorities when it was remembered.
+    /// `None`: a vendor SDK's reader, which the engine cannot authenticate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<Vec<u8>>,
+}
+
+impl RememberedReader {
+    /// The identity key of a profile reader.
+    pub fn identity_key(&self) -> Option<[u8; crate::reader_trust::PUBLIC_KEY_LEN]> {
+        let c = crate::reader_trust::ReaderCertificate::decode(self.certificate.as_deref()?).ok()?;
+        Some(c.public_key)
+    }
+}
+
+/// A serial, model or firmware name: 1-64 printable ASCII characters.
+pub fn reader_name_ok(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
 }
 
 /// One durable change. A batch of them is applied atomically.

@@ -349,6 +349,9 @@ pub struct OfflineFeatures {
     pub network_change: bool,
 }
 
+/// Most reader authorities a policy lists.
+pub const MAX_READER_AUTHORITIES: usize = 16;
+
 /// The offline-payment policy of one device: every knob of SPEC R4–R14, B3, B6.
 ///
 /// Plain public fields, so the merchant may edit any of them at any time
@@ -394,6 +397,13 @@ pub struct Policy {
     pub features: OfflineFeatures,
     /// For which outage causes offline payments are taken (B6).
     pub outage: OutagePolicy,
+    /// The reader authorities (makers, or the acquirer registering readers)
+    /// whose certificates this device trusts, as lowercase hex of their
+    /// Ed25519 public keys (`reader_trust`). A profile reader is remembered
+    /// only with a certificate one of them signed, and R11 checks the model
+    /// that certificate names. Empty: no profile reader can be paired.
+    #[serde(default)]
+    pub reader_authorities: BTreeSet<String>,
 }
 
 /// The conservative base: offline disabled (R4), no currency, the phone-reader
@@ -425,6 +435,7 @@ impl Default for Policy {
                 offline_on_service_disruption: false,
                 offline_when_forced: false,
             },
+            reader_authorities: BTreeSet::new(),
         }
     }
 }
@@ -546,6 +557,7 @@ impl Policy {
                 offline_on_service_disruption: true,
                 offline_when_forced: false,
             },
+            reader_authorities: BTreeSet::new(),
         }
     }
 
@@ -607,7 +619,23 @@ impl Policy {
                 offline_on_service_disruption: false,
                 offline_when_forced: false,
             },
+            reader_authorities: BTreeSet::new(),
         }
+    }
+
+    /// The reader authorities' keys (`reader_authorities`, decoded; a
+    /// malformed entry, which `validate` refuses, is skipped).
+    pub fn reader_authority_keys(&self) -> Vec<[u8; 32]> {
+        self.reader_authorities
+            .iter()
+            .filter_map(|h| {
+                let mut k = [0u8; 32];
+                for (i, b) in k.iter_mut().enumerate() {
+                    *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+                }
+                Some(k)
+            })
+            .collect()
     }
 
     /// Turns offline payments on or off (R4).
@@ -715,6 +743,15 @@ impl Policy {
         }
         if self.offline_readers.iter().any(|m| m.trim().is_empty()) {
             return Err(PolicyError::BlankReaderModel);
+        }
+        if self.reader_authorities.len() > MAX_READER_AUTHORITIES
+            || self.reader_authorities.iter().any(|k| {
+                k.len() != 64 || !k.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            })
+        {
+            return Err(PolicyError::BadReaderAuthority {
+                max: MAX_READER_AUTHORITIES,
+            });
         }
         for (currency, limits) in &self.limits {
             limits.validate(*currency)?;
@@ -838,6 +875,10 @@ impl fmt::Display for CountryField {
 /// Why a policy was refused by [`Policy::validate`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum PolicyError {
+    /// A reader authority is not 64 lowercase hex digits (an Ed25519
+    /// public key), or there are too many.
+    #[error("reader authorities must be 64 lowercase hex digits each, at most {max}")]
+    BadReaderAuthority { max: usize },
     /// Offline payments are enabled but no currency has limits.
     #[error("offline payments are enabled but no currency has limits")]
     NoCurrencyConfigured,
