@@ -198,6 +198,7 @@ impl BenchSettings {
 // ---------------------------------------------------------------------------
 
 const READER: &str = "Square Terminal";
+const READER_SERIAL: &str = "SN-BENCH-1";
 
 fn usd() -> Currency {
     Currency::parse("USD").expect("USD")
@@ -230,6 +231,9 @@ fn card(card_bytes: usize) -> CardRead {
         fingerprint: None,
         reader_model: READER.into(),
         sealed_card_data: sealed,
+        // A vendor SDK's reader: its reads carry no signature to check.
+        reader_serial: Some(READER_SERIAL.into()),
+        reader_signature: None,
     }
 }
 
@@ -248,6 +252,18 @@ async fn go_offline(engine: &PosEngine) {
             may_take_offline_payments: true,
         })
         .expect("sign in");
+    if engine.remembered_readers().expect("readers").is_empty() {
+        engine.report_network(true).await.expect("network up");
+        for _ in 0..5 {
+            let _ = engine
+                .report_probe(pos_core::connectivity::ProbeOutcome::Healthy)
+                .await;
+        }
+        engine
+            .remember_reader(READER_SERIAL, READER, "1.0")
+            .await
+            .expect("pair the reader");
+    }
     let state = engine.report_network(false).await.expect("network down");
     assert!(state.outage_cause().is_some(), "offline: {state:?}");
 }

@@ -246,7 +246,8 @@ fn serde_name<T: Serialize>(n: T) -> String {
 }
 
 fn parse_named<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, SealError> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| SealError::Malformed)
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| SealError::Malformed)
 }
 
 impl CardBinding {

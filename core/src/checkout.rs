@@ -535,6 +535,17 @@ impl PosEngine {
         })
     }
 
+    /// The challenge of a begun payment (what its `PaymentDecision` carried):
+    /// for an app that hands the reader the payment after the decision is gone.
+    pub fn card_challenge(&self, payment_id: &PaymentId) -> Result<CardChallenge> {
+        self.check_open()?;
+        self.state()
+            .begun
+            .get(payment_id)
+            .map(|b| b.challenge.clone())
+            .ok_or_else(|| not_found(format!("begun payment {payment_id}")))
+    }
+
     /// Starts an online card payment for what is still owed on an order: the
     /// amount of a declined (or expired) card payment, to collect from the
     /// customer (R17, B9). Online only: offline it fails with
@@ -820,13 +831,17 @@ impl PosEngine {
                     "the reader was remembered as a vendor reader, not a profile reader",
                 ))
             }
-            (Some(_), None) => return Err(not_paired("the read is not signed by the paired reader")),
+            (Some(_), None) => {
+                return Err(not_paired("the read is not signed by the paired reader"))
+            }
             (Some(cert), Some(sig)) => {
                 let cert = crate::reader_trust::ReaderCertificate::decode(cert)
                     .map_err(|_| not_paired("the paired reader's certificate is unreadable"))?;
                 cert.verify(&s.settings_ref().policy.reader_authority_keys())
                     .map_err(|_| {
-                        not_paired("the paired reader's authority is no longer trusted by the policy")
+                        not_paired(
+                            "the paired reader's authority is no longer trusted by the policy",
+                        )
                     })?;
                 crate::reader_trust::verify(
                     &cert.public_key,
@@ -871,7 +886,8 @@ impl PosEngine {
                 if b.last4 != card.last4 {
                     return Err(mismatch("last4"));
                 }
-                if card.fingerprint.as_deref() != Some(b.fingerprint.as_str()) {
+                // A reader that computes no fingerprint binds an empty one.
+                if card.fingerprint.as_deref().unwrap_or("") != b.fingerprint {
                     return Err(mismatch("fingerprint"));
                 }
             }

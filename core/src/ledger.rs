@@ -44,13 +44,13 @@ pub struct CardRead {
     /// The serial of the reader that read the card: a reader the engine
     /// remembers (`PosEngine::remember_reader`). `None` only on reads the
     /// engine refuses (`ReaderNotPaired`) and on records of older versions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub reader_serial: Option<String>,
     /// The reader's Ed25519 signature of `sealed_card_data` under its
     /// identity key (`reader_trust::CARD_CONTEXT`): present for the
     /// profile's readers, absent for a vendor SDK's (trusted through the
     /// vendor, see `docs/reader-profile.md`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub reader_signature: Option<Vec<u8>>,
 }
 
@@ -305,14 +305,15 @@ pub struct RememberedReader {
     /// The reader's certificate (`reader_trust::ReaderCertificate`), checked
     /// against the policy's reader authorities when it was remembered.
     /// `None`: a vendor SDK's reader, which the engine cannot authenticate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub certificate: Option<Vec<u8>>,
 }
 
 impl RememberedReader {
     /// The identity key of a profile reader.
     pub fn identity_key(&self) -> Option<[u8; crate::reader_trust::PUBLIC_KEY_LEN]> {
-        let c = crate::reader_trust::ReaderCertificate::decode(self.certificate.as_deref()?).ok()?;
+        let c =
+            crate::reader_trust::ReaderCertificate::decode(self.certificate.as_deref()?).ok()?;
         Some(c.public_key)
     }
 }
@@ -651,6 +652,8 @@ mod tests {
             fingerprint: None,
             reader_model: "Wisepad 3".into(),
             sealed_card_data: vec![0, 1, 2, 250, 255],
+            reader_serial: None,
+            reader_signature: None,
         };
         let json = serde_json::to_string(&card).unwrap();
         assert!(json.contains(r#""sealed_card_data":"AAEC+v8=""#), "{json}");
@@ -700,6 +703,8 @@ mod tests {
                 fingerprint: None,
                 reader_model: "r".into(),
                 sealed_card_data: vec![1],
+                reader_serial: None,
+                reader_signature: None,
             },
             taken_by: StaffId::parse("s").unwrap(),
             taken_at: Timestamp(0),

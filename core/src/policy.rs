@@ -746,7 +746,10 @@ impl Policy {
         }
         if self.reader_authorities.len() > MAX_READER_AUTHORITIES
             || self.reader_authorities.iter().any(|k| {
-                k.len() != 64 || !k.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                k.len() != 64
+                    || !k
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             })
         {
             return Err(PolicyError::BadReaderAuthority {

@@ -78,12 +78,15 @@ impl fmt::Debug for ReaderCertificate {
 }
 
 fn short_hex(b: &[u8]) -> String {
-    b.iter().take(4).map(|x| format!("{x:02x}")).collect::<String>() + "…"
+    b.iter()
+        .take(4)
+        .map(|x| format!("{x:02x}"))
+        .collect::<String>()
+        + "…"
 }
 
 fn name_ok(v: &str) -> bool {
-    (1..=MAX_NAME_LEN).contains(&v.len())
-        && v.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    (1..=MAX_NAME_LEN).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
 }
 
 impl ReaderCertificate {
@@ -365,8 +368,15 @@ mod tests {
         let r = ReaderIdentity::provision(&[7; 32], &a, "CHP-1", "Chipper 2X BT").unwrap();
         let mut bytes = r.certificate().encode();
         // "Chipper" -> "Dhipper": the model is covered by the signature.
-        let at = bytes.iter().position(|&b| b == b'C' && bytes.len() > 10).unwrap();
-        let at = at + bytes[at..].windows(7).position(|w| w == b"Chipper").unwrap();
+        let at = bytes
+            .iter()
+            .position(|&b| b == b'C' && bytes.len() > 10)
+            .unwrap();
+        let at = at
+            + bytes[at..]
+                .windows(7)
+                .position(|w| w == b"Chipper")
+                .unwrap();
         bytes[at] = b'D';
         let c = ReaderCertificate::decode(&bytes).unwrap();
         assert_eq!(c.model, "Dhipper 2X BT");

@@ -64,8 +64,8 @@ async fn a_capture_cancelled_after_its_write_still_reaches_memory() {
     // The capture's batch is durable, and its caller gives up right then.
     store.hold.store(true, Ordering::SeqCst);
     let e = engine.clone();
-    let caller =
-        tokio::spawn(async move { e.confirm_card_payment(&id, support::chip_card(2)).await });
+    let card = support::chip_card_for(&engine, &id, 2);
+    let caller = tokio::spawn(async move { e.confirm_card_payment(&id, card).await });
     on_written.recv().await.unwrap();
     caller.abort();
     assert!(caller.await.unwrap_err().is_cancelled());

@@ -53,12 +53,28 @@ impl Rig {
     async fn offline() -> Rig {
         let clock = VirtualClock::new(T0);
         let store = MemoryStore::new();
+        let policy = policy();
+        let reader = policy.offline_readers.iter().next().unwrap().clone();
+        // A vendor reader of that model, paired earlier (online).
+        pos_core::store::Store::apply(
+            &store,
+            &[pos_core::ledger::Write::Reader {
+                serial: "SN-1".into(),
+                reader: Some(pos_core::ledger::RememberedReader {
+                    serial: "SN-1".into(),
+                    model: reader.clone(),
+                    firmware: "1.0".into(),
+                    paired_at: T0,
+                    certificate: None,
+                }),
+            }],
+        )
+        .await
+        .unwrap();
         let engine =
             PosEngine::open_with(config(), Arc::new(clock.clone()), Arc::new(store.clone()))
                 .await
                 .unwrap();
-        let policy = policy();
-        let reader = policy.offline_readers.iter().next().unwrap().clone();
         engine.set_policy(policy).await.unwrap();
         let rig = Rig {
             clock,
@@ -125,6 +141,8 @@ impl Rig {
             fingerprint: None,
             reader_model: self.reader.clone(),
             sealed_card_data: vec![0xA5; 32],
+            reader_serial: Some("SN-1".into()),
+            reader_signature: None,
         };
         self.engine.confirm_card_payment(&d.payment_id, card).await
     }

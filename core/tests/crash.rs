@@ -239,6 +239,19 @@ async fn child_main(dir: PathBuf, cycle: u64, seed: u64) {
         engine.set_policy(wanted).await.unwrap();
     }
     engine.sign_in(staff()).unwrap();
+    if engine.remembered_readers().unwrap().is_empty() {
+        // A vendor reader (no signature to make): pairing needs the service.
+        engine.report_network(true).await.unwrap();
+        for _ in 0..5 {
+            let _ = engine
+                .report_probe(pos_core::connectivity::ProbeOutcome::Healthy)
+                .await;
+        }
+        engine
+            .remember_reader(CRASH_READER, "Wisepad 3", "1.0")
+            .await
+            .unwrap();
+    }
     engine.report_network(false).await.unwrap();
     let mut n: u64 = 0;
     while started.elapsed() < CHILD_MAX_RUN {
@@ -284,6 +297,8 @@ async fn child_main(dir: PathBuf, cycle: u64, seed: u64) {
             fingerprint: None,
             reader_model: "Wisepad 3".into(),
             sealed_card_data: vec![0xA5; 32 + usize::try_from(rng.below(200)).unwrap()],
+            reader_serial: Some(CRASH_READER.into()),
+            reader_signature: None,
         };
         let view = engine
             .confirm_card_payment(&decision.payment_id, card)
@@ -296,6 +311,9 @@ async fn child_main(dir: PathBuf, cycle: u64, seed: u64) {
     // Only a child whose parent is gone gets here.
     std::process::exit(4);
 }
+
+/// The serial of the (vendor) reader the child takes cards with.
+const CRASH_READER: &str = "SN-CRASH-1";
 
 /// One forwarding step on a due payment: start, then (usually) an outcome.
 async fn child_forward_one(engine: &PosEngine, rng: &mut Rng) {

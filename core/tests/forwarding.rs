@@ -329,9 +329,14 @@ impl Rig {
         let engine = PosEngine::open_with(config, Arc::new(clock.clone()), store)
             .await
             .unwrap();
-        let policy = Policy::square_reader(Currency::parse("USD").unwrap()).with_enabled(true);
-        let reader = policy.offline_readers.iter().next().unwrap().clone();
+        let mut policy = support::trusting_the_test_reader(
+            Policy::square_reader(Currency::parse("USD").unwrap()).with_enabled(true),
+        );
+        // The test reader is a "Wisepad 3".
+        policy.offline_readers.insert("Wisepad 3".into());
+        let reader = "Wisepad 3".to_owned();
         engine.set_policy(policy).await.unwrap();
+        support::pair_test_reader(&engine).await;
         engine
             .sign_in(StaffSession {
                 staff_id: StaffId::parse("cashier-1").unwrap(),
@@ -373,9 +378,14 @@ impl Rig {
             fingerprint: None,
             reader_model: self.reader.clone(),
             sealed_card_data: vec![0xA5; 48],
+            reader_serial: None,
+            reader_signature: None,
         };
         self.engine
-            .confirm_card_payment(&payment_id, card)
+            .confirm_card_payment(
+                &payment_id,
+                support::read_for(&self.engine, &payment_id, card),
+            )
             .await
             .unwrap();
         payment_id
@@ -717,6 +727,8 @@ impl Rig {
             fingerprint: None,
             reader_model: self.reader.clone(),
             sealed_card_data: vec![0x5A; 48],
+            reader_serial: None,
+            reader_signature: None,
         }
     }
 
@@ -729,7 +741,10 @@ impl Rig {
     ) -> pos_core::checkout::PaymentView {
         let id = self.begin_online(order, id, cents).await;
         self.engine
-            .confirm_card_payment(&id, self.contactless_card())
+            .confirm_card_payment(
+                &id,
+                support::read_for(&self.engine, &id, self.contactless_card()),
+            )
             .await
             .unwrap()
     }
@@ -774,11 +789,16 @@ async fn a_payment_id_the_store_has_seen_is_never_taken_again() {
         fingerprint: None,
         reader_model: rig.reader.clone(),
         sealed_card_data: vec![0xA5; 48],
+        reader_serial: None,
+        reader_signature: None,
     };
     for id in ["app-approved", "app-declined"] {
         let d = begin(new_order().await, id).await.unwrap();
         rig.engine
-            .confirm_card_payment(&d.payment_id, card.clone())
+            .confirm_card_payment(
+                &d.payment_id,
+                support::read_for(&rig.engine, &d.payment_id, card.clone()),
+            )
             .await
             .unwrap();
     }
@@ -873,10 +893,15 @@ async fn a_declined_card_leaves_the_balance_due_and_it_can_be_paid_again() {
         fingerprint: None,
         reader_model: rig.reader.clone(),
         sealed_card_data: vec![0x11; 48],
+        reader_serial: None,
+        reader_signature: None,
     };
     let v = rig
         .engine
-        .confirm_card_payment(&d.payment_id, card)
+        .confirm_card_payment(
+            &d.payment_id,
+            support::read_for(&rig.engine, &d.payment_id, card),
+        )
         .await
         .unwrap();
     assert_eq!(v.status, PaymentStatus::Approved);
@@ -1231,7 +1256,8 @@ async fn a_cancelled_online_confirmation_still_records_its_answer() {
     let order = rig.order_of(5_000).await;
     rig.processor.gate.close();
     let paid = rig.begin_online(&order.id, "online-cancelled", 5_000).await;
-    let (engine, id, card) = (rig.engine.clone(), paid.clone(), rig.contactless_card());
+    let (engine, id) = (rig.engine.clone(), paid.clone());
+    let card = support::read_for(&rig.engine, &paid, rig.contactless_card());
     let caller = tokio::spawn(async move { engine.confirm_card_payment(&id, card).await });
     rig.processor.gate.held(1).await;
     caller.abort();

@@ -361,6 +361,11 @@ const BEHAVIOURS: [OfflineBehaviour; 3] = [
     OfflineBehaviour::ForceOffline,
 ];
 
+/// The serial of the vendor reader remembered for `model`.
+fn reader_serial(model: &str) -> String {
+    format!("SN {model}").chars().take(64).collect()
+}
+
 fn reader_name(policy: &Policy, which: u8) -> String {
     if which == 0 {
         policy
@@ -436,6 +441,36 @@ impl Harness {
     async fn new() -> Harness {
         let clock = VirtualClock::new(Timestamp(T0));
         let store = MemoryStore::new();
+        // Every reader model the cards use, remembered as vendor readers
+        // (their trust is the vendor's: the card reads carry the serial and
+        // no signature), so R11 sees the remembered model.
+        let mut models: Vec<String> = [
+            Policy::shopify_pos(usd_c()),
+            Policy::square_reader(usd_c()),
+            Policy::square_terminal(usd_c()),
+        ]
+        .iter()
+        .map(|p| reader_name(p, 0))
+        .collect();
+        models.push(reader_name(&Policy::default(), 1));
+        for model in models {
+            let serial = reader_serial(&model);
+            pos_core::store::Store::apply(
+                &store,
+                &[pos_core::ledger::Write::Reader {
+                    serial: serial.clone(),
+                    reader: Some(pos_core::ledger::RememberedReader {
+                        serial,
+                        model,
+                        firmware: "1.0".into(),
+                        paired_at: Timestamp(T0),
+                        certificate: None,
+                    }),
+                }],
+            )
+            .await
+            .unwrap();
+        }
         let engine =
             PosEngine::open_with(config(), Arc::new(clock.clone()), Arc::new(store.clone()))
                 .await
@@ -696,6 +731,8 @@ impl Harness {
                 fingerprint: fingerprint(card),
                 reader_model: reader_name(&self.model.policy, card.reader),
                 sealed_card_data: vec![7; 16],
+                reader_serial: Some(reader_serial(&reader_name(&self.model.policy, card.reader))),
+                reader_signature: None,
             };
             let result = match self.engine.begin_card_payment(req).await {
                 Err(e) => Err(e),

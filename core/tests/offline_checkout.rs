@@ -8,10 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pos_core::audit::{AuditKind, OverrideAction};
-use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour, PaymentView, Route};
+use pos_core::card_seal::{self, CardBinding, CardSecret, ProcessorKey};
+use pos_core::checkout::{
+    CardChallenge, CardPaymentRequest, NewOrder, OfflineBehaviour, PaymentView, Route,
+};
 use pos_core::clock::{Timestamp, VirtualClock};
 use pos_core::connectivity::{ConnectivityConfig, ConnectivityState, ProbeOutcome};
 use pos_core::engine::StaffSession;
+use pos_core::ledger::RememberedReader;
 use pos_core::ledger::{CardRead, Write};
 use pos_core::lifecycle::{
     CustomerContact, DeclineReason, OrderId, OrderStatus, PaymentEvent, PaymentId, PaymentStatus,
@@ -19,6 +23,9 @@ use pos_core::lifecycle::{
 };
 use pos_core::money::{Currency, Money};
 use pos_core::policy::{CurrencyLimits, EntryMode, Network, OfflineReason, Policy, TenderKind};
+use pos_core::reader_trust::{
+    simulator_authority, simulator_reader_seed, ReaderIdentity, CARD_CONTEXT,
+};
 use pos_core::rules::{ActionOverride, ActionRefused, GuardOutcome, GuardedAction, Refusal};
 use pos_core::store::{MemoryStore, Store, StoreError};
 use pos_core::{EngineConfig, EventListener, PosEngine, PosError, PosEvent};
@@ -43,16 +50,105 @@ fn config() -> EngineConfig {
     EngineConfig::new("/tmp/pos-core-offline-checkout", "till-1", "USD").unwrap()
 }
 
+/// `policy` trusting the simulator's reader authority (the test readers').
+fn trusting(mut policy: Policy) -> Policy {
+    let hex: String = simulator_authority()
+        .public_key()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    policy.reader_authorities.insert(hex);
+    policy
+}
+
 fn shopify() -> Policy {
-    Policy::shopify_pos(usd_currency()).with_enabled(true)
+    trusting(Policy::shopify_pos(usd_currency()).with_enabled(true))
 }
 
 fn square_reader() -> Policy {
-    Policy::square_reader(usd_currency()).with_enabled(true)
+    trusting(Policy::square_reader(usd_currency()).with_enabled(true))
 }
 
 fn square_terminal() -> Policy {
-    Policy::square_terminal(usd_currency()).with_enabled(true)
+    trusting(Policy::square_terminal(usd_currency()).with_enabled(true))
+}
+
+/// Every reader model these tests read cards with.
+fn test_models() -> Vec<String> {
+    let mut m: Vec<String> = [shopify(), square_reader(), square_terminal()]
+        .iter()
+        .flat_map(|p| p.offline_readers.iter().cloned())
+        .collect();
+    m.push("Mystery Reader".into());
+    m
+}
+
+fn serial_of(model: &str) -> String {
+    format!("SN {model}")
+}
+
+/// The profile reader of `model`, certified by the simulator's authority.
+fn test_reader(model: &str) -> ReaderIdentity {
+    let serial = serial_of(model);
+    ReaderIdentity::provision(
+        &simulator_reader_seed(&serial),
+        &simulator_authority(),
+        &serial,
+        model,
+    )
+    .unwrap()
+}
+
+/// A processor key to seal to (the tests never open what is sealed).
+fn processor_key() -> ProcessorKey {
+    let rng = ring::rand::SystemRandom::new();
+    let k = ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::X25519, &rng).unwrap();
+    let mut p = [0u8; 32];
+    p.copy_from_slice(k.compute_public_key().unwrap().as_ref());
+    ProcessorKey(p)
+}
+
+/// `card` as the reader of its `reader_model` reads it for `challenge`:
+/// sealed (version 2) for this payment and signed by that reader.
+fn read_for(challenge: &CardChallenge, mut card: CardRead) -> CardRead {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let reader = test_reader(&card.reader_model);
+    let binding = CardBinding {
+        payment_id: challenge.payment_id.as_str().to_owned(),
+        device_id: challenge.device_id.clone(),
+        amount_minor: challenge.amount.minor_units(),
+        currency: challenge.amount.currency().code().to_owned(),
+        reader_serial: serial_of(&card.reader_model),
+        counter: COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        phone_nonce: challenge.nonce,
+        read_at_ms: T0.0,
+        entry_mode: card.entry_mode,
+        network: card.network,
+        last4: card.last4.clone(),
+        fingerprint: card.fingerprint.clone().unwrap_or_default(),
+    };
+    let secret = CardSecret {
+        pan: "4242424242424242".into(),
+        expiry: "1230".into(),
+    };
+    card.sealed_card_data = card_seal::seal(&binding, &secret, &processor_key()).unwrap();
+    card.reader_signature = Some(reader.sign(CARD_CONTEXT, &card.sealed_card_data).to_vec());
+    card.reader_serial = Some(serial_of(&card.reader_model));
+    card
+}
+
+/// Confirms `id` with `card` read for it by its model's test reader.
+async fn confirm(
+    engine: &PosEngine,
+    id: &PaymentId,
+    card: CardRead,
+) -> Result<PaymentView, PosError> {
+    let card = match engine.card_challenge(id) {
+        Ok(ch) => read_for(&ch, card),
+        // Not begun (or already confirmed): the engine answers for itself.
+        Err(_) => card,
+    };
+    engine.confirm_card_payment(id, card).await
 }
 
 fn staff(id: &str, may_take_offline_payments: bool) -> StaffSession {
@@ -71,6 +167,8 @@ fn card_with(entry_mode: EntryMode, network: Network, reader: &str) -> CardRead 
         fingerprint: None,
         reader_model: reader.into(),
         sealed_card_data: vec![0xA5; 32],
+        reader_serial: None,
+        reader_signature: None,
     }
 }
 
@@ -91,6 +189,25 @@ impl Rig {
     async fn new(policy: Policy) -> Rig {
         let clock = VirtualClock::new(T0);
         let store = MemoryStore::new();
+        // Every test reader paired before (pairing is online; most tests
+        // start with the connectivity unknown).
+        for model in test_models() {
+            let reader = test_reader(&model);
+            let serial = serial_of(&model);
+            store
+                .apply(&[Write::Reader {
+                    serial: serial.clone(),
+                    reader: Some(RememberedReader {
+                        serial,
+                        model,
+                        firmware: "1.0".into(),
+                        paired_at: T0,
+                        certificate: Some(reader.certificate().encode()),
+                    }),
+                }])
+                .await
+                .unwrap();
+        }
         let engine =
             PosEngine::open_with(config(), Arc::new(clock.clone()), Arc::new(store.clone()))
                 .await
@@ -158,7 +275,7 @@ impl Rig {
             .engine
             .begin_card_payment(Self::request(order, cents, OfflineBehaviour::PreferOnline))
             .await?;
-        self.engine.confirm_card_payment(&d.payment_id, card).await
+        confirm(&self.engine, &d.payment_id, card).await
     }
 
     async fn pay(&self, order: &OrderId, cents: i64) -> Result<PaymentView, PosError> {
@@ -362,9 +479,7 @@ async fn a_tip_is_charged_to_the_card_but_never_pays_the_order_itself() {
     let mut req = Rig::request(&order, 6_000, OfflineBehaviour::PreferOnline);
     req.tip = Some(usd(500));
     let d = rig.engine.begin_card_payment(req).await.unwrap();
-    let p = rig
-        .engine
-        .confirm_card_payment(&d.payment_id, rig.card())
+    let p = confirm(&rig.engine, &d.payment_id, rig.card())
         .await
         .unwrap();
     assert_eq!((p.amount, p.tip), (usd(6_500), Some(usd(500))));
@@ -401,15 +516,10 @@ async fn a_limit_reached_between_begin_and_confirm_is_refused_at_confirm() {
         .begin_card_payment(Rig::request(&order, 5_000, OfflineBehaviour::PreferOnline))
         .await
         .unwrap();
-    rig.engine
-        .confirm_card_payment(&first.payment_id, rig.card())
+    confirm(&rig.engine, &first.payment_id, rig.card())
         .await
         .unwrap();
-    let r = refusal(
-        rig.engine
-            .confirm_card_payment(&second.payment_id, rig.card())
-            .await,
-    );
+    let r = refusal(confirm(&rig.engine, &second.payment_id, rig.card()).await);
     assert_eq!(
         r,
         Refusal::PerOrderLimit {
@@ -587,11 +697,7 @@ async fn a_staff_member_without_the_offline_permission_is_refused() {
         .unwrap();
     rig.engine.sign_in(staff("trainee-7", false)).unwrap();
     assert_eq!(
-        refusal(
-            rig.engine
-                .confirm_card_payment(&d.payment_id, rig.card())
-                .await
-        ),
+        refusal(confirm(&rig.engine, &d.payment_id, rig.card()).await),
         Refusal::StaffNotPermitted
     );
     let refused: Vec<_> = rig
@@ -1129,8 +1235,7 @@ async fn a_forced_offline_payment_does_not_shorten_the_next_outage() {
         .begin_card_payment(Rig::request(&order, 1_000, OfflineBehaviour::ForceOffline))
         .await
         .unwrap();
-    rig.engine
-        .confirm_card_payment(&d.payment_id, rig.card())
+    confirm(&rig.engine, &d.payment_id, rig.card())
         .await
         .unwrap();
     rig.clock.advance(2 * HOUR);
@@ -1153,18 +1258,14 @@ async fn forced_offline_while_online_starts_a_new_session_once_the_window_closed
     let order = rig.order(3_000).await;
     let force = |amount| Rig::request(&order, amount, OfflineBehaviour::ForceOffline);
     let d = rig.engine.begin_card_payment(force(1_000)).await.unwrap();
-    let first = rig
-        .engine
-        .confirm_card_payment(&d.payment_id, rig.card())
+    let first = confirm(&rig.engine, &d.payment_id, rig.card())
         .await
         .unwrap();
     // Past the 1 h window of the phone profile: the next forced payment is not
     // stuck behind the closed window, it runs in a new session of its own.
     rig.clock.advance(2 * HOUR);
     let d = rig.engine.begin_card_payment(force(1_000)).await.unwrap();
-    let second = rig
-        .engine
-        .confirm_card_payment(&d.payment_id, rig.card())
+    let second = confirm(&rig.engine, &d.payment_id, rig.card())
         .await
         .unwrap();
     assert_eq!(first.deadline, at(24 * HOUR));
@@ -1210,10 +1311,7 @@ async fn prefer_online_decided_offline_then_reconnected_before_confirm_changes_r
     rig.back_online().await;
     let records_after_reconnect = rig.store.len();
     assert!(records_after_reconnect > before);
-    let r = rig
-        .engine
-        .confirm_card_payment(&d.payment_id, rig.card())
-        .await;
+    let r = confirm(&rig.engine, &d.payment_id, rig.card()).await;
     assert_eq!(
         r,
         Err(PosError::RouteChanged {
@@ -1229,9 +1327,7 @@ async fn prefer_online_decided_offline_then_reconnected_before_confirm_changes_r
     assert_eq!(rig.engine.status().unwrap().pending_offline_payments, 0);
     // The begun payment is gone: confirming it again finds nothing.
     assert!(matches!(
-        rig.engine
-            .confirm_card_payment(&d.payment_id, rig.card())
-            .await,
+        confirm(&rig.engine, &d.payment_id, rig.card()).await,
         Err(PosError::NotFound { .. })
     ));
 }
@@ -1254,9 +1350,7 @@ async fn force_offline_works_while_online() {
             reason: OfflineReason::ForcedOffline
         }
     );
-    let p = rig
-        .engine
-        .confirm_card_payment(&d.payment_id, rig.card())
+    let p = confirm(&rig.engine, &d.payment_id, rig.card())
         .await
         .unwrap();
     assert_eq!(p.status, PaymentStatus::Pending);
@@ -1289,9 +1383,7 @@ async fn prefer_online_while_online_is_not_taken_offline() {
         .unwrap();
     assert_eq!(d.route, Route::Online);
     assert_eq!(
-        rig.engine
-            .confirm_card_payment(&d.payment_id, rig.card())
-            .await,
+        confirm(&rig.engine, &d.payment_id, rig.card()).await,
         Err(PosError::OnlineUnavailable)
     );
     assert!(rig.engine.list_payments().unwrap().is_empty());
@@ -1311,15 +1403,11 @@ async fn confirming_twice_returns_the_same_payment_not_two() {
         .begin_card_payment(Rig::request(&order, 1_000, OfflineBehaviour::PreferOnline))
         .await
         .unwrap();
-    let first = rig
-        .engine
-        .confirm_card_payment(&d.payment_id, rig.card())
+    let first = confirm(&rig.engine, &d.payment_id, rig.card())
         .await
         .unwrap();
     let records = rig.store.len();
-    let again = rig
-        .engine
-        .confirm_card_payment(&d.payment_id, rig.card())
+    let again = confirm(&rig.engine, &d.payment_id, rig.card())
         .await
         .unwrap();
     assert_eq!(again, first);
@@ -1361,7 +1449,7 @@ async fn a_negative_or_foreign_currency_tip_is_invalid_input_on_every_route() {
                 // Nothing was begun: confirming finds no payment.
                 let id = PaymentId::parse(req.payment_id.as_deref().unwrap()).unwrap();
                 assert!(matches!(
-                    rig.engine.confirm_card_payment(&id, rig.card()).await,
+                    confirm(&rig.engine, &id, rig.card()).await,
                     Err(PosError::NotFound { .. })
                 ));
                 routes.push(behaviour);
@@ -1385,8 +1473,7 @@ async fn an_app_supplied_payment_id_reused_is_a_duplicate() {
     req.payment_id = Some("app-key-1".into());
     let d = rig.engine.begin_card_payment(req.clone()).await.unwrap();
     assert_eq!(d.payment_id, PaymentId::parse("app-key-1").unwrap());
-    rig.engine
-        .confirm_card_payment(&d.payment_id, rig.card())
+    confirm(&rig.engine, &d.payment_id, rig.card())
         .await
         .unwrap();
     assert_eq!(
@@ -1695,10 +1782,7 @@ async fn a_failed_store_write_during_confirm_changes_nothing() {
     let order_view = rig.engine.order(&order).unwrap();
 
     rig.store.fail_next_write(StoreError::DiskFull);
-    let r = rig
-        .engine
-        .confirm_card_payment(&d.payment_id, rig.card())
-        .await;
+    let r = confirm(&rig.engine, &d.payment_id, rig.card()).await;
     assert_eq!(
         r,
         Err(PosError::Storage {
@@ -1711,9 +1795,7 @@ async fn a_failed_store_write_during_confirm_changes_nothing() {
     assert_eq!(rig.engine.order(&order).unwrap(), order_view);
 
     // The same payment can be confirmed once the disk has room.
-    let p = rig
-        .engine
-        .confirm_card_payment(&d.payment_id, rig.card())
+    let p = confirm(&rig.engine, &d.payment_id, rig.card())
         .await
         .unwrap();
     assert_eq!(p.id, d.payment_id);
@@ -1791,12 +1873,12 @@ async fn racing_checkouts_never_push_the_device_total_over_its_limit() {
                 .begin_card_payment(Rig::request(&order, 1_000, OfflineBehaviour::PreferOnline))
                 .await?;
             tokio::task::yield_now().await;
-            engine
-                .confirm_card_payment(
-                    &d.payment_id,
-                    card_with(EntryMode::Chip, Network::Visa, &reader),
-                )
-                .await
+            confirm(
+                &engine,
+                &d.payment_id,
+                card_with(EntryMode::Chip, Network::Visa, &reader),
+            )
+            .await
         }));
     }
     let mut ok = 0;
@@ -1842,12 +1924,12 @@ async fn racing_split_cards_on_one_order_never_exceed_the_order_limit() {
                 .begin_card_payment(Rig::request(&order, 3_000, OfflineBehaviour::PreferOnline))
                 .await?;
             tokio::task::yield_now().await;
-            engine
-                .confirm_card_payment(
-                    &d.payment_id,
-                    card_with(EntryMode::Chip, Network::Visa, &reader),
-                )
-                .await
+            confirm(
+                &engine,
+                &d.payment_id,
+                card_with(EntryMode::Chip, Network::Visa, &reader),
+            )
+            .await
         }));
     }
     let mut ok = 0;
@@ -1916,9 +1998,7 @@ async fn beginning_again_with_the_same_key_is_a_retry_and_another_request_is_ref
         })
     );
     // The confirmed payment is the one first begun.
-    let p = rig
-        .engine
-        .confirm_card_payment(&first.payment_id, rig.card())
+    let p = confirm(&rig.engine, &first.payment_id, rig.card())
         .await
         .unwrap();
     assert_eq!(p.amount, usd(1_000));
@@ -1934,8 +2014,7 @@ async fn a_taken_payment_cannot_be_cancelled() {
         .begin_card_payment(Rig::request(&order, 1_000, OfflineBehaviour::PreferOnline))
         .await
         .unwrap();
-    rig.engine
-        .confirm_card_payment(&d.payment_id, rig.card())
+    confirm(&rig.engine, &d.payment_id, rig.card())
         .await
         .unwrap();
     assert!(matches!(
@@ -1951,9 +2030,7 @@ async fn a_taken_payment_cannot_be_cancelled() {
         .unwrap();
     rig.engine.cancel_card_payment(&d.payment_id).await.unwrap();
     assert!(matches!(
-        rig.engine
-            .confirm_card_payment(&d.payment_id, rig.card())
-            .await,
+        confirm(&rig.engine, &d.payment_id, rig.card()).await,
         Err(PosError::NotFound { .. })
     ));
 }

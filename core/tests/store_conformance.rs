@@ -183,6 +183,8 @@ fn payment(id: &str, order: &str, state: PaymentState, sealed_len: usize) -> Wri
             fingerprint: Some("fp_4f2a".into()),
             reader_model: "Lecteur café ☕ 2".into(),
             sealed_card_data: (0..sealed_len).map(|i| (i % 251) as u8).collect(),
+            reader_serial: Some("SN-7".into()),
+            reader_signature: Some(vec![0x5a; 64]),
         },
         taken_by: staff(),
         taken_at: T0,
@@ -384,6 +386,16 @@ async fn an_engine_reopened_on_the_store_serves_what_it_stored<B: Backend>() {
             may_take_offline_payments: true,
         })
         .unwrap();
+    engine.report_network(true).await.unwrap();
+    for _ in 0..5 {
+        let _ = engine
+            .report_probe(pos_core::connectivity::ProbeOutcome::Healthy)
+            .await;
+    }
+    engine
+        .remember_reader("SN-1", &reader, "1.0")
+        .await
+        .unwrap();
     engine.report_network(false).await.unwrap();
     let order = engine
         .create_order(NewOrder {
@@ -414,6 +426,8 @@ async fn an_engine_reopened_on_the_store_serves_what_it_stored<B: Backend>() {
                 fingerprint: None,
                 reader_model: reader,
                 sealed_card_data: vec![0xA5; 48],
+                reader_serial: Some("SN-1".into()),
+                reader_signature: None,
             },
         )
         .await

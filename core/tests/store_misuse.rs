@@ -83,6 +83,8 @@ fn payment(id: &str, pan: &str) -> Write {
             fingerprint: Some(pan.into()),
             reader_model: "Wisepad 3".into(),
             sealed_card_data: format!("PAN={pan};EXP=12/30").into_bytes(),
+            reader_serial: Some("SN-1".into()),
+            reader_signature: None,
         },
         taken_by: staff(),
         taken_at: T0,
@@ -1059,6 +1061,17 @@ async fn nothing_sensitive_is_stored_in_clear() {
             may_take_offline_payments: true,
         })
         .unwrap();
+    engine.report_network(true).await.unwrap();
+    for _ in 0..5 {
+        let _ = engine
+            .report_probe(pos_core::connectivity::ProbeOutcome::Healthy)
+            .await;
+    }
+    // A vendor reader: its card reads carry no signature.
+    engine
+        .remember_reader("SN-1", "Wisepad 3", "1.0")
+        .await
+        .unwrap();
     engine.report_network(false).await.unwrap();
     for (i, ((pan, email), phone)) in TEST_PANS.iter().zip(EMAILS).zip(PHONES).enumerate() {
         let order = engine
@@ -1090,6 +1103,8 @@ async fn nothing_sensitive_is_stored_in_clear() {
                     fingerprint: Some((*pan).to_owned()),
                     reader_model: "Wisepad 3".into(),
                     sealed_card_data: format!("{pan}=3012101123").into_bytes(),
+                    reader_serial: Some("SN-1".into()),
+                    reader_signature: None,
                 },
             )
             .await

@@ -114,7 +114,13 @@ async fn a_schema_1_store_is_migrated_in_place_with_its_pending_payments() {
         engine.status().unwrap().offline_enabled,
         "the policy came along"
     );
-    // The migrated store takes new payments and reopens with all of them.
+    // The migrated store takes new payments (from a reader paired now)
+    // and reopens with all of them.
+    engine
+        .set_policy(support::trusting_the_test_reader(engine.policy().unwrap()))
+        .await
+        .unwrap();
+    support::pair_test_reader(&engine).await;
     sign_in_and_lose_the_network(&engine).await;
     sell_offline(&engine, 4, 300).await;
     close(engine, store).await;
