@@ -7,7 +7,9 @@
 //! ```text
 //! byte 0      protocol version (1)
 //! bytes 1-2   message id (u16, little-endian)
-//! byte 3      kind: 1 = message (JSON), 2 = acknowledgement
+//! byte 3      kind: 1 = message (JSON, plain), 2 = acknowledgement (plain),
+//!             3 = handshake message, 4 = sealed message,
+//!             5 = sealed acknowledgement
 //! byte 4      fragment index (0-based)
 //! byte 5      fragment count (1..=255)
 //! bytes 6-7   total message length (u16, little-endian)
@@ -30,20 +32,47 @@ pub const MIN_MTU: usize = 23;
 pub const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Incomplete messages kept at once.
 pub const MAX_PARTIALS: usize = 8;
+/// Delivered message ids remembered to drop duplicates.
+pub const DELIVERED_IDS: usize = 64;
 
 /// Frame kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
+    /// A plain JSON message: before the handshake, and every message of
+    /// profile version 1.
     Message,
+    /// The acknowledgement of a plain message (empty body).
     Ack,
+    /// A handshake message (`secure`): neither acknowledged nor resent.
+    Handshake,
+    /// A message sealed under the session (`secure::Session::seal`).
+    Sealed,
+    /// The acknowledgement of a sealed message, itself sealed (empty
+    /// plaintext).
+    SealedAck,
 }
 
 impl Kind {
-    fn byte(self) -> u8 {
+    /// The kind's byte in the frame header.
+    pub fn byte(self) -> u8 {
         match self {
             Kind::Message => 1,
             Kind::Ack => 2,
+            Kind::Handshake => 3,
+            Kind::Sealed => 4,
+            Kind::SealedAck => 5,
         }
+    }
+
+    fn from_byte(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Message,
+            2 => Kind::Ack,
+            3 => Kind::Handshake,
+            4 => Kind::Sealed,
+            5 => Kind::SealedAck,
+            _ => return None,
+        })
     }
 }
 
@@ -62,8 +91,6 @@ pub enum FrameError {
     TooLarge(usize),
     #[error("fragment sizes do not add up to the announced length")]
     Length,
-    #[error("fragments of message {0} disagree on its header")]
-    Inconsistent(u16),
     #[error("message {0} failed its CRC check")]
     Crc(u16),
     #[error("MTU {0} is below the BLE minimum of {MIN_MTU}")]
@@ -123,11 +150,7 @@ fn header(frame: &[u8]) -> Result<Header, FrameError> {
     if frame[0] != FRAME_VERSION {
         return Err(FrameError::Version(frame[0]));
     }
-    let kind = match frame[3] {
-        1 => Kind::Message,
-        2 => Kind::Ack,
-        k => return Err(FrameError::Kind(k)),
-    };
+    let kind = Kind::from_byte(frame[3]).ok_or(FrameError::Kind(frame[3]))?;
     let (index, count) = (frame[4], frame[5]);
     if count == 0 || index >= count {
         return Err(FrameError::Fragment { index, count });
@@ -151,11 +174,12 @@ fn header(frame: &[u8]) -> Result<Header, FrameError> {
 pub enum Pushed {
     /// More fragments are needed.
     Incomplete,
-    /// A whole new message.
+    /// A whole message whose id was not delivered yet.
     Complete { id: u16, kind: Kind, bytes: Vec<u8> },
-    /// A message already delivered, sent again (after a reconnection):
-    /// acknowledge it again, do not deliver it twice.
-    Duplicate { id: u16, kind: Kind },
+    /// A whole message whose id was already delivered
+    /// ([`Reassembler::mark_delivered`]), sent again after a reconnection:
+    /// once authenticated, acknowledge it again, never deliver it twice.
+    Duplicate { id: u16, kind: Kind, bytes: Vec<u8> },
 }
 
 struct Partial {
@@ -165,7 +189,9 @@ struct Partial {
 }
 
 /// Reassembles frames from one peer. Time is given by the caller (ms), so
-/// tests need no sleeps.
+/// tests need no sleeps. A message's id counts as delivered only when the
+/// caller says so ([`Reassembler::mark_delivered`], after authenticating
+/// it): a forged message never enters the duplicate list.
 pub struct Reassembler {
     partials: BTreeMap<(u16, u8), Partial>,
     delivered: VecDeque<(u16, u8)>,
@@ -199,6 +225,32 @@ impl Reassembler {
         self.partials.clear();
     }
 
+    /// Forgets everything, the delivered ids too: the peer started a new
+    /// session (a new handshake, a rebooted reader) and numbers its messages
+    /// from 1 again.
+    pub fn new_session(&mut self) {
+        self.partials.clear();
+        self.delivered.clear();
+    }
+
+    /// Records a message as delivered: the same id and kind sent again is
+    /// then a [`Pushed::Duplicate`]. The last [`DELIVERED_IDS`] are kept.
+    pub fn mark_delivered(&mut self, id: u16, kind: Kind) {
+        let key = (id, kind.byte());
+        if self.delivered.contains(&key) {
+            return;
+        }
+        self.delivered.push_back(key);
+        if self.delivered.len() > DELIVERED_IDS {
+            self.delivered.pop_front();
+        }
+    }
+
+    /// Incomplete messages held.
+    pub fn partials(&self) -> usize {
+        self.partials.len()
+    }
+
     /// Drops incomplete messages older than the timeout; returns how many.
     pub fn expire(&mut self, now_ms: u64) -> usize {
         let limit = REASSEMBLY_TIMEOUT.as_millis() as u64;
@@ -208,26 +260,21 @@ impl Reassembler {
         before - self.partials.len()
     }
 
-    /// Takes one frame.
+    /// Takes one frame. A fragment whose header disagrees with the
+    /// incomplete message of the same id and kind starts that message
+    /// again: the sender resent it (a resent sealed message has a fresh
+    /// counter, hence other bytes and another CRC).
     pub fn push(&mut self, frame: &[u8], now_ms: u64) -> Result<Pushed, FrameError> {
         let h = header(frame)?;
         let body = &frame[HEADER_LEN..];
         let key = (h.id, h.kind.byte());
-        if self.delivered.contains(&key) && !self.partials.contains_key(&key) {
-            if h.index + 1 == h.count {
-                return Ok(Pushed::Duplicate {
-                    id: h.id,
-                    kind: h.kind,
-                });
-            }
-            return Ok(Pushed::Incomplete);
+        let stale = self.partials.get(&key).is_some_and(|p| {
+            p.header.count != h.count || p.header.len != h.len || p.header.crc != h.crc
+        });
+        if stale {
+            self.partials.remove(&key);
         }
-        if let Some(p) = self.partials.get(&key) {
-            if p.header.count != h.count || p.header.len != h.len || p.header.crc != h.crc {
-                self.partials.remove(&key);
-                return Err(FrameError::Inconsistent(h.id));
-            }
-        } else {
+        if !self.partials.contains_key(&key) {
             if self.partials.len() >= MAX_PARTIALS {
                 // Drop the oldest incomplete message to bound memory.
                 if let Some(oldest) = self
@@ -268,9 +315,12 @@ impl Reassembler {
         if crc32fast::hash(&bytes) != h.crc {
             return Err(FrameError::Crc(h.id));
         }
-        self.delivered.push_back(key);
-        if self.delivered.len() > 64 {
-            self.delivered.pop_front();
+        if self.delivered.contains(&key) {
+            return Ok(Pushed::Duplicate {
+                id: h.id,
+                kind: h.kind,
+                bytes,
+            });
         }
         Ok(Pushed::Complete {
             id: h.id,
@@ -325,6 +375,7 @@ mod tests {
             }
         }
         assert_eq!(got, vec![msg.clone()]);
+        r.mark_delivered(9, Kind::Message);
         // The whole message again (a retransmission): not delivered twice.
         let again = encode(9, Kind::Message, &msg, 23).unwrap();
         let mut dups = 0;
@@ -339,6 +390,28 @@ mod tests {
             }
         }
         assert_eq!(dups, 1);
+    }
+
+    #[test]
+    fn a_resend_with_other_bytes_restarts_the_incomplete_message() {
+        // The first transmission is cut after two fragments; the resend of
+        // the same id carries other bytes (a sealed message gets a fresh
+        // counter) and completes on its own.
+        let first = encode(4, Kind::Sealed, &[1u8; 60], 23).unwrap();
+        let resent_msg = vec![2u8; 70];
+        let resent = encode(4, Kind::Sealed, &resent_msg, 23).unwrap();
+        let mut r = Reassembler::new();
+        for f in &first[..2] {
+            assert_eq!(r.push(f, 0).unwrap(), Pushed::Incomplete);
+        }
+        let mut got = None;
+        for f in &resent {
+            if let Pushed::Complete { bytes, .. } = r.push(f, 0).unwrap() {
+                got = Some(bytes);
+            }
+        }
+        assert_eq!(got, Some(resent_msg));
+        assert_eq!(r.partials(), 0);
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //!
 //! The project's own Bluetooth LE card-reader profile
 //! (`docs/reader-profile.md`): the frame codec ([`frame`]), the messages
-//! ([`message`]), a message channel with acknowledgements and resending
-//! after a reconnection ([`link`]), the phone side ([`client`]) and a
-//! simulated reader that speaks the same bytes ([`sim`]).
+//! ([`message`]), the authenticated handshake and sealed messages of
+//! profile version 2 ([`secure`]), a message channel with acknowledgements,
+//! sealing and resending after a reconnection ([`link`]), the phone side
+//! ([`client`]) and a simulated reader that speaks the same bytes ([`sim`]).
 //!
 //! The btleplug transport is `ble` (feature `ble`; compiled and linked
 //! here, never run against a radio); [`link::ExternalTransport`] carries the
@@ -21,6 +22,7 @@ pub mod frame;
 pub mod link;
 pub mod message;
 pub mod reconnect;
+pub mod secure;
 #[cfg(feature = "simulator")]
 pub mod sim;
 

@@ -5,25 +5,35 @@ use serde::{Deserialize, Serialize};
 
 use pos_core::policy::{EntryMode, Network};
 
-/// Profile versions this library speaks.
-pub const SUPPORTED_VERSIONS: &[u8] = &[1];
+/// The profile version this library speaks: the authenticated handshake
+/// and sealed messages (`secure`).
+pub const PROFILE_VERSION: u8 = 2;
+/// Profile versions a reader of this library answers.
+pub const SUPPORTED_VERSIONS: &[u8] = &[PROFILE_VERSION];
+/// The version of older readers: no handshake, no sealing. A phone offers
+/// it only when told to (`client::ConnectOptions::allow_v1`).
+pub const LEGACY_VERSION: u8 = 1;
 
 /// From the phone to the reader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum Request {
-    /// Version negotiation: the versions the phone speaks.
+    /// Version negotiation (plain, before the handshake): the versions the
+    /// phone speaks.
     Hello {
         versions: Vec<u8>,
     },
     GetInfo,
-    /// Pairing: the reader proves it holds the reader key.
-    PairChallenge {
-        nonce: String,
-    },
+    /// Read a card for this payment: the reader binds the sealed card data
+    /// to every field (`pos_core::card_seal::CardBinding`).
     StartPayment {
+        payment_id: String,
+        device_id: String,
+        /// The amount charged, tip included, in minor units.
         amount_minor: i64,
         currency: String,
+        /// Hex of the payment's 16-byte challenge nonce.
+        nonce: String,
         entry_modes: Vec<EntryMode>,
         offline: bool,
     },
@@ -46,10 +56,6 @@ pub enum Reply {
         firmware: String,
         battery_percent: u8,
     },
-    /// HMAC-SHA256(reader key, "pos-reader pair v1" || nonce || serial), hex.
-    PairResponse {
-        mac: String,
-    },
     /// A card was presented (event, before the result).
     CardPresented {
         entry_mode: EntryMode,
@@ -61,8 +67,13 @@ pub enum Reply {
         last4: String,
         /// Keyed fingerprint of the card number (per-card limit).
         fingerprint: String,
-        /// Base64 of the sealed card data (`pos_core::card_seal`).
+        /// Base64 of the sealed card data, version 2 (`pos_core::card_seal`).
         sealed: String,
+        /// The reader's serial (the one its certificate names).
+        serial: String,
+        /// Base64 of the reader's Ed25519 signature of the sealed bytes
+        /// under `reader_trust::CARD_CONTEXT`.
+        signature: String,
     },
     Cancelled,
     Error {
@@ -82,14 +93,4 @@ pub fn encode<T: Serialize>(m: &T) -> Vec<u8> {
 
 pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, MessageError> {
     serde_json::from_slice(bytes).map_err(|_| MessageError)
-}
-
-/// The bytes a reader MACs to answer a pairing challenge.
-pub fn pairing_input(nonce: &str, serial: &str) -> Vec<u8> {
-    [
-        b"pos-reader pair v1".as_slice(),
-        nonce.as_bytes(),
-        serial.as_bytes(),
-    ]
-    .concat()
 }

@@ -2,14 +2,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-use pos_core::card_seal::{CardSecret, ProcessorKey};
+use pos_core::card_seal::{parse_v2, CardSecret, ProcessorKey};
+use pos_core::checkout::CardChallenge;
+use pos_core::lifecycle::PaymentId;
 use pos_core::money::{Currency, Money};
 use pos_core::policy::{EntryMode, Network};
-use pos_reader::client::{ReaderClient, ReaderError};
-use pos_reader::link::MemoryLink;
-use pos_reader::sim::{Presented, SimReader, SimReaderConfig};
-
-const READER_KEY: [u8; 32] = [7; 32];
+use pos_core::reader_trust::{simulator_authority, verify, CARD_CONTEXT};
+use pos_reader::client::{LinkTrust, ReaderClient, ReaderError};
+use pos_reader::link::{MemoryLink, Transport};
+use pos_reader::sim::{simulated_identity, Presented, SimReader, SimReaderConfig};
 
 fn processor() -> ProcessorKey {
     let mut k = [0u8; 32];
@@ -19,21 +20,46 @@ fn processor() -> ProcessorKey {
     ProcessorKey(k)
 }
 
+fn config(serial: &str, model: &str) -> SimReaderConfig {
+    SimReaderConfig {
+        model: model.into(),
+        serial: serial.into(),
+        firmware: "1.4.2".into(),
+        battery_percent: 81,
+        identity: simulated_identity(serial, model).unwrap(),
+        processor: processor(),
+        fingerprint_key: [3; 32],
+    }
+}
+
 fn start(mtu: usize) -> (SimReader, MemoryLink) {
     let (phone, reader) = MemoryLink::pair(mtu);
-    let sim = SimReader::start(
-        SimReaderConfig {
-            model: "Chipper 2X BT".into(),
-            serial: "SIM-0001".into(),
-            firmware: "1.4.2".into(),
-            battery_percent: 81,
-            reader_key: READER_KEY,
-            processor: processor(),
-            fingerprint_key: [3; 32],
-        },
-        reader,
-    );
+    let sim = SimReader::start(config("SIM-0001", "Chipper 2X BT"), reader);
     (sim, phone)
+}
+
+fn trust() -> LinkTrust {
+    LinkTrust {
+        authorities: vec![simulator_authority().public_key()],
+        remembered: vec![],
+        online: true,
+    }
+}
+
+/// Connects and runs the handshake.
+async fn paired<T: Transport>(link: T) -> ReaderClient<T> {
+    let mut c = ReaderClient::connect(link).await.unwrap();
+    c.pair(&trust()).await.unwrap();
+    c
+}
+
+fn challenge(minor: i64) -> CardChallenge {
+    CardChallenge {
+        payment_id: PaymentId::from_random([minor as u8; 16]),
+        device_id: "till-1".into(),
+        amount: Money::new(minor, Currency::parse("USD").unwrap()),
+        nonce: [0x5A; 16],
+    }
 }
 
 fn visa() -> Presented {
@@ -52,17 +78,50 @@ async fn discover_pair_and_take_a_card_at_each_mtu() {
     for mtu in [23, 185, 517] {
         let (sim, link) = start(mtu);
         let mut c = ReaderClient::connect(link).await.unwrap();
-        let info = c.pair(&READER_KEY, true, &[]).await.unwrap();
+        let paired = c.pair(&trust()).await.unwrap();
+        let info = paired.info;
         assert_eq!(
-            (info.model.as_str(), info.battery_percent),
-            ("Chipper 2X BT", 81)
+            (
+                info.model.as_str(),
+                info.serial.as_str(),
+                info.battery_percent
+            ),
+            ("Chipper 2X BT", "SIM-0001", 81)
         );
+        let cert = c.certificate().unwrap().clone();
+        assert_eq!(paired.certificate, cert.encode());
         sim.present(visa());
-        let usd = Money::new(4_200, Currency::parse("USD").unwrap());
-        let card = c.take_card(usd, &[EntryMode::Chip], true).await.unwrap();
+        let ch = challenge(4_200);
+        let card = c.take_card(&ch, &[EntryMode::Chip], true).await.unwrap();
         assert_eq!(card.last4, "4242");
         assert_eq!(card.reader_model, "Chipper 2X BT");
+        assert_eq!(card.reader_serial.as_deref(), Some("SIM-0001"));
         card.validate().unwrap();
+        // Bound to the payment and signed by the reader's identity key.
+        let b = parse_v2(&card.sealed_card_data).unwrap().binding;
+        assert_eq!(
+            (
+                b.payment_id.as_str(),
+                b.amount_minor,
+                b.phone_nonce,
+                b.counter
+            ),
+            (ch.payment_id.as_str(), 4_200, ch.nonce, 1)
+        );
+        verify(
+            &cert.public_key,
+            CARD_CONTEXT,
+            &card.sealed_card_data,
+            card.reader_signature.as_deref().unwrap(),
+        )
+        .unwrap();
+        // The next read carries the next counter.
+        sim.present(visa());
+        let card = c
+            .take_card(&challenge(100), &[EntryMode::Chip], true)
+            .await
+            .unwrap();
+        assert_eq!(parse_v2(&card.sealed_card_data).unwrap().binding.counter, 2);
         let hay = String::from_utf8_lossy(&card.sealed_card_data);
         assert!(
             !hay.contains("4242424242424242"),
@@ -73,41 +132,40 @@ async fn discover_pair_and_take_a_card_at_each_mtu() {
 }
 
 #[tokio::test]
-async fn a_wrong_reader_key_fails_pairing() {
-    let (_sim, link) = start(185);
-    let mut c = ReaderClient::connect(link).await.unwrap();
-    assert_eq!(
-        c.pair(&[8; 32], true, &[]).await.unwrap_err(),
-        ReaderError::PairingFailed
-    );
-}
-
-#[tokio::test]
 async fn a_new_reader_pairs_only_online_a_remembered_one_reconnects_offline() {
     let (_sim, link) = start(185);
     let mut c = ReaderClient::connect(link).await.unwrap();
+    let offline = LinkTrust {
+        online: false,
+        ..trust()
+    };
     assert_eq!(
-        c.pair(&READER_KEY, false, &[]).await.unwrap_err(),
+        c.pair(&offline).await.unwrap_err(),
         ReaderError::NewReaderOffline
     );
-    let info = c
-        .pair(&READER_KEY, false, &["SIM-0001".into()])
-        .await
-        .unwrap();
-    assert_eq!(info.serial, "SIM-0001");
+    assert!(!c.is_authenticated());
+    let key = simulated_identity("SIM-0001", "Chipper 2X BT")
+        .unwrap()
+        .public_key();
+    let remembered = LinkTrust {
+        remembered: vec![("SIM-0001".into(), key)],
+        ..offline
+    };
+    let paired = c.pair(&remembered).await.unwrap();
+    assert_eq!(paired.info.serial, "SIM-0001");
+    assert!(c.is_authenticated());
 }
 
 #[tokio::test]
 async fn an_entry_mode_the_payment_refuses_is_a_typed_error() {
     let (sim, link) = start(185);
-    let mut c = ReaderClient::connect(link).await.unwrap();
+    let mut c = paired(link).await;
     sim.present(Presented {
         entry_mode: EntryMode::Swipe,
         ..visa()
     });
-    let usd = Money::new(100, Currency::parse("USD").unwrap());
     assert_eq!(
-        c.take_card(usd, &[EntryMode::Chip], true)
+        c.take_card(&challenge(100), &[EntryMode::Chip], true)
             .await
             .unwrap_err(),
         ReaderError::Refused {
@@ -119,16 +177,16 @@ async fn an_entry_mode_the_payment_refuses_is_a_typed_error() {
 #[tokio::test]
 async fn a_disconnect_mid_message_recovers_with_nothing_lost_or_doubled() {
     let (sim, link) = start(23);
-    let mut c = ReaderClient::connect(link).await.unwrap();
-    c.info().await.unwrap();
-    // The card result is ~200 bytes: about 25 frames at MTU 23. Cut the
-    // link 6 frames into the exchange, in the middle of a message.
+    let mut c = paired(link).await;
+    // The sealed request is ~230 bytes (about 29 frames at MTU 23) and the
+    // card result about 600. Cut the link 6 frames into the exchange, in the
+    // middle of a message.
     c.link().disconnect_after(6);
     sim.present(visa());
-    let usd = Money::new(900, Currency::parse("USD").unwrap());
+    let ch = challenge(900);
     let first = tokio::time::timeout(
         std::time::Duration::from_millis(300),
-        c.take_card(usd, &[EntryMode::Chip], true),
+        c.take_card(&ch, &[EntryMode::Chip], true),
     )
     .await;
     assert!(first.is_err() || first.unwrap().is_err(), "cut mid-message");
@@ -136,21 +194,16 @@ async fn a_disconnect_mid_message_recovers_with_nothing_lost_or_doubled() {
     // Back in range: each end sends again what the other did not
     // acknowledge; the same payment goes on and its card arrives once.
     assert_eq!(c.reconnect(), 1, "the cut request is pending");
-    let card = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        c.await_card("Chipper 2X BT".into()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let card = tokio::time::timeout(std::time::Duration::from_secs(5), c.await_card(&ch))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(card.last4, "4242");
     // Nothing more arrives: the card was delivered once.
-    let again = tokio::time::timeout(
-        std::time::Duration::from_millis(200),
-        c.await_card("Chipper 2X BT".into()),
-    )
-    .await;
+    let again =
+        tokio::time::timeout(std::time::Duration::from_millis(200), c.await_card(&ch)).await;
     assert!(again.is_err(), "a second card result arrived");
+    assert_eq!(c.rejected(), 0, "resent messages are not refusals");
 }
 
 #[tokio::test]
@@ -161,18 +214,7 @@ async fn an_app_driven_transport_speaks_to_the_reader() {
     // notifications are pumped back into the transport.
     let (bridge, reader_end) = MemoryLink::pair(185);
     let bridge = Arc::new(bridge);
-    let sim = SimReader::start(
-        SimReaderConfig {
-            model: "Wisepad 3".into(),
-            serial: "APP-1".into(),
-            firmware: "3.0".into(),
-            battery_percent: 40,
-            reader_key: READER_KEY,
-            processor: processor(),
-            fingerprint_key: [3; 32],
-        },
-        reader_end,
-    );
+    let sim = SimReader::start(config("APP-1", "Wisepad 3"), reader_end);
     let out = Arc::clone(&bridge);
     let transport = Arc::new(ExternalTransport::new(185, move |f| out.write(f)).unwrap());
     let inbound = Arc::clone(&bridge);
@@ -183,14 +225,10 @@ async fn an_app_driven_transport_speaks_to_the_reader() {
         }
     });
     let mut c = ReaderClient::connect(Arc::clone(&transport)).await.unwrap();
-    assert_eq!(
-        c.pair(&READER_KEY, true, &[]).await.unwrap().model,
-        "Wisepad 3"
-    );
+    assert_eq!(c.pair(&trust()).await.unwrap().info.model, "Wisepad 3");
     sim.present(visa());
-    let usd = Money::new(700, Currency::parse("USD").unwrap());
     assert_eq!(
-        c.take_card(usd, &[EntryMode::Chip], true)
+        c.take_card(&challenge(700), &[EntryMode::Chip], true)
             .await
             .unwrap()
             .last4,
@@ -207,8 +245,7 @@ async fn the_supervisor_reconnects_with_back_off_and_the_payment_goes_on_once() 
     use std::time::Duration;
     let (sim, link) = start(23);
     let control = link.control();
-    let mut c = ReaderClient::connect(link).await.unwrap();
-    c.info().await.unwrap();
+    let c = paired(link).await;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
     let started = tokio::time::Instant::now();
@@ -224,15 +261,16 @@ async fn the_supervisor_reconnects_with_back_off_and_the_payment_goes_on_once() 
     // The reader walks out of range in the middle of the card result.
     control.leave_range_after(6);
     sim.present(visa());
-    let usd = Money::new(900, Currency::parse("USD").unwrap());
+    let ch = challenge(900);
+    let mut c = c;
     let payment = tokio::spawn(async move {
-        let card = c.take_card(usd, &[EntryMode::Chip], true).await;
-        (card, c)
+        let card = c.take_card(&ch, &[EntryMode::Chip], true).await;
+        (card, c, ch)
     });
     // Out of range for a while: attempts at 0, 100, 200, 400, 400, ... ms.
     tokio::time::sleep(Duration::from_millis(1_050)).await;
     control.set_in_range(true);
-    let (card, mut c) = payment.await.unwrap();
+    let (card, mut c, ch) = payment.await.unwrap();
     assert_eq!(card.unwrap().last4, "4242");
     let events = seen.lock().unwrap().clone();
     assert_eq!(events[0].0, Supervision::Disconnected);
@@ -248,8 +286,7 @@ async fn the_supervisor_reconnects_with_back_off_and_the_payment_goes_on_once() 
         Supervision::Reconnected { attempts: 5 }
     );
     // The card was delivered once.
-    let again =
-        tokio::time::timeout(Duration::from_secs(2), c.await_card("Chipper 2X BT".into())).await;
+    let again = tokio::time::timeout(Duration::from_secs(2), c.await_card(&ch)).await;
     assert!(again.is_err(), "a second card result arrived");
     task.abort();
 }
@@ -300,12 +337,11 @@ async fn the_supervisor_gives_up_then_watches_again() {
 async fn a_flat_battery_refuses_payments_and_latency_slows_replies() {
     use std::time::Duration;
     let (sim, link) = start(185);
-    let mut c = ReaderClient::connect(link).await.unwrap();
+    let mut c = paired(link).await;
     sim.set_battery(4);
     assert_eq!(c.info().await.unwrap().battery_percent, 4);
-    let usd = Money::new(900, Currency::parse("USD").unwrap());
     assert_eq!(
-        c.take_card(usd, &[EntryMode::Chip], true).await,
+        c.take_card(&challenge(900), &[EntryMode::Chip], true).await,
         Err(ReaderError::Refused {
             code: "battery_critical".into()
         })
@@ -317,7 +353,7 @@ async fn a_flat_battery_refuses_payments_and_latency_slows_replies() {
     assert!(t.elapsed() >= Duration::from_millis(250));
     sim.present(visa());
     assert_eq!(
-        c.take_card(usd, &[EntryMode::Chip], true)
+        c.take_card(&challenge(900), &[EntryMode::Chip], true)
             .await
             .unwrap()
             .last4,
