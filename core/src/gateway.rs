@@ -368,6 +368,8 @@ pub mod wire {
             DeclineReason::DoNotHonour => "do_not_honour",
             DeclineReason::ProcessingError => "processing_error",
             DeclineReason::Other { code } => code,
+            DeclineReason::Replayed => "replayed",
+            DeclineReason::Mismatch => "mismatch",
         }
     }
 
@@ -380,6 +382,8 @@ pub mod wire {
             "expired_card" => DeclineReason::ExpiredCard,
             "do_not_honour" => DeclineReason::DoNotHonour,
             "processing_error" => DeclineReason::ProcessingError,
+            "replayed" => DeclineReason::Replayed,
+            "mismatch" => DeclineReason::Mismatch,
             other => DeclineReason::Other { code: other.into() },
         }
     }
@@ -518,6 +522,8 @@ mod tests {
             DeclineReason::Other {
                 code: "velocity".into(),
             },
+            DeclineReason::Replayed,
+            DeclineReason::Mismatch,
         ] {
             assert_eq!(decline_reason(decline_code(&r)), r);
         }

@@ -250,6 +250,15 @@ pub enum DeclineReason {
         /// The processor's decline code, as it sent it.
         code: String,
     },
+    /// The sealed card data was already used: the processor has seen its
+    /// reader counter (for that reader) or its ephemeral key before, on
+    /// another payment. Wire code `replayed`.
+    Replayed,
+    /// The sealed card data does not belong to this request: it is bound
+    /// to another payment id, device, amount, currency, entry mode, network
+    /// or last four digits, it is bound to nothing (version 1), or it does
+    /// not open (changed bytes). Wire code `mismatch`.
+    Mismatch,
 }
 
 /// Why one forwarding attempt failed without a decision from the processor.

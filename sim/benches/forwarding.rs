@@ -22,7 +22,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pos_core::card_seal::seal;
+use pos_core::card_seal::{seal, CardBinding, PHONE_NONCE_LEN};
 use pos_core::clock::{Timestamp, VirtualClock};
 use pos_core::crypto::FileKeyProvider;
 use pos_core::forwarding::ForwardingConfig;
@@ -116,14 +116,35 @@ fn baseline(n: usize, in_flight: usize) -> Duration {
     .unwrap();
     let g = support::gateway(&sim, Duration::from_secs(5));
     let card = &test_cards()[0];
-    let sealed = seal(&card.secret(), &sim.processor_key()).unwrap();
+    // Each payment's card data is bound to it (sealed before the clock starts).
+    let sealed: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..n)
+            .map(|i| {
+                let binding = CardBinding {
+                    payment_id: format!("b-{i}"),
+                    device_id: "till-1".into(),
+                    amount_minor: 1_250,
+                    currency: "EUR".into(),
+                    reader_serial: "BENCH-READER".into(),
+                    counter: i as u64,
+                    phone_nonce: [0; PHONE_NONCE_LEN],
+                    read_at_ms: T0.millis(),
+                    entry_mode: EntryMode::Chip,
+                    network: card.network,
+                    last4: card.last4().into(),
+                    fingerprint: support::fingerprint(card),
+                };
+                seal(&binding, &card.secret(), &sim.processor_key()).unwrap()
+            })
+            .collect(),
+    );
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t0 = Instant::now();
     let threads: Vec<_> = (0..in_flight)
         .map(|_| {
             let g = Arc::clone(&g);
             let next = Arc::clone(&next);
-            let sealed = sealed.clone();
+            let sealed = Arc::clone(&sealed);
             std::thread::spawn(move || loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 if i >= n {
@@ -141,7 +162,7 @@ fn baseline(n: usize, in_flight: usize) -> Duration {
                     taken_at: T0,
                     deadline: T0,
                     attempt: 1,
-                    sealed_card_data: sealed.clone(),
+                    sealed_card_data: sealed[i].clone(),
                     online: None,
                 };
                 g.forward(&r).unwrap();

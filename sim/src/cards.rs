@@ -6,7 +6,11 @@
 
 use std::fmt;
 
-use pos_core::card_seal::{aad, content_key, CardSecret, HEADER_LEN, PUBLIC_KEY_LEN, SEAL_VERSION};
+use pos_core::card_seal::{
+    aad, aad_v2, content_key, content_key_v2, parse_v2, CardBinding, CardSecret, HEADER_LEN,
+    PUBLIC_KEY_LEN, SEAL_VERSION, SEAL_VERSION_2,
+};
+use pos_core::gateway::wire::{self, PaymentBody};
 use pos_core::lifecycle::DeclineReason;
 use pos_core::policy::Network;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
@@ -164,13 +168,30 @@ pub fn decide(pan: &str) -> CardOutcome {
 /// Why sealed card data could not be opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
-    #[error("card data is too short or of an unknown version")]
+    #[error("card data is too short, malformed or of an unknown version")]
     Format,
+    /// A wrong processor key, or any byte changed: of the ciphertext, the
+    /// tag, or the clear header that binds a version-2 blob to its payment.
     #[error("card data does not open with the processor's key")]
     Authentication,
     #[error("card data content is malformed")]
     Content,
 }
+
+/// Sealed card data, opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedCard {
+    pub secret: CardSecret,
+    /// What a version-2 blob is bound to, authenticated by the opening;
+    /// `None` for version 1, bound to nothing.
+    pub binding: Option<CardBinding>,
+    /// The blob's ephemeral X25519 key: fresh for every card read, so a
+    /// key seen twice means the same read used twice.
+    pub eph_pub: [u8; PUBLIC_KEY_LEN],
+}
+
+/// A content-key derivation of `card_seal` (one per format version).
+type DeriveKey = fn(&[u8], &[u8; PUBLIC_KEY_LEN], &[u8; PUBLIC_KEY_LEN]) -> [u8; 32];
 
 /// The processor's X25519 key pair.
 pub struct ProcessorKeys {
@@ -205,31 +226,105 @@ impl ProcessorKeys {
         pos_core::card_seal::ProcessorKey(*self.public.as_bytes())
     }
 
-    /// Opens sealed card data.
-    pub fn open(&self, sealed: &[u8]) -> Result<CardSecret, OpenError> {
-        if sealed.len() < HEADER_LEN + 16 || sealed[0] != SEAL_VERSION {
+    /// Opens sealed card data of either version (`pos_core::card_seal`).
+    /// A version-2 blob opens only if no byte of it changed, its clear
+    /// header included (the header and the processor key are the AEAD's
+    /// associated data); the binding returned is then the one the reader
+    /// sealed. Checking it against the request is the caller's part.
+    pub fn open(&self, sealed: &[u8]) -> Result<OpenedCard, OpenError> {
+        match sealed.first() {
+            Some(&SEAL_VERSION) => self.open_v1(sealed),
+            Some(&SEAL_VERSION_2) => self.open_v2(sealed),
+            _ => Err(OpenError::Format),
+        }
+    }
+
+    fn open_v1(&self, sealed: &[u8]) -> Result<OpenedCard, OpenError> {
+        if sealed.len() < HEADER_LEN + 16 {
             return Err(OpenError::Format);
         }
-        let mut eph = [0u8; PUBLIC_KEY_LEN];
-        eph.copy_from_slice(&sealed[1..1 + PUBLIC_KEY_LEN]);
+        let mut eph_pub = [0u8; PUBLIC_KEY_LEN];
+        eph_pub.copy_from_slice(&sealed[1..1 + PUBLIC_KEY_LEN]);
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&sealed[1 + PUBLIC_KEY_LEN..HEADER_LEN]);
-        let shared = self.secret.diffie_hellman(&PublicKey::from(eph));
+        let secret = self.decrypt(
+            &eph_pub,
+            nonce,
+            &aad(&eph_pub, self.public.as_bytes()),
+            &sealed[HEADER_LEN..],
+            content_key,
+        )?;
+        Ok(OpenedCard {
+            secret,
+            binding: None,
+            eph_pub,
+        })
+    }
+
+    fn open_v2(&self, sealed: &[u8]) -> Result<OpenedCard, OpenError> {
+        let parsed = parse_v2(sealed).map_err(|_| OpenError::Format)?;
+        let header = &sealed[..parsed.header_len];
+        let secret = self.decrypt(
+            &parsed.eph_pub,
+            parsed.nonce,
+            &aad_v2(header, self.public.as_bytes()),
+            &sealed[parsed.header_len..],
+            content_key_v2,
+        )?;
+        Ok(OpenedCard {
+            secret,
+            binding: Some(parsed.binding),
+            eph_pub: parsed.eph_pub,
+        })
+    }
+
+    fn decrypt(
+        &self,
+        eph_pub: &[u8; PUBLIC_KEY_LEN],
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        body: &[u8],
+        derive: DeriveKey,
+    ) -> Result<CardSecret, OpenError> {
+        let shared = self.secret.diffie_hellman(&PublicKey::from(*eph_pub));
         if !shared.was_contributory() {
             return Err(OpenError::Authentication);
         }
-        let key = content_key(shared.as_bytes(), &eph, self.public.as_bytes());
+        let key = derive(shared.as_bytes(), eph_pub, self.public.as_bytes());
         let unbound = UnboundKey::new(&AES_256_GCM, &key).map_err(|_| OpenError::Authentication)?;
         let opening = LessSafeKey::new(unbound);
-        let mut body = sealed[HEADER_LEN..].to_vec();
+        let mut body = body.to_vec();
         let plain = opening
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(&eph, self.public.as_bytes())),
+                Aad::from(aad),
                 &mut body,
             )
             .map_err(|_| OpenError::Authentication)?;
         serde_json::from_slice(plain).map_err(|_| OpenError::Content)
+    }
+}
+
+/// The first field in which a binding differs from the payment request it
+/// came with, or `None` when it matches. The request's `amount` is the
+/// amount charged, tip included, as the binding's is.
+pub fn binding_mismatch(binding: &CardBinding, request: &PaymentBody) -> Option<&'static str> {
+    if binding.payment_id != request.payment_id {
+        Some("payment_id")
+    } else if binding.device_id != request.device_id {
+        Some("device_id")
+    } else if binding.amount_minor != request.amount {
+        Some("amount")
+    } else if binding.currency != request.currency {
+        Some("currency")
+    } else if wire::entry_mode_name(binding.entry_mode) != request.entry_mode {
+        Some("entry_mode")
+    } else if wire::network_name(binding.network) != request.network {
+        Some("network")
+    } else if binding.last4 != request.last4 {
+        Some("last4")
+    } else {
+        None
     }
 }
 
@@ -246,12 +341,33 @@ mod tests {
         assert!(!luhn_valid("4242424242424241"));
     }
 
+    fn binding(card: &TestCard) -> CardBinding {
+        CardBinding {
+            payment_id: "pay-1".into(),
+            device_id: "till-1".into(),
+            amount_minor: 1_000,
+            currency: "EUR".into(),
+            reader_serial: "WP3-1".into(),
+            counter: 7,
+            phone_nonce: [3; pos_core::card_seal::PHONE_NONCE_LEN],
+            read_at_ms: 1_800_000_000_000,
+            entry_mode: pos_core::policy::EntryMode::Chip,
+            network: card.network,
+            last4: card.last4().into(),
+            fingerprint: "ab12".into(),
+        }
+    }
+
     #[test]
-    fn sealed_card_data_opens_only_with_the_processor_key() {
+    fn a_v2_blob_opens_with_its_binding_and_only_with_the_processor_key() {
         let keys = ProcessorKeys::from_seed(1);
         let card = &test_cards()[3];
-        let sealed = pos_core::card_seal::seal(&card.secret(), &keys.public_key()).unwrap();
-        assert_eq!(keys.open(&sealed).unwrap(), card.secret());
+        let sealed =
+            pos_core::card_seal::seal(&binding(card), &card.secret(), &keys.public_key()).unwrap();
+        let opened = keys.open(&sealed).unwrap();
+        assert_eq!(opened.secret, card.secret());
+        assert_eq!(opened.binding, Some(binding(card)));
+        assert_eq!(opened.eph_pub, parse_v2(&sealed).unwrap().eph_pub);
         let other = ProcessorKeys::from_seed(2);
         assert_eq!(other.open(&sealed), Err(OpenError::Authentication));
         let mut tampered = sealed.clone();
@@ -259,5 +375,77 @@ mod tests {
         tampered[last] ^= 1;
         assert_eq!(keys.open(&tampered), Err(OpenError::Authentication));
         assert_eq!(keys.open(&sealed[..10]), Err(OpenError::Format));
+        assert_eq!(keys.open(&[]), Err(OpenError::Format));
+        assert_eq!(keys.open(&[3; 100]), Err(OpenError::Format));
+    }
+
+    #[test]
+    fn a_changed_header_byte_fails_to_open() {
+        let keys = ProcessorKeys::from_seed(1);
+        let card = &test_cards()[0];
+        let sealed =
+            pos_core::card_seal::seal(&binding(card), &card.secret(), &keys.public_key()).unwrap();
+        let header_len = parse_v2(&sealed).unwrap().header_len;
+        for i in 1..header_len {
+            let mut changed = sealed.clone();
+            changed[i] ^= 0x01;
+            // Either the header no longer reads, or it reads but the AEAD
+            // refuses it: never a blob that opens with another binding.
+            assert!(
+                matches!(
+                    keys.open(&changed),
+                    Err(OpenError::Format | OpenError::Authentication)
+                ),
+                "byte {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_v1_blob_opens_unbound() {
+        let keys = ProcessorKeys::from_seed(1);
+        let card = &test_cards()[0];
+        let sealed = pos_core::card_seal::seal_v1(&card.secret(), &keys.public_key()).unwrap();
+        let opened = keys.open(&sealed).unwrap();
+        assert_eq!(opened.secret, card.secret());
+        assert_eq!(opened.binding, None);
+        assert_eq!(&opened.eph_pub[..], &sealed[1..1 + PUBLIC_KEY_LEN]);
+    }
+
+    #[test]
+    fn a_binding_is_checked_field_by_field_against_the_request() {
+        let card = &test_cards()[0];
+        let b = binding(card);
+        let request = PaymentBody {
+            device_id: "till-1".into(),
+            payment_id: "pay-1".into(),
+            order_id: "o-1".into(),
+            amount: 1_000,
+            currency: "EUR".into(),
+            tip: None,
+            entry_mode: "chip".into(),
+            network: "visa".into(),
+            last4: "4242".into(),
+            taken_at_ms: None,
+            deadline_ms: None,
+            attempt: None,
+            card_data: String::new(),
+        };
+        assert_eq!(binding_mismatch(&b, &request), None);
+        type Change = (&'static str, fn(&mut PaymentBody));
+        let changes: [Change; 7] = [
+            ("payment_id", |r| r.payment_id = "pay-2".into()),
+            ("device_id", |r| r.device_id = "till-2".into()),
+            ("amount", |r| r.amount = 99_999),
+            ("currency", |r| r.currency = "USD".into()),
+            ("entry_mode", |r| r.entry_mode = "manual".into()),
+            ("network", |r| r.network = "mastercard".into()),
+            ("last4", |r| r.last4 = "4444".into()),
+        ];
+        for (field, change) in changes {
+            let mut r = request.clone();
+            change(&mut r);
+            assert_eq!(binding_mismatch(&b, &r), Some(field));
+        }
     }
 }

@@ -6,10 +6,23 @@
 //!
 //! - holds the X25519 key that readers seal card data to, and opens it
 //!   ([`cards`]); the PAN decides the outcome through [`cards::test_cards`];
+//! - checks the sealed card data against the request it came with: a
+//!   version-2 blob (`pos_core::card_seal`) must be bound to this payment
+//!   id, device, amount (tip included), currency, entry mode, network and
+//!   last four digits, else the payment is declined `mismatch`; so is a blob
+//!   that does not open (a changed byte, header included) and a version-1
+//!   blob, bound to nothing (unless [`SimConfig::accept_unbound_card_data`]);
+//! - keeps a replay record: a reader counter already used for that reader
+//!   serial, or an ephemeral key already used, is declined `replayed`.
+//!   These two refusals are not recorded as the payment id's decision: the
+//!   same request gets the same refusal again, and a copy of a device's
+//!   card data sent first under that device's payment id cannot take the
+//!   id from it;
 //! - keeps a ledger of charges with idempotency on (device id, payment id)
 //!   that never expires: a repeat returns the first decision and charges
-//!   nothing; the same key with another amount is refused (422); a request
-//!   while the same key is being processed gets 409;
+//!   nothing (it is answered before any check of the card data, so a retry
+//!   is never `replayed`); the same key with another amount is refused
+//!   (422); a request while the same key is being processed gets 409;
 //! - a status endpoint that can be switched to an outage;
 //! - fault injection ([`faults`]): latency, answer dropped after the charge,
 //!   5xx, 409, connection closed, timeout, slow answers, at a seeded rate or
@@ -40,6 +53,7 @@ use hyper_util::rt::TokioIo;
 use pos_core::gateway::wire::{
     self, DecisionBody, ErrorBody, LookupBody, PaymentBody, ReceiptBody, StatusBody,
 };
+use pos_core::lifecycle::DeclineReason;
 use tokio::sync::oneshot;
 
 pub use cards::{test_cards, CardOutcome, TestCard};
@@ -58,6 +72,12 @@ pub struct SimConfig {
     /// The bearer token clients must send.
     pub token: String,
     pub faults: FaultPlan,
+    /// Accepts version-1 card data, bound to nothing, for a transition
+    /// from readers that seal no binding. Off by default: such a blob is
+    /// declined `mismatch`. When on, a version-1 blob is charged with no
+    /// check against its request; only its ephemeral key goes in the replay
+    /// record, so the same blob is still charged once at most.
+    pub accept_unbound_card_data: bool,
 }
 
 impl Default for SimConfig {
@@ -67,6 +87,7 @@ impl Default for SimConfig {
             seed: 1,
             token: "sim-token".into(),
             faults: FaultPlan::none(),
+            accept_unbound_card_data: false,
         }
     }
 }
@@ -117,15 +138,36 @@ pub struct SimStats {
     pub requests: u64,
     /// Repeats answered from the ledger.
     pub idempotent_replays: u64,
+    /// Payments declined `mismatch` or `replayed` (card data that is not
+    /// this request's, or was used before).
+    pub card_data_refusals: u64,
     /// Payment lookups answered (`POST /v1/payment-lookups`).
     pub lookups: u64,
     /// Faults injected, by name.
     pub faults: BTreeMap<&'static str, u64>,
 }
 
+/// (device id, payment id): the idempotency key.
+type ChargeKey = (String, String);
+
+/// The card reads the processor has used, each with the payment it decided
+/// with it (approved, or declined by the card). Written in the same
+/// critical section as that payment's record in the ledger, and kept as
+/// long as it: never removed here, as the idempotency records are not. A
+/// processor that expires idempotency records must expire these no sooner,
+/// or a read could be charged again once its record is gone.
+#[derive(Default)]
+struct ReplayRecord {
+    /// (reader serial, reader counter) of every version-2 read used.
+    counters: BTreeMap<(String, u64), ChargeKey>,
+    /// The ephemeral key of every read used, of either version.
+    ephemeral_keys: BTreeMap<[u8; pos_core::card_seal::PUBLIC_KEY_LEN], ChargeKey>,
+}
+
 #[derive(Default)]
 struct Ledger {
-    charges: BTreeMap<(String, String), Charge>,
+    charges: BTreeMap<ChargeKey, Charge>,
+    replay: ReplayRecord,
     in_flight: BTreeSet<(String, String)>,
     /// Ids a lookup found unknown: refused from then on.
     closed: BTreeSet<(String, String)>,
@@ -136,6 +178,7 @@ struct Ledger {
 struct Shared {
     token: String,
     keys: ProcessorKeys,
+    accept_unbound_card_data: bool,
     ledger: Mutex<Ledger>,
     faults: Mutex<FaultPlan>,
     rng: Mutex<Rng>,
@@ -182,6 +225,7 @@ impl Simulator {
         let shared = Arc::new(Shared {
             token: config.token,
             keys: ProcessorKeys::from_seed(config.seed),
+            accept_unbound_card_data: config.accept_unbound_card_data,
             ledger: Mutex::new(Ledger::default()),
             faults: Mutex::new(config.faults),
             rng: Mutex::new(Rng::new(config.seed)),
@@ -541,21 +585,47 @@ async fn payment(shared: &Arc<Shared>, bytes: &[u8], key: Option<String>, online
             );
         }
     }
-    let opened = wire::decode_card_data(&body.card_data)
-        .ok_or(cards::OpenError::Format)
-        .and_then(|b| shared.keys.open(&b));
-    let secret = match opened {
-        Ok(s) => s,
-        Err(_) => {
-            shared.ledger().in_flight.remove(&k);
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "card data does not open",
-            );
+    let Some(sealed) = wire::decode_card_data(&body.card_data) else {
+        shared.ledger().in_flight.remove(&k);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "card_data is not base64",
+        );
+    };
+    let checked = check_card_data(shared, &sealed, &body);
+    let mut l = shared.ledger();
+    l.in_flight.remove(&k);
+    // The replay record is read and written under the same lock as the
+    // ledger, so two requests carrying the same card read cannot both pass.
+    let read = match checked {
+        Err(refusal) => Err(refusal),
+        Ok(read) => match l.replay.used_by(&read) {
+            Some(_) => Err(DeclineReason::Replayed),
+            None => Ok(read),
+        },
+    };
+    let read = match read {
+        Ok(read) => read,
+        Err(reason) => {
+            // Not recorded under the idempotency key, and the read not
+            // marked used: the refusal follows from the request and from
+            // the reads already charged, so the same request gets it again,
+            // and a copy of a device's card data sent first under the
+            // device's own payment id cannot take that id from it.
+            l.stats.card_data_refusals += 1;
+            drop(l);
+            let answer = DecisionBody {
+                payment_id: body.payment_id,
+                outcome: "declined".into(),
+                processor_ref: None,
+                decline_code: Some(wire::decline_code(&reason).to_owned()),
+            };
+            return after_commit(shared, fault, answer);
         }
     };
-    let outcome = match cards::decide(&secret.pan) {
+    l.replay.record(&read, &k);
+    let outcome = match cards::decide(&read.secret.pan) {
         CardOutcome::Approve => ChargeOutcome::Approved {
             processor_ref: format!("ch_{}", short_ref(&k)),
         },
@@ -573,12 +643,49 @@ async fn payment(shared: &Arc<Shared>, bytes: &[u8], key: Option<String>, online
         requests: 1,
     };
     let answer = decision_body(&charge);
-    {
-        let mut l = shared.ledger();
-        l.in_flight.remove(&k);
-        l.charges.insert(k, charge);
-    }
+    l.charges.insert(k, charge);
+    drop(l);
     after_commit(shared, fault, answer)
+}
+
+/// Opens the card data and checks it against its request: a blob that
+/// does not open, is bound to another request, or (unless accepted) is
+/// bound to nothing, is declined `mismatch`.
+fn check_card_data(
+    shared: &Shared,
+    sealed: &[u8],
+    body: &PaymentBody,
+) -> Result<cards::OpenedCard, DeclineReason> {
+    let opened = shared
+        .keys
+        .open(sealed)
+        .map_err(|_| DeclineReason::Mismatch)?;
+    match &opened.binding {
+        Some(b) if cards::binding_mismatch(b, body).is_some() => Err(DeclineReason::Mismatch),
+        Some(_) => Ok(opened),
+        None if shared.accept_unbound_card_data => Ok(opened),
+        None => Err(DeclineReason::Mismatch),
+    }
+}
+
+impl ReplayRecord {
+    /// The charge that already used this card read, by its reader counter
+    /// or its ephemeral key.
+    fn used_by(&self, read: &cards::OpenedCard) -> Option<&ChargeKey> {
+        let by_counter = read
+            .binding
+            .as_ref()
+            .and_then(|b| self.counters.get(&(b.reader_serial.clone(), b.counter)));
+        by_counter.or_else(|| self.ephemeral_keys.get(&read.eph_pub))
+    }
+
+    fn record(&mut self, read: &cards::OpenedCard, charge: &ChargeKey) {
+        if let Some(b) = &read.binding {
+            self.counters
+                .insert((b.reader_serial.clone(), b.counter), charge.clone());
+        }
+        self.ephemeral_keys.insert(read.eph_pub, charge.clone());
+    }
 }
 
 /// `POST /v1/payment-lookups`: the decision recorded for an id, or

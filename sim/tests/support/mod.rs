@@ -1,15 +1,19 @@
 //! Shared set-up of the simulator's tests and benchmark: an engine with
-//! limits out of the way, offline payments taken with sealed test cards,
-//! and forwarding until every payment is settled on a virtual clock.
+//! limits out of the way, a profile reader paired to it, offline payments
+//! taken with test cards that reader seals for each payment (card data
+//! version 2) and signs, and forwarding until every payment is settled on a
+//! virtual clock.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pos_core::card_seal::{seal, ProcessorKey};
-use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour};
+use pos_core::card_seal::{seal, CardBinding, ProcessorKey};
+use pos_core::checkout::{CardChallenge, CardPaymentRequest, NewOrder, OfflineBehaviour};
 use pos_core::clock::{Clock, VirtualClock};
+use pos_core::connectivity::ProbeOutcome;
 use pos_core::engine::StaffSession;
 use pos_core::gateway::StaticToken;
 use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
@@ -17,6 +21,9 @@ use pos_core::ledger::CardRead;
 use pos_core::lifecycle::{PaymentId, PaymentState, StaffId};
 use pos_core::money::{Currency, Money};
 use pos_core::policy::{CurrencyLimits, EntryMode, Policy, TenderKind};
+use pos_core::reader_trust::{
+    simulator_authority, simulator_reader_seed, ReaderIdentity, CARD_CONTEXT,
+};
 use pos_core::PosEngine;
 use pos_sim::{Simulator, TestCard};
 
@@ -24,9 +31,69 @@ pub fn eur() -> Currency {
     Currency::parse("EUR").unwrap()
 }
 
-/// Shopify's preset with every limit out of the way (thousands of payments).
+/// The serial of the simulated reader the tests pair.
+pub const READER_SERIAL: &str = "SIM-READER-1";
+
+/// A profile reader certified by the simulator's reader authority.
+pub struct SimCardReader {
+    pub serial: String,
+    /// The model its certificate names (one the policy lets take offline
+    /// payments).
+    pub model: String,
+    pub identity: ReaderIdentity,
+}
+
+/// The next reader counter: strictly increasing, also across processes
+/// (the crash test's children take payments with the same reader against
+/// one simulator, which refuses a counter it has seen), so it starts from
+/// the wall clock in microseconds and never goes below it.
+pub fn next_counter() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let previous = LAST
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+            Some(now.max(last + 1))
+        })
+        .unwrap();
+    now.max(previous + 1)
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The binding a reader seals for `challenge`, reading `card` by chip.
+pub fn binding_for(challenge: &CardChallenge, serial: &str, card: &TestCard) -> CardBinding {
+    CardBinding {
+        payment_id: challenge.payment_id.as_str().to_owned(),
+        device_id: challenge.device_id.clone(),
+        amount_minor: challenge.amount.minor_units(),
+        currency: challenge.amount.currency().code().to_owned(),
+        reader_serial: serial.to_owned(),
+        counter: next_counter(),
+        phone_nonce: challenge.nonce,
+        read_at_ms: 1_800_000_000_000,
+        entry_mode: EntryMode::Chip,
+        network: card.network,
+        last4: card.last4().to_owned(),
+        fingerprint: fingerprint(card),
+    }
+}
+
+/// A stand-in for the reader's keyed fingerprint of the card number.
+pub fn fingerprint(card: &TestCard) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, card.pan.as_bytes());
+    hex(&d.as_ref()[..8])
+}
+
+/// Shopify's preset with every limit out of the way (thousands of payments),
+/// trusting the simulator's reader authority.
 pub fn permissive_policy() -> Policy {
-    Policy::shopify_pos(eur()).with_enabled(true).with_limits(
+    let mut policy = Policy::shopify_pos(eur()).with_enabled(true).with_limits(
         eur(),
         CurrencyLimits {
             per_payment: None,
@@ -36,7 +103,11 @@ pub fn permissive_policy() -> Policy {
             per_card: None,
             warn_percent: 100,
         },
-    )
+    );
+    policy
+        .reader_authorities
+        .insert(hex(&simulator_authority().public_key()));
+    policy
 }
 
 /// The engine's HTTP gateway to `sim`.
@@ -47,11 +118,28 @@ pub fn gateway(sim: &Simulator, timeout: Duration) -> Arc<HttpGateway> {
     Arc::new(HttpGateway::new(c, Arc::new(StaticToken(sim.token()))).unwrap())
 }
 
-/// Policy, a permitted cashier, the network down. Returns the reader model.
-pub async fn prepare(engine: &PosEngine) -> String {
+/// Policy, the simulated reader paired (the service is reported healthy
+/// first: a new reader is paired only online), a permitted cashier, the
+/// network down. Returns the reader.
+pub async fn prepare(engine: &PosEngine) -> SimCardReader {
     let policy = permissive_policy();
-    let reader = policy.offline_readers.iter().next().unwrap().clone();
+    let model = policy.offline_readers.iter().next().unwrap().clone();
     engine.set_policy(policy).await.unwrap();
+    let identity = ReaderIdentity::provision(
+        &simulator_reader_seed(READER_SERIAL),
+        &simulator_authority(),
+        READER_SERIAL,
+        &model,
+    )
+    .unwrap();
+    engine.report_network(true).await.unwrap();
+    for _ in 0..5 {
+        let _ = engine.report_probe(ProbeOutcome::Healthy).await;
+    }
+    engine
+        .remember_paired_reader(&identity.certificate().encode(), "1.0")
+        .await
+        .unwrap();
     engine
         .sign_in(StaffSession {
             staff_id: StaffId::parse("cashier-1").unwrap(),
@@ -59,13 +147,18 @@ pub async fn prepare(engine: &PosEngine) -> String {
         })
         .unwrap();
     engine.report_network(false).await.unwrap();
-    reader
+    SimCardReader {
+        serial: READER_SERIAL.into(),
+        model,
+        identity,
+    }
 }
 
-/// Takes one offline payment of `cents` with `card` sealed to `key`.
+/// Takes one offline payment of `cents` with `card`, read by `reader` for
+/// this payment and sealed to `key`.
 pub async fn take(
     engine: &PosEngine,
-    reader: &str,
+    reader: &SimCardReader,
     key: &ProcessorKey,
     card: &TestCard,
     cents: i64,
@@ -90,6 +183,9 @@ pub async fn take(
         })
         .await
         .unwrap();
+    let binding = binding_for(&d.challenge, &reader.serial, card);
+    let sealed = seal(&binding, &card.secret(), key).unwrap();
+    let signature = reader.identity.sign(CARD_CONTEXT, &sealed).to_vec();
     engine
         .confirm_card_payment(
             &d.payment_id,
@@ -97,9 +193,11 @@ pub async fn take(
                 entry_mode: EntryMode::Chip,
                 network: card.network,
                 last4: card.last4().into(),
-                fingerprint: None,
-                reader_model: reader.to_owned(),
-                sealed_card_data: seal(&card.secret(), key).unwrap(),
+                fingerprint: Some(binding.fingerprint),
+                reader_model: reader.model.clone(),
+                sealed_card_data: sealed,
+                reader_serial: Some(reader.serial.clone()),
+                reader_signature: Some(signature),
             },
         )
         .await
