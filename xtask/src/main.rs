@@ -26,7 +26,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   demo [FLAGS]                      the shop's day with an outage (pos-demo; `demo --help`)
   test [--only rust|kotlin|swift]   everything CI runs (installs what is missing)
-  fuzz [SECONDS]                    fuzz the reader frame decoder (default 60 s, cargo-fuzz on stable)
+  fuzz [SECONDS]                    fuzz the reader frames and secure link (default 60 s each, cargo-fuzz on stable)
   size                              build pos-ffi with the `mobile` profile and print its size
   soak [KILLS]                      the store crash test with KILLS SIGKILLs (default 2000),
                                     forwarding cancelled at 2,000 seeded random points,

@@ -445,11 +445,16 @@ pub fn size() -> Result<(), String> {
     Ok(())
 }
 
-/// `cargo xtask fuzz [SECONDS]`: the coverage-guided fuzz target of the
-/// reader profile's frame decoder and reassembler (`reader/fuzz`), through
-/// cargo-fuzz and libFuzzer on the stable toolchain (`--sanitizer none`: the
-/// sanitizers need nightly; coverage guidance does not). Installs cargo-fuzz
-/// when missing. Fails on any crash.
+/// The coverage-guided fuzz targets of `reader/fuzz`, run in turn.
+const FUZZ_TARGETS: [&str; 2] = ["frames", "secure_frames"];
+
+/// `cargo xtask fuzz [SECONDS]`: the coverage-guided fuzz targets of the
+/// reader profile (`reader/fuzz`): the frame decoder and reassembler
+/// (`frames`), and the secure link's handshake and sealed messages
+/// (`secure_frames`), each for SECONDS, through cargo-fuzz and libFuzzer on
+/// the stable toolchain (`--sanitizer none`: the sanitizers need nightly;
+/// coverage guidance does not). Installs cargo-fuzz when missing. Fails on
+/// any crash.
 pub fn fuzz(seconds: &str) -> Result<bool, String> {
     if seconds.parse::<u32>().map_or(true, |s| s == 0) {
         return Err(format!(
@@ -466,18 +471,22 @@ pub fn fuzz(seconds: &str) -> Result<bool, String> {
         banner("installing cargo-fuzz");
         run(cargo().args(["install", "--locked", "cargo-fuzz"]))?;
     }
-    banner(&format!("fuzz: frames, {seconds} s"));
-    let status = cargo()
-        .current_dir(workspace_root().join("reader"))
-        .env(
-            "CARGO_TARGET_DIR",
-            crate::util::cache_dir().join("target-fuzz"),
-        )
-        .args(["fuzz", "run", "frames", "--sanitizer", "none", "--"])
-        .arg(format!("-max_total_time={seconds}"))
-        .status()
-        .map_err(|e| format!("cannot start cargo fuzz: {e}"))?;
-    Ok(status.success())
+    let mut all_passed = true;
+    for target in FUZZ_TARGETS {
+        banner(&format!("fuzz: {target}, {seconds} s"));
+        let status = cargo()
+            .current_dir(workspace_root().join("reader"))
+            .env(
+                "CARGO_TARGET_DIR",
+                crate::util::cache_dir().join("target-fuzz"),
+            )
+            .args(["fuzz", "run", target, "--sanitizer", "none", "--"])
+            .arg(format!("-max_total_time={seconds}"))
+            .status()
+            .map_err(|e| format!("cannot start cargo fuzz: {e}"))?;
+        all_passed &= status.success();
+    }
+    Ok(all_passed)
 }
 
 /// `cargo xtask demo [FLAGS]`: builds and runs `pos-demo` with the flags.
