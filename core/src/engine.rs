@@ -123,6 +123,17 @@ pub struct CurrencyTotals {
     pub unknown_amount: Money,
 }
 
+/// What a reader link handshake trusts ([`PosEngine::reader_trust`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReaderTrust {
+    /// The reader authorities' Ed25519 keys.
+    pub authorities: Vec<[u8; 32]>,
+    /// Remembered profile readers: serial and identity key.
+    pub remembered: Vec<(String, [u8; 32])>,
+    /// Whether a new reader may be paired now.
+    pub online: bool,
+}
+
 /// A snapshot of the engine for the app's status screen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineStatus {
@@ -1141,6 +1152,24 @@ impl PosEngine {
         }])
         .await?;
         Ok(reader)
+    }
+
+    /// What a reader link handshake must trust now: the policy's reader
+    /// authorities, the identity keys of the remembered profile readers, and
+    /// whether a reader not remembered may be paired (only online).
+    pub fn reader_trust(&self) -> Result<ReaderTrust> {
+        self.check_open()?;
+        let s = self.state();
+        Ok(ReaderTrust {
+            authorities: s.settings_ref().policy.reader_authority_keys(),
+            remembered: s
+                .ledger
+                .readers
+                .values()
+                .filter_map(|r| Some((r.serial.clone(), r.identity_key()?)))
+                .collect(),
+            online: s.connectivity.state().is_online(),
+        })
     }
 
     /// Forgets a reader: it must be paired again, online.

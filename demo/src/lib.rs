@@ -22,7 +22,9 @@ use std::str::FromStr;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour, PaymentView, Route};
+use pos_core::checkout::{
+    CardChallenge, CardPaymentRequest, NewOrder, OfflineBehaviour, PaymentView, Route,
+};
 use pos_core::clock::{Clock, Timestamp, VirtualClock};
 use pos_core::connectivity::ConnectivityState;
 use pos_core::crypto::FileKeyProvider;
@@ -246,7 +248,8 @@ const OPENING: Timestamp = Timestamp(1_795_507_200_000);
 const MIN: Duration = Duration::from_secs(60);
 
 /// The card reader: the simulated reader, paired over the reader profile's
-/// bytes (`pos-reader`), which seals the card to the processor's key.
+/// bytes (`pos-reader`): an authenticated, sealed link; it seals each card
+/// to the processor's key, bound to its payment, and signs it.
 struct CardReader {
     model: String,
     client: tokio::sync::Mutex<ReaderClient>,
@@ -254,11 +257,39 @@ struct CardReader {
 }
 
 impl CardReader {
+    /// Authenticates the reader (its certificate under the policy's
+    /// authorities) and remembers it in the engine.
+    async fn pair(&mut self, engine: &PosEngine) -> Result<(), String> {
+        let t = engine.reader_trust().map_err(|e| e.to_string())?;
+        let trust = pos_reader::secure::LinkTrust {
+            authorities: t.authorities,
+            remembered: t.remembered,
+            online: t.online,
+        };
+        let paired = self
+            .client
+            .lock()
+            .await
+            .pair(&trust)
+            .await
+            .map_err(|e| format!("reader: {e}"))?;
+        engine
+            .remember_paired_reader(&paired.certificate, &paired.info.firmware)
+            .await
+            .map_err(|e| e.to_string())?;
+        let info = paired.info;
+        self.model = format!(
+            "{} {} (firmware {}, battery {} %)",
+            info.model, info.serial, info.firmware, info.battery_percent
+        );
+        Ok(())
+    }
+
     async fn read(
         &self,
         card: &TestCard,
         mode: EntryMode,
-        amount: Money,
+        challenge: &CardChallenge,
     ) -> Result<CardRead, String> {
         self.sim.present(Presented {
             secret: card.secret(),
@@ -274,7 +305,7 @@ impl CardReader {
         self.client
             .lock()
             .await
-            .take_card(amount, &all, true)
+            .take_card(challenge, &all, true)
             .await
             .map_err(|e| format!("reader: {e}"))
     }
@@ -535,7 +566,7 @@ impl Day {
                 tender: TenderKind::Card,
             })
             .await?;
-        let read = match self.reader.read(card, mode, amount).await {
+        let read = match self.reader.read(card, mode, &d.challenge).await {
             Ok(r) => r,
             Err(reason) => {
                 let _ = self.engine.cancel_card_payment(&d.payment_id).await;
@@ -667,7 +698,15 @@ pub async fn run(opts: Options) -> Result<Summary, String> {
     let sub = engine
         .subscribe(Arc::new(Collector(Mutex::new(tx))))
         .map_err(|e| e.to_string())?;
-    let policy = opts.preset.policy(currency);
+    let mut policy = opts.preset.policy(currency);
+    // The simulated reader's maker: the only reader authority of the demo.
+    policy.reader_authorities.insert(
+        pos_core::reader_trust::simulator_authority()
+            .public_key()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    );
     let model = policy
         .offline_readers
         .iter()
@@ -676,32 +715,26 @@ pub async fn run(opts: Options) -> Result<Summary, String> {
         .unwrap_or_default();
     let mut fp = [0u8; 32];
     fp[..8].copy_from_slice(&opts.seed.to_le_bytes());
-    let reader_key = [0x5Au8; 32];
     let (phone_end, reader_end) = MemoryLink::pair(185);
+    let serial = "SIM-READER-1";
     let sim_reader = SimReader::start(
         SimReaderConfig {
             model: model.clone(),
-            serial: "SIM-READER-1".into(),
+            serial: serial.into(),
             firmware: "2.1.0".into(),
             battery_percent: 87,
-            reader_key,
+            identity: pos_reader::sim::simulated_identity(serial, &model)
+                .map_err(|e| e.to_string())?,
             processor: sim.processor_key(),
             fingerprint_key: fp,
         },
         reader_end,
     );
-    let mut client = ReaderClient::connect(phone_end)
-        .await
-        .map_err(|e| e.to_string())?;
-    let info = client
-        .pair(&reader_key, true, &[])
+    let client = ReaderClient::connect(phone_end)
         .await
         .map_err(|e| e.to_string())?;
     let reader = CardReader {
-        model: format!(
-            "{} {} (firmware {}, battery {} %)",
-            info.model, info.serial, info.firmware, info.battery_percent
-        ),
+        model: model.clone(),
         client: tokio::sync::Mutex::new(client),
         sim: sim_reader,
     };
@@ -754,11 +787,6 @@ pub async fn run(opts: Options) -> Result<Summary, String> {
 
 async fn script(day: &mut Day) -> Result<(), String> {
     let preset = day.opts.preset.name();
-    day.say(&format!(
-        "shop opens — preset {preset}, cashier alex, reader {} paired over the reader profile (simulated), processor simulator at {}",
-        day.reader.model,
-        day.sim.base_url()
-    ));
     day.engine
         .report_network(true)
         .await
@@ -770,6 +798,13 @@ async fn script(day: &mut Day) -> Result<(), String> {
         |e| e.status().is_ok_and(|s| s.connectivity.is_online()),
     )
     .await?;
+    // A new reader is paired only online.
+    day.reader.pair(&day.engine).await?;
+    day.say(&format!(
+        "shop opens — preset {preset}, cashier alex, reader {} paired over the reader profile (simulated, authenticated link), processor simulator at {}",
+        day.reader.model,
+        day.sim.base_url()
+    ));
 
     // Morning: online sales.
     let cards = approve_cards();

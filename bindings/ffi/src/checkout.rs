@@ -86,6 +86,50 @@ impl TryFrom<CardPaymentRequest> for co::CardPaymentRequest {
 pub struct PaymentDecision {
     pub payment_id: String,
     pub route: PaymentRoute,
+    /// What to hand `CardReader.takeCard`: the reader seals the card for it.
+    pub challenge: CardChallenge,
+}
+
+/// What the reader binds a card read to (sealed card data version 2): the
+/// payment, the device, the amount charged (tip included) and a nonce fresh
+/// for this payment. `confirmCardPayment` and the processor check it.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct CardChallenge {
+    pub payment_id: String,
+    pub device_id: String,
+    pub amount: Money,
+    pub nonce: Vec<u8>,
+}
+
+impl From<co::CardChallenge> for CardChallenge {
+    fn from(c: co::CardChallenge) -> Self {
+        CardChallenge {
+            payment_id: c.payment_id.as_str().to_owned(),
+            device_id: c.device_id,
+            amount: c.amount.into(),
+            nonce: c.nonce.to_vec(),
+        }
+    }
+}
+
+impl TryFrom<CardChallenge> for co::CardChallenge {
+    type Error = crate::error::PosError;
+    fn try_from(c: CardChallenge) -> Result<Self, Self::Error> {
+        let invalid = |reason: &str| crate::error::PosError::InvalidInput {
+            reason: reason.to_owned(),
+        };
+        Ok(co::CardChallenge {
+            payment_id: pos_core::lifecycle::PaymentId::parse(&c.payment_id)
+                .map_err(|e| invalid(&e.to_string()))?,
+            device_id: c.device_id,
+            amount: c.amount.try_into()?,
+            nonce: c
+                .nonce
+                .as_slice()
+                .try_into()
+                .map_err(|_| invalid("a challenge nonce is 16 bytes"))?,
+        })
+    }
 }
 
 impl From<co::PaymentDecision> for PaymentDecision {
@@ -93,6 +137,7 @@ impl From<co::PaymentDecision> for PaymentDecision {
         PaymentDecision {
             payment_id: d.payment_id.as_str().to_owned(),
             route: d.route.into(),
+            challenge: d.challenge.into(),
         }
     }
 }

@@ -246,7 +246,7 @@ impl TestClock {
 /// The engine. Create one per data folder; `close()` it when done.
 #[derive(Debug, uniffi::Object)]
 pub struct PosEngine {
-    inner: core::PosEngine,
+    pub(crate) inner: core::PosEngine,
 }
 
 impl PosEngine {
@@ -516,9 +516,11 @@ impl PosEngine {
         self.inner.forwarding_paused()
     }
 
-    /// Remembers a reader whose pairing challenge passed: a new one only
-    /// while online (`OnlineRequired` otherwise); a remembered one reconnects
-    /// offline.
+    /// Remembers a vendor SDK's reader (`CardReader.vendor`) by what the
+    /// vendor reports: a new one only while online (`OnlineRequired`
+    /// otherwise). The engine cannot authenticate a vendor's reader; its
+    /// trust comes from the vendor's SDK. The profile's readers are
+    /// remembered by `CardReader.pair(engine)`, which authenticates them.
     pub async fn remember_reader(&self, info: ReaderInfo) -> Result<(), PosError> {
         Ok(self
             .inner
@@ -539,6 +541,18 @@ impl PosEngine {
                 battery_percent: 0,
             })
             .collect())
+    }
+
+    /// The challenge of a begun card payment (the one its `PaymentDecision`
+    /// carried), to hand the reader again.
+    pub fn card_challenge(
+        &self,
+        payment_id_: String,
+    ) -> Result<crate::checkout::CardChallenge, PosError> {
+        Ok(self
+            .inner
+            .card_challenge(&payment_id(&payment_id_)?)?
+            .into())
     }
 
     /// Forgets a reader: it must be paired again, online.

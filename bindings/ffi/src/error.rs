@@ -37,6 +37,14 @@ pub enum PosError {
     OnlineUnavailable,
     #[error("payment {payment_id} already exists")]
     DuplicatePayment { payment_id: String },
+    /// The card was not read by a reader this device remembers (or its
+    /// signature is not that reader's): pair it online, read the card again.
+    #[error("the card was not read by a paired reader ({reason})")]
+    ReaderNotPaired { reason: String },
+    /// The card read was made for another payment, device, amount or
+    /// challenge, or its summary differs from what the reader signed.
+    #[error("the card read does not match this payment ({field})")]
+    CardReadMismatch { field: String },
     #[error("{what} not found")]
     NotFound { what: String },
     #[error("no staff member is signed in")]
@@ -135,6 +143,8 @@ impl From<pos_core::PosError> for PosError {
             },
             C::OnlineUnavailable => PosError::OnlineUnavailable,
             C::DuplicatePayment { payment_id } => PosError::DuplicatePayment { payment_id },
+            C::ReaderNotPaired { reason } => PosError::ReaderNotPaired { reason },
+            C::CardReadMismatch { field } => PosError::CardReadMismatch { field },
             C::NotFound { what } => PosError::NotFound { what },
             C::NotSignedIn => PosError::NotSignedIn,
             C::ActionRefused { refusal } => {

@@ -81,6 +81,10 @@ pub struct OfflinePolicy {
     pub customer_search_offline: bool,
     pub gift_card_sales_offline: bool,
     pub network_change_offline: bool,
+    /// The reader authorities whose certificates this device trusts (hex of
+    /// their Ed25519 keys): a profile reader pairs only with one of them.
+    #[uniffi(default)]
+    pub reader_authorities: Vec<String>,
 }
 
 fn opt_amount(x: Option<pos_core::money::Money>) -> Option<i64> {
@@ -138,6 +142,7 @@ impl From<pol::Policy> for OfflinePolicy {
             offline_on_network_outage: p.outage.offline_on_network_outage,
             offline_on_service_disruption: p.outage.offline_on_service_disruption,
             offline_when_forced: p.outage.offline_when_forced,
+            reader_authorities: p.reader_authorities.iter().cloned().collect(),
             customer_search_offline: p.features.customer_search,
             gift_card_sales_offline: p.features.gift_card_sales,
             network_change_offline: p.features.network_change,
@@ -209,6 +214,7 @@ impl TryFrom<OfflinePolicy> for pol::Policy {
                 offline_on_service_disruption: p.offline_on_service_disruption,
                 offline_when_forced: p.offline_when_forced,
             },
+            reader_authorities: p.reader_authorities.into_iter().collect(),
         })
     }
 }

@@ -27,10 +27,24 @@ pub enum ReaderError {
     Disconnected,
     #[error("the reader did not answer in time")]
     Timeout,
-    #[error("the reader failed the pairing challenge")]
-    PairingFailed,
+    /// The handshake failed: the reader could not prove its identity key,
+    /// or a message of it was forged.
+    #[error("the reader failed the pairing handshake: {detail}")]
+    PairingFailed { detail: String },
     #[error("a new reader can be paired only while online")]
     NewReaderOffline,
+    /// The reader's certificate is not signed by an authority the policy
+    /// lists (`OfflinePolicy.readerAuthorities`).
+    #[error("the reader's certificate is not from a trusted reader authority")]
+    UntrustedReader,
+    /// A remembered reader presented another identity key than the one
+    /// paired: refused until it is forgotten and paired again online.
+    #[error("remembered reader {serial} presented another identity key")]
+    KeyChanged { serial: String },
+    /// `takeCard` (or `info`) before `pair`: every connection is
+    /// authenticated first.
+    #[error("the reader is not authenticated: pair first")]
+    NotPaired,
     #[error("the reader refused: {code}")]
     Refused { code: String },
     #[error("bad data from the reader: {detail}")]
@@ -45,8 +59,13 @@ impl From<CoreReaderError> for ReaderError {
         match e {
             CoreReaderError::Link(L::Disconnected) => ReaderError::Disconnected,
             CoreReaderError::Link(L::Timeout) => ReaderError::Timeout,
-            CoreReaderError::PairingFailed => ReaderError::PairingFailed,
+            CoreReaderError::Handshake(e) => ReaderError::PairingFailed {
+                detail: e.to_string(),
+            },
             CoreReaderError::NewReaderOffline => ReaderError::NewReaderOffline,
+            CoreReaderError::UntrustedReader => ReaderError::UntrustedReader,
+            CoreReaderError::KeyChanged { serial } => ReaderError::KeyChanged { serial },
+            CoreReaderError::NotAuthenticated => ReaderError::NotPaired,
             CoreReaderError::Refused { code } => ReaderError::Refused { code },
             other => ReaderError::Protocol {
                 detail: other.to_string(),
@@ -160,6 +179,20 @@ fn key32(what: &str, b: &[u8]) -> Result<[u8; 32], ReaderError> {
     })
 }
 
+/// The simulator's reader authority (hex of its Ed25519 key), which
+/// certifies every `SimulatedReader`: list it in
+/// `OfflinePolicy.readerAuthorities` to pair simulated readers. A public
+/// test key: a production policy must never list it.
+#[cfg(feature = "simulator")]
+#[uniffi::export]
+pub fn simulator_reader_authority() -> String {
+    pos_core::reader_trust::simulator_authority()
+        .public_key()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A simulated reader on an in-memory link (MTU as given).
 #[cfg(feature = "simulator")]
 #[derive(uniffi::Object)]
@@ -179,14 +212,15 @@ impl std::fmt::Debug for SimulatedReader {
 #[cfg(feature = "simulator")]
 #[pos_ffi_macros::export]
 impl SimulatedReader {
-    /// `reader_key` is what pairing proves; `processor_key` the processor's
-    /// X25519 public key card data is sealed to (32 bytes each).
+    /// A reader whose identity key is certified by the simulator's reader
+    /// authority (`simulatorReaderAuthority()`) for this serial and model;
+    /// `processor_key` is the processor's X25519 public key card data is
+    /// sealed to (32 bytes).
     #[uniffi::constructor]
     pub fn new(
         model: String,
         serial: String,
         battery_percent: u8,
-        reader_key: Vec<u8>,
         processor_key: Vec<u8>,
         mtu: u16,
     ) -> Result<Arc<Self>, ReaderError> {
@@ -200,13 +234,18 @@ impl SimulatedReader {
             detail: e.to_string(),
         })?;
         let _guard = rt.enter();
+        let identity = pos_reader::sim::simulated_identity(&serial, &model).map_err(|e| {
+            ReaderError::InvalidInput {
+                detail: e.to_string(),
+            }
+        })?;
         let sim = SimReader::start(
             SimReaderConfig {
                 model,
                 serial,
                 firmware: "sim-1.0".into(),
                 battery_percent: battery_percent.min(100),
-                reader_key: key32("reader_key", &reader_key)?,
+                identity,
                 processor: pos_core::card_seal::ProcessorKey(key32(
                     "processor_key",
                     &processor_key,
@@ -393,6 +432,8 @@ pub struct CardReader {
     /// client.
     vendor: Option<Arc<dyn VendorCardReader>>,
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The challenge of the payment in progress (`awaitCard` resumes it).
+    challenge: Mutex<Option<pos_core::checkout::CardChallenge>>,
 }
 
 impl Drop for CardReader {
@@ -432,6 +473,7 @@ impl CardReader {
             radio,
             vendor,
             supervisor: Mutex::new(None),
+            challenge: Mutex::new(None),
         })
     }
 
@@ -471,28 +513,53 @@ impl CardReader {
         CardReader::new(Client::Vendor(reader), listener)
     }
 
-    /// Pairs by challenge-response; a new reader only `online`, one whose
-    /// serial is in `remembered` also offline.
+    /// Authenticates the reader and remembers it in `engine`. A profile
+    /// reader runs the handshake: it proves the identity key its certificate
+    /// names, the certificate must come from an authority the engine's
+    /// policy lists (`UntrustedReader`), a remembered serial must present
+    /// its remembered key (`KeyChanged`), and a new reader is paired only
+    /// while the engine is online (`NewReaderOffline`); after it, every
+    /// message is sealed. Call it on every connection (a remembered reader
+    /// pairs again offline). A vendor reader is remembered on what its SDK
+    /// reports (`PosEngine.rememberReader`).
     pub async fn pair(
         &self,
-        reader_key: Vec<u8>,
-        online: bool,
-        remembered: Vec<String>,
+        engine: Arc<crate::engine::PosEngine>,
     ) -> Result<ReaderInfo, ReaderError> {
+        let core_engine = &engine.inner;
+        let engine_error = |e: pos_core::PosError| match e {
+            pos_core::PosError::OnlineRequired => ReaderError::NewReaderOffline,
+            pos_core::PosError::ReaderNotPaired { .. } => ReaderError::UntrustedReader,
+            other => ReaderError::InvalidInput {
+                detail: other.to_string(),
+            },
+        };
         let mut client = self.client.lock().await;
         let info = with_client!(&mut *client,
             c => {
-                let key = key32("reader_key", &reader_key)?;
-                c.pair(&key, online, &remembered).await.map(info_from).map_err(ReaderError::from)
+                let t = core_engine.reader_trust().map_err(engine_error)?;
+                let trust = pos_reader::secure::LinkTrust {
+                    authorities: t.authorities,
+                    remembered: t.remembered,
+                    online: t.online,
+                };
+                match c.pair(&trust).await {
+                    Ok(paired) => core_engine
+                        .remember_paired_reader(&paired.certificate, &paired.info.firmware)
+                        .await
+                        .map(|_| info_from(paired.info))
+                        .map_err(engine_error),
+                    Err(e) => Err(ReaderError::from(e)),
+                }
             },
             v => {
                 let v = Arc::clone(v);
                 let info = checked_info(blocking(move || v.info()).await?)?;
-                if !online && !remembered.contains(&info.serial) {
-                    Err(ReaderError::NewReaderOffline)
-                } else {
-                    Ok(info)
-                }
+                core_engine
+                    .remember_reader(&info.serial, &info.model, &info.firmware)
+                    .await
+                    .map(|_| info)
+                    .map_err(engine_error)
             }
         )
         .inspect_err(|e| self.note_error(e, client.connected()))?;
@@ -500,6 +567,18 @@ impl CardReader {
             .on_reader_event(ReaderEvent::Paired { info: info.clone() });
         self.note_info(&info);
         Ok(info)
+    }
+
+    /// Messages from the reader refused by the secure link (forged,
+    /// replayed, reordered or from another session) since it connected.
+    pub async fn rejected_messages(&self) -> u64 {
+        match &*self.client.lock().await {
+            Client::Simulated(c, _) => c.rejected(),
+            Client::App(c, _) => c.rejected(),
+            #[cfg(feature = "ble")]
+            Client::Ble(c, _) => c.rejected(),
+            Client::Vendor(_) => 0,
+        }
     }
 
     /// Asks the reader for its model, serial, firmware and battery again (the
@@ -569,33 +648,46 @@ impl CardReader {
         Ok(())
     }
 
-    /// Asks for a card: the summary, the keyed fingerprint and the card data
-    /// sealed for the processor, ready for `confirmCardPayment`.
+    /// Asks for a card for the begun payment whose `challenge` its
+    /// `PaymentDecision` carried: the summary, the keyed fingerprint, and
+    /// the card data sealed for the processor and bound to the challenge,
+    /// signed by the reader (a paired profile reader), ready for
+    /// `confirmCardPayment`. A vendor reader gets the amount only; its read
+    /// carries the serial the vendor reported and no signature.
     pub async fn take_card(
         &self,
-        amount: Money,
+        challenge: crate::checkout::CardChallenge,
         entry_modes: Vec<EntryMode>,
         offline: bool,
     ) -> Result<CardRead, ReaderError> {
-        let amount: pos_core::money::Money =
-            amount
+        let challenge: pos_core::checkout::CardChallenge =
+            challenge
                 .try_into()
                 .map_err(|e: PosError| ReaderError::InvalidInput {
                     detail: e.to_string(),
                 })?;
+        let amount = challenge.amount;
+        *self.challenge.lock().unwrap_or_else(|p| p.into_inner()) = Some(challenge.clone());
         let mut client = self.client.lock().await;
         let card = with_client!(&mut *client,
             c => {
                 let modes: Vec<_> = entry_modes.into_iter().map(Into::into).collect();
-                c.take_card(amount, &modes, offline).await.map_err(ReaderError::from)
+                c.take_card(&challenge, &modes, offline).await.map_err(ReaderError::from)
             },
             v => {
                 let v = Arc::clone(v);
                 let allowed: Vec<pos_core::policy::EntryMode> =
                     entry_modes.iter().copied().map(Into::into).collect();
                 let ffi_amount = Money::from(amount);
-                let card: pos_core::ledger::CardRead =
+                let serial = checked_info({
+                    let v = Arc::clone(&v);
+                    blocking(move || v.info()).await?
+                })?
+                .serial;
+                let mut card: pos_core::ledger::CardRead =
                     blocking(move || v.take_card(ffi_amount, entry_modes, offline)).await?.into();
+                card.reader_serial = Some(serial);
+                card.reader_signature = None;
                 card.validate().map_err(|detail| ReaderError::Protocol { detail })?;
                 if !allowed.contains(&card.entry_mode) {
                     return Err(ReaderError::Protocol {
@@ -620,12 +712,17 @@ impl CardReader {
 
     /// Waits for the card of the payment in progress (after `reconnect`).
     pub async fn await_card(&self) -> Result<CardRead, ReaderError> {
+        let challenge = self
+            .challenge
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| ReaderError::InvalidInput {
+                detail: "no payment in progress: takeCard first".into(),
+            })?;
         let mut client = self.client.lock().await;
         let card = with_client!(&mut *client,
-            c => {
-                let model = c.model().unwrap_or_default().to_owned();
-                c.await_card(model).await.map_err(ReaderError::from)
-            },
+            c => c.await_card(&challenge).await.map_err(ReaderError::from),
             _v => Err(ReaderError::InvalidInput {
                 detail: "a vendor reader has no payment to resume: takeCard again".into(),
             })

@@ -109,7 +109,15 @@ pub enum DeclineReason {
     ExpiredCard,
     DoNotHonour,
     ProcessingError,
-    Other { code: String },
+    Other {
+        code: String,
+    },
+    /// The card data was already used: a reader counter or an ephemeral key
+    /// the processor has seen (a replayed card read).
+    Replayed,
+    /// The card data was sealed for another payment, device, amount or card
+    /// summary than the request (or is bound to nothing).
+    Mismatch,
 }
 
 impl From<life::DeclineReason> for DeclineReason {
@@ -123,6 +131,8 @@ impl From<life::DeclineReason> for DeclineReason {
             C::DoNotHonour => DeclineReason::DoNotHonour,
             C::ProcessingError => DeclineReason::ProcessingError,
             C::Other { code } => DeclineReason::Other { code },
+            C::Replayed => DeclineReason::Replayed,
+            C::Mismatch => DeclineReason::Mismatch,
         }
     }
 }
@@ -138,6 +148,8 @@ impl From<DeclineReason> for life::DeclineReason {
             DeclineReason::DoNotHonour => C::DoNotHonour,
             DeclineReason::ProcessingError => C::ProcessingError,
             DeclineReason::Other { code } => C::Other { code },
+            DeclineReason::Replayed => C::Replayed,
+            DeclineReason::Mismatch => C::Mismatch,
         }
     }
 }
@@ -206,8 +218,18 @@ pub struct CardRead {
     pub network: CardNetwork,
     pub last4: String,
     pub fingerprint: Option<String>,
+    /// The model as the reader reports it; the engine checks R11 against the
+    /// remembered reader's model instead (a profile reader's certificate).
     pub reader_model: String,
     pub sealed_card_data: Vec<u8>,
+    /// The serial of the remembered reader that read the card; without it
+    /// `confirmCardPayment` refuses the read (`ReaderNotPaired`).
+    #[uniffi(default)]
+    pub reader_serial: Option<String>,
+    /// The profile reader's signature of `sealedCardData` (set by
+    /// `CardReader.takeCard`); `null` for a vendor SDK's reader.
+    #[uniffi(default)]
+    pub reader_signature: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for CardRead {
@@ -229,6 +251,8 @@ impl From<pos_core::ledger::CardRead> for CardRead {
             fingerprint: c.fingerprint,
             reader_model: c.reader_model,
             sealed_card_data: c.sealed_card_data,
+            reader_serial: c.reader_serial,
+            reader_signature: c.reader_signature,
         }
     }
 }
@@ -242,6 +266,8 @@ impl From<CardRead> for pos_core::ledger::CardRead {
             fingerprint: c.fingerprint,
             reader_model: c.reader_model,
             sealed_card_data: c.sealed_card_data,
+            reader_serial: c.reader_serial,
+            reader_signature: c.reader_signature,
         }
     }
 }
