@@ -173,6 +173,7 @@ pub trait ReaderListener: Send + Sync {
     fn on_reader_event(&self, event: ReaderEvent);
 }
 
+#[cfg(feature = "simulator")]
 fn key32(what: &str, b: &[u8]) -> Result<[u8; 32], ReaderError> {
     <[u8; 32]>::try_from(b).map_err(|_| ReaderError::InvalidInput {
         detail: format!("{what} must be 32 bytes"),
