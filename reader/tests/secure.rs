@@ -337,7 +337,7 @@ async fn nothing_but_the_version_works_before_the_handshake() {
     let _sim = SimReader::start(config(identity()), reader);
     let chan = Channel::new(Arc::new(phone));
     chan.send(message::encode(&Request::GetInfo)).unwrap();
-    let Some(Ok(Inbound::Message(reply))) = chan.recv().await else {
+    let Inbound::Message(reply) = next(&chan).await else {
         panic!("no reply")
     };
     assert!(matches!(
@@ -353,14 +353,14 @@ async fn the_reader_refuses_a_wrong_key_confirmation() {
     let chan = Channel::new(Arc::new(phone));
     let (hs, m1) = PhoneHandshake::start().unwrap();
     chan.send_handshake(&m1).unwrap();
-    let Some(Ok(Inbound::Handshake(m2))) = chan.recv().await else {
+    let Inbound::Handshake(m2) = next(&chan).await else {
         panic!("no M2")
     };
     let done = hs.finish(&m2, &trust()).unwrap();
     let mut m3 = done.m3.clone();
     m3[1] ^= 1;
     chan.send_handshake(&m3).unwrap();
-    let Some(Ok(Inbound::Message(reply))) = chan.recv().await else {
+    let Inbound::Message(reply) = next(&chan).await else {
         panic!("no refusal")
     };
     assert!(matches!(
@@ -373,6 +373,15 @@ async fn the_reader_refuses_a_wrong_key_confirmation() {
     let got = tokio::time::timeout(Duration::from_millis(300), chan.recv()).await;
     assert!(got.is_err(), "{got:?}");
     assert_eq!(sim.rejected(), 2);
+}
+
+/// The next item from a raw channel, within 2 s.
+async fn next(chan: &Channel) -> Inbound {
+    tokio::time::timeout(Duration::from_secs(2), chan.recv())
+        .await
+        .expect("nothing within 2 s")
+        .expect("link gone")
+        .expect("refused")
 }
 
 /// A reader of profile version 1: answers `hello` and `get_info` in the clear.
