@@ -8,9 +8,9 @@ final class CheckoutTests: XCTestCase {
 
     func usd(_ cents: Int64) -> Money { Money(minorUnits: cents, currency: "USD") }
 
+    /// A card read by the vendor reader remembered in `offlineEngine`.
     func card(_ mode: EntryMode = .chip, last4: String = "4242") -> CardRead {
-        CardRead(entryMode: mode, network: .visa, last4: last4, fingerprint: "fp-\(last4)",
-                 readerModel: "Chipper 2X BT", sealedCardData: Data([1, 2, 3, 4]))
+        vendorCard(last4: last4, mode: mode)
     }
 
     func offlineEngine() async throws -> PosEngine {
@@ -21,6 +21,7 @@ final class CheckoutTests: XCTestCase {
         policy.enabled = true
         try await engine.setPolicy(policy: policy)
         try engine.signIn(staff: StaffSession(staffId: "cashier-1", mayTakeOfflinePayments: true))
+        try await engine.rememberVendorReader()
         let state = try await engine.reportNetwork(reachable: false)
         guard case .networkOutage = state else { throw XCTSkip("unexpected \(state)") }
         return engine

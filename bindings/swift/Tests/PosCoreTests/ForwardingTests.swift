@@ -9,6 +9,8 @@ final class SwiftProcessor: PaymentGateway, @unchecked Sendable {
     private(set) var charges: [String: GatewayDecision] = [:]
     private(set) var requests = 0
     var loseFirstAnswer: Set<String> = []
+    /// The payment each card data was first charged for: sent for another payment, it is a replay.
+    private var cardDataUsedBy: [Data: String] = [:]
     /// Ids a lookup found unknown: refused from then on.
     private(set) var closed: Set<String> = []
     /// While set, decided answers wait here before they leave (a slow processor).
@@ -22,9 +24,17 @@ final class SwiftProcessor: PaymentGateway, @unchecked Sendable {
             lock.unlock()
             throw GatewayError.Rejected(detail: "closed")
         }
-        let d = charges[p.paymentId] ?? (p.last4 == "0002"
-            ? GatewayDecision.declined(reason: .insufficientFunds)
-            : GatewayDecision.approved(processorRef: "sw_\(p.paymentId)"))
+        let d: GatewayDecision
+        if let known = charges[p.paymentId] {
+            d = known
+        } else if let firstUse = cardDataUsedBy[p.cardData], firstUse != p.paymentId {
+            d = .declined(reason: .replayed)
+        } else {
+            cardDataUsedBy[p.cardData] = p.paymentId
+            d = p.last4 == "0002"
+                ? .declined(reason: .insufficientFunds)
+                : .approved(processorRef: "sw_\(p.paymentId)")
+        }
         charges[p.paymentId] = d
         let lose = loseFirstAnswer.remove(p.paymentId) != nil
         let gate = self.gate
@@ -65,12 +75,13 @@ final class ForwardingTests: XCTestCase {
 
     func usd(_ cents: Int64) -> Money { Money(minorUnits: cents, currency: "USD") }
 
-    /// Offline payments on, a cashier signed in, the network down, `processor` as the gateway.
+    /// Offline payments on, a cashier signed in, a reader remembered online, the network down, `processor` as the gateway.
     func goOffline(_ engine: PosEngine, with processor: SwiftProcessor) async throws {
         var policy = try policyPreset(preset: .shopifyPos, currencyCode: "USD")
         policy.enabled = true
         try await engine.setPolicy(policy: policy)
         try engine.signIn(staff: StaffSession(staffId: "cashier-1", mayTakeOfflinePayments: true))
+        try await engine.rememberVendorReader()
         _ = try await engine.reportNetwork(reachable: false)
         try engine.setGateway(gateway: processor)
     }
@@ -92,8 +103,7 @@ final class ForwardingTests: XCTestCase {
             let d = try await engine.beginCardPayment(request: CardPaymentRequest(
                 orderId: order.id, paymentId: nil, amount: usd(1_000 + Int64(i)), tip: nil,
                 behaviour: .preferOnline, tender: .card))
-            let card = CardRead(entryMode: .chip, network: .visa, last4: last4, fingerprint: "fp-\(last4)",
-                                readerModel: "Chipper 2X BT", sealedCardData: Data([9, 8, 7, 6]))
+            let card = vendorCard(last4: last4)
             ids.append(try await engine.confirmCardPayment(paymentId: d.paymentId, card: card).id)
         }
         processor.loseFirstAnswer.insert(ids[0])
@@ -127,8 +137,7 @@ final class ForwardingTests: XCTestCase {
             let d = try await engine.beginCardPayment(request: CardPaymentRequest(
                 orderId: order.id, paymentId: nil, amount: usd(500 + Int64(i)), tip: nil,
                 behaviour: .preferOnline, tender: .card))
-            let card = CardRead(entryMode: .chip, network: .visa, last4: "4242", fingerprint: "fp-4242",
-                                readerModel: "Chipper 2X BT", sealedCardData: Data([9, 8, 7, 6]))
+            let card = vendorCard(last4: "4242")
             ids.append(try await engine.confirmCardPayment(paymentId: d.paymentId, card: card).id)
         }
         // A slow processor: three payments charged, their answers on the way...
@@ -150,5 +159,42 @@ final class ForwardingTests: XCTestCase {
         for id in ids { XCTAssertEqual(states[id], .approved, id) }
         XCTAssertEqual(processor.charges.count, 5, "one charge per payment")
         XCTAssertEqual(processor.requests, 5, "every answer recorded: nothing asked twice")
+    }
+
+    func testAVendorCardReadSentForASecondPaymentIsDeclinedReplayedByTheProcessor() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pos-swift-replay-\(UUID())")
+        let config = EngineConfig(dataDir: dir.path, deviceId: "till-1", currency: "USD",
+                                  maxInFlight: 1, automaticForwarding: false)
+        let engine = try PosEngine.withTestClock(config: config, keys: testKeys(for: config.dataDir),
+                                                 clock: TestClock(wallMs: t0))
+        defer { engine.close() }
+        let processor = SwiftProcessor()
+        try await goOffline(engine, with: processor)
+        // A vendor reader's read is not bound to its payment on the device (its
+        // trust comes from the vendor SDK): the engine takes the same read twice...
+        let card = vendorCard(last4: "4242")
+        var ids: [String] = []
+        for i in 0..<2 {
+            let order = try await engine.createOrder(order: NewOrder(orderId: nil, total: usd(1_000 + Int64(i)), contact: nil))
+            let d = try await engine.beginCardPayment(request: CardPaymentRequest(
+                orderId: order.id, paymentId: nil, amount: usd(1_000 + Int64(i)), tip: nil,
+                behaviour: .preferOnline, tender: .card))
+            ids.append(try await engine.confirmCardPayment(paymentId: d.paymentId, card: card).id)
+        }
+        // ...and the processor declines the replay.
+        let report = try await engine.forwardNow()
+        XCTAssertEqual(report.approved, 1)
+        XCTAssertEqual(report.declined, 1)
+        let payments = try engine.listPayments().filter { ids.contains($0.id) }
+        XCTAssertEqual(Set(payments.map { $0.status }), [.approved, .declined])
+        XCTAssertEqual(payments.first { $0.status == .declined }?.declineReason, .replayed)
+        // An app that forwards through its own backend records the processor's "mismatch" the same way.
+        let order = try await engine.createOrder(order: NewOrder(orderId: nil, total: usd(700), contact: nil))
+        let d = try await engine.beginCardPayment(request: CardPaymentRequest(
+            orderId: order.id, paymentId: nil, amount: usd(700), tip: nil, behaviour: .preferOnline, tender: .card))
+        let third = try await engine.confirmCardPayment(paymentId: d.paymentId, card: vendorCard(last4: "1881")).id
+        _ = try await engine.recordForwarding(paymentId: third, step: .started)
+        let declined = try await engine.recordForwarding(paymentId: third, step: .declined(reason: .mismatch))
+        XCTAssertEqual(declined.declineReason, .mismatch)
     }
 }

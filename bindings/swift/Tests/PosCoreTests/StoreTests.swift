@@ -11,13 +11,13 @@ final class StoreTests: XCTestCase {
         policy.enabled = true
         try await engine.setPolicy(policy: policy)
         try engine.signIn(staff: StaffSession(staffId: "cashier-1", mayTakeOfflinePayments: true))
+        try await engine.rememberVendorReader()
         _ = try await engine.reportNetwork(reachable: false)
         let usd = Money(minorUnits: 2_500, currency: "USD")
         let order = try await engine.createOrder(order: NewOrder(orderId: nil, total: usd, contact: nil))
         let d = try await engine.beginCardPayment(request: CardPaymentRequest(
             orderId: order.id, paymentId: nil, amount: usd, tip: nil, behaviour: .preferOnline, tender: .card))
-        let card = CardRead(entryMode: .chip, network: .visa, last4: "4242", fingerprint: "fp-1",
-                            readerModel: "Chipper 2X BT", sealedCardData: Data([9, 9, 9]))
+        let card = vendorCard(last4: "4242")
         return try await engine.confirmCardPayment(paymentId: d.paymentId, card: card).id
     }
 

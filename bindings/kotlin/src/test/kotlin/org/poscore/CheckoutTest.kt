@@ -15,15 +15,16 @@ class CheckoutTest {
 
     private fun usd(cents: Long) = Money(cents, "USD")
 
-    private fun card(mode: EntryMode = EntryMode.CHIP, last4: String = "4242") =
-        CardRead(mode, CardNetwork.VISA, last4, "fp-$last4", "Chipper 2X BT", byteArrayOf(1, 2, 3, 4))
+    /** A card read by the vendor reader remembered in [offlineEngine]. */
+    private fun card(mode: EntryMode = EntryMode.CHIP, last4: String = "4242") = vendorCard(last4, mode)
 
-    /** An engine on a test clock, Shopify preset turned on, a cashier signed in, network down. */
+    /** An engine on a test clock, Shopify preset turned on, a cashier signed in, a reader remembered online, network down. */
     private fun offlineEngine(): PosEngine = runBlocking {
         val config = EngineConfig(Files.createTempDirectory("pos-kt").toString(), "till-1", "USD")
         val engine = PosEngine.withTestClock(config, FileKeyProvider(java.io.File(config.dataDir + ".kek")), TestClock(t0))
         engine.setPolicy(policyPreset(PolicyPreset.SHOPIFY_POS, "USD").copy(enabled = true))
         engine.signIn(StaffSession("cashier-1", true))
+        engine.rememberVendorReader()
         val state = engine.reportNetwork(false)
         assertTrue(state is ConnectivityStatus.NetworkOutage, "$state")
         engine
@@ -128,6 +129,7 @@ class CheckoutTest {
         PosEngine.withTestClock(config, FileKeyProvider(java.io.File(config.dataDir + ".kek")), TestClock(t0)).use { engine ->
             engine.setPolicy(policyPreset(PolicyPreset.SHOPIFY_POS, "USD").copy(enabled = true))
             engine.signIn(StaffSession("cashier-1", true))
+            engine.rememberVendorReader()
             val events = LinkedBlockingQueue<PosEvent>()
             val sub = engine.subscribe(object : EventListener {
                 override fun onEvent(event: PosEvent) = events.put(event)

@@ -33,12 +33,19 @@ class KotlinProcessor : PaymentGateway {
     @Volatile var gate: java.util.concurrent.CountDownLatch? = null
     val held = AtomicInteger()
 
+    /** The payment each card data was first charged for: sent for another payment, it is a replay. */
+    val cardDataUsedBy = ConcurrentHashMap<String, String>()
+
     private fun decide(p: GatewayPayment): GatewayDecision {
         requests.incrementAndGet()
         if (p.paymentId in closed) throw GatewayException.Rejected("closed")
         val d = charges.computeIfAbsent(p.paymentId) {
-            if (p.last4 == declineLast4) GatewayDecision.Declined(DeclineReason.InsufficientFunds)
-            else GatewayDecision.Approved("kt_${p.paymentId}")
+            val firstUse = cardDataUsedBy.putIfAbsent(java.util.Base64.getEncoder().encodeToString(p.cardData), p.paymentId)
+            when {
+                firstUse != null && firstUse != p.paymentId -> GatewayDecision.Declined(DeclineReason.Replayed)
+                p.last4 == declineLast4 -> GatewayDecision.Declined(DeclineReason.InsufficientFunds)
+                else -> GatewayDecision.Approved("kt_${p.paymentId}")
+            }
         }
         gate?.let { held.incrementAndGet(); it.await(30, TimeUnit.SECONDS); held.decrementAndGet() }
         if (loseFirstAnswer.remove(p.paymentId) || p.paymentId in loseEveryAnswer) {
@@ -62,13 +69,13 @@ class ForwardingTest {
     private val t0 = 1_800_000_000_000L
     private fun usd(cents: Long) = Money(cents, "USD")
 
-    private fun card(last4: String) =
-        CardRead(EntryMode.CHIP, CardNetwork.VISA, last4, "fp-$last4", "Chipper 2X BT", byteArrayOf(9, 8, 7, 6))
+    private fun card(last4: String) = vendorCard(last4)
 
-    /** Offline payments on, a cashier signed in, the network down, [processor] as the gateway. */
+    /** Offline payments on, a cashier signed in, a reader remembered online, the network down, [processor] as the gateway. */
     private suspend fun PosEngine.offlineWith(processor: KotlinProcessor) {
         setPolicy(policyPreset(PolicyPreset.SHOPIFY_POS, "USD").copy(enabled = true))
         signIn(StaffSession("cashier-1", true))
+        rememberVendorReader()
         reportNetwork(false)
         setGateway(processor)
     }
@@ -210,6 +217,39 @@ class ForwardingTest {
             assertEquals(0UL, round.outcomeUnknown)
             assertEquals(PaymentStatus.APPROVED, engine.listPayments().single().status)
             sub.cancel()
+            engine.shutdown()
+        }
+    }
+
+    @Test
+    fun `a vendor card read sent for a second payment is declined replayed by the processor`() = runBlocking {
+        val dir = Files.createTempDirectory("pos-kt-replay").toString()
+        val config = EngineConfig(dir, "till-1", "USD", 1u, false)
+        PosEngine.withTestClock(config, FileKeyProvider(java.io.File("$dir.kek")), TestClock(t0)).use { engine ->
+            val processor = KotlinProcessor()
+            engine.offlineWith(processor)
+            // A vendor reader's read is not bound to its payment on the device (its
+            // trust comes from the vendor SDK): the engine takes the same read twice...
+            val card = card("4242")
+            val ids = (0 until 2).map { i ->
+                val order = engine.createOrder(NewOrder(null, usd(1_000L + i), null))
+                val d = engine.beginCardPayment(
+                    CardPaymentRequest(order.id, null, usd(1_000L + i), null, OfflineBehaviour.PREFER_ONLINE, TenderKind.CARD),
+                )
+                engine.confirmCardPayment(d.paymentId, card).id
+            }
+            // ...and the processor declines the replay.
+            val report = engine.forwardNow()
+            assertEquals(1UL, report.approved)
+            assertEquals(1UL, report.declined)
+            val payments = engine.listPayments().filter { it.id in ids }
+            assertEquals(setOf(PaymentStatus.APPROVED, PaymentStatus.DECLINED), payments.map { it.status }.toSet())
+            assertEquals(DeclineReason.Replayed, payments.single { it.status == PaymentStatus.DECLINED }.declineReason)
+            // An app that forwards through its own backend records the processor's "mismatch" the same way.
+            val third = engine.takeOffline(700, "1881")
+            engine.recordForwarding(third, ForwardingStep.Started)
+            val declined = engine.recordForwarding(third, ForwardingStep.Declined(DeclineReason.Mismatch))
+            assertEquals(DeclineReason.Mismatch, declined.declineReason)
             engine.shutdown()
         }
     }

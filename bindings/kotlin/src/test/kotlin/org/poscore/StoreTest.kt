@@ -18,12 +18,13 @@ class StoreTest {
     private suspend fun takeOnePayment(engine: PosEngine): String {
         engine.setPolicy(policyPreset(PolicyPreset.SHOPIFY_POS, "USD").copy(enabled = true))
         engine.signIn(StaffSession("cashier-1", true))
+        engine.rememberVendorReader()
         engine.reportNetwork(false)
         val order = engine.createOrder(NewOrder(null, usd(2_500), CustomerContact(null, "+15555550123")))
         val d = engine.beginCardPayment(
             CardPaymentRequest(order.id, null, usd(2_500), null, OfflineBehaviour.PREFER_ONLINE, TenderKind.CARD),
         )
-        val card = CardRead(EntryMode.CHIP, CardNetwork.VISA, "4242", "fp-1", "Chipper 2X BT", byteArrayOf(9, 9, 9))
+        val card = vendorCard("4242")
         return engine.confirmCardPayment(d.paymentId, card).id
     }
 
