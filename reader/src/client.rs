@@ -184,6 +184,13 @@ impl<T: Transport> ReaderClient<T> {
         self.chan.rejected()
     }
 
+    /// Reads [`ReaderClient::rejected`] without holding the client (a
+    /// status screen while a card read waits).
+    pub fn rejected_counter(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let chan = Arc::clone(&self.chan);
+        move || chan.rejected()
+    }
+
     /// The next inbound item, skipping what the channel refused (counted in
     /// [`ReaderClient::rejected`]).
     async fn next_inbound(&self) -> Result<Inbound, ReaderError> {
@@ -438,6 +445,7 @@ pub(crate) fn hex(b: &[u8]) -> String {
 }
 
 /// Bytes of lower-case or upper-case hex.
+#[cfg(feature = "simulator")]
 pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;

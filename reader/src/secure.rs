@@ -25,7 +25,7 @@
 //! sid   = HKDF-Expand(prk, "pos-reader v2 session id" || thF, 16)
 //! ```
 //!
-//! A sealed message's body is `counter (u64 LE) || ChaCha20-Poly1305
+//! A sealed message's body is `counter (u64 LE) || AES-256-GCM
 //! ciphertext || tag (16)` under the direction's key, nonce
 //! `0x00000000 || counter (u64 BE)`, associated data `sid || direction ||
 //! counter (u64 LE) || message id (u16 LE) || frame kind`. The receiver
@@ -35,7 +35,7 @@ use pos_core::reader_trust::{
     self, ReaderCertificate, ReaderIdentity, TrustError, HANDSHAKE_CONTEXT, PUBLIC_KEY_LEN,
     SIGNATURE_LEN,
 };
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::agreement::{self, EphemeralPrivateKey, UnparsedPublicKey, X25519};
 use ring::digest::{self, SHA256};
 use ring::hkdf;
@@ -179,7 +179,7 @@ fn mac_ok(key: &[u8; 32], msg: &[u8], tag: &[u8]) -> bool {
 }
 
 fn aead_key(key: &[u8; 32]) -> Result<LessSafeKey, SecureError> {
-    UnboundKey::new(&CHACHA20_POLY1305, key)
+    UnboundKey::new(&AES_256_GCM, key)
         .map(LessSafeKey::new)
         .map_err(|_| SecureError::Handshake)
 }

@@ -45,6 +45,10 @@ pub enum ReaderError {
     /// authenticated first.
     #[error("the reader is not authenticated: pair first")]
     NotPaired,
+    /// The engine `pair` remembers the reader in could not do it (closed,
+    /// a store error): the reader is not remembered.
+    #[error("the engine could not remember the reader: {detail}")]
+    Engine { detail: String },
     #[error("the reader refused: {code}")]
     Refused { code: String },
     #[error("bad data from the reader: {detail}")]
@@ -435,6 +439,8 @@ pub struct CardReader {
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The challenge of the payment in progress (`awaitCard` resumes it).
     challenge: Mutex<Option<pos_core::checkout::CardChallenge>>,
+    /// The secure link's count of refused messages (none for a vendor SDK).
+    rejected: Option<Box<dyn Fn() -> u64 + Send + Sync>>,
 }
 
 impl Drop for CardReader {
@@ -468,6 +474,13 @@ impl CardReader {
             Client::Vendor(v) => Some(Arc::clone(v)),
             _ => None,
         };
+        let rejected: Option<Box<dyn Fn() -> u64 + Send + Sync>> = match &client {
+            Client::Simulated(c, _) => Some(Box::new(c.rejected_counter())),
+            Client::App(c, _) => Some(Box::new(c.rejected_counter())),
+            #[cfg(feature = "ble")]
+            Client::Ble(c, _) => Some(Box::new(c.rejected_counter())),
+            Client::Vendor(_) => None,
+        };
         Arc::new(CardReader {
             client: tokio::sync::Mutex::new(client),
             listener,
@@ -475,6 +488,7 @@ impl CardReader {
             vendor,
             supervisor: Mutex::new(None),
             challenge: Mutex::new(None),
+            rejected,
         })
     }
 
@@ -531,7 +545,7 @@ impl CardReader {
         let engine_error = |e: pos_core::PosError| match e {
             pos_core::PosError::OnlineRequired => ReaderError::NewReaderOffline,
             pos_core::PosError::ReaderNotPaired { .. } => ReaderError::UntrustedReader,
-            other => ReaderError::InvalidInput {
+            other => ReaderError::Engine {
                 detail: other.to_string(),
             },
         };
@@ -571,15 +585,10 @@ impl CardReader {
     }
 
     /// Messages from the reader refused by the secure link (forged,
-    /// replayed, reordered or from another session) since it connected.
-    pub async fn rejected_messages(&self) -> u64 {
-        match &*self.client.lock().await {
-            Client::Simulated(c, _) => c.rejected(),
-            Client::App(c, _) => c.rejected(),
-            #[cfg(feature = "ble")]
-            Client::Ble(c, _) => c.rejected(),
-            Client::Vendor(_) => 0,
-        }
+    /// replayed, reordered, from another session, or malformed) since it
+    /// connected. Does not wait for a card read in progress.
+    pub fn rejected_messages(&self) -> u64 {
+        self.rejected.as_ref().map_or(0, |count| count())
     }
 
     /// Asks the reader for its model, serial, firmware and battery again (the

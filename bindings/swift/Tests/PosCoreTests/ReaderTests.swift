@@ -29,7 +29,7 @@ final class ReaderTests: XCTestCase {
         XCTAssertEqual(card.network, .amex)
         XCTAssertEqual(card.readerSerial, "SIM-SW-1")
         XCTAssertEqual(card.readerSignature?.count, 64, "signed by the reader (Ed25519)")
-        let rejected = await reader.rejectedMessages()
+        let rejected = reader.rejectedMessages()
         XCTAssertEqual(rejected, 0)
         XCTAssertTrue(events.events.contains { if case .paired = $0 { return true } else { return false } })
     }
@@ -172,7 +172,7 @@ final class ReaderTrustTests: XCTestCase {
         // The genuine read for the second payment is accepted.
         let accepted = try await engine.confirmCardPayment(paymentId: second.paymentId, card: fresh)
         XCTAssertEqual(accepted.status, .pending)
-        let rejected = await reader.rejectedMessages()
+        let rejected = reader.rejectedMessages()
         XCTAssertEqual(rejected, 0)
     }
 
