@@ -163,33 +163,51 @@ pub fn aad(eph_pub: &[u8; PUBLIC_KEY_LEN], processor_pub: &[u8; PUBLIC_KEY_LEN])
 /// Seals `secret` to `processor` in the version-1 format, bound to nothing.
 /// Only for tests of the processor's refusal of unbound card data.
 pub fn seal_v1(secret: &CardSecret, processor: &ProcessorKey) -> Result<Vec<u8>, SealError> {
+    seal_with(secret, processor, content_key, |eph_pub, nonce| {
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        header.push(SEAL_VERSION);
+        header.extend_from_slice(eph_pub);
+        header.extend_from_slice(nonce);
+        Ok((header, aad(eph_pub, &processor.0)))
+    })
+}
+
+/// The hybrid encryption both versions share: a fresh ephemeral X25519 key
+/// agreed with the processor's, the content key `derive` makes of it, a
+/// fresh nonce, AES-256-GCM. `header` gives the bytes before the ciphertext
+/// and the associated data, from the ephemeral public key and the nonce.
+fn seal_with(
+    secret: &CardSecret,
+    processor: &ProcessorKey,
+    derive: fn(&[u8], &[u8; PUBLIC_KEY_LEN], &[u8; PUBLIC_KEY_LEN]) -> [u8; 32],
+    header: impl FnOnce(
+        &[u8; PUBLIC_KEY_LEN],
+        &[u8; NONCE_LEN],
+    ) -> Result<(Vec<u8>, Vec<u8>), SealError>,
+) -> Result<Vec<u8>, SealError> {
     let rng = SystemRandom::new();
     let eph = EphemeralPrivateKey::generate(&X25519, &rng).map_err(|_| SealError::Random)?;
     let eph_pub_bytes = eph.compute_public_key().map_err(|_| SealError::Random)?;
     let mut eph_pub = [0u8; PUBLIC_KEY_LEN];
     eph_pub.copy_from_slice(eph_pub_bytes.as_ref());
     let peer = UnparsedPublicKey::new(&X25519, processor.0);
-    let mut key = agreement::agree_ephemeral(eph, &peer, |shared| {
-        content_key(shared, &eph_pub, &processor.0)
-    })
-    .map_err(|_| SealError::BadKey)?;
+    let mut key =
+        agreement::agree_ephemeral(eph, &peer, |shared| derive(shared, &eph_pub, &processor.0))
+            .map_err(|_| SealError::BadKey)?;
     let unbound = UnboundKey::new(&AES_256_GCM, &key).map_err(|_| SealError::BadKey)?;
     crate::crypto::wipe(&mut key);
     let sealing = LessSafeKey::new(unbound);
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill(&mut nonce).map_err(|_| SealError::Random)?;
+    let (mut out, aad) = header(&eph_pub, &nonce)?;
     let mut body = serde_json::to_vec(secret).map_err(|_| SealError::Encode)?;
     sealing
         .seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad(&eph_pub, &processor.0)),
+            Aad::from(aad),
             &mut body,
         )
         .map_err(|_| SealError::Encode)?;
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.push(SEAL_VERSION);
-    out.extend_from_slice(&eph_pub);
-    out.extend_from_slice(&nonce);
     out.extend_from_slice(&body);
     crate::crypto::wipe(&mut body);
     Ok(out)
@@ -359,34 +377,11 @@ pub fn seal(
     secret: &CardSecret,
     processor: &ProcessorKey,
 ) -> Result<Vec<u8>, SealError> {
-    let rng = SystemRandom::new();
-    let eph = EphemeralPrivateKey::generate(&X25519, &rng).map_err(|_| SealError::Random)?;
-    let eph_pub_bytes = eph.compute_public_key().map_err(|_| SealError::Random)?;
-    let mut eph_pub = [0u8; PUBLIC_KEY_LEN];
-    eph_pub.copy_from_slice(eph_pub_bytes.as_ref());
-    let peer = UnparsedPublicKey::new(&X25519, processor.0);
-    let mut key = agreement::agree_ephemeral(eph, &peer, |shared| {
-        content_key_v2(shared, &eph_pub, &processor.0)
+    seal_with(secret, processor, content_key_v2, |eph_pub, nonce| {
+        let header = binding.encode_header(eph_pub, nonce)?;
+        let aad = aad_v2(&header, &processor.0);
+        Ok((header, aad))
     })
-    .map_err(|_| SealError::BadKey)?;
-    let unbound = UnboundKey::new(&AES_256_GCM, &key).map_err(|_| SealError::BadKey)?;
-    crate::crypto::wipe(&mut key);
-    let sealing = LessSafeKey::new(unbound);
-    let mut nonce = [0u8; NONCE_LEN];
-    rng.fill(&mut nonce).map_err(|_| SealError::Random)?;
-    let header = binding.encode_header(&eph_pub, &nonce)?;
-    let mut body = serde_json::to_vec(secret).map_err(|_| SealError::Encode)?;
-    sealing
-        .seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad_v2(&header, &processor.0)),
-            &mut body,
-        )
-        .map_err(|_| SealError::Encode)?;
-    let mut out = header;
-    out.extend_from_slice(&body);
-    crate::crypto::wipe(&mut body);
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -40,6 +40,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -240,8 +242,8 @@ async fn child_main(dir: PathBuf, cycle: u64, seed: u64) {
     }
     engine.sign_in(staff()).unwrap();
     if engine.remembered_readers().unwrap().is_empty() {
-        // A vendor reader (no signature to make): pairing needs the service.
-        engine.report_network(true).await.unwrap();
+        // A vendor reader (no signature to make).
+        support::remember_vendor_reader(&engine, CRASH_READER, "Wisepad 3").await;
         for _ in 0..5 {
             let _ = engine
                 .report_probe(pos_core::connectivity::ProbeOutcome::Healthy)

@@ -3,12 +3,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pos_core::audit::{AuditKind, OverrideAction};
-use pos_core::card_seal::{self, CardBinding, CardSecret, ProcessorKey};
 use pos_core::checkout::{
     CardChallenge, CardPaymentRequest, NewOrder, OfflineBehaviour, PaymentView, Route,
 };
@@ -23,9 +24,7 @@ use pos_core::lifecycle::{
 };
 use pos_core::money::{Currency, Money};
 use pos_core::policy::{CurrencyLimits, EntryMode, Network, OfflineReason, Policy, TenderKind};
-use pos_core::reader_trust::{
-    simulator_authority, simulator_reader_seed, ReaderIdentity, CARD_CONTEXT,
-};
+use pos_core::reader_trust::{simulator_authority, simulator_reader_seed, ReaderIdentity};
 use pos_core::rules::{ActionOverride, ActionRefused, GuardOutcome, GuardedAction, Refusal};
 use pos_core::store::{MemoryStore, Store, StoreError};
 use pos_core::{EngineConfig, EventListener, PosEngine, PosError, PosEvent};
@@ -51,14 +50,8 @@ fn config() -> EngineConfig {
 }
 
 /// `policy` trusting the simulator's reader authority (the test readers').
-fn trusting(mut policy: Policy) -> Policy {
-    let hex: String = simulator_authority()
-        .public_key()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    policy.reader_authorities.insert(hex);
-    policy
+fn trusting(policy: Policy) -> Policy {
+    support::trusting_the_test_reader(policy)
 }
 
 fn shopify() -> Policy {
@@ -99,42 +92,11 @@ fn test_reader(model: &str) -> ReaderIdentity {
     .unwrap()
 }
 
-/// A processor key to seal to (the tests never open what is sealed).
-fn processor_key() -> ProcessorKey {
-    let rng = ring::rand::SystemRandom::new();
-    let k = ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::X25519, &rng).unwrap();
-    let mut p = [0u8; 32];
-    p.copy_from_slice(k.compute_public_key().unwrap().as_ref());
-    ProcessorKey(p)
-}
-
 /// `card` as the reader of its `reader_model` reads it for `challenge`:
 /// sealed (version 2) for this payment and signed by that reader.
-fn read_for(challenge: &CardChallenge, mut card: CardRead) -> CardRead {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let reader = test_reader(&card.reader_model);
-    let binding = CardBinding {
-        payment_id: challenge.payment_id.as_str().to_owned(),
-        device_id: challenge.device_id.clone(),
-        amount_minor: challenge.amount.minor_units(),
-        currency: challenge.amount.currency().code().to_owned(),
-        reader_serial: serial_of(&card.reader_model),
-        counter: COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
-        phone_nonce: challenge.nonce,
-        read_at_ms: T0.0,
-        entry_mode: card.entry_mode,
-        network: card.network,
-        last4: card.last4.clone(),
-        fingerprint: card.fingerprint.clone().unwrap_or_default(),
-    };
-    let secret = CardSecret {
-        pan: "4242424242424242".into(),
-        expiry: "1230".into(),
-    };
-    card.sealed_card_data = card_seal::seal(&binding, &secret, &processor_key()).unwrap();
-    card.reader_signature = Some(reader.sign(CARD_CONTEXT, &card.sealed_card_data).to_vec());
-    card.reader_serial = Some(serial_of(&card.reader_model));
-    card
+fn read_for(challenge: &CardChallenge, card: CardRead) -> CardRead {
+    let model = card.reader_model.clone();
+    support::read_with(&test_reader(&model), &serial_of(&model), challenge, card)
 }
 
 /// Confirms `id` with `card` read for it by its model's test reader.

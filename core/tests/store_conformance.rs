@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -386,16 +388,7 @@ async fn an_engine_reopened_on_the_store_serves_what_it_stored<B: Backend>() {
             may_take_offline_payments: true,
         })
         .unwrap();
-    engine.report_network(true).await.unwrap();
-    for _ in 0..5 {
-        let _ = engine
-            .report_probe(pos_core::connectivity::ProbeOutcome::Healthy)
-            .await;
-    }
-    engine
-        .remember_reader("SN-1", &reader, "1.0")
-        .await
-        .unwrap();
+    support::remember_vendor_reader(&engine, "SN-1", &reader).await;
     engine.report_network(false).await.unwrap();
     let order = engine
         .create_order(NewOrder {

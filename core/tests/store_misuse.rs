@@ -1061,17 +1061,8 @@ async fn nothing_sensitive_is_stored_in_clear() {
             may_take_offline_payments: true,
         })
         .unwrap();
-    engine.report_network(true).await.unwrap();
-    for _ in 0..5 {
-        let _ = engine
-            .report_probe(pos_core::connectivity::ProbeOutcome::Healthy)
-            .await;
-    }
     // A vendor reader: its card reads carry no signature.
-    engine
-        .remember_reader("SN-1", "Wisepad 3", "1.0")
-        .await
-        .unwrap();
+    support::remember_vendor_reader(&engine, "SN-1", "Wisepad 3").await;
     engine.report_network(false).await.unwrap();
     for (i, ((pan, email), phone)) in TEST_PANS.iter().zip(EMAILS).zip(PHONES).enumerate() {
         let order = engine

@@ -123,6 +123,13 @@ pub async fn online(engine: &PosEngine) {
     }
 }
 
+/// Remembers a vendor SDK's reader (no signature on its reads), online
+/// first: pairing a new reader needs the service. The engine stays online.
+pub async fn remember_vendor_reader(engine: &PosEngine, serial: &str, model: &str) {
+    online(engine).await;
+    engine.remember_reader(serial, model, "1.0").await.unwrap();
+}
+
 /// Pairs the reader `identity` (online first).
 pub async fn pair_identity(engine: &PosEngine, identity: &ReaderIdentity) {
     online(engine).await;
