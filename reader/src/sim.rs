@@ -61,6 +61,18 @@ pub fn simulated_identity(serial: &str, model: &str) -> Result<Arc<ReaderIdentit
     .map(Arc::new)
 }
 
+/// Where a simulated reader's transaction counter starts: the wall clock in
+/// microseconds. A real reader keeps its counter in flash; the simulated
+/// one keeps nothing, and a processor refuses a counter it has seen
+/// (`replayed`), so a simulated reader started again (an app restart
+/// against the same processor simulator) must not begin at 1 again.
+pub fn first_counter() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2))
+        .max(1)
+}
+
 /// A card the customer presents.
 #[derive(Clone)]
 pub struct Presented {
@@ -108,7 +120,7 @@ impl SimReader {
         let live = Arc::new(Live {
             battery_percent: AtomicU8::new(config.battery_percent.min(100)),
             latency_ms: AtomicU64::new(0),
-            counter: AtomicU64::new(1),
+            counter: AtomicU64::new(first_counter()),
         });
         let chan = Arc::new(Channel::new(Arc::new(link)));
         tokio::spawn(run(config, Arc::clone(&live), Arc::clone(&chan), rx));
@@ -119,9 +131,8 @@ impl SimReader {
         }
     }
 
-    /// The transaction counter the next card read carries (it starts at 1
-    /// and only grows; a reader restarted in a demo may go on from where
-    /// the previous one stopped).
+    /// The transaction counter the next card read carries (it only grows;
+    /// see [`first_counter`] for where it starts).
     pub fn set_next_counter(&self, next: u64) {
         self.live.counter.store(next, Ordering::SeqCst);
     }

@@ -100,14 +100,10 @@ async fn discover_pair_and_take_a_card_at_each_mtu() {
         // Bound to the payment and signed by the reader's identity key.
         let b = parse_v2(&card.sealed_card_data).unwrap().binding;
         assert_eq!(
-            (
-                b.payment_id.as_str(),
-                b.amount_minor,
-                b.phone_nonce,
-                b.counter
-            ),
-            (ch.payment_id.as_str(), 4_200, ch.nonce, 1)
+            (b.payment_id.as_str(), b.amount_minor, b.phone_nonce),
+            (ch.payment_id.as_str(), 4_200, ch.nonce)
         );
+        let first = b.counter;
         verify(
             &cert.public_key,
             CARD_CONTEXT,
@@ -121,7 +117,10 @@ async fn discover_pair_and_take_a_card_at_each_mtu() {
             .take_card(&challenge(100), &[EntryMode::Chip], true)
             .await
             .unwrap();
-        assert_eq!(parse_v2(&card.sealed_card_data).unwrap().binding.counter, 2);
+        assert_eq!(
+            parse_v2(&card.sealed_card_data).unwrap().binding.counter,
+            first + 1
+        );
         let hay = String::from_utf8_lossy(&card.sealed_card_data);
         assert!(
             !hay.contains("4242424242424242"),
