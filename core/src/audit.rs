@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::account::MerchantAccount;
 use crate::clock::Timestamp;
 use crate::lifecycle::{DeclineReason, ForwardErrorKind, OrderId, PaymentId, StaffId};
 use crate::money::Money;
@@ -158,6 +159,14 @@ pub enum AuditKind {
         /// Its amount (positive).
         amount: Money,
     },
+    /// The device switched merchant account or location (B7). Payments
+    /// taken under `from` are still forwarded under `from` only.
+    AccountSwitched {
+        /// The account before (`None`: the device was not bound yet).
+        from: Option<MerchantAccount>,
+        /// The account after.
+        to: MerchantAccount,
+    },
     // New kinds go last: snapshots encode a kind by its position.
 }
 
@@ -175,6 +184,7 @@ impl AuditKind {
             AuditKind::PaymentOutcomeUnknown { .. } => "payment_outcome_unknown",
             AuditKind::PolicyChanged { .. } => "policy_changed",
             AuditKind::ClockCorrected { .. } => "clock_corrected",
+            AuditKind::AccountSwitched { .. } => "account_switched",
         }
     }
 
@@ -199,6 +209,16 @@ impl AuditKind {
         };
         match self {
             AuditKind::EnteredOfflineMode { .. } | AuditKind::LeftOfflineMode => Ok(()),
+            AuditKind::AccountSwitched { from, to } => {
+                if to.is_valid() && from.as_ref().is_none_or(MerchantAccount::is_valid) {
+                    Ok(())
+                } else {
+                    Err(AuditError::InvalidField {
+                        field: "account",
+                        problem: "must be 1-64 characters of A-Z a-z 0-9 . _ -",
+                    })
+                }
+            }
             AuditKind::OfflinePaymentTaken { amount, .. }
             | AuditKind::PaymentExpired { amount, .. }
             | AuditKind::PaymentOutcomeUnknown { amount, .. } => positive("amount", amount),
@@ -285,6 +305,10 @@ pub struct AuditEntry {
     pub actor: Option<StaffId>,
     /// What happened.
     pub kind: AuditKind,
+    /// The merchant account and location the device was under when it
+    /// happened (`None` before the device was bound to one).
+    #[serde(default)]
+    pub account: Option<MerchantAccount>,
 }
 
 /// Why an entry was refused. The log is unchanged.
@@ -408,6 +432,7 @@ impl AuditLog {
             at,
             actor,
             kind,
+            account: None,
         });
         self.last_seq = seq;
         Ok(&self.entries[self.entries.len() - 1])
@@ -433,7 +458,7 @@ impl AuditLog {
 
 /// The columns of [`export_csv`], in order.
 pub const CSV_HEADER: &str =
-    "seq,at_ms,at_utc,actor,kind,payment_id,order_id,amount_minor,currency,attempt,outcome,detail";
+    "seq,at_ms,at_utc,actor,kind,payment_id,order_id,amount_minor,currency,attempt,outcome,detail,account";
 
 /// `entries` as CSV (RFC 4180: CRLF line ends, fields quoted when needed),
 /// with the [`CSV_HEADER`] line first. Text cells that a spreadsheet would
@@ -465,6 +490,7 @@ pub fn export_csv(entries: &[AuditEntry]) -> String {
             row.attempt.map_or(String::new(), |a| a.to_string()),
             text_cell(&row.outcome),
             text_cell(&row.detail),
+            e.account.as_ref().map_or(String::new(), |a| a.to_string()),
         ];
         for (i, cell) in cells.iter().enumerate() {
             if i > 0 {
@@ -586,6 +612,13 @@ impl<'a> CsvRow<'a> {
             }
             AuditKind::ClockCorrected { error_ms, step_ms } => {
                 row.detail = format!("error_ms={error_ms}; step_ms={step_ms}");
+            }
+            AuditKind::AccountSwitched { from, to } => {
+                row.detail = format!(
+                    "from={}; to={to}",
+                    from.as_ref()
+                        .map_or_else(|| "none".to_owned(), |f| f.to_string())
+                );
             }
         }
         row
@@ -854,22 +887,22 @@ mod tests {
         assert_eq!(lines[0], CSV_HEADER);
         assert_eq!(
             lines[1],
-            "1,1000,1970-01-01T00:00:01.000Z,,entered_offline_mode,,,,,,,cause=service_disruption"
+            "1,1000,1970-01-01T00:00:01.000Z,,entered_offline_mode,,,,,,,cause=service_disruption,"
         );
         assert_eq!(
             lines[2],
-            "2,2000,1970-01-01T00:00:02.000Z,staff_7,offline_payment_taken,pay_1,ord_1,1250,USD,,,"
+            "2,2000,1970-01-01T00:00:02.000Z,staff_7,offline_payment_taken,pay_1,ord_1,1250,USD,,,,"
         );
         // The reason's quotes are doubled, the cell quoted, its newline kept inside.
         assert_eq!(
             lines[4],
             "4,3000,1970-01-01T00:00:03.000Z,staff_7,override,,,,,,,\"action=Logout; \
-             money_at_risk=12.50 USD + 3.00 EUR; reason==HYPERLINK(\"\"x\"\"), shift \"\"end\"\"\nbye\""
+             money_at_risk=12.50 USD + 3.00 EUR; reason==HYPERLINK(\"\"x\"\"), shift \"\"end\"\"\nbye\","
         );
         // A cell starting with '-' is defused.
         assert_eq!(
             lines[5],
-            "5,4000,1970-01-01T00:00:04.000Z,,forward_attempt,'-pay,,,,2,declined,reason=Other; code=51"
+            "5,4000,1970-01-01T00:00:04.000Z,,forward_attempt,'-pay,,,,2,declined,reason=Other; code=51,"
         );
         assert_eq!(lines[6], "");
         assert_eq!(lines.len(), 7);

@@ -748,6 +748,7 @@ impl PosEngine {
                 session_started_at: session.started_at(),
                 state: PaymentState::Pending,
                 online: false,
+                account: s.ledger.account.clone(),
             };
             // The session and the clock floor only: the policy is unchanged.
             let mut batch = vec![
@@ -942,6 +943,7 @@ impl PosEngine {
                 network: card.network,
                 last4: card.last4.clone(),
                 sealed_card_data: card.sealed_card_data.clone(),
+                account: s.ledger.account.clone(),
             };
             let payment = OfflinePayment {
                 id: id.clone(),
@@ -959,6 +961,7 @@ impl PosEngine {
                     maybe_received: false,
                 },
                 online: true,
+                account: s.ledger.account.clone(),
             };
             (
                 vec![Write::Payment(Box::new(payment)), Write::Order(order)],
@@ -1064,7 +1067,9 @@ impl PosEngine {
                     break id;
                 }
             };
-            (id, ReceiptRequest::queue(order_id.clone(), channel, now))
+            let mut request = ReceiptRequest::queue(order_id.clone(), channel, now);
+            request.account = s.ledger.account.clone();
+            (id, request)
         };
         self.commit(vec![Write::Receipt { id, request }]).await?;
         Ok(id)

@@ -55,6 +55,12 @@ pub struct EngineConfig {
     /// default [`crate::store::COMPACT_EVERY`]): opening after a crash
     /// replays at most this many on top of the last snapshot.
     pub compact_every: u64,
+    /// The merchant account and location the app runs as (B7). A store not
+    /// bound to an account yet is bound to it at open; a store bound to
+    /// another one does not open (`AccountMismatch`): switching is
+    /// [`PosEngine::switch_account`], guarded while payments are pending.
+    /// `None`: the store's own account, whatever it is (or none).
+    pub account: Option<crate::account::MerchantAccount>,
 }
 
 impl EngineConfig {
@@ -89,6 +95,7 @@ impl EngineConfig {
             currency,
             forwarding: ForwardingConfig::default(),
             compact_every: crate::store::COMPACT_EVERY,
+            account: None,
         })
     }
 }
@@ -161,6 +168,12 @@ pub struct EngineStatus {
     /// Why forwarding is blocked, if it is
     /// ([`PosEvent::ForwardingBlocked`](crate::PosEvent::ForwardingBlocked)).
     pub forwarding_blocked: Option<crate::forwarding::ForwardingBlockedReason>,
+    /// The merchant account and location new payments are taken for.
+    pub account: Option<crate::account::MerchantAccount>,
+    /// The schema version of the store's files (`None`: a memory store).
+    /// A library older than it cannot open the store: block a downgrade of
+    /// the app while payments are pending.
+    pub store_schema: Option<u32>,
 }
 
 /// Whether the store's rollback anchor is kept up to date with the key
@@ -452,8 +465,18 @@ impl PosEngine {
                 });
             }
         }
+        // Payments are forwarded under the account they were taken for: a
+        // store opens for no other account than its own.
+        if let (Some(stored), Some(configured)) = (&ledger.account, &config.account) {
+            if stored != configured {
+                return Err(PosError::AccountMismatch {
+                    stored: stored.to_string(),
+                    configured: configured.to_string(),
+                });
+            }
+        }
         let clock = TrustedClock::resume(clock, floor, ledger.clock_anchor.as_ref());
-        Self::save_open_records(&mut ledger, store.as_ref(), &clock, &config.device_id).await?;
+        Self::save_open_records(&mut ledger, store.as_ref(), &clock, &config).await?;
         let now = clock.now();
         Self::recover_attempts_in_flight(&mut ledger, store.as_ref(), now).await?;
         let connectivity =
@@ -526,13 +549,27 @@ impl PosEngine {
         ledger: &mut Ledger,
         store: &dyn Store,
         clock: &TrustedClock,
-        device_id: &str,
+        config: &EngineConfig,
     ) -> Result<()> {
         let mut batch = Vec::new();
         if ledger.device_id.is_none() {
             batch.push(Write::Device {
-                device_id: device_id.to_owned(),
+                device_id: config.device_id.clone(),
             });
+        }
+        if let (None, Some(account)) = (&ledger.account, &config.account) {
+            // The first binding, audited like every switch.
+            batch.push(Write::Account(account.clone()));
+            batch.push(Write::Audit(AuditEntry {
+                seq: ledger.next_audit_seq(),
+                at: clock.now(),
+                actor: None,
+                kind: AuditKind::AccountSwitched {
+                    from: None,
+                    to: account.clone(),
+                },
+                account: Some(account.clone()),
+            }));
         }
         let anchor = clock.anchor();
         if anchor.supersedes(ledger.clock_anchor.as_ref()) {
@@ -593,6 +630,7 @@ impl PosEngine {
                 at: now,
                 actor: None,
                 kind,
+                account: ledger.account.clone(),
             }));
             seq = seq.saturating_add(1);
         }
@@ -870,6 +908,7 @@ impl PosEngine {
             at,
             actor,
             kind,
+            account: s.ledger.account.clone(),
         })
     }
 
@@ -921,6 +960,8 @@ impl PosEngine {
                 .unwrap_or_else(|p| p.into_inner())
                 .status(now, self.inner.anchor_clock.since_boot()),
             forwarding_blocked: self.forwarding_blocked(),
+            account: s.ledger.account.clone(),
+            store_schema: self.inner.store.schema(),
         })
     }
 
@@ -1003,44 +1044,106 @@ impl PosEngine {
         override_: Option<ActionOverride>,
     ) -> Result<GuardOutcome> {
         self.check_open()?;
+        if action == GuardedAction::SwitchAccount {
+            return Err(PosError::InvalidInput {
+                reason: "switching account names the new one: use switch_account".into(),
+            });
+        }
         let _w = self.write_lock().await;
-        let exposure = self.exposure()?;
-        let policy = self.state().settings().policy;
-        let outcome = check_guarded_action(&policy, action, &exposure, override_.as_ref())
-            .map_err(|e| PosError::ActionRefused { refusal: e })?;
-        if let (GuardOutcome::Overridden { at_risk, .. }, Some(o)) = (&outcome, &override_) {
-            let now = self.now();
-            let actor = StaffId::parse(&o.staff_id).map_err(|e| PosError::InvalidInput {
-                reason: e.to_string(),
-            })?;
-            if o.reason.chars().count() > crate::audit::MAX_TEXT_CHARS {
-                return Err(PosError::InvalidInput {
-                    reason: format!(
-                        "the override reason is longer than {} characters",
-                        crate::audit::MAX_TEXT_CHARS
-                    ),
-                });
-            }
-            let batch = {
-                let s = self.state();
-                let kind = AuditKind::Override {
-                    action: match action {
-                        GuardedAction::LogOut => OverrideAction::Logout,
-                        GuardedAction::SwitchLocation => OverrideAction::SwitchLocation,
-                        GuardedAction::ResetStore => OverrideAction::ResetStore,
-                        GuardedAction::RemoveDevice => OverrideAction::RemoveDevice,
-                    },
-                    money_at_risk: at_risk.clone(),
-                    reason: o.reason.clone(),
-                };
-                vec![Self::audit(&s, &[], now, Some(actor), kind)]
-            };
+        let (outcome, batch) = self.guard(action, override_.as_ref())?;
+        if !batch.is_empty() {
             self.commit(batch).await?;
         }
         if action == GuardedAction::LogOut {
             self.state().staff = None;
         }
         Ok(outcome)
+    }
+
+    /// Switches the merchant account and location new payments are taken
+    /// for (B7), a guarded action: refused while payments are pending,
+    /// unless `override_` names the money at risk (audited). Pending
+    /// payments keep their account and are forwarded under it only; the
+    /// app's token provider must keep supplying that account's credentials
+    /// (`TokenProvider::token_for`) until they are settled. The audit trail
+    /// names both accounts (`AuditKind::AccountSwitched`). Switching to the
+    /// current account changes nothing.
+    pub async fn switch_account(
+        &self,
+        to: crate::account::MerchantAccount,
+        override_: Option<ActionOverride>,
+    ) -> Result<GuardOutcome> {
+        self.check_open()?;
+        if !to.is_valid() {
+            return Err(PosError::InvalidInput {
+                reason: "account and location ids must be 1-64 characters of A-Z a-z 0-9 . _ -"
+                    .into(),
+            });
+        }
+        let _w = self.write_lock().await;
+        let from = self.state().ledger.account.clone();
+        if from.as_ref() == Some(&to) {
+            return Ok(GuardOutcome::Allowed);
+        }
+        let (outcome, mut batch) = self.guard(GuardedAction::SwitchAccount, override_.as_ref())?;
+        {
+            let s = self.state();
+            let actor = override_
+                .as_ref()
+                .and_then(|o| StaffId::parse(&o.staff_id).ok())
+                .or_else(|| s.staff.as_ref().map(|st| st.staff_id.clone()));
+            let kind = AuditKind::AccountSwitched {
+                from,
+                to: to.clone(),
+            };
+            let entry = Self::audit(&s, &batch, self.now(), actor, kind);
+            batch.push(entry);
+            batch.push(Write::Account(to));
+        }
+        self.commit(batch).await?;
+        Ok(outcome)
+    }
+
+    /// Runs the guard of `action` on the pending payments: the outcome, and
+    /// the audit entry of an override (empty when none was needed).
+    fn guard(
+        &self,
+        action: GuardedAction,
+        override_: Option<&ActionOverride>,
+    ) -> Result<(GuardOutcome, Vec<Write>)> {
+        let exposure = self.exposure()?;
+        let policy = self.state().settings().policy;
+        let outcome = check_guarded_action(&policy, action, &exposure, override_)
+            .map_err(|e| PosError::ActionRefused { refusal: e })?;
+        let (GuardOutcome::Overridden { at_risk, .. }, Some(o)) = (&outcome, override_) else {
+            return Ok((outcome, Vec::new()));
+        };
+        let actor = StaffId::parse(&o.staff_id).map_err(|e| PosError::InvalidInput {
+            reason: e.to_string(),
+        })?;
+        if o.reason.chars().count() > crate::audit::MAX_TEXT_CHARS {
+            return Err(PosError::InvalidInput {
+                reason: format!(
+                    "the override reason is longer than {} characters",
+                    crate::audit::MAX_TEXT_CHARS
+                ),
+            });
+        }
+        let s = self.state();
+        let kind = AuditKind::Override {
+            action: match action {
+                GuardedAction::LogOut => OverrideAction::Logout,
+                GuardedAction::SwitchLocation => OverrideAction::SwitchLocation,
+                GuardedAction::ResetStore => OverrideAction::ResetStore,
+                GuardedAction::RemoveDevice => OverrideAction::RemoveDevice,
+                GuardedAction::SwitchAccount => OverrideAction::SwitchAccount,
+            },
+            money_at_risk: at_risk.clone(),
+            reason: o.reason.clone(),
+        };
+        let batch = vec![Self::audit(&s, &[], self.now(), Some(actor), kind)];
+        drop(s);
+        Ok((outcome, batch))
     }
 
     /// Whether the device may change network while offline (R14: terminal

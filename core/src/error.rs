@@ -46,6 +46,12 @@ pub enum PosError {
     /// its summary differs from what the reader signed. Nothing was taken.
     #[error("the card read does not match this payment ({field})")]
     CardReadMismatch { field: String },
+    /// The store belongs to another merchant account than the one the app
+    /// opened it for (`EngineConfig::account`): its payments are forwarded
+    /// under their own account only. Open it for its own account (or
+    /// without one) to forward them, then `switch_account` (B7).
+    #[error("this store belongs to merchant account {stored}, not {configured}")]
+    AccountMismatch { stored: String, configured: String },
     /// A payment with this id already exists (B2: ids are never reused).
     #[error("payment {payment_id} already exists")]
     DuplicatePayment { payment_id: String },

@@ -129,6 +129,11 @@ pub enum ForwardingBlockedReason {
     /// The store cannot be written: its key is unavailable (the device is
     /// locked).
     StoreLocked,
+    /// The processor refused a payment sent under its own merchant account
+    /// with credentials of another (`account_mismatch`): the token provider
+    /// must supply that account's credentials (`TokenProvider::token_for`).
+    /// Never a decline: the payment waits.
+    AccountMismatch,
 }
 
 /// Progress of the current round, for a progress bar (B5).
@@ -470,6 +475,9 @@ impl PosEngine {
     fn note_blocking(&self, answer: std::result::Result<(), &GatewayError>) {
         match answer {
             Ok(()) => self.set_forwarding_blocked(None),
+            Err(e) if e.account_mismatch() => {
+                self.set_forwarding_blocked(Some(ForwardingBlockedReason::AccountMismatch))
+            }
             Err(e) if e.credentials_rejected() => {
                 self.set_forwarding_blocked(Some(ForwardingBlockedReason::CredentialsRejected))
             }
@@ -713,6 +721,12 @@ impl PosEngine {
                 let query = StatusQuery {
                     device_id: device_id.clone(),
                     payment_id: id.clone(),
+                    account: self
+                        .state()
+                        .ledger
+                        .payments
+                        .get(id)
+                        .and_then(|p| p.account.clone()),
                 };
                 asking.spawn_blocking(move || {
                     let answer = gw.payment_status(&query);
@@ -776,6 +790,7 @@ impl PosEngine {
                 order_id: request.order_id.clone(),
                 channel: channel.to_owned(),
                 address,
+                account: request.account.clone(),
             };
             let gw = Arc::clone(gateway);
             let answer = tokio::task::spawn_blocking(move || gw.deliver_receipt(&delivery))
@@ -943,7 +958,9 @@ impl PosEngine {
                 network: p.card.network,
                 last4: p.card.last4.clone(),
                 sealed_card_data: p.card.sealed_card_data.clone(),
+                account: p.account.clone(),
             }),
+            account: p.account.clone(),
         }
     }
 

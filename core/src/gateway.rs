@@ -16,6 +16,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::account::MerchantAccount;
 use crate::clock::Timestamp;
 use crate::lifecycle::{DeclineReason, ForwardErrorKind, OrderId, PaymentId};
 use crate::money::Money;
@@ -42,6 +43,10 @@ pub struct ForwardRequest {
     /// For an online payment whose answer was lost: the authorization to
     /// send again (same id) instead of a forward. Set by the engine only.
     pub online: Option<AuthorizeRequest>,
+    /// The merchant account and location the payment was taken under: it
+    /// is sent under this account only (`None`: taken before the device was
+    /// bound to one).
+    pub account: Option<MerchantAccount>,
 }
 
 /// An online card payment to authorize now.
@@ -56,6 +61,8 @@ pub struct AuthorizeRequest {
     pub network: Network,
     pub last4: String,
     pub sealed_card_data: Vec<u8>,
+    /// The merchant account and location the payment is taken under.
+    pub account: Option<MerchantAccount>,
 }
 
 /// A queued receipt to deliver (R16). The address leaves the device only
@@ -69,6 +76,8 @@ pub struct ReceiptDelivery {
     /// `"email"` or `"sms"`.
     pub channel: String,
     pub address: String,
+    /// The merchant account and location the receipt was requested under.
+    pub account: Option<MerchantAccount>,
 }
 
 macro_rules! redacted_debug {
@@ -98,6 +107,8 @@ pub enum GatewayDecision {
 pub struct StatusQuery {
     pub device_id: String,
     pub payment_id: PaymentId,
+    /// The merchant account the payment was taken under.
+    pub account: Option<MerchantAccount>,
 }
 
 /// What the processor knows about a payment id.
@@ -150,6 +161,9 @@ pub struct GatewayError {
     /// The HTTP status of the answer, when there was one: a `Rejected`
     /// 401 or 403 means the credentials were refused.
     pub http_status: Option<u16>,
+    /// The processor's error code, when it sent one (`account_mismatch`:
+    /// the request was sent under another account than the credentials').
+    pub code: Option<String>,
 }
 
 impl GatewayError {
@@ -159,6 +173,7 @@ impl GatewayError {
             detail: detail.into(),
             retry_after: None,
             http_status: None,
+            code: None,
         }
     }
 
@@ -166,6 +181,12 @@ impl GatewayError {
     pub fn with_http_status(mut self, status: u16) -> Self {
         self.http_status = Some(status);
         self
+    }
+
+    /// Whether the processor refused a request sent under another merchant
+    /// account than its credentials' (`account_mismatch`).
+    pub fn account_mismatch(&self) -> bool {
+        self.kind == ForwardErrorKind::Rejected && self.code.as_deref() == Some(ACCOUNT_MISMATCH)
     }
 
     /// Whether the processor refused the credentials (a `Rejected` 401 or 403).
@@ -221,8 +242,20 @@ pub trait Gateway: Send + Sync + fmt::Debug {
 /// gateway calls it before every request and calls `invalidate` after a 401.
 pub trait TokenProvider: Send + Sync + fmt::Debug {
     fn token(&self) -> Result<String, GatewayError>;
+    /// The credentials of `account` (the one a request is sent under: a
+    /// payment's own account, which may no longer be the device's after
+    /// `switch_account`). Default: [`TokenProvider::token`], for an app
+    /// with one account.
+    fn token_for(&self, account: Option<&MerchantAccount>) -> Result<String, GatewayError> {
+        let _ = account;
+        self.token()
+    }
     fn invalidate(&self) {}
 }
+
+/// The processor's error code for a request sent under another merchant
+/// account than its credentials'.
+pub const ACCOUNT_MISMATCH: &str = "account_mismatch";
 
 /// A fixed token (tests, the demo).
 #[derive(Clone)]

@@ -12,6 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::account::MerchantAccount;
 use crate::audit::{AuditEntry, AuditLog};
 use crate::clock::{ClockAnchor, Timestamp};
 use crate::lifecycle::{
@@ -254,6 +255,11 @@ pub struct OfflinePayment {
     /// counted against the offline limits.
     #[serde(default)]
     pub online: bool,
+    /// The merchant account and location it was taken under: it is
+    /// forwarded under this account only (`None`: taken before the device
+    /// was bound to an account).
+    #[serde(default)]
+    pub account: Option<MerchantAccount>,
 }
 
 impl OfflinePayment {
@@ -359,6 +365,9 @@ pub enum Write {
     Device {
         device_id: String,
     },
+    /// The merchant account and location the device takes payments for
+    /// from now on (B7). Replaces the previous one; payments keep theirs.
+    Account(MerchantAccount),
     // New kinds go last: snapshots encode a record by its position.
 }
 
@@ -375,6 +384,9 @@ pub struct Ledger {
     pub clock_anchor: Option<ClockAnchor>,
     /// The device id the store belongs to ([`Write::Device`]).
     pub device_id: Option<String>,
+    /// The merchant account the device takes payments for now
+    /// ([`Write::Account`]).
+    pub account: Option<MerchantAccount>,
     /// Running count and total (minor units) of the unsettled offline
     /// payments per currency, kept by [`Ledger::apply`] so that the limit
     /// checks of every capture do not scan every payment.
@@ -412,6 +424,7 @@ impl Ledger {
                 .clone()
                 .map(|device_id| Write::Device { device_id }),
         );
+        out.extend(self.account.clone().map(Write::Account));
         out.extend(self.readers.iter().map(|(serial, r)| Write::Reader {
             serial: serial.clone(),
             reader: Some(r.clone()),
@@ -486,6 +499,12 @@ impl Ledger {
                 s.clock_floor = clock_floor;
             }
             Write::Clock(anchor) => self.clock_anchor = Some(anchor),
+            Write::Account(account) => {
+                if !account.is_valid() {
+                    return Err(ApplyError("a merchant account id is malformed".into()));
+                }
+                self.account = Some(account);
+            }
             Write::Device { device_id } => match &self.device_id {
                 Some(d) if *d != device_id => {
                     return Err(ApplyError(
@@ -712,6 +731,7 @@ mod tests {
             session_started_at: Timestamp(0),
             state,
             online,
+            account: None,
         }))
     }
 

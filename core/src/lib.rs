@@ -9,6 +9,7 @@
 //! connectivity reports, a checkout request) and return decisions. Storage,
 //! network and the card-reader radio sit behind traits.
 
+pub mod account;
 pub mod audit;
 pub mod card_seal;
 pub mod checkout;

@@ -1288,6 +1288,9 @@ pub struct ReceiptRequest {
     pub requested_at: Timestamp,
     /// Where the request is.
     pub state: ReceiptState,
+    /// The merchant account it was requested under: delivered under it.
+    #[serde(default)]
+    pub account: Option<crate::account::MerchantAccount>,
 }
 
 impl ReceiptRequest {
@@ -1298,6 +1301,7 @@ impl ReceiptRequest {
             channel,
             requested_at,
             state: ReceiptState::Queued { attempts: 0 },
+            account: None,
         }
     }
 

@@ -539,6 +539,8 @@ pub enum GuardedAction {
     SwitchLocation,
     ResetStore,
     RemoveDevice,
+    /// Another merchant account (`PosEngine::switch_account`).
+    SwitchAccount,
 }
 
 impl fmt::Display for GuardedAction {
@@ -548,6 +550,7 @@ impl fmt::Display for GuardedAction {
             GuardedAction::SwitchLocation => "switch location",
             GuardedAction::ResetStore => "reset the store",
             GuardedAction::RemoveDevice => "remove the device",
+            GuardedAction::SwitchAccount => "switch merchant account",
         })
     }
 }

@@ -876,6 +876,10 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn schema(&self) -> Option<u32> {
+        Some(SCHEMA_VERSION)
+    }
+
     fn load(&self) -> BoxFuture<'_, Result<Vec<Write>, StoreError>> {
         Box::pin(self.load_all())
     }
@@ -1553,6 +1557,7 @@ fn identify(w: &Write) -> (&'static str, String) {
         Write::Reader { serial, .. } => ("reader", serial.clone()),
         Write::Clock(_) => ("clock", String::new()),
         Write::Device { .. } => ("device", String::new()),
+        Write::Account(_) => ("account", String::new()),
     }
 }
 
@@ -2188,6 +2193,7 @@ mod tests {
             at: Timestamp(1),
             actor: None,
             kind: AuditKind::LeftOfflineMode,
+            account: None,
         })
     }
 

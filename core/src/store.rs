@@ -59,6 +59,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every record ever applied, oldest first (later records of the same
     /// key replace earlier ones when replayed).
     fn load(&self) -> BoxFuture<'_, Result<Vec<Write>, StoreError>>;
+    /// The schema version of the store's files (`None`: a store without
+    /// files, such as [`MemoryStore`]). A library older than the schema
+    /// refuses the store (`NewerSchema`): an app must not downgrade the
+    /// library while it holds payments (`docs/store-recovery.md`).
+    fn schema(&self) -> Option<u32> {
+        None
+    }
     /// What the engine opens with: a ledger the store already rebuilt
     /// (from its snapshot; empty when it has none) and the records to
     /// apply to it, in order. A store that verified and decoded its records

@@ -194,6 +194,7 @@ fn payment(id: &str, order: &str, state: PaymentState, sealed_len: usize) -> Wri
         session_started_at: T0,
         state,
         online: false,
+        account: None,
     }))
 }
 
@@ -214,6 +215,7 @@ fn audit(seq: u64) -> Write {
         at: T0,
         actor: Some(staff()),
         kind: AuditKind::LeftOfflineMode,
+        account: Some(pos_core::account::MerchantAccount::new("acct_1", "loc_1").unwrap()),
     })
 }
 

@@ -67,6 +67,7 @@ fn audit(seq: u64) -> Write {
         at: T0,
         actor: Some(staff()),
         kind: AuditKind::LeftOfflineMode,
+        account: None,
     })
 }
 
@@ -92,6 +93,7 @@ fn payment(id: &str, pan: &str) -> Write {
         session_started_at: T0,
         state: PaymentState::Pending,
         online: false,
+        account: None,
     }))
 }
 
