@@ -826,6 +826,11 @@ impl PosEngine {
             .get(serial)
             .ok_or_else(|| not_paired("no reader with this serial is paired on this device"))?;
         match (&reader.certificate, &card.reader_signature) {
+            (None, _) if !reader.vendor => {
+                return Err(not_paired(
+                    "the reader was paired by an earlier version: pair it again (online)",
+                ))
+            }
             (None, None) => {}
             (None, Some(_)) => {
                 return Err(not_paired(

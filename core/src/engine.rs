@@ -1159,8 +1159,10 @@ impl PosEngine {
     /// and model the vendor reports: the engine cannot authenticate it, its
     /// trust comes from the vendor's SDK (see `docs/reader-profile.md`).
     /// Its card reads carry no reader signature. A reader not remembered yet
-    /// is accepted only while online; remembering it again updates its model
-    /// and firmware. A profile reader is remembered with
+    /// as a vendor reader, or remembered with another model, is accepted
+    /// only while online (offline, remembering it again may only update its
+    /// firmware: a model change would move R11). A profile reader is
+    /// remembered with
     /// [`PosEngine::remember_paired_reader`] instead, and is not replaced
     /// by a vendor record.
     pub async fn remember_reader(&self, serial: &str, model: &str, firmware: &str) -> Result<()> {
@@ -1175,17 +1177,16 @@ impl PosEngine {
         let now = self.now();
         {
             let s = self.state();
+            let online = s.connectivity.state().is_online();
             match s.ledger.readers.get(serial) {
                 Some(r) if r.certificate.is_some() => {
                     return Err(PosError::InvalidInput {
                         reason: "this serial is a paired profile reader: forget it first".into(),
                     })
                 }
-                Some(_) => {}
-                None if !s.connectivity.state().is_online() => {
-                    return Err(PosError::OnlineRequired)
-                }
-                None => {}
+                Some(r) if r.vendor && r.model == model => {}
+                _ if !online => return Err(PosError::OnlineRequired),
+                _ => {}
             }
         }
         let reader = crate::ledger::RememberedReader {
@@ -1194,6 +1195,7 @@ impl PosEngine {
             firmware: firmware.to_owned(),
             paired_at: now,
             certificate: None,
+            vendor: true,
         };
         self.commit(vec![Write::Reader {
             serial: serial.to_owned(),
@@ -1248,6 +1250,7 @@ impl PosEngine {
             firmware: firmware.to_owned(),
             paired_at: now,
             certificate: Some(certificate.to_vec()),
+            vendor: false,
         };
         self.commit(vec![Write::Reader {
             serial: cert.serial.clone(),

@@ -310,9 +310,16 @@ pub struct RememberedReader {
     pub paired_at: Timestamp,
     /// The reader's certificate (`reader_trust::ReaderCertificate`), checked
     /// against the policy's reader authorities when it was remembered.
-    /// `None`: a vendor SDK's reader, which the engine cannot authenticate.
+    /// `None`: a vendor SDK's reader (`vendor`), which the engine cannot
+    /// authenticate, or a reader paired by a version without certificates.
     #[serde(default)]
     pub certificate: Option<Vec<u8>>,
+    /// Remembered as a vendor SDK's reader (`PosEngine::remember_reader`):
+    /// its reads are taken unsigned, on the vendor's word. A record with
+    /// neither a certificate nor this flag (paired by an earlier version)
+    /// takes no card until the reader is paired again.
+    #[serde(default)]
+    pub vendor: bool,
 }
 
 impl RememberedReader {

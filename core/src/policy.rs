@@ -744,18 +744,7 @@ impl Policy {
         if self.offline_readers.iter().any(|m| m.trim().is_empty()) {
             return Err(PolicyError::BlankReaderModel);
         }
-        if self.reader_authorities.len() > MAX_READER_AUTHORITIES
-            || self.reader_authorities.iter().any(|k| {
-                k.len() != 64
-                    || !k
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            })
-        {
-            return Err(PolicyError::BadReaderAuthority {
-                max: MAX_READER_AUTHORITIES,
-            });
-        }
+        self.validate_reader_authorities(cfg!(feature = "simulator"))?;
         for (currency, limits) in &self.limits {
             limits.validate(*currency)?;
         }
@@ -783,6 +772,30 @@ impl Policy {
             || o.offline_when_forced)
         {
             return Err(PolicyError::NoOutageCauseAllowed);
+        }
+        Ok(())
+    }
+
+    /// The reader authorities: well-formed, not too many, and the
+    /// simulator's public test authority only in a build that allows it.
+    fn validate_reader_authorities(&self, allow_simulator: bool) -> Result<(), PolicyError> {
+        if self.reader_authorities.len() > MAX_READER_AUTHORITIES
+            || self.reader_authorities.iter().any(|k| {
+                k.len() != 64
+                    || !k
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            })
+        {
+            return Err(PolicyError::BadReaderAuthority {
+                max: MAX_READER_AUTHORITIES,
+            });
+        }
+        if !allow_simulator {
+            let test_key = crate::reader_trust::simulator_authority().public_key();
+            if self.reader_authority_keys().contains(&test_key) {
+                return Err(PolicyError::SimulatorReaderAuthority);
+            }
         }
         Ok(())
     }
@@ -878,6 +891,12 @@ impl fmt::Display for CountryField {
 /// Why a policy was refused by [`Policy::validate`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum PolicyError {
+    /// The policy trusts the simulator's reader authority, whose signing
+    /// key is public, in a build without the `simulator` feature.
+    #[error(
+        "the simulator's reader authority is a public test key: a shipping build never trusts it"
+    )]
+    SimulatorReaderAuthority,
     /// A reader authority is not 64 lowercase hex digits (an Ed25519
     /// public key), or there are too many.
     #[error("reader authorities must be 64 lowercase hex digits each, at most {max}")]
@@ -1422,5 +1441,25 @@ mod tests {
     fn major_units_saturates() {
         assert_eq!(major_units(i64::MAX, c("USD")).minor_units(), i64::MAX);
         assert_eq!(major_units(5_000, c("JPY")).minor_units(), 5_000);
+    }
+
+    #[test]
+    fn a_shipping_build_refuses_the_simulators_reader_authority() {
+        let mut p = Policy::default();
+        p.reader_authorities.insert(
+            crate::reader_trust::simulator_authority()
+                .public_key()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        );
+        assert_eq!(
+            p.validate_reader_authorities(false),
+            Err(PolicyError::SimulatorReaderAuthority)
+        );
+        assert_eq!(p.validate_reader_authorities(true), Ok(()));
+        let mut other = Policy::default();
+        other.reader_authorities.insert("ab".repeat(32));
+        assert_eq!(other.validate_reader_authorities(false), Ok(()));
     }
 }

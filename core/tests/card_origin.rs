@@ -341,3 +341,61 @@ async fn the_processor_can_check_what_the_engine_checked() {
     };
     assert_eq!(sealed.binding, want);
 }
+
+#[tokio::test]
+async fn a_reader_paired_by_an_earlier_version_takes_no_card_until_paired_again() {
+    // A record as an earlier version wrote it: no certificate, no vendor flag.
+    let store = MemoryStore::new();
+    pos_core::store::Store::apply(
+        &store,
+        &[pos_core::ledger::Write::Reader {
+            serial: "OLD-1".into(),
+            reader: serde_json::from_str(
+                r#"{"serial":"OLD-1","model":"Wisepad 3","firmware":"1.0","paired_at":1}"#,
+            )
+            .unwrap(),
+        }],
+    )
+    .await
+    .unwrap();
+    let clock = pos_core::clock::VirtualClock::new(pos_core::clock::Timestamp(1_800_000_000_000));
+    let engine = PosEngine::open_with(
+        EngineConfig::new("/tmp/pos-core-card-origin", "till-1", "USD").unwrap(),
+        std::sync::Arc::new(clock),
+        std::sync::Arc::new(store),
+    )
+    .await
+    .unwrap();
+    go_offline(&engine).await;
+    let id = begin(&engine, 1, 1_000).await;
+    let mut card = chip_card(1);
+    card.reader_serial = Some("OLD-1".into());
+    not_paired(engine.confirm_card_payment(&id, card).await);
+    assert_eq!(payments(&engine), 0);
+}
+
+#[tokio::test]
+async fn a_vendor_readers_model_changes_only_online() {
+    let (engine, _) = engine().await;
+    support::remember_vendor_reader(&engine, "M2-1", "Stripe M2").await;
+    engine.report_network(false).await.unwrap();
+    // Offline, the firmware may change; the model (what R11 checks) may not.
+    engine
+        .remember_reader("M2-1", "Stripe M2", "2.1")
+        .await
+        .unwrap();
+    assert!(matches!(
+        engine.remember_reader("M2-1", "Wisepad 3", "2.1").await,
+        Err(PosError::OnlineRequired)
+    ));
+    let r = engine
+        .remembered_readers()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.serial == "M2-1")
+        .unwrap();
+    assert_eq!(
+        (r.model.as_str(), r.firmware.as_str()),
+        ("Stripe M2", "2.1")
+    );
+}

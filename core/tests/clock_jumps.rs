@@ -66,6 +66,7 @@ impl Rig {
                     firmware: "1.0".into(),
                     paired_at: T0,
                     certificate: None,
+                    vendor: true,
                 }),
             }],
         )

@@ -465,6 +465,7 @@ impl Harness {
                         firmware: "1.0".into(),
                         paired_at: Timestamp(T0),
                         certificate: None,
+                        vendor: true,
                     }),
                 }],
             )

@@ -165,6 +165,7 @@ impl Rig {
                         firmware: "1.0".into(),
                         paired_at: T0,
                         certificate: Some(reader.certificate().encode()),
+                        vendor: false,
                     }),
                 }])
                 .await

@@ -241,6 +241,19 @@ impl<T: Transport> ReaderClient<T> {
         if self.version != PROFILE_VERSION {
             return Err(ReaderError::Version);
         }
+        if let Some(cert) = self.certificate.clone() {
+            // Already authenticated on this connection (a reader never
+            // replaces a confirmed session on it): the session stands if
+            // the trust still admits its certificate.
+            cert.verify(&trust.authorities)
+                .map_err(|_| ReaderError::UntrustedReader)?;
+            trust.admits(&cert)?;
+            let info = self.info().await?;
+            return Ok(PairedReader {
+                info,
+                certificate: cert.encode(),
+            });
+        }
         let (handshake, m1) = PhoneHandshake::start()?;
         self.chan.send_handshake(&m1)?;
         let m2 = match self.next_inbound().await? {

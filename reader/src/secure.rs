@@ -114,6 +114,26 @@ pub struct LinkTrust {
     pub online: bool,
 }
 
+impl LinkTrust {
+    /// Whether an authenticated reader may be paired now: a remembered
+    /// serial must present its remembered key, a new one only online.
+    /// (The certificate's authority and signature are checked before.)
+    pub fn admits(&self, certificate: &ReaderCertificate) -> Result<(), SecureError> {
+        match self
+            .remembered
+            .iter()
+            .find(|(serial, _)| *serial == certificate.serial)
+        {
+            Some((_, key)) if *key != certificate.public_key => Err(SecureError::KeyChanged {
+                serial: certificate.serial.clone(),
+            }),
+            Some(_) => Ok(()),
+            None if self.online => Ok(()),
+            None => Err(SecureError::NewReaderOffline),
+        }
+    }
+}
+
 /// The direction of a sealed message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -339,20 +359,7 @@ impl PhoneHandshake {
         if !mac_ok(&keys.reader_finished, &th3(&th2, cert_bytes, sig), mac_r) {
             return Err(SecureError::Confirmation);
         }
-        match trust
-            .remembered
-            .iter()
-            .find(|(serial, _)| *serial == certificate.serial)
-        {
-            Some((_, key)) if *key != certificate.public_key => {
-                return Err(SecureError::KeyChanged {
-                    serial: certificate.serial.clone(),
-                })
-            }
-            Some(_) => {}
-            None if trust.online => {}
-            None => return Err(SecureError::NewReaderOffline),
-        }
+        trust.admits(&certificate)?;
         let th_f = th_full(&self.m1, m2);
         let m3 = [&[M3][..], &mac(&keys.phone_finished, &th_f)].concat();
         Ok(PhoneFinished {

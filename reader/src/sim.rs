@@ -171,9 +171,10 @@ fn error(code: &str, message: &str) -> Reply {
     }
 }
 
-/// Answers a handshake message: M1 with M2 (the session waits for M3, and
-/// the previous session, if any, stays until then), M3 by installing the
-/// session. Anything else is refused and counted, with a plain error.
+/// Answers a handshake message: M1 with M2 (the session waits for M3), M3
+/// by installing the session. An M1 once a session is confirmed on this
+/// connection is refused silently; anything else is refused and counted,
+/// with a plain error.
 fn handshake(
     config: &SimReaderConfig,
     chan: &Channel,
@@ -181,6 +182,14 @@ fn handshake(
     m: &[u8],
 ) {
     let done = match m.first() {
+        // A confirmed session is never replaced on its connection: an
+        // injected M1 could otherwise take the reader over mid-sale and
+        // have the customer's tap read for the injector's payment. The
+        // phone re-keys by connecting again. Refused silently (counted).
+        Some(&secure::M1) if chan.is_secure() => {
+            chan.note_rejected();
+            return;
+        }
         Some(&secure::M1) => ReaderHandshake::respond(&config.identity, m).and_then(|(hs, m2)| {
             *pending = Some(hs);
             chan.send_handshake(&m2)

@@ -443,3 +443,34 @@ async fn version_1_is_refused_unless_explicitly_allowed() {
     let c = ReaderClient::connect_with(phone, options).await.unwrap();
     assert_eq!(c.version(), 2);
 }
+
+#[tokio::test]
+async fn an_injected_handshake_cannot_take_over_a_live_session() {
+    // An injector starts its own handshake with the reader mid-session: were
+    // it answered, it could complete it (the reader does not authenticate
+    // phones), replace the till's session and have the next tap read for
+    // its own payment.
+    let (sim, mut c, tap) = after_one_card().await;
+    let before = tap.from_reader.lock().unwrap().len();
+    let (_attacker, m1) = PhoneHandshake::start().unwrap();
+    for f in frame::encode(50, Kind::Handshake, &m1, 185).unwrap() {
+        tap.to_reader.write(f).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sim.rejected(), 1, "the injected M1 is refused and counted");
+    assert_eq!(
+        tap.from_reader.lock().unwrap().len(),
+        before,
+        "no M2 (nor anything else) goes out for it"
+    );
+    // The till's session goes on: its next card arrives.
+    sim.present(visa());
+    let card = c
+        .take_card(&challenge(2), &[EntryMode::Chip], true)
+        .await
+        .unwrap();
+    assert_eq!(card.reader_serial.as_deref(), Some(SERIAL));
+    // And pairing again on this connection keeps the session.
+    c.pair(&trust()).await.unwrap();
+    assert_eq!(sim.rejected(), 1);
+}
