@@ -422,6 +422,24 @@ impl AuditLog {
         actor: Option<StaffId>,
         kind: AuditKind,
     ) -> Result<&AuditEntry, AuditError> {
+        self.append_under(at, actor, kind, None)
+    }
+
+    /// [`AuditLog::append`], recording the merchant account the device was
+    /// under.
+    pub fn append_under(
+        &mut self,
+        at: Timestamp,
+        actor: Option<StaffId>,
+        kind: AuditKind,
+        account: Option<MerchantAccount>,
+    ) -> Result<&AuditEntry, AuditError> {
+        if account.as_ref().is_some_and(|a| !a.is_valid()) {
+            return Err(AuditError::InvalidField {
+                field: "account",
+                problem: "must be 1-64 characters of A-Z a-z 0-9 . _ -",
+            });
+        }
         self.check(at, actor.as_ref(), &kind)?;
         let seq = self
             .last_seq
@@ -432,7 +450,7 @@ impl AuditLog {
             at,
             actor,
             kind,
-            account: None,
+            account,
         });
         self.last_seq = seq;
         Ok(&self.entries[self.entries.len() - 1])

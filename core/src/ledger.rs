@@ -493,7 +493,7 @@ impl Ledger {
                     )));
                 }
                 self.audit
-                    .append(e.at, e.actor, e.kind)
+                    .append_under(e.at, e.actor, e.kind, e.account)
                     .map_err(|e| ApplyError(e.to_string()))?;
             }
             Write::Settings(s) => self.settings = Some(*s),
