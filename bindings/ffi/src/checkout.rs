@@ -235,8 +235,9 @@ impl From<co::PaymentView> for PaymentView {
 }
 
 mirror_enum!(
-    /// Actions that would lose stored payments (R13).
-    GuardedAction = rules::GuardedAction { LogOut, SwitchLocation, ResetStore, RemoveDevice }
+    /// Actions that would lose stored payments (R13). `SwitchAccount` is
+    /// guarded by `PosEngine.switchAccount`, which names the new account.
+    GuardedAction = rules::GuardedAction { LogOut, SwitchLocation, ResetStore, RemoveDevice, SwitchAccount }
 );
 
 /// A person's explicit decision to go ahead while payments are pending.

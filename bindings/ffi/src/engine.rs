@@ -21,7 +21,9 @@ use crate::gateway::{TokenAdapter, TokenProvider};
 use crate::keys::{KeyProvider, KeyProviderAdapter};
 use crate::policy::OfflinePolicy;
 use crate::reader::ReaderInfo;
-use crate::types::{invalid, mirror_enum, order_id, payment_id, ts, CardRead, Money};
+use crate::types::{
+    invalid, mirror_enum, order_id, payment_id, ts, CardRead, MerchantAccount, Money,
+};
 #[cfg(feature = "http-gateway")]
 use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
 
@@ -67,6 +69,13 @@ pub struct EngineConfig {
     /// 2,048): opening after a crash replays at most this many.
     #[uniffi(default = None)]
     pub compact_every: Option<u64>,
+    /// The merchant account and location the app runs as (SPEC B7). A
+    /// store not bound to an account yet is bound to it at open; a store
+    /// bound to another one does not open (`AccountMismatch`): switch with
+    /// `switchAccount`, guarded while payments are pending. Null: the
+    /// store's own account, whatever it is (or none).
+    #[uniffi(default = None)]
+    pub account: Option<MerchantAccount>,
 }
 
 /// Connectivity as the app sees it. Times are milliseconds since the Unix epoch.
@@ -158,6 +167,12 @@ pub struct EngineStatus {
     pub anchor: Option<AnchorStatus>,
     /// Why forwarding is blocked, if it is (`PosEvent.ForwardingBlocked`).
     pub forwarding_blocked: Option<crate::events::ForwardingBlockedReason>,
+    /// The merchant account and location new payments are taken for.
+    pub account: Option<MerchantAccount>,
+    /// The schema version of the store's files. A library older than it
+    /// refuses the store (`StoreIntegrity`): block a downgrade of the app
+    /// while payments are pending.
+    pub store_schema: Option<u32>,
 }
 
 /// Mirrors `pos_core::engine::AnchorStatus`: whether the store's rollback
@@ -207,6 +222,8 @@ impl From<core::EngineStatus> for EngineStatus {
             signed_in: s.signed_in.map(|id| id.as_str().to_owned()),
             anchor: s.anchor.map(Into::into),
             forwarding_blocked: s.forwarding_blocked.map(Into::into),
+            account: s.account.map(Into::into),
+            store_schema: s.store_schema,
         }
     }
 }
@@ -271,6 +288,15 @@ impl PosEngine {
             }
             core_config.compact_every = n;
         }
+        if let Some(a) = config.account {
+            core_config.account =
+                Some(
+                    a.try_into()
+                        .map_err(|e: PosError| PosError::InvalidConfig {
+                            reason: e.to_string(),
+                        })?,
+                );
+        }
         let config = core_config;
         std::fs::create_dir_all(&config.data_dir).map_err(|e| PosError::Storage {
             reason: format!("cannot create the data folder: {}", e.kind()),
@@ -294,7 +320,8 @@ impl PosEngine {
     /// `InvalidConfig` for an empty device id or an unknown currency,
     /// `StoreLocked` while the key is unavailable, `WrongKey` when the key
     /// does not open the store, `StoreIntegrity` for a tampered, rolled-back
-    /// or newer store (kept as it is).
+    /// or newer store (kept as it is), `AccountMismatch` for a store bound
+    /// to another merchant account than `config.account`.
     #[uniffi::constructor]
     pub fn new(config: EngineConfig, keys: Arc<dyn KeyProvider>) -> Result<Arc<Self>, PosError> {
         Self::open(config, keys, Arc::new(SystemClock))
@@ -336,6 +363,7 @@ impl PosEngine {
     /// Log out, switch location, reset the store, remove the device (R13):
     /// refused with `ActionRefused` while payments are pending, unless an
     /// override restates the money at risk (it is audited).
+    /// `SwitchAccount` is refused with `InvalidInput`: use `switchAccount`.
     pub async fn guarded_action(
         &self,
         action: GuardedAction,
@@ -343,6 +371,27 @@ impl PosEngine {
     ) -> Result<GuardOutcome, PosError> {
         let o = override_.map(TryInto::try_into).transpose()?;
         Ok(self.inner.guarded_action(action.into(), o).await?.into())
+    }
+
+    /// Switches the merchant account and location new payments are taken
+    /// for (SPEC B7), a guarded action like `guardedAction`: refused with
+    /// `ActionRefused` while payments are pending, unless an override
+    /// restates the money at risk (it is audited). Pending payments keep
+    /// their account and are forwarded under it only: the token provider
+    /// must keep supplying that account's credentials until they are
+    /// settled. The audit trail names both accounts. Switching to the
+    /// current account changes nothing (`Allowed`).
+    pub async fn switch_account(
+        &self,
+        account: MerchantAccount,
+        override_: Option<ActionOverride>,
+    ) -> Result<GuardOutcome, PosError> {
+        let o = override_.map(TryInto::try_into).transpose()?;
+        Ok(self
+            .inner
+            .switch_account(account.try_into()?, o)
+            .await?
+            .into())
     }
 
     /// R14: whether the app may let the device change network now.

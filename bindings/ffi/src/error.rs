@@ -45,6 +45,13 @@ pub enum PosError {
     /// challenge, or its summary differs from what the reader signed.
     #[error("the card read does not match this payment ({field})")]
     CardReadMismatch { field: String },
+    /// The store belongs to another merchant account than
+    /// `EngineConfig.account` (`stored` and `configured` as
+    /// "account/location"): its payments are forwarded under their own
+    /// account only. Open it for its own account (or without one) to
+    /// forward them, then `switchAccount` (SPEC B7).
+    #[error("this store belongs to merchant account {stored}, not {configured}")]
+    AccountMismatch { stored: String, configured: String },
     #[error("{what} not found")]
     NotFound { what: String },
     #[error("no staff member is signed in")]
@@ -145,6 +152,9 @@ impl From<pos_core::PosError> for PosError {
             C::DuplicatePayment { payment_id } => PosError::DuplicatePayment { payment_id },
             C::ReaderNotPaired { reason } => PosError::ReaderNotPaired { reason },
             C::CardReadMismatch { field } => PosError::CardReadMismatch { field },
+            C::AccountMismatch { stored, configured } => {
+                PosError::AccountMismatch { stored, configured }
+            }
             C::NotFound { what } => PosError::NotFound { what },
             C::NotSignedIn => PosError::NotSignedIn,
             C::ActionRefused { refusal } => {

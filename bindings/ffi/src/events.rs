@@ -105,6 +105,12 @@ pub enum ForwardingBlockedReason {
     ProcessorRefusing,
     /// The store cannot be written: its key is unavailable (device locked).
     StoreLocked,
+    /// The processor refused a payment sent under its own merchant account
+    /// with another account's credentials (`account_mismatch`, or the app's
+    /// gateway threw `GatewayError.AccountMismatch`): the token provider
+    /// must supply that account's credentials. Never a decline: the
+    /// payment waits.
+    AccountMismatch,
 }
 
 impl From<pos_core::forwarding::ForwardingBlockedReason> for ForwardingBlockedReason {
@@ -114,6 +120,7 @@ impl From<pos_core::forwarding::ForwardingBlockedReason> for ForwardingBlockedRe
             R::CredentialsRejected => ForwardingBlockedReason::CredentialsRejected,
             R::ProcessorRefusing => ForwardingBlockedReason::ProcessorRefusing,
             R::StoreLocked => ForwardingBlockedReason::StoreLocked,
+            R::AccountMismatch => ForwardingBlockedReason::AccountMismatch,
         }
     }
 }

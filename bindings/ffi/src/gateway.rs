@@ -12,7 +12,9 @@ use std::sync::Arc;
 use pos_core::gateway as gw;
 use pos_core::lifecycle as life;
 
-use crate::types::{CardNetwork, CustomerContact, DeclineReason, EntryMode, Money};
+use crate::types::{
+    CardNetwork, CustomerContact, DeclineReason, EntryMode, MerchantAccount, Money,
+};
 
 /// A payment sent to the processor: an offline payment to forward, or an
 /// online one to authorize (`online`). `card_data` is sealed for the
@@ -35,6 +37,12 @@ pub struct GatewayPayment {
     pub attempt: u32,
     pub online: bool,
     pub card_data: Vec<u8>,
+    /// The merchant account and location the payment was taken under:
+    /// send it under this account only, with its credentials, whatever
+    /// account the device has switched to since (null: taken before the
+    /// device was bound to one).
+    #[uniffi(default)]
+    pub account: Option<MerchantAccount>,
 }
 
 impl fmt::Debug for GatewayPayment {
@@ -58,6 +66,10 @@ pub struct GatewayReceipt {
     /// "email" or "sms".
     pub channel: String,
     pub recipient: Arc<CustomerContact>,
+    /// The merchant account and location the receipt was requested under:
+    /// deliver it under this account.
+    #[uniffi(default)]
+    pub account: Option<MerchantAccount>,
 }
 
 impl fmt::Debug for GatewayReceipt {
@@ -133,6 +145,12 @@ pub enum GatewayError {
     /// until "forward now"; the app is told (`ForwardingBlocked`).
     #[error("unauthorized: {detail}")]
     Unauthorized { detail: String },
+    /// The processor refused a request sent under one merchant account
+    /// with another account's credentials (its code `account_mismatch`):
+    /// never a decline, not retried until "forward now"; the app is told
+    /// (`ForwardingBlocked` with `AccountMismatch`).
+    #[error("account mismatch: {detail}")]
+    AccountMismatch { detail: String },
 }
 
 impl From<uniffi::UnexpectedUniFFICallbackError> for GatewayError {
@@ -147,6 +165,7 @@ impl From<GatewayError> for gw::GatewayError {
     fn from(e: GatewayError) -> Self {
         let mut wait = None;
         let mut status = None;
+        let mut code = None;
         let (kind, detail) = match e {
             GatewayError::NotSent { detail } => (life::ForwardErrorKind::NotSent, detail),
             GatewayError::NoAnswer { detail } => (life::ForwardErrorKind::NoAnswer, detail),
@@ -162,11 +181,16 @@ impl From<GatewayError> for gw::GatewayError {
                 status = Some(401);
                 (life::ForwardErrorKind::Rejected, detail)
             }
+            GatewayError::AccountMismatch { detail } => {
+                code = Some(gw::ACCOUNT_MISMATCH.to_owned());
+                (life::ForwardErrorKind::Rejected, detail)
+            }
         };
         let mut e = gw::GatewayError::new(kind, detail.chars().take(256).collect::<String>());
         if let Some(s) = status {
             e = e.with_http_status(s);
         }
+        e.code = code;
         match wait {
             // The same bound as the built-in gateway's.
             Some(w) => e.with_retry_after(w),
@@ -178,6 +202,7 @@ impl From<GatewayError> for gw::GatewayError {
 impl From<gw::GatewayError> for GatewayError {
     fn from(e: gw::GatewayError) -> Self {
         let credentials = e.credentials_rejected();
+        let account = e.account_mismatch();
         let detail = e.detail;
         match e.kind {
             life::ForwardErrorKind::NotSent => GatewayError::NotSent { detail },
@@ -188,6 +213,7 @@ impl From<gw::GatewayError> for GatewayError {
                     .retry_after
                     .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             },
+            life::ForwardErrorKind::Rejected if account => GatewayError::AccountMismatch { detail },
             life::ForwardErrorKind::Rejected if credentials => {
                 GatewayError::Unauthorized { detail }
             }
@@ -208,7 +234,8 @@ pub trait PaymentGateway: Send + Sync {
     /// Probes the service; with the processor's time when its answer
     /// carries it.
     fn status(&self) -> Result<ServiceStatusAnswer, GatewayError>;
-    /// What the processor knows about `payment_id` from `device_id`. Asked
+    /// What the processor knows about `payment_id` from `device_id`, taken
+    /// under `account` (ask under that account, with its credentials). Asked
     /// only after a payment's deadline passed while an attempt may have
     /// reached the processor; until it answers, the payment stays
     /// `OutcomeUnknown` (never counted as lost). `NotFound` expires the
@@ -221,6 +248,7 @@ pub trait PaymentGateway: Send + Sync {
         &self,
         device_id: String,
         payment_id: String,
+        account: Option<MerchantAccount>,
     ) -> Result<PaymentLookup, GatewayError>;
     /// Delivers a receipt queued offline.
     fn deliver_receipt(&self, receipt: GatewayReceipt) -> Result<(), GatewayError>;
@@ -231,9 +259,13 @@ pub trait PaymentGateway: Send + Sync {
 #[cfg(feature = "http-gateway")]
 #[uniffi::export(with_foreign)]
 pub trait TokenProvider: Send + Sync {
-    /// The token to send, before every request. May return a cached token
-    /// so the engine forwards after an offline start (B10).
-    fn token(&self) -> Result<String, GatewayError>;
+    /// The token to send, before every request: the credentials of
+    /// `account`, the merchant account the request is sent under (a
+    /// payment's own account, which may no longer be the device's after
+    /// `switchAccount`; null: no account). Keep an old account's
+    /// credentials until its payments are settled. May return a cached
+    /// token so the engine forwards after an offline start (B10).
+    fn token(&self, account: Option<MerchantAccount>) -> Result<String, GatewayError>;
     /// The processor refused the last token (HTTP 401): drop the cached
     /// token, so the next `token()` gets a fresh one. An error thrown here
     /// is ignored.
@@ -291,6 +323,7 @@ fn payment(r: &gw::AuthorizeRequest) -> GatewayPayment {
         attempt: 1,
         online: true,
         card_data: r.sealed_card_data.clone(),
+        account: r.account.clone().map(Into::into),
     }
 }
 
@@ -314,6 +347,7 @@ impl gw::Gateway for GatewayAdapter {
             attempt: r.attempt,
             online: false,
             card_data: r.sealed_card_data.clone(),
+            account: r.account.clone().map(Into::into),
         };
         check_decision(self.0.forward(p)?)
     }
@@ -335,10 +369,11 @@ impl gw::Gateway for GatewayAdapter {
 
     fn payment_status(&self, q: &gw::StatusQuery) -> Result<gw::PaymentLookup, gw::GatewayError> {
         Ok(
-            match self
-                .0
-                .payment_status(q.device_id.clone(), q.payment_id.as_str().to_owned())?
-            {
+            match self.0.payment_status(
+                q.device_id.clone(),
+                q.payment_id.as_str().to_owned(),
+                q.account.clone().map(Into::into),
+            )? {
                 PaymentLookup::Decided { decision } => {
                     gw::PaymentLookup::Decided(check_decision(decision)?)
                 }
@@ -360,6 +395,7 @@ impl gw::Gateway for GatewayAdapter {
             order_id: d.order_id.as_str().to_owned(),
             channel: d.channel.clone(),
             recipient: Arc::new(contact.into()),
+            account: d.account.clone().map(Into::into),
         })?)
     }
 }
@@ -377,7 +413,11 @@ impl fmt::Debug for TokenAdapter {
 #[cfg(feature = "http-gateway")]
 impl gw::TokenProvider for TokenAdapter {
     fn token(&self) -> Result<String, gw::GatewayError> {
-        Ok(self.0.token()?)
+        Ok(self.0.token(None)?)
+    }
+
+    fn token_for(&self, account: Option<&gw::MerchantAccount>) -> Result<String, gw::GatewayError> {
+        Ok(self.0.token(account.cloned().map(Into::into))?)
     }
 
     fn invalidate(&self) {
@@ -427,7 +467,7 @@ mod tests {
     }
 
     impl TokenProvider for CountingTokens {
-        fn token(&self) -> Result<String, GatewayError> {
+        fn token(&self, _account: Option<MerchantAccount>) -> Result<String, GatewayError> {
             self.tokens.fetch_add(1, Ordering::SeqCst);
             Ok("stale-token".into())
         }
@@ -473,6 +513,52 @@ mod tests {
         );
     }
 
+    /// The app's gateway reports the processor's `account_mismatch` with
+    /// `AccountMismatch`: a refusal with that code, never a decline.
+    #[test]
+    fn account_mismatch_crosses_the_boundary() {
+        let e: gw::GatewayError = GatewayError::AccountMismatch {
+            detail: "other account".into(),
+        }
+        .into();
+        assert!(e.account_mismatch());
+        assert!(!e.credentials_rejected());
+        assert_eq!(e.code.as_deref(), Some(gw::ACCOUNT_MISMATCH));
+        assert_eq!(
+            GatewayError::from(e),
+            GatewayError::AccountMismatch {
+                detail: "other account".into()
+            }
+        );
+    }
+
+    struct AccountTokens;
+
+    impl TokenProvider for AccountTokens {
+        fn token(&self, account: Option<MerchantAccount>) -> Result<String, GatewayError> {
+            Ok(account.map_or_else(|| "none".into(), |a| a.account_id))
+        }
+
+        fn invalidate(&self) -> Result<(), GatewayError> {
+            Ok(())
+        }
+    }
+
+    /// The foreign token provider is asked for the credentials of the
+    /// account a request is sent under.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn the_token_provider_gets_the_account() {
+        let tokens = TokenAdapter(Arc::new(AccountTokens));
+        let a = pos_core::account::MerchantAccount::new("acct_a", "loc_1").unwrap();
+        assert_eq!(
+            gw::TokenProvider::token_for(&tokens, Some(&a)).unwrap(),
+            "acct_a"
+        );
+        assert_eq!(gw::TokenProvider::token_for(&tokens, None).unwrap(), "none");
+        assert_eq!(gw::TokenProvider::token(&tokens).unwrap(), "none");
+    }
+
     /// The built-in gateway tells the app's token provider that its token
     /// was refused (401), so the app can drop a cached token.
     #[test]
@@ -512,6 +598,7 @@ mod tests {
                 order_id: life::OrderId::parse("o-1").unwrap(),
                 channel: "email".into(),
                 address: "a@example.com".into(),
+                account: None,
             },
         )
         .unwrap_err();

@@ -52,6 +52,32 @@ impl TryFrom<Money> for m::Money {
     }
 }
 
+/// A merchant account and one of its locations, as the processor names
+/// them (SPEC B7): each 1–64 of `[A-Za-z0-9._-]`. Every payment, receipt
+/// and audit entry records the account it was taken under and is forwarded
+/// under that account only.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, uniffi::Record)]
+pub struct MerchantAccount {
+    pub account_id: String,
+    pub location_id: String,
+}
+
+impl From<pos_core::account::MerchantAccount> for MerchantAccount {
+    fn from(a: pos_core::account::MerchantAccount) -> Self {
+        MerchantAccount {
+            account_id: a.account_id,
+            location_id: a.location_id,
+        }
+    }
+}
+
+impl TryFrom<MerchantAccount> for pos_core::account::MerchantAccount {
+    type Error = PosError;
+    fn try_from(a: MerchantAccount) -> Result<Self, PosError> {
+        pos_core::account::MerchantAccount::new(&a.account_id, &a.location_id).map_err(invalid)
+    }
+}
+
 pub(crate) fn currency(code: &str) -> Result<m::Currency, PosError> {
     m::Currency::parse(code).map_err(invalid)
 }

@@ -16,10 +16,19 @@ final class SwiftProcessor: PaymentGateway, @unchecked Sendable {
     /// While set, decided answers wait here before they leave (a slow processor).
     var gate: DispatchSemaphore?
     private(set) var held = 0
+    /// Each request's payment id and the merchant account it was sent under, in order.
+    private(set) var sentUnder: [(String, MerchantAccount?)] = []
+    /// While set, the only account the credentials are for: a request under another is refused `account_mismatch`.
+    var credentialsFor: MerchantAccount?
 
     private func decide(_ p: GatewayPayment) throws -> GatewayDecision {
         lock.lock()
         requests += 1
+        sentUnder.append((p.paymentId, p.account))
+        if let only = credentialsFor, only != p.account {
+            lock.unlock()
+            throw GatewayError.AccountMismatch(detail: "sent under another account")
+        }
         if closed.contains(p.paymentId) {
             lock.unlock()
             throw GatewayError.Rejected(detail: "closed")
@@ -50,13 +59,19 @@ final class SwiftProcessor: PaymentGateway, @unchecked Sendable {
         return d
     }
 
+    func sentUnderAccounts() -> [String: MerchantAccount?] {
+        lock.lock()
+        defer { lock.unlock() }
+        return Dictionary(sentUnder, uniquingKeysWith: { _, last in last })
+    }
+
     func heldCount() -> Int {
         lock.lock()
         defer { lock.unlock() }
         return held
     }
 
-    func paymentStatus(deviceId: String, paymentId: String) throws -> PaymentLookup {
+    func paymentStatus(deviceId: String, paymentId: String, account: MerchantAccount?) throws -> PaymentLookup {
         lock.lock()
         defer { lock.unlock() }
         if let d = charges[paymentId] { return .decided(decision: d) }

@@ -36,8 +36,15 @@ class KotlinProcessor : PaymentGateway {
     /** The payment each card data was first charged for: sent for another payment, it is a replay. */
     val cardDataUsedBy = ConcurrentHashMap<String, String>()
 
+    /** Each request's payment id and the merchant account it was sent under, in order. */
+    val sentUnder = java.util.concurrent.CopyOnWriteArrayList<Pair<String, MerchantAccount?>>()
+    /** While set, the only account the credentials are for: a request under another is refused `account_mismatch`. */
+    @Volatile var credentialsFor: MerchantAccount? = null
+
     private fun decide(p: GatewayPayment): GatewayDecision {
         requests.incrementAndGet()
+        sentUnder.add(p.paymentId to p.account)
+        credentialsFor?.let { if (it != p.account) throw GatewayException.AccountMismatch("sent under ${p.account}") }
         if (p.paymentId in closed) throw GatewayException.Rejected("closed")
         val d = charges.computeIfAbsent(p.paymentId) {
             val firstUse = cardDataUsedBy.putIfAbsent(java.util.Base64.getEncoder().encodeToString(p.cardData), p.paymentId)
@@ -54,7 +61,7 @@ class KotlinProcessor : PaymentGateway {
         return d
     }
 
-    override fun paymentStatus(deviceId: String, paymentId: String): PaymentLookup =
+    override fun paymentStatus(deviceId: String, paymentId: String, account: MerchantAccount?): PaymentLookup =
         charges[paymentId]?.let { PaymentLookup.Decided(it) }
             ?: PaymentLookup.NotFound.also { closed.add(paymentId) }
 
