@@ -176,10 +176,13 @@ pub fn seal_v1(secret: &CardSecret, processor: &ProcessorKey) -> Result<Vec<u8>,
 /// agreed with the processor's, the content key `derive` makes of it, a
 /// fresh nonce, AES-256-GCM. `header` gives the bytes before the ciphertext
 /// and the associated data, from the ephemeral public key and the nonce.
+/// Derives a content key from the X25519 result and both public keys.
+type DeriveKey = fn(&[u8], &[u8; PUBLIC_KEY_LEN], &[u8; PUBLIC_KEY_LEN]) -> [u8; 32];
+
 fn seal_with(
     secret: &CardSecret,
     processor: &ProcessorKey,
-    derive: fn(&[u8], &[u8; PUBLIC_KEY_LEN], &[u8; PUBLIC_KEY_LEN]) -> [u8; 32],
+    derive: DeriveKey,
     header: impl FnOnce(
         &[u8; PUBLIC_KEY_LEN],
         &[u8; NONCE_LEN],
