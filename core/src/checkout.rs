@@ -151,6 +151,8 @@ pub struct PaymentView {
     pub deadline: Timestamp,
     /// Milliseconds left before the deadline; 0 once past or settled.
     pub time_left_ms: i64,
+    /// The merchant account it was taken under (and is forwarded under).
+    pub account: Option<crate::account::MerchantAccount>,
 }
 
 impl fmt::Debug for PaymentView {
@@ -313,6 +315,7 @@ fn view_payment(p: &OfflinePayment, now: Timestamp) -> PaymentView {
         taken_at: p.taken_at,
         deadline: p.deadline,
         time_left_ms,
+        account: p.account.clone(),
     }
 }
 

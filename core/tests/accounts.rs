@@ -129,6 +129,14 @@ async fn switching_account_is_refused_while_payments_are_pending_and_audited_whe
     };
     assert_eq!(stored(taken).await, Some(a.clone()));
     assert_eq!(stored(after).await, Some(b.clone()));
+    // The listing shows each payment's account (the app keeps the
+    // credentials of every account with pending payments).
+    let listed = engine.list_payments().unwrap();
+    let of = |id: &pos_core::lifecycle::PaymentId| {
+        listed.iter().find(|p| p.id == *id).unwrap().account.clone()
+    };
+    assert_eq!(of(&taken), Some(a.clone()));
+    assert_eq!(of(&after), Some(b.clone()));
     // The audit trail names both accounts, and each entry its own.
     let csv = engine.export_audit_csv().unwrap();
     assert!(csv.contains("from=acct_A/loc_1; to=acct_B/loc_9"), "{csv}");

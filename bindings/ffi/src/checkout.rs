@@ -208,6 +208,9 @@ pub struct PaymentView {
     pub taken_at_ms: i64,
     pub deadline_ms: i64,
     pub time_left_ms: i64,
+    /// The merchant account it was taken under (and is forwarded under):
+    /// keep that account's credentials while such payments are pending.
+    pub account: Option<crate::types::MerchantAccount>,
 }
 
 impl From<co::PaymentView> for PaymentView {
@@ -230,6 +233,7 @@ impl From<co::PaymentView> for PaymentView {
             taken_at_ms: ts(p.taken_at),
             deadline_ms: ts(p.deadline),
             time_left_ms: p.time_left_ms,
+            account: p.account.map(Into::into),
         }
     }
 }
