@@ -127,8 +127,8 @@ async fn switching_account_is_refused_while_payments_are_pending_and_audited_whe
                 .unwrap()
         }
     };
-    assert_eq!(stored(taken).await, Some(a.clone()));
-    assert_eq!(stored(after).await, Some(b.clone()));
+    assert_eq!(stored(taken.clone()).await, Some(a.clone()));
+    assert_eq!(stored(after.clone()).await, Some(b.clone()));
     // The listing shows each payment's account (the app keeps the
     // credentials of every account with pending payments).
     let listed = engine.list_payments().unwrap();
