@@ -317,6 +317,16 @@ pub mod wire {
         pub attempt: Option<u32>,
         /// The sealed card data, base64 (standard alphabet, padded).
         pub card_data: String,
+        /// The merchant account and location the request is sent under
+        /// (the payment's own, see [`MerchantAccount`]): both or neither;
+        /// omitted for a payment taken before the device was bound to an
+        /// account. A processor refuses a request whose account is not its
+        /// credentials' (403 `account_mismatch`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub account_id: Option<String>,
+        /// The location of `account_id`, sent with it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub location_id: Option<String>,
     }
 
     impl fmt::Debug for PaymentBody {
@@ -346,7 +356,10 @@ pub mod wire {
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct ErrorBody {
         /// Machine-readable: `in_flight`, `idempotency_mismatch`,
-        /// `unauthorized`, `bad_request`, `unavailable`, `internal`.
+        /// `unauthorized`, `account_mismatch` (see
+        /// [`ACCOUNT_MISMATCH`](crate::gateway::ACCOUNT_MISMATCH)),
+        /// `bad_request`, `unknown_payment`, `closed`, `unavailable`,
+        /// `internal`. Kept in [`GatewayError::code`].
         pub error: String,
         #[serde(default)]
         pub message: String,
@@ -359,6 +372,16 @@ pub mod wire {
     pub struct LookupBody {
         pub device_id: String,
         pub payment_id: String,
+        /// The merchant account and location the request is sent under
+        /// (the payment's own, see [`MerchantAccount`]): both or neither;
+        /// omitted for a payment taken before the device was bound to an
+        /// account. A processor refuses a request whose account is not its
+        /// credentials' (403 `account_mismatch`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub account_id: Option<String>,
+        /// The location of `account_id`, sent with it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub location_id: Option<String>,
     }
 
     /// Body of `GET /v1/status`.
@@ -380,6 +403,16 @@ pub mod wire {
         /// `email` or `sms`.
         pub channel: String,
         pub address: String,
+        /// The merchant account and location the request is sent under
+        /// (the payment's own, see [`MerchantAccount`]): both or neither;
+        /// omitted for a payment taken before the device was bound to an
+        /// account. A processor refuses a request whose account is not its
+        /// credentials' (403 `account_mismatch`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub account_id: Option<String>,
+        /// The location of `account_id`, sent with it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub location_id: Option<String>,
     }
 
     impl fmt::Debug for ReceiptBody {
@@ -446,6 +479,15 @@ pub mod wire {
         }
     }
 
+    /// The `account_id` and `location_id` of a request sent under
+    /// `account` (both `None` without one).
+    pub fn account_ids(account: Option<&MerchantAccount>) -> (Option<String>, Option<String>) {
+        match account {
+            Some(a) => (Some(a.account_id.clone()), Some(a.location_id.clone())),
+            None => (None, None),
+        }
+    }
+
     /// Standard base64 with padding, for `card_data`.
     pub fn encode_card_data(bytes: &[u8]) -> String {
         use base64::Engine as _;
@@ -461,6 +503,7 @@ pub mod wire {
     impl PaymentBody {
         /// The body of a forwarding request.
         pub fn forward(r: &ForwardRequest) -> Self {
+            let (account_id, location_id) = account_ids(r.account.as_ref());
             PaymentBody {
                 device_id: r.device_id.clone(),
                 payment_id: r.payment_id.as_str().into(),
@@ -475,11 +518,14 @@ pub mod wire {
                 deadline_ms: Some(r.deadline.millis()),
                 attempt: Some(r.attempt),
                 card_data: encode_card_data(&r.sealed_card_data),
+                account_id,
+                location_id,
             }
         }
 
         /// The body of an online authorization.
         pub fn authorize(r: &AuthorizeRequest) -> Self {
+            let (account_id, location_id) = account_ids(r.account.as_ref());
             PaymentBody {
                 device_id: r.device_id.clone(),
                 payment_id: r.payment_id.as_str().into(),
@@ -494,6 +540,8 @@ pub mod wire {
                 deadline_ms: None,
                 attempt: None,
                 card_data: encode_card_data(&r.sealed_card_data),
+                account_id,
+                location_id,
             }
         }
     }

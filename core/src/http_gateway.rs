@@ -6,6 +6,13 @@
 //! Every payment request carries the payment id as `Idempotency-Key`; the
 //! server keeps it for as long as a payment can be forwarded, so a retry
 //! after a lost answer returns the first decision (B2).
+//!
+//! Every request about a payment or receipt is sent under that payment's
+//! own merchant account: its body names the account (`account_id`,
+//! `location_id`) and its bearer token is the token provider's for that
+//! account ([`TokenProvider::token_for`]), whatever account the device has
+//! switched to since. The status request, about no payment, uses
+//! [`TokenProvider::token`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,8 +23,8 @@ use crate::gateway::wire::{
     self, DecisionBody, ErrorBody, LookupBody, PaymentBody, ReceiptBody, StatusBody,
 };
 use crate::gateway::{
-    AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, PaymentLookup,
-    ReceiptDelivery, ServiceStatus, StatusAnswer, StatusQuery, TokenProvider,
+    AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, MerchantAccount,
+    PaymentLookup, ReceiptDelivery, ServiceStatus, StatusAnswer, StatusQuery, TokenProvider,
 };
 use crate::lifecycle::ForwardErrorKind;
 
@@ -107,6 +114,17 @@ fn valid_port(port: &str) -> bool {
     !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// `Bearer <token>`, for a token of visible ASCII only.
+fn authorization(t: String) -> Result<String, GatewayError> {
+    if t.is_empty() || t.len() > 4096 || t.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+        return Err(GatewayError::new(
+            ForwardErrorKind::Rejected,
+            "the token provider returned an unusable token",
+        ));
+    }
+    Ok(format!("Bearer {t}"))
+}
+
 /// Largest answer body read (a decision is a few hundred bytes).
 const MAX_BODY: u64 = 64 * 1024;
 
@@ -156,23 +174,26 @@ impl HttpGateway {
         format!("{}{}", self.base, path)
     }
 
+    /// The `Authorization` header of a request about no payment (the
+    /// status).
     fn bearer(&self) -> Result<String, GatewayError> {
-        let t = self.tokens.token()?;
-        if t.is_empty() || t.len() > 4096 || t.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
-            return Err(GatewayError::new(
-                ForwardErrorKind::Rejected,
-                "the token provider returned an unusable token",
-            ));
-        }
-        Ok(format!("Bearer {t}"))
+        authorization(self.tokens.token()?)
+    }
+
+    /// The `Authorization` header of a request sent under `account`: its
+    /// credentials (`None`: a payment taken before the device was bound to
+    /// an account).
+    fn bearer_for(&self, account: Option<&MerchantAccount>) -> Result<String, GatewayError> {
+        authorization(self.tokens.token_for(account)?)
     }
 
     fn post_payment(
         &self,
         path: &str,
+        account: Option<&MerchantAccount>,
         body: &PaymentBody,
     ) -> Result<GatewayDecision, GatewayError> {
-        let auth = self.bearer()?;
+        let auth = self.bearer_for(account)?;
         let response = self
             .agent
             .post(&self.url(path))
@@ -192,7 +213,7 @@ impl HttpGateway {
             return decision.into_decision(&body.payment_id);
         }
         let text = reader.read_to_string().unwrap_or_default();
-        let err: Option<ErrorBody> = serde_json::from_str(&text).ok();
+        let err = error_body(&text);
         if status == 401 {
             self.tokens.invalidate();
         }
@@ -225,10 +246,18 @@ fn with_wait(e: GatewayError, wait: Option<Duration>) -> GatewayError {
     }
 }
 
-/// The meaning of a non-200 status (see the OpenAPI document).
+/// The error body of a non-200 answer, if it is one.
+fn error_body(text: &str) -> Option<ErrorBody> {
+    serde_json::from_str(text).ok()
+}
+
+/// The meaning of a non-200 status (see the OpenAPI document). The
+/// answer's error code is kept in [`GatewayError::code`]
+/// (`account_mismatch` makes [`GatewayError::account_mismatch`] true).
 fn status_error(status: u16, body: Option<ErrorBody>) -> GatewayError {
-    let code = body.map(|b| b.error).unwrap_or_default();
-    let code: String = code.chars().take(64).collect();
+    let code: Option<String> = body
+        .map(|b| b.error.chars().take(64).collect::<String>())
+        .filter(|c| !c.is_empty());
     let kind = match status {
         // The same id is being processed: its decision will come; retry.
         409 => ForwardErrorKind::ServiceUnavailable,
@@ -237,7 +266,13 @@ fn status_error(status: u16, body: Option<ErrorBody>) -> GatewayError {
         // 400, 401, 403, 404, 422: the request itself is refused.
         _ => ForwardErrorKind::Rejected,
     };
-    GatewayError::new(kind, format!("HTTP {status} {code}")).with_http_status(status)
+    let mut e = GatewayError::new(
+        kind,
+        format!("HTTP {status} {}", code.as_deref().unwrap_or_default()),
+    )
+    .with_http_status(status);
+    e.code = code;
+    e
 }
 
 /// Whether the request may have reached the processor decides the kind.
@@ -261,11 +296,19 @@ fn classify(e: ureq::Error) -> GatewayError {
 
 impl Gateway for HttpGateway {
     fn authorize(&self, request: &AuthorizeRequest) -> Result<GatewayDecision, GatewayError> {
-        self.post_payment(wire::AUTHORIZE_PATH, &PaymentBody::authorize(request))
+        self.post_payment(
+            wire::AUTHORIZE_PATH,
+            request.account.as_ref(),
+            &PaymentBody::authorize(request),
+        )
     }
 
     fn forward(&self, request: &ForwardRequest) -> Result<GatewayDecision, GatewayError> {
-        self.post_payment(wire::FORWARD_PATH, &PaymentBody::forward(request))
+        self.post_payment(
+            wire::FORWARD_PATH,
+            request.account.as_ref(),
+            &PaymentBody::forward(request),
+        )
     }
 
     fn status(&self) -> Result<ServiceStatus, GatewayError> {
@@ -281,21 +324,19 @@ impl Gateway for HttpGateway {
             .call()
             .map_err(classify)?;
         let status = response.status().as_u16();
-        if status != 200 {
-            return match status {
-                500..=599 => Ok(StatusAnswer {
-                    status: ServiceStatus::Disrupted,
-                    processor_time: None,
-                }),
-                _ => Err(status_error(status, None)),
-            };
+        if (500..=599).contains(&status) {
+            return Ok(StatusAnswer {
+                status: ServiceStatus::Disrupted,
+                processor_time: None,
+            });
         }
         let mut body = response.into_body();
-        let text = body
-            .with_config()
-            .limit(MAX_BODY)
-            .read_to_string()
-            .map_err(classify)?;
+        let read = body.with_config().limit(MAX_BODY).read_to_string();
+        if status != 200 {
+            let text = read.unwrap_or_default();
+            return Err(status_error(status, error_body(&text)));
+        }
+        let text = read.map_err(classify)?;
         let s: StatusBody = serde_json::from_str(&text)
             .map_err(|_| GatewayError::new(ForwardErrorKind::NoAnswer, "unreadable status"))?;
         Ok(StatusAnswer {
@@ -308,10 +349,13 @@ impl Gateway for HttpGateway {
     }
 
     fn payment_status(&self, q: &StatusQuery) -> Result<PaymentLookup, GatewayError> {
-        let auth = self.bearer()?;
+        let auth = self.bearer_for(q.account.as_ref())?;
+        let (account_id, location_id) = wire::account_ids(q.account.as_ref());
         let body = LookupBody {
             device_id: q.device_id.clone(),
             payment_id: q.payment_id.as_str().into(),
+            account_id,
+            location_id,
         };
         let response = self
             .agent
@@ -327,7 +371,7 @@ impl Gateway for HttpGateway {
             .limit(MAX_BODY)
             .read_to_string()
             .map_err(classify)?;
-        let err: Option<ErrorBody> = serde_json::from_str(&text).ok();
+        let err = error_body(&text);
         match status {
             200 => {
                 let decision: DecisionBody = serde_json::from_str(&text).map_err(|_| {
@@ -357,13 +401,16 @@ impl Gateway for HttpGateway {
     }
 
     fn deliver_receipt(&self, d: &ReceiptDelivery) -> Result<(), GatewayError> {
-        let auth = self.bearer()?;
+        let auth = self.bearer_for(d.account.as_ref())?;
+        let (account_id, location_id) = wire::account_ids(d.account.as_ref());
         let body = ReceiptBody {
             device_id: d.device_id.clone(),
             receipt_id: d.receipt_id.clone(),
             order_id: d.order_id.as_str().into(),
             channel: d.channel.clone(),
             address: d.address.clone(),
+            account_id,
+            location_id,
         };
         let response = self
             .agent
@@ -376,13 +423,17 @@ impl Gateway for HttpGateway {
         if status == 200 {
             return Ok(());
         }
+        let wait = retry_after(status, response.headers());
+        let mut body_reader = response.into_body();
+        let text = body_reader
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_string()
+            .unwrap_or_default();
         if status == 401 {
             self.tokens.invalidate();
         }
-        Err(with_wait(
-            status_error(status, None),
-            retry_after(status, response.headers()),
-        ))
+        Err(with_wait(status_error(status, error_body(&text)), wait))
     }
 }
 
@@ -483,6 +534,185 @@ mod tests {
         let g = HttpGateway::new(c, tokens()).unwrap();
         let e = g.status().unwrap_err();
         assert_eq!(e.kind, ForwardErrorKind::NotSent, "{e}");
+    }
+
+    /// Tokens by account: `tok-<account_id>`, `legacy` without one,
+    /// `current` for requests about no payment.
+    #[derive(Debug)]
+    struct ByAccount;
+
+    impl TokenProvider for ByAccount {
+        fn token(&self) -> Result<String, GatewayError> {
+            Ok("current".into())
+        }
+        fn token_for(&self, account: Option<&MerchantAccount>) -> Result<String, GatewayError> {
+            Ok(account.map_or_else(|| "legacy".into(), |a| format!("tok-{}", a.account_id)))
+        }
+    }
+
+    fn acct(id: &str) -> MerchantAccount {
+        MerchantAccount::new(id, "loc-1").unwrap()
+    }
+
+    fn forward_request(account: Option<MerchantAccount>) -> ForwardRequest {
+        use crate::lifecycle::{OrderId, PaymentId};
+        use crate::money::{Currency, Money};
+        ForwardRequest {
+            device_id: "till-1".into(),
+            payment_id: PaymentId::parse("pay-1").unwrap(),
+            order_id: OrderId::parse("order-1").unwrap(),
+            amount: Money::new(1250, Currency::parse("EUR").unwrap()),
+            tip: None,
+            entry_mode: crate::policy::EntryMode::Chip,
+            network: crate::policy::Network::Visa,
+            last4: "4242".into(),
+            taken_at: Timestamp(1_000),
+            deadline: Timestamp(2_000),
+            attempt: 1,
+            sealed_card_data: vec![1, 2, 3],
+            online: None,
+            account,
+        }
+    }
+
+    #[test]
+    fn a_payment_body_names_its_account_and_omits_none() {
+        let json =
+            serde_json::to_value(PaymentBody::forward(&forward_request(Some(acct("A"))))).unwrap();
+        assert_eq!(json["account_id"], "A");
+        assert_eq!(json["location_id"], "loc-1");
+        let json = serde_json::to_value(PaymentBody::forward(&forward_request(None))).unwrap();
+        let fields = json.as_object().unwrap();
+        assert!(!fields.contains_key("account_id") && !fields.contains_key("location_id"));
+        // A server of the protocol before accounts reads it as before, and
+        // a body without them reads back with none.
+        let back: PaymentBody = serde_json::from_value(json).unwrap();
+        assert_eq!((back.account_id, back.location_id), (None, None));
+    }
+
+    #[test]
+    fn the_token_is_the_one_of_the_requests_account() {
+        let mut c = HttpGatewayConfig::new("http://127.0.0.1:1");
+        c.allow_plain_http = true;
+        let g = HttpGateway::new(c, Arc::new(ByAccount)).unwrap();
+        assert_eq!(g.bearer_for(Some(&acct("A"))).unwrap(), "Bearer tok-A");
+        assert_eq!(g.bearer_for(Some(&acct("B"))).unwrap(), "Bearer tok-B");
+        assert_eq!(g.bearer_for(None).unwrap(), "Bearer legacy");
+        assert_eq!(g.bearer().unwrap(), "Bearer current");
+    }
+
+    #[test]
+    fn an_error_code_is_kept_and_account_mismatch_recognised() {
+        let body = |code: &str| {
+            Some(ErrorBody {
+                error: code.into(),
+                message: String::new(),
+            })
+        };
+        let e = status_error(403, body(crate::gateway::ACCOUNT_MISMATCH));
+        assert_eq!(e.code.as_deref(), Some("account_mismatch"));
+        assert!(e.account_mismatch());
+        let e = status_error(401, body("unauthorized"));
+        assert_eq!(e.code.as_deref(), Some("unauthorized"));
+        assert!(!e.account_mismatch() && e.credentials_rejected());
+        // The same code on a retryable status is not a refusal.
+        assert!(!status_error(503, body("account_mismatch")).account_mismatch());
+        assert_eq!(status_error(403, None).code, None);
+        assert_eq!(status_error(403, body("")).code, None);
+    }
+
+    /// One HTTP exchange on loopback: the request as received (head and
+    /// body), answered with `status` and `body`.
+    fn serve_once(status: &str, body: &'static str) -> (String, std::thread::JoinHandle<String>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let status = status.to_owned();
+        let handle = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut buf).unwrap();
+                seen.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&seen).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if seen.len() >= end + 4 + length || n == 0 {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            let answer = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).unwrap();
+            String::from_utf8_lossy(&seen).to_string()
+        });
+        (url, handle)
+    }
+
+    /// The JSON body of a request as received.
+    fn sent_json(request: &str) -> serde_json::Value {
+        let (_, body) = request.split_once("\r\n\r\n").unwrap();
+        serde_json::from_str(body).unwrap()
+    }
+
+    #[test]
+    fn a_forward_goes_under_its_account_and_a_mismatch_comes_back_typed() {
+        let (url, server) = serve_once(
+            "403 Forbidden",
+            r#"{"error":"account_mismatch","message":"not this token's account"}"#,
+        );
+        let mut c = HttpGatewayConfig::new(url);
+        c.allow_plain_http = true;
+        let g = HttpGateway::new(c, Arc::new(ByAccount)).unwrap();
+        let e = g.forward(&forward_request(Some(acct("A")))).unwrap_err();
+        let seen = server.join().unwrap();
+        assert!(seen.contains("Bearer tok-A"), "{seen}");
+        let body = sent_json(&seen);
+        assert_eq!(
+            (&body["account_id"], &body["location_id"]),
+            (&"A".into(), &"loc-1".into()),
+            "{seen}"
+        );
+        assert_eq!(e.kind, ForwardErrorKind::Rejected);
+        assert_eq!(e.http_status, Some(403));
+        assert!(e.account_mismatch(), "{e}");
+    }
+
+    #[test]
+    fn a_receipt_refusal_keeps_its_code() {
+        let (url, server) = serve_once("403 Forbidden", r#"{"error":"account_mismatch"}"#);
+        let mut c = HttpGatewayConfig::new(url);
+        c.allow_plain_http = true;
+        let g = HttpGateway::new(c, Arc::new(ByAccount)).unwrap();
+        let e = g
+            .deliver_receipt(&ReceiptDelivery {
+                device_id: "till-1".into(),
+                receipt_id: "till-1-r1".into(),
+                order_id: crate::lifecycle::OrderId::parse("order-1").unwrap(),
+                channel: "email".into(),
+                address: "a@example.com".into(),
+                account: Some(acct("B")),
+            })
+            .unwrap_err();
+        let seen = server.join().unwrap();
+        assert!(seen.contains("Bearer tok-B"), "{seen}");
+        assert_eq!(sent_json(&seen)["account_id"], "B", "{seen}");
+        assert!(e.account_mismatch(), "{e}");
     }
 
     #[test]

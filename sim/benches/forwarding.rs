@@ -164,6 +164,7 @@ fn baseline(n: usize, in_flight: usize) -> Duration {
                     attempt: 1,
                     sealed_card_data: sealed[i].clone(),
                     online: None,
+                    account: None,
                 };
                 g.forward(&r).unwrap();
             })

@@ -430,6 +430,8 @@ mod tests {
             deadline_ms: None,
             attempt: None,
             card_data: String::new(),
+            account_id: None,
+            location_id: None,
         };
         assert_eq!(binding_mismatch(&b, &request), None);
         type Change = (&'static str, fn(&mut PaymentBody));

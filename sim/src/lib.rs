@@ -23,6 +23,15 @@
 //!   nothing (it is answered before any check of the card data, so a retry
 //!   is never `replayed`); the same key with another amount is refused
 //!   (422); a request while the same key is being processed gets 409;
+//! - merchant accounts: [`Simulator::token_for`] issues one bearer token
+//!   per account and location; [`Simulator::token`] is the account-less
+//!   token of callers from before accounts. A request naming an account
+//!   (`account_id`, `location_id`) other than its token's is refused 403
+//!   `account_mismatch` on every route, before anything is charged or
+//!   recorded; so is a request about a payment id or receipt id recorded
+//!   under another account. A request naming no account is taken under its
+//!   token's account (none for the account-less token). Every charge and
+//!   receipt records the account it was taken under;
 //! - a status endpoint that can be switched to an outage;
 //! - fault injection ([`faults`]): latency, answer dropped after the charge,
 //!   5xx, 409, connection closed, timeout, slow answers, at a seeded rate or
@@ -58,6 +67,7 @@ use tokio::sync::oneshot;
 
 pub use cards::{test_cards, CardOutcome, TestCard};
 pub use faults::{Fault, FaultMode, FaultPlan};
+pub use pos_core::account::MerchantAccount;
 
 use cards::ProcessorKeys;
 use faults::Rng;
@@ -69,7 +79,9 @@ pub struct SimConfig {
     pub listen: SocketAddr,
     /// Seeds the processor key and the fault generator.
     pub seed: u64,
-    /// The bearer token clients must send.
+    /// The account-less bearer token (requests naming no account); the
+    /// token of each merchant account is derived from it
+    /// ([`Simulator::token_for`]).
     pub token: String,
     pub faults: FaultPlan,
     /// Accepts version-1 card data, bound to nothing, for a transition
@@ -111,6 +123,9 @@ pub struct Charge {
     pub outcome: ChargeOutcome,
     /// Requests seen for this id that reached the ledger (repeats included).
     pub requests: u64,
+    /// The merchant account it was charged under: its token's (`None`:
+    /// sent with the account-less token).
+    pub account: Option<MerchantAccount>,
 }
 
 /// A delivered receipt. The address is kept for tests only; never printed.
@@ -120,6 +135,8 @@ pub struct DeliveredReceipt {
     pub order_id: String,
     pub channel: String,
     pub address: String,
+    /// The merchant account it was delivered under.
+    pub account: Option<MerchantAccount>,
 }
 
 impl fmt::Debug for DeliveredReceipt {
@@ -143,6 +160,8 @@ pub struct SimStats {
     pub card_data_refusals: u64,
     /// Payment lookups answered (`POST /v1/payment-lookups`).
     pub lookups: u64,
+    /// Requests refused 403 `account_mismatch`, on any route.
+    pub account_mismatches: u64,
     /// Faults injected, by name.
     pub faults: BTreeMap<&'static str, u64>,
 }
@@ -177,6 +196,8 @@ struct Ledger {
 
 struct Shared {
     token: String,
+    /// The token of each merchant account issued by `token_for`.
+    accounts: Mutex<BTreeMap<String, MerchantAccount>>,
     keys: ProcessorKeys,
     accept_unbound_card_data: bool,
     ledger: Mutex<Ledger>,
@@ -191,7 +212,58 @@ impl Shared {
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Who sends a request with this `Authorization` header: `None` for
+    /// an unknown token.
+    fn caller(&self, authorization: Option<&str>) -> Option<Caller> {
+        let token = authorization?.strip_prefix("Bearer ")?;
+        if token == self.token {
+            return Some(Caller(None));
+        }
+        let accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        accounts.get(token).map(|a| Caller(Some(a.clone())))
+    }
+
+    /// The account a request is taken under: its token's. A request naming
+    /// another account is refused `account_mismatch` (and counted); one
+    /// naming none is taken under its token's account; an account id
+    /// without its location id, or the reverse, is a bad request.
+    fn account_of(
+        &self,
+        caller: &Caller,
+        account_id: &Option<String>,
+        location_id: &Option<String>,
+    ) -> Result<Option<MerchantAccount>, Answer> {
+        match (account_id, location_id) {
+            (None, None) => Ok(caller.0.clone()),
+            (Some(account_id), Some(location_id)) => match &caller.0 {
+                Some(a) if a.account_id == *account_id && a.location_id == *location_id => {
+                    Ok(caller.0.clone())
+                }
+                _ => Err(self.account_mismatch()),
+            },
+            _ => Err(error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "account_id and location_id go together",
+            )),
+        }
+    }
+
+    /// The 403 `account_mismatch` answer, counted.
+    fn account_mismatch(&self) -> Answer {
+        self.ledger().stats.account_mismatches += 1;
+        error(
+            StatusCode::FORBIDDEN,
+            pos_core::gateway::ACCOUNT_MISMATCH,
+            "this request is for another merchant account than its token's",
+        )
+    }
 }
+
+/// The merchant account of a request's bearer token (`None`: the
+/// account-less token).
+struct Caller(Option<MerchantAccount>);
 
 /// A running simulator. Stops when dropped.
 pub struct Simulator {
@@ -224,6 +296,7 @@ impl Simulator {
         let addr = std_listener.local_addr()?;
         let shared = Arc::new(Shared {
             token: config.token,
+            accounts: Mutex::new(BTreeMap::new()),
             keys: ProcessorKeys::from_seed(config.seed),
             accept_unbound_card_data: config.accept_unbound_card_data,
             ledger: Mutex::new(Ledger::default()),
@@ -281,8 +354,36 @@ impl Simulator {
         format!("http://{}", self.addr)
     }
 
+    /// The account-less token: requests sent with it may name no
+    /// merchant account (as before accounts), and are charged under none.
     pub fn token(&self) -> String {
         self.shared.token.clone()
+    }
+
+    /// The bearer token of `account` (its account id and location id), valid
+    /// from this call on. The same account always gets the same token
+    /// (derived from [`SimConfig::token`]), so a simulator started again
+    /// with the same configuration takes the tokens it gave before, once
+    /// asked for them again. A request sent with it is taken under
+    /// `account`: it may name `account` or no account, and is refused 403
+    /// `account_mismatch` if it names another.
+    pub fn token_for(&self, account: &MerchantAccount) -> String {
+        let material = format!(
+            "pos-sim account token\0{}\0{}\0{}",
+            self.shared.token, account.account_id, account.location_id
+        );
+        let d = ring::digest::digest(&ring::digest::SHA256, material.as_bytes());
+        let suffix: String = d.as_ref()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let token = format!("{}.acct-{suffix}", self.shared.token);
+        self.shared
+            .accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.clone(), account.clone());
+        token
     }
 
     /// The public key readers seal card data to.
@@ -378,19 +479,19 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Answer {
     if path.starts_with("/_sim/") {
         return admin(shared, &parts.method, &path, parts.uri.query());
     }
-    let bearer = format!("Bearer {}", shared.token);
-    let authorized = parts
-        .headers
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == bearer);
-    if !authorized {
+    let caller = shared.caller(
+        parts
+            .headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let Some(caller) = caller else {
         return error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "bad or missing bearer token",
         );
-    }
+    };
     let key = parts
         .headers
         .get(wire::IDEMPOTENCY_HEADER)
@@ -420,10 +521,10 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Answer {
                 },
             )
         }
-        (&Method::POST, wire::AUTHORIZE_PATH) => payment(shared, &bytes, key, true).await,
-        (&Method::POST, wire::FORWARD_PATH) => payment(shared, &bytes, key, false).await,
-        (&Method::POST, wire::RECEIPT_PATH) => receipt(shared, &bytes, key),
-        (&Method::POST, wire::LOOKUP_PATH) => lookup(shared, &bytes).await,
+        (&Method::POST, wire::AUTHORIZE_PATH) => payment(shared, &caller, &bytes, key, true).await,
+        (&Method::POST, wire::FORWARD_PATH) => payment(shared, &caller, &bytes, key, false).await,
+        (&Method::POST, wire::RECEIPT_PATH) => receipt(shared, &caller, &bytes, key),
+        (&Method::POST, wire::LOOKUP_PATH) => lookup(shared, &caller, &bytes).await,
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
     }
 }
@@ -444,6 +545,8 @@ fn admin(shared: &Arc<Shared>, method: &Method, path: &str, query: Option<&str>)
                         "device_id": c.device_id, "payment_id": c.payment_id,
                         "amount": c.amount, "currency": c.currency, "online": c.online,
                         "outcome": outcome, "detail": detail, "requests": c.requests,
+                        "account_id": c.account.as_ref().map(|a| &a.account_id),
+                        "location_id": c.account.as_ref().map(|a| &a.location_id),
                     })
                 })
                 .collect();
@@ -502,7 +605,13 @@ fn count_fault(shared: &Shared, f: Fault) {
     *shared.ledger().stats.faults.entry(f.name()).or_insert(0) += 1;
 }
 
-async fn payment(shared: &Arc<Shared>, bytes: &[u8], key: Option<String>, online: bool) -> Answer {
+async fn payment(
+    shared: &Arc<Shared>,
+    caller: &Caller,
+    bytes: &[u8],
+    key: Option<String>,
+    online: bool,
+) -> Answer {
     shared.ledger().stats.requests += 1;
     let Ok(body) = serde_json::from_slice::<PaymentBody>(bytes) else {
         return error(
@@ -518,6 +627,12 @@ async fn payment(shared: &Arc<Shared>, bytes: &[u8], key: Option<String>, online
             "Idempotency-Key must equal payment_id",
         );
     }
+    // Refused before faults, the ledger and the card data: nothing is
+    // charged or recorded for a request under another account.
+    let account = match shared.account_of(caller, &body.account_id, &body.location_id) {
+        Ok(a) => a,
+        Err(refusal) => return refusal,
+    };
     let (fault, latency, hold) = draw_fault(shared, &body.payment_id);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -556,6 +671,12 @@ async fn payment(shared: &Arc<Shared>, bytes: &[u8], key: Option<String>, online
     let k = (body.device_id.clone(), body.payment_id.clone());
     {
         let mut l = shared.ledger();
+        if l.charges.get(&k).is_some_and(|c| c.account != account) {
+            // The id was charged under another account: its decision is
+            // that account's only.
+            drop(l);
+            return shared.account_mismatch();
+        }
         if let Some(c) = l.charges.get_mut(&k) {
             if c.amount != body.amount || c.currency != body.currency {
                 return error(
@@ -641,6 +762,7 @@ async fn payment(shared: &Arc<Shared>, bytes: &[u8], key: Option<String>, online
         online,
         outcome,
         requests: 1,
+        account,
     };
     let answer = decision_body(&charge);
     l.charges.insert(k, charge);
@@ -691,9 +813,13 @@ impl ReplayRecord {
 /// `POST /v1/payment-lookups`: the decision recorded for an id, or
 /// `unknown_payment` (and the id is closed), or `in_flight`. Subject to the
 /// outage switch and the latency of the fault plan, not to its faults.
-async fn lookup(shared: &Arc<Shared>, bytes: &[u8]) -> Answer {
+async fn lookup(shared: &Arc<Shared>, caller: &Caller, bytes: &[u8]) -> Answer {
     let Ok(body) = serde_json::from_slice::<LookupBody>(bytes) else {
         return error(StatusCode::BAD_REQUEST, "bad_request", "malformed lookup");
+    };
+    let account = match shared.account_of(caller, &body.account_id, &body.location_id) {
+        Ok(a) => a,
+        Err(refusal) => return refusal,
     };
     let latency = shared
         .faults
@@ -712,6 +838,10 @@ async fn lookup(shared: &Arc<Shared>, bytes: &[u8]) -> Answer {
     }
     let k = (body.device_id, body.payment_id);
     let mut l = shared.ledger();
+    if l.charges.get(&k).is_some_and(|c| c.account != account) {
+        drop(l);
+        return shared.account_mismatch();
+    }
     l.stats.lookups += 1;
     if let Some(c) = l.charges.get(&k) {
         let answer = decision_body(c);
@@ -766,7 +896,7 @@ fn short_ref(k: &(String, String)) -> String {
     d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn receipt(shared: &Arc<Shared>, bytes: &[u8], key: Option<String>) -> Answer {
+fn receipt(shared: &Arc<Shared>, caller: &Caller, bytes: &[u8], key: Option<String>) -> Answer {
     let Ok(body) = serde_json::from_slice::<ReceiptBody>(bytes) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -781,6 +911,10 @@ fn receipt(shared: &Arc<Shared>, bytes: &[u8], key: Option<String>) -> Answer {
             "Idempotency-Key must equal receipt_id",
         );
     }
+    let account = match shared.account_of(caller, &body.account_id, &body.location_id) {
+        Ok(a) => a,
+        Err(refusal) => return refusal,
+    };
     if !matches!(body.channel.as_str(), "email" | "sms") || body.address.is_empty() {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -795,8 +929,8 @@ fn receipt(shared: &Arc<Shared>, bytes: &[u8], key: Option<String>) -> Answer {
             "service outage",
         );
     }
-    shared
-        .ledger()
+    let mut l = shared.ledger();
+    let delivered = l
         .receipts
         .entry(body.receipt_id.clone())
         .or_insert(DeliveredReceipt {
@@ -804,6 +938,13 @@ fn receipt(shared: &Arc<Shared>, bytes: &[u8], key: Option<String>) -> Answer {
             order_id: body.order_id,
             channel: body.channel,
             address: body.address,
+            account: account.clone(),
         });
+    if delivered.account != account {
+        // Delivered under another account: that account's only.
+        drop(l);
+        return shared.account_mismatch();
+    }
+    drop(l);
     json(StatusCode::OK, &serde_json::json!({ "delivered": true }))
 }

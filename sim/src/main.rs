@@ -2,9 +2,11 @@
 //!
 //! ```text
 //! cargo run -p pos-sim -- --listen 127.0.0.1:0 [--seed N] [--token T] [--fault MODE[:RATE]]
+//!     [--account ACCOUNT_ID/LOCATION_ID]...
 //! ```
-//! Prints its address, public key and token, then serves until its standard
-//! input closes (or Ctrl-C).
+//! Prints its address, public key, the account-less token and the token of
+//! each `--account`, then serves until its standard input closes (or
+//! Ctrl-C).
 
 #![allow(clippy::print_stdout)]
 
@@ -12,11 +14,12 @@ use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use pos_sim::{FaultMode, SimConfig, Simulator};
+use pos_sim::{FaultMode, MerchantAccount, SimConfig, Simulator};
 
 fn usage() -> ExitCode {
     eprintln!(
         "usage: pos-sim [--listen ADDR:PORT] [--seed N] [--token T] [--fault MODE[:RATE_PER_MILLE]]\n\
+         \x20              [--account ACCOUNT_ID/LOCATION_ID]...\n\
          modes: latency, drop-after-commit, 5xx, conflict, reset, timeout, intermittent, slow, mix"
     );
     ExitCode::from(2)
@@ -24,6 +27,7 @@ fn usage() -> ExitCode {
 
 fn main() -> ExitCode {
     let mut config = SimConfig::default();
+    let mut accounts = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let Some(v) = args.next() else { return usage() };
@@ -37,6 +41,18 @@ fn main() -> ExitCode {
                 Err(_) => return usage(),
             },
             "--token" => config.token = v,
+            "--account" => {
+                let Some((account_id, location_id)) = v.split_once('/') else {
+                    return usage();
+                };
+                match MerchantAccount::new(account_id, location_id) {
+                    Ok(a) => accounts.push(a),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return usage();
+                    }
+                }
+            }
             "--fault" => {
                 let (mode, rate) = match v.split_once(':') {
                     Some((m, r)) => (m, r.parse::<u32>().ok()),
@@ -70,6 +86,9 @@ fn main() -> ExitCode {
     let _ = writeln!(out, "pos-sim listening on {}", sim.base_url());
     let _ = writeln!(out, "processor public key (X25519): {key}");
     let _ = writeln!(out, "bearer token: {}", sim.token());
+    for a in &accounts {
+        let _ = writeln!(out, "bearer token of account {a}: {}", sim.token_for(a));
+    }
     let _ = out.flush();
     drop(out);
     // Serve until stdin closes.

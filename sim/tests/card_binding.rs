@@ -125,6 +125,7 @@ fn forward(device: &str, id: &str, cents: i64, card_data: &[u8]) -> ForwardReque
         attempt: 1,
         sealed_card_data: card_data.to_vec(),
         online: None,
+        account: None,
     }
 }
 
@@ -139,6 +140,7 @@ fn authorize(r: &ForwardRequest) -> AuthorizeRequest {
         network: r.network,
         last4: r.last4.clone(),
         sealed_card_data: r.sealed_card_data.clone(),
+        account: r.account.clone(),
     }
 }
 

@@ -80,6 +80,7 @@ fn request(sim: &Simulator, id: &str, pan_index: usize, cents: i64) -> ForwardRe
         attempt: 1,
         sealed_card_data: sealed_for(sim, id, pan_index, cents, EntryMode::Chip),
         online: None,
+        account: None,
     }
 }
 
@@ -134,6 +135,7 @@ fn a_repeat_returns_the_first_decision_and_charges_once() {
         network: r.network,
         last4: r.last4.clone(),
         sealed_card_data: sealed_for(&s, "online-1", 0, 2_500, EntryMode::Contactless),
+        account: None,
     };
     assert!(matches!(
         g.authorize(&auth).unwrap(),
@@ -244,6 +246,7 @@ fn receipts_are_delivered_once() {
         order_id: OrderId::parse("order-1").unwrap(),
         channel: "email".into(),
         address: "ana@example.com".into(),
+        account: None,
     };
     g.deliver_receipt(&d).unwrap();
     g.deliver_receipt(&d).unwrap();
@@ -292,6 +295,7 @@ fn a_lookup_returns_the_decision_or_closes_an_unknown_id() {
     let query = |id: &str| StatusQuery {
         device_id: "till-1".into(),
         payment_id: PaymentId::parse(id).unwrap(),
+        account: None,
     };
     // A decided payment: its decision, the same as its own request got.
     let d = g.forward(&request(&s, "looked-up", 0, 1_000)).unwrap();
@@ -303,6 +307,7 @@ fn a_lookup_returns_the_decision_or_closes_an_unknown_id() {
     let other = StatusQuery {
         device_id: "till-2".into(),
         payment_id: PaymentId::parse("looked-up").unwrap(),
+        account: None,
     };
     assert_eq!(g.payment_status(&other).unwrap(), PaymentLookup::NotFound);
     // An unknown id: "not found", and a request with it is refused from
@@ -335,6 +340,7 @@ fn a_404_that_is_not_the_protocols_unknown_payment_decides_nothing() {
         .payment_status(&StatusQuery {
             device_id: "till-1".into(),
             payment_id: PaymentId::parse("p-1").unwrap(),
+            account: None,
         })
         .unwrap_err();
     assert_eq!(e.kind, ForwardErrorKind::Rejected, "{e}");
