@@ -1,31 +1,27 @@
 //! `#[pos_ffi_macros::export]`: the one way `pos-ffi` exports functions,
 //! objects and impls to Swift and Kotlin.
 //!
-//! On an item that contains an `async fn` it expands to
-//! `#[uniffi::export(async_runtime = "tokio", ...)]`, so every async export is
-//! polled inside a tokio context; without it tokio timers, sqlx and btleplug
-//! panic with "no reactor running" when a Kotlin coroutine or a Swift task
-//! polls the future. (UniFFI refuses `async_runtime` on an item with no async
-//! fn, hence the check.) Extra arguments are passed through to UniFFI.
-//! Foreign traits keep `#[uniffi::export(with_foreign)]`.
+//! It expands to `#[uniffi::export(...)]` (extra arguments are passed
+//! through) and wraps the body of every `async fn` of the item in
+//! `crate::in_runtime(async move { body }).await`, so the future is polled
+//! inside the library's tokio runtime context; without it tokio timers, sqlx
+//! and btleplug panic with "no reactor running" when a Kotlin coroutine or a
+//! Swift task polls it. (`crate::in_runtime` boxes the body: one poll
+//! function per output type, not one per future as UniFFI's
+//! `async_runtime = "tokio"` wrapper makes.) Foreign traits keep
+//! `#[uniffi::export(with_foreign)]`.
 
-use proc_macro::{TokenStream, TokenTree};
+use proc_macro::{Delimiter, Group, TokenStream, TokenTree};
 
 #[proc_macro_attribute]
 pub fn export(args: TokenStream, item: TokenStream) -> TokenStream {
-    let mut parts: Vec<String> = Vec::new();
-    if has_async_fn(item.clone()) {
-        parts.push("async_runtime = \"tokio\"".to_owned());
-    }
     let extra = args.to_string();
-    if !extra.trim().is_empty() {
-        parts.push(extra);
-    }
-    let attr = if parts.is_empty() {
+    let attr = if extra.trim().is_empty() {
         "#[::uniffi::export]".to_owned()
     } else {
-        format!("#[::uniffi::export({})]", parts.join(", "))
+        format!("#[::uniffi::export({extra})]")
     };
+    let item = wrap_async_bodies(item);
     let mut out: TokenStream = match attr.parse() {
         Ok(ts) => ts,
         Err(e) => {
@@ -38,22 +34,48 @@ pub fn export(args: TokenStream, item: TokenStream) -> TokenStream {
     out
 }
 
-/// Whether the tokens contain `async fn` at any depth (an impl block's methods
-/// are inside its brace group).
-fn has_async_fn(ts: TokenStream) -> bool {
+/// Rewrites `async fn f(..) -> T { body }` into
+/// `async fn f(..) -> T { crate::in_runtime(async move { body }).await }`,
+/// at any depth (an impl block's methods are inside its brace group). The
+/// body is the first brace group after `async fn`: a signature has none.
+fn wrap_async_bodies(ts: TokenStream) -> TokenStream {
+    let mut out: Vec<TokenTree> = Vec::new();
     let mut prev_async = false;
+    let mut in_async_fn = false;
     for tt in ts {
         match tt {
-            TokenTree::Ident(ref i) if i.to_string() == "fn" && prev_async => return true,
-            TokenTree::Ident(ref i) => prev_async = i.to_string() == "async",
-            TokenTree::Group(g) => {
-                if has_async_fn(g.stream()) {
-                    return true;
-                }
+            TokenTree::Ident(ref i) if i.to_string() == "fn" && prev_async => {
+                in_async_fn = true;
+                prev_async = false;
+                out.push(tt);
+            }
+            TokenTree::Ident(ref i) => {
+                prev_async = i.to_string() == "async";
+                out.push(tt);
+            }
+            TokenTree::Group(g) if in_async_fn && g.delimiter() == Delimiter::Brace => {
+                in_async_fn = false;
+                let wrapped: TokenStream = format!(
+                    "crate::in_runtime(async move {}).await",
+                    Group::new(Delimiter::Brace, g.stream())
+                )
+                .parse()
+                .unwrap_or_else(|_| g.stream());
+                let mut body = Group::new(Delimiter::Brace, wrapped);
+                body.set_span(g.span());
+                out.push(TokenTree::Group(body));
+            }
+            TokenTree::Group(g) if !in_async_fn => {
+                let mut inner = Group::new(g.delimiter(), wrap_async_bodies(g.stream()));
+                inner.set_span(g.span());
+                out.push(TokenTree::Group(inner));
                 prev_async = false;
             }
-            _ => prev_async = false,
+            other => {
+                prev_async = false;
+                out.push(other);
+            }
         }
     }
-    false
+    out.into_iter().collect()
 }
