@@ -951,6 +951,14 @@ impl PosEngine {
                 network: card.network,
                 last4: card.last4.clone(),
                 sealed_card_data: card.sealed_card_data.clone(),
+                // The certificate of the reader the read was just checked
+                // against (remembered under its serial).
+                reader_certificate: card
+                    .reader_serial
+                    .as_ref()
+                    .and_then(|serial| s.ledger.readers.get(serial))
+                    .and_then(|r| r.certificate.clone()),
+                reader_signature: card.reader_signature.clone(),
                 account: s.ledger.account.clone(),
             };
             let payment = OfflinePayment {

@@ -1278,14 +1278,36 @@ impl PosEngine {
         })
     }
 
-    /// Forgets a reader: it must be paired again, online.
+    /// Forgets a reader: it must be paired again, online. Refused
+    /// (`InvalidInput`) while a payment it read is not final: forwarding
+    /// sends the certificate of the reader remembered under the payment's
+    /// reader serial, and the processor declines a profile reader's card
+    /// data without it.
     pub async fn forget_reader(&self, serial: &str) -> Result<()> {
         self.check_open()?;
         let _w = self.write_lock().await;
-        if !self.state().ledger.readers.contains_key(serial) {
-            return Err(PosError::NotFound {
-                what: "reader".into(),
-            });
+        {
+            let s = self.state();
+            if !s.ledger.readers.contains_key(serial) {
+                return Err(PosError::NotFound {
+                    what: "reader".into(),
+                });
+            }
+            let pending = s
+                .ledger
+                .payments
+                .values()
+                .filter(|p| !p.state.is_final())
+                .filter(|p| p.card.reader_serial.as_deref() == Some(serial))
+                .count();
+            if pending > 0 {
+                return Err(PosError::InvalidInput {
+                    reason: format!(
+                        "{pending} pending payment(s) were read by this reader: \
+                         forget it once they are settled"
+                    ),
+                });
+            }
         }
         self.commit(vec![Write::Reader {
             serial: serial.to_owned(),

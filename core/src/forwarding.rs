@@ -917,7 +917,7 @@ impl PosEngine {
                     let mut p = p.clone();
                     p.state = next;
                     let live = self.inner.forwarding.live_attempt(&id);
-                    started.push((self.request_for(&p, attempt), attempt, live));
+                    started.push((self.request_for(&s, &p, attempt), attempt, live));
                     batch.push(Write::Payment(Box::new(p)));
                 }
             }
@@ -933,8 +933,20 @@ impl PosEngine {
     }
 
     /// The request that forwards (or, for an online payment, authorizes
-    /// again) payment `p`, attempt `attempt`.
-    fn request_for(&self, p: &OfflinePayment, attempt: u32) -> ForwardRequest {
+    /// again) payment `p`, attempt `attempt`. It carries the reader's
+    /// signature stored with the payment and the certificate of the reader
+    /// remembered under its serial in `s` now (none if that reader was
+    /// forgotten: the processor then declines the card data `mismatch`,
+    /// which is why `PosEngine::forget_reader` refuses while such a payment
+    /// is pending).
+    fn request_for(&self, s: &State, p: &OfflinePayment, attempt: u32) -> ForwardRequest {
+        let reader_certificate = p
+            .card
+            .reader_serial
+            .as_ref()
+            .and_then(|serial| s.ledger.readers.get(serial))
+            .and_then(|r| r.certificate.clone());
+        let reader_signature = p.card.reader_signature.clone();
         ForwardRequest {
             device_id: self.inner.config.device_id.clone(),
             payment_id: p.id.clone(),
@@ -958,8 +970,12 @@ impl PosEngine {
                 network: p.card.network,
                 last4: p.card.last4.clone(),
                 sealed_card_data: p.card.sealed_card_data.clone(),
+                reader_certificate: reader_certificate.clone(),
+                reader_signature: reader_signature.clone(),
                 account: p.account.clone(),
             }),
+            reader_certificate,
+            reader_signature,
             account: p.account.clone(),
         }
     }

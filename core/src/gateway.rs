@@ -40,6 +40,15 @@ pub struct ForwardRequest {
     pub attempt: u32,
     /// The reader's card data, sealed for the processor.
     pub sealed_card_data: Vec<u8>,
+    /// The certificate (`reader_trust::ReaderCertificate`, encoded) of the
+    /// remembered reader that read the card, at the time the request is
+    /// built; `None` for a vendor SDK's reader or a reader no longer
+    /// remembered. The processor checks it against its reader authorities.
+    pub reader_certificate: Option<Vec<u8>>,
+    /// The reader's Ed25519 signature of `sealed_card_data`
+    /// (`reader_trust::CARD_CONTEXT`), as stored with the payment; `None`
+    /// for a vendor SDK's reader.
+    pub reader_signature: Option<Vec<u8>>,
     /// For an online payment whose answer was lost: the authorization to
     /// send again (same id) instead of a forward. Set by the engine only.
     pub online: Option<AuthorizeRequest>,
@@ -61,6 +70,11 @@ pub struct AuthorizeRequest {
     pub network: Network,
     pub last4: String,
     pub sealed_card_data: Vec<u8>,
+    /// The reader's certificate, as in [`ForwardRequest::reader_certificate`].
+    pub reader_certificate: Option<Vec<u8>>,
+    /// The reader's signature of `sealed_card_data`, as in
+    /// [`ForwardRequest::reader_signature`].
+    pub reader_signature: Option<Vec<u8>>,
     /// The merchant account and location the payment is taken under.
     pub account: Option<MerchantAccount>,
 }
@@ -317,6 +331,19 @@ pub mod wire {
         pub attempt: Option<u32>,
         /// The sealed card data, base64 (standard alphabet, padded).
         pub card_data: String,
+        /// The certificate of the reader that sealed `card_data`
+        /// (`reader_trust::ReaderCertificate`), base64; omitted when the
+        /// device has none (a vendor SDK's reader). A processor requires it
+        /// for version-2 card data: signed by one of its reader
+        /// authorities, naming the header's reader serial.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub reader_certificate: Option<String>,
+        /// The reader's Ed25519 signature of the whole `card_data` blob
+        /// under `reader_trust::CARD_CONTEXT`, base64; omitted with the
+        /// certificate. A processor requires it for version-2 card data,
+        /// by the certificate's key.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub reader_signature: Option<String>,
         /// The merchant account and location the request is sent under
         /// (the payment's own, see [`MerchantAccount`]): both or neither;
         /// omitted for a payment taken before the device was bound to an
@@ -488,13 +515,15 @@ pub mod wire {
         }
     }
 
-    /// Standard base64 with padding, for `card_data`.
+    /// Standard base64 with padding, for `card_data` (and the reader's
+    /// certificate and signature).
     pub fn encode_card_data(bytes: &[u8]) -> String {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode(bytes)
     }
 
-    /// Decodes `card_data`; `None` when it is not valid base64.
+    /// Decodes `card_data` (or the reader's certificate or signature);
+    /// `None` when it is not valid base64.
     pub fn decode_card_data(s: &str) -> Option<Vec<u8>> {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.decode(s).ok()
@@ -518,6 +547,8 @@ pub mod wire {
                 deadline_ms: Some(r.deadline.millis()),
                 attempt: Some(r.attempt),
                 card_data: encode_card_data(&r.sealed_card_data),
+                reader_certificate: r.reader_certificate.as_deref().map(encode_card_data),
+                reader_signature: r.reader_signature.as_deref().map(encode_card_data),
                 account_id,
                 location_id,
             }
@@ -540,6 +571,8 @@ pub mod wire {
                 deadline_ms: None,
                 attempt: None,
                 card_data: encode_card_data(&r.sealed_card_data),
+                reader_certificate: r.reader_certificate.as_deref().map(encode_card_data),
+                reader_signature: r.reader_signature.as_deref().map(encode_card_data),
                 account_id,
                 location_id,
             }

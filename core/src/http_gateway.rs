@@ -570,9 +570,54 @@ mod tests {
             deadline: Timestamp(2_000),
             attempt: 1,
             sealed_card_data: vec![1, 2, 3],
+            reader_certificate: None,
+            reader_signature: None,
             online: None,
             account,
         }
+    }
+
+    #[test]
+    fn a_payment_body_carries_the_readers_certificate_and_signature_or_omits_them() {
+        let mut r = forward_request(None);
+        let json = serde_json::to_value(PaymentBody::forward(&r)).unwrap();
+        let fields = json.as_object().unwrap();
+        assert!(
+            !fields.contains_key("reader_certificate") && !fields.contains_key("reader_signature")
+        );
+        let back: PaymentBody = serde_json::from_value(json).unwrap();
+        assert_eq!(
+            (back.reader_certificate, back.reader_signature),
+            (None, None)
+        );
+        r.reader_certificate = Some(vec![1, 250]);
+        r.reader_signature = Some(vec![9; 64]);
+        let body = PaymentBody::forward(&r);
+        let json = serde_json::to_value(&body).unwrap();
+        assert_eq!(json["reader_certificate"], "Afo=");
+        assert_eq!(
+            wire::decode_card_data(json["reader_signature"].as_str().unwrap()),
+            Some(vec![9; 64])
+        );
+        let online = crate::gateway::AuthorizeRequest {
+            device_id: r.device_id.clone(),
+            payment_id: r.payment_id.clone(),
+            order_id: r.order_id.clone(),
+            amount: r.amount,
+            tip: None,
+            entry_mode: r.entry_mode,
+            network: r.network,
+            last4: r.last4.clone(),
+            sealed_card_data: r.sealed_card_data.clone(),
+            reader_certificate: r.reader_certificate.clone(),
+            reader_signature: r.reader_signature.clone(),
+            account: None,
+        };
+        let authorize = PaymentBody::authorize(&online);
+        assert_eq!(
+            (authorize.reader_certificate, authorize.reader_signature),
+            (body.reader_certificate, body.reader_signature)
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ use pos_core::forwarding::ForwardingConfig;
 use pos_core::gateway::Gateway;
 use pos_core::money::Money;
 use pos_core::policy::EntryMode;
+use pos_core::reader_trust::CARD_CONTEXT;
 use pos_core::sqlite_store::SqliteStore;
 use pos_core::{EngineConfig, PosEngine};
 use pos_sim::{test_cards, Fault, FaultPlan, SimConfig, Simulator};
@@ -116,8 +117,10 @@ fn baseline(n: usize, in_flight: usize) -> Duration {
     .unwrap();
     let g = support::gateway(&sim, Duration::from_secs(5));
     let card = &test_cards()[0];
-    // Each payment's card data is bound to it (sealed before the clock starts).
-    let sealed: Arc<Vec<Vec<u8>>> = Arc::new(
+    // Each payment's card data is bound to it and signed by a certified
+    // reader (sealed and signed before the clock starts).
+    let reader = support::certified_reader("BENCH-READER");
+    let sealed: Arc<Vec<(Vec<u8>, Vec<u8>)>> = Arc::new(
         (0..n)
             .map(|i| {
                 let binding = CardBinding {
@@ -134,10 +137,13 @@ fn baseline(n: usize, in_flight: usize) -> Duration {
                     last4: card.last4().into(),
                     fingerprint: support::fingerprint(card),
                 };
-                seal(&binding, &card.secret(), &sim.processor_key()).unwrap()
+                let blob = seal(&binding, &card.secret(), &sim.processor_key()).unwrap();
+                let signature = reader.sign(CARD_CONTEXT, &blob).to_vec();
+                (blob, signature)
             })
             .collect(),
     );
+    let certificate = Arc::new(reader.certificate().encode());
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t0 = Instant::now();
     let threads: Vec<_> = (0..in_flight)
@@ -145,6 +151,7 @@ fn baseline(n: usize, in_flight: usize) -> Duration {
             let g = Arc::clone(&g);
             let next = Arc::clone(&next);
             let sealed = Arc::clone(&sealed);
+            let certificate = Arc::clone(&certificate);
             std::thread::spawn(move || loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 if i >= n {
@@ -162,7 +169,9 @@ fn baseline(n: usize, in_flight: usize) -> Duration {
                     taken_at: T0,
                     deadline: T0,
                     attempt: 1,
-                    sealed_card_data: sealed[i].clone(),
+                    sealed_card_data: sealed[i].0.clone(),
+                    reader_certificate: Some(certificate.to_vec()),
+                    reader_signature: Some(sealed[i].1.clone()),
                     online: None,
                     account: None,
                 };

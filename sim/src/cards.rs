@@ -1,8 +1,10 @@
 //! The simulator's test cards and the opening of sealed card data.
 //!
 //! The processor holds the X25519 private key that readers seal card data to
-//! (`pos_core::card_seal`); this module opens it. The PAN decides the
-//! outcome through the table of test cards.
+//! (`pos_core::card_seal`); this module opens it, and checks that a
+//! version-2 read was signed by the certified reader its header names
+//! ([`reader_signer`]). The PAN decides the outcome through the table of
+//! test cards.
 
 use std::fmt;
 
@@ -13,6 +15,7 @@ use pos_core::card_seal::{
 use pos_core::gateway::wire::{self, PaymentBody};
 use pos_core::lifecycle::DeclineReason;
 use pos_core::policy::Network;
+use pos_core::reader_trust::{self, ReaderCertificate, CARD_CONTEXT};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use x25519_dalek::{PublicKey, StaticSecret};
 
@@ -328,6 +331,48 @@ pub fn binding_mismatch(binding: &CardBinding, request: &PaymentBody) -> Option<
     }
 }
 
+/// Why a version-2 read is not taken as a certified reader's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReaderCheckError {
+    #[error("the request carries no reader certificate or no reader signature")]
+    Missing,
+    #[error("the reader certificate is malformed or not signed by a trusted reader authority")]
+    Untrusted,
+    #[error("the reader certificate names another reader serial than the card data")]
+    Serial,
+    #[error("the card data is not signed by the certified reader's key")]
+    Signature,
+}
+
+/// The identity key of the reader that read a version-2 blob: the request's
+/// `certificate` must be signed by one of `authorities` and name the
+/// `binding`'s reader serial, and `signature` must be that key's signature
+/// of the whole `sealed` blob under `reader_trust::CARD_CONTEXT`. Anyone
+/// can seal a blob naming any serial and counter to the processor's public
+/// key; this is what ties it to the reader.
+pub fn reader_signer(
+    binding: &CardBinding,
+    sealed: &[u8],
+    certificate: Option<&[u8]>,
+    signature: Option<&[u8]>,
+    authorities: &[[u8; reader_trust::PUBLIC_KEY_LEN]],
+) -> Result<[u8; reader_trust::PUBLIC_KEY_LEN], ReaderCheckError> {
+    let (Some(certificate), Some(signature)) = (certificate, signature) else {
+        return Err(ReaderCheckError::Missing);
+    };
+    let certificate =
+        ReaderCertificate::decode(certificate).map_err(|_| ReaderCheckError::Untrusted)?;
+    certificate
+        .verify(authorities)
+        .map_err(|_| ReaderCheckError::Untrusted)?;
+    if certificate.serial != binding.reader_serial {
+        return Err(ReaderCheckError::Serial);
+    }
+    reader_trust::verify(&certificate.public_key, CARD_CONTEXT, sealed, signature)
+        .map_err(|_| ReaderCheckError::Signature)?;
+    Ok(certificate.public_key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,6 +447,63 @@ mod tests {
     }
 
     #[test]
+    fn a_v2_read_is_taken_only_with_its_certified_readers_signature() {
+        use pos_core::reader_trust::{ReaderAuthority, ReaderIdentity};
+        let keys = ProcessorKeys::from_seed(1);
+        let card = &test_cards()[0];
+        let b = binding(card);
+        let sealed = pos_core::card_seal::seal(&b, &card.secret(), &keys.public_key()).unwrap();
+        let trusted = ReaderAuthority::from_seed(&[1; 32]).unwrap();
+        let untrusted = ReaderAuthority::from_seed(&[2; 32]).unwrap();
+        let authorities = [trusted.public_key()];
+        let reader = ReaderIdentity::provision(&[7; 32], &trusted, "WP3-1", "Wisepad 3").unwrap();
+        let cert = reader.certificate().encode();
+        let sig = reader.sign(CARD_CONTEXT, &sealed);
+        let check = |cert: Option<&[u8]>, sig: Option<&[u8]>| {
+            reader_signer(&b, &sealed, cert, sig, &authorities)
+        };
+        assert_eq!(check(Some(&cert), Some(&sig)), Ok(reader.public_key()));
+        assert_eq!(check(None, Some(&sig)), Err(ReaderCheckError::Missing));
+        assert_eq!(check(Some(&cert), None), Err(ReaderCheckError::Missing));
+        assert_eq!(
+            check(Some(&[1, 2, 3]), Some(&sig)),
+            Err(ReaderCheckError::Untrusted)
+        );
+        // The same key certified by an authority the processor does not trust.
+        let foreign = ReaderIdentity::provision(&[7; 32], &untrusted, "WP3-1", "Wisepad 3")
+            .unwrap()
+            .certificate()
+            .encode();
+        assert_eq!(
+            check(Some(&foreign), Some(&sig)),
+            Err(ReaderCheckError::Untrusted)
+        );
+        // A certified reader of another serial signing this blob.
+        let other = ReaderIdentity::provision(&[8; 32], &trusted, "WP3-2", "Wisepad 3").unwrap();
+        assert_eq!(
+            check(
+                Some(&other.certificate().encode()),
+                Some(&other.sign(CARD_CONTEXT, &sealed))
+            ),
+            Err(ReaderCheckError::Serial)
+        );
+        // The right certificate, a signature by another key, of another
+        // context, or of other bytes.
+        let impostor =
+            ReaderIdentity::with_certificate(&[9; 32], reader.certificate().clone()).unwrap();
+        for bad in [
+            impostor.sign(CARD_CONTEXT, &sealed),
+            reader.sign(reader_trust::HANDSHAKE_CONTEXT, &sealed),
+            reader.sign(CARD_CONTEXT, &sealed[1..]),
+        ] {
+            assert_eq!(
+                check(Some(&cert), Some(&bad)),
+                Err(ReaderCheckError::Signature)
+            );
+        }
+    }
+
+    #[test]
     fn a_v1_blob_opens_unbound() {
         let keys = ProcessorKeys::from_seed(1);
         let card = &test_cards()[0];
@@ -430,6 +532,8 @@ mod tests {
             deadline_ms: None,
             attempt: None,
             card_data: String::new(),
+            reader_certificate: None,
+            reader_signature: None,
             account_id: None,
             location_id: None,
         };

@@ -9,11 +9,17 @@
 //! - checks the sealed card data against the request it came with: a
 //!   version-2 blob (`pos_core::card_seal`) must be bound to this payment
 //!   id, device, amount (tip included), currency, entry mode, network and
-//!   last four digits, else the payment is declined `mismatch`; so is a blob
-//!   that does not open (a changed byte, header included) and a version-1
-//!   blob, bound to nothing (unless [`SimConfig::accept_unbound_card_data`]);
-//! - keeps a replay record: a reader counter already used for that reader
-//!   serial, or an ephemeral key already used, is declined `replayed`.
+//!   last four digits, and come with the certificate of the reader its
+//!   header names (signed by one of [`SimConfig::reader_authorities`]) and
+//!   that reader's signature of the whole blob
+//!   (`pos_core::reader_trust::CARD_CONTEXT`), else the payment is declined
+//!   `mismatch`; so is a blob that does not open (a changed byte, header
+//!   included) and a version-1 blob, bound to nothing (unless
+//!   [`SimConfig::accept_unbound_card_data`]). Anyone can seal a blob to
+//!   the processor's public key; only a certified reader can sign one;
+//! - keeps a replay record: a reader counter already used by that reader
+//!   (its certified identity key), or an ephemeral key already used, is
+//!   declined `replayed`.
 //!   These two refusals are not recorded as the payment id's decision: the
 //!   same request gets the same refusal again, and a copy of a device's
 //!   card data sent first under that device's payment id cannot take the
@@ -90,6 +96,13 @@ pub struct SimConfig {
     /// check against its request; only its ephemeral key goes in the replay
     /// record, so the same blob is still charged once at most.
     pub accept_unbound_card_data: bool,
+    /// The reader authorities (Ed25519 public keys) whose certificates the
+    /// processor accepts: a version-2 blob is charged only with a
+    /// certificate signed by one of them, naming the blob's reader serial,
+    /// and a signature of the blob by that certificate's key. Default: the
+    /// simulator's authority (`pos_core::reader_trust::simulator_authority`),
+    /// which certifies the simulated readers.
+    pub reader_authorities: Vec<[u8; pos_core::reader_trust::PUBLIC_KEY_LEN]>,
 }
 
 impl Default for SimConfig {
@@ -100,6 +113,7 @@ impl Default for SimConfig {
             token: "sim-token".into(),
             faults: FaultPlan::none(),
             accept_unbound_card_data: false,
+            reader_authorities: vec![pos_core::reader_trust::simulator_authority().public_key()],
         }
     }
 }
@@ -156,7 +170,7 @@ pub struct SimStats {
     /// Repeats answered from the ledger.
     pub idempotent_replays: u64,
     /// Payments declined `mismatch` or `replayed` (card data that is not
-    /// this request's, or was used before).
+    /// this request's, not signed by a certified reader, or used before).
     pub card_data_refusals: u64,
     /// Payment lookups answered (`POST /v1/payment-lookups`).
     pub lookups: u64,
@@ -177,8 +191,10 @@ type ChargeKey = (String, String);
 /// or a read could be charged again once its record is gone.
 #[derive(Default)]
 struct ReplayRecord {
-    /// (reader serial, reader counter) of every version-2 read used.
-    counters: BTreeMap<(String, u64), ChargeKey>,
+    /// (reader identity key, reader counter) of every version-2 read used:
+    /// the key of the certificate that the read was checked against, so
+    /// only the reader itself can use up its counters.
+    counters: BTreeMap<([u8; pos_core::reader_trust::PUBLIC_KEY_LEN], u64), ChargeKey>,
     /// The ephemeral key of every read used, of either version.
     ephemeral_keys: BTreeMap<[u8; pos_core::card_seal::PUBLIC_KEY_LEN], ChargeKey>,
 }
@@ -200,6 +216,7 @@ struct Shared {
     accounts: Mutex<BTreeMap<String, MerchantAccount>>,
     keys: ProcessorKeys,
     accept_unbound_card_data: bool,
+    reader_authorities: Vec<[u8; pos_core::reader_trust::PUBLIC_KEY_LEN]>,
     ledger: Mutex<Ledger>,
     faults: Mutex<FaultPlan>,
     rng: Mutex<Rng>,
@@ -299,6 +316,7 @@ impl Simulator {
             accounts: Mutex::new(BTreeMap::new()),
             keys: ProcessorKeys::from_seed(config.seed),
             accept_unbound_card_data: config.accept_unbound_card_data,
+            reader_authorities: config.reader_authorities,
             ledger: Mutex::new(Ledger::default()),
             faults: Mutex::new(config.faults),
             rng: Mutex::new(Rng::new(config.seed)),
@@ -706,15 +724,26 @@ async fn payment(
             );
         }
     }
-    let Some(sealed) = wire::decode_card_data(&body.card_data) else {
+    let decoded = (
+        wire::decode_card_data(&body.card_data),
+        decode_optional(body.reader_certificate.as_deref()),
+        decode_optional(body.reader_signature.as_deref()),
+    );
+    let (Some(sealed), Some(certificate), Some(signature)) = decoded else {
         shared.ledger().in_flight.remove(&k);
         return error(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            "card_data is not base64",
+            "card_data, reader_certificate or reader_signature is not base64",
         );
     };
-    let checked = check_card_data(shared, &sealed, &body);
+    let checked = check_card_data(
+        shared,
+        &sealed,
+        certificate.as_deref(),
+        signature.as_deref(),
+        &body,
+    );
     let mut l = shared.ledger();
     l.in_flight.remove(&k);
     // The replay record is read and written under the same lock as the
@@ -746,7 +775,7 @@ async fn payment(
         }
     };
     l.replay.record(&read, &k);
-    let outcome = match cards::decide(&read.secret.pan) {
+    let outcome = match cards::decide(&read.opened.secret.pan) {
         CardOutcome::Approve => ChargeOutcome::Approved {
             processor_ref: format!("ch_{}", short_ref(&k)),
         },
@@ -770,43 +799,86 @@ async fn payment(
     after_commit(shared, fault, answer)
 }
 
+/// An optional base64 field: `Some(None)` when absent, `None` when it is
+/// not base64.
+fn decode_optional(field: Option<&str>) -> Option<Option<Vec<u8>>> {
+    match field {
+        None => Some(None),
+        Some(s) => wire::decode_card_data(s).map(Some),
+    }
+}
+
+/// A card read that passed the checks of its request.
+struct CheckedRead {
+    opened: cards::OpenedCard,
+    /// The identity key of the certified reader that signed a version-2
+    /// blob (`None` for an accepted version-1 blob).
+    reader_key: Option<[u8; pos_core::reader_trust::PUBLIC_KEY_LEN]>,
+}
+
 /// Opens the card data and checks it against its request: a blob that
 /// does not open, is bound to another request, or (unless accepted) is
-/// bound to nothing, is declined `mismatch`.
+/// bound to nothing, is declined `mismatch`; so is a version-2 blob that
+/// does not come with a certificate of one of the processor's reader
+/// authorities, for the reader serial of its header, and that reader's
+/// signature of the whole blob.
 fn check_card_data(
     shared: &Shared,
     sealed: &[u8],
+    certificate: Option<&[u8]>,
+    signature: Option<&[u8]>,
     body: &PaymentBody,
-) -> Result<cards::OpenedCard, DeclineReason> {
+) -> Result<CheckedRead, DeclineReason> {
     let opened = shared
         .keys
         .open(sealed)
         .map_err(|_| DeclineReason::Mismatch)?;
     match &opened.binding {
         Some(b) if cards::binding_mismatch(b, body).is_some() => Err(DeclineReason::Mismatch),
-        Some(_) => Ok(opened),
-        None if shared.accept_unbound_card_data => Ok(opened),
+        Some(b) => {
+            let reader_key = cards::reader_signer(
+                b,
+                sealed,
+                certificate,
+                signature,
+                &shared.reader_authorities,
+            )
+            .map_err(|_| DeclineReason::Mismatch)?;
+            Ok(CheckedRead {
+                opened,
+                reader_key: Some(reader_key),
+            })
+        }
+        None if shared.accept_unbound_card_data => Ok(CheckedRead {
+            opened,
+            reader_key: None,
+        }),
         None => Err(DeclineReason::Mismatch),
     }
 }
 
 impl ReplayRecord {
-    /// The charge that already used this card read, by its reader counter
-    /// or its ephemeral key.
-    fn used_by(&self, read: &cards::OpenedCard) -> Option<&ChargeKey> {
-        let by_counter = read
-            .binding
-            .as_ref()
-            .and_then(|b| self.counters.get(&(b.reader_serial.clone(), b.counter)));
-        by_counter.or_else(|| self.ephemeral_keys.get(&read.eph_pub))
+    /// The reader counter of a checked version-2 read, keyed on the
+    /// reader's identity key.
+    fn counter_key(
+        read: &CheckedRead,
+    ) -> Option<([u8; pos_core::reader_trust::PUBLIC_KEY_LEN], u64)> {
+        Some((read.reader_key?, read.opened.binding.as_ref()?.counter))
     }
 
-    fn record(&mut self, read: &cards::OpenedCard, charge: &ChargeKey) {
-        if let Some(b) = &read.binding {
-            self.counters
-                .insert((b.reader_serial.clone(), b.counter), charge.clone());
+    /// The charge that already used this card read, by its reader counter
+    /// or its ephemeral key.
+    fn used_by(&self, read: &CheckedRead) -> Option<&ChargeKey> {
+        let by_counter = Self::counter_key(read).and_then(|k| self.counters.get(&k));
+        by_counter.or_else(|| self.ephemeral_keys.get(&read.opened.eph_pub))
+    }
+
+    fn record(&mut self, read: &CheckedRead, charge: &ChargeKey) {
+        if let Some(k) = Self::counter_key(read) {
+            self.counters.insert(k, charge.clone());
         }
-        self.ephemeral_keys.insert(read.eph_pub, charge.clone());
+        self.ephemeral_keys
+            .insert(read.opened.eph_pub, charge.clone());
     }
 }
 

@@ -426,6 +426,9 @@ fn forward(sim: &Simulator, id: &str, account: Option<MerchantAccount>) -> Forwa
         last4: card.last4().into(),
         fingerprint: "fp".into(),
     };
+    let sealed = seal(&binding, &card.secret(), &sim.processor_key()).unwrap();
+    let (reader_certificate, reader_signature) =
+        support::signed_by(&support::certified_reader("ACCT-READER"), &sealed);
     ForwardRequest {
         device_id: "till-1".into(),
         payment_id: PaymentId::parse(id).unwrap(),
@@ -438,7 +441,9 @@ fn forward(sim: &Simulator, id: &str, account: Option<MerchantAccount>) -> Forwa
         taken_at: T0,
         deadline: T0.plus(Duration::from_secs(86_400)),
         attempt: 1,
-        sealed_card_data: seal(&binding, &card.secret(), &sim.processor_key()).unwrap(),
+        sealed_card_data: sealed,
+        reader_certificate,
+        reader_signature,
         online: None,
         account,
     }
@@ -472,6 +477,8 @@ fn every_route_refuses_a_request_for_another_account_than_its_tokens() {
         network: online.network,
         last4: online.last4.clone(),
         sealed_card_data: online.sealed_card_data.clone(),
+        reader_certificate: online.reader_certificate.clone(),
+        reader_signature: online.reader_signature.clone(),
         account: Some(account_a()),
     };
     assert_mismatch(with_b.authorize(&auth));

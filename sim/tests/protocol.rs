@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +38,9 @@ fn gateway(sim: &Simulator, token: &str) -> HttpGateway {
     HttpGateway::new(c, Arc::new(StaticToken(token.into()))).unwrap()
 }
 
+/// The serial of the certified reader that reads these tests' cards.
+const READER: &str = "PROTO-READER";
+
 /// Card data sealed by a reader for this payment (version 2).
 fn sealed_for(
     sim: &Simulator,
@@ -52,7 +57,7 @@ fn sealed_for(
         device_id: "till-1".into(),
         amount_minor: cents,
         currency: "EUR".into(),
-        reader_serial: "PROTO-READER".into(),
+        reader_serial: READER.into(),
         counter: COUNTER.fetch_add(1, Ordering::SeqCst),
         phone_nonce: [7; PHONE_NONCE_LEN],
         read_at_ms: 1_800_000_000_000,
@@ -66,6 +71,9 @@ fn sealed_for(
 
 fn request(sim: &Simulator, id: &str, pan_index: usize, cents: i64) -> ForwardRequest {
     let card = &test_cards()[pan_index];
+    let sealed = sealed_for(sim, id, pan_index, cents, EntryMode::Chip);
+    let (reader_certificate, reader_signature) =
+        support::signed_by(&support::certified_reader(READER), &sealed);
     ForwardRequest {
         device_id: "till-1".into(),
         payment_id: PaymentId::parse(id).unwrap(),
@@ -78,7 +86,9 @@ fn request(sim: &Simulator, id: &str, pan_index: usize, cents: i64) -> ForwardRe
         taken_at: Timestamp(1_800_000_000_000),
         deadline: Timestamp(1_800_086_400_000),
         attempt: 1,
-        sealed_card_data: sealed_for(sim, id, pan_index, cents, EntryMode::Chip),
+        sealed_card_data: sealed,
+        reader_certificate,
+        reader_signature,
         online: None,
         account: None,
     }
@@ -125,6 +135,9 @@ fn a_repeat_returns_the_first_decision_and_charges_once() {
     );
     assert_eq!(s.ledger()[0].amount, 2_500);
     // An online authorization uses the same ledger.
+    let online_data = sealed_for(&s, "online-1", 0, 2_500, EntryMode::Contactless);
+    let (reader_certificate, reader_signature) =
+        support::signed_by(&support::certified_reader(READER), &online_data);
     let auth = AuthorizeRequest {
         device_id: r.device_id.clone(),
         payment_id: PaymentId::parse("online-1").unwrap(),
@@ -134,7 +147,9 @@ fn a_repeat_returns_the_first_decision_and_charges_once() {
         entry_mode: EntryMode::Contactless,
         network: r.network,
         last4: r.last4.clone(),
-        sealed_card_data: sealed_for(&s, "online-1", 0, 2_500, EntryMode::Contactless),
+        sealed_card_data: online_data,
+        reader_certificate,
+        reader_signature,
         account: None,
     };
     assert!(matches!(

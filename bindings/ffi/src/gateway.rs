@@ -18,7 +18,8 @@ use crate::types::{
 
 /// A payment sent to the processor: an offline payment to forward, or an
 /// online one to authorize (`online`). `card_data` is sealed for the
-/// processor; the app cannot open it and must send it as it is.
+/// processor; the app cannot open it and must send it as it is, with
+/// `reader_certificate` and `reader_signature`.
 #[derive(Clone, PartialEq, Eq, uniffi::Record)]
 pub struct GatewayPayment {
     pub device_id: String,
@@ -37,6 +38,18 @@ pub struct GatewayPayment {
     pub attempt: u32,
     pub online: bool,
     pub card_data: Vec<u8>,
+    /// The certificate of the reader that read the card (the remembered
+    /// reader's, encoded): send it with `card_data` (the HTTP protocol's
+    /// `reader_certificate`). Null for a vendor SDK's reader, or a reader
+    /// no longer remembered. The processor declines version-2 card data
+    /// without a certificate of one of its reader authorities (`mismatch`).
+    #[uniffi(default)]
+    pub reader_certificate: Option<Vec<u8>>,
+    /// The reader's signature of `card_data` (the HTTP protocol's
+    /// `reader_signature`): send it as it is. Null for a vendor SDK's
+    /// reader.
+    #[uniffi(default)]
+    pub reader_signature: Option<Vec<u8>>,
     /// The merchant account and location the payment was taken under:
     /// send it under this account only, with its credentials, whatever
     /// account the device has switched to since (null: taken before the
@@ -323,6 +336,8 @@ fn payment(r: &gw::AuthorizeRequest) -> GatewayPayment {
         attempt: 1,
         online: true,
         card_data: r.sealed_card_data.clone(),
+        reader_certificate: r.reader_certificate.clone(),
+        reader_signature: r.reader_signature.clone(),
         account: r.account.clone().map(Into::into),
     }
 }
@@ -347,6 +362,8 @@ impl gw::Gateway for GatewayAdapter {
             attempt: r.attempt,
             online: false,
             card_data: r.sealed_card_data.clone(),
+            reader_certificate: r.reader_certificate.clone(),
+            reader_signature: r.reader_signature.clone(),
             account: r.account.clone().map(Into::into),
         };
         check_decision(self.0.forward(p)?)
@@ -605,5 +622,86 @@ mod tests {
         server.join().unwrap();
         assert_eq!(err.kind, life::ForwardErrorKind::Rejected);
         assert_eq!(tokens.invalidated.load(Ordering::SeqCst), 1);
+    }
+
+    /// A foreign gateway that keeps the payments it is given.
+    #[derive(Default)]
+    struct Keeping(std::sync::Mutex<Vec<GatewayPayment>>);
+
+    impl PaymentGateway for Keeping {
+        fn authorize(&self, payment: GatewayPayment) -> Result<GatewayDecision, GatewayError> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(payment);
+            Ok(GatewayDecision::Approved {
+                processor_ref: "ch_1".into(),
+            })
+        }
+        fn forward(&self, payment: GatewayPayment) -> Result<GatewayDecision, GatewayError> {
+            self.authorize(payment)
+        }
+        fn status(&self) -> Result<ServiceStatusAnswer, GatewayError> {
+            Err(GatewayError::NotSent {
+                detail: "unused".into(),
+            })
+        }
+        fn payment_status(
+            &self,
+            _device_id: String,
+            _payment_id: String,
+            _account: Option<MerchantAccount>,
+        ) -> Result<PaymentLookup, GatewayError> {
+            Ok(PaymentLookup::InProgress)
+        }
+        fn deliver_receipt(&self, _receipt: GatewayReceipt) -> Result<(), GatewayError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_readers_certificate_and_signature_reach_the_foreign_gateway() {
+        let keeping = Arc::new(Keeping::default());
+        let adapter = GatewayAdapter(keeping.clone());
+        let eur = pos_core::money::Currency::parse("EUR").unwrap();
+        let forward = gw::ForwardRequest {
+            device_id: "till-1".into(),
+            payment_id: life::PaymentId::parse("pay-1").unwrap(),
+            order_id: life::OrderId::parse("o-1").unwrap(),
+            amount: pos_core::money::Money::new(1_000, eur),
+            tip: None,
+            entry_mode: pos_core::policy::EntryMode::Chip,
+            network: pos_core::policy::Network::Visa,
+            last4: "4242".into(),
+            taken_at: pos_core::clock::Timestamp(1),
+            deadline: pos_core::clock::Timestamp(2),
+            attempt: 1,
+            sealed_card_data: vec![2, 3],
+            reader_certificate: Some(vec![1; 8]),
+            reader_signature: Some(vec![9; 64]),
+            online: None,
+            account: None,
+        };
+        let online = gw::AuthorizeRequest {
+            device_id: forward.device_id.clone(),
+            payment_id: life::PaymentId::parse("pay-2").unwrap(),
+            order_id: forward.order_id.clone(),
+            amount: forward.amount,
+            tip: None,
+            entry_mode: forward.entry_mode,
+            network: forward.network,
+            last4: forward.last4.clone(),
+            sealed_card_data: vec![4],
+            reader_certificate: None,
+            reader_signature: None,
+            account: None,
+        };
+        gw::Gateway::forward(&adapter, &forward).unwrap();
+        gw::Gateway::authorize(&adapter, &online).unwrap();
+        let kept = keeping.0.lock().unwrap();
+        assert_eq!(kept[0].reader_certificate, Some(vec![1; 8]));
+        assert_eq!(kept[0].reader_signature, Some(vec![9; 64]));
+        assert_eq!((kept[1].online, &kept[1].reader_certificate), (true, &None));
+        assert_eq!(kept[1].reader_signature, None);
     }
 }

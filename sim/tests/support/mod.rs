@@ -43,6 +43,32 @@ pub struct SimCardReader {
     pub identity: ReaderIdentity,
 }
 
+/// The model certified for the readers of [`certified_reader`].
+pub const CERTIFIED_MODEL: &str = "Wisepad 3";
+
+/// A reader of `serial` certified by the simulator's reader authority, its
+/// key derived from the serial (as the simulated reader's): the reader a
+/// test that builds requests by hand signs its card data with.
+pub fn certified_reader(serial: &str) -> ReaderIdentity {
+    ReaderIdentity::provision(
+        &simulator_reader_seed(serial),
+        &simulator_authority(),
+        serial,
+        CERTIFIED_MODEL,
+    )
+    .unwrap()
+}
+
+/// What a request carries with `sealed` read by `reader`: its certificate
+/// and its signature of the whole blob (`reader_certificate`,
+/// `reader_signature`).
+pub fn signed_by(reader: &ReaderIdentity, sealed: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    (
+        Some(reader.certificate().encode()),
+        Some(reader.sign(CARD_CONTEXT, sealed).to_vec()),
+    )
+}
+
 /// The next reader counter: strictly increasing, also across processes
 /// (the crash test's children take payments with the same reader against
 /// one simulator, which refuses a counter it has seen), so it starts from
