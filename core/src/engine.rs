@@ -130,6 +130,16 @@ pub struct CurrencyTotals {
     pub unknown_amount: Money,
 }
 
+/// Unsettled payments read by the reader `serial`.
+fn pending_reads_of(ledger: &Ledger, serial: &str) -> usize {
+    ledger
+        .payments
+        .values()
+        .filter(|p| !p.state.is_final())
+        .filter(|p| p.card.reader_serial.as_deref() == Some(serial))
+        .count()
+}
+
 /// What a reader link handshake trusts ([`PosEngine::reader_trust`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReaderTrust {
@@ -1243,6 +1253,17 @@ impl PosEngine {
             if !same_key && !s.connectivity.state().is_online() {
                 return Err(PosError::OnlineRequired);
             }
+            // Pending payments are sent with the certificate of the reader
+            // that signed them: a new key would have them declined.
+            let pending = pending_reads_of(&s.ledger, &cert.serial);
+            if !same_key && pending > 0 {
+                return Err(PosError::InvalidInput {
+                    reason: format!(
+                        "{pending} pending payment(s) were read by this reader under its \
+                         former key: pair the new key once they are settled"
+                    ),
+                });
+            }
         }
         let reader = crate::ledger::RememberedReader {
             serial: cert.serial.clone(),
@@ -1293,13 +1314,7 @@ impl PosEngine {
                     what: "reader".into(),
                 });
             }
-            let pending = s
-                .ledger
-                .payments
-                .values()
-                .filter(|p| !p.state.is_final())
-                .filter(|p| p.card.reader_serial.as_deref() == Some(serial))
-                .count();
+            let pending = pending_reads_of(&s.ledger, serial);
             if pending > 0 {
                 return Err(PosError::InvalidInput {
                     reason: format!(

@@ -399,3 +399,34 @@ async fn a_vendor_readers_model_changes_only_online() {
         ("Stripe M2", "2.1")
     );
 }
+
+#[tokio::test]
+async fn a_new_key_is_not_paired_over_pending_payments_of_the_old_one() {
+    let (engine, _) = engine().await;
+    support::sell_offline(&engine, 1, 1_000).await;
+    support::online(&engine).await;
+    // The same serial with another key: its pending payment is sent with the
+    // certificate of the key that signed it, so the new key waits.
+    let swapped = ReaderIdentity::provision(
+        &[4; 32],
+        &simulator_authority(),
+        support::READER_SERIAL,
+        "Wisepad 3",
+    )
+    .unwrap();
+    assert!(matches!(
+        engine
+            .remember_paired_reader(&swapped.certificate().encode(), "1.0")
+            .await,
+        Err(PosError::InvalidInput { .. })
+    ));
+    assert_eq!(
+        engine
+            .remembered_readers()
+            .unwrap()
+            .iter()
+            .find(|r| r.serial == support::READER_SERIAL)
+            .and_then(|r| r.identity_key()),
+        Some(test_reader().identity.public_key())
+    );
+}
