@@ -167,6 +167,22 @@ pub enum AuditKind {
         /// The account after.
         to: MerchantAccount,
     },
+    /// A card reader was remembered (paired, or paired again): a profile
+    /// reader authenticated by its certificate, or a vendor SDK's reader on
+    /// the vendor's word.
+    ReaderPaired {
+        /// Its serial.
+        serial: String,
+        /// The model R11 checks for it.
+        model: String,
+        /// Remembered as a vendor SDK's reader (its reads are not signed).
+        vendor: bool,
+    },
+    /// A card reader was forgotten: it must be paired again, online.
+    ReaderForgotten {
+        /// Its serial.
+        serial: String,
+    },
     // New kinds go last: snapshots encode a kind by its position.
 }
 
@@ -185,6 +201,8 @@ impl AuditKind {
             AuditKind::PolicyChanged { .. } => "policy_changed",
             AuditKind::ClockCorrected { .. } => "clock_corrected",
             AuditKind::AccountSwitched { .. } => "account_switched",
+            AuditKind::ReaderPaired { .. } => "reader_paired",
+            AuditKind::ReaderForgotten { .. } => "reader_forgotten",
         }
     }
 
@@ -209,6 +227,11 @@ impl AuditKind {
         };
         match self {
             AuditKind::EnteredOfflineMode { .. } | AuditKind::LeftOfflineMode => Ok(()),
+            AuditKind::ReaderPaired { serial, model, .. } => {
+                text("serial", serial)?;
+                text("model", model)
+            }
+            AuditKind::ReaderForgotten { serial } => text("serial", serial),
             AuditKind::AccountSwitched { from, to } => {
                 if to.is_valid() && from.as_ref().is_none_or(MerchantAccount::is_valid) {
                     Ok(())
@@ -630,6 +653,16 @@ impl<'a> CsvRow<'a> {
             }
             AuditKind::ClockCorrected { error_ms, step_ms } => {
                 row.detail = format!("error_ms={error_ms}; step_ms={step_ms}");
+            }
+            AuditKind::ReaderPaired {
+                serial,
+                model,
+                vendor,
+            } => {
+                row.detail = format!("serial={serial}; model={model}; vendor={vendor}");
+            }
+            AuditKind::ReaderForgotten { serial } => {
+                row.detail = format!("serial={serial}");
             }
             AuditKind::AccountSwitched { from, to } => {
                 row.detail = format!(

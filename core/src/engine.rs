@@ -994,7 +994,7 @@ impl PosEngine {
         let batch = {
             let s = self.state();
             let mut settings = s.settings();
-            let summary = format!(
+            let mut summary = format!(
                 "offline {}",
                 if policy.enabled {
                     "enabled"
@@ -1002,6 +1002,27 @@ impl PosEngine {
                     "disabled"
                 }
             );
+            // Who may certify readers is a security setting: name changes.
+            let before = &settings.policy.reader_authorities;
+            let short = |k: &String| k.get(..16).unwrap_or(k).to_owned();
+            let added: Vec<String> = policy
+                .reader_authorities
+                .difference(before)
+                .map(short)
+                .collect();
+            let removed: Vec<String> = before
+                .difference(&policy.reader_authorities)
+                .map(short)
+                .collect();
+            if !added.is_empty() {
+                summary.push_str(&format!("; reader authorities added: {}", added.join(" ")));
+            }
+            if !removed.is_empty() {
+                summary.push_str(&format!(
+                    "; reader authorities removed: {}",
+                    removed.join(" ")
+                ));
+            }
             settings.policy = policy;
             settings.clock_floor = now;
             let actor = s.staff.as_ref().map(|st| st.staff_id.clone());
@@ -1207,11 +1228,35 @@ impl PosEngine {
             certificate: None,
             vendor: true,
         };
-        self.commit(vec![Write::Reader {
-            serial: serial.to_owned(),
+        let batch = self.reader_batch(now, reader);
+        self.commit(batch).await
+    }
+
+    /// Remembers `reader`, with an audit entry when it is new or its
+    /// model, key or kind changed (a reconnection that only refreshes the
+    /// firmware is not audited).
+    fn reader_batch(&self, now: Timestamp, reader: crate::ledger::RememberedReader) -> Vec<Write> {
+        let s = self.state();
+        let changed = s.ledger.readers.get(&reader.serial).is_none_or(|old| {
+            old.model != reader.model
+                || old.certificate != reader.certificate
+                || old.vendor != reader.vendor
+        });
+        let mut batch = Vec::with_capacity(2);
+        if changed {
+            let actor = s.staff.as_ref().map(|st| st.staff_id.clone());
+            let kind = AuditKind::ReaderPaired {
+                serial: reader.serial.clone(),
+                model: reader.model.clone(),
+                vendor: reader.vendor,
+            };
+            batch.push(Self::audit(&s, &[], now, actor, kind));
+        }
+        batch.push(Write::Reader {
+            serial: reader.serial.clone(),
             reader: Some(reader),
-        }])
-        .await
+        });
+        batch
     }
 
     /// Remembers a profile reader after its authenticated pairing: its
@@ -1273,11 +1318,8 @@ impl PosEngine {
             certificate: Some(certificate.to_vec()),
             vendor: false,
         };
-        self.commit(vec![Write::Reader {
-            serial: cert.serial.clone(),
-            reader: Some(reader.clone()),
-        }])
-        .await?;
+        let batch = self.reader_batch(now, reader.clone());
+        self.commit(batch).await?;
         Ok(reader)
     }
 
@@ -1324,11 +1366,21 @@ impl PosEngine {
                 });
             }
         }
-        self.commit(vec![Write::Reader {
-            serial: serial.to_owned(),
-            reader: None,
-        }])
-        .await
+        let batch = {
+            let s = self.state();
+            let actor = s.staff.as_ref().map(|st| st.staff_id.clone());
+            let kind = AuditKind::ReaderForgotten {
+                serial: serial.to_owned(),
+            };
+            vec![
+                Self::audit(&s, &[], self.now(), actor, kind),
+                Write::Reader {
+                    serial: serial.to_owned(),
+                    reader: None,
+                },
+            ]
+        };
+        self.commit(batch).await
     }
 
     /// The readers paired on this device, by serial.

@@ -430,3 +430,47 @@ async fn a_new_key_is_not_paired_over_pending_payments_of_the_old_one() {
         Some(test_reader().identity.public_key())
     );
 }
+
+#[tokio::test]
+async fn pairing_forgetting_and_trusting_readers_are_audited() {
+    let (engine, _) = engine().await;
+    support::remember_vendor_reader(&engine, "M2-1", "Stripe M2").await;
+    // A reconnection that changes nothing is not audited again.
+    engine
+        .remember_paired_reader(&test_reader().identity.certificate().encode(), "1.0")
+        .await
+        .unwrap();
+    engine.forget_reader("M2-1").await.unwrap();
+    let csv = engine.export_audit_csv().unwrap();
+    assert!(
+        csv.contains(&format!(
+            "serial={}; model=Wisepad 3; vendor=false",
+            support::READER_SERIAL
+        )),
+        "{csv}"
+    );
+    assert_eq!(
+        csv.matches(&format!("serial={};", support::READER_SERIAL))
+            .count(),
+        1,
+        "{csv}"
+    );
+    assert!(
+        csv.contains("serial=M2-1; model=Stripe M2; vendor=true"),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .any(|l| l.contains("reader_forgotten") && l.contains("serial=M2-1")),
+        "{csv}"
+    );
+    // The policy that trusts the test reader's authority says so.
+    let key: String = simulator_authority().public_key()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(
+        csv.contains(&format!("reader authorities added: {key}")),
+        "{csv}"
+    );
+}
