@@ -1,7 +1,8 @@
 //! Installs what the pipeline needs, idempotently: a second run only checks.
 //!
 //! - Debian packages: `libdbus-1-dev pkg-config` (btleplug's BlueZ backend),
-//!   `libjna-java junit5` (the Kotlin harness), `mmdebstrap` (the Swift root).
+//!   `libjna-java junit5` (the Kotlin harness), `mmdebstrap` (the Swift root),
+//!   `fuse3` (`fusermount3`, for the power-cut rig in `powercut/`).
 //! - The Kotlin compiler from the npm registry (`kotlin-compiler`), unpacked
 //!   into the cache folder (see [`crate::util::cache_dir`]).
 //! - Swift: the native `swift` when it is on PATH, otherwise a Debian trixie
@@ -17,6 +18,9 @@ use crate::util::{cache_dir, on_path, output, run};
 
 pub const KOTLIN_VERSION: &str = "2.4.20";
 const APT_RUST: &[&str] = &["libdbus-1-dev", "pkg-config"];
+/// `fusermount3`, which the power-cut rig (`powercut/`, the `fuser` crate)
+/// mounts its FUSE filesystem with.
+const APT_POWERCUT: &[&str] = &["fuse3"];
 const APT_KOTLIN: &[&str] = &["libjna-java", "junit5"];
 const APT_SWIFT: &[&str] = &["mmdebstrap"];
 const SWIFT_ROOT_PACKAGES: &str =
@@ -62,6 +66,7 @@ pub fn all(needs: &Needs) -> Result<Tools, String> {
     let mut apt: Vec<&str> = Vec::new();
     if needs.rust {
         apt.extend(APT_RUST);
+        apt.extend(APT_POWERCUT);
     }
     if needs.kotlin {
         apt.extend(APT_KOTLIN);
