@@ -149,11 +149,49 @@ pub fn rust() -> Outcome {
         Ok(r) => r,
         Err(e) => return finish(Stage::Rust, started, 0, 0, Some(e)),
     };
-    let passed = count_before(&out, "test result:", &["passed"]);
-    let failed = count_before(&out, "test result:", &["failed"]);
-    let problem =
+    let mut passed = count_before(&out, "test result:", &["passed"]);
+    let mut failed = count_before(&out, "test result:", &["failed"]);
+    let mut problem =
         (!ok && failed == 0).then(|| "cargo test failed before running the tests".to_owned());
+    // The power-cut rig (its own workspace: a FUSE mount, one test at a
+    // time), 200 cuts.
+    banner("power cuts (powercut/, FUSE)");
+    match run_tee(&mut powercut_test(None)) {
+        Ok((ok, out)) => {
+            let p = count_before(&out, "test result:", &["passed"]);
+            let f = count_before(&out, "test result:", &["failed"]);
+            passed += p;
+            failed += f;
+            if !ok && f == 0 && problem.is_none() {
+                problem = Some("the power-cut tests failed before running".to_owned());
+            }
+        }
+        Err(e) => problem = problem.or(Some(e)),
+    }
     finish(Stage::Rust, started, passed, failed, problem)
+}
+
+/// `cargo test` of the power-cut rig (`powercut/`, outside the workspace),
+/// built into the workspace's target folder; `cuts` overrides the number of
+/// power cuts (200 by default).
+fn powercut_test(cuts: Option<&str>) -> Command {
+    let mut c = cargo();
+    c.args([
+        "test",
+        "--manifest-path",
+        &workspace_root()
+            .join("powercut")
+            .join("Cargo.toml")
+            .display()
+            .to_string(),
+        "--",
+        "--test-threads=1",
+    ])
+    .env("CARGO_TARGET_DIR", target_dir());
+    if let Some(n) = cuts {
+        c.env("POS_POWERCUT_CUTS", n);
+    }
+    c
 }
 
 /// Builds the unstripped debug `libpos_ffi.so` the harnesses load.
@@ -556,6 +594,14 @@ pub fn soak(kills: &str) -> Result<bool, String> {
             ("POS_FAULT_PAYMENTS", "10000"),
         ),
     ];
+    banner("soak: 2,000 power cuts (powercut/, FUSE)");
+    if !powercut_test(Some("2000"))
+        .status()
+        .map_err(|e| format!("cannot start cargo: {e}"))?
+        .success()
+    {
+        return Ok(false);
+    }
     for (title, args, (var, value)) in runs {
         banner(&title);
         let status = cargo()
