@@ -248,7 +248,7 @@ fn a_blob_replayed_from_the_same_device_under_a_new_payment_id_is_a_mismatch() {
 
 #[test]
 fn a_blob_replayed_from_another_device_is_a_mismatch() {
-    // The reviewer's replay: 10.00 on till-1, then the same blob for 999.99
+    // A copied blob: 10.00 on till-1, then the same blob for 999.99
     // from another device id (and with the same amount and payment id).
     let s = sim();
     let g = gateway(&s);
