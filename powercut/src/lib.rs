@@ -31,8 +31,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    Request, TimeOrNow, WriteFlags,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    TimeOrNow, WriteFlags,
 };
 
 /// The granularity of a torn write.
@@ -52,7 +52,7 @@ impl Rng {
         Rng(z | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -63,7 +63,7 @@ impl Rng {
 
     /// In `0..n` (`n > 0`).
     pub fn below(&mut self, n: u64) -> u64 {
-        (self.next() >> 11) % n
+        (self.next_u64() >> 11) % n
     }
 
     /// In `lo..=hi`.
@@ -282,7 +282,9 @@ impl State {
                 let mut v: Vec<u64> = self
                     .nodes
                     .iter()
-                    .filter(|(_, n)| matches!(&n.body, Body::File { dirty, .. } if !dirty.is_empty()))
+                    .filter(
+                        |(_, n)| matches!(&n.body, Body::File { dirty, .. } if !dirty.is_empty()),
+                    )
                     .map(|(i, _)| *i)
                     .collect();
                 v.sort_unstable();
@@ -291,9 +293,13 @@ impl State {
             if !candidates.is_empty() {
                 let ino = candidates[rng.below(candidates.len() as u64) as usize];
                 if let Some(Node {
-                    body: Body::File {
-                        data, durable, dirty, ..
-                    },
+                    body:
+                        Body::File {
+                            data,
+                            durable,
+                            dirty,
+                            ..
+                        },
                     ..
                 }) = self.nodes.get_mut(&ino)
                 {
@@ -730,7 +736,16 @@ impl Filesystem for LazyFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        reply.statfs(1 << 20, 1 << 19, 1 << 19, 1 << 20, 1 << 19, PAGE as u32, 255, PAGE as u32);
+        reply.statfs(
+            1 << 20,
+            1 << 19,
+            1 << 19,
+            1 << 20,
+            1 << 19,
+            PAGE as u32,
+            255,
+            PAGE as u32,
+        );
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
@@ -775,19 +790,17 @@ impl Rig {
         st.ignore_fsync = self.ignore_fsync;
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = st;
         let mut config = Config::default();
-        config.mount_options = vec![
-            MountOption::FSName("pos-powercut".into()),
-            MountOption::RW,
-        ];
-        let session = fuser::spawn_mount(LazyFs(Arc::clone(&self.state)), &self.mountpoint, &config)
-            .map_err(|e| {
-                format!(
-                    "cannot mount the power-cut FUSE filesystem at {} ({e}): the rig needs \
+        config.mount_options = vec![MountOption::FSName("pos-powercut".into()), MountOption::RW];
+        let session =
+            fuser::spawn_mount(LazyFs(Arc::clone(&self.state)), &self.mountpoint, &config)
+                .map_err(|e| {
+                    format!(
+                        "cannot mount the power-cut FUSE filesystem at {} ({e}): the rig needs \
                      /dev/fuse, fusermount3 (Debian package fuse3, `cargo xtask install`) \
                      and the right to mount (root or the fuse group)",
-                    self.mountpoint.display()
-                )
-            })?;
+                        self.mountpoint.display()
+                    )
+                })?;
         self.session = Some(session);
         Ok(())
     }
@@ -805,7 +818,10 @@ impl Rig {
     /// made durable.
     pub fn set_ignore_fsync(&mut self, yes: bool) {
         self.ignore_fsync = yes;
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).ignore_fsync = yes;
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ignore_fsync = yes;
     }
 
     /// Where the filesystem is mounted.

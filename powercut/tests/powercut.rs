@@ -122,7 +122,11 @@ async fn child_main(dir: PathBuf, cycle: u64, seed: u64) {
     let mut rng = Rng::new(seed);
     say("");
     let provider = Arc::new(FileKeyProvider::open_or_create(dir.join(KEY_FILE)).unwrap());
-    let store = Arc::new(SqliteStore::open(dir.join(STORE_FILE), provider).await.unwrap());
+    let store = Arc::new(
+        SqliteStore::open(dir.join(STORE_FILE), provider)
+            .await
+            .unwrap(),
+    );
     let engine = PosEngine::open_with(config(&dir), Arc::new(SystemClock), store)
         .await
         .unwrap();
@@ -143,7 +147,10 @@ async fn child_main(dir: PathBuf, cycle: u64, seed: u64) {
                 .report_probe(pos_core::connectivity::ProbeOutcome::Healthy)
                 .await;
         }
-        engine.remember_reader(READER, "Wisepad 3", "1.0").await.unwrap();
+        engine
+            .remember_reader(READER, "Wisepad 3", "1.0")
+            .await
+            .unwrap();
     }
     engine.report_network(false).await.unwrap();
     let mut n: u64 = 0;
@@ -171,10 +178,21 @@ async fn child_main(dir: PathBuf, cycle: u64, seed: u64) {
             })
             .await
             .unwrap();
-        assert!(matches!(decision.route, Route::Offline { .. }), "{decision:?}");
+        assert!(
+            matches!(decision.route, Route::Offline { .. }),
+            "{decision:?}"
+        );
         let card = CardRead {
-            entry_mode: if rng.below(2) == 0 { EntryMode::Chip } else { EntryMode::Contactless },
-            network: if rng.below(2) == 0 { Network::Visa } else { Network::Mastercard },
+            entry_mode: if rng.below(2) == 0 {
+                EntryMode::Chip
+            } else {
+                EntryMode::Contactless
+            },
+            network: if rng.below(2) == 0 {
+                Network::Visa
+            } else {
+                Network::Mastercard
+            },
             last4: format!("{:04}", rng.below(10_000)),
             fingerprint: None,
             reader_model: "Wisepad 3".into(),
@@ -243,9 +261,11 @@ fn acknowledged_payments_survive_power_cuts() {
         return;
     }
     let number = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .map(|s| s.trim().parse::<u64>().unwrap_or_else(|_| panic!("{name}: {s:?}")))
+        std::env::var(name).ok().map(|s| {
+            s.trim()
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("{name}: {s:?}"))
+        })
     };
     let cuts = number(CUTS_ENV).unwrap_or(200);
     let per_store = number(PER_STORE_ENV).unwrap_or(20).max(1);
@@ -257,9 +277,8 @@ fn acknowledged_payments_survive_power_cuts() {
     });
     let root = std::env::temp_dir().join(format!("pos-powercut-{}-{seed}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let mut rig = Rig::mount(&root.join("disk"), &root.join("mnt")).unwrap_or_else(|e| {
-        panic!("the power-cut test needs FUSE and cannot run: {e}")
-    });
+    let mut rig = Rig::mount(&root.join("disk"), &root.join("mnt"))
+        .unwrap_or_else(|e| panic!("the power-cut test needs FUSE and cannot run: {e}"));
     // `POS_POWERCUT_LYING_DISK=1`: file fsyncs do nothing; the test must fail.
     if std::env::var_os("POS_POWERCUT_LYING_DISK").is_some() {
         rig.set_ignore_fsync(true);
@@ -303,7 +322,7 @@ fn acknowledged_payments_survive_power_cuts() {
             _ => Plan::FromSpawnMs(rng.range(0, startup_ms + 20)),
         };
         let torn = rng.below(2) == 0;
-        let child_seed = rng.next();
+        let child_seed = rng.next_u64();
         let dir = rig.mountpoint().join(&store_dir);
         let fail = |what: String| -> String {
             format!(
@@ -312,15 +331,18 @@ fn acknowledged_payments_survive_power_cuts() {
                 root.join("disk").join(&store_dir).display()
             )
         };
-        let (acks, fwds, first_ack) =
-            run_child(&exe, &dir, cycle, child_seed, plan).unwrap_or_else(|e| panic!("{}", fail(e)));
+        let (acks, fwds, first_ack) = run_child(&exe, &dir, cycle, child_seed, plan)
+            .unwrap_or_else(|e| panic!("{}", fail(e)));
         if let Some(ms) = first_ack {
             startup_ms = (startup_ms * 3 + ms) / 4;
         } else {
             before_first_ack += 1;
         }
         for (id, cents) in acks {
-            assert!(model.acked.insert(id.clone(), cents).is_none(), "{id} acknowledged twice");
+            assert!(
+                model.acked.insert(id.clone(), cents).is_none(),
+                "{id} acknowledged twice"
+            );
         }
         for (id, state) in fwds {
             if state == "Approved" || state == "Declined" {
@@ -348,7 +370,10 @@ fn acknowledged_payments_survive_power_cuts() {
          no store or no key file); rig: {stats:?}",
         started.elapsed()
     );
-    assert!(stats.pages_lost > 0, "no cut dropped any unsynced page: the rig tested nothing");
+    assert!(
+        stats.pages_lost > 0,
+        "no cut dropped any unsynced page: the rig tested nothing"
+    );
     std::fs::remove_dir_all(&root).unwrap();
 }
 
@@ -363,7 +388,12 @@ fn run_child(
 ) -> Result<(Vec<(String, i64)>, Vec<(String, String)>, Option<u64>), String> {
     let spawned = Instant::now();
     let mut child = Command::new(exe)
-        .args(["--exact", "child_process_entry", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_process_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, dir)
         .env(CYCLE_ENV, cycle.to_string())
         .env(CHILD_SEED_ENV, seed.to_string())
@@ -406,7 +436,10 @@ fn run_child(
                 if first_ack.is_none() {
                     first_ack = Some(u64::try_from(spawned.elapsed().as_millis()).unwrap());
                 }
-                acks.push(((*id).to_owned(), cents.parse().map_err(|_| line.to_owned())?));
+                acks.push((
+                    (*id).to_owned(),
+                    cents.parse().map_err(|_| line.to_owned())?,
+                ));
             }
             ["FWD", id, state] => fwds.push(((*id).to_owned(), (*state).to_owned())),
             _ if line.contains("ACK ") || line.contains("FWD ") => {
@@ -453,7 +486,9 @@ fn run_child(
         }
     };
     let _ = child.kill();
-    let status = child.wait().map_err(|e| format!("wait for the child: {e}"))?;
+    let status = child
+        .wait()
+        .map_err(|e| format!("wait for the child: {e}"))?;
     let _ = reader.join();
     let child_err = err_thread.join().unwrap_or_default();
     for line in rx.try_iter() {
@@ -462,7 +497,9 @@ fn run_child(
     waited.map_err(|e| format!("{e}\nchild stderr:\n{child_err}"))?;
     use std::os::unix::process::ExitStatusExt;
     if status.signal() != Some(9) {
-        return Err(format!("the child ended by itself: {status}\nchild stderr:\n{child_err}"));
+        return Err(format!(
+            "the child ended by itself: {status}\nchild stderr:\n{child_err}"
+        ));
     }
     Ok((acks, fwds, first_ack))
 }
@@ -480,11 +517,16 @@ async fn check(dir: &Path, model: &Model) -> Result<bool, String> {
         return Err(format!(
             "{} payments were acknowledged but the {} is gone",
             model.acked.len(),
-            if key.exists() { "store file" } else { "key file" }
+            if key.exists() {
+                "store file"
+            } else {
+                "key file"
+            }
         ));
     }
     let provider = Arc::new(
-        FileKeyProvider::open_or_create(&key).map_err(|e| format!("the key file does not open: {e}"))?,
+        FileKeyProvider::open_or_create(&key)
+            .map_err(|e| format!("the key file does not open: {e}"))?,
     );
     let store = match SqliteStore::open(&db, provider).await {
         Ok(s) => Arc::new(s),
@@ -496,7 +538,8 @@ async fn check(dir: &Path, model: &Model) -> Result<bool, String> {
         }
         Err(e) => return Err(format!("the store does not reopen: {e:?}")),
     };
-    let engine = match PosEngine::open_with(config(dir), Arc::new(SystemClock), store.clone()).await {
+    let engine = match PosEngine::open_with(config(dir), Arc::new(SystemClock), store.clone()).await
+    {
         Ok(e) => e,
         Err(e) => {
             store.close().await;
@@ -517,13 +560,21 @@ async fn check(dir: &Path, model: &Model) -> Result<bool, String> {
                 .get(id)
                 .ok_or_else(|| format!("acknowledged payment {id} is missing"))?;
             if v.amount != usd(*cents) {
-                return Err(format!("{id}: amount {} where {cents} was acknowledged", v.amount));
+                return Err(format!(
+                    "{id}: amount {} where {cents} was acknowledged",
+                    v.amount
+                ));
             }
         }
         for (id, state) in &model.finals {
-            let v = views.get(id).ok_or_else(|| format!("forwarded payment {id} is missing"))?;
+            let v = views
+                .get(id)
+                .ok_or_else(|| format!("forwarded payment {id} is missing"))?;
             if status_name(v.status) != state {
-                return Err(format!("{id} was acknowledged {state} and is now {:?}", v.status));
+                return Err(format!(
+                    "{id} was acknowledged {state} and is now {:?}",
+                    v.status
+                ));
             }
         }
         for id in views.keys() {

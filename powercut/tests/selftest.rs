@@ -32,7 +32,10 @@ fn the_rig_loses_what_was_not_synced() {
     drop(f);
     sync_dir(&m);
     // Its later, unsynced append: lost.
-    let mut f = std::fs::OpenOptions::new().append(true).open(m.join("synced")).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(m.join("synced"))
+        .unwrap();
     f.write_all(b" and lost").unwrap();
     drop(f);
     // A rename whose folder is not synced: undone.
@@ -51,7 +54,10 @@ fn the_rig_loses_what_was_not_synced() {
 
     // A writer that skips fsync and "acknowledges" each record.
     let mut acked = Vec::new();
-    let mut w = std::fs::OpenOptions::new().append(true).open(m.join("synced")).unwrap();
+    let mut w = std::fs::OpenOptions::new()
+        .append(true)
+        .open(m.join("synced"))
+        .unwrap();
     for i in 0..100u32 {
         writeln!(w, "record {i}").unwrap();
         acked.push(format!("record {i}"));
@@ -61,15 +67,27 @@ fn the_rig_loses_what_was_not_synced() {
     rig.power_cut(None).unwrap();
     let m = rig.mountpoint().to_path_buf();
     assert_eq!(std::fs::read(m.join("synced")).unwrap(), b"kept");
-    assert!(!m.join("unnamed").exists(), "a name whose folder was not synced survived");
-    assert!(m.join("a").exists() && !m.join("b").exists(), "an unsynced rename survived");
+    assert!(
+        !m.join("unnamed").exists(),
+        "a name whose folder was not synced survived"
+    );
+    assert!(
+        m.join("a").exists() && !m.join("b").exists(),
+        "an unsynced rename survived"
+    );
     let text = std::fs::read_to_string(m.join("synced")).unwrap();
     let lost = acked.iter().filter(|a| !text.contains(a.as_str())).count();
-    assert_eq!(lost, 100, "the no-fsync writer must lose its acknowledged records");
+    assert_eq!(
+        lost, 100,
+        "the no-fsync writer must lose its acknowledged records"
+    );
 
     // A writer that syncs keeps them all; a torn cut lets a prefix of the
     // unsynced pages through and nothing else.
-    let mut w = std::fs::OpenOptions::new().append(true).open(m.join("synced")).unwrap();
+    let mut w = std::fs::OpenOptions::new()
+        .append(true)
+        .open(m.join("synced"))
+        .unwrap();
     for i in 0..10u32 {
         writeln!(w, "durable {i}").unwrap();
         w.sync_data().unwrap();
@@ -81,11 +99,17 @@ fn the_rig_loses_what_was_not_synced() {
     rig.power_cut(Some(&mut rng)).unwrap();
     let text = std::fs::read_to_string(rig.mountpoint().join("synced")).unwrap();
     for i in 0..10u32 {
-        assert!(text.contains(&format!("durable {i}\n")), "a synced record was lost");
+        assert!(
+            text.contains(&format!("durable {i}\n")),
+            "a synced record was lost"
+        );
     }
     let stats = rig.stats();
     assert!(stats.pages_lost > 0 && stats.names_lost > 0, "{stats:?}");
-    println!("self-test: {stats:?}, {} bytes survived the torn cut", text.len());
+    println!(
+        "self-test: {stats:?}, {} bytes survived the torn cut",
+        text.len()
+    );
     rig.unmount().unwrap();
     std::fs::remove_dir_all(&r).unwrap();
 }

@@ -109,7 +109,14 @@ fn banner(title: &str) {
 pub fn rust() -> Outcome {
     banner("rust");
     let started = Instant::now();
-    if let Err(e) = run(cargo().args(["fmt", "--all", "--check"])) {
+    let powercut = workspace_root()
+        .join("powercut")
+        .join("Cargo.toml")
+        .display()
+        .to_string();
+    if let Err(e) = run(cargo().args(["fmt", "--all", "--check"]))
+        .and_then(|()| run(cargo().args(["fmt", "--manifest-path", &powercut, "--check"])))
+    {
         return finish(Stage::Rust, started, 0, 0, Some(format!("cargo fmt: {e}")));
     }
     let clippy = cargo()
@@ -128,6 +135,24 @@ pub fn rust() -> Outcome {
             "warnings",
         ])
         .status();
+    // The power-cut rig is outside the workspace: linted on its own.
+    let clippy = clippy.and_then(|s| {
+        if !s.success() {
+            return Ok(s);
+        }
+        cargo()
+            .args([
+                "clippy",
+                "--manifest-path",
+                &powercut,
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .env("CARGO_TARGET_DIR", target_dir())
+            .status()
+    });
     if !clippy.is_ok_and(|s| s.success()) {
         return finish(
             Stage::Rust,
