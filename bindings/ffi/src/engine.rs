@@ -267,11 +267,19 @@ pub struct PosEngine {
 }
 
 impl PosEngine {
-    fn open(
+    /// Opens on the caller's thread (blocking it until the store is open).
+    fn open_blocking(
         config: EngineConfig,
         keys: Arc<dyn KeyProvider>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, PosError> {
+        let opening = Self::opening(Self::core_config(config)?, keys, clock)?;
+        let inner = runtime()?.block_on(opening)?;
+        Ok(Arc::new(PosEngine { inner }))
+    }
+
+    /// The app's configuration, checked.
+    fn core_config(config: EngineConfig) -> Result<core::EngineConfig, PosError> {
         let mut core_config =
             core::EngineConfig::new(config.data_dir, &config.device_id, &config.currency)?;
         if let Some(n) = config.max_in_flight {
@@ -297,19 +305,30 @@ impl PosEngine {
                         })?,
                 );
         }
-        let config = core_config;
+        Ok(core_config)
+    }
+
+    /// The store and the engine on it, opened: what both constructors run
+    /// (`new` blocks its caller on it, `open` awaits it).
+    fn opening(
+        config: core::EngineConfig,
+        keys: Arc<dyn KeyProvider>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<
+        impl std::future::Future<Output = Result<core::PosEngine, pos_core::PosError>>,
+        PosError,
+    > {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| PosError::Storage {
             reason: format!("cannot create the data folder: {}", e.kind()),
         })?;
         let path = config.data_dir.join(STORE_FILE);
         let provider = Arc::new(KeyProviderAdapter(keys));
-        let inner = runtime()?.block_on(async move {
+        Ok(async move {
             let store = SqliteStore::open(&path, provider)
                 .await
                 .map_err(pos_core::PosError::from)?;
             core::PosEngine::open_with(config, clock, Arc::new(store)).await
-        })?;
-        Ok(Arc::new(PosEngine { inner }))
+        })
     }
 }
 
@@ -322,9 +341,25 @@ impl PosEngine {
     /// does not open the store, `StoreIntegrity` for a tampered, rolled-back
     /// or newer store (kept as it is), `AccountMismatch` for a store bound
     /// to another merchant account than `config.account`.
+    ///
+    /// Blocks the calling thread until the store is open (it verifies the
+    /// journal after the last snapshot: tens of milliseconds, more after a
+    /// crash): call it off the main thread, or use `open`.
     #[uniffi::constructor]
     pub fn new(config: EngineConfig, keys: Arc<dyn KeyProvider>) -> Result<Arc<Self>, PosError> {
-        Self::open(config, keys, Arc::new(SystemClock))
+        Self::open_blocking(config, keys, Arc::new(SystemClock))
+    }
+
+    /// As `new`, without blocking: `suspend` in Kotlin, `async` in Swift.
+    #[uniffi::constructor]
+    pub async fn open(
+        config: EngineConfig,
+        keys: Arc<dyn KeyProvider>,
+    ) -> Result<Arc<Self>, PosError> {
+        let opening = Self::opening(Self::core_config(config)?, keys, Arc::new(SystemClock))?;
+        Ok(Arc::new(PosEngine {
+            inner: opening.await?,
+        }))
     }
 
     /// The same on a `TestClock` (tests and demos only).
@@ -334,7 +369,7 @@ impl PosEngine {
         keys: Arc<dyn KeyProvider>,
         clock: Arc<TestClock>,
     ) -> Result<Arc<Self>, PosError> {
-        Self::open(config, keys, Arc::new(clock.inner.clone()))
+        Self::open_blocking(config, keys, Arc::new(clock.inner.clone()))
     }
 
     pub fn status(&self) -> Result<EngineStatus, PosError> {

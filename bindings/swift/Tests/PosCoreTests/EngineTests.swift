@@ -32,6 +32,21 @@ final class EngineTests: XCTestCase {
         return EngineConfig(dataDir: dir.path, deviceId: deviceId, currency: currency)
     }
 
+    func testOpenIsAsyncAndReopensTheSameStore() async throws {
+        let cfg = config()
+        let engine = try await PosEngine.open(config: cfg, keys: testKeys(for: cfg.dataDir))
+        XCTAssertEqual(try engine.status().deviceId, "till-1")
+        await engine.closeAndRelease()
+        let again = try await PosEngine.open(config: cfg, keys: testKeys(for: cfg.dataDir))
+        XCTAssertEqual(try again.status().pendingOfflinePayments, 0)
+        again.close()
+        do {
+            _ = try await PosEngine.open(config: config(deviceId: ""), keys: testKeys(for: cfg.dataDir))
+            XCTFail("a bad configuration opened")
+        } catch PosError.InvalidConfig {
+        }
+    }
+
     func testBadConfigurationThrowsTypedErrors() {
         XCTAssertThrowsError(try makeEngine(config(deviceId: ""))) { error in
             guard case PosError.InvalidConfig(let reason) = error else {

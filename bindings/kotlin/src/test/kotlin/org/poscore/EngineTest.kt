@@ -32,6 +32,19 @@ class EngineTest {
     }
 
     @Test
+    fun `open suspends instead of blocking, and reopens the same store`() = runBlocking {
+        val cfg = config()
+        PosEngine.open(cfg, keys).use { engine ->
+            assertEquals("till-1", engine.status().deviceId)
+            engine.closeAndRelease()
+        }
+        // The same store again, and a bad configuration as a typed exception.
+        PosEngine.open(cfg, keys).use { engine -> assertEquals(0UL, engine.status().pendingOfflinePayments) }
+        assertFailsWith<PosException.InvalidConfig> { PosEngine.open(config(deviceId = ""), keys) }
+        Unit
+    }
+
+    @Test
     fun `status reports version, unknown connectivity and no payments`() {
         PosEngine(config(), keys).use { engine ->
             val status = engine.status()
