@@ -397,6 +397,18 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// The bytes of a hexadecimal string (either case); `None` for an odd
+/// length or a non-hex character.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// A cryptographic operation failed. Says which, never with key material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CryptoError {

@@ -628,13 +628,7 @@ impl Policy {
     pub fn reader_authority_keys(&self) -> Vec<[u8; 32]> {
         self.reader_authorities
             .iter()
-            .filter_map(|h| {
-                let mut k = [0u8; 32];
-                for (i, b) in k.iter_mut().enumerate() {
-                    *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
-                }
-                Some(k)
-            })
+            .filter_map(|h| crate::crypto::unhex(h)?.try_into().ok())
             .collect()
     }
 
@@ -1446,13 +1440,9 @@ mod tests {
     #[test]
     fn a_shipping_build_refuses_the_simulators_reader_authority() {
         let mut p = Policy::default();
-        p.reader_authorities.insert(
-            crate::reader_trust::simulator_authority()
-                .public_key()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-        );
+        p.reader_authorities.insert(crate::crypto::hex(
+            &crate::reader_trust::simulator_authority().public_key(),
+        ));
         assert_eq!(
             p.validate_reader_authorities(false),
             Err(PolicyError::SimulatorReaderAuthority)

@@ -78,11 +78,7 @@ impl fmt::Debug for ReaderCertificate {
 }
 
 fn short_hex(b: &[u8]) -> String {
-    b.iter()
-        .take(4)
-        .map(|x| format!("{x:02x}"))
-        .collect::<String>()
-        + "…"
+    crate::crypto::hex(&b[..b.len().min(4)]) + "…"
 }
 
 fn name_ok(v: &str) -> bool {

@@ -465,10 +465,7 @@ async fn pairing_forgetting_and_trusting_readers_are_audited() {
         "{csv}"
     );
     // The policy that trusts the test reader's authority says so.
-    let key: String = simulator_authority().public_key()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let key = pos_core::crypto::hex(&simulator_authority().public_key()[..8]);
     assert!(
         csv.contains(&format!("reader authorities added: {key}")),
         "{csv}"

@@ -700,13 +700,9 @@ pub async fn run(opts: Options) -> Result<Summary, String> {
         .map_err(|e| e.to_string())?;
     let mut policy = opts.preset.policy(currency);
     // The simulated reader's maker: the only reader authority of the demo.
-    policy.reader_authorities.insert(
-        pos_core::reader_trust::simulator_authority()
-            .public_key()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    );
+    policy.reader_authorities.insert(pos_core::crypto::hex(
+        &pos_core::reader_trust::simulator_authority().public_key(),
+    ));
     let model = policy
         .offline_readers
         .iter()

@@ -330,7 +330,7 @@ impl<T: Transport> ReaderClient<T> {
             device_id: challenge.device_id.clone(),
             amount_minor: challenge.amount.minor_units(),
             currency: challenge.amount.currency().code().to_owned(),
-            nonce: hex(&challenge.nonce),
+            nonce: pos_core::crypto::hex(&challenge.nonce),
             entry_modes: entry_modes.to_vec(),
             offline,
         }))?;
@@ -450,23 +450,6 @@ impl ReaderClient<MemoryLink> {
         self.chan.link().reconnect();
         pending
     }
-}
-
-/// Lower-case hex.
-pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Bytes of lower-case or upper-case hex.
-#[cfg(feature = "simulator")]
-pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

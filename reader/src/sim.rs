@@ -270,7 +270,7 @@ async fn run(
                 entry_modes,
                 ..
             }) => {
-                let Some(phone_nonce) = crate::client::unhex(&nonce)
+                let Some(phone_nonce) = pos_core::crypto::unhex(&nonce)
                     .and_then(|n| <[u8; PHONE_NONCE_LEN]>::try_from(n).ok())
                 else {
                     let _ = chan.send(message::encode(&error("bad_request", "bad nonce")));
@@ -335,4 +335,4 @@ async fn run(
     }
 }
 
-use crate::client::hex;
+use pos_core::crypto::hex;

@@ -391,10 +391,7 @@ impl Simulator {
             self.shared.token, account.account_id, account.location_id
         );
         let d = ring::digest::digest(&ring::digest::SHA256, material.as_bytes());
-        let suffix: String = d.as_ref()[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let suffix = pos_core::crypto::hex(&d.as_ref()[..12]);
         let token = format!("{}.acct-{suffix}", self.shared.token);
         self.shared
             .accounts

@@ -76,12 +76,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let key: String = sim
-        .processor_key()
-        .0
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let key = pos_core::crypto::hex(&sim.processor_key().0);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "pos-sim listening on {}", sim.base_url());
     let _ = writeln!(out, "processor public key (X25519): {key}");

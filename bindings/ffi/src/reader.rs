@@ -191,11 +191,7 @@ fn key32(what: &str, b: &[u8]) -> Result<[u8; 32], ReaderError> {
 #[cfg(feature = "simulator")]
 #[uniffi::export]
 pub fn simulator_reader_authority() -> String {
-    pos_core::reader_trust::simulator_authority()
-        .public_key()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    pos_core::crypto::hex(&pos_core::reader_trust::simulator_authority().public_key())
 }
 
 /// A simulated reader on an in-memory link (MTU as given).

@@ -141,12 +141,9 @@ pub async fn pair_identity(engine: &PosEngine, identity: &ReaderIdentity) {
 
 /// The policy `policy` trusting the simulator's reader authority.
 pub fn trusting_the_test_reader(mut policy: Policy) -> Policy {
-    let hex: String = simulator_authority()
-        .public_key()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    policy.reader_authorities.insert(hex);
+    policy
+        .reader_authorities
+        .insert(pos_core::crypto::hex(&simulator_authority().public_key()));
     policy
 }
 
