@@ -206,9 +206,6 @@ fn not_found(what: impl fmt::Display) -> PosError {
     }
 }
 
-/// A tip is never negative and is in the payment's currency, whatever the
-/// route: a malformed tip is `InvalidInput`, before anything is begun. (The
-/// policy's own refusal of tips offline, R10, is a rule checked later.)
 /// The amount a card payment charges: its amount plus its tip.
 fn charged_of(request: &CardPaymentRequest) -> Result<Money> {
     match request.tip {
@@ -217,6 +214,9 @@ fn charged_of(request: &CardPaymentRequest) -> Result<Money> {
     }
 }
 
+/// A tip is never negative and is in the payment's currency, whatever the
+/// route: a malformed tip is `InvalidInput`, before anything is begun. (The
+/// policy's own refusal of tips offline, R10, is a rule checked later.)
 fn check_tip(request: &CardPaymentRequest) -> Result<()> {
     let Some(tip) = request.tip else {
         return Ok(());
@@ -917,10 +917,8 @@ impl PosEngine {
             self.state().begun.remove(&id);
             return Err(PosError::OnlineUnavailable);
         };
-        let charged = match begun.request.tip {
-            Some(tip) => begun.request.amount.checked_add(&tip).map_err(invalid)?,
-            None => begun.request.amount,
-        };
+        // Computed at begin: what the card read was bound to.
+        let charged = begun.challenge.amount;
         let (batch, request, live) = {
             let s = self.state();
             let staff = Self::signed_in(&s)?;
