@@ -311,6 +311,24 @@ async fn a_vendor_readers_reads_are_taken_on_the_vendors_word() {
         .confirm_card_payment(&id, card.clone())
         .await
         .unwrap();
+    // The other way round: a vendor reader remembered as a model that may
+    // not take offline payments is refused, whatever model its read names.
+    support::online(&engine).await;
+    engine
+        .remember_reader("MYS-V", "Mystery Reader", "1.0")
+        .await
+        .unwrap();
+    engine.report_network(false).await.unwrap();
+    let id3 = begin(&engine, 3, 1_000).await;
+    let mut claimed = chip_card(3);
+    claimed.reader_serial = Some("MYS-V".into());
+    claimed.reader_model = "Wisepad 3".into();
+    match engine.confirm_card_payment(&id3, claimed).await {
+        Err(PosError::Refused {
+            refusal: Refusal::ReaderNotOfflineCapable { model },
+        }) => assert_eq!(model, "Mystery Reader"),
+        other => panic!("expected R11 on the remembered model, got {other:?}"),
+    }
     // A vendor reader's read cannot carry a profile signature.
     let id2 = begin(&engine, 2, 1_000).await;
     card.reader_signature = Some(vec![0; 64]);
@@ -321,7 +339,7 @@ async fn a_vendor_readers_reads_are_taken_on_the_vendors_word() {
 async fn the_processor_can_check_what_the_engine_checked() {
     // The blob the engine took is bound to its payment: its clear header
     // names what the processor compares with the request.
-    let (engine, _) = engine().await;
+    let (engine, store) = engine().await;
     let id = begin(&engine, 1, 1_234).await;
     let card = chip_card_for(&engine, &id, 1);
     let sealed = card_seal::parse_v2(&card.sealed_card_data).unwrap();
@@ -340,6 +358,30 @@ async fn the_processor_can_check_what_the_engine_checked() {
         fingerprint: card.fingerprint.clone().unwrap(),
     };
     assert_eq!(sealed.binding, want);
+    // The engine keeps and forwards that very blob, and the reader's
+    // signature of it: what the processor verifies.
+    engine
+        .confirm_card_payment(&id, card.clone())
+        .await
+        .unwrap();
+    let stored = pos_core::store::Store::load(&store)
+        .await
+        .unwrap()
+        .into_iter()
+        .rev()
+        .find_map(|w| match w {
+            pos_core::ledger::Write::Payment(p) if p.id == id => Some(p.card),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(stored.sealed_card_data, card.sealed_card_data);
+    assert_eq!(stored.reader_signature, card.reader_signature);
+    assert_eq!(
+        stored.reader_serial.as_deref(),
+        Some(support::READER_SERIAL)
+    );
+    // R11 saw, and the payment keeps, the certificate's model.
+    assert_eq!(stored.reader_model, "Wisepad 3");
 }
 
 #[tokio::test]
