@@ -43,7 +43,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -54,20 +54,16 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
 use pos_core::audit::{AuditKind, ForwardOutcome};
-use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour, Route};
 use pos_core::clock::SystemClock;
 use pos_core::crypto::FileKeyProvider;
-use pos_core::engine::StaffSession;
-use pos_core::ledger::{CardRead, Order, Tender, Write};
+use pos_core::ledger::{Order, Tender, Write};
 use pos_core::lifecycle::{
     DeclineReason, ForwardErrorKind, OrderId, PaymentEvent, PaymentId, PaymentState, PaymentStatus,
-    StaffId,
 };
-use pos_core::money::{Currency, Money};
-use pos_core::policy::{CurrencyLimits, EntryMode, Network, Policy, TenderKind};
 use pos_core::sqlite_store::SqliteStore;
 use pos_core::store::Store;
 use pos_core::{EngineConfig, PosEngine};
+use support::workload::{open_offline, say, status_name, take_one, usd, Rng};
 
 /// Set in the child: the folder of the store.
 const CHILD_ENV: &str = "POS_CRASH_CHILD";
@@ -97,73 +93,8 @@ const CHILD_STDERR: &str = "child-stderr.log";
 // Shared helpers
 // ---------------------------------------------------------------------------
 
-/// xorshift64*: small, seeded, good enough to pick kill points.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        // splitmix64 of the seed, so that 0 and nearby seeds are fine.
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        Rng(z | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform enough in `0..n` (`n > 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        (self.next() >> 11) % n
-    }
-
-    /// In `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-}
-
-fn usd_currency() -> Currency {
-    Currency::parse("USD").unwrap()
-}
-
-fn usd(cents: i64) -> Money {
-    Money::new(cents, usd_currency())
-}
-
-/// Snapshots every 16 records, so that kills also land while one is
-/// written and opens start from one.
 fn config(dir: &Path) -> EngineConfig {
-    let mut c = EngineConfig::new(dir, "till-crash", "USD").unwrap();
-    c.compact_every = 16;
-    c
-}
-
-/// Shopify POS with the device limits raised: payments accumulate over the
-/// whole run (thousands of them), and the acceptance window widened so a
-/// long soak never runs out of it.
-fn policy() -> Policy {
-    let limits = CurrencyLimits::per_order(usd(10_000)).with_device_amount(usd(100_000_000_000));
-    let mut p = Policy::shopify_pos(usd_currency())
-        .with_enabled(true)
-        .with_limits(usd_currency(), limits);
-    p.session.acceptance_window = Duration::from_secs(12 * 3600);
-    p
-}
-
-fn staff() -> StaffSession {
-    StaffSession {
-        staff_id: StaffId::parse("cashier-1").unwrap(),
-        may_take_offline_payments: true,
-    }
+    support::workload::config(dir, "till-crash")
 }
 
 fn order_id(cycle: u64, n: u64) -> String {
@@ -178,19 +109,6 @@ fn payment_id(cycle: u64, n: u64) -> String {
 fn parse_payment_id(id: &str) -> Option<(u64, u64)> {
     let (c, n) = id.strip_prefix('p')?.split_once('-')?;
     Some((c.parse().ok()?, n.parse().ok()?))
-}
-
-/// The name a `FWD` line gives a status.
-fn status_name(s: PaymentStatus) -> &'static str {
-    match s {
-        PaymentStatus::Pending => "Pending",
-        PaymentStatus::Forwarding => "Forwarding",
-        PaymentStatus::FailedToForward => "FailedToForward",
-        PaymentStatus::Approved => "Approved",
-        PaymentStatus::Declined => "Declined",
-        PaymentStatus::Expired => "Expired",
-        PaymentStatus::OutcomeUnknown => "OutcomeUnknown",
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -212,102 +130,26 @@ fn child_process_entry() {
     rt.block_on(child_main(PathBuf::from(dir), cycle, seed));
 }
 
-/// Tells the parent (the cashier) something happened. A parent that is gone
-/// ends the child.
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-        std::process::exit(3);
-    }
-}
-
 async fn child_main(dir: PathBuf, cycle: u64, seed: u64) {
     let started = Instant::now();
     let mut rng = Rng::new(seed);
     // The harness has printed "test child_process_entry ... " without a
     // newline: end that line so that every line below stands alone.
     say("");
-    let provider = Arc::new(FileKeyProvider::open_or_create(dir.join(KEY_FILE)).unwrap());
-    let store = Arc::new(
-        SqliteStore::open(dir.join(STORE_FILE), provider)
-            .await
-            .unwrap(),
-    );
-    let engine = PosEngine::open_with(config(&dir), Arc::new(SystemClock), store)
-        .await
-        .unwrap();
-    let wanted = policy();
-    if engine.policy().unwrap() != wanted {
-        engine.set_policy(wanted).await.unwrap();
-    }
-    engine.sign_in(staff()).unwrap();
-    if engine.remembered_readers().unwrap().is_empty() {
-        // A vendor reader (no signature to make).
-        support::remember_vendor_reader(&engine, CRASH_READER, "Wisepad 3").await;
-        for _ in 0..5 {
-            let _ = engine
-                .report_probe(pos_core::connectivity::ProbeOutcome::Healthy)
-                .await;
-        }
-        engine
-            .remember_reader(CRASH_READER, "Wisepad 3", "1.0")
-            .await
-            .unwrap();
-    }
-    engine.report_network(false).await.unwrap();
+    let engine = open_offline(&dir, KEY_FILE, STORE_FILE, config(&dir), CRASH_READER).await;
     let mut n: u64 = 0;
     while started.elapsed() < CHILD_MAX_RUN {
         if rng.below(3) == 0 {
             child_forward_one(&engine, &mut rng).await;
         }
-        let cents = i64::try_from(rng.range(100, 9_999)).unwrap();
-        let order = engine
-            .create_order(NewOrder {
-                order_id: Some(order_id(cycle, n)),
-                total: usd(cents),
-                contact: None,
-            })
-            .await
-            .unwrap();
-        let decision = engine
-            .begin_card_payment(CardPaymentRequest {
-                order_id: order.id,
-                payment_id: Some(payment_id(cycle, n)),
-                amount: usd(cents),
-                tip: None,
-                behaviour: OfflineBehaviour::PreferOnline,
-                tender: TenderKind::Card,
-            })
-            .await
-            .unwrap();
-        assert!(
-            matches!(decision.route, Route::Offline { .. }),
-            "{decision:?}"
-        );
-        let card = CardRead {
-            entry_mode: if rng.below(2) == 0 {
-                EntryMode::Chip
-            } else {
-                EntryMode::Contactless
-            },
-            network: if rng.below(2) == 0 {
-                Network::Visa
-            } else {
-                Network::Mastercard
-            },
-            last4: format!("{:04}", rng.below(10_000)),
-            fingerprint: None,
-            reader_model: "Wisepad 3".into(),
-            sealed_card_data: vec![0xA5; 32 + usize::try_from(rng.below(200)).unwrap()],
-            reader_serial: Some(CRASH_READER.into()),
-            reader_signature: None,
-        };
-        let view = engine
-            .confirm_card_payment(&decision.payment_id, card)
-            .await
-            .unwrap();
-        assert_eq!(view.status, PaymentStatus::Pending);
-        say(&format!("ACK {} {cents}", view.id));
+        take_one(
+            &engine,
+            &mut rng,
+            order_id(cycle, n),
+            payment_id(cycle, n),
+            CRASH_READER,
+        )
+        .await;
         n += 1;
     }
     // Only a child whose parent is gone gets here.
@@ -523,7 +365,7 @@ fn acknowledged_payments_survive_sigkill() {
             std::fs::create_dir_all(&dir).unwrap();
         }
         let plan = KillPlan::pick(&mut rng, startup_ms);
-        let child_seed = rng.next();
+        let child_seed = rng.next_u64();
         let fail = |what: String| {
             let stderr = std::fs::read_to_string(dir.join(CHILD_STDERR)).unwrap_or_default();
             format!(

@@ -25,25 +25,29 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour, Route};
 use pos_core::clock::SystemClock;
 use pos_core::crypto::FileKeyProvider;
-use pos_core::engine::StaffSession;
-use pos_core::ledger::CardRead;
-use pos_core::lifecycle::{DeclineReason, ForwardErrorKind, PaymentEvent, PaymentStatus, StaffId};
-use pos_core::money::{Currency, Money};
-use pos_core::policy::{CurrencyLimits, EntryMode, Network, Policy, TenderKind};
+use pos_core::lifecycle::{DeclineReason, ForwardErrorKind, PaymentEvent};
 use pos_core::sqlite_store::SqliteStore;
 use pos_core::store::StoreError;
 use pos_core::{EngineConfig, PosEngine};
 use pos_powercut::{Rig, Rng};
+
+/// The crash tests' child workload, shared by path with `core/tests/crash.rs`
+/// (it finds its generator as `super::rng::Rng`).
+#[path = "../../core/tests/support/workload.rs"]
+mod workload;
+mod rng {
+    pub use pos_powercut::Rng;
+}
+use workload::{open_offline, say, status_name, take_one, usd};
 
 const CHILD_ENV: &str = "POS_POWERCUT_CHILD";
 const CYCLE_ENV: &str = "POS_POWERCUT_CYCLE";
@@ -57,46 +61,8 @@ const STORE_FILE: &str = "store.db";
 const KEY_FILE: &str = "kek";
 const READER: &str = "SN-POWERCUT-1";
 
-fn usd_currency() -> Currency {
-    Currency::parse("USD").unwrap()
-}
-
-fn usd(cents: i64) -> Money {
-    Money::new(cents, usd_currency())
-}
-
 fn config(dir: &Path) -> EngineConfig {
-    let mut c = EngineConfig::new(dir, "till-powercut", "USD").unwrap();
-    c.compact_every = 16;
-    c
-}
-
-fn policy() -> Policy {
-    let limits = CurrencyLimits::per_order(usd(10_000)).with_device_amount(usd(100_000_000_000));
-    let mut p = Policy::shopify_pos(usd_currency())
-        .with_enabled(true)
-        .with_limits(usd_currency(), limits);
-    p.session.acceptance_window = Duration::from_secs(12 * 3600);
-    p
-}
-
-fn status_name(s: PaymentStatus) -> &'static str {
-    match s {
-        PaymentStatus::Pending => "Pending",
-        PaymentStatus::Forwarding => "Forwarding",
-        PaymentStatus::FailedToForward => "FailedToForward",
-        PaymentStatus::Approved => "Approved",
-        PaymentStatus::Declined => "Declined",
-        PaymentStatus::Expired => "Expired",
-        PaymentStatus::OutcomeUnknown => "OutcomeUnknown",
-    }
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-        std::process::exit(3);
-    }
+    workload::config(dir, "till-powercut")
 }
 
 // ---------------------------------------------------------------------------
@@ -121,90 +87,20 @@ async fn child_main(dir: PathBuf, cycle: u64, seed: u64) {
     let started = Instant::now();
     let mut rng = Rng::new(seed);
     say("");
-    let provider = Arc::new(FileKeyProvider::open_or_create(dir.join(KEY_FILE)).unwrap());
-    let store = Arc::new(
-        SqliteStore::open(dir.join(STORE_FILE), provider)
-            .await
-            .unwrap(),
-    );
-    let engine = PosEngine::open_with(config(&dir), Arc::new(SystemClock), store)
-        .await
-        .unwrap();
-    let wanted = policy();
-    if engine.policy().unwrap() != wanted {
-        engine.set_policy(wanted).await.unwrap();
-    }
-    engine
-        .sign_in(StaffSession {
-            staff_id: StaffId::parse("cashier-1").unwrap(),
-            may_take_offline_payments: true,
-        })
-        .unwrap();
-    if engine.remembered_readers().unwrap().is_empty() {
-        engine.report_network(true).await.unwrap();
-        for _ in 0..5 {
-            let _ = engine
-                .report_probe(pos_core::connectivity::ProbeOutcome::Healthy)
-                .await;
-        }
-        engine
-            .remember_reader(READER, "Wisepad 3", "1.0")
-            .await
-            .unwrap();
-    }
-    engine.report_network(false).await.unwrap();
+    let engine = open_offline(&dir, KEY_FILE, STORE_FILE, config(&dir), READER).await;
     let mut n: u64 = 0;
     while started.elapsed() < CHILD_MAX_RUN {
         if rng.below(3) == 0 {
             forward_one(&engine, &mut rng).await;
         }
-        let cents = i64::try_from(rng.range(100, 9_999)).unwrap();
-        let order = engine
-            .create_order(NewOrder {
-                order_id: Some(format!("o{cycle:06}-{n:05}")),
-                total: usd(cents),
-                contact: None,
-            })
-            .await
-            .unwrap();
-        let decision = engine
-            .begin_card_payment(CardPaymentRequest {
-                order_id: order.id,
-                payment_id: Some(format!("p{cycle:06}-{n:05}")),
-                amount: usd(cents),
-                tip: None,
-                behaviour: OfflineBehaviour::PreferOnline,
-                tender: TenderKind::Card,
-            })
-            .await
-            .unwrap();
-        assert!(
-            matches!(decision.route, Route::Offline { .. }),
-            "{decision:?}"
-        );
-        let card = CardRead {
-            entry_mode: if rng.below(2) == 0 {
-                EntryMode::Chip
-            } else {
-                EntryMode::Contactless
-            },
-            network: if rng.below(2) == 0 {
-                Network::Visa
-            } else {
-                Network::Mastercard
-            },
-            last4: format!("{:04}", rng.below(10_000)),
-            fingerprint: None,
-            reader_model: "Wisepad 3".into(),
-            sealed_card_data: vec![0xA5; 32 + usize::try_from(rng.below(200)).unwrap()],
-            reader_serial: Some(READER.into()),
-            reader_signature: None,
-        };
-        let view = engine
-            .confirm_card_payment(&decision.payment_id, card)
-            .await
-            .unwrap();
-        say(&format!("ACK {} {cents}", view.id));
+        take_one(
+            &engine,
+            &mut rng,
+            format!("o{cycle:06}-{n:05}"),
+            format!("p{cycle:06}-{n:05}"),
+            READER,
+        )
+        .await;
         n += 1;
     }
     std::process::exit(4);

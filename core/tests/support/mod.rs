@@ -2,12 +2,17 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod rng;
+pub mod workload;
+
+#[allow(unused_imports)]
+pub use workload::{online, remember_vendor_reader};
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use pos_core::card_seal::{CardBinding, CardSecret, ProcessorKey};
 use pos_core::checkout::{CardChallenge, CardPaymentRequest, NewOrder, OfflineBehaviour};
-use pos_core::connectivity::ProbeOutcome;
 use pos_core::engine::StaffSession;
 use pos_core::ledger::CardRead;
 use pos_core::lifecycle::{PaymentId, StaffId};
@@ -113,21 +118,6 @@ fn read_as(
     card.reader_signature = Some(identity.sign(CARD_CONTEXT, &card.sealed_card_data).to_vec());
     card.reader_serial = Some(serial.into());
     card
-}
-
-/// Reports the network and the service healthy: the engine is online.
-pub async fn online(engine: &PosEngine) {
-    engine.report_network(true).await.unwrap();
-    for _ in 0..5 {
-        let _ = engine.report_probe(ProbeOutcome::Healthy).await;
-    }
-}
-
-/// Remembers a vendor SDK's reader (no signature on its reads), online
-/// first: pairing a new reader needs the service. The engine stays online.
-pub async fn remember_vendor_reader(engine: &PosEngine, serial: &str, model: &str) {
-    online(engine).await;
-    engine.remember_reader(serial, model, "1.0").await.unwrap();
 }
 
 /// Pairs the reader `identity` (online first).
