@@ -272,6 +272,41 @@ fn parse_named<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, SealError> 
 }
 
 impl CardBinding {
+    /// The first field in which this binding differs from the challenge of
+    /// the payment it is offered for, or from the card read's own summary
+    /// (`None`: it is this read, made for this payment). A reader that
+    /// computes no fingerprint binds an empty one. The engine checks it at
+    /// confirmation, the phone's reader client as the read arrives.
+    pub fn mismatch(
+        &self,
+        challenge: &crate::checkout::CardChallenge,
+        card: &crate::ledger::CardRead,
+    ) -> Option<&'static str> {
+        if self.payment_id != challenge.payment_id.as_str() {
+            Some("payment_id")
+        } else if self.device_id != challenge.device_id {
+            Some("device_id")
+        } else if self.amount_minor != challenge.amount.minor_units()
+            || self.currency != challenge.amount.currency().code()
+        {
+            Some("amount")
+        } else if self.phone_nonce != challenge.nonce {
+            Some("nonce")
+        } else if card.reader_serial.as_deref() != Some(self.reader_serial.as_str()) {
+            Some("reader_serial")
+        } else if self.entry_mode != card.entry_mode {
+            Some("entry_mode")
+        } else if self.network != card.network {
+            Some("network")
+        } else if self.last4 != card.last4 {
+            Some("last4")
+        } else if card.fingerprint.as_deref().unwrap_or("") != self.fingerprint {
+            Some("fingerprint")
+        } else {
+            None
+        }
+    }
+
     fn encode_header(
         &self,
         eph_pub: &[u8; PUBLIC_KEY_LEN],

@@ -864,40 +864,10 @@ impl PosEngine {
                         field: "version".into(),
                     }
                 })?;
-                let b = &sealed.binding;
-                let c = &begun.challenge;
-                let mismatch = |field: &str| PosError::CardReadMismatch {
-                    field: field.to_owned(),
-                };
-                if b.payment_id != c.payment_id.as_str() {
-                    return Err(mismatch("payment_id"));
-                }
-                if b.device_id != c.device_id {
-                    return Err(mismatch("device_id"));
-                }
-                if b.amount_minor != c.amount.minor_units()
-                    || b.currency != c.amount.currency().code()
-                {
-                    return Err(mismatch("amount"));
-                }
-                if b.phone_nonce != c.nonce {
-                    return Err(mismatch("nonce"));
-                }
-                if b.reader_serial != serial {
-                    return Err(mismatch("reader_serial"));
-                }
-                if b.entry_mode != card.entry_mode {
-                    return Err(mismatch("entry_mode"));
-                }
-                if b.network != card.network {
-                    return Err(mismatch("network"));
-                }
-                if b.last4 != card.last4 {
-                    return Err(mismatch("last4"));
-                }
-                // A reader that computes no fingerprint binds an empty one.
-                if card.fingerprint.as_deref().unwrap_or("") != b.fingerprint {
-                    return Err(mismatch("fingerprint"));
+                if let Some(field) = sealed.binding.mismatch(&begun.challenge, card) {
+                    return Err(PosError::CardReadMismatch {
+                        field: field.to_owned(),
+                    });
                 }
             }
         }

@@ -420,17 +420,7 @@ fn checked_card(
     let b = card_seal::parse_v2(&sealed)
         .map_err(|_| CardCheck::Malformed)?
         .binding;
-    let bound = b.payment_id == challenge.payment_id.as_str()
-        && b.device_id == challenge.device_id
-        && b.amount_minor == challenge.amount.minor_units()
-        && b.currency == challenge.amount.currency().code()
-        && b.phone_nonce == challenge.nonce
-        && b.reader_serial == cert.serial
-        && b.entry_mode == card.entry_mode
-        && b.network == card.network
-        && b.last4 == card.last4
-        && Some(&b.fingerprint) == card.fingerprint.as_ref();
-    if !bound {
+    if b.mismatch(challenge, &card).is_some() {
         return Err(CardCheck::Binding);
     }
     reader_trust::verify(&cert.public_key, CARD_CONTEXT, &sealed, &signature)
