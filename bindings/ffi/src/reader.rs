@@ -437,6 +437,8 @@ pub struct CardReader {
     challenge: Mutex<Option<pos_core::checkout::CardChallenge>>,
     /// The secure link's count of refused messages (none for a vendor SDK).
     rejected: Option<Box<dyn Fn() -> u64 + Send + Sync>>,
+    /// The serial of the latest `info` (pairing, `refreshInfo`).
+    serial: Mutex<Option<String>>,
 }
 
 impl Drop for CardReader {
@@ -485,6 +487,7 @@ impl CardReader {
             supervisor: Mutex::new(None),
             challenge: Mutex::new(None),
             rejected,
+            serial: Mutex::new(None),
         })
     }
 
@@ -505,6 +508,7 @@ impl CardReader {
     }
 
     fn note_info(&self, info: &ReaderInfo) {
+        *self.serial.lock().unwrap_or_else(|p| p.into_inner()) = Some(info.serial.clone());
         if info.battery_percent < LOW_BATTERY_PERCENT {
             self.listener.on_reader_event(ReaderEvent::LowBattery {
                 percent: info.battery_percent,
@@ -685,11 +689,18 @@ impl CardReader {
                 let allowed: Vec<pos_core::policy::EntryMode> =
                     entry_modes.iter().copied().map(Into::into).collect();
                 let ffi_amount = Money::from(amount);
-                let serial = checked_info({
-                    let v = Arc::clone(&v);
-                    blocking(move || v.info()).await?
-                })?
-                .serial;
+                // The serial the vendor reported at pairing; asked once if
+                // the reader was never paired on this object.
+                let known = self.serial.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let serial = match known {
+                    Some(serial) => serial,
+                    None => {
+                        let v = Arc::clone(&v);
+                        let info = checked_info(blocking(move || v.info()).await?)?;
+                        self.note_info(&info);
+                        info.serial
+                    }
+                };
                 let mut card: pos_core::ledger::CardRead =
                     blocking(move || v.take_card(ffi_amount, entry_modes, offline)).await?.into();
                 card.reader_serial = Some(serial);
