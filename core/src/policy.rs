@@ -1451,5 +1451,22 @@ mod tests {
         let mut other = Policy::default();
         other.reader_authorities.insert("ab".repeat(32));
         assert_eq!(other.validate_reader_authorities(false), Ok(()));
+        // `validate` runs these checks, with this build's feature: the tests
+        // are built with `simulator`, so the test key is allowed here.
+        assert_eq!(p.validate(), Ok(()), "the simulator feature is on in tests");
+        other.reader_authorities.insert("AB".repeat(32));
+        assert_eq!(
+            other.validate(),
+            Err(PolicyError::BadReaderAuthority {
+                max: MAX_READER_AUTHORITIES
+            })
+        );
+        other.reader_authorities.remove(&"AB".repeat(32));
+        other.reader_authorities.insert("zz".repeat(32));
+        assert_eq!(
+            other.reader_authority_keys(),
+            vec![[0xab; 32]],
+            "a malformed entry is skipped"
+        );
     }
 }
