@@ -1300,8 +1300,13 @@ impl PosEngine {
             }
             // Pending payments are sent with the certificate of the reader
             // that signed them: a new key would have them declined.
-            let pending = pending_reads_of(&s.ledger, &cert.serial);
-            if !same_key && pending > 0 {
+            // (Scanned only for a new key: a reconnection skips it.)
+            let pending = if same_key {
+                0
+            } else {
+                pending_reads_of(&s.ledger, &cert.serial)
+            };
+            if pending > 0 {
                 return Err(PosError::InvalidInput {
                     reason: format!(
                         "{pending} pending payment(s) were read by this reader under its \
