@@ -1228,22 +1228,34 @@ impl PosEngine {
             certificate: None,
             vendor: true,
         };
-        let batch = self.reader_batch(now, reader);
+        let (batch, _) = self.reader_batch(now, reader);
+        if batch.is_empty() {
+            return Ok(());
+        }
         self.commit(batch).await
     }
 
-    /// Remembers `reader`, with an audit entry when it is new or its
-    /// model, key or kind changed (a reconnection that only refreshes the
-    /// firmware is not audited).
-    fn reader_batch(&self, now: Timestamp, reader: crate::ledger::RememberedReader) -> Vec<Write> {
+    /// Remembers `reader`: the records to commit (an audit entry when it is
+    /// new or its model, key or kind changed), and the record kept. A
+    /// reconnection that changes nothing writes nothing and keeps the
+    /// pairing time; one that only refreshes the firmware is not audited.
+    fn reader_batch(
+        &self,
+        now: Timestamp,
+        reader: crate::ledger::RememberedReader,
+    ) -> (Vec<Write>, crate::ledger::RememberedReader) {
         let s = self.state();
-        let changed = s.ledger.readers.get(&reader.serial).is_none_or(|old| {
-            old.model != reader.model
-                || old.certificate != reader.certificate
-                || old.vendor != reader.vendor
-        });
+        let old = s.ledger.readers.get(&reader.serial);
+        let same = |o: &crate::ledger::RememberedReader| {
+            o.model == reader.model
+                && o.certificate == reader.certificate
+                && o.vendor == reader.vendor
+        };
+        if let Some(o) = old.filter(|o| same(o) && o.firmware == reader.firmware) {
+            return (Vec::new(), o.clone());
+        }
         let mut batch = Vec::with_capacity(2);
-        if changed {
+        if !old.is_some_and(same) {
             let actor = s.staff.as_ref().map(|st| st.staff_id.clone());
             let kind = AuditKind::ReaderPaired {
                 serial: reader.serial.clone(),
@@ -1254,9 +1266,9 @@ impl PosEngine {
         }
         batch.push(Write::Reader {
             serial: reader.serial.clone(),
-            reader: Some(reader),
+            reader: Some(reader.clone()),
         });
-        batch
+        (batch, reader)
     }
 
     /// Remembers a profile reader after its authenticated pairing: its
@@ -1323,9 +1335,11 @@ impl PosEngine {
             certificate: Some(certificate.to_vec()),
             vendor: false,
         };
-        let batch = self.reader_batch(now, reader.clone());
-        self.commit(batch).await?;
-        Ok(reader)
+        let (batch, kept) = self.reader_batch(now, reader);
+        if !batch.is_empty() {
+            self.commit(batch).await?;
+        }
+        Ok(kept)
     }
 
     /// What a reader link handshake must trust now: the policy's reader

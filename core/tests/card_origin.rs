@@ -475,13 +475,23 @@ async fn a_new_key_is_not_paired_over_pending_payments_of_the_old_one() {
 
 #[tokio::test]
 async fn pairing_forgetting_and_trusting_readers_are_audited() {
-    let (engine, _) = engine().await;
+    let (engine, store) = engine().await;
     support::remember_vendor_reader(&engine, "M2-1", "Stripe M2").await;
-    // A reconnection that changes nothing is not audited again.
-    engine
+    // A reconnection that changes nothing writes nothing (no audit entry,
+    // no record, the pairing time kept).
+    let before = engine
+        .remembered_readers()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.serial == support::READER_SERIAL)
+        .unwrap();
+    let records = store.len();
+    let kept = engine
         .remember_paired_reader(&test_reader().identity.certificate().encode(), "1.0")
         .await
         .unwrap();
+    assert_eq!(store.len(), records);
+    assert_eq!(kept, before);
     engine.forget_reader("M2-1").await.unwrap();
     let csv = engine.export_audit_csv().unwrap();
     assert!(
