@@ -2,7 +2,7 @@
 //!
 //! - Debian packages: `libdbus-1-dev pkg-config` (btleplug's BlueZ backend),
 //!   `libjna-java junit5` (the Kotlin harness), `mmdebstrap` (the Swift root),
-//!   `fuse3` (`fusermount3`, for the power-cut rig in `powercut/`).
+//!   `fuse3` (`fusermount3`, for the power-cut rig in `tests/powercut/`).
 //! - The Kotlin compiler from the npm registry (`kotlin-compiler`), unpacked
 //!   into the cache folder (see [`crate::util::cache_dir`]).
 //! - Swift: the native `swift` when it is on PATH, otherwise a Debian trixie
@@ -18,7 +18,7 @@ use crate::util::{cache_dir, on_path, output, run};
 
 pub const KOTLIN_VERSION: &str = "2.4.20";
 const APT_RUST: &[&str] = &["libdbus-1-dev", "pkg-config"];
-/// `fusermount3`, which the power-cut rig (`powercut/`, the `fuser` crate)
+/// `fusermount3`, which the power-cut rig (`tests/powercut/`, the `fuser` crate)
 /// mounts its FUSE filesystem with.
 const APT_POWERCUT: &[&str] = &["fuse3"];
 const APT_KOTLIN: &[&str] = &["libjna-java", "junit5"];

@@ -110,6 +110,7 @@ pub fn rust() -> Outcome {
     banner("rust");
     let started = Instant::now();
     let powercut = workspace_root()
+        .join("tests")
         .join("powercut")
         .join("Cargo.toml")
         .display()
@@ -180,7 +181,7 @@ pub fn rust() -> Outcome {
         (!ok && failed == 0).then(|| "cargo test failed before running the tests".to_owned());
     // The power-cut rig (its own workspace: a FUSE mount, one test at a
     // time), 200 cuts.
-    banner("power cuts (powercut/, FUSE)");
+    banner("power cuts (tests/powercut/, FUSE)");
     match run_tee(&mut powercut_test(None)) {
         Ok((ok, out)) => {
             let p = count_before(&out, "test result:", &["passed"]);
@@ -196,7 +197,7 @@ pub fn rust() -> Outcome {
     finish(Stage::Rust, started, passed, failed, problem)
 }
 
-/// `cargo test` of the power-cut rig (`powercut/`, outside the workspace),
+/// `cargo test` of the power-cut rig (`tests/powercut/`, outside the workspace),
 /// built into the workspace's target folder; `cuts` overrides the number of
 /// power cuts (200 by default).
 fn powercut_test(cuts: Option<&str>) -> Command {
@@ -205,6 +206,7 @@ fn powercut_test(cuts: Option<&str>) -> Command {
         "test",
         "--manifest-path",
         &workspace_root()
+            .join("tests")
             .join("powercut")
             .join("Cargo.toml")
             .display()
@@ -533,11 +535,11 @@ pub fn size() -> Result<(), String> {
     Ok(())
 }
 
-/// The coverage-guided fuzz targets of `reader/fuzz`, run in turn.
+/// The coverage-guided fuzz targets of `core/reader/fuzz`, run in turn.
 const FUZZ_TARGETS: [&str; 2] = ["frames", "secure_frames"];
 
 /// `cargo xtask fuzz [SECONDS]`: the coverage-guided fuzz targets of the
-/// reader profile (`reader/fuzz`): the frame decoder and reassembler
+/// reader profile (`core/reader/fuzz`): the frame decoder and reassembler
 /// (`frames`), and the secure link's handshake and sealed messages
 /// (`secure_frames`), each for SECONDS, through cargo-fuzz and libFuzzer on
 /// the stable toolchain (`--sanitizer none`: the sanitizers need nightly;
@@ -563,7 +565,7 @@ pub fn fuzz(seconds: &str) -> Result<bool, String> {
     for target in FUZZ_TARGETS {
         banner(&format!("fuzz: {target}, {seconds} s"));
         let status = cargo()
-            .current_dir(workspace_root().join("reader"))
+            .current_dir(workspace_root().join("core").join("reader"))
             .env(
                 "CARGO_TARGET_DIR",
                 crate::util::cache_dir().join("target-fuzz"),
@@ -588,7 +590,7 @@ pub fn demo(flags: &[String]) -> Result<bool, String> {
 }
 
 /// `cargo xtask soak [KILLS]`: the store's crash test with many more SIGKILLs
-/// than the normal test run (`core/tests/crash.rs`, `POS_CRASH_KILLS`).
+/// than the normal test run (`core/engine/tests/crash.rs`, `POS_CRASH_KILLS`).
 pub fn soak(kills: &str) -> Result<bool, String> {
     if kills.parse::<u32>().map_or(true, |k| k == 0) {
         return Err(format!(
@@ -615,11 +617,11 @@ pub fn soak(kills: &str) -> Result<bool, String> {
         // The forwarding fault suite at full size: 10,000 payments per mode.
         (
             "soak: forwarding fault suite, 10,000 payments per fault mode".into(),
-            &["-p", "pos-sim", "--release", "--test", "fault_suite"],
+            &["-p", "pos-suites", "--release", "--test", "fault_suite"],
             ("POS_FAULT_PAYMENTS", "10000"),
         ),
     ];
-    banner("soak: 2,000 power cuts (powercut/, FUSE)");
+    banner("soak: 2,000 power cuts (tests/powercut/, FUSE)");
     if !powercut_test(Some("2000"))
         .status()
         .map_err(|e| format!("cannot start cargo: {e}"))?

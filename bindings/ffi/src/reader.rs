@@ -434,7 +434,7 @@ pub struct CardReader {
     vendor: Option<Arc<dyn VendorCardReader>>,
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The challenge of the payment in progress (`awaitCard` resumes it).
-    challenge: Mutex<Option<pos_core::checkout::CardChallenge>>,
+    challenge: Mutex<Option<pos_core::card_seal::CardChallenge>>,
     /// The secure link's count of refused messages (none for a vendor SDK).
     rejected: Option<Box<dyn Fn() -> u64 + Send + Sync>>,
     /// The serial of the latest `info` (pairing, `refreshInfo`).
@@ -670,7 +670,7 @@ impl CardReader {
         entry_modes: Vec<EntryMode>,
         offline: bool,
     ) -> Result<CardRead, ReaderError> {
-        let challenge: pos_core::checkout::CardChallenge =
+        let challenge: pos_core::card_seal::CardChallenge =
             challenge
                 .try_into()
                 .map_err(|e: PosError| ReaderError::InvalidInput {
