@@ -35,3 +35,5 @@ pub mod reader_trust;
 pub mod rules;
 pub mod session;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;

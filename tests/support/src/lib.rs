@@ -12,6 +12,7 @@
 pub mod rng;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod store;
 pub mod workload;
 
 #[allow(unused_imports)]
