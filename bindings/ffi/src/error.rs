@@ -92,15 +92,6 @@ pub enum PosError {
     Callback { reason: String },
 }
 
-fn refusal_kind(r: &Refusal) -> String {
-    // The variant name, from the Debug form ("PerOrderLimit { .. }" → "PerOrderLimit").
-    let dbg = format!("{r:?}");
-    dbg.split([' ', '{', '('])
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
-
 fn figures(r: &Refusal) -> (Option<Money>, Option<Money>, Option<Money>) {
     let m = |x: &pos_core::money::Money| Some(Money::from(*x));
     match r {
@@ -136,7 +127,7 @@ impl From<pos_core::PosError> for PosError {
                 let (limit, current, attempted) = figures(&refusal);
                 PosError::Refused {
                     rule: refusal.rule_id().to_owned(),
-                    kind: refusal_kind(&refusal),
+                    kind: refusal.kind().to_owned(),
                     detail: refusal.to_string(),
                     limit,
                     current,
@@ -207,6 +198,98 @@ mod tests {
     #[allow(clippy::unwrap_used)]
     fn usd(cents: i64) -> CoreMoney {
         CoreMoney::new(cents, Currency::parse("USD").unwrap())
+    }
+
+    /// `kind` is the refusal's variant name, for every variant (the same
+    /// names the app saw when they were read off the `Debug` form).
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_refusal_kind_is_its_variant_name() {
+        use pos_core::clock::Timestamp;
+        use pos_core::policy::{EntryMode, Network, OfflineReason, PolicyError, TenderKind};
+        use pos_core::rules::AmountField;
+        let usd_ = Currency::parse("USD").unwrap();
+        let m = usd(100);
+        let all = [
+            Refusal::OfflineDisabled,
+            Refusal::InvalidPolicy {
+                error: PolicyError::NoCurrencyConfigured,
+            },
+            Refusal::OutageCauseNotAllowed {
+                reason: OfflineReason::NetworkOutage,
+            },
+            Refusal::StaffNotPermitted,
+            Refusal::AcceptanceWindowClosed {
+                closes_at: Timestamp(1),
+                now: Timestamp(2),
+            },
+            Refusal::RequireOnlineNearDeadline,
+            Refusal::TapToPayRefused,
+            Refusal::ReaderNotOfflineCapable { model: "M".into() },
+            Refusal::NotACardTender {
+                kind: TenderKind::Cash,
+            },
+            Refusal::TenderRefused {
+                kind: TenderKind::GiftCard,
+            },
+            Refusal::EntryModeRefused {
+                mode: EntryMode::Swipe,
+            },
+            Refusal::BrandNotAllowed {
+                network: Network::Amex,
+            },
+            Refusal::NetworkRefused {
+                network: Network::Interac,
+                country: "CA".into(),
+            },
+            Refusal::TipsRefused { tip: m },
+            Refusal::CurrencyNotConfigured { currency: usd_ },
+            Refusal::InvalidAmount {
+                field: AmountField::Tip,
+                amount: m,
+            },
+            Refusal::CurrencyMismatch {
+                field: AmountField::Amount,
+                expected: usd_,
+                found: Currency::parse("EUR").unwrap(),
+            },
+            Refusal::AmountOverflow,
+            Refusal::PerPaymentLimit {
+                limit: m,
+                attempted: m,
+            },
+            Refusal::PerOrderLimit {
+                limit: m,
+                current: m,
+                attempted: m,
+            },
+            Refusal::PerCardLimit {
+                limit: m,
+                current: m,
+                attempted: m,
+            },
+            Refusal::DeviceCountLimit {
+                limit: 1,
+                current: 1,
+            },
+            Refusal::DeviceAmountLimit {
+                limit: m,
+                current: m,
+                attempted: m,
+            },
+        ];
+        for r in &all {
+            let name = format!("{r:?}");
+            let name = name.split([' ', '{', '(']).next().unwrap();
+            assert_eq!(r.kind(), name);
+        }
+        let e = PosError::from(pos_core::PosError::Refused {
+            refusal: all[19].clone(),
+        });
+        assert!(
+            matches!(&e, PosError::Refused { rule, kind, .. } if rule == "R5" && kind == "PerOrderLimit"),
+            "{e:?}"
+        );
     }
 
     /// Every refused override reports the payments pending and the money at

@@ -273,6 +273,35 @@ impl Refusal {
             Refusal::DeviceAmountLimit { .. } => "R6",
         }
     }
+
+    /// The refusal's name, e.g. `"PerOrderLimit"`: what the app matches on.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::OfflineDisabled => "OfflineDisabled",
+            Refusal::InvalidPolicy { .. } => "InvalidPolicy",
+            Refusal::OutageCauseNotAllowed { .. } => "OutageCauseNotAllowed",
+            Refusal::StaffNotPermitted => "StaffNotPermitted",
+            Refusal::AcceptanceWindowClosed { .. } => "AcceptanceWindowClosed",
+            Refusal::RequireOnlineNearDeadline => "RequireOnlineNearDeadline",
+            Refusal::TapToPayRefused => "TapToPayRefused",
+            Refusal::ReaderNotOfflineCapable { .. } => "ReaderNotOfflineCapable",
+            Refusal::NotACardTender { .. } => "NotACardTender",
+            Refusal::TenderRefused { .. } => "TenderRefused",
+            Refusal::EntryModeRefused { .. } => "EntryModeRefused",
+            Refusal::BrandNotAllowed { .. } => "BrandNotAllowed",
+            Refusal::NetworkRefused { .. } => "NetworkRefused",
+            Refusal::TipsRefused { .. } => "TipsRefused",
+            Refusal::CurrencyNotConfigured { .. } => "CurrencyNotConfigured",
+            Refusal::InvalidAmount { .. } => "InvalidAmount",
+            Refusal::CurrencyMismatch { .. } => "CurrencyMismatch",
+            Refusal::AmountOverflow => "AmountOverflow",
+            Refusal::PerPaymentLimit { .. } => "PerPaymentLimit",
+            Refusal::PerOrderLimit { .. } => "PerOrderLimit",
+            Refusal::PerCardLimit { .. } => "PerCardLimit",
+            Refusal::DeviceCountLimit { .. } => "DeviceCountLimit",
+            Refusal::DeviceAmountLimit { .. } => "DeviceAmountLimit",
+        }
+    }
 }
 
 /// Longest reader model name carried in a refusal.
