@@ -3,11 +3,11 @@
 //!
 //! It expands to `#[uniffi::export(...)]` (extra arguments are passed
 //! through) and wraps the body of every `async fn` of the item in
-//! `crate::in_runtime(async move { body }).await`, so the future is polled
-//! inside the library's tokio runtime context; without it tokio timers, sqlx
-//! and btleplug panic with "no reactor running" when a Kotlin coroutine or a
-//! Swift task polls it. (`crate::in_runtime` boxes the body: one poll
-//! function per output type, not one per future as UniFFI's
+//! `crate::runtime::in_runtime(async move { body }).await`, so the future is
+//! polled inside the library's tokio runtime context; without it tokio
+//! timers, sqlx and btleplug panic with "no reactor running" when a Kotlin
+//! coroutine or a Swift task polls it. (`in_runtime` boxes the body: one
+//! poll function per output type, not one per future as UniFFI's
 //! `async_runtime = "tokio"` wrapper makes.) Foreign traits keep
 //! `#[uniffi::export(with_foreign)]`.
 
@@ -35,7 +35,7 @@ pub fn export(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// Rewrites `async fn f(..) -> T { body }` into
-/// `async fn f(..) -> T { crate::in_runtime(async move { body }).await }`,
+/// `async fn f(..) -> T { crate::runtime::in_runtime(async move { body }).await }`,
 /// at any depth (an impl block's methods are inside its brace group). The
 /// body is the first brace group after `async fn`: a signature has none.
 fn wrap_async_bodies(ts: TokenStream) -> TokenStream {
@@ -56,7 +56,7 @@ fn wrap_async_bodies(ts: TokenStream) -> TokenStream {
             TokenTree::Group(g) if in_async_fn && g.delimiter() == Delimiter::Brace => {
                 in_async_fn = false;
                 let wrapped: TokenStream = format!(
-                    "crate::in_runtime(async move {}).await",
+                    "crate::runtime::in_runtime(async move {}).await",
                     Group::new(Delimiter::Brace, g.stream())
                 )
                 .parse()

@@ -1,7 +1,7 @@
 //! The `PosEngine` object, its configuration and status records, and the
 //! `TestClock` apps use for deterministic tests (B11).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pos_core::clock::{Clock, SystemClock, Timestamp, VirtualClock};
@@ -21,29 +21,12 @@ use crate::gateway::{TokenAdapter, TokenProvider};
 use crate::keys::{KeyProvider, KeyProviderAdapter};
 use crate::policy::OfflinePolicy;
 use crate::reader::ReaderInfo;
+use crate::runtime::runtime;
 use crate::types::{
     invalid, mirror_enum, order_id, payment_id, ts, CardRead, MerchantAccount, Money,
 };
 #[cfg(feature = "http-gateway")]
 use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
-
-/// The runtime the FFI layer uses to finish a blocking constructor. Async
-/// exports run on UniFFI's tokio support instead (see pos-ffi-macros).
-pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime, PosError> {
-    static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("pos-core-ffi")
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())
-    })
-    .as_ref()
-    .map_err(|e| PosError::Internal {
-        reason: format!("runtime: {e}"),
-    })
-}
 
 /// The store's file name inside `EngineConfig::data_dir`.
 const STORE_FILE: &str = "pos-core.sqlite";

@@ -12,31 +12,6 @@
 
 uniffi::setup_scaffolding!();
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-/// A future polled inside the library's tokio runtime context, whatever
-/// executor polls it (a Kotlin coroutine, a Swift task): what
-/// `#[pos_ffi_macros::export]` wraps every async export's body in. Boxed, so
-/// that each output type has one poll function rather than each future.
-pub(crate) struct InRuntime<'a, T>(Pin<Box<dyn Future<Output = T> + Send + 'a>>);
-
-impl<T> Future for InRuntime<'_, T> {
-    type Output = T;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        // Without a runtime (it failed to start) the body reports it itself.
-        let _guard = engine::runtime().ok().map(|rt| rt.enter());
-        self.0.as_mut().poll(cx)
-    }
-}
-
-/// Wraps `f` in [`InRuntime`].
-pub(crate) fn in_runtime<'a, T>(f: impl Future<Output = T> + Send + 'a) -> InRuntime<'a, T> {
-    InRuntime(Box::pin(f))
-}
-
 mod checkout;
 mod engine;
 mod error;
@@ -45,6 +20,7 @@ mod gateway;
 mod keys;
 mod policy;
 mod reader;
+mod runtime;
 mod types;
 
 pub use checkout::*;

@@ -14,8 +14,8 @@ use pos_reader::reconnect::{supervise, ReconnectPolicy, Supervision};
 #[cfg(feature = "simulator")]
 use pos_reader::sim::{Presented, SimReader, SimReaderConfig};
 
-use crate::engine::runtime;
 use crate::error::PosError;
+use crate::runtime::runtime;
 #[cfg(feature = "simulator")]
 use crate::types::CardNetwork;
 use crate::types::{CardRead, EntryMode, Money};
