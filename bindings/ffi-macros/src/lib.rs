@@ -9,7 +9,7 @@
 //! coroutine or a Swift task polls it. (`in_runtime` boxes the body: one
 //! poll function per output type, not one per future as UniFFI's
 //! `async_runtime = "tokio"` wrapper makes.) Foreign traits keep
-//! `#[uniffi::export(with_foreign)]`.
+//! `#[uniffi::export(foreign)]`.
 
 use proc_macro::{Delimiter, Group, TokenStream, TokenTree};
 

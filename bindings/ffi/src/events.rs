@@ -222,7 +222,7 @@ impl From<core::PosEvent> for PosEvent {
 
 /// Implemented in Swift or Kotlin. Called on the engine's event thread, never
 /// on the caller's, one event at a time and in order.
-#[uniffi::export(with_foreign)]
+#[uniffi::export(foreign)]
 pub trait EventListener: Send + Sync {
     fn on_event(&self, event: PosEvent);
 }

@@ -237,7 +237,7 @@ impl From<gw::GatewayError> for GatewayError {
 
 /// Implemented in Swift or Kotlin to reach the processor through the app's
 /// own backend. Every method may block; each must bound its own time.
-#[uniffi::export(with_foreign)]
+#[uniffi::export(foreign)]
 pub trait PaymentGateway: Send + Sync {
     /// Authorizes an online payment (`payment.online`); with the same
     /// `payment_id` again, the processor must return its first decision.
@@ -270,7 +270,7 @@ pub trait PaymentGateway: Send + Sync {
 /// Supplies the bearer token of the built-in HTTP gateway. Both methods are
 /// called on the engine's worker threads and may block.
 #[cfg(feature = "http-gateway")]
-#[uniffi::export(with_foreign)]
+#[uniffi::export(foreign)]
 pub trait TokenProvider: Send + Sync {
     /// The token to send, before every request: the credentials of
     /// `account`, the merchant account the request is sent under (a

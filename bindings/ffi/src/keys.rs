@@ -53,7 +53,7 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for KeyProviderError {
 /// `StoreIntegrity`. This only works if the anchor is kept where a copy of
 /// the app's data folder does not bring back an older one: next to the key
 /// in the Keychain or under the Keystore, never in the data folder.
-#[uniffi::export(with_foreign)]
+#[uniffi::export(foreign)]
 pub trait KeyProvider: Send + Sync {
     /// The current key-encryption key.
     fn key_encryption_key(&self) -> Result<KeyMaterial, KeyProviderError>;

@@ -144,7 +144,7 @@ pub fn default_reconnect_settings() -> ReconnectSettings {
 /// until the vendor SDK answers. Pairing, Bluetooth and reconnection are the
 /// vendor SDK's; POS Core still applies its rules (a new reader only online,
 /// R11's offline-capable models, the card limits) and checks what comes back.
-#[uniffi::export(with_foreign)]
+#[uniffi::export(foreign)]
 pub trait VendorCardReader: Send + Sync {
     /// Model, serial, firmware and battery of the connected reader.
     fn info(&self) -> Result<ReaderInfo, ReaderError>;
@@ -172,7 +172,7 @@ pub struct DiscoveredReader {
 }
 
 /// Implemented in Swift or Kotlin; called on the caller's task.
-#[uniffi::export(with_foreign)]
+#[uniffi::export(foreign)]
 pub trait ReaderListener: Send + Sync {
     fn on_reader_event(&self, event: ReaderEvent);
 }
@@ -780,7 +780,7 @@ impl CardReader {
 
 /// Implemented by the app over its own Bluetooth stack (CoreBluetooth,
 /// Android's BluetoothGatt) to carry the reader profile without btleplug.
-#[uniffi::export(with_foreign)]
+#[uniffi::export(foreign)]
 pub trait ReaderLink: Send + Sync {
     /// Writes one frame to the request characteristic (write without
     /// response). Throw `Disconnected` when the reader is gone.
