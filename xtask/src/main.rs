@@ -7,13 +7,14 @@
 //! harnesses against that same library. It ends with one line per stage and
 //! exits non-zero if any stage failed or ran no test.
 //!
-//! Other commands: `size` (the shipping library's size), `demo` (added with
-//! the demo crate). Everything uses only the standard library so that the
-//! xtask itself builds in seconds.
+//! Other commands: `demo` (the shop's day), `size` (the shipping library's
+//! size), `fuzz`, `soak` and `install`; see `USAGE`. Everything uses only the
+//! standard library so that the xtask itself builds in seconds.
 
 #![allow(clippy::print_stdout)]
 
 mod install;
+mod layers;
 mod stages;
 mod util;
 
@@ -27,6 +28,7 @@ commands:
   demo [FLAGS]                      the shop's day with an outage (pos-demo; `demo --help`)
   test [--only rust|kotlin|swift]   everything CI runs (installs what is missing)
   fuzz [SECONDS]                    fuzz the reader frames and secure link (default 60 s each, cargo-fuzz on stable)
+  layers                            check that pos-rules is sans-I/O and no modules import each other
   size                              build pos-ffi with the `mobile` profile and print its size
   soak [KILLS]                      the store crash test with KILLS SIGKILLs (default 2000),
                                     forwarding cancelled at 2,000 seeded random points,
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Some("demo") => install::demo().and_then(|()| stages::demo(&args[1..])),
         Some("fuzz") => stages::fuzz(args.get(1).map(String::as_str).unwrap_or("60")),
         Some("size") => stages::size().map(|_| true),
+        Some("layers") => layers::check().map(|()| true),
         Some("soak") => stages::soak(args.get(1).map(String::as_str).unwrap_or("2000")),
         Some("install") => install::all(&install::Needs::everything()).map(|_| true),
         _ => {

@@ -120,6 +120,9 @@ pub fn rust() -> Outcome {
     {
         return finish(Stage::Rust, started, 0, 0, Some(format!("cargo fmt: {e}")));
     }
+    if let Err(e) = crate::layers::check() {
+        return finish(Stage::Rust, started, 0, 0, Some(format!("layers: {e}")));
+    }
     let clippy = cargo()
         .args([
             "clippy",

@@ -14,19 +14,18 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
-
 pub use crate::card_seal::CardChallenge;
+pub use crate::requests::{BegunPayment, CardPaymentRequest, NewOrder, OfflineBehaviour, Route};
 
 use crate::audit::AuditKind;
 use crate::clock::{duration_ms, Timestamp};
-use crate::engine::{CurrencyTotals, PosEngine, State};
+use crate::engine::{PosEngine, State};
 use crate::error::{PosError, Result};
 use crate::events::PosEvent;
 use crate::ledger::{CardRead, Ledger, OfflinePayment, Order, Tender, Write};
 use crate::lifecycle::{
-    CustomerContact, ForwardErrorKind, OrderId, OrderStatus, PaymentEvent, PaymentId, PaymentState,
-    PaymentStatus, ReceiptChannel, ReceiptEvent, ReceiptRequest, StaffId,
+    ForwardErrorKind, OrderId, OrderStatus, PaymentEvent, PaymentId, PaymentState, PaymentStatus,
+    ReceiptChannel, ReceiptEvent, ReceiptRequest, StaffId,
 };
 use crate::money::{Currency, Money};
 use crate::policy::{EntryMode, Network, OfflineReason, TenderKind};
@@ -34,69 +33,6 @@ use crate::rules::{
     check_offline_payment, limit_warnings, OfflineCardRequest, OfflineContext, Reader, Refusal,
 };
 use crate::session::{OfflineSession, SessionRefusal};
-
-/// How one card payment may use offline mode, chosen by the app when the
-/// payment starts (B1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum OfflineBehaviour {
-    /// Online only: refused while offline.
-    RequireOnline,
-    /// Online when the service is reachable, offline otherwise.
-    PreferOnline,
-    /// Offline even when online (for example a known-bad connection).
-    ForceOffline,
-}
-
-/// How a payment will be processed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Route {
-    Online,
-    Offline { reason: OfflineReason },
-}
-
-/// A new order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewOrder {
-    /// The app's own order id (idempotency key), or `None` to generate one.
-    pub order_id: Option<String>,
-    pub total: Money,
-    /// The customer's email or phone, to collect a declined payment (R17).
-    pub contact: Option<CustomerContact>,
-}
-
-/// A card payment the cashier starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CardPaymentRequest {
-    pub order_id: OrderId,
-    /// The app's idempotency key for this payment, or `None` to generate one (B2).
-    ///
-    /// An app-supplied id must be unique per device forever: the processor
-    /// keeps its idempotency on (device, payment id) without expiry, so an
-    /// id used again would get the first payment's answer. The engine
-    /// refuses an id its store holds a payment for, whatever that payment's
-    /// state (`DuplicatePayment`); it cannot know ids from before a store
-    /// reset or a reinstall, so the app must never reuse those either (a
-    /// random UUID, or `None`, is safe). An id begun and then cancelled, or
-    /// refused before confirmation, was never stored or sent and may be
-    /// begun again.
-    pub payment_id: Option<String>,
-    /// The amount applied to the order, before tip.
-    pub amount: Money,
-    pub tip: Option<Money>,
-    pub behaviour: OfflineBehaviour,
-    /// Card, or a gift card / buy-now-pay-later (refused offline, R9/R10).
-    pub tender: TenderKind,
-}
-
-/// A card payment begun and not yet confirmed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BegunPayment {
-    pub id: PaymentId,
-    pub request: CardPaymentRequest,
-    pub route: Route,
-    pub begun_at: Timestamp,
-    pub challenge: CardChallenge,
-}
 
 /// What `begin_card_payment` decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,49 +157,6 @@ fn check_tip(request: &CardPaymentRequest) -> Result<()> {
     }
     request.amount.checked_add(&tip).map_err(invalid)?;
     Ok(())
-}
-
-/// Per-currency totals of the stored payments (R19).
-pub(crate) fn totals(ledger: &Ledger) -> Result<Vec<CurrencyTotals>> {
-    let mut out: Vec<CurrencyTotals> = Vec::new();
-    for p in ledger.payments.values() {
-        let c = p.amount.currency();
-        let idx = match out.iter().position(|t| t.currency == c) {
-            Some(i) => i,
-            None => {
-                let z = Money::zero(c);
-                out.push(CurrencyTotals {
-                    currency: c,
-                    pending_count: 0,
-                    pending_amount: z,
-                    approved_count: 0,
-                    approved_amount: z,
-                    declined_count: 0,
-                    declined_amount: z,
-                    expired_count: 0,
-                    expired_amount: z,
-                    unknown_count: 0,
-                    unknown_amount: z,
-                });
-                out.len() - 1
-            }
-        };
-        let t = &mut out[idx];
-        if p.state.status() == PaymentStatus::OutcomeUnknown {
-            t.unknown_count = t.unknown_count.saturating_add(1);
-            t.unknown_amount = t.unknown_amount.checked_add(&p.amount)?;
-        }
-        let (count, amount) = match p.state.status() {
-            PaymentStatus::Approved => (&mut t.approved_count, &mut t.approved_amount),
-            PaymentStatus::Declined => (&mut t.declined_count, &mut t.declined_amount),
-            PaymentStatus::Expired => (&mut t.expired_count, &mut t.expired_amount),
-            _ => (&mut t.pending_count, &mut t.pending_amount),
-        };
-        *count = count.saturating_add(1);
-        *amount = amount.checked_add(&p.amount)?;
-    }
-    out.sort_by_key(|t| t.currency);
-    Ok(out)
 }
 
 fn view_order(ledger: &Ledger, o: &Order) -> Result<OrderView> {
@@ -962,7 +855,7 @@ impl PosEngine {
             // The live attempt goes with the request, as in a round.
             let answer = tokio::task::spawn_blocking(move || {
                 (
-                    crate::forwarding::guarded(|| gateway.authorize(&request)),
+                    crate::forwarder::guarded(|| gateway.authorize(&request)),
                     live,
                 )
             })

@@ -15,24 +15,29 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::audit::ForwardOutcome;
 use crate::audit::{AuditEntry, AuditKind, OfflineCause, OverrideAction};
-use crate::clock::{Clock, ClockCorrection, SystemClock, Timestamp, TrustedClock};
+use crate::clock::{Clock, ClockCorrection, Timestamp, TrustedClock};
 use crate::connectivity::{
-    ConnectivityConfig, ConnectivityInput, ConnectivityMachine, ConnectivityState, OutageCause,
-    ProbeOutcome,
+    ConnectivityInput, ConnectivityMachine, ConnectivityState, OutageCause, ProbeOutcome,
 };
 use crate::error::{PosError, Result};
 use crate::events::{EventBus, EventListener, PosEvent, Subscription};
-use crate::forwarding::{Forwarding, ForwardingConfig};
+use crate::forwarder::{Forwarding, ForwardingBlockedReason, ForwardingConfig, StepEffects};
+use crate::gateway::{Gateway, GatewayDecision, GatewayError};
+use crate::ledger::OfflinePayment;
 use crate::ledger::{Ledger, Settings, Write};
 use crate::lifecycle::StaffId;
+use crate::lifecycle::{
+    Deadline, DeclineNotice, ForwardErrorKind, PaymentEvent, PaymentId, PaymentState, PaymentStatus,
+};
 use crate::money::{Currency, Money};
 use crate::policy::Policy;
 use crate::rules::{
     check_guarded_action, ActionOverride, GuardOutcome, GuardedAction, PendingExposure,
 };
 use crate::session::OfflineSession;
-use crate::store::{MemoryStore, Store};
+use crate::store::Store;
 
 /// The library version, as in Cargo.toml.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -177,7 +182,7 @@ pub struct EngineStatus {
     pub anchor: Option<AnchorStatus>,
     /// Why forwarding is blocked, if it is
     /// ([`PosEvent::ForwardingBlocked`](crate::PosEvent::ForwardingBlocked)).
-    pub forwarding_blocked: Option<crate::forwarding::ForwardingBlockedReason>,
+    pub forwarding_blocked: Option<crate::forwarder::ForwardingBlockedReason>,
     /// The merchant account and location new payments are taken for.
     pub account: Option<crate::account::MerchantAccount>,
     /// The schema version of the store's files (`None`: a memory store).
@@ -210,7 +215,7 @@ pub struct AnchorStatus {
 /// reference: the engine may be dropped on that thread's watch.
 #[derive(Debug, Default)]
 pub(crate) struct AnchorWatch {
-    kept: bool,
+    pub(crate) kept: bool,
     /// The highest journal position reported (older outcomes are ignored).
     seq: u64,
     failures: u64,
@@ -222,7 +227,7 @@ pub(crate) struct AnchorWatch {
 
 impl AnchorWatch {
     /// Takes one outcome; returns the event to send (the first failure of a run).
-    fn take(
+    pub(crate) fn take(
         &mut self,
         report: crate::store::AnchorReport,
         since_boot: std::time::Duration,
@@ -286,12 +291,12 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) events: Arc<EventBus>,
     pub(crate) forwarding: Forwarding,
-    closed: AtomicBool,
+    pub(crate) closed: AtomicBool,
     /// The store's anchor saves, and the clock that dates them.
-    anchors: Arc<Mutex<AnchorWatch>>,
-    anchor_clock: Arc<dyn Clock>,
+    pub(crate) anchors: Arc<Mutex<AnchorWatch>>,
+    pub(crate) anchor_clock: Arc<dyn Clock>,
     /// The background verification of the store after a snapshot.
-    verify: Arc<BackgroundVerify>,
+    pub(crate) verify: Arc<BackgroundVerify>,
 }
 
 /// How long the engine must be idle (no commit) after a snapshot before the
@@ -320,7 +325,7 @@ pub(crate) struct BackgroundVerify {
     commit_made: tokio::sync::Notify,
     running: AtomicBool,
     /// The engine was closed: no verification runs any more.
-    closed: AtomicBool,
+    pub(crate) closed: AtomicBool,
 }
 
 impl BackgroundVerify {
@@ -406,7 +411,7 @@ pub(crate) struct State {
     pub(crate) staff: Option<StaffSession>,
     /// Card payments begun but not yet confirmed (in memory only: nothing is
     /// taken until confirmation).
-    pub(crate) begun: BTreeMap<crate::lifecycle::PaymentId, crate::checkout::BegunPayment>,
+    pub(crate) begun: BTreeMap<crate::lifecycle::PaymentId, crate::requests::BegunPayment>,
 }
 
 impl State {
@@ -428,232 +433,6 @@ impl State {
 }
 
 impl PosEngine {
-    /// Opens an engine on the real clock and an in-memory store.
-    pub async fn open(config: EngineConfig) -> Result<Self> {
-        Self::open_with(config, Arc::new(SystemClock), Arc::new(MemoryStore::new())).await
-    }
-
-    /// Opens an engine on the given clock and store: loads what the store
-    /// holds (its snapshot, rebuilt, and every record after it:
-    /// [`Store::open_state`]), so an engine opened with no network serves
-    /// what it stored before (B10).
-    pub async fn open_with(
-        config: EngineConfig,
-        clock: Arc<dyn Clock>,
-        store: Arc<dyn Store>,
-    ) -> Result<Self> {
-        let forwarding = Forwarding::new(config.forwarding.clone())?;
-        let anchor_clock = Arc::clone(&clock);
-        let (mut ledger, records) = store.open_state().await?;
-        for w in records {
-            ledger.apply(w).map_err(|e| PosError::Internal {
-                reason: e.to_string(),
-            })?;
-        }
-        // Trusted time never restarts below anything already recorded: the
-        // persisted floor, nor the last audit entry (audited steps such as
-        // forwarding outcomes do not move the floor, and the journal refuses
-        // an entry dated before the previous one).
-        let last_audit = ledger.audit.entries().last().map(|e| e.at);
-        let floor = ledger
-            .settings
-            .as_ref()
-            .map(|s| s.clock_floor)
-            .max(last_audit);
-        // In the boot of the persisted anchor, trusted time goes on from
-        // time since boot; after a reboot it restarts from the wall clock.
-        // Payment ids are scoped by the device id at the processor: a store
-        // opens only under the device id its payments were taken under.
-        if let Some(d) = &ledger.device_id {
-            if *d != config.device_id {
-                return Err(PosError::InvalidConfig {
-                    reason: format!(
-                        "this store belongs to device id {d:?}, not {:?}: its payments are \
-                         known to the processor under that id",
-                        config.device_id
-                    ),
-                });
-            }
-        }
-        // Payments are forwarded under the account they were taken for: a
-        // store opens for no other account than its own.
-        if let (Some(stored), Some(configured)) = (&ledger.account, &config.account) {
-            if stored != configured {
-                return Err(PosError::AccountMismatch {
-                    stored: stored.to_string(),
-                    configured: configured.to_string(),
-                });
-            }
-        }
-        let clock = TrustedClock::resume(clock, floor, ledger.clock_anchor.as_ref());
-        Self::save_open_records(&mut ledger, store.as_ref(), &clock, &config).await?;
-        let now = clock.now();
-        Self::recover_attempts_in_flight(&mut ledger, store.as_ref(), now).await?;
-        let connectivity =
-            ConnectivityMachine::new(ConnectivityConfig::default(), now).map_err(|e| {
-                PosError::Internal {
-                    reason: e.to_string(),
-                }
-            })?;
-        let events = EventBus::start().map_err(|e| PosError::Internal {
-            reason: format!("event thread: {e}"),
-        })?;
-        let state = State {
-            ledger,
-            connectivity,
-            staff: None,
-            begun: BTreeMap::new(),
-        };
-        let inner = Inner {
-            config,
-            clock,
-            state: Mutex::new(state),
-            write_lock: tokio::sync::Mutex::new(()),
-            commit_lock: Arc::new(tokio::sync::Mutex::new(())),
-            store,
-            events,
-            forwarding,
-            closed: AtomicBool::new(false),
-            anchors: Arc::default(),
-            anchor_clock,
-            verify: Arc::default(),
-        };
-        let engine = PosEngine {
-            inner: Arc::new(inner),
-        };
-        engine.watch_anchors();
-        engine.start_driver();
-        Ok(engine)
-    }
-
-    /// Listens to the store's anchor saves: a failure is an event (the
-    /// first of a run) and shows in [`EngineStatus::anchor`]. The reporter
-    /// holds the watch, the clock and the bus, never the engine: it runs on
-    /// the store's thread, where dropping the last engine would wait on
-    /// that very thread.
-    fn watch_anchors(&self) {
-        let watch = Arc::clone(&self.inner.anchors);
-        let clock = Arc::clone(&self.inner.anchor_clock);
-        let bus = Arc::downgrade(&self.inner.events);
-        let kept = self.inner.store.report_anchors(Arc::new(move |report| {
-            let event = watch
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(report, clock.since_boot());
-            if let (Some(e), Some(bus)) = (event, bus.upgrade()) {
-                bus.emit(e);
-            }
-        }));
-        self.inner
-            .anchors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .kept = kept;
-    }
-
-    /// Persists, in one batch, the device id the store belongs to (once) and
-    /// the clock's anchor when it differs from the saved one (a new boot,
-    /// the first start), before anything is stamped with its time: the next
-    /// start in this boot then resumes from it, whatever the wall clock says.
-    async fn save_open_records(
-        ledger: &mut Ledger,
-        store: &dyn Store,
-        clock: &TrustedClock,
-        config: &EngineConfig,
-    ) -> Result<()> {
-        let mut batch = Vec::new();
-        if ledger.device_id.is_none() {
-            batch.push(Write::Device {
-                device_id: config.device_id.clone(),
-            });
-        }
-        if let (None, Some(account)) = (&ledger.account, &config.account) {
-            // The first binding, audited like every switch.
-            batch.push(Write::Account(account.clone()));
-            batch.push(Write::Audit(AuditEntry {
-                seq: ledger.next_audit_seq(),
-                at: clock.now(),
-                actor: None,
-                kind: AuditKind::AccountSwitched {
-                    from: None,
-                    to: account.clone(),
-                },
-                account: Some(account.clone()),
-            }));
-        }
-        let anchor = clock.anchor();
-        if anchor.supersedes(ledger.clock_anchor.as_ref()) {
-            batch.push(Write::Clock(anchor));
-        }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        store.apply(&batch).await?;
-        for w in batch {
-            ledger.apply(w).map_err(|e| PosError::Internal {
-                reason: e.to_string(),
-            })?;
-        }
-        Ok(())
-    }
-
-    /// An attempt in flight when the previous process ended (crash, kill,
-    /// power loss) cannot still be running: it is recorded as failed with no
-    /// answer (the processor may hold it), durably, so that the payment is
-    /// retried with the same id, or expires at its deadline, instead of
-    /// staying "forwarding" for ever (see `PaymentState::Forwarding`).
-    async fn recover_attempts_in_flight(
-        ledger: &mut Ledger,
-        store: &dyn Store,
-        now: Timestamp,
-    ) -> Result<()> {
-        use crate::audit::ForwardOutcome;
-        use crate::lifecycle::{Deadline, ForwardErrorKind, PaymentEvent, PaymentState};
-        let internal = |e: String| PosError::Internal { reason: e };
-        let mut batch = Vec::new();
-        let mut seq = ledger.next_audit_seq();
-        for p in ledger.payments.values() {
-            let PaymentState::Forwarding { attempt, .. } = p.state else {
-                continue;
-            };
-            let mut p = p.clone();
-            // Due again at once: the forwarding driver retries it with the
-            // same id (an automatic round skips payments with no retry time).
-            let failed = PaymentEvent::ForwardFailed {
-                error: ForwardErrorKind::NoAnswer,
-                next_retry_at: Some(now),
-            };
-            p.state = p
-                .state
-                .apply(failed, Deadline(p.deadline), now)
-                .map_err(|e| internal(e.to_string()))?;
-            let kind = AuditKind::ForwardAttempt {
-                payment_id: p.id.clone(),
-                attempt,
-                outcome: ForwardOutcome::Failed {
-                    error: ForwardErrorKind::NoAnswer,
-                },
-            };
-            batch.push(Write::Payment(Box::new(p)));
-            batch.push(Write::Audit(AuditEntry {
-                seq,
-                at: now,
-                actor: None,
-                kind,
-                account: ledger.account.clone(),
-            }));
-            seq = seq.saturating_add(1);
-        }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        store.apply(&batch).await?;
-        for w in batch {
-            ledger.apply(w).map_err(|e| internal(e.to_string()))?;
-        }
-        Ok(())
-    }
-
     pub(crate) fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(PosError::Closed);
@@ -933,7 +712,7 @@ impl PosEngine {
         let now = self.now();
         let s = self.state();
         let settings = s.settings();
-        let totals = crate::checkout::totals(&s.ledger)?;
+        let totals = totals(&s.ledger)?;
         let pending = s
             .ledger
             .payments
@@ -1052,7 +831,7 @@ impl PosEngine {
     pub fn exposure(&self) -> Result<PendingExposure> {
         self.check_open()?;
         let s = self.state();
-        let totals = crate::checkout::totals(&s.ledger)?;
+        let totals = totals(&s.ledger)?;
         Ok(PendingExposure {
             count: totals.iter().map(|t| u64::from(t.pending_count)).sum(),
             at_risk: totals
@@ -1620,6 +1399,331 @@ impl PosEngine {
     }
 }
 
+/// The commit path of a payment's forwarding steps, and the forwarding
+/// handle's accessors: shared by the checkout (online payments) and the
+/// forwarding rounds.
+impl PosEngine {
+    /// Records whether forwarding is blocked, and tells the app when that
+    /// changes (`ForwardingBlocked`, `ForwardingUnblocked`).
+    pub(crate) fn set_forwarding_blocked(&self, reason: Option<ForwardingBlockedReason>) {
+        let old = std::mem::replace(
+            &mut *self
+                .inner
+                .forwarding
+                .blocked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+            reason,
+        );
+        if old == reason {
+            return;
+        }
+        self.inner.events.emit(match reason {
+            Some(reason) => PosEvent::ForwardingBlocked { reason },
+            None => PosEvent::ForwardingUnblocked,
+        });
+    }
+
+    /// The processor accepted our credentials (a receipt delivered, a
+    /// lookup answered): they no longer block forwarding.
+    pub(crate) fn credentials_accepted(&self) {
+        if self.forwarding_blocked() == Some(ForwardingBlockedReason::CredentialsRejected) {
+            self.set_forwarding_blocked(None);
+        }
+    }
+
+    /// What a gateway answer says about forwarding being blocked: a
+    /// decision clears it, a refusal blocks it; other errors say nothing.
+    pub(crate) fn note_blocking(&self, answer: std::result::Result<(), &GatewayError>) {
+        match answer {
+            Ok(()) => self.set_forwarding_blocked(None),
+            Err(e) if e.account_mismatch() => {
+                self.set_forwarding_blocked(Some(ForwardingBlockedReason::AccountMismatch))
+            }
+            Err(e) if e.credentials_rejected() => {
+                self.set_forwarding_blocked(Some(ForwardingBlockedReason::CredentialsRejected))
+            }
+            Err(e) if e.kind == ForwardErrorKind::Rejected => {
+                self.set_forwarding_blocked(Some(ForwardingBlockedReason::ProcessorRefusing))
+            }
+            Err(_) => {}
+        }
+    }
+
+    pub(crate) fn gateway(&self) -> Option<Arc<dyn Gateway>> {
+        self.inner.forwarding.gateway()
+    }
+
+    /// Why forwarding is blocked, if it is ([`PosEvent::ForwardingBlocked`]).
+    pub(crate) fn forwarding_blocked(&self) -> Option<ForwardingBlockedReason> {
+        *self
+            .inner
+            .forwarding
+            .blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a forwarding round is running (its commits leave the
+    /// snapshot to the round's end).
+    pub(crate) fn forwarding_round_running(&self) -> bool {
+        self.inner.forwarding.round.try_lock().is_err()
+    }
+
+    /// The payment event for a processor's answer to attempt `attempt`.
+    pub(crate) fn answer_event(
+        &self,
+        answer: std::result::Result<GatewayDecision, GatewayError>,
+        attempt: u32,
+    ) -> PaymentEvent {
+        if answer.is_ok() {
+            self.note_blocking(Ok(()));
+        }
+        match answer {
+            Ok(GatewayDecision::Approved { processor_ref }) => {
+                PaymentEvent::Approved { processor_ref }
+            }
+            Ok(GatewayDecision::Declined { reason }) => PaymentEvent::Declined { reason },
+            Err(e) => {
+                self.note_blocking(Err(&e));
+                let now = self.now();
+                let busy = self.inner.forwarding.note_retry_after(&e, now);
+                PaymentEvent::ForwardFailed {
+                    error: e.kind,
+                    next_retry_at: e.kind.is_retryable().then(|| {
+                        let retry = now.plus(self.inner.forwarding.backoff(attempt));
+                        busy.map_or(retry, |b| retry.max(b))
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The due payments, most urgent deadline first (B4). Payments that
+    /// wait for no automatic retry are due only in a `manual` round.
+    pub(crate) fn due_ids(
+        &self,
+        s: &State,
+        now: Timestamp,
+        limit: usize,
+        manual: bool,
+    ) -> Vec<PaymentId> {
+        let mut due: Vec<&OfflinePayment> = s
+            .ledger
+            .payments
+            .values()
+            .filter(|p| p.deadline > now)
+            .filter(|p| match &p.state {
+                PaymentState::Pending => true,
+                PaymentState::FailedToForward { next_retry_at, .. } => match next_retry_at {
+                    Some(t) => *t <= now,
+                    None => manual,
+                },
+                _ => false,
+            })
+            .collect();
+        due.sort_by(|a, b| (a.deadline, &a.id).cmp(&(b.deadline, &b.id)));
+        due.into_iter().take(limit).map(|p| p.id.clone()).collect()
+    }
+
+    /// Records one forwarding step; the error says why a step was refused.
+    pub(crate) async fn record_step(
+        &self,
+        id: &PaymentId,
+        event: PaymentEvent,
+    ) -> Result<OfflinePayment> {
+        let _w = self.write_lock().await;
+        let now = self.now();
+        let (batch, effects) = {
+            let s = self.state();
+            let mut batch = Vec::new();
+            let e = Self::step_writes(&s, &mut batch, id, event, now)?;
+            (batch, e)
+        };
+        self.commit(batch).await?;
+        self.emit_steps(vec![effects])
+            .pop()
+            .ok_or_else(|| PosError::Internal {
+                reason: "recorded step vanished".into(),
+            })
+    }
+
+    pub(crate) fn emit_steps(&self, effects: Vec<StepEffects>) -> Vec<OfflinePayment> {
+        let mut out = Vec::with_capacity(effects.len());
+        for e in effects {
+            self.emit_payment(&e.payment);
+            if let Some(notice) = e.decline {
+                self.inner.events.emit(PosEvent::PaymentDeclined(notice));
+            }
+            match e.payment.state.status() {
+                PaymentStatus::Expired => self.inner.events.emit(PosEvent::PaymentExpired {
+                    payment_id: e.payment.id.clone(),
+                    order_id: e.payment.order_id.clone(),
+                    amount: e.payment.amount,
+                }),
+                PaymentStatus::OutcomeUnknown => {
+                    self.inner.events.emit(PosEvent::PaymentOutcomeUnknown {
+                        payment_id: e.payment.id.clone(),
+                        order_id: e.payment.order_id.clone(),
+                        amount: e.payment.amount,
+                    })
+                }
+                _ => {}
+            }
+            out.push(e.payment);
+        }
+        out
+    }
+
+    /// The writes of one step, appended to `batch`: the payment, an audit
+    /// entry for each outcome (B12), an expiry entry (R8).
+    pub(crate) fn step_writes(
+        s: &State,
+        batch: &mut Vec<Write>,
+        id: &PaymentId,
+        event: PaymentEvent,
+        now: Timestamp,
+    ) -> Result<StepEffects> {
+        let p = s
+            .ledger
+            .payments
+            .get(id)
+            .cloned()
+            .ok_or_else(|| PosError::NotFound {
+                what: format!("payment {id}"),
+            })?;
+        Self::step_writes_on(s, batch, p, event, now)
+    }
+
+    /// [`Self::step_writes`] on payment `p` as it stands (which may be a
+    /// step ahead of the ledger when two steps share a batch).
+    pub(crate) fn step_writes_on(
+        s: &State,
+        batch: &mut Vec<Write>,
+        mut p: OfflinePayment,
+        event: PaymentEvent,
+        now: Timestamp,
+    ) -> Result<StepEffects> {
+        let next = p
+            .state
+            .apply(event.clone(), Deadline(p.deadline), now)
+            .map_err(|e| PosError::InvalidTransition {
+                reason: e.to_string(),
+            })?;
+        let attempt = match &p.state {
+            PaymentState::Forwarding { attempt, .. } => *attempt,
+            other => other.attempts().unwrap_or(0),
+        };
+        p.state = next;
+        batch.push(Write::Payment(Box::new(p.clone())));
+        let outcome = match &event {
+            PaymentEvent::Approved { processor_ref } => Some(ForwardOutcome::Approved {
+                processor_ref: processor_ref.clone(),
+            }),
+            PaymentEvent::Declined { reason } => Some(ForwardOutcome::Declined {
+                reason: reason.clone(),
+            }),
+            PaymentEvent::ForwardFailed { error, .. } => {
+                Some(ForwardOutcome::Failed { error: *error })
+            }
+            PaymentEvent::StartForwarding
+            | PaymentEvent::DeadlineReached
+            | PaymentEvent::NotFoundAtProcessor => None,
+        };
+        if let Some(outcome) = outcome {
+            let kind = AuditKind::ForwardAttempt {
+                payment_id: p.id.clone(),
+                attempt,
+                outcome,
+            };
+            let entry = Self::audit(s, batch, now, None, kind);
+            batch.push(entry);
+        }
+        let kind = match p.state {
+            PaymentState::Expired { maybe_received, .. } => Some(AuditKind::PaymentExpired {
+                payment_id: p.id.clone(),
+                order_id: p.order_id.clone(),
+                amount: p.amount,
+                maybe_received,
+            }),
+            PaymentState::OutcomeUnknown { .. } => Some(AuditKind::PaymentOutcomeUnknown {
+                payment_id: p.id.clone(),
+                order_id: p.order_id.clone(),
+                amount: p.amount,
+            }),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            let entry = Self::audit(s, batch, now, None, kind);
+            batch.push(entry);
+        }
+        let contact = s
+            .ledger
+            .orders
+            .get(&p.order_id)
+            .and_then(|o| o.contact.clone());
+        let decline = DeclineNotice::for_payment(
+            p.id.clone(),
+            p.order_id.clone(),
+            p.amount,
+            &p.state,
+            contact,
+        )?;
+        Ok(StepEffects {
+            payment: p,
+            decline,
+        })
+    }
+
+    /// Wakes the driver (a payment was stored, connectivity changed).
+    pub(crate) fn wake_forwarder(&self) {
+        self.inner.forwarding.wake.notify_one();
+    }
+}
+
+/// Per-currency totals of the stored payments (R19).
+pub(crate) fn totals(ledger: &Ledger) -> Result<Vec<CurrencyTotals>> {
+    let mut out: Vec<CurrencyTotals> = Vec::new();
+    for p in ledger.payments.values() {
+        let c = p.amount.currency();
+        let idx = match out.iter().position(|t| t.currency == c) {
+            Some(i) => i,
+            None => {
+                let z = Money::zero(c);
+                out.push(CurrencyTotals {
+                    currency: c,
+                    pending_count: 0,
+                    pending_amount: z,
+                    approved_count: 0,
+                    approved_amount: z,
+                    declined_count: 0,
+                    declined_amount: z,
+                    expired_count: 0,
+                    expired_amount: z,
+                    unknown_count: 0,
+                    unknown_amount: z,
+                });
+                out.len() - 1
+            }
+        };
+        let t = &mut out[idx];
+        if p.state.status() == PaymentStatus::OutcomeUnknown {
+            t.unknown_count = t.unknown_count.saturating_add(1);
+            t.unknown_amount = t.unknown_amount.checked_add(&p.amount)?;
+        }
+        let (count, amount) = match p.state.status() {
+            PaymentStatus::Approved => (&mut t.approved_count, &mut t.approved_amount),
+            PaymentStatus::Declined => (&mut t.declined_count, &mut t.declined_amount),
+            PaymentStatus::Expired => (&mut t.expired_count, &mut t.expired_amount),
+            _ => (&mut t.pending_count, &mut t.pending_amount),
+        };
+        *count = count.saturating_add(1);
+        *amount = amount.checked_add(&p.amount)?;
+    }
+    out.sort_by_key(|t| t.currency);
+    Ok(out)
+}
+
 /// The rest of a commit whose caller went away while the store was
 /// writing: see [`PosEngine::commit`].
 struct FinishOnDrop {
@@ -1677,6 +1781,8 @@ fn verify_replay(records: Vec<Write>, state: &[Write]) -> Result<()> {
 mod tests {
     use super::*;
     use crate::clock::VirtualClock;
+    use crate::connectivity::ConnectivityConfig;
+    use crate::store::MemoryStore;
     use std::sync::mpsc;
     use std::time::Duration;
 

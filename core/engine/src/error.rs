@@ -3,9 +3,9 @@
 //! in one place. Messages never carry card data or contact details: the
 //! types they come from redact them.
 
-use crate::checkout::Route;
 use crate::lifecycle::PaymentId;
 use crate::money::MoneyError;
+use crate::requests::Route;
 use crate::rules::{ActionRefused, Refusal};
 use crate::store::StoreError;
 
@@ -107,10 +107,6 @@ impl From<Refusal> for PosError {
     }
 }
 
-/// A locked keystore is its own state (B8); every other store failure is
-/// `Storage`, whose reason names the kind (wrong key, tampered, rolled back,
-/// newer schema, corrupt, disk full...: `docs/store-recovery.md`). Store
-/// messages carry record numbers and SQLite's text, never record contents.
 /// The figures of a store rolled back to an older copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RolledBack {
@@ -120,6 +116,11 @@ pub struct RolledBack {
     pub records_written: u64,
 }
 
+/// A locked keystore (B8) and a wrong key are their own states; a store that
+/// was tampered with, rolled back, written by a newer version or is corrupt
+/// is `StoreIntegrity`; a full disk, an I/O error or a failing key provider
+/// is `Storage` (`docs/store-recovery.md`). Store messages carry record
+/// numbers and SQLite's text, never record contents.
 impl From<StoreError> for PosError {
     fn from(e: StoreError) -> Self {
         match e {

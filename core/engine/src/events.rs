@@ -66,7 +66,7 @@ pub enum PosEvent {
     /// The device total is near its limit (B3).
     LimitNear(LimitNear),
     /// Progress of a forwarding round (B5), for a progress bar.
-    ForwardingProgress(crate::forwarding::ForwardingProgress),
+    ForwardingProgress(crate::forwarder::ForwardingProgress),
     /// Saving the store's rollback anchor with the key provider failed: the
     /// anchor trails the journal by `behind` records, and a rollback of the
     /// store to a copy taken since the last saved anchor would not be
@@ -80,7 +80,7 @@ pub enum PosEvent {
     /// reason changes; [`PosEvent::ForwardingUnblocked`] follows when it
     /// resumes. `EngineStatus::forwarding_blocked` holds the current reason.
     ForwardingBlocked {
-        reason: crate::forwarding::ForwardingBlockedReason,
+        reason: crate::forwarder::ForwardingBlockedReason,
     },
     /// The background check of the whole store, run when the engine is idle
     /// after each snapshot, found a problem: a record of its history was

@@ -17,9 +17,12 @@ pub mod checkout;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod forwarder;
 pub mod forwarding;
 #[cfg(feature = "http-gateway")]
 pub mod http_gateway;
+mod open;
+pub mod requests;
 
 pub use pos_rules::{
     account, audit, card_seal, clock, connectivity, gateway, inbox, ledger, lifecycle, money,
