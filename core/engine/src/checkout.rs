@@ -1029,22 +1029,6 @@ impl PosEngine {
         Ok(view_payment(&payment, self.now()))
     }
 
-    pub(crate) fn emit_payment(&self, p: &OfflinePayment) {
-        let order_status = {
-            let s = self.state();
-            s.ledger
-                .orders
-                .get(&p.order_id)
-                .map(|o| s.ledger.order_status(o))
-        };
-        self.inner.events.emit(PosEvent::PaymentStateChanged {
-            payment_id: p.id.clone(),
-            order_id: p.order_id.clone(),
-            status: p.state.status(),
-            order_status,
-        });
-    }
-
     /// Time passes: expires every payment past its deadline that no attempt
     /// can have reached (R8: never forwarded after it; its amount counts as
     /// lost), makes one that an attempt may have reached `OutcomeUnknown`

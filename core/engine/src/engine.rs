@@ -1403,6 +1403,22 @@ impl PosEngine {
 /// handle's accessors: shared by the checkout (online payments) and the
 /// forwarding rounds.
 impl PosEngine {
+    pub(crate) fn emit_payment(&self, p: &OfflinePayment) {
+        let order_status = {
+            let s = self.state();
+            s.ledger
+                .orders
+                .get(&p.order_id)
+                .map(|o| s.ledger.order_status(o))
+        };
+        self.inner.events.emit(PosEvent::PaymentStateChanged {
+            payment_id: p.id.clone(),
+            order_id: p.order_id.clone(),
+            status: p.state.status(),
+            order_status,
+        });
+    }
+
     /// Records whether forwarding is blocked, and tells the app when that
     /// changes (`ForwardingBlocked`, `ForwardingUnblocked`).
     pub(crate) fn set_forwarding_blocked(&self, reason: Option<ForwardingBlockedReason>) {
