@@ -3,6 +3,10 @@
 
 use super::*;
 
+pub(crate) fn genesis_mac(keys: &StoreKeys, store_id: &[u8]) -> [u8; MAC_LEN] {
+    keys.mac(MacKey::Chain, &[b"pos-core/chain/v1/genesis\0", store_id])
+}
+
 /// One sealed journal row, ready to insert.
 pub(crate) struct SealedRow {
     pub(crate) seq: u64,

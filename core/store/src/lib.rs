@@ -86,6 +86,7 @@ use pos_rules::store::{AnchorReport, AnchorReporter, BoxFuture, Store, StoreErro
 use crate::keys::{sync_parent, DataKey, FreshNonces, MacKey, StoreKeys};
 
 mod anchor;
+mod codec;
 mod error;
 mod journal;
 mod schema;
@@ -94,6 +95,7 @@ mod snapshot;
 pub mod keys;
 
 use self::anchor::*;
+use self::codec::*;
 use self::error::*;
 use self::journal::*;
 use self::schema::*;

@@ -512,17 +512,6 @@ pub(crate) fn update_meta(
     .bind(meta.meta_mac.clone())
 }
 
-pub(crate) fn fixed<const N: usize>(v: &[u8], what: &str) -> Result<[u8; N], StoreError> {
-    <[u8; N]>::try_from(v).map_err(|_| corrupt(&format!("the {what} has the wrong length")))
-}
-
-/// Length-prefixes a field (u32, big-endian).
-pub(crate) fn lp(out: &mut Vec<u8>, field: &[u8]) {
-    let n = u32::try_from(field.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&n.to_be_bytes());
-    out.extend_from_slice(field);
-}
-
 pub(crate) fn header_bytes(meta: &Meta) -> Vec<u8> {
     let mut b = Vec::with_capacity(256);
     b.extend_from_slice(b"pos-core/header/v1\0");
@@ -557,8 +546,4 @@ pub(crate) fn canary_aad(store_id: &[u8], key_id: &[u8]) -> Vec<u8> {
     lp(&mut a, store_id);
     lp(&mut a, key_id);
     a
-}
-
-pub(crate) fn genesis_mac(keys: &StoreKeys, store_id: &[u8]) -> [u8; MAC_LEN] {
-    keys.mac(MacKey::Chain, &[b"pos-core/chain/v1/genesis\0", store_id])
 }
