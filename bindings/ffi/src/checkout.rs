@@ -1,5 +1,5 @@
-//! Checkout records: orders, card payments, listings, guards and the
-//! forwarding steps, mirrored from `pos_core::checkout`.
+//! Checkout records: orders, card payments, listings and guards, mirrored
+//! from `pos_core::checkout`.
 
 use pos_core::checkout as co;
 use pos_core::ledger as led;
@@ -287,68 +287,6 @@ impl From<rules::GuardOutcome> for GuardOutcome {
                 at_risk: at_risk.into_iter().map(Into::into).collect(),
             },
         }
-    }
-}
-
-mirror_enum!(
-    /// Why a forwarding attempt failed.
-    ForwardErrorKind = life::ForwardErrorKind { NotSent, NoAnswer, ServiceUnavailable, Rejected }
-);
-
-/// One step of forwarding a stored payment, reported by the forwarding engine
-/// (or by an app that forwards through its own backend).
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
-pub enum ForwardingStep {
-    Started,
-    Failed {
-        error: ForwardErrorKind,
-        next_retry_at_ms: Option<i64>,
-    },
-    Approved {
-        processor_ref: String,
-    },
-    Declined {
-        reason: DeclineReason,
-    },
-}
-
-/// A processor reference or decline code from outside: 1–128 printable
-/// ASCII characters, so the store, the audit log and its CSV export never
-/// receive an empty, unbounded or control-character value.
-fn reference(what: &str, v: &str) -> Result<(), PosError> {
-    if v.is_empty() || v.len() > 128 || !v.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(invalid(format!(
-            "{what} must be 1-128 printable ASCII characters"
-        )));
-    }
-    Ok(())
-}
-
-impl TryFrom<ForwardingStep> for life::PaymentEvent {
-    type Error = PosError;
-    fn try_from(s: ForwardingStep) -> Result<Self, PosError> {
-        Ok(match s {
-            ForwardingStep::Started => life::PaymentEvent::StartForwarding,
-            ForwardingStep::Failed {
-                error,
-                next_retry_at_ms,
-            } => life::PaymentEvent::ForwardFailed {
-                error: error.into(),
-                next_retry_at: next_retry_at_ms.map(pos_core::clock::Timestamp),
-            },
-            ForwardingStep::Approved { processor_ref } => {
-                reference("processor_ref", &processor_ref)?;
-                life::PaymentEvent::Approved { processor_ref }
-            }
-            ForwardingStep::Declined { reason } => {
-                if let DeclineReason::Other { code } = &reason {
-                    reference("decline code", code)?;
-                }
-                life::PaymentEvent::Declined {
-                    reason: reason.into(),
-                }
-            }
-        })
     }
 }
 

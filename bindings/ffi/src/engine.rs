@@ -10,7 +10,7 @@ use pos_core::engine as core;
 use pos_core::sqlite_store::SqliteStore;
 
 use crate::checkout::{
-    ActionOverride, CardPaymentRequest, ForwardingStep, GuardOutcome, GuardedAction, NewOrder,
+    ActionOverride, CardPaymentRequest, GuardOutcome, GuardedAction, NewOrder,
     OrderView, PaymentDecision, PaymentView, ReceiptChannel, StaffSession, TickReport,
 };
 use crate::error::PosError;
@@ -523,25 +523,6 @@ impl PosEngine {
     /// How many receipts wait for the connection.
     pub fn queued_receipt_count(&self) -> Result<u64, PosError> {
         Ok(self.inner.queued_receipts()?.len() as u64)
-    }
-
-    /// The payments to forward now, most urgent deadline first.
-    pub fn due_for_forwarding(&self, limit: u32) -> Result<Vec<String>, PosError> {
-        let ids = self.inner.due_for_forwarding(limit as usize)?;
-        Ok(ids.iter().map(|p| p.as_str().to_owned()).collect())
-    }
-
-    /// Records one forwarding step of a payment.
-    pub async fn record_forwarding(
-        &self,
-        payment_id_: String,
-        step: ForwardingStep,
-    ) -> Result<PaymentView, PosError> {
-        Ok(self
-            .inner
-            .record_forwarding(&payment_id(&payment_id_)?, step.try_into()?)
-            .await?
-            .into())
     }
 
     /// Uses the app's own gateway to reach the processor (its backend).

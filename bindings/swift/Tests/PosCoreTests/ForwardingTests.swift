@@ -9,6 +9,8 @@ final class SwiftProcessor: PaymentGateway, @unchecked Sendable {
     private(set) var charges: [String: GatewayDecision] = [:]
     private(set) var requests = 0
     var loseFirstAnswer: Set<String> = []
+    /// Payment ids declined as card data sealed for another payment (`mismatch`).
+    var declineMismatch: Set<String> = []
     /// The payment each card data was first charged for: sent for another payment, it is a replay.
     private var cardDataUsedBy: [Data: String] = [:]
     /// Ids a lookup found unknown: refused from then on.
@@ -36,6 +38,8 @@ final class SwiftProcessor: PaymentGateway, @unchecked Sendable {
         let d: GatewayDecision
         if let known = charges[p.paymentId] {
             d = known
+        } else if declineMismatch.contains(p.paymentId) {
+            d = .declined(reason: .mismatch)
         } else if let firstUse = cardDataUsedBy[p.cardData], firstUse != p.paymentId {
             d = .declined(reason: .replayed)
         } else {
@@ -203,13 +207,14 @@ final class ForwardingTests: XCTestCase {
         let payments = try engine.listPayments().filter { ids.contains($0.id) }
         XCTAssertEqual(Set(payments.map { $0.status }), [.approved, .declined])
         XCTAssertEqual(payments.first { $0.status == .declined }?.declineReason, .replayed)
-        // An app that forwards through its own backend records the processor's "mismatch" the same way.
+        // The processor's "mismatch" (card data sealed for another payment) comes back the same way.
         let order = try await engine.createOrder(order: NewOrder(orderId: nil, total: usd(700), contact: nil))
         let d = try await engine.beginCardPayment(request: CardPaymentRequest(
             orderId: order.id, paymentId: nil, amount: usd(700), tip: nil, behaviour: .preferOnline, tender: .card))
         let third = try await engine.confirmCardPayment(paymentId: d.paymentId, card: vendorCard(last4: "1881")).id
-        _ = try await engine.recordForwarding(paymentId: third, step: .started)
-        let declined = try await engine.recordForwarding(paymentId: third, step: .declined(reason: .mismatch))
-        XCTAssertEqual(declined.declineReason, .mismatch)
+        processor.declineMismatch.insert(third)
+        let last = try await engine.forwardNow()
+        XCTAssertEqual(last.declined, 1)
+        XCTAssertEqual(try engine.listPayments().first { $0.id == third }?.declineReason, .mismatch)
     }
 }

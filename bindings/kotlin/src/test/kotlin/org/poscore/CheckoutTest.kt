@@ -183,12 +183,12 @@ class CheckoutTest {
             val sub = engine.subscribe(object : EventListener {
                 override fun onEvent(event: PosEvent) = events.put(event)
             })
+            val processor = KotlinProcessor()
             val order = engine.createOrder(NewOrder(null, usd(3_000), CustomerContact("ana@example.com", null)))
-            val taken = engine.payByCard(order.id, 3_000)
-            engine.recordForwarding(taken.id, ForwardingStep.Started)
-            // A reference from outside is validated before anything is recorded.
-            assertFailsWith<PosException.InvalidInput> { engine.recordForwarding(taken.id, ForwardingStep.Approved("")) }
-            engine.recordForwarding(taken.id, ForwardingStep.Declined(DeclineReason.InsufficientFunds))
+            // The processor declines this card (insufficient funds) when the payment is forwarded.
+            engine.payByCard(order.id, 3_000, card(last4 = processor.declineLast4))
+            engine.setGateway(processor)
+            engine.forwardNow()
             var declined: PosEvent.PaymentDeclined? = null
             while (declined == null) {
                 val e = events.poll(30, TimeUnit.SECONDS) ?: break

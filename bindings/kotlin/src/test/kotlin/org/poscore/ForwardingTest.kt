@@ -27,6 +27,9 @@ class KotlinProcessor : PaymentGateway {
     /** Payment ids whose every answer is lost after the charge. */
     val loseEveryAnswer = ConcurrentHashMap.newKeySet<String>()
 
+    /** Payment ids declined as card data sealed for another payment (`Mismatch`). */
+    val declineMismatch = ConcurrentHashMap.newKeySet<String>()
+
     /** Ids a lookup found unknown: refused from then on. */
     val closed = ConcurrentHashMap.newKeySet<String>()
     /** While set, decided answers wait here before they leave (a slow processor). */
@@ -49,6 +52,7 @@ class KotlinProcessor : PaymentGateway {
         val d = charges.computeIfAbsent(p.paymentId) {
             val firstUse = cardDataUsedBy.putIfAbsent(java.util.Base64.getEncoder().encodeToString(p.cardData), p.paymentId)
             when {
+                p.paymentId in declineMismatch -> GatewayDecision.Declined(DeclineReason.Mismatch)
                 firstUse != null && firstUse != p.paymentId -> GatewayDecision.Declined(DeclineReason.Replayed)
                 p.last4 == declineLast4 -> GatewayDecision.Declined(DeclineReason.InsufficientFunds)
                 else -> GatewayDecision.Approved("kt_${p.paymentId}")
@@ -252,11 +256,11 @@ class ForwardingTest {
             val payments = engine.listPayments().filter { it.id in ids }
             assertEquals(setOf(PaymentStatus.APPROVED, PaymentStatus.DECLINED), payments.map { it.status }.toSet())
             assertEquals(DeclineReason.Replayed, payments.single { it.status == PaymentStatus.DECLINED }.declineReason)
-            // An app that forwards through its own backend records the processor's "mismatch" the same way.
+            // The processor's "mismatch" (card data sealed for another payment) comes back the same way.
             val third = engine.takeOffline(700, "1881")
-            engine.recordForwarding(third, ForwardingStep.Started)
-            val declined = engine.recordForwarding(third, ForwardingStep.Declined(DeclineReason.Mismatch))
-            assertEquals(DeclineReason.Mismatch, declined.declineReason)
+            processor.declineMismatch.add(third)
+            assertEquals(1UL, engine.forwardNow().declined)
+            assertEquals(DeclineReason.Mismatch, engine.listPayments().single { it.id == third }.declineReason)
             engine.shutdown()
         }
     }
