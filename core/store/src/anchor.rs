@@ -1,7 +1,15 @@
 //! The rollback anchor: the thread that saves it off the commit path, and
 //! its encoding, 1 (version) ‖ seq (u64 BE) ‖ head MAC ‖ anchor MAC.
 
-use super::*;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::codec::{fixed, lp};
+use crate::error::{io, tampered};
+use crate::keys::{MacKey, StoreKeys};
+use crate::Anchor;
+use pos_rules::crypto::{KeyProvider, MAC_LEN};
+use pos_rules::store::{AnchorReport, AnchorReporter, StoreError};
 
 /// The least time between two anchor saves while writes keep coming.
 pub const ANCHOR_INTERVAL: Duration = Duration::from_millis(100);

@@ -1,7 +1,8 @@
 //! Byte-layout helpers shared by the header, the journal, the snapshot and
 //! the anchor.
 
-use super::*;
+use crate::error::corrupt;
+use pos_rules::store::StoreError;
 
 pub(crate) fn fixed<const N: usize>(v: &[u8], what: &str) -> Result<[u8; N], StoreError> {
     <[u8; N]>::try_from(v).map_err(|_| corrupt(&format!("the {what} has the wrong length")))

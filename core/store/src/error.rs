@@ -1,6 +1,8 @@
 //! SQLite, I/O, key and crypto failures mapped to typed [`StoreError`]s.
 
-use super::*;
+use crate::{ENOSPC, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB};
+use pos_rules::crypto::KeyError;
+use pos_rules::store::StoreError;
 
 pub(crate) fn tampered(seq: u64, what: &str) -> StoreError {
     StoreError::Tampered {

@@ -1,7 +1,17 @@
 //! The journal's records: sealing, record keys, the MAC chain, batched
 //! inserts and the verification at open.
 
-use super::*;
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::codec::{fixed, lp};
+use crate::error::{corrupt, crypto_failure, db_error, tampered};
+use crate::keys::{FreshNonces, MacKey, StoreKeys};
+use crate::snapshot::stored_mac;
+use crate::{Meta, Verified, KINDS, NONCE_LEN, PAGE, SCHEMA_VERSION, SEALED_KIND_FORMAT};
+use pos_rules::crypto::{ct_eq, wipe, MAC_LEN};
+use pos_rules::ledger::Write;
+use pos_rules::store::StoreError;
 
 pub(crate) fn genesis_mac(keys: &StoreKeys, store_id: &[u8]) -> [u8; MAC_LEN] {
     keys.mac(MacKey::Chain, &[b"pos-core/chain/v1/genesis\0", store_id])

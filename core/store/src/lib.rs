@@ -69,21 +69,16 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, Connection};
 
-use pos_rules::crypto::{
-    ct_eq, hex, random_array, wipe, Kek, KeyError, KeyProvider, ID_LEN, MAC_LEN,
-};
+use pos_rules::crypto::{hex, wipe, KeyProvider, ID_LEN, MAC_LEN};
 use pos_rules::ledger::{Ledger, Write};
-use pos_rules::store::{AnchorReport, AnchorReporter, BoxFuture, Store, StoreError};
+use pos_rules::store::{AnchorReporter, BoxFuture, Store, StoreError};
 
-use crate::keys::{sync_parent, DataKey, FreshNonces, MacKey, StoreKeys};
+use crate::keys::{DataKey, FreshNonces, StoreKeys};
 
 mod anchor;
 mod codec;
@@ -95,7 +90,6 @@ mod snapshot;
 pub mod keys;
 
 use self::anchor::*;
-use self::codec::*;
 use self::error::*;
 use self::journal::*;
 use self::schema::*;
@@ -706,6 +700,8 @@ mod tests {
     use super::*;
     use pos_rules::audit::{AuditEntry, AuditKind};
     use pos_rules::clock::Timestamp;
+    use pos_rules::crypto::{Kek, KeyError};
+    use pos_rules::store::AnchorReport;
 
     fn audit(seq: u64) -> Write {
         Write::Audit(AuditEntry {

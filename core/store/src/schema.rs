@@ -1,6 +1,21 @@
 //! Connections, creation, migrations and the store header (`meta`).
 
-use super::*;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, Row};
+
+use crate::anchor::{anchor_failure, decode_anchor, encode_anchor};
+use crate::codec::{fixed, lp};
+use crate::error::{corrupt, crypto_failure, db_error, io, key_error, tampered};
+use crate::journal::{genesis_mac, verify_journal};
+use crate::keys::{sync_parent, DataKey, MacKey, StoreKeys};
+use crate::snapshot::{decode_snapshot, read_snapshot, stored_mac, Snapshot, StopOnDrop};
+use crate::{Meta, OpenedState, CANARY, MIGRATIONS, SCHEMA_VERSION, SEALED_KIND_FORMAT};
+use pos_rules::crypto::{hex, random_array, wipe, Kek, KeyProvider, ID_LEN, MAC_LEN};
+use pos_rules::store::{AnchorReport, StoreError};
 
 /// What `prepare` learnt from a verified store.
 pub(crate) struct Prepared {

@@ -1,6 +1,17 @@
 //! The sealed snapshot of the whole state, and its decoding.
 
-use super::*;
+use std::sync::Arc;
+
+use sqlx::sqlite::SqliteConnection;
+use sqlx::Row;
+
+use crate::codec::{fixed, lp};
+use crate::error::{corrupt, db_error, tampered};
+use crate::keys::StoreKeys;
+use crate::{Meta, SCHEMA_VERSION, SNAPSHOT_ENCODING_SINCE};
+use pos_rules::crypto::{wipe, MAC_LEN};
+use pos_rules::ledger::{Ledger, Write};
+use pos_rules::store::StoreError;
 
 /// A verified snapshot.
 pub(crate) struct Snapshot {
