@@ -415,8 +415,8 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// The settings, borrowed (a capture reads the policy several times; a
-    /// copy of it each time showed in profiles).
+    /// The settings, borrowed: a capture reads the policy several times and
+    /// should not copy it each time.
     pub(crate) fn settings_ref(&self) -> std::borrow::Cow<'_, Settings> {
         match &self.ledger.settings {
             Some(s) => std::borrow::Cow::Borrowed(s),
