@@ -10,8 +10,8 @@ use pos_core::engine as core;
 use pos_core::sqlite_store::SqliteStore;
 
 use crate::checkout::{
-    ActionOverride, CardPaymentRequest, GuardOutcome, GuardedAction, NewOrder,
-    OrderView, PaymentDecision, PaymentView, ReceiptChannel, StaffSession, TickReport,
+    ActionOverride, CardPaymentRequest, GuardOutcome, GuardedAction, NewOrder, OrderView,
+    PaymentDecision, PaymentView, ReceiptChannel, StaffSession, TickReport,
 };
 use crate::error::PosError;
 use crate::events::{EventListener, ListenerAdapter, Subscription};
@@ -20,10 +20,9 @@ use crate::gateway::{ForwardReport, GatewayAdapter, PaymentGateway};
 use crate::gateway::{TokenAdapter, TokenProvider};
 use crate::keys::{KeyProvider, KeyProviderAdapter};
 use crate::policy::OfflinePolicy;
-use crate::reader::ReaderInfo;
 use crate::runtime::runtime;
 use crate::types::{
-    invalid, mirror_enum, order_id, payment_id, ts, CardRead, MerchantAccount, Money,
+    invalid, mirror_enum, order_id, payment_id, ts, CardRead, MerchantAccount, Money, ReaderInfo,
 };
 #[cfg(feature = "http-gateway")]
 use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};

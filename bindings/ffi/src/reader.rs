@@ -1,26 +1,35 @@
-//! The card reader for Swift and Kotlin: the reader profile over the
-//! simulated reader's in-memory radio (so apps develop and test without
-//! hardware, B14) or over the app's own Bluetooth stack (`ReaderLink` +
-//! `AppReaderTransport`), and a whole vendor reader SDK behind the
-//! `VendorCardReader` foreign trait. Automatic reconnection with back-off
-//! (`CardReader.reconnectAutomatically`) follows the simulated radio; the
-//! btleplug transport is in `pos-reader` (feature `ble`), not in this build.
+//! The card reader for Swift and Kotlin: a thin wrapper over
+//! `pos_reader::card_reader` (the reader whatever carries it), and its
+//! transports: the reader profile over the simulated reader's in-memory
+//! radio (so apps develop and test without hardware, B14), over the app's
+//! own Bluetooth stack (`ReaderLink` + `AppReaderTransport`) or over
+//! btleplug (`BleCentral`, feature `ble`), and a whole vendor reader SDK
+//! behind the `VendorCardReader` foreign trait. Records and errors mirror
+//! the reader crate's with `From`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+#[cfg(feature = "simulator")]
+use std::sync::Mutex;
 
-use pos_reader::client::{ReaderClient, ReaderError as CoreReaderError};
-use pos_reader::link::{ExternalTransport, LinkControl, LinkError, MemoryLink};
-use pos_reader::reconnect::{supervise, ReconnectPolicy, Supervision};
+use pos_reader::card_reader::{self as core, BoxFuture, ProfileReader, VendorReader};
+use pos_reader::client::{PairedReader, ReaderClient};
+use pos_reader::link::{ExternalTransport, LinkError};
+#[cfg(feature = "simulator")]
+use pos_reader::link::{LinkControl, MemoryLink};
+use pos_reader::reconnect::ReconnectPolicy;
+use pos_reader::secure::LinkTrust;
 #[cfg(feature = "simulator")]
 use pos_reader::sim::{Presented, SimReader, SimReaderConfig};
 
+use crate::checkout::CardChallenge;
+use crate::engine::PosEngine;
 use crate::error::PosError;
 use crate::runtime::runtime;
 #[cfg(feature = "simulator")]
 use crate::types::CardNetwork;
-use crate::types::{CardRead, EntryMode, Money};
+use crate::types::{CardRead, EntryMode, Money, ReaderInfo};
 
-/// Why a reader operation failed.
+/// Why a reader operation failed (mirrors `pos_reader::card_reader::Error`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
 pub enum ReaderError {
     #[error("the reader is disconnected")]
@@ -57,38 +66,50 @@ pub enum ReaderError {
     InvalidInput { detail: String },
 }
 
-impl From<CoreReaderError> for ReaderError {
-    fn from(e: CoreReaderError) -> Self {
-        use pos_reader::link::LinkError as L;
+impl From<core::Error> for ReaderError {
+    fn from(e: core::Error) -> Self {
+        use core::Error as E;
         match e {
-            CoreReaderError::Link(L::Disconnected) => ReaderError::Disconnected,
-            CoreReaderError::Link(L::Timeout) => ReaderError::Timeout,
-            CoreReaderError::Handshake(e) => ReaderError::PairingFailed {
-                detail: e.to_string(),
-            },
-            CoreReaderError::NewReaderOffline => ReaderError::NewReaderOffline,
-            CoreReaderError::UntrustedReader => ReaderError::UntrustedReader,
-            CoreReaderError::KeyChanged { serial } => ReaderError::KeyChanged { serial },
-            CoreReaderError::NotAuthenticated => ReaderError::NotPaired,
-            CoreReaderError::Refused { code } => ReaderError::Refused { code },
-            other => ReaderError::Protocol {
-                detail: other.to_string(),
-            },
+            E::Disconnected => ReaderError::Disconnected,
+            E::Timeout => ReaderError::Timeout,
+            E::PairingFailed { detail } => ReaderError::PairingFailed { detail },
+            E::NewReaderOffline => ReaderError::NewReaderOffline,
+            E::UntrustedReader => ReaderError::UntrustedReader,
+            E::KeyChanged { serial } => ReaderError::KeyChanged { serial },
+            E::NotPaired => ReaderError::NotPaired,
+            E::Engine { detail } => ReaderError::Engine { detail },
+            E::Refused { code } => ReaderError::Refused { code },
+            E::Protocol { detail } => ReaderError::Protocol { detail },
+            E::InvalidInput { detail } => ReaderError::InvalidInput { detail },
         }
     }
 }
 
-/// What the reader says about itself.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct ReaderInfo {
-    pub model: String,
-    pub serial: String,
-    pub firmware: String,
-    pub battery_percent: u8,
+/// A vendor SDK's error, into the reader.
+impl From<ReaderError> for core::Error {
+    fn from(e: ReaderError) -> Self {
+        use core::Error as E;
+        match e {
+            ReaderError::Disconnected => E::Disconnected,
+            ReaderError::Timeout => E::Timeout,
+            ReaderError::PairingFailed { detail } => E::PairingFailed { detail },
+            ReaderError::NewReaderOffline => E::NewReaderOffline,
+            ReaderError::UntrustedReader => E::UntrustedReader,
+            ReaderError::KeyChanged { serial } => E::KeyChanged { serial },
+            ReaderError::NotPaired => E::NotPaired,
+            ReaderError::Engine { detail } => E::Engine { detail },
+            ReaderError::Refused { code } => E::Refused { code },
+            ReaderError::Protocol { detail } => E::Protocol { detail },
+            ReaderError::InvalidInput { detail } => E::InvalidInput { detail },
+        }
+    }
 }
 
-/// Below this charge the app should ask the cashier to charge the reader.
-pub const LOW_BATTERY_PERCENT: u8 = 20;
+impl From<pos_reader::client::ReaderError> for ReaderError {
+    fn from(e: pos_reader::client::ReaderError) -> Self {
+        core::Error::from(e).into()
+    }
+}
 
 /// A reader event for the app's status line.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
@@ -118,6 +139,20 @@ pub enum ReaderEvent {
     },
 }
 
+impl From<core::Event> for ReaderEvent {
+    fn from(e: core::Event) -> Self {
+        use core::Event as E;
+        match e {
+            E::Paired { info } => ReaderEvent::Paired { info: info.into() },
+            E::Disconnected => ReaderEvent::Disconnected,
+            E::Reconnecting { attempt } => ReaderEvent::Reconnecting { attempt },
+            E::Reconnected { resent } => ReaderEvent::Reconnected { resent },
+            E::ReconnectFailed { attempts } => ReaderEvent::ReconnectFailed { attempts },
+            E::LowBattery { percent } => ReaderEvent::LowBattery { percent },
+        }
+    }
+}
+
 /// How automatic reconnection retries: the first attempt at once, then
 /// `first_delay_ms` doubling up to `max_delay_ms`, `max_attempts` in all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
@@ -135,6 +170,23 @@ pub fn default_reconnect_settings() -> ReconnectSettings {
         first_delay_ms: u32::try_from(p.first_delay.as_millis()).unwrap_or(u32::MAX),
         max_delay_ms: u32::try_from(p.max_delay.as_millis()).unwrap_or(u32::MAX),
         max_attempts: p.max_attempts,
+    }
+}
+
+impl TryFrom<ReconnectSettings> for ReconnectPolicy {
+    type Error = ReaderError;
+    fn try_from(s: ReconnectSettings) -> Result<Self, ReaderError> {
+        if s.max_attempts == 0 || s.first_delay_ms > s.max_delay_ms {
+            return Err(ReaderError::InvalidInput {
+                detail: "max_attempts must be at least 1 and first_delay_ms at most max_delay_ms"
+                    .into(),
+            });
+        }
+        Ok(ReconnectPolicy {
+            first_delay: std::time::Duration::from_millis(u64::from(s.first_delay_ms)),
+            max_delay: std::time::Duration::from_millis(u64::from(s.max_delay_ms)),
+            max_attempts: s.max_attempts,
+        })
     }
 }
 
@@ -160,6 +212,29 @@ pub trait VendorCardReader: Send + Sync {
     fn cancel(&self);
 }
 
+/// The app's vendor SDK as the reader crate's.
+struct VendorAdapter(Arc<dyn VendorCardReader>);
+
+impl core::VendorSdk for VendorAdapter {
+    fn info(&self) -> Result<pos_reader::client::ReaderInfo, core::Error> {
+        Ok(self.0.info()?.into())
+    }
+
+    fn take_card(
+        &self,
+        amount: pos_core::money::Money,
+        entry_modes: Vec<pos_core::policy::EntryMode>,
+        offline: bool,
+    ) -> Result<pos_core::ledger::CardRead, core::Error> {
+        let modes = entry_modes.into_iter().map(Into::into).collect();
+        Ok(self.0.take_card(amount.into(), modes, offline)?.into())
+    }
+
+    fn cancel(&self) {
+        self.0.cancel();
+    }
+}
+
 /// A reader seen while scanning (filtered by the profile's service, and
 /// again on our side).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
@@ -171,10 +246,68 @@ pub struct DiscoveredReader {
     pub rssi: Option<i16>,
 }
 
-/// Implemented in Swift or Kotlin; called on the caller's task.
+/// Implemented in Swift or Kotlin; called on the caller's task, never while
+/// the reader holds a lock (it may call the reader back).
 #[uniffi::export(foreign)]
 pub trait ReaderListener: Send + Sync {
     fn on_reader_event(&self, event: ReaderEvent);
+}
+
+struct ListenerAdapter(Arc<dyn ReaderListener>);
+
+impl core::Listener for ListenerAdapter {
+    fn on_event(&self, event: core::Event) {
+        self.0.on_reader_event(event.into());
+    }
+}
+
+/// The engine, where `pair` remembers readers.
+struct EngineRegistry<'a>(&'a pos_core::engine::PosEngine);
+
+fn engine_error(e: pos_core::PosError) -> core::Error {
+    match e {
+        pos_core::PosError::OnlineRequired => core::Error::NewReaderOffline,
+        pos_core::PosError::ReaderNotPaired { .. } => core::Error::UntrustedReader,
+        other => core::Error::Engine {
+            detail: other.to_string(),
+        },
+    }
+}
+
+impl core::ReaderRegistry for EngineRegistry<'_> {
+    fn trust(&self) -> Result<LinkTrust, core::Error> {
+        let t = self.0.reader_trust().map_err(engine_error)?;
+        Ok(LinkTrust {
+            authorities: t.authorities,
+            remembered: t.remembered,
+            online: t.online,
+        })
+    }
+
+    fn remember_paired<'a>(
+        &'a self,
+        paired: &'a PairedReader,
+    ) -> BoxFuture<'a, Result<(), core::Error>> {
+        Box::pin(async move {
+            self.0
+                .remember_paired_reader(&paired.certificate, &paired.info.firmware)
+                .await
+                .map(|_| ())
+                .map_err(engine_error)
+        })
+    }
+
+    fn remember_vendor<'a>(
+        &'a self,
+        info: &'a pos_reader::client::ReaderInfo,
+    ) -> BoxFuture<'a, Result<(), core::Error>> {
+        Box::pin(async move {
+            self.0
+                .remember_reader(&info.serial, &info.model, &info.firmware)
+                .await
+                .map_err(engine_error)
+        })
+    }
 }
 
 #[cfg(feature = "simulator")]
@@ -334,124 +467,16 @@ impl SimulatedReader {
             })?;
         let client = ReaderClient::connect(link).await?;
         Ok(CardReader::new(
-            Client::Simulated(client, self.control.clone()),
+            ProfileReader::new(client, self.control.clone()),
             listener,
         ))
     }
 }
 
-/// The phone side over a link, or a vendor SDK.
-enum Client {
-    // Built only from `SimulatedReader` (feature `simulator`).
-    #[cfg_attr(not(feature = "simulator"), allow(dead_code))]
-    Simulated(ReaderClient<MemoryLink>, LinkControl),
-    App(ReaderClient<Arc<ExternalTransport>>, Arc<ExternalTransport>),
-    #[cfg(feature = "ble")]
-    Ble(
-        ReaderClient<Arc<pos_reader::ble::BleTransport>>,
-        Arc<pos_reader::ble::BleTransport>,
-    ),
-    Vendor(Arc<dyn VendorCardReader>),
-}
-
-impl Client {
-    fn connected(&self) -> bool {
-        match self {
-            Client::Simulated(_, c) => c.is_connected(),
-            Client::App(_, t) => t.is_connected(),
-            #[cfg(feature = "ble")]
-            Client::Ble(_, t) => t.is_connected(),
-            Client::Vendor(_) => true,
-        }
-    }
-}
-
-/// Runs `$body` with `$c` bound to the profile client, whatever its link;
-/// `$vendor` for a vendor reader.
-macro_rules! with_client {
-    ($client:expr, $c:ident => $body:expr, $v:ident => $vendor:expr) => {
-        match $client {
-            Client::Simulated($c, _) => $body,
-            Client::App($c, _) => $body,
-            #[cfg(feature = "ble")]
-            Client::Ble($c, _) => $body,
-            Client::Vendor($v) => $vendor,
-        }
-    };
-}
-
-/// What automatic reconnection can bring back.
-#[derive(Clone)]
-enum Radio {
-    Simulated(LinkControl),
-    #[cfg(feature = "ble")]
-    Ble(Arc<pos_reader::ble::BleTransport>),
-}
-
-/// Runs a blocking vendor SDK call on a worker thread.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ReaderError> + Send + 'static,
-) -> Result<T, ReaderError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(ReaderError::Protocol {
-            detail: format!("the vendor reader failed: {e}"),
-        })
-    })
-}
-
-fn info_from(info: pos_reader::client::ReaderInfo) -> ReaderInfo {
-    ReaderInfo {
-        model: info.model,
-        serial: info.serial,
-        firmware: info.firmware,
-        battery_percent: info.battery_percent,
-    }
-}
-
-/// Bad data from a vendor SDK is a typed error, never stored.
-fn checked_info(info: ReaderInfo) -> Result<ReaderInfo, ReaderError> {
-    let ok = |s: &str| !s.trim().is_empty() && s.len() <= 64;
-    if !ok(&info.model) || !ok(&info.serial) || info.firmware.len() > 64 {
-        return Err(ReaderError::Protocol {
-            detail: "reader info: model and serial must be 1-64 characters".into(),
-        });
-    }
-    Ok(ReaderInfo {
-        battery_percent: info.battery_percent.min(100),
-        ..info
-    })
-}
-
 /// A connected card reader.
 #[derive(uniffi::Object)]
 pub struct CardReader {
-    client: tokio::sync::Mutex<Client>,
-    listener: Arc<dyn ReaderListener>,
-    /// The radio automatic reconnection brings back.
-    radio: Option<Radio>,
-    /// A vendor reader, reachable by `cancel` while `takeCard` holds the
-    /// client.
-    vendor: Option<Arc<dyn VendorCardReader>>,
-    supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// The challenge of the payment in progress (`awaitCard` resumes it).
-    challenge: Mutex<Option<pos_core::card_seal::CardChallenge>>,
-    /// The secure link's count of refused messages (none for a vendor SDK).
-    rejected: Option<Box<dyn Fn() -> u64 + Send + Sync>>,
-    /// The serial of the latest `info` (pairing, `refreshInfo`).
-    serial: Mutex<Option<String>>,
-}
-
-impl Drop for CardReader {
-    fn drop(&mut self) {
-        if let Some(task) = self
-            .supervisor
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            task.abort();
-        }
-    }
+    inner: core::CardReader,
 }
 
 impl std::fmt::Debug for CardReader {
@@ -461,59 +486,10 @@ impl std::fmt::Debug for CardReader {
 }
 
 impl CardReader {
-    fn new(client: Client, listener: Arc<dyn ReaderListener>) -> Arc<CardReader> {
-        let radio = match &client {
-            Client::Simulated(_, c) => Some(Radio::Simulated(c.clone())),
-            #[cfg(feature = "ble")]
-            Client::Ble(_, t) => Some(Radio::Ble(Arc::clone(t))),
-            _ => None,
-        };
-        let vendor = match &client {
-            Client::Vendor(v) => Some(Arc::clone(v)),
-            _ => None,
-        };
-        let rejected: Option<Box<dyn Fn() -> u64 + Send + Sync>> = match &client {
-            Client::Simulated(c, _) => Some(Box::new(c.rejected_counter())),
-            Client::App(c, _) => Some(Box::new(c.rejected_counter())),
-            #[cfg(feature = "ble")]
-            Client::Ble(c, _) => Some(Box::new(c.rejected_counter())),
-            Client::Vendor(_) => None,
-        };
+    fn new(transport: impl core::Transport, listener: Arc<dyn ReaderListener>) -> Arc<CardReader> {
         Arc::new(CardReader {
-            client: tokio::sync::Mutex::new(client),
-            listener,
-            radio,
-            vendor,
-            supervisor: Mutex::new(None),
-            challenge: Mutex::new(None),
-            rejected,
-            serial: Mutex::new(None),
+            inner: core::CardReader::new(transport, Arc::new(ListenerAdapter(listener))),
         })
-    }
-
-    fn supervised(&self) -> bool {
-        self.supervisor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
-    }
-
-    fn note_error(&self, e: &ReaderError, connected: bool) {
-        // With automatic reconnection on, the supervisor reports the drop.
-        if (matches!(e, ReaderError::Disconnected | ReaderError::Timeout) || !connected)
-            && !self.supervised()
-        {
-            self.listener.on_reader_event(ReaderEvent::Disconnected);
-        }
-    }
-
-    fn note_info(&self, info: &ReaderInfo) {
-        *self.serial.lock().unwrap_or_else(|p| p.into_inner()) = Some(info.serial.clone());
-        if info.battery_percent < LOW_BATTERY_PERCENT {
-            self.listener.on_reader_event(ReaderEvent::LowBattery {
-                percent: info.battery_percent,
-            });
-        }
     }
 }
 
@@ -525,7 +501,7 @@ impl CardReader {
         reader: Arc<dyn VendorCardReader>,
         listener: Arc<dyn ReaderListener>,
     ) -> Arc<Self> {
-        CardReader::new(Client::Vendor(reader), listener)
+        CardReader::new(VendorReader::new(Arc::new(VendorAdapter(reader))), listener)
     }
 
     /// Authenticates the reader and remembers it in `engine`. A profile
@@ -537,74 +513,22 @@ impl CardReader {
     /// message is sealed. Call it on every connection (a remembered reader
     /// pairs again offline). A vendor reader is remembered on what its SDK
     /// reports (`PosEngine.rememberReader`).
-    pub async fn pair(
-        &self,
-        engine: Arc<crate::engine::PosEngine>,
-    ) -> Result<ReaderInfo, ReaderError> {
-        let core_engine = &engine.inner;
-        let engine_error = |e: pos_core::PosError| match e {
-            pos_core::PosError::OnlineRequired => ReaderError::NewReaderOffline,
-            pos_core::PosError::ReaderNotPaired { .. } => ReaderError::UntrustedReader,
-            other => ReaderError::Engine {
-                detail: other.to_string(),
-            },
-        };
-        let mut client = self.client.lock().await;
-        let info = with_client!(&mut *client,
-            c => {
-                let t = core_engine.reader_trust().map_err(engine_error)?;
-                let trust = pos_reader::secure::LinkTrust {
-                    authorities: t.authorities,
-                    remembered: t.remembered,
-                    online: t.online,
-                };
-                match c.pair(&trust).await {
-                    Ok(paired) => core_engine
-                        .remember_paired_reader(&paired.certificate, &paired.info.firmware)
-                        .await
-                        .map(|_| info_from(paired.info))
-                        .map_err(engine_error),
-                    Err(e) => Err(ReaderError::from(e)),
-                }
-            },
-            v => {
-                let v = Arc::clone(v);
-                let info = checked_info(blocking(move || v.info()).await?)?;
-                core_engine
-                    .remember_reader(&info.serial, &info.model, &info.firmware)
-                    .await
-                    .map(|_| info)
-                    .map_err(engine_error)
-            }
-        )
-        .inspect_err(|e| self.note_error(e, client.connected()))?;
-        self.listener
-            .on_reader_event(ReaderEvent::Paired { info: info.clone() });
-        self.note_info(&info);
-        Ok(info)
+    pub async fn pair(&self, engine: Arc<PosEngine>) -> Result<ReaderInfo, ReaderError> {
+        let info = self.inner.pair(&EngineRegistry(&engine.inner)).await?;
+        Ok(info.into())
     }
 
     /// Messages from the reader refused by the secure link (forged,
     /// replayed, reordered, from another session, or malformed) since it
     /// connected. Does not wait for a card read in progress.
     pub fn rejected_messages(&self) -> u64 {
-        self.rejected.as_ref().map_or(0, |count| count())
+        self.inner.rejected_messages()
     }
 
     /// Asks the reader for its model, serial, firmware and battery again (the
     /// status line); `LowBattery` when under 20 %.
     pub async fn refresh_info(&self) -> Result<ReaderInfo, ReaderError> {
-        let mut client = self.client.lock().await;
-        let info = with_client!(&mut *client,
-            c => c.info().await.map(info_from).map_err(ReaderError::from),
-            v => {
-                let v = Arc::clone(v);
-                checked_info(blocking(move || v.info()).await?)
-            }
-        )
-        .inspect_err(|e| self.note_error(e, client.connected()))?;
-        self.note_info(&info);
-        Ok(info)
+        Ok(self.inner.refresh_info().await?.into())
     }
 
     /// Watches the radio and reconnects by itself with back-off whenever it
@@ -613,49 +537,12 @@ impl CardReader {
     /// back. For the simulated reader (and, in a `ble` build, btleplug); an
     /// app's own Bluetooth stack or a vendor SDK reconnects by itself.
     pub fn reconnect_automatically(&self, settings: ReconnectSettings) -> Result<(), ReaderError> {
-        let Some(radio) = self.radio.clone() else {
-            return Err(ReaderError::InvalidInput {
-                detail: "this reader's own stack reconnects (AppReaderTransport.setConnected, or the vendor SDK)".into(),
-            });
-        };
-        if settings.max_attempts == 0 || settings.first_delay_ms > settings.max_delay_ms {
-            return Err(ReaderError::InvalidInput {
-                detail: "max_attempts must be at least 1 and first_delay_ms at most max_delay_ms"
-                    .into(),
-            });
-        }
-        let policy = ReconnectPolicy {
-            first_delay: std::time::Duration::from_millis(u64::from(settings.first_delay_ms)),
-            max_delay: std::time::Duration::from_millis(u64::from(settings.max_delay_ms)),
-            max_attempts: settings.max_attempts,
-        };
+        let policy = ReconnectPolicy::try_from(settings)?;
         let rt = runtime().map_err(|e| ReaderError::Protocol {
             detail: e.to_string(),
         })?;
         let _guard = rt.enter();
-        let listener = Arc::clone(&self.listener);
-        let report = move |s| {
-            listener.on_reader_event(match s {
-                Supervision::Disconnected => ReaderEvent::Disconnected,
-                Supervision::Reconnecting { attempt } => ReaderEvent::Reconnecting { attempt },
-                Supervision::Reconnected { .. } => ReaderEvent::Reconnected { resent: 0 },
-                Supervision::GaveUp { attempts } => ReaderEvent::ReconnectFailed { attempts },
-            })
-        };
-        let task = match radio {
-            Radio::Simulated(control) => supervise(control, policy, report),
-            #[cfg(feature = "ble")]
-            Radio::Ble(t) => supervise(t, policy, report),
-        };
-        if let Some(old) = self
-            .supervisor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(task)
-        {
-            old.abort();
-        }
-        Ok(())
+        Ok(self.inner.reconnect_automatically(policy)?)
     }
 
     /// Asks for a card for the begun payment whose `challenge` its
@@ -666,7 +553,7 @@ impl CardReader {
     /// carries the serial the vendor reported and no signature.
     pub async fn take_card(
         &self,
-        challenge: crate::checkout::CardChallenge,
+        challenge: CardChallenge,
         entry_modes: Vec<EntryMode>,
         offline: bool,
     ) -> Result<CardRead, ReaderError> {
@@ -676,105 +563,30 @@ impl CardReader {
                 .map_err(|e: PosError| ReaderError::InvalidInput {
                     detail: e.to_string(),
                 })?;
-        let amount = challenge.amount;
-        *self.challenge.lock().unwrap_or_else(|p| p.into_inner()) = Some(challenge.clone());
-        let mut client = self.client.lock().await;
-        let card = with_client!(&mut *client,
-            c => {
-                let modes: Vec<_> = entry_modes.into_iter().map(Into::into).collect();
-                c.take_card(&challenge, &modes, offline).await.map_err(ReaderError::from)
-            },
-            v => {
-                let v = Arc::clone(v);
-                let allowed: Vec<pos_core::policy::EntryMode> =
-                    entry_modes.iter().copied().map(Into::into).collect();
-                let ffi_amount = Money::from(amount);
-                // The serial the vendor reported at pairing; asked once if
-                // the reader was never paired on this object.
-                let known = self.serial.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                let serial = match known {
-                    Some(serial) => serial,
-                    None => {
-                        let v = Arc::clone(&v);
-                        let info = checked_info(blocking(move || v.info()).await?)?;
-                        self.note_info(&info);
-                        info.serial
-                    }
-                };
-                let mut card: pos_core::ledger::CardRead =
-                    blocking(move || v.take_card(ffi_amount, entry_modes, offline)).await?.into();
-                card.reader_serial = Some(serial);
-                card.reader_signature = None;
-                card.validate().map_err(|detail| ReaderError::Protocol { detail })?;
-                if !allowed.contains(&card.entry_mode) {
-                    return Err(ReaderError::Protocol {
-                        detail: format!("the vendor reader used {}, which this payment does not allow", card.entry_mode),
-                    });
-                }
-                Ok(card)
-            }
-        )
-        .inspect_err(|e| self.note_error(e, client.connected()))?;
-        Ok(card.into())
+        let modes: Vec<_> = entry_modes.into_iter().map(Into::into).collect();
+        Ok(self
+            .inner
+            .take_card(challenge, &modes, offline)
+            .await?
+            .into())
     }
 
     /// Cancels the payment in progress on a vendor reader, while its
     /// `takeCard` waits (the profile's readers are cancelled by dropping the
     /// `takeCard` call).
     pub fn cancel(&self) {
-        if let Some(v) = &self.vendor {
-            v.cancel();
-        }
+        self.inner.cancel();
     }
 
     /// Waits for the card of the payment in progress (after `reconnect`).
     pub async fn await_card(&self) -> Result<CardRead, ReaderError> {
-        let challenge = self
-            .challenge
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| ReaderError::InvalidInput {
-                detail: "no payment in progress: takeCard first".into(),
-            })?;
-        let mut client = self.client.lock().await;
-        let card = with_client!(&mut *client,
-            c => c.await_card(&challenge).await.map_err(ReaderError::from),
-            _v => Err(ReaderError::InvalidInput {
-                detail: "a vendor reader has no payment to resume: takeCard again".into(),
-            })
-        )
-        .inspect_err(|e| self.note_error(e, client.connected()))?;
-        Ok(card.into())
+        Ok(self.inner.await_card().await?.into())
     }
 
     /// The reader is back in range: both sides send again what the other
     /// did not acknowledge.
     pub async fn reconnect(&self) -> u64 {
-        let resent = match &*self.client.lock().await {
-            Client::Simulated(c, _) => c.reconnect() as u64,
-            Client::App(c, t) => {
-                let pending = c.unacked() as u64;
-                t.set_connected(true);
-                pending
-            }
-            #[cfg(feature = "ble")]
-            Client::Ble(c, t) => {
-                let pending = c.unacked() as u64;
-                if !t.is_connected() {
-                    // A failed attempt is seen as the absence of the
-                    // `Reconnected` event; the next call fails `Disconnected`.
-                    if t.reconnect().await.is_err() {
-                        return 0;
-                    }
-                }
-                pending
-            }
-            Client::Vendor(_) => 0,
-        };
-        self.listener
-            .on_reader_event(ReaderEvent::Reconnected { resent });
-        resent
+        self.inner.reconnect().await
     }
 }
 
@@ -834,7 +646,7 @@ impl AppReaderTransport {
     ) -> Result<Arc<CardReader>, ReaderError> {
         let client = ReaderClient::connect(Arc::clone(&self.transport)).await?;
         Ok(CardReader::new(
-            Client::App(client, Arc::clone(&self.transport)),
+            ProfileReader::new(client, Arc::clone(&self.transport)),
             listener,
         ))
     }
@@ -884,7 +696,7 @@ mod ble {
     use pos_reader::ble::{scan, BleTransport};
     use pos_reader::client::ReaderClient;
 
-    use super::{CardReader, Client, DiscoveredReader, ReaderError, ReaderListener};
+    use super::{CardReader, DiscoveredReader, ProfileReader, ReaderError, ReaderListener};
 
     fn bt(e: impl std::fmt::Display) -> ReaderError {
         ReaderError::Protocol {
@@ -975,7 +787,10 @@ mod ble {
                     .map_err(bt)?,
             );
             let client = ReaderClient::connect(Arc::clone(&transport)).await?;
-            Ok(CardReader::new(Client::Ble(client, transport), listener))
+            Ok(CardReader::new(
+                ProfileReader::new(client, transport),
+                listener,
+            ))
         }
     }
 }
@@ -1087,5 +902,232 @@ impl SimulatedAirspace {
                 detail: "no such reader in range".into(),
             })?;
         reader.connect(listener).await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! A listener may call the reader back from inside a callback (a Kotlin
+    //! `onReaderEvent` that runs `runBlocking { reader.refreshInfo() }`):
+    //! the reader never calls it while holding its own lock, or that call
+    //! would wait forever.
+
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, OnceLock, Weak};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::checkout::CardChallenge;
+    use crate::engine::{EngineConfig, PosEngine, ProbeOutcome, TestClock};
+    use crate::keys::{KeyMaterial, KeyProvider, KeyProviderError};
+    use crate::types::CardNetwork;
+
+    /// A vendor SDK whose reader is low on battery (every `info` reports
+    /// `LowBattery`).
+    struct Vendor;
+
+    impl VendorCardReader for Vendor {
+        fn info(&self) -> Result<ReaderInfo, ReaderError> {
+            Ok(ReaderInfo {
+                model: "Chipper 2X BT".into(),
+                serial: "SN-1".into(),
+                firmware: "1.0".into(),
+                battery_percent: 10,
+            })
+        }
+
+        fn take_card(
+            &self,
+            _amount: Money,
+            _entry_modes: Vec<EntryMode>,
+            _offline: bool,
+        ) -> Result<CardRead, ReaderError> {
+            Ok(CardRead {
+                entry_mode: EntryMode::Chip,
+                network: CardNetwork::Visa,
+                last4: "4242".into(),
+                fingerprint: Some("fp-4242".into()),
+                reader_model: "Chipper 2X BT".into(),
+                sealed_card_data: vec![1, 2, 3],
+                reader_serial: None,
+                reader_signature: None,
+            })
+        }
+
+        fn cancel(&self) {}
+    }
+
+    /// Calls the reader back from inside every event, on another thread
+    /// (as a foreign caller blocking on it would), and records whether that
+    /// call finished within two seconds.
+    #[derive(Default)]
+    struct ReentrantListener {
+        reader: OnceLock<Weak<CardReader>>,
+        busy: AtomicBool,
+        seen: Mutex<Vec<(ReaderEvent, bool)>>,
+    }
+
+    impl ReaderListener for ReentrantListener {
+        fn on_reader_event(&self, event: ReaderEvent) {
+            // The call back reports events too: those are not re-entered.
+            if self.busy.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            let reader = self.reader.get().and_then(Weak::upgrade).unwrap();
+            let finished = std::thread::scope(|s| {
+                s.spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async {
+                        tokio::time::timeout(Duration::from_secs(2), reader.refresh_info()).await
+                    })
+                    .is_ok()
+                })
+                .join()
+                .unwrap()
+            });
+            self.seen.lock().unwrap().push((event, finished));
+            self.busy.store(false, Ordering::SeqCst);
+        }
+    }
+
+    fn vendor_reader() -> (Arc<CardReader>, Arc<ReentrantListener>) {
+        let listener = Arc::new(ReentrantListener::default());
+        let reader = CardReader::vendor(Arc::new(Vendor), listener.clone());
+        listener.reader.set(Arc::downgrade(&reader)).ok().unwrap();
+        (reader, listener)
+    }
+
+    /// Every event was seen, and every call back from it finished.
+    #[track_caller]
+    fn assert_reentered(listener: &ReentrantListener, expected: &[ReaderEvent]) {
+        let seen = listener.seen.lock().unwrap().clone();
+        let events: Vec<_> = seen.iter().map(|(e, _)| e.clone()).collect();
+        assert_eq!(events, expected);
+        for (event, finished) in seen {
+            assert!(
+                finished,
+                "a call back into the reader from {event:?} waited: the listener was called under the reader's lock"
+            );
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn low_battery() -> ReaderEvent {
+        ReaderEvent::LowBattery { percent: 10 }
+    }
+
+    #[test]
+    fn a_listener_may_call_the_reader_back_from_refresh_info() {
+        let (reader, listener) = vendor_reader();
+        block_on(reader.refresh_info()).unwrap();
+        assert_reentered(&listener, &[low_battery()]);
+    }
+
+    #[test]
+    fn a_listener_may_call_the_reader_back_from_take_card() {
+        let (reader, listener) = vendor_reader();
+        let challenge = CardChallenge {
+            payment_id: format!("pay_{}", "0123456789abcdef".repeat(2)),
+            device_id: "till-1".into(),
+            amount: Money {
+                minor_units: 1_000,
+                currency: "USD".into(),
+            },
+            nonce: vec![7; 16],
+        };
+        // The serial is asked first (never paired on this object).
+        block_on(reader.take_card(challenge, vec![EntryMode::Chip], true)).unwrap();
+        assert_reentered(&listener, &[low_battery()]);
+    }
+
+    /// A simulated reader out of range: `refreshInfo` fails and reports
+    /// `Disconnected`.
+    #[test]
+    fn a_listener_may_call_the_reader_back_from_a_failure() {
+        let sim = SimulatedReader::new("Chipper 2X BT".into(), "SN-1".into(), 80, vec![5; 32], 185)
+            .unwrap();
+        let listener = Arc::new(ReentrantListener::default());
+        let reader = block_on(sim.connect(listener.clone())).unwrap();
+        listener.reader.set(Arc::downgrade(&reader)).ok().unwrap();
+        sim.set_in_range(false);
+        assert!(block_on(reader.refresh_info()).is_err());
+        assert_reentered(&listener, &[ReaderEvent::Disconnected]);
+    }
+
+    /// Keeps the key and the anchors in memory.
+    #[derive(Default)]
+    struct Keys(Mutex<HashMap<String, Vec<u8>>>);
+
+    impl KeyProvider for Keys {
+        fn key_encryption_key(&self) -> Result<KeyMaterial, KeyProviderError> {
+            Ok(KeyMaterial {
+                key_id: "test".into(),
+                key: vec![7; 32],
+            })
+        }
+
+        fn save_anchor(&self, store_id: String, anchor: Vec<u8>) -> Result<(), KeyProviderError> {
+            self.0.lock().unwrap().insert(store_id, anchor);
+            Ok(())
+        }
+
+        fn load_anchor(&self, store_id: String) -> Result<Option<Vec<u8>>, KeyProviderError> {
+            Ok(self.0.lock().unwrap().get(&store_id).cloned())
+        }
+    }
+
+    #[test]
+    fn a_listener_may_call_the_reader_back_from_pair() {
+        let dir = std::env::temp_dir().join(format!(
+            "pos-ffi-reentrant-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = EngineConfig {
+            data_dir: dir.to_string_lossy().into_owned(),
+            device_id: "till-1".into(),
+            currency: "USD".into(),
+            max_in_flight: None,
+            automatic_forwarding: Some(false),
+            compact_every: None,
+            account: None,
+        };
+        let engine = PosEngine::with_test_clock(
+            config,
+            Arc::new(Keys::default()),
+            TestClock::new(1_800_000_000_000),
+        )
+        .unwrap();
+        let (reader, listener) = vendor_reader();
+        block_on(async {
+            // A new reader is remembered only online.
+            engine.report_network(true).await.unwrap();
+            engine.report_probe(ProbeOutcome::Healthy).await.unwrap();
+            engine.report_probe(ProbeOutcome::Healthy).await.unwrap();
+            reader.pair(Arc::clone(&engine)).await.unwrap();
+        });
+        let info = ReaderInfo {
+            model: "Chipper 2X BT".into(),
+            serial: "SN-1".into(),
+            firmware: "1.0".into(),
+            battery_percent: 10,
+        };
+        assert_reentered(&listener, &[ReaderEvent::Paired { info }, low_battery()]);
+        engine.close();
+        drop(engine);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -327,3 +327,34 @@ pub(crate) fn payment_id(s: &str) -> Result<life::PaymentId, PosError> {
 pub(crate) fn order_id(s: &str) -> Result<life::OrderId, PosError> {
     life::OrderId::parse(s).map_err(invalid)
 }
+
+/// What the reader says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct ReaderInfo {
+    pub model: String,
+    pub serial: String,
+    pub firmware: String,
+    pub battery_percent: u8,
+}
+
+impl From<pos_reader::client::ReaderInfo> for ReaderInfo {
+    fn from(i: pos_reader::client::ReaderInfo) -> Self {
+        ReaderInfo {
+            model: i.model,
+            serial: i.serial,
+            firmware: i.firmware,
+            battery_percent: i.battery_percent,
+        }
+    }
+}
+
+impl From<ReaderInfo> for pos_reader::client::ReaderInfo {
+    fn from(i: ReaderInfo) -> Self {
+        pos_reader::client::ReaderInfo {
+            model: i.model,
+            serial: i.serial,
+            firmware: i.firmware,
+            battery_percent: i.battery_percent,
+        }
+    }
+}

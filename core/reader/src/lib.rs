@@ -5,7 +5,9 @@
 //! ([`message`]), the authenticated handshake and sealed messages of
 //! profile version 2 ([`secure`]), a message channel with acknowledgements,
 //! sealing and resending after a reconnection ([`link`]), the phone side
-//! ([`client`]) and a simulated reader that speaks the same bytes ([`sim`]).
+//! ([`client`]), a simulated reader that speaks the same bytes ([`sim`]),
+//! and [`card_reader`]: one reader an app drives whatever carries it (the
+//! profile over any link, or a vendor's SDK), which the FFI wraps.
 //!
 //! The btleplug transport is `ble` (feature `ble`; compiled and linked
 //! here, never run against a radio); [`link::ExternalTransport`] carries the
@@ -17,6 +19,7 @@
 
 #[cfg(feature = "ble")]
 pub mod ble;
+pub mod card_reader;
 pub mod client;
 pub mod frame;
 pub mod link;
