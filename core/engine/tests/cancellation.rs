@@ -7,10 +7,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use pos_core::clock::{Timestamp, VirtualClock};
 use pos_core::ledger::Write;
 use pos_core::store::{BoxFuture, MemoryStore, Store, StoreError};
-use pos_core::{EngineConfig, PosEngine};
+use pos_core::PosEngine;
 use tokio::sync::{mpsc, Notify};
 
 use pos_test_support as support;
@@ -52,13 +51,8 @@ async fn a_capture_cancelled_after_its_write_still_reaches_memory() {
         written,
         release: Notify::new(),
     });
-    let dir = std::env::temp_dir().join("pos-core-cancellation");
-    let config = EngineConfig::new(&dir, "till-1", "USD").unwrap();
-    let clock = VirtualClock::new(Timestamp(1_800_000_000_000));
-    let engine = PosEngine::open_with(config.clone(), Arc::new(clock.clone()), store.clone())
-        .await
-        .unwrap();
-    support::go_offline(&engine).await;
+    let rig = support::Rig::builder().store(store.clone()).open().await;
+    let engine = rig.engine.clone();
     support::sell_offline(&engine, 1, 1_000).await;
     let id = support::begin_sale(&engine, 2, 2_000).await;
     // The capture's batch is durable, and its caller gives up right then.
@@ -77,7 +71,7 @@ async fn a_capture_cancelled_after_its_write_still_reaches_memory() {
     support::sell_offline(&engine, 3, 3_000).await;
     assert_eq!(engine.list_payments().unwrap().len(), 3);
     engine.close();
-    let reopened = PosEngine::open_with(config, Arc::new(clock), Arc::new(memory))
+    let reopened = PosEngine::open_with(rig.config, Arc::new(rig.clock), Arc::new(memory))
         .await
         .expect("the store opens: no audit number was used twice");
     assert_eq!(reopened.list_payments().unwrap().len(), 3);

@@ -14,22 +14,14 @@ use pos_core::money::Currency;
 use pos_core::policy::{Policy, TenderKind};
 use pos_core::reader_trust::{simulator_authority, ReaderAuthority, ReaderIdentity, CARD_CONTEXT};
 use pos_core::rules::Refusal;
-use pos_core::store::MemoryStore;
-use pos_core::{EngineConfig, PosEngine, PosError};
-use support::{chip_card, chip_card_for, go_offline, test_reader, usd};
+use pos_core::PosEngine;
+use pos_core::PosError;
+use support::{chip_card, chip_card_for, test_reader, usd, Rig};
 
-async fn engine() -> (PosEngine, MemoryStore) {
-    let store = MemoryStore::new();
-    let clock = pos_core::clock::VirtualClock::new(pos_core::clock::Timestamp(1_800_000_000_000));
-    let engine = PosEngine::open_with(
-        EngineConfig::new("/tmp/pos-core-card-origin", "till-1", "USD").unwrap(),
-        std::sync::Arc::new(clock),
-        std::sync::Arc::new(store.clone()),
-    )
-    .await
-    .unwrap();
-    go_offline(&engine).await;
-    (engine, store)
+/// The usual rig: the test reader paired, offline.
+async fn engine() -> (PosEngine, Rig) {
+    let rig = Rig::offline().await;
+    (rig.engine.clone(), rig)
 }
 
 async fn begin(engine: &PosEngine, n: usize, cents: i64) -> PaymentId {
@@ -339,7 +331,7 @@ async fn a_vendor_readers_reads_are_taken_on_the_vendors_word() {
 async fn the_processor_can_check_what_the_engine_checked() {
     // The blob the engine took is bound to its payment: its clear header
     // names what the processor compares with the request.
-    let (engine, store) = engine().await;
+    let (engine, rig) = engine().await;
     let id = begin(&engine, 1, 1_234).await;
     let card = chip_card_for(&engine, &id, 1);
     let sealed = card_seal::parse_v2(&card.sealed_card_data).unwrap();
@@ -364,9 +356,9 @@ async fn the_processor_can_check_what_the_engine_checked() {
         .confirm_card_payment(&id, card.clone())
         .await
         .unwrap();
-    let stored = pos_core::store::Store::load(&store)
+    let stored = rig
+        .records()
         .await
-        .unwrap()
         .into_iter()
         .rev()
         .find_map(|w| match w {
@@ -387,7 +379,7 @@ async fn the_processor_can_check_what_the_engine_checked() {
 #[tokio::test]
 async fn a_reader_paired_by_an_earlier_version_takes_no_card_until_paired_again() {
     // A record as an earlier version wrote it: no certificate, no vendor flag.
-    let store = MemoryStore::new();
+    let store = pos_core::store::MemoryStore::new();
     pos_core::store::Store::apply(
         &store,
         &[pos_core::ledger::Write::Reader {
@@ -400,15 +392,11 @@ async fn a_reader_paired_by_an_earlier_version_takes_no_card_until_paired_again(
     )
     .await
     .unwrap();
-    let clock = pos_core::clock::VirtualClock::new(pos_core::clock::Timestamp(1_800_000_000_000));
-    let engine = PosEngine::open_with(
-        EngineConfig::new("/tmp/pos-core-card-origin", "till-1", "USD").unwrap(),
-        std::sync::Arc::new(clock),
-        std::sync::Arc::new(store),
-    )
-    .await
-    .unwrap();
-    go_offline(&engine).await;
+    let rig = Rig::builder()
+        .store(std::sync::Arc::new(store))
+        .open()
+        .await;
+    let engine = rig.engine.clone();
     let id = begin(&engine, 1, 1_000).await;
     let mut card = chip_card(1);
     card.reader_serial = Some("OLD-1".into());
@@ -475,7 +463,7 @@ async fn a_new_key_is_not_paired_over_pending_payments_of_the_old_one() {
 
 #[tokio::test]
 async fn pairing_forgetting_and_trusting_readers_are_audited() {
-    let (engine, store) = engine().await;
+    let (engine, rig) = engine().await;
     support::remember_vendor_reader(&engine, "M2-1", "Stripe M2").await;
     // A reconnection that changes nothing writes nothing (no audit entry,
     // no record, the pairing time kept).
@@ -485,12 +473,12 @@ async fn pairing_forgetting_and_trusting_readers_are_audited() {
         .into_iter()
         .find(|r| r.serial == support::READER_SERIAL)
         .unwrap();
-    let records = store.len();
+    let records = rig.store.len();
     let kept = engine
         .remember_paired_reader(&test_reader().identity.certificate().encode(), "1.0")
         .await
         .unwrap();
-    assert_eq!(store.len(), records);
+    assert_eq!(rig.store.len(), records);
     assert_eq!(kept, before);
     engine.forget_reader("M2-1").await.unwrap();
     let csv = engine.export_audit_csv().unwrap();

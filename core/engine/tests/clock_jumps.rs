@@ -5,35 +5,21 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use pos_core::audit::AuditKind;
-use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour, PaymentView};
-use pos_core::clock::{Timestamp, VirtualClock};
-use pos_core::engine::StaffSession;
-use pos_core::ledger::CardRead;
-use pos_core::lifecycle::{OrderId, StaffId};
-use pos_core::money::{Currency, Money};
-use pos_core::policy::{EntryMode, Network, Policy, TenderKind};
+use pos_core::checkout::PaymentView;
+use pos_core::clock::Timestamp;
+use pos_core::money::Currency;
+use pos_core::policy::Policy;
 use pos_core::rules::Refusal;
-use pos_core::store::MemoryStore;
-use pos_core::{EngineConfig, PosEngine, PosError};
+use pos_core::{PosEngine, PosError};
+use pos_test_support::{clock_corrections, Reader, Rig, T0};
 
-const T0: Timestamp = Timestamp(1_800_000_000_000);
 const MIN: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 
-fn usd(cents: i64) -> Money {
-    Money::new(cents, Currency::parse("USD").unwrap())
-}
-
 fn at(d: Duration) -> Timestamp {
     T0.plus(d)
-}
-
-fn config() -> EngineConfig {
-    EngineConfig::new("/tmp/pos-core-clock-jumps", "till-1", "USD").unwrap()
 }
 
 /// Square Reader: a one-hour acceptance window, a 24-hour forwarding deadline.
@@ -41,117 +27,28 @@ fn policy() -> Policy {
     Policy::square_reader(Currency::parse("USD").unwrap()).with_enabled(true)
 }
 
-struct Rig {
-    clock: VirtualClock,
-    store: MemoryStore,
-    engine: PosEngine,
-    reader: String,
+/// An engine at `T0`, offline (the outage begins at `T0`), a cashier signed
+/// in, a vendor reader of the preset's model paired earlier (online).
+async fn offline_rig() -> Rig {
+    let policy = policy();
+    let model = policy.offline_readers.iter().next().unwrap().clone();
+    Rig::builder()
+        .policy(policy)
+        .stored_reader(Reader::vendor("SN-1", &model))
+        .open()
+        .await
 }
 
-impl Rig {
-    /// An engine at `T0`, offline (the outage begins at `T0`), a cashier signed in.
-    async fn offline() -> Rig {
-        let clock = VirtualClock::new(T0);
-        let store = MemoryStore::new();
-        let policy = policy();
-        let reader = policy.offline_readers.iter().next().unwrap().clone();
-        // A vendor reader of that model, paired earlier (online).
-        pos_core::store::Store::apply(
-            &store,
-            &[pos_core::ledger::Write::Reader {
-                serial: "SN-1".into(),
-                reader: Some(pos_core::ledger::RememberedReader {
-                    serial: "SN-1".into(),
-                    model: reader.clone(),
-                    firmware: "1.0".into(),
-                    paired_at: T0,
-                    certificate: None,
-                    vendor: true,
-                }),
-            }],
-        )
-        .await
-        .unwrap();
-        let engine =
-            PosEngine::open_with(config(), Arc::new(clock.clone()), Arc::new(store.clone()))
-                .await
-                .unwrap();
-        engine.set_policy(policy).await.unwrap();
-        let rig = Rig {
-            clock,
-            store,
-            engine,
-            reader,
-        };
-        rig.sign_in_offline().await;
-        rig
-    }
+/// The app is closed and opened again on the same store and clock (an app
+/// restart; a reboot when the clock was rebooted first), still offline.
+async fn restart(rig: &mut Rig) {
+    rig.reopen().await;
+    rig.network_down().await;
+}
 
-    async fn sign_in_offline(&self) {
-        self.engine
-            .sign_in(StaffSession {
-                staff_id: StaffId::parse("cashier-1").unwrap(),
-                may_take_offline_payments: true,
-            })
-            .unwrap();
-        self.engine.report_network(false).await.unwrap();
-    }
-
-    /// The app is closed and opened again on the same store and clock (an
-    /// app restart; a reboot when the clock was rebooted first).
-    async fn restart(&mut self) {
-        self.engine.close();
-        self.engine = PosEngine::open_with(
-            config(),
-            Arc::new(self.clock.clone()),
-            Arc::new(self.store.clone()),
-        )
-        .await
-        .unwrap();
-        self.sign_in_offline().await;
-    }
-
-    async fn order(&self, cents: i64) -> OrderId {
-        self.engine
-            .create_order(NewOrder {
-                order_id: None,
-                total: usd(cents),
-                contact: None,
-            })
-            .await
-            .unwrap()
-            .id
-    }
-
-    async fn pay(&self, order: &OrderId, cents: i64) -> Result<PaymentView, PosError> {
-        let d = self
-            .engine
-            .begin_card_payment(CardPaymentRequest {
-                order_id: order.clone(),
-                payment_id: None,
-                amount: usd(cents),
-                tip: None,
-                behaviour: OfflineBehaviour::PreferOnline,
-                tender: TenderKind::Card,
-            })
-            .await?;
-        let card = CardRead {
-            entry_mode: EntryMode::Chip,
-            network: Network::Visa,
-            last4: "4242".into(),
-            fingerprint: None,
-            reader_model: self.reader.clone(),
-            sealed_card_data: vec![0xA5; 32],
-            reader_serial: Some("SN-1".into()),
-            reader_signature: None,
-        };
-        self.engine.confirm_card_payment(&d.payment_id, card).await
-    }
-
-    fn time_left(&self) -> Duration {
-        let ms = self.engine.status().unwrap().time_left_ms.unwrap();
-        Duration::from_millis(u64::try_from(ms).unwrap())
-    }
+fn time_left(rig: &Rig) -> Duration {
+    let ms = rig.engine.status().unwrap().time_left_ms.unwrap();
+    Duration::from_millis(u64::try_from(ms).unwrap())
 }
 
 fn window_closed(r: Result<PaymentView, PosError>) -> bool {
@@ -165,16 +62,16 @@ fn window_closed(r: Result<PaymentView, PosError>) -> bool {
 
 #[tokio::test]
 async fn wall_clock_set_forward_then_an_app_restart_expires_nothing() {
-    let mut rig = Rig::offline().await;
+    let mut rig = offline_rig().await;
     let order = rig.order(3_000).await;
     let p = rig.pay(&order, 1_000).await.unwrap();
     assert_eq!(p.deadline, at(24 * HOUR));
     rig.clock.advance(10 * MIN);
     // Two days ahead, then the app is closed and opened again: no reboot.
     rig.clock.set_wall(at(48 * HOUR));
-    rig.restart().await;
+    restart(&mut rig).await;
     assert!(rig.engine.tick().await.unwrap().expired.is_empty());
-    assert_eq!(rig.time_left(), 24 * HOUR - 10 * MIN);
+    assert_eq!(time_left(&rig), 24 * HOUR - 10 * MIN);
     // The acceptance window is still open, and the new payment's deadline
     // is the session's, measured in real time.
     let q = rig.pay(&order, 1_000).await.unwrap();
@@ -190,15 +87,15 @@ async fn wall_clock_set_forward_then_an_app_restart_expires_nothing() {
 
 #[tokio::test]
 async fn wall_clock_set_back_then_an_app_restart_extends_no_window() {
-    let mut rig = Rig::offline().await;
+    let mut rig = offline_rig().await;
     let order = rig.order(3_000).await;
     rig.pay(&order, 1_000).await.unwrap();
     // 50 minutes pass with nothing persisted (no tick), then the wall clock
     // goes back a day and the app restarts: no reboot.
     rig.clock.advance(50 * MIN);
     rig.clock.set_wall(Timestamp(T0.0 - 86_400_000));
-    rig.restart().await;
-    assert_eq!(rig.time_left(), 24 * HOUR - 50 * MIN);
+    restart(&mut rig).await;
+    assert_eq!(time_left(&rig), 24 * HOUR - 50 * MIN);
     // 10 minutes of the hour are left, not more.
     rig.clock.advance(10 * MIN);
     assert!(window_closed(rig.pay(&order, 1_000).await));
@@ -210,7 +107,7 @@ async fn wall_clock_set_back_then_an_app_restart_extends_no_window() {
 
 #[tokio::test]
 async fn repeated_restarts_with_the_wall_clock_moving_both_ways_keep_real_time() {
-    let mut rig = Rig::offline().await;
+    let mut rig = offline_rig().await;
     let order = rig.order(3_000).await;
     rig.pay(&order, 1_000).await.unwrap();
     for (i, wall) in [72 * HOUR, Duration::ZERO, 500 * HOUR, HOUR]
@@ -219,9 +116,9 @@ async fn repeated_restarts_with_the_wall_clock_moving_both_ways_keep_real_time()
     {
         rig.clock.advance(MIN);
         rig.clock.set_wall(Timestamp(T0.0 - 86_400_000).plus(wall));
-        rig.restart().await;
+        restart(&mut rig).await;
         let elapsed = MIN * u32::try_from(i + 1).unwrap();
-        assert_eq!(rig.time_left(), 24 * HOUR - elapsed, "restart {i}");
+        assert_eq!(time_left(&rig), 24 * HOUR - elapsed, "restart {i}");
     }
 }
 
@@ -237,21 +134,9 @@ async fn correct_fully(engine: &PosEngine, real: Timestamp) -> Vec<i64> {
     steps
 }
 
-fn clock_corrections(engine: &PosEngine) -> Vec<(i64, i64)> {
-    engine
-        .audit_entries(0)
-        .unwrap()
-        .into_iter()
-        .filter_map(|e| match e.kind {
-            AuditKind::ClockCorrected { error_ms, step_ms } => Some((error_ms, step_ms)),
-            _ => None,
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn the_processors_time_brings_back_a_clock_that_a_reboot_set_forward() {
-    let mut rig = Rig::offline().await;
+    let mut rig = offline_rig().await;
     let order = rig.order(3_000).await;
     let p = rig.pay(&order, 1_000).await.unwrap();
     rig.clock.advance(10 * MIN);
@@ -259,8 +144,8 @@ async fn the_processors_time_brings_back_a_clock_that_a_reboot_set_forward() {
     // wall clock move trusted time, and here it moves it wrong.
     rig.clock.reboot(Duration::ZERO);
     rig.clock.set_wall(at(50 * MIN));
-    rig.restart().await;
-    assert_eq!(rig.time_left(), 24 * HOUR - 50 * MIN);
+    restart(&mut rig).await;
+    assert_eq!(time_left(&rig), 24 * HOUR - 50 * MIN);
     // The processor's time, real time, brings it back in bounded steps.
     let real = at(10 * MIN);
     let minutes = |m: i64| m * 60_000;
@@ -276,14 +161,14 @@ async fn the_processors_time_brings_back_a_clock_that_a_reboot_set_forward() {
     );
     // The clock never went back: it holds still until real time catches up,
     // then follows it.
-    assert_eq!(rig.time_left(), 24 * HOUR - 50 * MIN);
+    assert_eq!(time_left(&rig), 24 * HOUR - 50 * MIN);
     rig.clock.advance(40 * MIN);
-    assert_eq!(rig.time_left(), 24 * HOUR - 50 * MIN);
+    assert_eq!(time_left(&rig), 24 * HOUR - 50 * MIN);
     rig.clock.advance(9 * MIN);
-    assert_eq!(rig.time_left(), 24 * HOUR - 59 * MIN);
+    assert_eq!(time_left(&rig), 24 * HOUR - 59 * MIN);
     // The correction survives an app restart in the same boot.
-    rig.restart().await;
-    assert_eq!(rig.time_left(), 24 * HOUR - 59 * MIN);
+    restart(&mut rig).await;
+    assert_eq!(time_left(&rig), 24 * HOUR - 59 * MIN);
     // The session begun at T0 (before the reboot) gets its real hour back,
     // not more; the payment expires at its real deadline.
     rig.pay(&order, 1_000).await.unwrap();
@@ -299,7 +184,7 @@ async fn the_processors_time_brings_back_a_clock_that_a_reboot_set_forward() {
 
 #[tokio::test]
 async fn the_processors_time_moves_forward_a_clock_that_a_reboot_set_back() {
-    let mut rig = Rig::offline().await;
+    let mut rig = offline_rig().await;
     let order = rig.order(3_000).await;
     rig.pay(&order, 1_000).await.unwrap();
     // 30 minutes with nothing persisted, then the device is off for an
@@ -308,26 +193,26 @@ async fn the_processors_time_moves_forward_a_clock_that_a_reboot_set_back() {
     rig.clock.advance(30 * MIN);
     rig.clock.reboot(HOUR);
     rig.clock.set_wall(Timestamp(T0.0 - 86_400_000));
-    rig.restart().await;
-    assert_eq!(rig.time_left(), 24 * HOUR);
+    restart(&mut rig).await;
+    assert_eq!(time_left(&rig), 24 * HOUR);
     let real = at(90 * MIN);
     let steps = correct_fully(&rig.engine, real).await;
     assert_eq!(steps, vec![15 * 60_000; 6]);
-    assert_eq!(rig.time_left(), 24 * HOUR - 90 * MIN);
+    assert_eq!(time_left(&rig), 24 * HOUR - 90 * MIN);
     // The acceptance window closed in real time 30 minutes ago.
     assert!(window_closed(rig.pay(&order, 1_000).await));
-    rig.restart().await;
-    assert_eq!(rig.time_left(), 24 * HOUR - 90 * MIN);
+    restart(&mut rig).await;
+    assert_eq!(time_left(&rig), 24 * HOUR - 90 * MIN);
     rig.clock.advance(24 * HOUR - 90 * MIN);
     assert_eq!(rig.engine.tick().await.unwrap().expired.len(), 1);
 }
 
 #[tokio::test]
 async fn the_processors_time_within_the_round_trip_changes_nothing() {
-    let rig = Rig::offline().await;
+    let rig = offline_rig().await;
     let order = rig.order(3_000).await;
     rig.pay(&order, 1_000).await.unwrap();
-    let before = rig.time_left();
+    let before = time_left(&rig);
     // The answer was stamped between request and answer: with 10 s of
     // round trip, a device 8 s ahead of the stamp may be right.
     assert!(rig
@@ -336,6 +221,6 @@ async fn the_processors_time_within_the_round_trip_changes_nothing() {
         .await
         .unwrap()
         .is_none());
-    assert_eq!(rig.time_left(), before);
+    assert_eq!(time_left(&rig), before);
     assert!(clock_corrections(&rig.engine).is_empty());
 }

@@ -12,25 +12,22 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour};
+use pos_core::checkout::PaymentView;
 use pos_core::clock::{Clock, Timestamp, VirtualClock};
-use pos_core::engine::StaffSession;
 use pos_core::forwarding::ForwardingConfig;
 use pos_core::gateway::{
     AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, PaymentLookup,
     ReceiptDelivery, ServiceStatus, StatusQuery,
 };
-use pos_core::ledger::CardRead;
 use pos_core::lifecycle::{
-    CustomerContact, DeclineReason, ForwardErrorKind, OrderStatus, PaymentId, PaymentState,
-    PaymentStatus, StaffId,
+    CustomerContact, DeclineReason, ForwardErrorKind, OrderId, OrderStatus, PaymentId,
+    PaymentState, PaymentStatus,
 };
 use pos_core::money::{Currency, Money};
-use pos_core::policy::{EntryMode, Network, Policy, TenderKind};
+use pos_core::policy::{EntryMode, Policy};
 use pos_core::store::{BoxFuture, MemoryStore, Store, StoreError};
-use pos_core::{EngineConfig, EventListener, PosEngine, PosEvent};
-
-const T0: Timestamp = Timestamp(1_800_000_000_000);
+use pos_core::PosEvent;
+use support::{Sale, T0};
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn usd(cents: i64) -> Money {
@@ -272,20 +269,20 @@ impl Processor {
     }
 }
 
-struct Events(Mutex<mpsc::Sender<PosEvent>>);
-impl EventListener for Events {
-    fn on_event(&self, e: PosEvent) {
-        let _ = self.0.lock().unwrap().send(e);
-    }
-}
-
+/// The support rig forwarding to a scripted [`Processor`], with the
+/// engine's events.
 struct Rig {
-    clock: VirtualClock,
-    engine: PosEngine,
+    base: support::Rig<dyn Store>,
     processor: Arc<Processor>,
     events: mpsc::Receiver<PosEvent>,
-    _sub: pos_core::Subscription,
-    reader: String,
+}
+
+impl std::ops::Deref for Rig {
+    type Target = support::Rig<dyn Store>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.base
+    }
 }
 
 impl Rig {
@@ -309,6 +306,9 @@ impl Rig {
         Rig::on_store(clock, Arc::new(store), max_in_flight, automatic, None).await
     }
 
+    /// Square Reader (which also takes the test reader, a "Wisepad 3")
+    /// trusting the test reader, that reader paired, a cashier signed in,
+    /// the processor as the gateway, offline.
     async fn on_store(
         clock: VirtualClock,
         store: Arc<dyn Store>,
@@ -316,79 +316,49 @@ impl Rig {
         automatic: bool,
         compact_every: Option<u64>,
     ) -> Rig {
-        let mut config = EngineConfig::new("/tmp/pos-core-forwarding", "till-1", "USD").unwrap();
-        if let Some(n) = compact_every {
-            config.compact_every = n;
-        }
-        config.forwarding = ForwardingConfig {
-            max_in_flight,
-            automatic,
-            jitter_seed: Some(7),
-            ..ForwardingConfig::default()
-        };
-        let engine = PosEngine::open_with(config, Arc::new(clock.clone()), store)
-            .await
-            .unwrap();
         let mut policy = support::trusting_the_test_reader(
             Policy::square_reader(Currency::parse("USD").unwrap()).with_enabled(true),
         );
-        // The test reader is a "Wisepad 3".
-        policy.offline_readers.insert("Wisepad 3".into());
-        let reader = "Wisepad 3".to_owned();
-        engine.set_policy(policy).await.unwrap();
-        support::pair_test_reader(&engine).await;
-        engine
-            .sign_in(StaffSession {
-                staff_id: StaffId::parse("cashier-1").unwrap(),
-                may_take_offline_payments: true,
-            })
-            .unwrap();
+        policy
+            .offline_readers
+            .insert(support::TEST_READER_MODEL.into());
         let processor = Arc::new(Processor::default());
         // The automatic driver probes as soon as it has a gateway: with a
         // healthy service it would bring the engine online on its own, in
         // real time, while the test takes payments offline (a race seen
         // under load). The service is unreachable until the test says so.
         processor.unreachable.store(automatic, Ordering::SeqCst);
-        engine.set_gateway(processor.clone()).unwrap();
-        let (tx, rx) = mpsc::channel();
-        let sub = engine.subscribe(Arc::new(Events(Mutex::new(tx)))).unwrap();
-        engine.report_network(false).await.unwrap();
+        let (listener, events) = support::Events::channel();
+        let base = support::Rig::builder()
+            .clock(clock)
+            .dyn_store(store)
+            .configure(|c| {
+                if let Some(n) = compact_every {
+                    c.compact_every = n;
+                }
+                c.forwarding = ForwardingConfig {
+                    max_in_flight,
+                    automatic,
+                    jitter_seed: Some(7),
+                    ..ForwardingConfig::default()
+                };
+            })
+            .policy(policy)
+            .gateway(processor.clone())
+            .listener(listener)
+            .open()
+            .await;
         Rig {
-            clock,
-            engine,
+            base,
             processor,
-            events: rx,
-            _sub: sub,
-            reader,
+            events,
         }
     }
 
     /// Takes one offline payment of `cents` on a new order.
     async fn take(&self, cents: i64, contact: Option<CustomerContact>) -> PaymentId {
-        let order = NewOrder {
-            order_id: None,
-            total: usd(cents),
-            contact,
-        };
-        let payment_id = support::begin_order_payment(&self.engine, order).await;
-        let card = CardRead {
-            entry_mode: EntryMode::Chip,
-            network: Network::Visa,
-            last4: "4242".into(),
-            fingerprint: None,
-            reader_model: self.reader.clone(),
-            sealed_card_data: vec![0xA5; 48],
-            reader_serial: None,
-            reader_signature: None,
-        };
-        self.engine
-            .confirm_card_payment(
-                &payment_id,
-                support::read_for(&self.engine, &payment_id, card),
-            )
-            .await
-            .unwrap();
-        payment_id
+        let sale = self.sale(cents).contact(contact);
+        sale.sell(&self.engine).await.id
     }
 
     fn advance_to(&self, t: Timestamp) {
@@ -396,16 +366,6 @@ impl Rig {
         self.clock.advance(Duration::from_millis(
             u64::try_from(t.millis() - now.millis()).unwrap(),
         ));
-    }
-
-    fn state(&self, id: &PaymentId) -> PaymentState {
-        self.engine
-            .list_payments()
-            .unwrap()
-            .into_iter()
-            .find(|p| &p.id == id)
-            .unwrap()
-            .state
     }
 
     fn drain(&self) -> Vec<PosEvent> {
@@ -664,89 +624,29 @@ impl Rig {
     async fn take_in_outage(&self, cents: i64) -> PaymentId {
         self.engine.report_network(false).await.unwrap();
         let id = self.take(cents, None).await;
-        self.go_online().await;
+        self.online().await;
         id
     }
 
-    async fn go_online(&self) {
-        use pos_core::connectivity::ProbeOutcome;
-        self.engine.report_network(true).await.unwrap();
-        for _ in 0..10 {
-            if self.engine.status().unwrap().connectivity.is_online() {
-                return;
-            }
-            self.engine
-                .report_probe(ProbeOutcome::Healthy)
-                .await
-                .unwrap();
-        }
-        panic!("not online");
+    /// A card payment of `cents` on `order` with the app's id `id`, by a
+    /// contactless card.
+    fn online_sale(&self, order: &OrderId, id: &str, cents: i64) -> Sale {
+        let sale = self.sale(cents).on(order).payment_id(id);
+        sale.entry_mode(EntryMode::Contactless)
     }
 
-    /// A new order of `cents`, no contact.
-    async fn order_of(&self, cents: i64) -> pos_core::checkout::OrderView {
-        self.engine
-            .create_order(NewOrder {
-                order_id: None,
-                total: usd(cents),
-                contact: None,
-            })
-            .await
-            .unwrap()
-    }
-
-    /// Begins an online card payment of `cents` on `order` with the app's id.
-    async fn begin_online(
-        &self,
-        order: &pos_core::lifecycle::OrderId,
-        id: &str,
-        cents: i64,
-    ) -> PaymentId {
-        let d = self
-            .engine
-            .begin_card_payment(CardPaymentRequest {
-                order_id: order.clone(),
-                payment_id: Some(id.into()),
-                amount: usd(cents),
-                tip: None,
-                behaviour: OfflineBehaviour::PreferOnline,
-                tender: TenderKind::Card,
-            })
-            .await
-            .unwrap();
+    /// Begins `sale`, which goes online.
+    async fn begin_online(&self, sale: &Sale) -> PaymentId {
+        let d = sale.begin(&self.engine).await.unwrap();
         assert_eq!(d.route, pos_core::checkout::Route::Online);
         d.payment_id
     }
 
-    /// A contactless card read by the rig's reader.
-    fn contactless_card(&self) -> CardRead {
-        CardRead {
-            entry_mode: EntryMode::Contactless,
-            network: Network::Visa,
-            last4: "4242".into(),
-            fingerprint: None,
-            reader_model: self.reader.clone(),
-            sealed_card_data: vec![0x5A; 48],
-            reader_serial: None,
-            reader_signature: None,
-        }
-    }
-
     /// An online card payment of `cents` on `order` with the app's id.
-    async fn pay_online(
-        &self,
-        order: &pos_core::lifecycle::OrderId,
-        id: &str,
-        cents: i64,
-    ) -> pos_core::checkout::PaymentView {
-        let id = self.begin_online(order, id, cents).await;
-        self.engine
-            .confirm_card_payment(
-                &id,
-                support::read_for(&self.engine, &id, self.contactless_card()),
-            )
-            .await
-            .unwrap()
+    async fn pay_online(&self, order: &OrderId, id: &str, cents: i64) -> PaymentView {
+        let sale = self.online_sale(order, id, cents);
+        let id = self.begin_online(&sale).await;
+        sale.confirm(&self.engine, &id).await.unwrap()
     }
 }
 
@@ -760,61 +660,25 @@ async fn a_payment_id_the_store_has_seen_is_never_taken_again() {
     let declined = PaymentId::parse("app-declined").unwrap();
     rig.processor
         .script(&declined, Script::Decline(DeclineReason::InsufficientFunds));
-    let begin = |order: pos_core::lifecycle::OrderId, id: &str| {
-        rig.engine.begin_card_payment(CardPaymentRequest {
-            order_id: order,
-            payment_id: Some(id.into()),
-            amount: usd(700),
-            tip: None,
-            behaviour: OfflineBehaviour::PreferOnline,
-            tender: TenderKind::Card,
-        })
-    };
-    let new_order = || async {
-        rig.engine
-            .create_order(NewOrder {
-                order_id: None,
-                total: usd(700),
-                contact: None,
-            })
-            .await
-            .unwrap()
-            .id
-    };
+    // Each on a new order.
+    let sale = |id: &str| rig.sale(700).payment_id(id);
     // Offline: one approved and one declined once forwarded.
-    let card = CardRead {
-        entry_mode: EntryMode::Chip,
-        network: Network::Visa,
-        last4: "4242".into(),
-        fingerprint: None,
-        reader_model: rig.reader.clone(),
-        sealed_card_data: vec![0xA5; 48],
-        reader_serial: None,
-        reader_signature: None,
-    };
     for id in ["app-approved", "app-declined"] {
-        let d = begin(new_order().await, id).await.unwrap();
-        rig.engine
-            .confirm_card_payment(
-                &d.payment_id,
-                support::read_for(&rig.engine, &d.payment_id, card.clone()),
-            )
-            .await
-            .unwrap();
+        sale(id).sell(&rig.engine).await;
     }
     // Begun then cancelled: nothing stored, nothing sent.
-    let d = begin(new_order().await, "app-cancelled").await.unwrap();
+    let d = sale("app-cancelled").begin(&rig.engine).await.unwrap();
     rig.engine.cancel_card_payment(&d.payment_id).await.unwrap();
-    rig.go_online().await;
+    rig.online().await;
     rig.engine.forward_now().await.unwrap();
     // Online, approved.
-    let order = new_order().await;
+    let order = rig.order(700).await;
     rig.pay_online(&order, "app-online", 700).await;
     let calls = rig.processor.calls.lock().unwrap().len();
     let stored = rig.engine.list_payments().unwrap().len();
     assert_eq!(stored, 3);
     for id in ["app-approved", "app-declined", "app-online"] {
-        let r = begin(new_order().await, id).await;
+        let r = sale(id).begin(&rig.engine).await;
         assert_eq!(
             r,
             Err(pos_core::PosError::DuplicatePayment {
@@ -825,15 +689,15 @@ async fn a_payment_id_the_store_has_seen_is_never_taken_again() {
     }
     assert_eq!(rig.processor.calls.lock().unwrap().len(), calls);
     assert_eq!(rig.engine.list_payments().unwrap().len(), stored);
-    let d = begin(new_order().await, "app-cancelled").await.unwrap();
+    let d = sale("app-cancelled").begin(&rig.engine).await.unwrap();
     assert_eq!(d.payment_id.as_str(), "app-cancelled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_online_payment_with_no_answer_is_resolved_with_the_same_id() {
     let rig = Rig::new(2, false).await;
-    rig.go_online().await;
-    let order = rig.order_of(5_000).await;
+    rig.online().await;
+    let order = rig.order(5_000).await;
     let id = PaymentId::parse("online-1").unwrap();
     rig.processor.script(
         &id,
@@ -843,7 +707,7 @@ async fn an_online_payment_with_no_answer_is_resolved_with_the_same_id() {
             charge: true,
         },
     );
-    let v = rig.pay_online(&order.id, "online-1", 5_000).await;
+    let v = rig.pay_online(&order, "online-1", 5_000).await;
     assert_eq!(
         v.status,
         PaymentStatus::FailedToForward,
@@ -857,10 +721,7 @@ async fn an_online_payment_with_no_answer_is_resolved_with_the_same_id() {
     assert!(matches!(rig.state(&id), PaymentState::Approved { .. }));
     let charges = rig.processor.charges.lock().unwrap();
     assert_eq!(charges[id.as_str()].1, 2, "two requests, one charge");
-    assert_eq!(
-        rig.engine.order(&order.id).unwrap().status,
-        OrderStatus::Paid
-    );
+    assert_eq!(rig.engine.order(&order).unwrap().status, OrderStatus::Paid);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -870,7 +731,7 @@ async fn a_declined_card_leaves_the_balance_due_and_it_can_be_paid_again() {
     let id = rig.take(3_000, None).await;
     rig.processor
         .script(&id, Script::Decline(DeclineReason::DoNotHonour));
-    rig.go_online().await;
+    rig.online().await;
     rig.engine.forward_now().await.unwrap();
     let order_id = rig
         .engine
@@ -886,24 +747,8 @@ async fn a_declined_card_leaves_the_balance_due_and_it_can_be_paid_again() {
     // The balance is collected online, with the helper that knows the amount.
     let d = rig.engine.begin_balance_payment(&order_id).await.unwrap();
     assert_eq!(d.route, pos_core::checkout::Route::Online);
-    let card = CardRead {
-        entry_mode: EntryMode::Contactless,
-        network: Network::Visa,
-        last4: "1881".into(),
-        fingerprint: None,
-        reader_model: rig.reader.clone(),
-        sealed_card_data: vec![0x11; 48],
-        reader_serial: None,
-        reader_signature: None,
-    };
-    let v = rig
-        .engine
-        .confirm_card_payment(
-            &d.payment_id,
-            support::read_for(&rig.engine, &d.payment_id, card),
-        )
-        .await
-        .unwrap();
+    let balance = rig.sale(3_000).entry_mode(EntryMode::Contactless);
+    let v = balance.confirm(&rig.engine, &d.payment_id).await.unwrap();
     assert_eq!(v.status, PaymentStatus::Approved);
     assert_eq!(v.amount, usd(3_000));
     assert!(
@@ -913,22 +758,14 @@ async fn a_declined_card_leaves_the_balance_due_and_it_can_be_paid_again() {
     let order = rig.engine.order(&order_id).unwrap();
     assert_eq!(order.balance, usd(0));
     // An immediate online decline leaves the balance due too.
-    let o2 = rig
-        .engine
-        .create_order(NewOrder {
-            order_id: None,
-            total: usd(700),
-            contact: None,
-        })
-        .await
-        .unwrap();
+    let o2 = rig.order(700).await;
     rig.processor.script(
         &PaymentId::parse("online-declined").unwrap(),
         Script::Decline(DeclineReason::StolenCard),
     );
-    let v = rig.pay_online(&o2.id, "online-declined", 700).await;
+    let v = rig.pay_online(&o2, "online-declined", 700).await;
     assert_eq!(v.status, PaymentStatus::Declined);
-    assert_eq!(rig.engine.order(&o2.id).unwrap().balance, usd(700));
+    assert_eq!(rig.engine.order(&o2).unwrap().balance, usd(700));
 }
 
 /// A refusal of the credentials (401/403), another refusal, or a locked
@@ -942,7 +779,7 @@ async fn forwarding_blocked_is_reported_and_cleared() {
     for i in 0..4 {
         rig.take(1_000 + i, None).await;
     }
-    rig.go_online().await;
+    rig.online().await;
     rig.drain();
     let blocked_events = |events: Vec<PosEvent>| -> Vec<Option<R>> {
         events
@@ -1001,7 +838,7 @@ async fn retry_after_backs_off_the_whole_gateway() {
     for i in 0..3 {
         rig.take(1_000 + i, None).await;
     }
-    rig.go_online().await;
+    rig.online().await;
     *rig.processor.busy_once.lock().unwrap() = Some(Duration::from_secs(120));
     let r = rig.engine.forward_now().await.unwrap();
     assert_eq!((r.attempts, r.failed), (1, 1), "{r:?}");
@@ -1055,7 +892,7 @@ async fn receipt_ids_are_random_per_store_and_kept_across_retries() {
         rig.processor
             .receipt_failures
             .store(failures, Ordering::SeqCst);
-        rig.go_online().await;
+        rig.online().await;
         rig.engine.forward_now().await.unwrap();
         if failures > 0 {
             assert_eq!(rig.engine.queued_receipts().unwrap().len(), 1);
@@ -1090,7 +927,7 @@ async fn receipts_queued_offline_are_delivered_once_back_online() {
         )
         .await
         .unwrap();
-    rig.go_online().await;
+    rig.online().await;
     let r = rig.engine.forward_now().await.unwrap();
     assert_eq!(r.receipts_sent, 1);
     assert!(rig.engine.queued_receipts().unwrap().is_empty());
@@ -1122,7 +959,7 @@ async fn an_attempt_cut_by_a_crash_is_retried_by_the_driver_with_the_same_id() {
     // (automatic, no "forward now") sends it again once the service is back.
     let rig = Rig::on(first.clock.clone(), store, 2, true).await;
     rig.processor.unreachable.store(false, Ordering::SeqCst);
-    rig.go_online().await;
+    rig.online().await;
     rig.engine.nudge_forwarding();
     loop {
         match rig.events.recv_timeout(Duration::from_secs(30)) {
@@ -1185,7 +1022,7 @@ async fn a_forwarding_round_takes_the_snapshot_it_made_due_once_at_its_end() {
     for i in 0..6 {
         rig.take(500 + i, None).await;
     }
-    rig.go_online().await;
+    rig.online().await;
     let before = store.snapshots.load(Ordering::SeqCst);
     let since_before = store.since.load(Ordering::SeqCst);
     let report = rig.engine.forward_now().await.unwrap();
@@ -1252,12 +1089,13 @@ async fn a_cancelled_forward_now_still_records_every_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_online_confirmation_still_records_its_answer() {
     let rig = Rig::new(2, false).await;
-    rig.go_online().await;
-    let order = rig.order_of(5_000).await;
+    rig.online().await;
+    let order = rig.order(5_000).await;
     rig.processor.gate.close();
-    let paid = rig.begin_online(&order.id, "online-cancelled", 5_000).await;
+    let sale = rig.online_sale(&order, "online-cancelled", 5_000);
+    let paid = rig.begin_online(&sale).await;
     let (engine, id) = (rig.engine.clone(), paid.clone());
-    let card = support::read_for(&rig.engine, &paid, rig.contactless_card());
+    let card = sale.card_for(&rig.engine, &paid);
     let caller = tokio::spawn(async move { engine.confirm_card_payment(&id, card).await });
     rig.processor.gate.held(1).await;
     caller.abort();
@@ -1275,10 +1113,7 @@ async fn a_cancelled_online_confirmation_still_records_its_answer() {
         }
     }
     assert_eq!(requests_for(&rig, &paid), 1);
-    assert_eq!(
-        rig.engine.order(&order.id).unwrap().status,
-        OrderStatus::Paid
-    );
+    assert_eq!(rig.engine.order(&order).unwrap().status, OrderStatus::Paid);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1687,7 +1522,7 @@ async fn refused_credentials_keep_every_queued_receipt_for_later() {
             .await
             .unwrap();
     }
-    rig.go_online().await;
+    rig.online().await;
     // An expired token: nothing is delivered, nothing is given up.
     *rig.processor.refuse_with.lock().unwrap() = Some(401);
     let r = rig.engine.forward_now().await.unwrap();
@@ -1708,7 +1543,7 @@ async fn accepted_credentials_unblock_forwarding_with_nothing_to_forward() {
     let rig = Rig::new(2, false).await;
     rig.take(1_200, None).await;
     let order_id = rig.engine.list_payments().unwrap()[0].order_id.clone();
-    rig.go_online().await;
+    rig.online().await;
     rig.engine.forward_now().await.unwrap();
     // Nothing left to forward; a receipt asked for later meets an expired
     // token: forwarding is blocked on the credentials.

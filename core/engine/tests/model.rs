@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pos_test_support::{self as support, Reader, Rig};
 use proptest::prelude::*;
 use proptest::test_runner::{RngSeed, TestCaseError};
 
@@ -439,8 +440,6 @@ macro_rules! check {
 
 impl Harness {
     async fn new() -> Harness {
-        let clock = VirtualClock::new(Timestamp(T0));
-        let store = MemoryStore::new();
         // Every reader model the cards use, remembered as vendor readers
         // (their trust is the vendor's: the card reads carry the serial and
         // no signature), so R11 sees the remembered model.
@@ -453,38 +452,22 @@ impl Harness {
         .map(|p| reader_name(p, 0))
         .collect();
         models.push(reader_name(&Policy::default(), 1));
-        for model in models {
-            let serial = reader_serial(&model);
-            pos_core::store::Store::apply(
-                &store,
-                &[pos_core::ledger::Write::Reader {
-                    serial: serial.clone(),
-                    reader: Some(pos_core::ledger::RememberedReader {
-                        serial,
-                        model,
-                        firmware: "1.0".into(),
-                        paired_at: Timestamp(T0),
-                        certificate: None,
-                        vendor: true,
-                    }),
-                }],
-            )
-            .await
-            .unwrap();
-        }
-        let engine =
-            PosEngine::open_with(config(), Arc::new(clock.clone()), Arc::new(store.clone()))
-                .await
-                .unwrap();
         let policy = Policy::shopify_pos(usd_c()).with_enabled(true);
-        engine.set_policy(policy.clone()).await.unwrap();
         let staff_id = "staff-1";
-        engine
-            .sign_in(StaffSession {
-                staff_id: StaffId::parse(staff_id).unwrap(),
-                may_take_offline_payments: true,
-            })
-            .unwrap();
+        let rig = models.iter().fold(
+            Rig::builder()
+                .config(config())
+                .policy(policy.clone())
+                .staff(support::staff(staff_id, true))
+                .network(support::Network::Untouched),
+            |rig, model| rig.stored_reader(Reader::vendor(&reader_serial(model), model)),
+        );
+        let Rig {
+            clock,
+            store,
+            engine,
+            ..
+        } = rig.open().await;
         let model = Model {
             policy,
             staff_permitted: Some(true),
@@ -499,7 +482,7 @@ impl Harness {
         };
         Harness {
             clock,
-            store,
+            store: MemoryStore::clone(&store),
             engine,
             model,
             staff_id,

@@ -5,31 +5,24 @@
 
 use pos_test_support as support;
 
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use pos_core::audit::{AuditKind, OverrideAction};
-use pos_core::checkout::{
-    CardChallenge, CardPaymentRequest, NewOrder, OfflineBehaviour, PaymentView, Route,
-};
-use pos_core::clock::{Timestamp, VirtualClock};
-use pos_core::connectivity::{ConnectivityConfig, ConnectivityState, ProbeOutcome};
-use pos_core::engine::StaffSession;
-use pos_core::ledger::RememberedReader;
-use pos_core::ledger::{CardRead, Write};
+use pos_core::audit::{AuditEntry, AuditKind, OverrideAction};
+use pos_core::checkout::{NewOrder, OfflineBehaviour, Route};
+use pos_core::clock::Timestamp;
+use pos_core::connectivity::ConnectivityState;
+use pos_core::ledger::Write;
 use pos_core::lifecycle::{
-    CustomerContact, DeclineReason, OrderId, OrderStatus, PaymentEvent, PaymentId, PaymentStatus,
-    StaffId,
+    CustomerContact, DeclineReason, OrderStatus, PaymentEvent, PaymentId, PaymentStatus, StaffId,
 };
 use pos_core::money::{Currency, Money};
 use pos_core::policy::{CurrencyLimits, EntryMode, Network, OfflineReason, Policy, TenderKind};
-use pos_core::reader_trust::{simulator_authority, simulator_reader_seed, ReaderIdentity};
 use pos_core::rules::{ActionOverride, ActionRefused, GuardOutcome, GuardedAction, Refusal};
-use pos_core::store::{MemoryStore, Store, StoreError};
-use pos_core::{EngineConfig, EventListener, PosEngine, PosError, PosEvent};
+use pos_core::store::StoreError;
+use pos_core::{EngineConfig, PosError, PosEvent};
+use support::{listen, processor_key, staff, CardReader, Rig, T0};
 
-const T0: Timestamp = Timestamp(1_800_000_000_000);
 const MIN: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -43,10 +36,6 @@ fn usd(cents: i64) -> Money {
 
 fn at(d: Duration) -> Timestamp {
     T0.plus(d)
-}
-
-fn config() -> EngineConfig {
-    EngineConfig::new("/tmp/pos-core-offline-checkout", "till-1", "USD").unwrap()
 }
 
 /// `policy` trusting the simulator's reader authority (the test readers').
@@ -66,205 +55,93 @@ fn square_terminal() -> Policy {
     trusting(Policy::square_terminal(usd_currency()).with_enabled(true))
 }
 
-/// Every reader model these tests read cards with.
-fn test_models() -> Vec<String> {
-    let mut m: Vec<String> = [shopify(), square_reader(), square_terminal()]
-        .iter()
-        .flat_map(|p| p.offline_readers.iter().cloned())
-        .collect();
-    m.push("Mystery Reader".into());
-    m
-}
-
-fn serial_of(model: &str) -> String {
-    format!("SN {model}")
-}
-
-/// The profile reader of `model`, certified by the simulator's authority.
-fn test_reader(model: &str) -> ReaderIdentity {
-    let serial = serial_of(model);
-    ReaderIdentity::provision(
-        &simulator_reader_seed(&serial),
-        &simulator_authority(),
-        &serial,
+/// The profile reader of `model` (serial `SN <model>`), certified by the
+/// simulator's authority.
+fn reader_of(model: &str) -> Arc<CardReader> {
+    Arc::new(CardReader::certified(
+        &format!("SN {model}"),
         model,
-    )
-    .unwrap()
+        processor_key(),
+    ))
 }
 
-/// `card` as the reader of its `reader_model` reads it for `challenge`:
-/// sealed (version 2) for this payment and signed by that reader.
-fn read_for(challenge: &CardChallenge, card: CardRead) -> CardRead {
-    let model = card.reader_model.clone();
-    support::read_with(&test_reader(&model), &serial_of(&model), challenge, card)
-}
-
-/// Confirms `id` with `card` read for it by its model's test reader.
-async fn confirm(
-    engine: &PosEngine,
-    id: &PaymentId,
-    card: CardRead,
-) -> Result<PaymentView, PosError> {
-    let card = match engine.card_challenge(id) {
-        Ok(ch) => read_for(&ch, card),
-        // Not begun (or already confirmed): the engine answers for itself.
-        Err(_) => card,
-    };
-    engine.confirm_card_payment(id, card).await
-}
-
-fn staff(id: &str, may_take_offline_payments: bool) -> StaffSession {
-    StaffSession {
-        staff_id: StaffId::parse(id).unwrap(),
-        may_take_offline_payments,
-    }
-}
-
-/// A card read by an offline-capable reader of every preset.
-fn card_with(entry_mode: EntryMode, network: Network, reader: &str) -> CardRead {
-    CardRead {
-        entry_mode,
-        network,
-        last4: "4242".into(),
-        fingerprint: None,
-        reader_model: reader.into(),
-        sealed_card_data: vec![0xA5; 32],
-        reader_serial: None,
-        reader_signature: None,
-    }
-}
-
-/// The reader model each preset accepts offline.
-fn reader_for(policy: &Policy) -> String {
-    policy.offline_readers.iter().next().unwrap().clone()
-}
-
-struct Rig {
-    clock: VirtualClock,
-    store: MemoryStore,
-    engine: PosEngine,
-    reader: String,
-}
-
-impl Rig {
-    /// An engine on a fresh store at `T0` with `policy` and a permitted cashier.
-    async fn new(policy: Policy) -> Rig {
-        let clock = VirtualClock::new(T0);
-        let store = MemoryStore::new();
-        // Every test reader paired before (pairing is online; most tests
-        // start with the connectivity unknown).
-        for model in test_models() {
-            let reader = test_reader(&model);
-            let serial = serial_of(&model);
-            store
-                .apply(&[Write::Reader {
-                    serial: serial.clone(),
-                    reader: Some(RememberedReader {
-                        serial,
-                        model,
-                        firmware: "1.0".into(),
-                        paired_at: T0,
-                        certificate: Some(reader.certificate().encode()),
-                        vendor: false,
-                    }),
-                }])
-                .await
-                .unwrap();
-        }
-        let engine =
-            PosEngine::open_with(config(), Arc::new(clock.clone()), Arc::new(store.clone()))
-                .await
-                .unwrap();
-        let reader = reader_for(&policy);
-        engine.set_policy(policy).await.unwrap();
-        engine.sign_in(staff("cashier-1", true)).unwrap();
-        Rig {
-            clock,
-            store,
-            engine,
-            reader,
+/// An engine on a fresh store at `T0` with `policy` and a permitted
+/// cashier; every reader model these tests read cards with was paired
+/// before (pairing is online; most tests start with the connectivity
+/// unknown). Cards are read by the reader of the first model `policy`
+/// accepts offline.
+async fn open(policy: Policy) -> Rig {
+    // The preset's reader first: the one the sales read with.
+    let mut models: Vec<String> = policy.offline_readers.iter().take(1).cloned().collect();
+    let presets = [shopify(), square_reader(), square_terminal()];
+    let others = presets
+        .iter()
+        .flat_map(|p| p.offline_readers.iter().cloned());
+    for model in others.chain(["Mystery Reader".to_owned()]) {
+        if !models.contains(&model) {
+            models.push(model);
         }
     }
-
-    /// Closes the engine and opens a new one on the same store and clock
-    /// (an app restart, or a reboot when the clock was rebooted first).
-    async fn reopen(&mut self) {
-        self.engine.close();
-        self.engine = PosEngine::open_with(
-            config(),
-            Arc::new(self.clock.clone()),
-            Arc::new(self.store.clone()),
-        )
+    let rig = Rig::builder()
+        .policy(policy)
+        .network(support::Network::Untouched);
+    models
+        .iter()
+        .fold(rig, |rig, model| rig.stored_reader(reader_of(model)))
+        .open()
         .await
-        .unwrap();
-        self.engine.sign_in(staff("cashier-1", true)).unwrap();
-    }
+}
 
-    fn card(&self) -> CardRead {
-        card_with(EntryMode::Chip, Network::Visa, &self.reader)
-    }
+/// The device reboots after being off for `off`, its wall clock a day
+/// behind, and the app opens again.
+async fn reboot_a_day_behind(rig: &mut Rig, off: Duration) {
+    rig.clock.reboot(off);
+    rig.clock.set_wall(Timestamp(T0.0 - 86_400_000));
+    rig.reopen().await;
+}
 
-    async fn order(&self, total_cents: i64) -> OrderId {
-        self.engine
-            .create_order(NewOrder {
-                order_id: None,
-                total: usd(total_cents),
-                contact: None,
-            })
-            .await
-            .unwrap()
-            .id
+/// Records `events` for payment `id`, in order; each must be taken.
+async fn record(rig: &Rig, id: &PaymentId, events: impl IntoIterator<Item = PaymentEvent>) {
+    for event in events {
+        rig.engine.record_forwarding(id, event).await.unwrap();
     }
+}
 
-    fn request(order: &OrderId, cents: i64, behaviour: OfflineBehaviour) -> CardPaymentRequest {
-        CardPaymentRequest {
-            order_id: order.clone(),
-            payment_id: None,
-            amount: usd(cents),
-            tip: None,
-            behaviour,
-            tender: TenderKind::Card,
-        }
+/// The processor's approval, its reference `processor_ref`.
+fn approval(processor_ref: &str) -> PaymentEvent {
+    PaymentEvent::Approved {
+        processor_ref: processor_ref.into(),
     }
+}
 
-    /// Begins and confirms a prefer-online card payment with `card`.
-    async fn pay_with(
-        &self,
-        order: &OrderId,
-        cents: i64,
-        card: CardRead,
-    ) -> Result<PaymentView, PosError> {
-        let d = self
-            .engine
-            .begin_card_payment(Self::request(order, cents, OfflineBehaviour::PreferOnline))
-            .await?;
-        confirm(&self.engine, &d.payment_id, card).await
+/// An attempt that failed before anything was sent, with no retry time.
+fn not_sent() -> PaymentEvent {
+    PaymentEvent::ForwardFailed {
+        error: pos_core::lifecycle::ForwardErrorKind::NotSent,
+        next_retry_at: None,
     }
+}
 
-    async fn pay(&self, order: &OrderId, cents: i64) -> Result<PaymentView, PosError> {
-        self.pay_with(order, cents, self.card()).await
-    }
+/// Forwarding `id` is refused as a transition its state does not allow.
+async fn start_is_refused(rig: &Rig, id: &PaymentId) {
+    assert!(matches!(
+        rig.engine
+            .record_forwarding(id, PaymentEvent::StartForwarding)
+            .await,
+        Err(PosError::InvalidTransition { .. })
+    ));
+}
 
-    /// Goes offline by a network outage reported now.
-    async fn network_down(&self) -> ConnectivityState {
-        self.engine.report_network(false).await.unwrap()
-    }
-
-    /// Brings the engine online: network back, then enough healthy probes.
-    async fn back_online(&self) {
-        self.engine.report_network(true).await.unwrap();
-        for _ in 0..ConnectivityConfig::default().healthy_probes_to_recover {
-            self.engine
-                .report_probe(ProbeOutcome::Healthy)
-                .await
-                .unwrap();
-        }
-        assert!(self.engine.status().unwrap().connectivity.is_online());
-    }
-
-    async fn records(&self) -> Vec<Write> {
-        self.store.load().await.unwrap()
-    }
+/// What `pick` finds in the audit entries the store holds.
+async fn audited<T>(rig: &Rig, pick: impl Fn(AuditEntry) -> Option<T>) -> Vec<T> {
+    rig.records()
+        .await
+        .into_iter()
+        .filter_map(|w| match w {
+            Write::Audit(e) => pick(e),
+            _ => None,
+        })
+        .collect()
 }
 
 fn refusal(r: Result<impl std::fmt::Debug, PosError>) -> Refusal {
@@ -272,21 +149,6 @@ fn refusal(r: Result<impl std::fmt::Debug, PosError>) -> Refusal {
         Err(PosError::Refused { refusal }) => refusal,
         other => panic!("expected a refusal, got {other:?}"),
     }
-}
-
-/// Collects events into a std channel.
-struct Collect(Mutex<mpsc::Sender<PosEvent>>);
-
-impl EventListener for Collect {
-    fn on_event(&self, event: PosEvent) {
-        let _ = self.0.lock().unwrap().send(event);
-    }
-}
-
-fn listen(engine: &PosEngine) -> (pos_core::Subscription, mpsc::Receiver<PosEvent>) {
-    let (tx, rx) = mpsc::channel();
-    let sub = engine.subscribe(Arc::new(Collect(Mutex::new(tx)))).unwrap();
-    (sub, rx)
 }
 
 /// Waits (without sleeping) for the first event matching `pred`.
@@ -307,7 +169,7 @@ fn wait_for(rx: &mpsc::Receiver<PosEvent>, pred: impl Fn(&PosEvent) -> bool) -> 
 
 #[tokio::test]
 async fn network_outage_takes_the_engine_offline_with_a_session() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     assert_eq!(
         rig.network_down().await,
         ConnectivityState::NetworkOutage { since: T0 }
@@ -320,7 +182,7 @@ async fn network_outage_takes_the_engine_offline_with_a_session() {
 
 #[tokio::test]
 async fn a_100_dollar_order_is_paid_by_two_cards() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.network_down().await;
     let order = rig.order(10_000).await;
     let a = rig.pay(&order, 6_000).await.unwrap();
@@ -339,7 +201,7 @@ async fn a_100_dollar_order_is_paid_by_two_cards() {
 
 #[tokio::test]
 async fn a_100_dollar_order_is_paid_by_three_cards_and_cash() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.network_down().await;
     let order = rig.order(10_000).await;
     for cents in [3_000, 3_000, 2_500] {
@@ -366,7 +228,7 @@ async fn a_100_dollar_order_is_paid_by_three_cards_and_cash() {
 
 #[tokio::test]
 async fn the_card_that_would_push_an_order_over_100_dollars_is_refused_with_figures() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.network_down().await;
     // An order of $150: $100 of it may go on cards offline, the rest in cash.
     let order = rig.order(15_000).await;
@@ -400,13 +262,10 @@ async fn the_card_that_would_push_an_order_over_100_dollars_is_refused_with_figu
 async fn an_over_limit_amount_is_refused_when_the_payment_begins() {
     // checkout.rs promises that card-independent rules (limits, tips) are
     // checked at begin_card_payment, before the card is presented.
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.network_down().await;
     let order = rig.order(15_000).await;
-    let r = rig
-        .engine
-        .begin_card_payment(Rig::request(&order, 10_001, OfflineBehaviour::PreferOnline))
-        .await;
+    let r = rig.sale(10_001).on(&order).begin(&rig.engine).await;
     assert_eq!(
         refusal(r),
         Refusal::PerOrderLimit {
@@ -415,16 +274,14 @@ async fn an_over_limit_amount_is_refused_when_the_payment_begins() {
             attempted: usd(10_001)
         }
     );
-    let mut with_tip = Rig::request(&order, 1_000, OfflineBehaviour::PreferOnline);
-    with_tip.tip = Some(usd(100));
+    let with_tip = rig.sale(1_000).on(&order).tip(usd(100));
     assert_eq!(
-        refusal(rig.engine.begin_card_payment(with_tip).await),
+        refusal(with_tip.begin(&rig.engine).await),
         Refusal::TipsRefused { tip: usd(100) }
     );
-    let mut gift = Rig::request(&order, 1_000, OfflineBehaviour::PreferOnline);
-    gift.tender = TenderKind::GiftCard;
+    let gift = rig.sale(1_000).on(&order).tender(TenderKind::GiftCard);
     assert_eq!(
-        refusal(rig.engine.begin_card_payment(gift).await),
+        refusal(gift.begin(&rig.engine).await),
         Refusal::TenderRefused {
             kind: TenderKind::GiftCard
         }
@@ -436,15 +293,11 @@ async fn a_tip_is_charged_to_the_card_but_never_pays_the_order_itself() {
     // Square presets allow tips: the card is charged amount + tip, the order
     // is paid by the amount only (a negative balance would tell the cashier
     // to hand back change).
-    let rig = Rig::new(square_reader()).await;
+    let rig = open(square_reader()).await;
     rig.network_down().await;
     let order = rig.order(10_000).await;
-    let mut req = Rig::request(&order, 6_000, OfflineBehaviour::PreferOnline);
-    req.tip = Some(usd(500));
-    let d = rig.engine.begin_card_payment(req).await.unwrap();
-    let p = confirm(&rig.engine, &d.payment_id, rig.card())
-        .await
-        .unwrap();
+    let tipped = rig.sale(6_000).on(&order).tip(usd(500));
+    let p = tipped.try_sell(&rig.engine).await.unwrap();
     assert_eq!((p.amount, p.tip), (usd(6_500), Some(usd(500))));
     let view = rig.engine.order(&order).unwrap();
     assert_eq!(view.balance, usd(4_000));
@@ -466,23 +319,15 @@ async fn a_tip_is_charged_to_the_card_but_never_pays_the_order_itself() {
 
 #[tokio::test]
 async fn a_limit_reached_between_begin_and_confirm_is_refused_at_confirm() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.network_down().await;
     let order = rig.order(15_000).await;
-    let first = rig
-        .engine
-        .begin_card_payment(Rig::request(&order, 6_000, OfflineBehaviour::PreferOnline))
-        .await
-        .unwrap();
-    let second = rig
-        .engine
-        .begin_card_payment(Rig::request(&order, 5_000, OfflineBehaviour::PreferOnline))
-        .await
-        .unwrap();
-    confirm(&rig.engine, &first.payment_id, rig.card())
-        .await
-        .unwrap();
-    let r = refusal(confirm(&rig.engine, &second.payment_id, rig.card()).await);
+    let (first, second) = (rig.sale(6_000).on(&order), rig.sale(5_000).on(&order));
+    let first_id = first.begun(&rig.engine).await;
+    let second_id = second.begun(&rig.engine).await;
+    first.confirm(&rig.engine, &first_id).await.unwrap();
+    let r = refusal(second.confirm(&rig.engine, &second_id).await);
+
     assert_eq!(
         r,
         Refusal::PerOrderLimit {
@@ -496,7 +341,7 @@ async fn a_limit_reached_between_begin_and_confirm_is_refused_at_confirm() {
 
 #[tokio::test]
 async fn the_5000_dollar_device_limit_is_reached_across_orders_then_refused_with_figures() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.network_down().await;
     // 49 orders of $100 and one of $99.99: $4,999.99.
     for _ in 0..49 {
@@ -545,7 +390,7 @@ async fn forwarding_frees_room_under_the_device_limit() {
         usd_currency(),
         CurrencyLimits::per_order(usd(10_000)).with_device_amount(usd(15_000)),
     );
-    let rig = Rig::new(policy).await;
+    let rig = open(policy).await;
     rig.network_down().await;
     let a = rig.order(10_000).await;
     let pa = rig.pay(&a, 10_000).await.unwrap();
@@ -578,70 +423,38 @@ async fn forwarding_frees_room_under_the_device_limit() {
 
 #[tokio::test]
 async fn swipe_is_refused_offline_by_the_shopify_preset() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.network_down().await;
     let order = rig.order(1_000).await;
-    let r = refusal(
-        rig.pay_with(
-            &order,
-            1_000,
-            card_with(EntryMode::Swipe, Network::Visa, &rig.reader),
-        )
-        .await,
-    );
-    assert_eq!(
-        r,
-        Refusal::EntryModeRefused {
-            mode: EntryMode::Swipe
-        }
-    );
-    assert_eq!(r.rule_id(), "R10");
-    let r = refusal(
-        rig.pay_with(
-            &order,
-            1_000,
-            card_with(EntryMode::Manual, Network::Visa, &rig.reader),
-        )
-        .await,
-    );
-    assert_eq!(
-        r,
-        Refusal::EntryModeRefused {
-            mode: EntryMode::Manual
-        }
-    );
+    for (mode, rule) in [(EntryMode::Swipe, "R10"), (EntryMode::Manual, "R9")] {
+        let read = rig.sale(1_000).on(&order).entry_mode(mode);
+        let r = refusal(read.try_sell(&rig.engine).await);
+        assert_eq!(r, Refusal::EntryModeRefused { mode });
+        assert_eq!(r.rule_id(), rule);
+    }
+
     assert!(rig.engine.list_payments().unwrap().is_empty());
     // Contactless and chip are fine.
-    rig.pay_with(
-        &order,
-        500,
-        card_with(EntryMode::Contactless, Network::Visa, &rig.reader),
-    )
-    .await
-    .unwrap();
-    rig.pay_with(
-        &order,
-        500,
-        card_with(EntryMode::Chip, Network::Mastercard, &rig.reader),
-    )
-    .await
-    .unwrap();
+    for (mode, network) in [
+        (EntryMode::Contactless, Network::Visa),
+        (EntryMode::Chip, Network::Mastercard),
+    ] {
+        let read = rig.sale(500).on(&order).entry_mode(mode).network(network);
+        read.try_sell(&rig.engine).await.unwrap();
+    }
     // A reader that cannot work offline is refused (R11).
     let order = rig.order(1_000).await;
-    let r = refusal(
-        rig.pay_with(
-            &order,
-            1_000,
-            card_with(EntryMode::Chip, Network::Visa, "Mystery Reader"),
-        )
-        .await,
-    );
+    let mystery = rig
+        .sale(1_000)
+        .on(&order)
+        .reader(reader_of("Mystery Reader"));
+    let r = refusal(mystery.try_sell(&rig.engine).await);
     assert_eq!(r.rule_id(), "R11");
 }
 
 #[tokio::test]
 async fn a_staff_member_without_the_offline_permission_is_refused() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.engine.sign_in(staff("trainee-7", false)).unwrap();
     rig.network_down().await;
     let order = rig.order(1_000).await;
@@ -653,28 +466,19 @@ async fn a_staff_member_without_the_offline_permission_is_refused() {
     // trainee signed in is refused too, and the refusal is in the audit
     // journal, attributed to the trainee.
     rig.engine.sign_in(staff("manager-1", true)).unwrap();
-    let d = rig
-        .engine
-        .begin_card_payment(Rig::request(&order, 1_000, OfflineBehaviour::PreferOnline))
-        .await
-        .unwrap();
+    let sale = rig.sale(1_000).on(&order);
+    let id = sale.begun(&rig.engine).await;
     rig.engine.sign_in(staff("trainee-7", false)).unwrap();
     assert_eq!(
-        refusal(confirm(&rig.engine, &d.payment_id, rig.card()).await),
+        refusal(sale.confirm(&rig.engine, &id).await),
         Refusal::StaffNotPermitted
     );
-    let refused: Vec<_> = rig
-        .records()
-        .await
-        .into_iter()
-        .filter_map(|w| match w {
-            Write::Audit(e) => match e.kind {
-                AuditKind::OfflinePaymentRefused { rule, amount } => Some((e.actor, rule, amount)),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect();
+    let refused = audited(&rig, |e| match e.kind {
+        AuditKind::OfflinePaymentRefused { rule, amount } => Some((e.actor, rule, amount)),
+        _ => None,
+    })
+    .await;
+
     assert_eq!(
         refused,
         vec![(
@@ -689,7 +493,7 @@ async fn a_staff_member_without_the_offline_permission_is_refused() {
 
 #[tokio::test]
 async fn the_phone_profile_accepts_offline_for_one_hour_only() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.network_down().await;
     rig.clock.advance(HOUR - Duration::from_millis(1));
     let order = rig.order(2_000).await;
@@ -717,7 +521,7 @@ async fn the_phone_profile_accepts_offline_for_one_hour_only() {
 
 #[tokio::test]
 async fn the_phone_reader_deadline_is_24h_after_the_connection_was_lost() {
-    let rig = Rig::new(square_reader()).await;
+    let rig = open(square_reader()).await;
     rig.network_down().await;
     rig.clock.advance(40 * MIN);
     let order = rig.order(2_000).await;
@@ -736,7 +540,7 @@ async fn the_phone_reader_deadline_is_24h_after_the_connection_was_lost() {
 
 #[tokio::test]
 async fn the_terminal_deadline_is_24h_after_the_first_offline_payment() {
-    let rig = Rig::new(square_terminal()).await;
+    let rig = open(square_terminal()).await;
     rig.network_down().await;
     rig.clock.advance(2 * HOUR);
     let order = rig.order(2_000).await;
@@ -753,43 +557,27 @@ async fn the_terminal_deadline_is_24h_after_the_first_offline_payment() {
 
 #[tokio::test]
 async fn tick_after_the_deadline_expires_pending_payments_and_counts_them_lost() {
-    let rig = Rig::new(square_reader()).await;
+    let rig = open(square_reader()).await;
     let (_sub, rx) = listen(&rig.engine);
     rig.network_down().await;
     let order = rig.order(3_000).await;
     let pending = rig.pay(&order, 1_000).await.unwrap();
     let failed = rig.pay(&order, 1_200).await.unwrap();
     let in_flight = rig.pay(&order, 800).await.unwrap();
-    rig.engine
-        .record_forwarding(&failed.id, PaymentEvent::StartForwarding)
-        .await
-        .unwrap();
-    rig.engine
-        .record_forwarding(
-            &failed.id,
-            PaymentEvent::ForwardFailed {
-                error: pos_core::lifecycle::ForwardErrorKind::NotSent,
-                next_retry_at: None,
-            },
-        )
-        .await
-        .unwrap();
-    rig.engine
-        .record_forwarding(&in_flight.id, PaymentEvent::StartForwarding)
-        .await
-        .unwrap();
+    record(
+        &rig,
+        &failed.id,
+        [PaymentEvent::StartForwarding, not_sent()],
+    )
+    .await;
+    record(&rig, &in_flight.id, [PaymentEvent::StartForwarding]).await;
 
     // Just before the deadline nothing expires.
     rig.clock.advance(24 * HOUR - Duration::from_millis(1));
     assert!(rig.engine.tick().await.unwrap().expired.is_empty());
     rig.clock.advance(Duration::from_millis(1));
     // At the deadline a forward is refused even before tick runs (R8).
-    assert!(matches!(
-        rig.engine
-            .record_forwarding(&pending.id, PaymentEvent::StartForwarding)
-            .await,
-        Err(PosError::InvalidTransition { .. })
-    ));
+    start_is_refused(&rig, &pending.id).await;
     let mut expired = rig.engine.tick().await.unwrap().expired;
     expired.sort();
     let mut want = vec![pending.id.clone(), failed.id.clone()];
@@ -829,25 +617,12 @@ async fn tick_after_the_deadline_expires_pending_payments_and_counts_them_lost()
         OrderStatus::Expired
     );
     for id in [&pending.id, &failed.id] {
-        assert!(matches!(
-            rig.engine
-                .record_forwarding(id, PaymentEvent::StartForwarding)
-                .await,
-            Err(PosError::InvalidTransition { .. })
-        ));
+        start_is_refused(&rig, id).await;
     }
     // A second tick expires nothing more; the late answer of the one in
     // flight still decides it.
     assert!(rig.engine.tick().await.unwrap().expired.is_empty());
-    rig.engine
-        .record_forwarding(
-            &in_flight.id,
-            PaymentEvent::Approved {
-                processor_ref: "ch_9".into(),
-            },
-        )
-        .await
-        .unwrap();
+    record(&rig, &in_flight.id, [approval("ch_9")]).await;
     let t = rig.engine.status().unwrap().totals[0].clone();
     assert_eq!(
         (t.approved_count, t.expired_count, t.pending_count),
@@ -858,7 +633,7 @@ async fn tick_after_the_deadline_expires_pending_payments_and_counts_them_lost()
 
 #[tokio::test]
 async fn an_expiry_recorded_by_the_forwarder_is_reported_like_one_found_by_tick() {
-    let rig = Rig::new(square_reader()).await;
+    let rig = open(square_reader()).await;
     let (_sub, rx) = listen(&rig.engine);
     rig.network_down().await;
     let order = rig.order(1_000).await;
@@ -879,20 +654,14 @@ async fn an_expiry_recorded_by_the_forwarder_is_reported_like_one_found_by_tick(
             amount: usd(1_000)
         }
     );
-    let expired: Vec<_> = rig
-        .records()
-        .await
-        .into_iter()
-        .filter_map(|w| match w {
-            Write::Audit(e) => match e.kind {
-                AuditKind::PaymentExpired {
-                    payment_id, amount, ..
-                } => Some((payment_id, amount)),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect();
+    let expired = audited(&rig, |e| match e.kind {
+        AuditKind::PaymentExpired {
+            payment_id, amount, ..
+        } => Some((payment_id, amount)),
+        _ => None,
+    })
+    .await;
+
     assert_eq!(expired, vec![(p.id.clone(), usd(1_000))]);
     assert_eq!(
         rig.engine.status().unwrap().totals[0].expired_amount,
@@ -906,7 +675,7 @@ async fn an_expiry_recorded_by_the_forwarder_is_reported_like_one_found_by_tick(
 
 #[tokio::test]
 async fn setting_the_wall_clock_back_never_extends_the_window_or_the_deadline() {
-    let rig = Rig::new(square_reader()).await;
+    let rig = open(square_reader()).await;
     rig.network_down().await;
     rig.clock.advance(30 * MIN);
     rig.clock.set_wall(Timestamp(T0.0 - 10 * 3_600_000));
@@ -928,14 +697,12 @@ async fn setting_the_wall_clock_back_never_extends_the_window_or_the_deadline() 
 
 #[tokio::test]
 async fn a_reboot_with_the_wall_clock_set_back_never_extends_the_window_or_the_deadline() {
-    let mut rig = Rig::new(square_reader()).await;
+    let mut rig = open(square_reader()).await;
     rig.network_down().await;
     rig.clock.advance(20 * MIN);
     let order = rig.order(3_000).await;
     let p = rig.pay(&order, 1_000).await.unwrap();
-    rig.clock.reboot(Duration::from_secs(60));
-    rig.clock.set_wall(Timestamp(T0.0 - 86_400_000));
-    rig.reopen().await;
+    reboot_a_day_behind(&mut rig, Duration::from_secs(60)).await;
     // The payment survived, with its deadline.
     let listed = rig.engine.list_payments().unwrap();
     assert_eq!(listed.len(), 1);
@@ -964,28 +731,13 @@ async fn a_reboot_with_the_wall_clock_set_back_after_audited_steps_keeps_the_eng
     // trusted time must not restart below what the audit journal already
     // holds: an entry dated earlier than the last one is rejected, which
     // would fail every audited operation and make the store unloadable.
-    let mut rig = Rig::new(square_reader()).await;
+    let mut rig = open(square_reader()).await;
     rig.network_down().await;
     let order = rig.order(3_000).await;
     let p = rig.pay(&order, 1_000).await.unwrap();
     rig.clock.advance(30 * MIN);
-    rig.engine
-        .record_forwarding(&p.id, PaymentEvent::StartForwarding)
-        .await
-        .unwrap();
-    rig.engine
-        .record_forwarding(
-            &p.id,
-            PaymentEvent::ForwardFailed {
-                error: pos_core::lifecycle::ForwardErrorKind::NotSent,
-                next_retry_at: None,
-            },
-        )
-        .await
-        .unwrap();
-    rig.clock.reboot(Duration::ZERO);
-    rig.clock.set_wall(Timestamp(T0.0 - 86_400_000));
-    rig.reopen().await;
+    record(&rig, &p.id, [PaymentEvent::StartForwarding, not_sent()]).await;
+    reboot_a_day_behind(&mut rig, Duration::ZERO).await;
     rig.network_down().await;
     let q = rig.pay(&order, 1_000).await.unwrap();
     assert!(
@@ -993,10 +745,7 @@ async fn a_reboot_with_the_wall_clock_set_back_after_audited_steps_keeps_the_eng
         "trusted time went back to {:?}",
         q.taken_at
     );
-    rig.engine
-        .record_forwarding(&p.id, PaymentEvent::StartForwarding)
-        .await
-        .unwrap();
+    record(&rig, &p.id, [PaymentEvent::StartForwarding]).await;
     // And the store still loads.
     rig.reopen().await;
     assert_eq!(rig.engine.list_payments().unwrap().len(), 2);
@@ -1004,15 +753,13 @@ async fn a_reboot_with_the_wall_clock_set_back_after_audited_steps_keeps_the_eng
 
 #[tokio::test]
 async fn a_reboot_never_extends_the_terminal_deadline() {
-    let mut rig = Rig::new(square_terminal()).await;
+    let mut rig = open(square_terminal()).await;
     rig.network_down().await;
     rig.clock.advance(HOUR);
     let order = rig.order(3_000).await;
     let p = rig.pay(&order, 1_000).await.unwrap();
     assert_eq!(p.deadline, at(25 * HOUR));
-    rig.clock.reboot(10 * MIN);
-    rig.clock.set_wall(Timestamp(T0.0 - 86_400_000));
-    rig.reopen().await;
+    reboot_a_day_behind(&mut rig, 10 * MIN).await;
     rig.network_down().await;
     let q = rig.pay(&order, 1_000).await.unwrap();
     assert_eq!(q.deadline, at(25 * HOUR));
@@ -1022,15 +769,13 @@ async fn a_reboot_never_extends_the_terminal_deadline() {
 async fn time_that_passed_before_a_reboot_is_not_given_back_by_setting_the_wall_clock_back() {
     // B13: the trusted time must survive a reboot with the wall clock set
     // back, at least up to the engine's last periodic tick.
-    let mut rig = Rig::new(square_reader()).await;
+    let mut rig = open(square_reader()).await;
     rig.network_down().await;
     let order = rig.order(3_000).await;
     rig.pay(&order, 1_000).await.unwrap();
     rig.clock.advance(50 * MIN);
     rig.engine.tick().await.unwrap();
-    rig.clock.reboot(Duration::ZERO);
-    rig.clock.set_wall(Timestamp(T0.0 - 86_400_000));
-    rig.reopen().await;
+    reboot_a_day_behind(&mut rig, Duration::ZERO).await;
     rig.network_down().await;
     // 50 minutes of the hour were used before the reboot: 10 are left.
     rig.clock.advance(10 * MIN);
@@ -1047,15 +792,12 @@ async fn an_attempt_in_flight_when_the_app_died_is_retried_after_the_restart() {
     // engine then records ForwardFailed { NoAnswer } and retries with the
     // same id". Without it the payment is neither forwarded nor expired, and
     // blocks logout for ever.
-    let mut rig = Rig::new(square_reader()).await;
+    let mut rig = open(square_reader()).await;
     rig.network_down().await;
     let order = rig.order(1_000).await;
     let p = rig.pay(&order, 1_000).await.unwrap();
-    rig.back_online().await;
-    rig.engine
-        .record_forwarding(&p.id, PaymentEvent::StartForwarding)
-        .await
-        .unwrap();
+    rig.online().await;
+    record(&rig, &p.id, [PaymentEvent::StartForwarding]).await;
     // The app is killed during the attempt.
     rig.clock.advance(MIN);
     rig.reopen().await;
@@ -1075,19 +817,12 @@ async fn an_attempt_in_flight_when_the_app_died_is_retried_after_the_restart() {
         vec![p.id.clone()]
     );
     // The retry uses the same id; the processor's answer settles it.
-    rig.engine
-        .record_forwarding(&p.id, PaymentEvent::StartForwarding)
-        .await
-        .unwrap();
-    rig.engine
-        .record_forwarding(
-            &p.id,
-            PaymentEvent::Approved {
-                processor_ref: "ch_1".into(),
-            },
-        )
-        .await
-        .unwrap();
+    record(
+        &rig,
+        &p.id,
+        [PaymentEvent::StartForwarding, approval("ch_1")],
+    )
+    .await;
     // Had it never been answered, the processor may hold it: the deadline
     // makes its outcome unknown (to be asked about), never lost.
     let q = {
@@ -1095,10 +830,7 @@ async fn an_attempt_in_flight_when_the_app_died_is_retried_after_the_restart() {
         let o = rig.order(1_000).await;
         rig.pay(&o, 1_000).await.unwrap()
     };
-    rig.engine
-        .record_forwarding(&q.id, PaymentEvent::StartForwarding)
-        .await
-        .unwrap();
+    record(&rig, &q.id, [PaymentEvent::StartForwarding]).await;
     rig.reopen().await;
     rig.clock.advance(25 * HOUR);
     let t = rig.engine.tick().await.unwrap();
@@ -1108,7 +840,7 @@ async fn an_attempt_in_flight_when_the_app_died_is_retried_after_the_restart() {
 
 #[tokio::test]
 async fn payments_survive_a_restart_and_are_forwarded_after_it() {
-    let mut rig = Rig::new(shopify()).await;
+    let mut rig = open(shopify()).await;
     rig.network_down().await;
     let order = rig.order(3_000).await;
     let p = rig.pay(&order, 3_000).await.unwrap();
@@ -1119,24 +851,17 @@ async fn payments_survive_a_restart_and_are_forwarded_after_it() {
         rig.engine.status().unwrap().connectivity,
         ConnectivityState::Unknown
     );
-    rig.back_online().await;
+    rig.online().await;
     assert_eq!(
         rig.engine.due_for_forwarding(10).unwrap(),
         vec![p.id.clone()]
     );
-    rig.engine
-        .record_forwarding(&p.id, PaymentEvent::StartForwarding)
-        .await
-        .unwrap();
-    rig.engine
-        .record_forwarding(
-            &p.id,
-            PaymentEvent::Approved {
-                processor_ref: "ch_1".into(),
-            },
-        )
-        .await
-        .unwrap();
+    record(
+        &rig,
+        &p.id,
+        [PaymentEvent::StartForwarding, approval("ch_1")],
+    )
+    .await;
     assert_eq!(rig.engine.order(&order).unwrap().status, OrderStatus::Paid);
 }
 
@@ -1146,12 +871,12 @@ async fn payments_survive_a_restart_and_are_forwarded_after_it() {
 
 #[tokio::test]
 async fn a_new_outage_after_recovery_opens_a_new_window() {
-    let rig = Rig::new(square_reader()).await;
+    let rig = open(square_reader()).await;
     rig.network_down().await;
     let order = rig.order(3_000).await;
     rig.pay(&order, 1_000).await.unwrap();
     rig.clock.advance(2 * HOUR);
-    rig.back_online().await;
+    rig.online().await;
     assert_eq!(rig.engine.status().unwrap().session_started_at, None);
     rig.clock.advance(HOUR);
     rig.network_down().await;
@@ -1163,13 +888,13 @@ async fn a_new_outage_after_recovery_opens_a_new_window() {
 async fn recovery_after_a_restart_ends_the_offline_session() {
     // Restarted during an outage; the service answers healthy at the next
     // start: the outage is over, and the next one gets its own window.
-    let mut rig = Rig::new(square_reader()).await;
+    let mut rig = open(square_reader()).await;
     rig.network_down().await;
     let order = rig.order(3_000).await;
     rig.pay(&order, 1_000).await.unwrap();
     rig.clock.advance(10 * MIN);
     rig.reopen().await;
-    rig.back_online().await;
+    rig.online().await;
     assert_eq!(
         rig.engine.status().unwrap().session_started_at,
         None,
@@ -1190,18 +915,14 @@ async fn recovery_after_a_restart_ends_the_offline_session() {
 async fn a_forced_offline_payment_does_not_shorten_the_next_outage() {
     let mut policy = square_reader();
     policy.outage.offline_when_forced = true;
-    let rig = Rig::new(policy).await;
-    rig.back_online().await;
+    let rig = open(policy).await;
+    rig.online().await;
     let order = rig.order(3_000).await;
-    let d = rig
-        .engine
-        .begin_card_payment(Rig::request(&order, 1_000, OfflineBehaviour::ForceOffline))
-        .await
-        .unwrap();
-    confirm(&rig.engine, &d.payment_id, rig.card())
-        .await
-        .unwrap();
+    let forced = rig.sale(1_000).on(&order);
+    let forced = forced.behaviour(OfflineBehaviour::ForceOffline);
+    forced.try_sell(&rig.engine).await.unwrap();
     rig.clock.advance(2 * HOUR);
+
     let down = rig.network_down().await;
     assert_eq!(
         rig.engine.status().unwrap().session_started_at,
@@ -1216,21 +937,16 @@ async fn a_forced_offline_payment_does_not_shorten_the_next_outage() {
 async fn forced_offline_while_online_starts_a_new_session_once_the_window_closed() {
     let mut policy = square_reader();
     policy.outage.offline_when_forced = true;
-    let rig = Rig::new(policy).await;
-    rig.back_online().await;
+    let rig = open(policy).await;
+    rig.online().await;
     let order = rig.order(3_000).await;
-    let force = |amount| Rig::request(&order, amount, OfflineBehaviour::ForceOffline);
-    let d = rig.engine.begin_card_payment(force(1_000)).await.unwrap();
-    let first = confirm(&rig.engine, &d.payment_id, rig.card())
-        .await
-        .unwrap();
+    let forced = rig.sale(1_000).on(&order);
+    let forced = forced.behaviour(OfflineBehaviour::ForceOffline);
+    let first = forced.try_sell(&rig.engine).await.unwrap();
     // Past the 1 h window of the phone profile: the next forced payment is not
     // stuck behind the closed window, it runs in a new session of its own.
     rig.clock.advance(2 * HOUR);
-    let d = rig.engine.begin_card_payment(force(1_000)).await.unwrap();
-    let second = confirm(&rig.engine, &d.payment_id, rig.card())
-        .await
-        .unwrap();
+    let second = forced.try_sell(&rig.engine).await.unwrap();
     assert_eq!(first.deadline, at(24 * HOUR));
     assert_eq!(second.deadline, at(26 * HOUR));
     assert_eq!(rig.engine.list_payments().unwrap().len(), 2);
@@ -1242,28 +958,25 @@ async fn forced_offline_while_online_starts_a_new_session_once_the_window_closed
 
 #[tokio::test]
 async fn require_online_is_refused_while_offline() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.network_down().await;
     let order = rig.order(1_000).await;
-    let r = rig
-        .engine
-        .begin_card_payment(Rig::request(&order, 1_000, OfflineBehaviour::RequireOnline))
-        .await;
+    let online_only = rig.sale(1_000).on(&order);
+    let online_only = online_only.behaviour(OfflineBehaviour::RequireOnline);
+    let r = online_only.begin(&rig.engine).await;
     assert_eq!(r, Err(PosError::OnlineRequired));
+
     assert!(rig.engine.list_payments().unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn prefer_online_decided_offline_then_reconnected_before_confirm_changes_route_and_stores_nothing(
 ) {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.network_down().await;
     let order = rig.order(1_000).await;
-    let d = rig
-        .engine
-        .begin_card_payment(Rig::request(&order, 1_000, OfflineBehaviour::PreferOnline))
-        .await
-        .unwrap();
+    let sale = rig.sale(1_000).on(&order);
+    let d = sale.begin(&rig.engine).await.unwrap();
     assert_eq!(
         d.route,
         Route::Offline {
@@ -1271,10 +984,10 @@ async fn prefer_online_decided_offline_then_reconnected_before_confirm_changes_r
         }
     );
     let before = rig.store.len();
-    rig.back_online().await;
+    rig.online().await;
     let records_after_reconnect = rig.store.len();
     assert!(records_after_reconnect > before);
-    let r = confirm(&rig.engine, &d.payment_id, rig.card()).await;
+    let r = sale.confirm(&rig.engine, &d.payment_id).await;
     assert_eq!(
         r,
         Err(PosError::RouteChanged {
@@ -1290,7 +1003,7 @@ async fn prefer_online_decided_offline_then_reconnected_before_confirm_changes_r
     assert_eq!(rig.engine.status().unwrap().pending_offline_payments, 0);
     // The begun payment is gone: confirming it again finds nothing.
     assert!(matches!(
-        confirm(&rig.engine, &d.payment_id, rig.card()).await,
+        sale.confirm(&rig.engine, &d.payment_id).await,
         Err(PosError::NotFound { .. })
     ));
 }
@@ -1299,35 +1012,29 @@ async fn prefer_online_decided_offline_then_reconnected_before_confirm_changes_r
 async fn force_offline_works_while_online() {
     let mut policy = shopify();
     policy.outage.offline_when_forced = true;
-    let rig = Rig::new(policy).await;
-    rig.back_online().await;
+    let rig = open(policy).await;
+    rig.online().await;
     let order = rig.order(1_000).await;
-    let d = rig
-        .engine
-        .begin_card_payment(Rig::request(&order, 1_000, OfflineBehaviour::ForceOffline))
-        .await
-        .unwrap();
+    let forced = rig.sale(1_000).on(&order);
+    let forced = forced.behaviour(OfflineBehaviour::ForceOffline);
+    let d = forced.begin(&rig.engine).await.unwrap();
     assert_eq!(
         d.route,
         Route::Offline {
             reason: OfflineReason::ForcedOffline
         }
     );
-    let p = confirm(&rig.engine, &d.payment_id, rig.card())
-        .await
-        .unwrap();
+    let p = forced.confirm(&rig.engine, &d.payment_id).await.unwrap();
     assert_eq!(p.status, PaymentStatus::Pending);
     assert_eq!(p.deadline, p.taken_at.plus(24 * HOUR));
     // The preset itself does not allow forcing (B6).
-    let rig = Rig::new(shopify()).await;
-    rig.back_online().await;
+    let rig = open(shopify()).await;
+    rig.online().await;
     let order = rig.order(1_000).await;
-    let r = rig
-        .engine
-        .begin_card_payment(Rig::request(&order, 1_000, OfflineBehaviour::ForceOffline))
-        .await;
+    let forced = rig.sale(1_000).on(&order);
+    let forced = forced.behaviour(OfflineBehaviour::ForceOffline);
     assert_eq!(
-        refusal(r),
+        refusal(forced.begin(&rig.engine).await),
         Refusal::OutageCauseNotAllowed {
             reason: OfflineReason::ForcedOffline
         }
@@ -1336,17 +1043,14 @@ async fn force_offline_works_while_online() {
 
 #[tokio::test]
 async fn prefer_online_while_online_is_not_taken_offline() {
-    let rig = Rig::new(shopify()).await;
-    rig.back_online().await;
+    let rig = open(shopify()).await;
+    rig.online().await;
     let order = rig.order(1_000).await;
-    let d = rig
-        .engine
-        .begin_card_payment(Rig::request(&order, 1_000, OfflineBehaviour::PreferOnline))
-        .await
-        .unwrap();
+    let sale = rig.sale(1_000).on(&order);
+    let d = sale.begin(&rig.engine).await.unwrap();
     assert_eq!(d.route, Route::Online);
     assert_eq!(
-        confirm(&rig.engine, &d.payment_id, rig.card()).await,
+        sale.confirm(&rig.engine, &d.payment_id).await,
         Err(PosError::OnlineUnavailable)
     );
     assert!(rig.engine.list_payments().unwrap().is_empty());
@@ -1358,21 +1062,14 @@ async fn prefer_online_while_online_is_not_taken_offline() {
 
 #[tokio::test]
 async fn confirming_twice_returns_the_same_payment_not_two() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.network_down().await;
     let order = rig.order(2_000).await;
-    let d = rig
-        .engine
-        .begin_card_payment(Rig::request(&order, 1_000, OfflineBehaviour::PreferOnline))
-        .await
-        .unwrap();
-    let first = confirm(&rig.engine, &d.payment_id, rig.card())
-        .await
-        .unwrap();
+    let sale = rig.sale(1_000).on(&order);
+    let id = sale.begun(&rig.engine).await;
+    let first = sale.confirm(&rig.engine, &id).await.unwrap();
     let records = rig.store.len();
-    let again = confirm(&rig.engine, &d.payment_id, rig.card())
-        .await
-        .unwrap();
+    let again = sale.confirm(&rig.engine, &id).await.unwrap();
     assert_eq!(again, first);
     assert_eq!(rig.engine.list_payments().unwrap().len(), 1);
     assert_eq!(rig.engine.order(&order).unwrap().paid, usd(1_000));
@@ -1388,7 +1085,7 @@ async fn confirming_twice_returns_the_same_payment_not_two() {
 /// begins, and nothing is begun or stored.
 #[tokio::test]
 async fn a_negative_or_foreign_currency_tip_is_invalid_input_on_every_route() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     let order = rig.order(2_000).await;
     let bad_tips = [usd(-1), Money::new(100, Currency::parse("EUR").unwrap())];
     let mut routes = Vec::new();
@@ -1401,18 +1098,18 @@ async fn a_negative_or_foreign_currency_tip_is_invalid_input_on_every_route() {
                 OfflineBehaviour::PreferOnline,
                 OfflineBehaviour::ForceOffline,
             ] {
-                let mut req = Rig::request(&order, 1_000, behaviour);
-                req.payment_id = Some(format!("tip-{offline}-{}", routes.len()));
-                req.tip = Some(tip);
-                let r = rig.engine.begin_card_payment(req.clone()).await;
+                let id = format!("tip-{offline}-{}", routes.len());
+                let sale = rig.sale(1_000).on(&order).behaviour(behaviour);
+                let sale = sale.payment_id(id.clone()).tip(tip);
+                let r = sale.begin(&rig.engine).await;
                 assert!(
                     matches!(r, Err(PosError::InvalidInput { .. })),
                     "tip {tip} ({behaviour:?}, offline {offline}): {r:?}"
                 );
                 // Nothing was begun: confirming finds no payment.
-                let id = PaymentId::parse(req.payment_id.as_deref().unwrap()).unwrap();
+                let id = PaymentId::parse(&id).unwrap();
                 assert!(matches!(
-                    confirm(&rig.engine, &id, rig.card()).await,
+                    sale.confirm(&rig.engine, &id).await,
                     Err(PosError::NotFound { .. })
                 ));
                 routes.push(behaviour);
@@ -1422,38 +1119,30 @@ async fn a_negative_or_foreign_currency_tip_is_invalid_input_on_every_route() {
     assert!(rig.engine.list_payments().unwrap().is_empty());
     // A zero tip is no tip, and a positive one in the payment's currency is
     // the policy's to accept or refuse.
-    let mut req = Rig::request(&order, 1_000, OfflineBehaviour::PreferOnline);
-    req.tip = Some(usd(0));
-    rig.engine.begin_card_payment(req).await.unwrap();
+    let no_tip = rig.sale(1_000).on(&order).tip(usd(0));
+    no_tip.begin(&rig.engine).await.unwrap();
 }
 
 #[tokio::test]
 async fn an_app_supplied_payment_id_reused_is_a_duplicate() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.network_down().await;
     let order = rig.order(2_000).await;
-    let mut req = Rig::request(&order, 1_000, OfflineBehaviour::PreferOnline);
-    req.payment_id = Some("app-key-1".into());
-    let d = rig.engine.begin_card_payment(req.clone()).await.unwrap();
+    let keyed = rig.sale(1_000).on(&order).payment_id("app-key-1");
+    let d = keyed.begin(&rig.engine).await.unwrap();
     assert_eq!(d.payment_id, PaymentId::parse("app-key-1").unwrap());
-    confirm(&rig.engine, &d.payment_id, rig.card())
-        .await
-        .unwrap();
-    assert_eq!(
-        rig.engine.begin_card_payment(req.clone()).await,
-        Err(PosError::DuplicatePayment {
-            payment_id: "app-key-1".into()
-        })
-    );
+    keyed.confirm(&rig.engine, &d.payment_id).await.unwrap();
     let other = rig.order(500).await;
-    req.order_id = other;
-    req.amount = usd(500);
-    assert_eq!(
-        rig.engine.begin_card_payment(req).await,
-        Err(PosError::DuplicatePayment {
-            payment_id: "app-key-1".into()
-        })
-    );
+    let elsewhere = rig.sale(500).on(&other).payment_id("app-key-1");
+    for again in [keyed, elsewhere] {
+        assert_eq!(
+            again.begin(&rig.engine).await,
+            Err(PosError::DuplicatePayment {
+                payment_id: "app-key-1".into()
+            })
+        );
+    }
+
     assert_eq!(rig.engine.list_payments().unwrap().len(), 1);
 }
 
@@ -1463,7 +1152,7 @@ async fn an_app_supplied_payment_id_reused_is_a_duplicate() {
 
 #[tokio::test]
 async fn turning_the_policy_off_keeps_stored_payments_and_refuses_new_ones() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.network_down().await;
     let order = rig.order(5_000).await;
     rig.pay(&order, 2_000).await.unwrap();
@@ -1493,7 +1182,7 @@ async fn turning_the_policy_off_keeps_stored_payments_and_refuses_new_ones() {
 
 #[tokio::test]
 async fn logout_is_guarded_while_payments_are_pending() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.network_down().await;
     let order = rig.order(5_000).await;
     let a = rig.pay(&order, 2_000).await.unwrap();
@@ -1548,22 +1237,15 @@ async fn logout_is_guarded_while_payments_are_pending() {
             at_risk: vec![usd(3_500)]
         }
     );
-    let overrides: Vec<_> = rig
-        .records()
-        .await
-        .into_iter()
-        .filter_map(|w| match w {
-            Write::Audit(e) => match e.kind {
-                AuditKind::Override {
-                    action,
-                    money_at_risk,
-                    reason,
-                } => Some((e.actor, action, money_at_risk, reason)),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect();
+    let overrides = audited(&rig, |e| match e.kind {
+        AuditKind::Override {
+            action,
+            money_at_risk,
+            reason,
+        } => Some((e.actor, action, money_at_risk, reason)),
+        _ => None,
+    })
+    .await;
     assert_eq!(
         overrides,
         vec![(
@@ -1589,21 +1271,10 @@ async fn logout_is_guarded_while_payments_are_pending() {
 
     // Next sign-in: forward everything, then logging out is simply allowed.
     rig.engine.sign_in(staff("cashier-2", true)).unwrap();
-    rig.back_online().await;
+    rig.online().await;
     for p in [&a, &b] {
-        rig.engine
-            .record_forwarding(&p.id, PaymentEvent::StartForwarding)
-            .await
-            .unwrap();
-        rig.engine
-            .record_forwarding(
-                &p.id,
-                PaymentEvent::Approved {
-                    processor_ref: format!("ch_{}", p.id),
-                },
-            )
-            .await
-            .unwrap();
+        let charged = approval(&format!("ch_{}", p.id));
+        record(&rig, &p.id, [PaymentEvent::StartForwarding, charged]).await;
     }
     assert_eq!(
         rig.engine.order(&order).unwrap().status,
@@ -1621,7 +1292,7 @@ async fn logout_is_guarded_while_payments_are_pending() {
 
 #[tokio::test]
 async fn other_guarded_actions_are_refused_while_pending() {
-    let rig = Rig::new(square_reader()).await;
+    let rig = open(square_reader()).await;
     rig.network_down().await;
     let order = rig.order(1_000).await;
     rig.pay(&order, 1_000).await.unwrap();
@@ -1649,39 +1320,25 @@ async fn other_guarded_actions_are_refused_while_pending() {
 
 #[tokio::test]
 async fn a_decline_raises_an_event_with_the_contact_and_the_amount_due() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     let (_sub, rx) = listen(&rig.engine);
     rig.network_down().await;
     let contact =
         CustomerContact::parse(Some("jane.doe@example.com"), Some("+33612345678")).unwrap();
-    let order = rig
-        .engine
-        .create_order(NewOrder {
-            order_id: Some("ord-42".into()),
-            total: usd(7_500),
-            contact: Some(contact.clone()),
-        })
-        .await
-        .unwrap()
-        .id;
-    let declined = rig.pay(&order, 5_000).await.unwrap();
-    let approved = rig.pay(&order, 2_500).await.unwrap();
-    rig.back_online().await;
-    for p in [&declined, &approved] {
-        rig.engine
-            .record_forwarding(&p.id, PaymentEvent::StartForwarding)
-            .await
-            .unwrap();
-    }
-    rig.engine
-        .record_forwarding(
-            &approved.id,
-            PaymentEvent::Approved {
-                processor_ref: "ch_ok".into(),
-            },
-        )
+    let first_card = rig.sale(5_000).order_id("ord-42").total(usd(7_500));
+    let declined = first_card
+        .contact(Some(contact.clone()))
+        .try_sell(&rig.engine)
         .await
         .unwrap();
+    let order = declined.order_id.clone();
+    let approved = rig.pay(&order, 2_500).await.unwrap();
+    rig.online().await;
+    for p in [&declined, &approved] {
+        record(&rig, &p.id, [PaymentEvent::StartForwarding]).await;
+    }
+    record(&rig, &approved.id, [approval("ch_ok")]).await;
+
     let v = rig
         .engine
         .record_forwarding(
@@ -1713,12 +1370,7 @@ async fn a_decline_raises_an_event_with_the_contact_and_the_amount_due() {
     // A decline is final.
     assert!(matches!(
         rig.engine
-            .record_forwarding(
-                &declined.id,
-                PaymentEvent::Approved {
-                    processor_ref: "x".into()
-                }
-            )
+            .record_forwarding(&declined.id, approval("x"))
             .await,
         Err(PosError::InvalidTransition { .. })
     ));
@@ -1730,22 +1382,19 @@ async fn a_decline_raises_an_event_with_the_contact_and_the_amount_due() {
 
 #[tokio::test]
 async fn a_failed_store_write_during_confirm_changes_nothing() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.network_down().await;
     let order = rig.order(5_000).await;
     rig.pay(&order, 1_000).await.unwrap();
-    let d = rig
-        .engine
-        .begin_card_payment(Rig::request(&order, 2_000, OfflineBehaviour::PreferOnline))
-        .await
-        .unwrap();
+    let sale = rig.sale(2_000).on(&order);
+    let id = sale.begun(&rig.engine).await;
     let list = rig.engine.list_payments().unwrap();
     let status = rig.engine.status().unwrap();
     let records = rig.records().await;
     let order_view = rig.engine.order(&order).unwrap();
 
     rig.store.fail_next_write(StoreError::DiskFull);
-    let r = confirm(&rig.engine, &d.payment_id, rig.card()).await;
+    let r = sale.confirm(&rig.engine, &id).await;
     assert_eq!(
         r,
         Err(PosError::Storage {
@@ -1758,16 +1407,14 @@ async fn a_failed_store_write_during_confirm_changes_nothing() {
     assert_eq!(rig.engine.order(&order).unwrap(), order_view);
 
     // The same payment can be confirmed once the disk has room.
-    let p = confirm(&rig.engine, &d.payment_id, rig.card())
-        .await
-        .unwrap();
-    assert_eq!(p.id, d.payment_id);
+    let p = sale.confirm(&rig.engine, &id).await.unwrap();
+    assert_eq!(p.id, id);
     assert_eq!(rig.engine.list_payments().unwrap().len(), 2);
 }
 
 #[tokio::test]
 async fn a_failed_store_write_during_forwarding_or_tick_changes_nothing() {
-    let rig = Rig::new(square_reader()).await;
+    let rig = open(square_reader()).await;
     rig.network_down().await;
     let order = rig.order(5_000).await;
     let p = rig.pay(&order, 1_000).await.unwrap();
@@ -1795,7 +1442,7 @@ async fn a_failed_store_write_during_forwarding_or_tick_changes_nothing() {
 
 #[tokio::test]
 async fn a_locked_store_is_reported_typed() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.network_down().await;
     let order = rig.order(5_000).await;
     rig.store.fail_always(StoreError::Locked);
@@ -1810,38 +1457,22 @@ async fn a_locked_store_is_reported_typed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_checkouts_never_push_the_device_total_over_its_limit() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.network_down().await;
     // $4,900 already taken: room for ten more $10 payments.
     for _ in 0..49 {
         let order = rig.order(10_000).await;
         rig.pay(&order, 10_000).await.unwrap();
     }
-    let engine = rig.engine.clone();
-    let reader = rig.reader.clone();
     let mut tasks = Vec::new();
     for _ in 0..16 {
-        let engine = engine.clone();
-        let reader = reader.clone();
+        let engine = rig.engine.clone();
+        // On an order of its own.
+        let sale = rig.sale(1_000);
         tasks.push(tokio::spawn(async move {
-            let order = engine
-                .create_order(NewOrder {
-                    order_id: None,
-                    total: usd(1_000),
-                    contact: None,
-                })
-                .await?
-                .id;
-            let d = engine
-                .begin_card_payment(Rig::request(&order, 1_000, OfflineBehaviour::PreferOnline))
-                .await?;
+            let d = sale.begin(&engine).await?;
             tokio::task::yield_now().await;
-            confirm(
-                &engine,
-                &d.payment_id,
-                card_with(EntryMode::Chip, Network::Visa, &reader),
-            )
-            .await
+            sale.confirm(&engine, &d.payment_id).await
         }));
     }
     let mut ok = 0;
@@ -1874,25 +1505,17 @@ async fn racing_checkouts_never_push_the_device_total_over_its_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_split_cards_on_one_order_never_exceed_the_order_limit() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.network_down().await;
     let order = rig.order(50_000).await;
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let engine = rig.engine.clone();
-        let reader = rig.reader.clone();
-        let order = order.clone();
+        let sale = rig.sale(3_000).on(&order);
         tasks.push(tokio::spawn(async move {
-            let d = engine
-                .begin_card_payment(Rig::request(&order, 3_000, OfflineBehaviour::PreferOnline))
-                .await?;
+            let d = sale.begin(&engine).await?;
             tokio::task::yield_now().await;
-            confirm(
-                &engine,
-                &d.payment_id,
-                card_with(EntryMode::Chip, Network::Visa, &reader),
-            )
-            .await
+            sale.confirm(&engine, &d.payment_id).await
         }));
     }
     let mut ok = 0;
@@ -1911,7 +1534,7 @@ async fn racing_split_cards_on_one_order_never_exceed_the_order_limit() {
 
 #[tokio::test]
 async fn an_override_with_an_overlong_reason_is_refused_and_breaks_nothing() {
-    let mut rig = Rig::new(shopify()).await;
+    let mut rig = open(shopify()).await;
     rig.network_down().await;
     let order = rig.order(1_000).await;
     rig.pay(&order, 1_000).await.unwrap();
@@ -1944,56 +1567,42 @@ async fn an_override_with_an_overlong_reason_is_refused_and_breaks_nothing() {
 
 #[tokio::test]
 async fn beginning_again_with_the_same_key_is_a_retry_and_another_request_is_refused() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.network_down().await;
     let order = rig.order(5_000).await;
-    let mut req = Rig::request(&order, 1_000, OfflineBehaviour::PreferOnline);
-    req.payment_id = Some("app-key-1".into());
-    let first = rig.engine.begin_card_payment(req.clone()).await.unwrap();
-    let again = rig.engine.begin_card_payment(req.clone()).await.unwrap();
+    let keyed = rig.sale(1_000).on(&order).payment_id("app-key-1");
+    let first = keyed.begin(&rig.engine).await.unwrap();
+    let again = keyed.begin(&rig.engine).await.unwrap();
     assert_eq!(first, again);
-    let mut other = req.clone();
-    other.amount = usd(2_000);
+    let other = rig.sale(2_000).on(&order).payment_id("app-key-1");
     assert_eq!(
-        rig.engine.begin_card_payment(other).await,
+        other.begin(&rig.engine).await,
         Err(PosError::DuplicatePayment {
             payment_id: "app-key-1".into()
         })
     );
     // The confirmed payment is the one first begun.
-    let p = confirm(&rig.engine, &first.payment_id, rig.card())
-        .await
-        .unwrap();
+    let p = keyed.confirm(&rig.engine, &first.payment_id).await.unwrap();
     assert_eq!(p.amount, usd(1_000));
 }
 
 #[tokio::test]
 async fn a_taken_payment_cannot_be_cancelled() {
-    let rig = Rig::new(shopify()).await;
+    let rig = open(shopify()).await;
     rig.network_down().await;
     let order = rig.order(5_000).await;
-    let d = rig
-        .engine
-        .begin_card_payment(Rig::request(&order, 1_000, OfflineBehaviour::PreferOnline))
-        .await
-        .unwrap();
-    confirm(&rig.engine, &d.payment_id, rig.card())
-        .await
-        .unwrap();
+    let sale = rig.sale(1_000).on(&order);
+    let taken = sale.try_sell(&rig.engine).await.unwrap();
     assert!(matches!(
-        rig.engine.cancel_card_payment(&d.payment_id).await,
+        rig.engine.cancel_card_payment(&taken.id).await,
         Err(PosError::DuplicatePayment { .. })
     ));
     assert_eq!(rig.engine.list_payments().unwrap().len(), 1);
     // A begun, unconfirmed payment is dropped.
-    let d = rig
-        .engine
-        .begin_card_payment(Rig::request(&order, 1_000, OfflineBehaviour::PreferOnline))
-        .await
-        .unwrap();
-    rig.engine.cancel_card_payment(&d.payment_id).await.unwrap();
+    let id = sale.begun(&rig.engine).await;
+    rig.engine.cancel_card_payment(&id).await.unwrap();
     assert!(matches!(
-        confirm(&rig.engine, &d.payment_id, rig.card()).await,
+        sale.confirm(&rig.engine, &id).await,
         Err(PosError::NotFound { .. })
     ));
 }

@@ -17,12 +17,13 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::float_arithmetic)]
 
 use pos_test_support::sim as support;
+use support::PaidWith;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pos_core::card_seal::{seal, CardBinding, PHONE_NONCE_LEN};
-use pos_core::clock::{Timestamp, VirtualClock};
+use pos_core::clock::Timestamp;
 use pos_core::crypto::FileKeyProvider;
 use pos_core::forwarding::ForwardingConfig;
 use pos_core::gateway::Gateway;
@@ -30,7 +31,7 @@ use pos_core::money::Money;
 use pos_core::policy::EntryMode;
 use pos_core::reader_trust::CARD_CONTEXT;
 use pos_core::sqlite_store::SqliteStore;
-use pos_core::{EngineConfig, PosEngine};
+use pos_core::EngineConfig;
 use pos_sim::{test_cards, Fault, FaultPlan, SimConfig, Simulator};
 
 const LATENCY: Duration = Duration::from_millis(20);
@@ -68,27 +69,27 @@ async fn engine_run(n: usize, in_flight: usize, faults: FaultPlan, seed: u64) ->
     let store = SqliteStore::open(&dir.join("store.db"), keys)
         .await
         .unwrap();
-    let clock = VirtualClock::new(T0);
-    let mut config = EngineConfig::new(&dir, "till-1", "EUR").unwrap();
-    if let Some(n) = std::env::var("POS_BENCH_COMPACT_EVERY")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        config.compact_every = n;
-    }
-    config.forwarding = ForwardingConfig {
-        max_in_flight: in_flight,
-        automatic: false,
-        jitter_seed: Some(seed),
-        ..ForwardingConfig::default()
-    };
-    let engine = PosEngine::open_with(config, Arc::new(clock.clone()), Arc::new(store))
-        .await
-        .unwrap();
-    let reader = support::prepare(&engine).await;
-    let card = &test_cards()[0];
+    let rig = support::rig(sim.processor_key())
+        .store(Arc::new(store))
+        .config(EngineConfig::new(&dir, "till-1", "EUR").unwrap())
+        .configure(|c| {
+            if let Some(n) = std::env::var("POS_BENCH_COMPACT_EVERY")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                c.compact_every = n;
+            }
+            c.forwarding = ForwardingConfig {
+                max_in_flight: in_flight,
+                ..support::manual_forwarding(seed)
+            };
+        })
+        .open()
+        .await;
+    let (engine, clock) = (&rig.engine, &rig.clock);
+    let sale = rig.sale(1_250).paid_with(&test_cards()[0]);
     for _ in 0..n {
-        support::take(&engine, &reader, &sim.processor_key(), card, 1_250, None).await;
+        sale.sell(engine).await;
     }
     engine
         .set_gateway(support::gateway(&sim, Duration::from_secs(5)))
@@ -97,7 +98,7 @@ async fn engine_run(n: usize, in_flight: usize, faults: FaultPlan, seed: u64) ->
     let t0 = Instant::now();
     // Back-off waits are skipped on the virtual clock: it moves to the last
     // retry time, so the next round retries every failure together.
-    let rounds = support::settle(&engine, &clock, true, 500).await;
+    let rounds = support::settle(engine, clock, true, 500).await;
     let wall = t0.elapsed();
     let cpu = cpu_time().saturating_sub(cpu0);
     let approved = sim.ledger().len();

@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 use pos_test_support::sim as support;
+use support::{PaidWith, Rig, Sale};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,8 +19,7 @@ use std::time::Duration;
 use pos_core::card_seal::{
     aad_v2, content_key_v2, parse_v2, seal, seal_v1, CardBinding, ProcessorKey, PHONE_NONCE_LEN,
 };
-use pos_core::clock::{Timestamp, VirtualClock};
-use pos_core::forwarding::ForwardingConfig;
+use pos_core::clock::Timestamp;
 use pos_core::gateway::StaticToken;
 use pos_core::gateway::{AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision};
 use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
@@ -27,8 +27,7 @@ use pos_core::lifecycle::{DeclineReason, ForwardErrorKind, OrderId, PaymentId, P
 use pos_core::money::{Currency, Money};
 use pos_core::policy::{EntryMode, Network};
 use pos_core::reader_trust::{ReaderAuthority, ReaderIdentity, CARD_CONTEXT};
-use pos_core::store::MemoryStore;
-use pos_core::{EngineConfig, PosEngine, PosError};
+use pos_core::PosError;
 use pos_sim::{test_cards, ChargeOutcome, Fault, FaultPlan, SimConfig, Simulator, TestCard};
 
 const MISMATCH: GatewayDecision = GatewayDecision::Declined {
@@ -672,40 +671,19 @@ fn a_processor_trusting_other_authorities_refuses_the_simulators_readers() {
 // Through the engine: its paired reader's certificate and signature go with
 // every request.
 
-const T0: Timestamp = Timestamp(1_800_000_000_000);
-
-/// An engine with the simulated reader paired (support::prepare), its HTTP
+/// The simulator's rig (support::rig) as device `till-bind`, its HTTP
 /// gateway to `sim`, offline, forwarding by hand.
-async fn engine_for(sim: &Simulator) -> (PosEngine, support::SimCardReader, VirtualClock) {
-    let clock = VirtualClock::new(T0);
-    let mut config = EngineConfig::new("/tmp/pos-sim-card-binding", "till-bind", "EUR").unwrap();
-    config.forwarding = ForwardingConfig {
-        automatic: false,
-        jitter_seed: Some(7),
-        ..ForwardingConfig::default()
-    };
-    let engine = PosEngine::open_with(
-        config,
-        Arc::new(clock.clone()),
-        Arc::new(MemoryStore::new()),
-    )
-    .await
-    .unwrap();
-    let reader = support::prepare(&engine).await;
-    engine
-        .set_gateway(support::gateway(sim, Duration::from_secs(2)))
-        .unwrap();
-    (engine, reader, clock)
+async fn engine_for(sim: &Simulator) -> Rig {
+    support::rig(sim.processor_key())
+        .configure(|c| c.device_id = "till-bind".into())
+        .gateway(support::gateway(sim, Duration::from_secs(2)))
+        .open()
+        .await
 }
 
-fn state_of(engine: &PosEngine, id: &PaymentId) -> PaymentState {
-    engine
-        .list_payments()
-        .unwrap()
-        .into_iter()
-        .find(|p| &p.id == id)
-        .unwrap()
-        .state
+/// A sale of `cents` paid with the Visa test card.
+fn visa_sale(rig: &Rig, cents: i64) -> Sale {
+    rig.sale(cents).paid_with(visa())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -714,13 +692,14 @@ async fn a_blob_minted_for_a_pending_payment_and_sent_first_cannot_take_its_id()
     // declining card for a pending offline payment's device, id and amount
     // (all in the clear header of its genuine read) and sends it first.
     let s = sim();
-    let (engine, reader, clock) = engine_for(&s).await;
-    let id = support::take(&engine, &reader, &s.processor_key(), visa(), 1_000, None).await;
+    let rig = engine_for(&s).await;
+    let id = visa_sale(&rig, 1_000).sell(&rig.engine).await.id;
     let g = gateway(&s);
     let card = declining();
     let mut b = binding_of(card, "till-bind", id.as_str(), 1_000);
     b.reader_serial = support::READER_SERIAL.into();
     let blob = seal(&b, &card.secret(), &s.processor_key()).unwrap();
+    let reader = support::sim_reader(s.processor_key());
     for (how, proof) in forged_proofs(&reader.identity, &blob) {
         let r = forward_of(card, "till-bind", id.as_str(), 1_000, &blob, proof);
         assert_eq!(g.forward(&r).unwrap(), MISMATCH, "forward, {how}");
@@ -732,42 +711,31 @@ async fn a_blob_minted_for_a_pending_payment_and_sent_first_cannot_take_its_id()
     }
     assert!(s.ledger().is_empty());
     // The device forwards its genuine read: charged.
-    support::settle(&engine, &clock, false, 5).await;
+    support::settle(&rig.engine, &rig.clock, false, 5).await;
     assert!(
-        matches!(state_of(&engine, &id), PaymentState::Approved { .. }),
+        matches!(rig.state(&id), PaymentState::Approved { .. }),
         "{:?}",
-        state_of(&engine, &id)
+        rig.state(&id)
     );
     assert_eq!(
         approved(&s),
         [("till-bind".into(), id.as_str().into(), 1_000)]
     );
-    engine.close();
+    rig.engine.close();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_sends_its_readers_certificate_and_signature_on_both_routes() {
     let s = sim();
-    let (engine, reader, clock) = engine_for(&s).await;
+    let rig = engine_for(&s).await;
     // Offline, then forwarded.
-    let offline = support::take(&engine, &reader, &s.processor_key(), visa(), 1_200, None).await;
-    support::settle(&engine, &clock, false, 5).await;
-    assert!(matches!(
-        state_of(&engine, &offline),
-        PaymentState::Approved { .. }
-    ));
+    let offline = visa_sale(&rig, 1_200).sell(&rig.engine).await.id;
+    support::settle(&rig.engine, &rig.clock, false, 5).await;
+    assert!(matches!(rig.state(&offline), PaymentState::Approved { .. }));
     // Online: authorized at once.
-    engine.report_network(true).await.unwrap();
-    for _ in 0..5 {
-        let _ = engine
-            .report_probe(pos_core::connectivity::ProbeOutcome::Healthy)
-            .await;
-    }
-    let online = support::take(&engine, &reader, &s.processor_key(), visa(), 800, None).await;
-    assert!(matches!(
-        state_of(&engine, &online),
-        PaymentState::Approved { .. }
-    ));
+    rig.online().await;
+    let online = visa_sale(&rig, 800).sell(&rig.engine).await.id;
+    assert!(matches!(rig.state(&online), PaymentState::Approved { .. }));
     let ledger = s.ledger();
     assert_eq!(ledger.len(), 2);
     assert!(ledger
@@ -780,14 +748,15 @@ async fn the_engine_sends_its_readers_certificate_and_signature_on_both_routes()
         .iter()
         .any(|c| !c.online && c.payment_id == offline.as_str()));
     assert_eq!(s.stats().card_data_refusals, 0);
-    engine.close();
+    rig.engine.close();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_with_pending_payments_cannot_be_forgotten() {
     let s = sim();
-    let (engine, reader, clock) = engine_for(&s).await;
-    let id = support::take(&engine, &reader, &s.processor_key(), visa(), 1_000, None).await;
+    let rig = engine_for(&s).await;
+    let engine = &rig.engine;
+    let id = visa_sale(&rig, 1_000).sell(engine).await.id;
     match engine.forget_reader(support::READER_SERIAL).await {
         Err(PosError::InvalidInput { reason }) => {
             assert!(reason.starts_with("1 pending payment"), "{reason}")
@@ -796,11 +765,8 @@ async fn a_reader_with_pending_payments_cannot_be_forgotten() {
     }
     assert_eq!(engine.remembered_readers().unwrap().len(), 1);
     // Settled (with the reader's certificate), it may go.
-    support::settle(&engine, &clock, false, 5).await;
-    assert!(matches!(
-        state_of(&engine, &id),
-        PaymentState::Approved { .. }
-    ));
+    support::settle(engine, &rig.clock, false, 5).await;
+    assert!(matches!(rig.state(&id), PaymentState::Approved { .. }));
     engine.forget_reader(support::READER_SERIAL).await.unwrap();
     assert!(engine.remembered_readers().unwrap().is_empty());
     engine.close();

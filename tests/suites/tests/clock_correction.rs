@@ -8,14 +8,11 @@ use pos_test_support::sim as support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pos_core::audit::AuditKind;
-use pos_core::clock::{Timestamp, VirtualClock};
+use pos_core::clock::VirtualClock;
+use pos_core::forwarding::ForwardingConfig;
 use pos_core::gateway::{Gateway, ServiceStatus};
-use pos_core::store::MemoryStore;
-use pos_core::{EngineConfig, PosEngine};
 use pos_sim::{SimConfig, Simulator};
-
-const T0: Timestamp = Timestamp(1_800_000_000_000);
+use support::{PaidWith, T0};
 const MIN_MS: i64 = 60_000;
 
 #[test]
@@ -34,39 +31,31 @@ fn the_status_answer_carries_the_processors_time_when_it_has_a_clock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_probe_corrects_a_clock_that_a_reboot_set_forward() {
     let sim = Simulator::start(SimConfig::default()).unwrap();
-    let device = VirtualClock::new(T0);
-    let store = MemoryStore::new();
-    let config = || EngineConfig::new("/tmp/pos-sim-clock", "till-9", "EUR").unwrap();
-    let engine = PosEngine::open_with(config(), Arc::new(device.clone()), Arc::new(store.clone()))
-        .await
-        .unwrap();
-    let reader = support::prepare(&engine).await;
+    // Forwarding starts by itself (the default).
+    let mut rig = support::rig(sim.processor_key())
+        .configure(|c| {
+            c.device_id = "till-9".into();
+            c.forwarding = ForwardingConfig::default();
+        })
+        .open()
+        .await;
     let card = &pos_sim::test_cards()[0];
-    support::take(&engine, &reader, &sim.processor_key(), card, 500, None).await;
-    engine.close();
+    rig.sale(500).paid_with(card).sell(&rig.engine).await;
+    rig.engine.close();
     // A reboot leaves the device's wall clock 40 minutes ahead; the
     // processor's clock says the real time.
-    device.reboot(Duration::ZERO);
-    device.set_wall(T0.plus(Duration::from_secs(40 * 60)));
+    rig.clock.reboot(Duration::ZERO);
+    rig.clock.set_wall(T0.plus(Duration::from_secs(40 * 60)));
     sim.set_clock(Some(Arc::new(VirtualClock::new(T0))));
-    let engine = PosEngine::open_with(config(), Arc::new(device.clone()), Arc::new(store.clone()))
-        .await
-        .unwrap();
+    rig.reopen().await;
+    let engine = &rig.engine;
     engine
         .set_gateway(support::gateway(&sim, Duration::from_secs(2)))
         .unwrap();
     // The driver probes at once (connectivity is unknown after a start).
     let mut corrections = Vec::new();
     for _ in 0..200 {
-        corrections = engine
-            .audit_entries(0)
-            .unwrap()
-            .into_iter()
-            .filter_map(|e| match e.kind {
-                AuditKind::ClockCorrected { error_ms, step_ms } => Some((error_ms, step_ms)),
-                _ => None,
-            })
-            .collect();
+        corrections = support::clock_corrections(engine);
         if !corrections.is_empty() {
             break;
         }

@@ -16,19 +16,15 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use pos_test_support::sim as support;
+use support::PaidWith;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pos_core::clock::{Timestamp, VirtualClock};
-use pos_core::forwarding::ForwardingConfig;
 use pos_core::lifecycle::{PaymentId, PaymentState};
-use pos_core::store::MemoryStore;
-use pos_core::{EngineConfig, EventListener, PosEngine, PosEvent};
+use pos_core::{EventListener, PosEvent};
 use pos_sim::{test_cards, CardOutcome, ChargeOutcome, FaultMode, SimConfig, Simulator};
-
-const T0: Timestamp = Timestamp(1_800_000_000_000);
 
 #[derive(Default)]
 struct Declines(Mutex<BTreeMap<String, u32>>);
@@ -62,26 +58,17 @@ async fn run_mode(mode: FaultMode, n: usize, seed: u64) {
         ..SimConfig::default()
     })
     .unwrap();
-    let clock = VirtualClock::new(T0);
-    let mut config = EngineConfig::new("/tmp/pos-fault-suite", "till-7", "EUR").unwrap();
-    config.forwarding = ForwardingConfig {
-        automatic: false,
-        jitter_seed: Some(seed),
-        ..ForwardingConfig::default()
-    };
-    let engine = PosEngine::open_with(
-        config,
-        Arc::new(clock.clone()),
-        Arc::new(MemoryStore::new()),
-    )
-    .await
-    .unwrap();
-    let reader = support::prepare(&engine).await;
     let declines = Arc::new(Declines::default());
-    let _sub = engine.subscribe(declines.clone()).unwrap();
-    engine
-        .set_gateway(support::gateway(&sim, Duration::from_millis(300)))
-        .unwrap();
+    let rig = support::rig(sim.processor_key())
+        .configure(|c| {
+            c.device_id = "till-7".into();
+            c.forwarding = support::manual_forwarding(seed);
+        })
+        .listener(declines.clone())
+        .gateway(support::gateway(&sim, Duration::from_millis(300)))
+        .open()
+        .await;
+    let (engine, clock) = (&rig.engine, &rig.clock);
 
     // Take the payments: one card in ten declines (each decline kind in turn).
     let decline_cards: Vec<_> = test_cards()
@@ -96,7 +83,7 @@ async fn run_mode(mode: FaultMode, n: usize, seed: u64) {
             &test_cards()[i % 3]
         };
         let cents = 100 + (i as i64 % 50) * 7;
-        let id = support::take(&engine, &reader, &sim.processor_key(), card, cents, None).await;
+        let id = rig.sale(cents).paid_with(card).sell(engine).await.id;
         expected.insert(id, (cents, card.outcome == CardOutcome::Approve));
     }
 
@@ -108,7 +95,7 @@ async fn run_mode(mode: FaultMode, n: usize, seed: u64) {
     // rounds left 1,568 retries, and each round waits on the faulty
     // connections in real time).
     let together = n > 1_000;
-    let rounds = support::settle(&engine, &clock, together, 200).await;
+    let rounds = support::settle(engine, clock, together, 200).await;
     let unsettled: Vec<_> = engine
         .list_payments()
         .unwrap()

@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use pos_test_support::sim as support;
+use support::{PaidWith, Sale};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write as _};
@@ -75,21 +76,15 @@ async fn child_process_entry() {
         *b = u8::from_str_radix(&key_hex[2 * i..2 * i + 2], 16).unwrap();
     }
     let engine = open(Path::new(dir), Arc::new(SystemClock), base_url, token).await;
-    let reader = support::prepare(&engine).await;
+    let reader = support::prepare(&engine, ProcessorKey(key)).await;
     let card = &test_cards()[0];
     let mut out = std::io::stdout();
     for i in 0u64.. {
         for j in 0..3 {
             let cents = 100 + ((i * 3 + j) % 97) as i64;
-            let id = support::take(
-                &engine,
-                &reader,
-                &ProcessorKey(key),
-                card,
-                cents,
-                Some(format!("c{cycle}-{i}-{j}")),
-            )
-            .await;
+            let sale = Sale::of(support::euros(cents)).reader(&reader);
+            let sale = sale.paid_with(card).payment_id(format!("c{cycle}-{i}-{j}"));
+            let id = sale.sell(&engine).await.id;
             writeln!(out, "ACK {id} {cents}").unwrap();
             out.flush().unwrap();
         }

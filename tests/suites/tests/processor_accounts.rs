@@ -8,13 +8,14 @@
 #![allow(clippy::unwrap_used)]
 
 use pos_test_support::sim as support;
+use support::{PaidWith, Rig};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pos_core::clock::{Timestamp, VirtualClock};
-use pos_core::forwarding::{ForwardingBlockedReason, ForwardingConfig};
+use pos_core::clock::Timestamp;
+use pos_core::forwarding::ForwardingBlockedReason;
 use pos_core::gateway::{
     ForwardRequest, Gateway, GatewayDecision, GatewayError, MerchantAccount, PaymentLookup,
     ReceiptDelivery, StaticToken, StatusQuery, TokenProvider,
@@ -24,8 +25,7 @@ use pos_core::lifecycle::{ForwardErrorKind, OrderId, PaymentId, PaymentState};
 use pos_core::money::Money;
 use pos_core::policy::EntryMode;
 use pos_core::rules::{ActionOverride, ActionRefused, GuardOutcome, GuardedAction};
-use pos_core::store::MemoryStore;
-use pos_core::{EngineConfig, EventListener, PosEngine, PosError, PosEvent};
+use pos_core::{EventListener, PosError, PosEvent};
 use pos_sim::{test_cards, ChargeOutcome, SimConfig, Simulator};
 
 const T0: Timestamp = Timestamp(1_800_000_000_000);
@@ -121,63 +121,50 @@ impl Seen {
 
 struct Shop {
     sim: Simulator,
-    engine: PosEngine,
-    reader: support::SimCardReader,
+    rig: Rig,
     tokens: Arc<AppTokens>,
     seen: Arc<Seen>,
-    _sub: pos_core::Subscription,
 }
 
 /// An engine bound to account A against a fresh simulator, its HTTP
 /// gateway taking tokens from `AppTokens` (A's token for A), offline.
 async fn shop() -> Shop {
     let sim = Simulator::start(SimConfig::default()).unwrap();
-    let mut config = EngineConfig::new("/tmp/pos-sim-accounts", "till-acct", "EUR").unwrap();
-    config.forwarding = ForwardingConfig {
-        automatic: false,
-        jitter_seed: Some(7),
-        ..ForwardingConfig::default()
-    };
-    config.account = Some(account_a());
-    let engine = PosEngine::open_with(
-        config,
-        Arc::new(VirtualClock::new(T0)),
-        Arc::new(MemoryStore::new()),
-    )
-    .await
-    .unwrap();
-    let reader = support::prepare(&engine).await;
     let tokens = AppTokens::new(account_a());
     tokens.set(&account_a(), sim.token_for(&account_a()));
     let mut c = HttpGatewayConfig::new(sim.base_url());
     c.allow_plain_http = true;
     c.request_timeout = Duration::from_secs(2);
-    engine
-        .set_gateway(Arc::new(HttpGateway::new(c, tokens.clone()).unwrap()))
-        .unwrap();
     let seen = Arc::new(Seen::default());
-    let sub = engine.subscribe(seen.clone()).unwrap();
+    let rig = support::rig(sim.processor_key())
+        .configure(|c| {
+            c.device_id = "till-acct".into();
+            c.account = Some(account_a());
+        })
+        .gateway(Arc::new(HttpGateway::new(c, tokens.clone()).unwrap()))
+        .listener(seen.clone())
+        .open()
+        .await;
     Shop {
         sim,
-        engine,
-        reader,
+        rig,
         tokens,
         seen,
-        _sub: sub,
+    }
+}
+
+impl std::ops::Deref for Shop {
+    type Target = Rig;
+
+    fn deref(&self) -> &Rig {
+        &self.rig
     }
 }
 
 impl Shop {
     async fn take(&self, cents: i64) -> PaymentId {
-        support::take(
-            &self.engine,
-            &self.reader,
-            &self.sim.processor_key(),
-            &test_cards()[0],
-            cents,
-            None,
-        )
-        .await
+        let sale = self.sale(cents).paid_with(&test_cards()[0]);
+        sale.sell(&self.engine).await.id
     }
 
     /// Switches the device to B, overriding with the figures the engine
@@ -198,16 +185,6 @@ impl Shop {
             .unwrap();
         self.tokens.switch_to(account_b());
         outcome
-    }
-
-    fn state(&self, id: &PaymentId) -> PaymentState {
-        self.engine
-            .list_payments()
-            .unwrap()
-            .into_iter()
-            .find(|p| &p.id == id)
-            .unwrap()
-            .state
     }
 
     fn charge(&self, id: &PaymentId) -> Option<pos_sim::Charge> {
