@@ -7,9 +7,10 @@ use pos_core::lifecycle as life;
 use pos_core::rules;
 
 use crate::error::PosError;
+use crate::money::Money;
 use crate::types::{
     invalid, mirror_enum, money_opt, ts, CardNetwork, CustomerContact, DeclineReason, EntryMode,
-    Money, OfflineReason, OrderStatus, PaymentStatus, TenderKind,
+    OfflineReason, OrderStatus, PaymentStatus, TenderKind,
 };
 
 /// Who is signed in (R12 permission).

@@ -19,10 +19,12 @@ use crate::gateway::{ForwardReport, GatewayAdapter, PaymentGateway};
 #[cfg(feature = "http-gateway")]
 use crate::gateway::{TokenAdapter, TokenProvider};
 use crate::keys::{KeyProvider, KeyProviderAdapter};
+use crate::money::Money;
 use crate::policy::OfflinePolicy;
 use crate::runtime::runtime;
 use crate::types::{
-    invalid, mirror_enum, order_id, payment_id, ts, CardRead, MerchantAccount, Money, ReaderInfo,
+    invalid, mirror_enum, order_id, payment_id, ts, CardRead, ConnectivityStatus, MerchantAccount,
+    ReaderInfo,
 };
 #[cfg(feature = "http-gateway")]
 use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
@@ -58,33 +60,6 @@ pub struct EngineConfig {
     /// store's own account, whatever it is (or none).
     #[uniffi(default = None)]
     pub account: Option<MerchantAccount>,
-}
-
-/// Connectivity as the app sees it. Times are milliseconds since the Unix epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
-pub enum ConnectivityStatus {
-    Unknown,
-    Online { since_ms: i64 },
-    NetworkOutage { since_ms: i64 },
-    ServiceDisruption { since_ms: i64 },
-}
-
-impl From<conn::ConnectivityState> for ConnectivityStatus {
-    fn from(c: conn::ConnectivityState) -> Self {
-        use conn::ConnectivityState as C;
-        match c {
-            C::Unknown => ConnectivityStatus::Unknown,
-            C::Online { since } => ConnectivityStatus::Online {
-                since_ms: ts(since),
-            },
-            C::NetworkOutage { since } => ConnectivityStatus::NetworkOutage {
-                since_ms: ts(since),
-            },
-            C::ServiceDisruption { since } => ConnectivityStatus::ServiceDisruption {
-                since_ms: ts(since),
-            },
-        }
-    }
 }
 
 mirror_enum!(

@@ -6,7 +6,7 @@
 
 use pos_core::rules::Refusal;
 
-use crate::types::Money;
+use crate::money::Money;
 
 /// Every error of the library. Messages never carry card data or contacts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use pos_core::events as core;
 
-use crate::engine::ConnectivityStatus;
-use crate::types::{DeclineNotice, Money, OrderStatus, PaymentStatus};
+use crate::money::Money;
+use crate::types::{ConnectivityStatus, DeclineNotice, OrderStatus, PaymentStatus};
 
 /// Mirrors `pos_core::PosEvent`.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]

@@ -12,9 +12,8 @@ use std::sync::Arc;
 use pos_core::gateway as gw;
 use pos_core::lifecycle as life;
 
-use crate::types::{
-    CardNetwork, CustomerContact, DeclineReason, EntryMode, MerchantAccount, Money,
-};
+use crate::money::Money;
+use crate::types::{CardNetwork, CustomerContact, DeclineReason, EntryMode, MerchantAccount};
 
 /// A payment sent to the processor: an offline payment to forward, or an
 /// online one to authorize (`online`). `card_data` is sealed for the

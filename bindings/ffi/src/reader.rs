@@ -24,10 +24,11 @@ use pos_reader::sim::{Presented, SimReader, SimReaderConfig};
 use crate::checkout::CardChallenge;
 use crate::engine::PosEngine;
 use crate::error::PosError;
+use crate::money::Money;
 use crate::runtime::runtime;
 #[cfg(feature = "simulator")]
 use crate::types::CardNetwork;
-use crate::types::{CardRead, EntryMode, Money, ReaderInfo};
+use crate::types::{CardRead, EntryMode, ReaderInfo};
 
 /// Why a reader operation failed (mirrors `pos_reader::card_reader::Error`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]

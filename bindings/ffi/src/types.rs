@@ -1,6 +1,7 @@
-//! Shared FFI records and enums: money, ids, card data and payment states,
-//! each mirrored from `pos-core` with conversions in both directions where
-//! the app sends them. A conversion from the app validates and fails with
+//! Shared FFI records and enums: ids, card data, payment states,
+//! connectivity and reader information, each mirrored from `pos-core` with
+//! conversions in both directions where the app sends them. A conversion
+//! from the app (money included) validates and fails with
 //! `PosError.InvalidInput`.
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use pos_core::money as m;
 use pos_core::policy as pol;
 
 use crate::error::PosError;
+use crate::money::Money;
 
 pub(crate) fn invalid(reason: impl std::fmt::Display) -> PosError {
     PosError::InvalidInput {
@@ -26,22 +28,7 @@ pub(crate) fn ts(t: Timestamp) -> i64 {
     t.millis()
 }
 
-/// An amount in minor units (cents, yen, fils) of an ISO 4217 currency.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct Money {
-    pub minor_units: i64,
-    pub currency: String,
-}
-
-impl From<m::Money> for Money {
-    fn from(x: m::Money) -> Self {
-        Money {
-            minor_units: x.minor_units(),
-            currency: x.currency().code().to_owned(),
-        }
-    }
-}
-
+/// Money from the app, checked: `InvalidInput` for an unknown currency.
 impl TryFrom<Money> for m::Money {
     type Error = PosError;
     fn try_from(x: Money) -> Result<Self, PosError> {
@@ -316,6 +303,33 @@ impl From<life::DeclineNotice> for DeclineNotice {
             amount_due: n.amount_due.into(),
             reason: n.reason.into(),
             contact: n.contact.map(|c| Arc::new(c.into())),
+        }
+    }
+}
+
+/// Connectivity as the app sees it. Times are milliseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum ConnectivityStatus {
+    Unknown,
+    Online { since_ms: i64 },
+    NetworkOutage { since_ms: i64 },
+    ServiceDisruption { since_ms: i64 },
+}
+
+impl From<pos_core::connectivity::ConnectivityState> for ConnectivityStatus {
+    fn from(c: pos_core::connectivity::ConnectivityState) -> Self {
+        use pos_core::connectivity::ConnectivityState as C;
+        match c {
+            C::Unknown => ConnectivityStatus::Unknown,
+            C::Online { since } => ConnectivityStatus::Online {
+                since_ms: ts(since),
+            },
+            C::NetworkOutage { since } => ConnectivityStatus::NetworkOutage {
+                since_ms: ts(since),
+            },
+            C::ServiceDisruption { since } => ConnectivityStatus::ServiceDisruption {
+                since_ms: ts(since),
+            },
         }
     }
 }
