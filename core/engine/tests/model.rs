@@ -459,7 +459,7 @@ impl Harness {
                 .config(config())
                 .policy(policy.clone())
                 .staff(support::staff(staff_id, true))
-                .network(support::Network::Untouched),
+                .offline(false),
             |rig, model| rig.stored_reader(Reader::vendor(&reader_serial(model), model)),
         );
         let Rig {

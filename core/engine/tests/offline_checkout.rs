@@ -82,14 +82,19 @@ async fn open(policy: Policy) -> Rig {
             models.push(model);
         }
     }
-    let rig = Rig::builder()
-        .policy(policy)
-        .network(support::Network::Untouched);
+    let rig = Rig::builder().policy(policy).offline(false);
     models
         .iter()
         .fold(rig, |rig, model| rig.stored_reader(reader_of(model)))
         .open()
         .await
+}
+
+/// [`open`], then the network goes down: the outage begins at `T0`.
+async fn offline(policy: Policy) -> Rig {
+    let rig = open(policy).await;
+    rig.network_down().await;
+    rig
 }
 
 /// The device reboots after being off for `off`, its wall clock a day
@@ -182,8 +187,7 @@ async fn network_outage_takes_the_engine_offline_with_a_session() {
 
 #[tokio::test]
 async fn a_100_dollar_order_is_paid_by_two_cards() {
-    let rig = open(shopify()).await;
-    rig.network_down().await;
+    let rig = offline(shopify()).await;
     let order = rig.order(10_000).await;
     let a = rig.pay(&order, 6_000).await.unwrap();
     let b = rig.pay(&order, 4_000).await.unwrap();
@@ -201,8 +205,7 @@ async fn a_100_dollar_order_is_paid_by_two_cards() {
 
 #[tokio::test]
 async fn a_100_dollar_order_is_paid_by_three_cards_and_cash() {
-    let rig = open(shopify()).await;
-    rig.network_down().await;
+    let rig = offline(shopify()).await;
     let order = rig.order(10_000).await;
     for cents in [3_000, 3_000, 2_500] {
         rig.pay(&order, cents).await.unwrap();
@@ -228,8 +231,7 @@ async fn a_100_dollar_order_is_paid_by_three_cards_and_cash() {
 
 #[tokio::test]
 async fn the_card_that_would_push_an_order_over_100_dollars_is_refused_with_figures() {
-    let rig = open(shopify()).await;
-    rig.network_down().await;
+    let rig = offline(shopify()).await;
     // An order of $150: $100 of it may go on cards offline, the rest in cash.
     let order = rig.order(15_000).await;
     rig.pay(&order, 6_000).await.unwrap();
@@ -262,8 +264,7 @@ async fn the_card_that_would_push_an_order_over_100_dollars_is_refused_with_figu
 async fn an_over_limit_amount_is_refused_when_the_payment_begins() {
     // checkout.rs promises that card-independent rules (limits, tips) are
     // checked at begin_card_payment, before the card is presented.
-    let rig = open(shopify()).await;
-    rig.network_down().await;
+    let rig = offline(shopify()).await;
     let order = rig.order(15_000).await;
     let r = rig.sale(10_001).on(&order).begin(&rig.engine).await;
     assert_eq!(
@@ -293,8 +294,7 @@ async fn a_tip_is_charged_to_the_card_but_never_pays_the_order_itself() {
     // Square presets allow tips: the card is charged amount + tip, the order
     // is paid by the amount only (a negative balance would tell the cashier
     // to hand back change).
-    let rig = open(square_reader()).await;
-    rig.network_down().await;
+    let rig = offline(square_reader()).await;
     let order = rig.order(10_000).await;
     let tipped = rig.sale(6_000).on(&order).tip(usd(500));
     let p = tipped.try_sell(&rig.engine).await.unwrap();
@@ -319,8 +319,7 @@ async fn a_tip_is_charged_to_the_card_but_never_pays_the_order_itself() {
 
 #[tokio::test]
 async fn a_limit_reached_between_begin_and_confirm_is_refused_at_confirm() {
-    let rig = open(shopify()).await;
-    rig.network_down().await;
+    let rig = offline(shopify()).await;
     let order = rig.order(15_000).await;
     let (first, second) = (rig.sale(6_000).on(&order), rig.sale(5_000).on(&order));
     let first_id = first.begun(&rig.engine).await;
@@ -341,8 +340,7 @@ async fn a_limit_reached_between_begin_and_confirm_is_refused_at_confirm() {
 
 #[tokio::test]
 async fn the_5000_dollar_device_limit_is_reached_across_orders_then_refused_with_figures() {
-    let rig = open(shopify()).await;
-    rig.network_down().await;
+    let rig = offline(shopify()).await;
     // 49 orders of $100 and one of $99.99: $4,999.99.
     for _ in 0..49 {
         let order = rig.order(10_000).await;
@@ -390,8 +388,7 @@ async fn forwarding_frees_room_under_the_device_limit() {
         usd_currency(),
         CurrencyLimits::per_order(usd(10_000)).with_device_amount(usd(15_000)),
     );
-    let rig = open(policy).await;
-    rig.network_down().await;
+    let rig = offline(policy).await;
     let a = rig.order(10_000).await;
     let pa = rig.pay(&a, 10_000).await.unwrap();
     let b = rig.order(10_000).await;
@@ -423,8 +420,7 @@ async fn forwarding_frees_room_under_the_device_limit() {
 
 #[tokio::test]
 async fn swipe_is_refused_offline_by_the_shopify_preset() {
-    let rig = open(shopify()).await;
-    rig.network_down().await;
+    let rig = offline(shopify()).await;
     let order = rig.order(1_000).await;
     for (mode, rule) in [(EntryMode::Swipe, "R10"), (EntryMode::Manual, "R9")] {
         let read = rig.sale(1_000).on(&order).entry_mode(mode);
@@ -493,8 +489,7 @@ async fn a_staff_member_without_the_offline_permission_is_refused() {
 
 #[tokio::test]
 async fn the_phone_profile_accepts_offline_for_one_hour_only() {
-    let rig = open(shopify()).await;
-    rig.network_down().await;
+    let rig = offline(shopify()).await;
     rig.clock.advance(HOUR - Duration::from_millis(1));
     let order = rig.order(2_000).await;
     rig.pay(&order, 1_000).await.unwrap();
@@ -521,8 +516,7 @@ async fn the_phone_profile_accepts_offline_for_one_hour_only() {
 
 #[tokio::test]
 async fn the_phone_reader_deadline_is_24h_after_the_connection_was_lost() {
-    let rig = open(square_reader()).await;
-    rig.network_down().await;
+    let rig = offline(square_reader()).await;
     rig.clock.advance(40 * MIN);
     let order = rig.order(2_000).await;
     let p = rig.pay(&order, 1_000).await.unwrap();
@@ -540,8 +534,7 @@ async fn the_phone_reader_deadline_is_24h_after_the_connection_was_lost() {
 
 #[tokio::test]
 async fn the_terminal_deadline_is_24h_after_the_first_offline_payment() {
-    let rig = open(square_terminal()).await;
-    rig.network_down().await;
+    let rig = offline(square_terminal()).await;
     rig.clock.advance(2 * HOUR);
     let order = rig.order(2_000).await;
     let p = rig.pay(&order, 1_000).await.unwrap();
@@ -675,8 +668,7 @@ async fn an_expiry_recorded_by_the_forwarder_is_reported_like_one_found_by_tick(
 
 #[tokio::test]
 async fn setting_the_wall_clock_back_never_extends_the_window_or_the_deadline() {
-    let rig = open(square_reader()).await;
-    rig.network_down().await;
+    let rig = offline(square_reader()).await;
     rig.clock.advance(30 * MIN);
     rig.clock.set_wall(Timestamp(T0.0 - 10 * 3_600_000));
     let order = rig.order(3_000).await;
@@ -697,8 +689,7 @@ async fn setting_the_wall_clock_back_never_extends_the_window_or_the_deadline() 
 
 #[tokio::test]
 async fn a_reboot_with_the_wall_clock_set_back_never_extends_the_window_or_the_deadline() {
-    let mut rig = open(square_reader()).await;
-    rig.network_down().await;
+    let mut rig = offline(square_reader()).await;
     rig.clock.advance(20 * MIN);
     let order = rig.order(3_000).await;
     let p = rig.pay(&order, 1_000).await.unwrap();
@@ -731,8 +722,7 @@ async fn a_reboot_with_the_wall_clock_set_back_after_audited_steps_keeps_the_eng
     // trusted time must not restart below what the audit journal already
     // holds: an entry dated earlier than the last one is rejected, which
     // would fail every audited operation and make the store unloadable.
-    let mut rig = open(square_reader()).await;
-    rig.network_down().await;
+    let mut rig = offline(square_reader()).await;
     let order = rig.order(3_000).await;
     let p = rig.pay(&order, 1_000).await.unwrap();
     rig.clock.advance(30 * MIN);
@@ -753,8 +743,7 @@ async fn a_reboot_with_the_wall_clock_set_back_after_audited_steps_keeps_the_eng
 
 #[tokio::test]
 async fn a_reboot_never_extends_the_terminal_deadline() {
-    let mut rig = open(square_terminal()).await;
-    rig.network_down().await;
+    let mut rig = offline(square_terminal()).await;
     rig.clock.advance(HOUR);
     let order = rig.order(3_000).await;
     let p = rig.pay(&order, 1_000).await.unwrap();
@@ -769,8 +758,7 @@ async fn a_reboot_never_extends_the_terminal_deadline() {
 async fn time_that_passed_before_a_reboot_is_not_given_back_by_setting_the_wall_clock_back() {
     // B13: the trusted time must survive a reboot with the wall clock set
     // back, at least up to the engine's last periodic tick.
-    let mut rig = open(square_reader()).await;
-    rig.network_down().await;
+    let mut rig = offline(square_reader()).await;
     let order = rig.order(3_000).await;
     rig.pay(&order, 1_000).await.unwrap();
     rig.clock.advance(50 * MIN);
@@ -792,8 +780,7 @@ async fn an_attempt_in_flight_when_the_app_died_is_retried_after_the_restart() {
     // engine then records ForwardFailed { NoAnswer } and retries with the
     // same id". Without it the payment is neither forwarded nor expired, and
     // blocks logout for ever.
-    let mut rig = open(square_reader()).await;
-    rig.network_down().await;
+    let mut rig = offline(square_reader()).await;
     let order = rig.order(1_000).await;
     let p = rig.pay(&order, 1_000).await.unwrap();
     rig.online().await;
@@ -840,8 +827,7 @@ async fn an_attempt_in_flight_when_the_app_died_is_retried_after_the_restart() {
 
 #[tokio::test]
 async fn payments_survive_a_restart_and_are_forwarded_after_it() {
-    let mut rig = open(shopify()).await;
-    rig.network_down().await;
+    let mut rig = offline(shopify()).await;
     let order = rig.order(3_000).await;
     let p = rig.pay(&order, 3_000).await.unwrap();
     let before = rig.engine.list_payments().unwrap();
@@ -871,8 +857,7 @@ async fn payments_survive_a_restart_and_are_forwarded_after_it() {
 
 #[tokio::test]
 async fn a_new_outage_after_recovery_opens_a_new_window() {
-    let rig = open(square_reader()).await;
-    rig.network_down().await;
+    let rig = offline(square_reader()).await;
     let order = rig.order(3_000).await;
     rig.pay(&order, 1_000).await.unwrap();
     rig.clock.advance(2 * HOUR);
@@ -888,8 +873,7 @@ async fn a_new_outage_after_recovery_opens_a_new_window() {
 async fn recovery_after_a_restart_ends_the_offline_session() {
     // Restarted during an outage; the service answers healthy at the next
     // start: the outage is over, and the next one gets its own window.
-    let mut rig = open(square_reader()).await;
-    rig.network_down().await;
+    let mut rig = offline(square_reader()).await;
     let order = rig.order(3_000).await;
     rig.pay(&order, 1_000).await.unwrap();
     rig.clock.advance(10 * MIN);
@@ -958,8 +942,7 @@ async fn forced_offline_while_online_starts_a_new_session_once_the_window_closed
 
 #[tokio::test]
 async fn require_online_is_refused_while_offline() {
-    let rig = open(shopify()).await;
-    rig.network_down().await;
+    let rig = offline(shopify()).await;
     let order = rig.order(1_000).await;
     let online_only = rig.sale(1_000).on(&order);
     let online_only = online_only.behaviour(OfflineBehaviour::RequireOnline);
@@ -972,8 +955,7 @@ async fn require_online_is_refused_while_offline() {
 #[tokio::test]
 async fn prefer_online_decided_offline_then_reconnected_before_confirm_changes_route_and_stores_nothing(
 ) {
-    let rig = open(shopify()).await;
-    rig.network_down().await;
+    let rig = offline(shopify()).await;
     let order = rig.order(1_000).await;
     let sale = rig.sale(1_000).on(&order);
     let d = sale.begin(&rig.engine).await.unwrap();
@@ -1062,8 +1044,7 @@ async fn prefer_online_while_online_is_not_taken_offline() {
 
 #[tokio::test]
 async fn confirming_twice_returns_the_same_payment_not_two() {
-    let rig = open(shopify()).await;
-    rig.network_down().await;
+    let rig = offline(shopify()).await;
     let order = rig.order(2_000).await;
     let sale = rig.sale(1_000).on(&order);
     let id = sale.begun(&rig.engine).await;
@@ -1125,8 +1106,7 @@ async fn a_negative_or_foreign_currency_tip_is_invalid_input_on_every_route() {
 
 #[tokio::test]
 async fn an_app_supplied_payment_id_reused_is_a_duplicate() {
-    let rig = open(shopify()).await;
-    rig.network_down().await;
+    let rig = offline(shopify()).await;
     let order = rig.order(2_000).await;
     let keyed = rig.sale(1_000).on(&order).payment_id("app-key-1");
     let d = keyed.begin(&rig.engine).await.unwrap();
@@ -1152,8 +1132,7 @@ async fn an_app_supplied_payment_id_reused_is_a_duplicate() {
 
 #[tokio::test]
 async fn turning_the_policy_off_keeps_stored_payments_and_refuses_new_ones() {
-    let rig = open(shopify()).await;
-    rig.network_down().await;
+    let rig = offline(shopify()).await;
     let order = rig.order(5_000).await;
     rig.pay(&order, 2_000).await.unwrap();
     rig.pay(&order, 1_000).await.unwrap();
@@ -1182,8 +1161,7 @@ async fn turning_the_policy_off_keeps_stored_payments_and_refuses_new_ones() {
 
 #[tokio::test]
 async fn logout_is_guarded_while_payments_are_pending() {
-    let rig = open(shopify()).await;
-    rig.network_down().await;
+    let rig = offline(shopify()).await;
     let order = rig.order(5_000).await;
     let a = rig.pay(&order, 2_000).await.unwrap();
     let b = rig.pay(&order, 1_500).await.unwrap();
@@ -1292,8 +1270,7 @@ async fn logout_is_guarded_while_payments_are_pending() {
 
 #[tokio::test]
 async fn other_guarded_actions_are_refused_while_pending() {
-    let rig = open(square_reader()).await;
-    rig.network_down().await;
+    let rig = offline(square_reader()).await;
     let order = rig.order(1_000).await;
     rig.pay(&order, 1_000).await.unwrap();
     for action in [
@@ -1382,8 +1359,7 @@ async fn a_decline_raises_an_event_with_the_contact_and_the_amount_due() {
 
 #[tokio::test]
 async fn a_failed_store_write_during_confirm_changes_nothing() {
-    let rig = open(shopify()).await;
-    rig.network_down().await;
+    let rig = offline(shopify()).await;
     let order = rig.order(5_000).await;
     rig.pay(&order, 1_000).await.unwrap();
     let sale = rig.sale(2_000).on(&order);
@@ -1414,8 +1390,7 @@ async fn a_failed_store_write_during_confirm_changes_nothing() {
 
 #[tokio::test]
 async fn a_failed_store_write_during_forwarding_or_tick_changes_nothing() {
-    let rig = open(square_reader()).await;
-    rig.network_down().await;
+    let rig = offline(square_reader()).await;
     let order = rig.order(5_000).await;
     let p = rig.pay(&order, 1_000).await.unwrap();
     rig.store.fail_next_write(StoreError::Io("fsync".into()));
@@ -1442,8 +1417,7 @@ async fn a_failed_store_write_during_forwarding_or_tick_changes_nothing() {
 
 #[tokio::test]
 async fn a_locked_store_is_reported_typed() {
-    let rig = open(shopify()).await;
-    rig.network_down().await;
+    let rig = offline(shopify()).await;
     let order = rig.order(5_000).await;
     rig.store.fail_always(StoreError::Locked);
     assert_eq!(rig.pay(&order, 1_000).await, Err(PosError::StoreLocked));
@@ -1457,8 +1431,7 @@ async fn a_locked_store_is_reported_typed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_checkouts_never_push_the_device_total_over_its_limit() {
-    let rig = open(shopify()).await;
-    rig.network_down().await;
+    let rig = offline(shopify()).await;
     // $4,900 already taken: room for ten more $10 payments.
     for _ in 0..49 {
         let order = rig.order(10_000).await;
@@ -1505,8 +1478,7 @@ async fn racing_checkouts_never_push_the_device_total_over_its_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_split_cards_on_one_order_never_exceed_the_order_limit() {
-    let rig = open(shopify()).await;
-    rig.network_down().await;
+    let rig = offline(shopify()).await;
     let order = rig.order(50_000).await;
     let mut tasks = Vec::new();
     for _ in 0..16 {
@@ -1534,8 +1506,7 @@ async fn racing_split_cards_on_one_order_never_exceed_the_order_limit() {
 
 #[tokio::test]
 async fn an_override_with_an_overlong_reason_is_refused_and_breaks_nothing() {
-    let mut rig = open(shopify()).await;
-    rig.network_down().await;
+    let mut rig = offline(shopify()).await;
     let order = rig.order(1_000).await;
     rig.pay(&order, 1_000).await.unwrap();
     let long = ActionOverride {
@@ -1567,8 +1538,7 @@ async fn an_override_with_an_overlong_reason_is_refused_and_breaks_nothing() {
 
 #[tokio::test]
 async fn beginning_again_with_the_same_key_is_a_retry_and_another_request_is_refused() {
-    let rig = open(shopify()).await;
-    rig.network_down().await;
+    let rig = offline(shopify()).await;
     let order = rig.order(5_000).await;
     let keyed = rig.sale(1_000).on(&order).payment_id("app-key-1");
     let first = keyed.begin(&rig.engine).await.unwrap();
@@ -1588,8 +1558,7 @@ async fn beginning_again_with_the_same_key_is_a_retry_and_another_request_is_ref
 
 #[tokio::test]
 async fn a_taken_payment_cannot_be_cancelled() {
-    let rig = open(shopify()).await;
-    rig.network_down().await;
+    let rig = offline(shopify()).await;
     let order = rig.order(5_000).await;
     let sale = rig.sale(1_000).on(&order);
     let taken = sale.try_sell(&rig.engine).await.unwrap();

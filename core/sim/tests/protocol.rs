@@ -9,14 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pos_core::card_seal::{seal, CardBinding, PHONE_NONCE_LEN};
-use pos_core::clock::Timestamp;
 use pos_core::gateway::{
     AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, PaymentLookup, ReceiptDelivery,
     ServiceStatus, StaticToken, StatusQuery,
 };
 use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
 use pos_core::lifecycle::{DeclineReason, ForwardErrorKind, OrderId, PaymentId};
-use pos_core::money::{Currency, Money};
+use pos_core::money::Money;
 use pos_core::policy::EntryMode;
 use pos_sim::{test_cards, CardOutcome, ChargeOutcome, Fault, FaultPlan, SimConfig, Simulator};
 
@@ -70,28 +69,9 @@ fn sealed_for(
 }
 
 fn request(sim: &Simulator, id: &str, pan_index: usize, cents: i64) -> ForwardRequest {
-    let card = &test_cards()[pan_index];
     let sealed = sealed_for(sim, id, pan_index, cents, EntryMode::Chip);
-    let (reader_certificate, reader_signature) =
-        support::signed_by(&support::certified_reader(READER), &sealed);
-    ForwardRequest {
-        device_id: "till-1".into(),
-        payment_id: PaymentId::parse(id).unwrap(),
-        order_id: OrderId::parse("order-1").unwrap(),
-        amount: Money::new(cents, Currency::parse("EUR").unwrap()),
-        tip: None,
-        entry_mode: EntryMode::Chip,
-        network: card.network,
-        last4: card.last4().into(),
-        taken_at: Timestamp(1_800_000_000_000),
-        deadline: Timestamp(1_800_086_400_000),
-        attempt: 1,
-        sealed_card_data: sealed,
-        reader_certificate,
-        reader_signature,
-        online: None,
-        account: None,
-    }
+    let proof = support::signed_by(&support::certified_reader(READER), &sealed);
+    support::forward_request("till-1", id, cents, &test_cards()[pan_index], sealed, proof)
 }
 
 #[test]
@@ -139,18 +119,12 @@ fn a_repeat_returns_the_first_decision_and_charges_once() {
     let (reader_certificate, reader_signature) =
         support::signed_by(&support::certified_reader(READER), &online_data);
     let auth = AuthorizeRequest {
-        device_id: r.device_id.clone(),
         payment_id: PaymentId::parse("online-1").unwrap(),
-        order_id: r.order_id.clone(),
-        amount: r.amount,
-        tip: None,
         entry_mode: EntryMode::Contactless,
-        network: r.network,
-        last4: r.last4.clone(),
         sealed_card_data: online_data,
         reader_certificate,
         reader_signature,
-        account: None,
+        ..support::authorize_request(&r)
     };
     assert!(matches!(
         g.authorize(&auth).unwrap(),

@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 use pos_test_support::sim as support;
-use support::{PaidWith, Rig, Sale};
+use support::{authorize_request as authorize, PaidWith, ReaderProof, Rig, Sale};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,11 +19,10 @@ use std::time::Duration;
 use pos_core::card_seal::{
     aad_v2, content_key_v2, parse_v2, seal, seal_v1, CardBinding, ProcessorKey, PHONE_NONCE_LEN,
 };
-use pos_core::clock::Timestamp;
 use pos_core::gateway::StaticToken;
-use pos_core::gateway::{AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision};
+use pos_core::gateway::{ForwardRequest, Gateway, GatewayDecision};
 use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
-use pos_core::lifecycle::{DeclineReason, ForwardErrorKind, OrderId, PaymentId, PaymentState};
+use pos_core::lifecycle::{DeclineReason, ForwardErrorKind, PaymentState};
 use pos_core::money::{Currency, Money};
 use pos_core::policy::{EntryMode, Network};
 use pos_core::reader_trust::{ReaderAuthority, ReaderIdentity, CARD_CONTEXT};
@@ -50,10 +49,6 @@ fn gateway(sim: &Simulator) -> HttpGateway {
 
 fn visa() -> &'static TestCard {
     &test_cards()[0]
-}
-
-fn eur(cents: i64) -> Money {
-    Money::new(cents, Currency::parse("EUR").unwrap())
 }
 
 /// A reader counter no other test in this binary uses.
@@ -94,9 +89,6 @@ fn binding_of(card: &TestCard, device: &str, id: &str, cents: i64) -> CardBindin
 fn sealed(sim: &Simulator, b: &CardBinding) -> Vec<u8> {
     seal(b, &visa().secret(), &sim.processor_key()).unwrap()
 }
-
-/// A request's `reader_certificate` and `reader_signature`.
-type ReaderProof = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// The certificate and signature the certified reader named in the header
 /// of `card_data` sends with it (none for data whose header does not read,
@@ -167,41 +159,7 @@ fn forward_of(
     card_data: &[u8],
     proof: ReaderProof,
 ) -> ForwardRequest {
-    ForwardRequest {
-        device_id: device.into(),
-        payment_id: PaymentId::parse(id).unwrap(),
-        order_id: OrderId::parse("order-1").unwrap(),
-        amount: eur(cents),
-        tip: None,
-        entry_mode: EntryMode::Chip,
-        network: card.network,
-        last4: card.last4().into(),
-        taken_at: Timestamp(1_800_000_000_000),
-        deadline: Timestamp(1_800_086_400_000),
-        attempt: 1,
-        sealed_card_data: card_data.to_vec(),
-        reader_certificate: proof.0,
-        reader_signature: proof.1,
-        online: None,
-        account: None,
-    }
-}
-
-fn authorize(r: &ForwardRequest) -> AuthorizeRequest {
-    AuthorizeRequest {
-        device_id: r.device_id.clone(),
-        payment_id: r.payment_id.clone(),
-        order_id: r.order_id.clone(),
-        amount: r.amount,
-        tip: r.tip,
-        entry_mode: r.entry_mode,
-        network: r.network,
-        last4: r.last4.clone(),
-        sealed_card_data: r.sealed_card_data.clone(),
-        reader_certificate: r.reader_certificate.clone(),
-        reader_signature: r.reader_signature.clone(),
-        account: r.account.clone(),
-    }
+    support::forward_request(device, id, cents, card, card_data.to_vec(), proof)
 }
 
 fn approved(sim: &Simulator) -> Vec<(String, String, i64)> {

@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pos_core::clock::Timestamp;
 use pos_core::forwarding::ForwardingBlockedReason;
 use pos_core::gateway::{
     ForwardRequest, Gateway, GatewayDecision, GatewayError, MerchantAccount, PaymentLookup,
@@ -27,8 +26,6 @@ use pos_core::policy::EntryMode;
 use pos_core::rules::{ActionOverride, ActionRefused, GuardOutcome, GuardedAction};
 use pos_core::{EventListener, PosError, PosEvent};
 use pos_sim::{test_cards, ChargeOutcome, SimConfig, Simulator};
-
-const T0: Timestamp = Timestamp(1_800_000_000_000);
 
 fn account_a() -> MerchantAccount {
     MerchantAccount::new("acct_A", "loc-1").unwrap()
@@ -404,25 +401,10 @@ fn forward(sim: &Simulator, id: &str, account: Option<MerchantAccount>) -> Forwa
         fingerprint: "fp".into(),
     };
     let sealed = seal(&binding, &card.secret(), &sim.processor_key()).unwrap();
-    let (reader_certificate, reader_signature) =
-        support::signed_by(&support::certified_reader("ACCT-READER"), &sealed);
+    let proof = support::signed_by(&support::certified_reader("ACCT-READER"), &sealed);
     ForwardRequest {
-        device_id: "till-1".into(),
-        payment_id: PaymentId::parse(id).unwrap(),
-        order_id: OrderId::parse("order-1").unwrap(),
-        amount: eur(900),
-        tip: None,
-        entry_mode: EntryMode::Chip,
-        network: card.network,
-        last4: card.last4().into(),
-        taken_at: T0,
-        deadline: T0.plus(Duration::from_secs(86_400)),
-        attempt: 1,
-        sealed_card_data: sealed,
-        reader_certificate,
-        reader_signature,
-        online: None,
         account,
+        ..support::forward_request("till-1", id, 900, card, sealed, proof)
     }
 }
 
@@ -444,20 +426,7 @@ fn every_route_refuses_a_request_for_another_account_than_its_tokens() {
     assert_mismatch(with_b.forward(&request));
     assert_mismatch(legacy.forward(&request));
     let online = forward(&sim, "pay-x2", Some(account_a()));
-    let auth = pos_core::gateway::AuthorizeRequest {
-        device_id: online.device_id.clone(),
-        payment_id: online.payment_id.clone(),
-        order_id: online.order_id.clone(),
-        amount: online.amount,
-        tip: None,
-        entry_mode: online.entry_mode,
-        network: online.network,
-        last4: online.last4.clone(),
-        sealed_card_data: online.sealed_card_data.clone(),
-        reader_certificate: online.reader_certificate.clone(),
-        reader_signature: online.reader_signature.clone(),
-        account: Some(account_a()),
-    };
+    let auth = support::authorize_request(&online);
     assert_mismatch(with_b.authorize(&auth));
     assert!(sim.ledger().is_empty());
 

@@ -14,7 +14,6 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 
 use pos_core::audit::{AuditEntry, AuditKind};
-use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour};
 use pos_core::clock::{Timestamp, VirtualClock};
 use pos_core::crypto::{FileKeyProvider, Kek, KeyError, KeyProvider, SecretKey};
 use pos_core::engine::StaffSession;
@@ -24,7 +23,7 @@ use pos_core::lifecycle::{
     StaffId,
 };
 use pos_core::money::{Currency, Money};
-use pos_core::policy::{EntryMode, Network, Policy, TenderKind};
+use pos_core::policy::{EntryMode, Network, Policy};
 use pos_core::sqlite_store::{SqliteStore, SCHEMA_VERSION};
 use pos_core::store::{Store, StoreError};
 use pos_core::{EngineConfig, PosEngine, PosError};
@@ -1048,70 +1047,46 @@ async fn nothing_sensitive_is_stored_in_clear() {
 
     // Through the engine: orders with contacts, card payments whose reader
     // (wrongly) hands over the card number in clear, receipts by email and SMS.
-    let clock = VirtualClock::new(T0);
-    let config = EngineConfig::new(&dir, "till-1", "USD").unwrap();
-    let engine = PosEngine::open_with(config, Arc::new(clock), store.clone())
-        .await
-        .unwrap();
-    engine
-        .set_policy(Policy::shopify_pos(usd()).with_enabled(true))
-        .await
-        .unwrap();
-    engine
-        .sign_in(StaffSession {
+    // A vendor reader: its card reads carry no signature.
+    let rig = support::Rig::builder()
+        .store(store.clone())
+        .config(EngineConfig::new(&dir, "till-1", "USD").unwrap())
+        .policy(Policy::shopify_pos(usd()).with_enabled(true))
+        .reader(support::Reader::vendor("SN-1", "Wisepad 3"))
+        .staff(StaffSession {
             staff_id: staff(),
             may_take_offline_payments: true,
         })
-        .unwrap();
-    // A vendor reader: its card reads carry no signature.
-    support::remember_vendor_reader(&engine, "SN-1", "Wisepad 3").await;
-    engine.report_network(false).await.unwrap();
+        .open()
+        .await;
+    let engine = &rig.engine;
     for (i, ((pan, email), phone)) in TEST_PANS.iter().zip(EMAILS).zip(PHONES).enumerate() {
-        let order = engine
-            .create_order(NewOrder {
-                order_id: Some(format!("order-{i}")),
-                total: cents(1_000),
-                contact: Some(CustomerContact::parse(Some(email), Some(phone)).unwrap()),
+        let contact = CustomerContact::parse(Some(email), Some(phone)).unwrap();
+        let sale = support::Sale::of(cents(1_000))
+            .order_id(format!("order-{i}"))
+            .contact(Some(contact))
+            .card(CardRead {
+                entry_mode: EntryMode::Chip,
+                network: Network::Visa,
+                last4: pan[pan.len() - 4..].into(),
+                fingerprint: Some((*pan).to_owned()),
+                reader_model: "Wisepad 3".into(),
+                sealed_card_data: format!("{pan}=3012101123").into_bytes(),
+                reader_serial: None,
+                reader_signature: None,
             })
-            .await
-            .unwrap();
-        let d = engine
-            .begin_card_payment(CardPaymentRequest {
-                order_id: order.id.clone(),
-                payment_id: None,
-                amount: cents(1_000),
-                tip: None,
-                behaviour: OfflineBehaviour::PreferOnline,
-                tender: TenderKind::Card,
-            })
-            .await
-            .unwrap();
-        engine
-            .confirm_card_payment(
-                &d.payment_id,
-                CardRead {
-                    entry_mode: EntryMode::Chip,
-                    network: Network::Visa,
-                    last4: pan[pan.len() - 4..].into(),
-                    fingerprint: Some((*pan).to_owned()),
-                    reader_model: "Wisepad 3".into(),
-                    sealed_card_data: format!("{pan}=3012101123").into_bytes(),
-                    reader_serial: Some("SN-1".into()),
-                    reader_signature: None,
-                },
-            )
-            .await
-            .unwrap();
+            .reader(rig.reader.clone());
+        let order = sale.sell(engine).await.order_id;
         engine
             .request_receipt(
-                &order.id,
+                &order,
                 ReceiptChannel::Email(EmailAddress::parse(email).unwrap()),
             )
             .await
             .unwrap();
         engine
             .request_receipt(
-                &order.id,
+                &order,
                 ReceiptChannel::Sms(PhoneNumber::parse(phone).unwrap()),
             )
             .await
@@ -1160,7 +1135,7 @@ async fn nothing_sensitive_is_stored_in_clear() {
     assert!(PathBuf::from(format!("{}-wal", db.display())).exists());
     assert_eq!(scan(&db), Vec::<String>::new());
     engine.close();
-    drop(engine);
+    drop(rig);
     store.close().await;
     assert_eq!(scan(&db), Vec::<String>::new());
     let _ = std::fs::remove_dir_all(&dir);

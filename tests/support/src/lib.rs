@@ -26,8 +26,8 @@ pub use reader::{
     TEST_READER_MODEL,
 };
 pub use rig::{
-    cashier, clock_corrections, go_offline, go_online, listen, manual_forwarding, payment_state,
-    sign_in_and_lose_the_network, staff, Events, Network, Rig, RigBuilder, T0,
+    clock_corrections, go_offline, listen, manual_forwarding, sign_in_and_lose_the_network, staff,
+    Events, Rig, RigBuilder, T0,
 };
 pub use sale::{begin_sale, sell_offline, usd, Reader, Sale};
 pub use workload::{online, remember_vendor_reader};

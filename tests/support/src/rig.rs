@@ -10,7 +10,6 @@
 //! elsewhere.
 
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
 
 use pos_core::audit::AuditKind;
 use pos_core::checkout::PaymentView;
@@ -32,17 +31,6 @@ use crate::sale::{Reader, Sale};
 /// Where the rig's clock starts.
 pub const T0: Timestamp = Timestamp(1_800_000_000_000);
 
-/// The network once the rig is set up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Network {
-    /// Reported down: the engine is offline.
-    Down,
-    /// Reported up and the service healthy: the engine is online.
-    Up,
-    /// As the set-up left it (unknown, or online when a reader was paired).
-    Untouched,
-}
-
 /// How the engine came to know a reader.
 #[derive(Clone)]
 enum Known {
@@ -50,11 +38,6 @@ enum Known {
     Paired(Reader),
     /// Already in the store when the engine opens (paired by an earlier run).
     Stored(Reader),
-}
-
-/// A cashier who may take offline payments.
-pub fn cashier() -> StaffSession {
-    staff("cashier-1", true)
 }
 
 /// The staff member `id`, permitted to take offline payments or not.
@@ -72,33 +55,6 @@ pub fn manual_forwarding(jitter_seed: u64) -> ForwardingConfig {
         jitter_seed: Some(jitter_seed),
         ..ForwardingConfig::default()
     }
-}
-
-/// Reports the network up and the service healthy until the engine is
-/// online.
-pub async fn go_online(engine: &PosEngine) {
-    engine.report_network(true).await.unwrap();
-    for _ in 0..10 {
-        if engine.status().unwrap().connectivity.is_online() {
-            return;
-        }
-        engine.report_probe(ProbeOutcome::Healthy).await.unwrap();
-    }
-    assert!(
-        engine.status().unwrap().connectivity.is_online(),
-        "not online"
-    );
-}
-
-/// What the engine holds of payment `id`.
-pub fn payment_state(engine: &PosEngine, id: &PaymentId) -> PaymentState {
-    engine
-        .list_payments()
-        .unwrap()
-        .into_iter()
-        .find(|p| &p.id == id)
-        .unwrap_or_else(|| panic!("no payment {id}"))
-        .state
 }
 
 /// Passes the engine's events into a channel.
@@ -149,7 +105,7 @@ pub struct RigBuilder<S: ?Sized> {
     staff: Option<StaffSession>,
     gateway: Option<Arc<dyn Gateway>>,
     listeners: Vec<Arc<dyn EventListener>>,
-    network: Network,
+    offline: bool,
 }
 
 /// An engine on a virtual clock and a store, set up for the test.
@@ -186,10 +142,10 @@ impl Rig {
             )),
             readers: vec![Known::Paired(Reader::test())],
             default_readers: true,
-            staff: Some(cashier()),
+            staff: Some(staff("cashier-1", true)),
             gateway: None,
             listeners: Vec::new(),
-            network: Network::Down,
+            offline: true,
         }
     }
 }
@@ -218,7 +174,7 @@ impl<S: ?Sized> RigBuilder<S> {
             staff: self.staff,
             gateway: self.gateway,
             listeners: self.listeners,
-            network: self.network,
+            offline: self.offline,
         }
     }
 
@@ -279,15 +235,10 @@ impl<S: ?Sized> RigBuilder<S> {
         self
     }
 
-    /// Who signs in (by default [`cashier`]).
+    /// Who signs in (by default `cashier-1`, who may take offline
+    /// payments).
     pub fn staff(mut self, staff: StaffSession) -> Self {
         self.staff = Some(staff);
-        self
-    }
-
-    /// Nobody signs in.
-    pub fn signed_out(mut self) -> Self {
-        self.staff = None;
         self
     }
 
@@ -303,9 +254,11 @@ impl<S: ?Sized> RigBuilder<S> {
         self
     }
 
-    /// The network once set up (by default down).
-    pub fn network(mut self, network: Network) -> Self {
-        self.network = network;
+    /// Whether the network is reported down once the rest is set up (by
+    /// default it is); if not, the connectivity is as the set-up left it
+    /// (unknown, or online when a reader was paired).
+    pub fn offline(mut self, offline: bool) -> Self {
+        self.offline = offline;
         self
     }
 
@@ -347,12 +300,8 @@ impl<S: ?Sized> RigBuilder<S> {
             .iter()
             .map(|l| engine.subscribe(l.clone()).unwrap())
             .collect();
-        match self.network {
-            Network::Down => {
-                engine.report_network(false).await.unwrap();
-            }
-            Network::Up => go_online(engine).await,
-            Network::Untouched => {}
+        if self.offline {
+            engine.report_network(false).await.unwrap();
         }
         subscriptions
     }
@@ -439,29 +388,36 @@ impl<S: ?Sized> Rig<S> {
         self.sale(cents).on(order).try_sell(&self.engine).await
     }
 
-    /// A sale of `cents` on a new order, which must be taken.
-    pub async fn sell(&self, cents: i64) -> PaymentId {
-        self.sale(cents).sell(&self.engine).await.id
-    }
-
     /// Reports the network down: the engine's new state.
     pub async fn network_down(&self) -> ConnectivityState {
         self.engine.report_network(false).await.unwrap()
     }
 
-    /// Brings the engine online: network back, then healthy probes.
+    /// Brings the engine online: network back, then healthy probes until
+    /// it is.
     pub async fn online(&self) {
-        go_online(&self.engine).await;
+        self.engine.report_network(true).await.unwrap();
+        for _ in 0..10 {
+            if self.engine.status().unwrap().connectivity.is_online() {
+                return;
+            }
+            self.engine
+                .report_probe(ProbeOutcome::Healthy)
+                .await
+                .unwrap();
+        }
+        assert!(self.engine.status().unwrap().connectivity.is_online());
     }
 
     /// What the engine holds of payment `id`.
     pub fn state(&self, id: &PaymentId) -> PaymentState {
-        payment_state(&self.engine, id)
-    }
-
-    /// Moves the clock on by `d`.
-    pub fn advance(&self, d: Duration) {
-        self.clock.advance(d);
+        self.engine
+            .list_payments()
+            .unwrap()
+            .into_iter()
+            .find(|p| &p.id == id)
+            .unwrap_or_else(|| panic!("no payment {id}"))
+            .state
     }
 
     /// Everything the store holds.

@@ -64,14 +64,6 @@ impl Reader {
         }
     }
 
-    /// The serial it reports.
-    pub fn serial(&self) -> &str {
-        match self {
-            Reader::Profile(r) => &r.serial,
-            Reader::Vendor { serial, .. } => serial,
-        }
-    }
-
     /// What an engine that paired it at `at` remembers of it.
     pub fn remembered(&self, at: Timestamp) -> RememberedReader {
         match self {
@@ -262,11 +254,6 @@ impl Sale {
     pub fn sealing(mut self, secret: CardSecret) -> Sale {
         self.secret = Some(secret);
         self
-    }
-
-    /// The sale's amount (the tip apart).
-    pub fn amount(&self) -> Money {
-        self.amount
     }
 
     /// The payment request on `order_id`.

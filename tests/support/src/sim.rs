@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use pos_core::card_seal::ProcessorKey;
 use pos_core::clock::{Clock, VirtualClock};
-use pos_core::gateway::StaticToken;
+use pos_core::gateway::{AuthorizeRequest, ForwardRequest, StaticToken};
 use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
 use pos_core::ledger::CardRead;
-use pos_core::lifecycle::PaymentState;
+use pos_core::lifecycle::{OrderId, PaymentId, PaymentState};
 use pos_core::money::{Currency, Money};
 use pos_core::policy::{CurrencyLimits, EntryMode, Policy};
 use pos_core::reader_trust::{
@@ -25,9 +25,7 @@ use pos_core::{EngineConfig, PosEngine};
 use pos_sim::{Simulator, TestCard};
 
 pub use crate::reader::{next_counter, trusting_the_test_reader, CardReader};
-pub use crate::rig::{
-    clock_corrections, manual_forwarding, payment_state, Network, Rig, RigBuilder, T0,
-};
+pub use crate::rig::{clock_corrections, manual_forwarding, Rig, RigBuilder, T0};
 pub use crate::sale::{Reader, Sale};
 
 pub fn eur() -> Currency {
@@ -61,11 +59,64 @@ pub fn certified_reader(serial: &str) -> ReaderIdentity {
 /// What a request carries with `sealed` read by `reader`: its certificate
 /// and its signature of the whole blob (`reader_certificate`,
 /// `reader_signature`).
-pub fn signed_by(reader: &ReaderIdentity, sealed: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+pub fn signed_by(reader: &ReaderIdentity, sealed: &[u8]) -> ReaderProof {
     (
         Some(reader.certificate().encode()),
         Some(reader.sign(CARD_CONTEXT, sealed).to_vec()),
     )
+}
+
+/// A request's `reader_certificate` and `reader_signature`.
+pub type ReaderProof = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// A forwarding request as a device sends it, built by hand: payment `id`
+/// of `cents` euros from `device` for order `order-1`, taken at [`T0`] with
+/// a deadline a day later, the first attempt, `card` read by chip, its
+/// sealed data `sealed` and the reader's `proof` ([`signed_by`]).
+pub fn forward_request(
+    device: &str,
+    id: &str,
+    cents: i64,
+    card: &TestCard,
+    sealed: Vec<u8>,
+    proof: ReaderProof,
+) -> ForwardRequest {
+    ForwardRequest {
+        device_id: device.into(),
+        payment_id: PaymentId::parse(id).unwrap(),
+        order_id: OrderId::parse("order-1").unwrap(),
+        amount: euros(cents),
+        tip: None,
+        entry_mode: EntryMode::Chip,
+        network: card.network,
+        last4: card.last4().into(),
+        taken_at: T0,
+        deadline: T0.plus(Duration::from_secs(24 * 3600)),
+        attempt: 1,
+        sealed_card_data: sealed,
+        reader_certificate: proof.0,
+        reader_signature: proof.1,
+        online: None,
+        account: None,
+    }
+}
+
+/// The online authorization of what `r` forwards.
+pub fn authorize_request(r: &ForwardRequest) -> AuthorizeRequest {
+    AuthorizeRequest {
+        device_id: r.device_id.clone(),
+        payment_id: r.payment_id.clone(),
+        order_id: r.order_id.clone(),
+        amount: r.amount,
+        tip: r.tip,
+        entry_mode: r.entry_mode,
+        network: r.network,
+        last4: r.last4.clone(),
+        sealed_card_data: r.sealed_card_data.clone(),
+        reader_certificate: r.reader_certificate.clone(),
+        reader_signature: r.reader_signature.clone(),
+        account: r.account.clone(),
+    }
 }
 
 /// Lowercase hex.
