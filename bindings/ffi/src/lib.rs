@@ -3,7 +3,8 @@
 //! Mainly small wrappers: each FFI object holds the core object, each FFI
 //! record or enum mirrors a core type with a `From` conversion, and every
 //! export goes through `#[pos_ffi_macros::export]` so async methods run on
-//! tokio. The logic lives in `pos-core`; nothing here decides anything.
+//! tokio. The logic lives in `pos-core` and `pos-reader`; nothing here
+//! decides anything.
 
 // UniFFI lowers errors by value and cannot carry a boxed payload, so the
 // `Refused` case (rule, kind and its figures) makes `PosError` large; the
