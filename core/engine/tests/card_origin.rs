@@ -9,6 +9,7 @@ use pos_test_support as support;
 
 use pos_core::card_seal::{self, CardBinding};
 use pos_core::checkout::{CardPaymentRequest, OfflineBehaviour};
+use pos_core::ledger::CardRead;
 use pos_core::lifecycle::PaymentId;
 use pos_core::money::Currency;
 use pos_core::policy::{Policy, TenderKind};
@@ -31,6 +32,23 @@ async fn begin(engine: &PosEngine, n: usize, cents: i64) -> PaymentId {
 /// What the engine stored: nothing new after a refusal.
 fn payments(engine: &PosEngine) -> usize {
     engine.list_payments().unwrap().len()
+}
+
+/// Remembers a vendor SDK's reader `serial` as `model` (online), then the
+/// network goes down.
+async fn remember_vendor_offline(engine: &PosEngine, serial: &str, model: &str) {
+    support::remember_vendor_reader(engine, serial, model).await;
+    engine.report_network(false).await.unwrap();
+}
+
+/// [`chip_card`]`(n)` as the vendor reader `serial` reports it, naming
+/// `model`.
+fn vendor_read(n: usize, serial: &str, model: &str) -> CardRead {
+    CardRead {
+        reader_serial: Some(serial.into()),
+        reader_model: model.into(),
+        ..chip_card(n)
+    }
 }
 
 fn not_paired(r: Result<impl std::fmt::Debug, PosError>) {
@@ -287,34 +305,20 @@ async fn an_authority_removed_from_the_policy_is_no_longer_trusted() {
 #[tokio::test]
 async fn a_vendor_readers_reads_are_taken_on_the_vendors_word() {
     let (engine, _) = engine().await;
-    support::online(&engine).await;
-    engine
-        .remember_reader("M2-1", "Wisepad 3", "2.0")
-        .await
-        .unwrap();
-    engine.report_network(false).await.unwrap();
+    remember_vendor_offline(&engine, "M2-1", "Wisepad 3").await;
     let id = begin(&engine, 1, 1_000).await;
-    let mut card = chip_card(1);
-    card.reader_serial = Some("M2-1".into());
     // The model the vendor reported when it was remembered is the one R11
     // sees, not what the read says.
-    card.reader_model = "Chipper 2X BT".into();
+    let card = vendor_read(1, "M2-1", "Chipper 2X BT");
     engine
         .confirm_card_payment(&id, card.clone())
         .await
         .unwrap();
     // The other way round: a vendor reader remembered as a model that may
     // not take offline payments is refused, whatever model its read names.
-    support::online(&engine).await;
-    engine
-        .remember_reader("MYS-V", "Mystery Reader", "1.0")
-        .await
-        .unwrap();
-    engine.report_network(false).await.unwrap();
+    remember_vendor_offline(&engine, "MYS-V", "Mystery Reader").await;
     let id3 = begin(&engine, 3, 1_000).await;
-    let mut claimed = chip_card(3);
-    claimed.reader_serial = Some("MYS-V".into());
-    claimed.reader_model = "Wisepad 3".into();
+    let claimed = vendor_read(3, "MYS-V", "Wisepad 3");
     match engine.confirm_card_payment(&id3, claimed).await {
         Err(PosError::Refused {
             refusal: Refusal::ReaderNotOfflineCapable { model },
@@ -323,8 +327,11 @@ async fn a_vendor_readers_reads_are_taken_on_the_vendors_word() {
     }
     // A vendor reader's read cannot carry a profile signature.
     let id2 = begin(&engine, 2, 1_000).await;
-    card.reader_signature = Some(vec![0; 64]);
-    not_paired(engine.confirm_card_payment(&id2, card).await);
+    let signed = CardRead {
+        reader_signature: Some(vec![0; 64]),
+        ..card
+    };
+    not_paired(engine.confirm_card_payment(&id2, signed).await);
 }
 
 #[tokio::test]
@@ -398,8 +405,7 @@ async fn a_reader_paired_by_an_earlier_version_takes_no_card_until_paired_again(
         .await;
     let engine = rig.engine.clone();
     let id = begin(&engine, 1, 1_000).await;
-    let mut card = chip_card(1);
-    card.reader_serial = Some("OLD-1".into());
+    let card = vendor_read(1, "OLD-1", "Wisepad 3");
     not_paired(engine.confirm_card_payment(&id, card).await);
     assert_eq!(payments(&engine), 0);
 }
@@ -407,8 +413,7 @@ async fn a_reader_paired_by_an_earlier_version_takes_no_card_until_paired_again(
 #[tokio::test]
 async fn a_vendor_readers_model_changes_only_online() {
     let (engine, _) = engine().await;
-    support::remember_vendor_reader(&engine, "M2-1", "Stripe M2").await;
-    engine.report_network(false).await.unwrap();
+    remember_vendor_offline(&engine, "M2-1", "Stripe M2").await;
     // Offline, the firmware may change; the model (what R11 checks) may not.
     engine
         .remember_reader("M2-1", "Stripe M2", "2.1")
