@@ -9,7 +9,7 @@ use pos_test_support as support;
 
 use pos_core::card_seal::{self, CardBinding};
 use pos_core::checkout::{CardPaymentRequest, OfflineBehaviour};
-use pos_core::ledger::CardRead;
+use pos_core::ledger::{CardRead, RememberedReader};
 use pos_core::lifecycle::PaymentId;
 use pos_core::money::Currency;
 use pos_core::policy::{Policy, TenderKind};
@@ -49,6 +49,21 @@ fn vendor_read(n: usize, serial: &str, model: &str) -> CardRead {
         reader_model: model.into(),
         ..chip_card(n)
     }
+}
+
+/// Pairs the test reader's serial with another key (another device wearing
+/// its serial, certified all the same).
+async fn pair_swapped_key(engine: &PosEngine) -> Result<RememberedReader, PosError> {
+    let swapped = ReaderIdentity::provision(
+        &[4; 32],
+        &simulator_authority(),
+        support::READER_SERIAL,
+        "Wisepad 3",
+    )
+    .unwrap();
+    engine
+        .remember_paired_reader(&swapped.certificate().encode(), "1.0")
+        .await
 }
 
 fn not_paired(r: Result<impl std::fmt::Debug, PosError>) {
@@ -262,17 +277,8 @@ async fn pairing_needs_a_trusted_certificate_and_a_changed_key_needs_the_service
     // The paired reader comes back with another key (another device
     // wearing its serial): offline, refused until paired again online.
     engine.report_network(false).await.unwrap();
-    let swapped = ReaderIdentity::provision(
-        &[4; 32],
-        &simulator_authority(),
-        support::READER_SERIAL,
-        "Wisepad 3",
-    )
-    .unwrap();
     assert!(matches!(
-        engine
-            .remember_paired_reader(&swapped.certificate().encode(), "1.0")
-            .await,
+        pair_swapped_key(&engine).await,
         Err(PosError::OnlineRequired)
     ));
     // The same key again offline is fine (a reconnection).
@@ -442,17 +448,8 @@ async fn a_new_key_is_not_paired_over_pending_payments_of_the_old_one() {
     support::online(&engine).await;
     // The same serial with another key: its pending payment is sent with the
     // certificate of the key that signed it, so the new key waits.
-    let swapped = ReaderIdentity::provision(
-        &[4; 32],
-        &simulator_authority(),
-        support::READER_SERIAL,
-        "Wisepad 3",
-    )
-    .unwrap();
     assert!(matches!(
-        engine
-            .remember_paired_reader(&swapped.certificate().encode(), "1.0")
-            .await,
+        pair_swapped_key(&engine).await,
         Err(PosError::InvalidInput { .. })
     ));
     assert_eq!(
