@@ -21,9 +21,9 @@ pub mod store;
 pub mod workload;
 
 pub use reader::{
-    chip_card, chip_card_for, next_counter, pair_identity, pair_test_reader, processor_key,
-    read_for, read_with, test_reader, trusting_the_test_reader, CardReader, READER_SERIAL,
-    TEST_READER_MODEL,
+    certified_identity, chip_card, chip_card_for, next_counter, pair_identity, pair_test_reader,
+    processor_key, read_for, read_with, test_reader, trusting_the_test_reader, CardReader,
+    READER_SERIAL, TEST_READER_MODEL,
 };
 pub use rig::{
     clock_corrections, go_offline, listen, manual_forwarding, sign_in_and_lose_the_network, staff,

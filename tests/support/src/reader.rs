@@ -41,13 +41,7 @@ impl CardReader {
     /// a simulated reader's), sealing to `processor`.
     pub fn certified(serial: &str, model: &str, processor: ProcessorKey) -> CardReader {
         CardReader {
-            identity: ReaderIdentity::provision(
-                &simulator_reader_seed(serial),
-                &simulator_authority(),
-                serial,
-                model,
-            )
-            .unwrap(),
+            identity: certified_identity(serial, model),
             serial: serial.into(),
             model: model.into(),
             processor,
@@ -89,6 +83,19 @@ impl CardReader {
             vendor: false,
         }
     }
+}
+
+/// The identity of the reader `serial` of `model`, certified by the
+/// simulator's reader authority, its key derived from the serial (as a
+/// simulated reader's).
+pub fn certified_identity(serial: &str, model: &str) -> ReaderIdentity {
+    ReaderIdentity::provision(
+        &simulator_reader_seed(serial),
+        &simulator_authority(),
+        serial,
+        model,
+    )
+    .unwrap()
 }
 
 /// The one test reader: a "Wisepad 3" sealing to a throwaway processor key

@@ -17,14 +17,12 @@ use pos_core::ledger::CardRead;
 use pos_core::lifecycle::{OrderId, PaymentId, PaymentState};
 use pos_core::money::{Currency, Money};
 use pos_core::policy::{CurrencyLimits, EntryMode, Policy};
-use pos_core::reader_trust::{
-    simulator_authority, simulator_reader_seed, ReaderIdentity, CARD_CONTEXT,
-};
+use pos_core::reader_trust::{ReaderIdentity, CARD_CONTEXT};
 use pos_core::store::MemoryStore;
 use pos_core::{EngineConfig, PosEngine};
 use pos_sim::{Simulator, TestCard};
 
-pub use crate::reader::{next_counter, trusting_the_test_reader, CardReader};
+pub use crate::reader::{certified_identity, next_counter, trusting_the_test_reader, CardReader};
 pub use crate::rig::{clock_corrections, manual_forwarding, Rig, RigBuilder, T0};
 pub use crate::sale::{Reader, Sale};
 
@@ -47,13 +45,7 @@ pub const CERTIFIED_MODEL: &str = "Wisepad 3";
 /// key derived from the serial (as the simulated reader's): the reader a
 /// test that builds requests by hand signs its card data with.
 pub fn certified_reader(serial: &str) -> ReaderIdentity {
-    ReaderIdentity::provision(
-        &simulator_reader_seed(serial),
-        &simulator_authority(),
-        serial,
-        CERTIFIED_MODEL,
-    )
-    .unwrap()
+    certified_identity(serial, CERTIFIED_MODEL)
 }
 
 /// What a request carries with `sealed` read by `reader`: its certificate
