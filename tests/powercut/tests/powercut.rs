@@ -1,7 +1,7 @@
 //! Power-cut test of the encrypted store and the engine: a payment the
 //! cashier was told is taken must survive losing power, not only a crash.
 //!
-//! Unlike `core/tests/crash.rs` (SIGKILL, page cache kept), the store, its
+//! Unlike `core/engine/tests/crash.rs` (SIGKILL, page cache kept), the store, its
 //! key file and its anchor file live on the rig's lazy FUSE filesystem
 //! (`pos_powercut::Rig`), which keeps everything not fsynced in memory. A
 //! child process takes offline payments and forwards some (`ACK <id>
@@ -40,7 +40,7 @@ use pos_core::store::StoreError;
 use pos_core::{EngineConfig, PosEngine};
 use pos_powercut::{Rig, Rng};
 
-/// The crash tests' child workload, shared by path with `core/tests/crash.rs`
+/// The crash tests' child workload, shared by path with `core/engine/tests/crash.rs`
 /// (it finds its generator as `super::rng::Rng`).
 #[path = "../../support/src/workload.rs"]
 mod workload;

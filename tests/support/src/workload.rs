@@ -1,6 +1,6 @@
 //! The workload both crash tests run in their child process: the SIGKILL
-//! test (`core/tests/crash.rs`) and the power-cut test
-//! (`powercut/tests/powercut.rs`, which includes this file by path). It
+//! test (`core/engine/tests/crash.rs`) and the power-cut test
+//! (`tests/powercut/tests/powercut.rs`, which includes this file by path). It
 //! opens the store, takes offline payments and tells the parent each one it
 //! acknowledged. Only `pos_core` paths, so that it compiles in either crate.
 
