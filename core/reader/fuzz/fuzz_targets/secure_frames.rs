@@ -9,7 +9,7 @@
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use pos_core::reader_trust::{ReaderAuthority, ReaderIdentity};
+use pos_rules::reader_trust::{ReaderAuthority, ReaderIdentity};
 use pos_reader::frame::{encode, Kind};
 use pos_reader::link::{Channel, Inbound, MemoryLink};
 use pos_reader::secure::{LinkTrust, PhoneHandshake, ReaderHandshake, Session};
