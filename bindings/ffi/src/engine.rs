@@ -534,6 +534,18 @@ impl PosEngine {
         Ok(self.inner.resume_forwarding()?)
     }
 
+    /// Wakes the forwarding driver now, so it re-reads the clock: after a
+    /// `TestClock` jump, forwarding and expiry follow at once.
+    pub fn nudge_forwarding(&self) {
+        self.inner.nudge_forwarding();
+    }
+
+    /// Returns once every event emitted before the call has reached every
+    /// listener: tests check a step's events after it, without sleeping.
+    pub async fn events_delivered(&self) {
+        self.inner.events_delivered().await;
+    }
+
     pub fn forwarding_paused(&self) -> bool {
         self.inner.forwarding_paused()
     }

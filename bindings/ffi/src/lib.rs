@@ -23,6 +23,8 @@ mod money;
 mod policy;
 mod reader;
 mod runtime;
+#[cfg(feature = "simulator")]
+mod simulator;
 mod types;
 
 pub use checkout::*;
@@ -34,4 +36,6 @@ pub use keys::*;
 pub use money::*;
 pub use policy::*;
 pub use reader::*;
+#[cfg(feature = "simulator")]
+pub use simulator::*;
 pub use types::*;

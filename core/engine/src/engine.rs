@@ -1371,6 +1371,13 @@ impl PosEngine {
         Ok(self.inner.events.subscribe(listener, first))
     }
 
+    /// Waits until every event emitted before the call has reached every
+    /// listener: a test or a scenario runner checks a step's events after
+    /// it, without sleeping.
+    pub async fn events_delivered(&self) {
+        self.inner.events.flush().await;
+    }
+
     /// Closes the engine: stops event delivery (after a final
     /// [`PosEvent::Closed`]) and makes every later call fail with
     /// [`PosError::Closed`]. Idempotent.

@@ -118,6 +118,8 @@ enum Message {
     /// every event queued after it follows its first event.
     Subscribe(u64, Arc<dyn EventListener>, FirstEvent),
     Unsubscribe(u64),
+    /// Answered once every message queued before it has been delivered.
+    Flush(tokio::sync::oneshot::Sender<()>),
     Stop,
 }
 
@@ -183,6 +185,16 @@ impl EventBus {
         }
     }
 
+    /// Waits until every event queued before the call has been delivered to
+    /// every listener (at once after [`stop`](Self::stop)). For tests and
+    /// scenario runners that check events step by step.
+    pub async fn flush(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Message::Flush(tx));
+        // An error means the thread is gone, so nothing is left to deliver.
+        let _ = rx.await;
+    }
+
     fn unsubscribe(&self, id: u64) {
         // Removed now (nothing more is delivered), and again in queue order
         // in case its registration is still queued.
@@ -225,6 +237,10 @@ fn deliver(rx: Receiver<Message>, listeners: &Listeners) {
             Message::Broadcast(e) => (lock(listeners).values().cloned().collect(), e),
             Message::Unsubscribe(id) => {
                 lock(listeners).remove(&id);
+                continue;
+            }
+            Message::Flush(done) => {
+                let _ = done.send(());
                 continue;
             }
             Message::Subscribe(id, listener, first) => {
@@ -306,6 +322,21 @@ mod tests {
         assert_eq!(first, snapshot());
         assert_ne!(tid, thread::current().id());
         assert_eq!(rx.recv_timeout(LIMIT).unwrap().0, PosEvent::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_flush_returns_after_every_earlier_event_was_delivered() {
+        let bus = EventBus::start().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let _s = bus.subscribe(Arc::new(Collect(Mutex::new(tx))), first());
+        for _ in 0..100 {
+            bus.emit(PosEvent::Closed);
+        }
+        bus.flush().await;
+        // The snapshot and all 100 events are already there: no waiting.
+        assert_eq!(rx.try_iter().count(), 101);
+        bus.stop();
+        bus.flush().await;
     }
 
     #[test]
