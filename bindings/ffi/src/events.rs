@@ -45,6 +45,9 @@ pub enum PosEvent {
     /// `kind` is "deadline_approaching" or "acceptance_window_closed".
     SessionWarning {
         kind: String,
+        /// For `deadline_approaching`: the warning threshold that fired (one
+        /// of the policy's `warningsBeforeDeadlineMs`).
+        threshold_ms: Option<u64>,
         deadline_ms: Option<i64>,
         time_left_ms: Option<u64>,
     },
@@ -180,12 +183,15 @@ impl From<core::PosEvent> for PosEvent {
             },
             core::PosEvent::SessionWarning(w) => {
                 use pos_core::session::SessionWarningKind as K;
-                let kind = match w.kind {
-                    K::DeadlineApproaching { .. } => "deadline_approaching",
-                    K::AcceptanceWindowClosed { .. } => "acceptance_window_closed",
+                let (kind, threshold_ms) = match w.kind {
+                    K::DeadlineApproaching { threshold } => {
+                        ("deadline_approaching", Some(crate::types::ms(threshold)))
+                    }
+                    K::AcceptanceWindowClosed { .. } => ("acceptance_window_closed", None),
                 };
                 PosEvent::SessionWarning {
                     kind: kind.to_owned(),
+                    threshold_ms,
                     deadline_ms: w.deadline.map(|d| d.millis()),
                     time_left_ms: w.time_left.map(crate::types::ms),
                 }
