@@ -181,7 +181,7 @@ pub struct EngineStatus {
     /// memory store, or a key provider that keeps no anchors).
     pub anchor: Option<AnchorStatus>,
     /// Why forwarding is blocked, if it is
-    /// ([`PosEvent::ForwardingBlocked`](crate::PosEvent::ForwardingBlocked)).
+    /// ([`PosEvent::ForwardingBlocked`]).
     pub forwarding_blocked: Option<crate::forwarder::ForwardingBlockedReason>,
     /// The merchant account and location new payments are taken for.
     pub account: Option<crate::account::MerchantAccount>,

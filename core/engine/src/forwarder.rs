@@ -79,7 +79,7 @@ pub struct ForwardReport {
     pub outcome_unknown: u64,
 }
 
-/// Why forwarding is blocked ([`PosEvent::ForwardingBlocked`]).
+/// Why forwarding is blocked ([`crate::PosEvent::ForwardingBlocked`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ForwardingBlockedReason {
     /// The processor refused the credentials (401 or 403): the token

@@ -10,7 +10,7 @@
 //!   charging again;
 //! - an attempt found `Forwarding` at start-up (a crash during it) is
 //!   recorded as "no answer" and retried with the same id; so is one whose
-//!   task was lost while the engine runs ([`LiveAttempt`]: a failed round, a
+//!   task was lost while the engine runs (`LiveAttempt`: a failed round, a
 //!   panicking gateway), at the next tick, which the lost task wakes;
 //! - a round runs on its own task: a caller that stops waiting for
 //!   [`PosEngine::forward_now`] (a cancelled coroutine or Swift task) does

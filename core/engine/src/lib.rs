@@ -31,7 +31,7 @@ pub use pos_rules::{
 pub use pos_store as sqlite_store;
 
 /// Key types and primitives ([`pos_rules::crypto`]) and the store's key
-/// provider for desktops and tests ([`FileKeyProvider`]).
+/// provider for desktops and tests ([`pos_store::keys::FileKeyProvider`]).
 pub mod crypto {
     pub use pos_rules::crypto::*;
     pub use pos_store::keys::FileKeyProvider;

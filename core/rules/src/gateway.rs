@@ -3,7 +3,7 @@
 //!
 //! The engine calls a gateway to authorize an online payment, forward a
 //! stored offline payment, probe the service and deliver a queued receipt.
-//! The built-in [`crate::http_gateway::HttpGateway`] speaks the protocol in
+//! The built-in `HttpGateway` (`pos_core::http_gateway`) speaks the protocol in
 //! [`wire`]; an app may implement the trait itself (in Swift or Kotlin
 //! through the FFI) to go through its own backend.
 //!
@@ -384,7 +384,7 @@ pub mod wire {
     pub struct ErrorBody {
         /// Machine-readable: `in_flight`, `idempotency_mismatch`,
         /// `unauthorized`, `account_mismatch` (see
-        /// [`ACCOUNT_MISMATCH`](crate::gateway::ACCOUNT_MISMATCH)),
+        /// [`ACCOUNT_MISMATCH`]),
         /// `bad_request`, `unknown_payment`, `closed`, `unavailable`,
         /// `internal`. Kept in [`GatewayError::code`].
         pub error: String,

@@ -3,7 +3,7 @@
 //! [`FileKeyProvider`]. Knows nothing about SQLite.
 //!
 //! The key-encryption key comes from the platform's
-//! [`KeyProvider`](pos_rules::crypto::KeyProvider); the data key is
+//! [`KeyProvider`]; the data key is
 //! generated here at store creation and only ever stored wrapped by it.
 //! From the data key, HKDF-SHA256 derives one key per purpose: sealing
 //! records (AES-256-GCM, random 96-bit nonces), the MAC chain over the

@@ -33,7 +33,7 @@
 //!   removed or older snapshot only makes opening replay more.
 //! - The associated data of a record binds it to its table, store, `seq`,
 //!   `format`, `key_id`, `kind` (empty from format 3 on; rows of formats 1
-//!   and 2 keep the kind they were sealed under, see [`row_kind`]) and
+//!   and 2 keep the kind they were sealed under, see `row_kind`) and
 //!   `record_key`; the MAC of record `n` is
 //!   HMAC(chain key, MAC of record `n-1` ‖ that associated data ‖ nonce ‖
 //!   ciphertext), starting from a genesis MAC bound to the store id. An
@@ -58,7 +58,7 @@
 //! a provider that keeps no anchors, or an attacker who rolls back the
 //! provider's storage too, a rollback to an older, genuine copy is not
 //! detected. The anchor is saved after the commit, off the commit path, by
-//! the store's anchor thread ([`AnchorSaver`]): at most one save at a time,
+//! the store's anchor thread (`AnchorSaver`): at most one save at a time,
 //! the newest head only, and no more often than every [`ANCHOR_INTERVAL`]
 //! while writes keep coming; `close` (and drop) saves the last head before
 //! returning. So the anchor trails the journal by at most that interval plus
@@ -89,6 +89,7 @@ mod snapshot;
 
 pub mod keys;
 
+pub use self::anchor::ANCHOR_INTERVAL;
 use self::anchor::*;
 use self::error::*;
 use self::journal::*;
