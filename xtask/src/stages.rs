@@ -368,6 +368,12 @@ fn kotlin_inner(lib: &Path, home: &Path) -> Result<(u64, u64, Option<String>), S
     let (ok, out) = run_tee(
         Command::new("java")
             .arg(format!("-Djna.library.path={}", lib_dir.display()))
+            // ScenarioTest's folder when POS_SCENARIOS is not set (that and
+            // POS_SCENARIO reach the JVM through the environment).
+            .arg(format!(
+                "-Dpos.scenarios={}",
+                workspace_root().join("tests/scenarios").display()
+            ))
             .arg("-jar")
             .arg(&junit)
             .args([
