@@ -1,7 +1,7 @@
-//! The Bluetooth LE transport over btleplug (feature `ble`). Compiles and
-//! links here; it has never run against a radio (there is none on the build
-//! machines): the integration test runs only when `POS_BLE_ADAPTER` names an
-//! adapter.
+//! The Bluetooth LE transport over btleplug (feature `ble`). It runs end to
+//! end against a BlueZ double on a private D-Bus (`tests/bluez`); it has
+//! never run against a radio (there is none on the build machines): that
+//! test runs only when `POS_BLE_ADAPTER` names an adapter.
 //!
 //! - scanning filters by the profile's service UUID and filters again on our
 //!   side (BlueZ merges scan filters across apps);
@@ -11,14 +11,16 @@
 //! - reconnection re-fetches the peripheral, reconnects, rediscovers and
 //!   resubscribes, then bumps the generation so the channel resends.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use btleplug::api::{
-    Central, CentralEvent, Characteristic, Peripheral as _, ScanFilter, WriteType,
+    Central, CentralEvent, Characteristic, Peripheral as _, ScanFilter, ValueNotification,
+    WriteType,
 };
 use btleplug::platform::{Adapter, Peripheral, PeripheralId};
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch, Mutex};
 use uuid::Uuid;
 
@@ -53,7 +55,8 @@ pub struct Discovered {
     pub rssi: Option<i16>,
 }
 
-/// Scans for `duration` and returns the readers that advertise the service.
+/// Scans for `duration` and returns the readers that advertise the service,
+/// strongest signal first.
 pub async fn scan(adapter: &Adapter, duration: Duration) -> Result<Vec<Discovered>, BleError> {
     let service = uuid(uuids::SERVICE);
     adapter
@@ -63,7 +66,17 @@ pub async fn scan(adapter: &Adapter, duration: Duration) -> Result<Vec<Discovere
         .await
         .map_err(bt)?;
     tokio::time::sleep(duration).await;
+    // Read before stopping: BlueZ drops every device's RSSI when discovery
+    // stops (found by the BlueZ double, `tests/bluez`).
+    let found = readers(adapter).await;
     adapter.stop_scan().await.map_err(bt)?;
+    let mut found = found?;
+    found.sort_by_key(|d| std::cmp::Reverse(d.rssi.unwrap_or(i16::MIN)));
+    Ok(found)
+}
+
+/// The devices the adapter knows that offer the reader service.
+async fn readers(adapter: &Adapter) -> Result<Vec<Discovered>, BleError> {
     let mut found = Vec::new();
     for p in adapter.peripherals().await.map_err(bt)? {
         let Some(props) = p.properties().await.map_err(bt)? else {
@@ -82,6 +95,15 @@ pub async fn scan(adapter: &Adapter, duration: Duration) -> Result<Vec<Discovere
     }
     Ok(found)
 }
+
+/// The request and notify characteristics, the notifications and the
+/// adapter's events of one connection.
+type Opened = (
+    Characteristic,
+    Characteristic,
+    Pin<Box<dyn Stream<Item = ValueNotification> + Send>>,
+    Pin<Box<dyn Stream<Item = CentralEvent> + Send>>,
+);
 
 /// A connected reader over btleplug.
 pub struct BleTransport {
@@ -154,9 +176,13 @@ impl BleTransport {
             .await
     }
 
-    /// Connects and starts the pump; returns the negotiated MTU.
-    async fn open(&self) -> Result<usize, BleError> {
-        let p: Peripheral = self.adapter.peripheral(&self.id).await.map_err(bt)?;
+    /// Connects, discovers the service and enables notifications once their
+    /// stream listens. BlueZ keeps a notify session across a disconnection
+    /// and enables it again at the reconnection, before this side listens:
+    /// the reader's resent frames would be lost. So the session is stopped
+    /// and started again here, and the reader, seeing notifications enabled,
+    /// sends again what it still holds (found by the BlueZ double).
+    async fn subscribed(&self, p: &Peripheral) -> Result<Opened, BleError> {
         p.connect_with_timeout(self.timeout).await.map_err(bt)?;
         p.discover_services_with_timeout(self.timeout)
             .await
@@ -166,12 +192,28 @@ impl BleTransport {
             p.characteristics().into_iter().find(|c| c.uuid == u)
         };
         let (Some(request), Some(notify)) = (find(uuids::REQUEST), find(uuids::NOTIFY)) else {
-            let _ = p.disconnect().await;
             return Err(BleError::NotAReader);
         };
+        let notifications = p.notifications().await.map_err(bt)?;
+        let _ = p.unsubscribe(&notify).await;
         p.subscribe(&notify).await.map_err(bt)?;
-        let mut notifications = p.notifications().await.map_err(bt)?;
-        let mut events = self.adapter.events().await.map_err(bt)?;
+        let events = self.adapter.events().await.map_err(bt)?;
+        Ok((request, notify, notifications, events))
+    }
+
+    /// Connects and starts the pump; returns the negotiated MTU.
+    async fn open(&self) -> Result<usize, BleError> {
+        let p: Peripheral = self.adapter.peripheral(&self.id).await.map_err(bt)?;
+        let (request, notify, mut notifications, mut events) = match self.subscribed(&p).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                // BlueZ goes on connecting, or stays connected, after a
+                // timeout: the reader would stay tied to a phone that gave
+                // up on it (found by the BlueZ double).
+                let _ = p.disconnect().await;
+                return Err(e);
+            }
+        };
         let mtu = usize::from(p.mtu()).max(crate::frame::MIN_MTU);
         self.connected.send_replace(true);
         let connected = Arc::clone(&self.connected);
