@@ -1,6 +1,7 @@
 //! Installs what the pipeline needs, idempotently: a second run only checks.
 //!
 //! - Debian packages: `libdbus-1-dev pkg-config` (btleplug's BlueZ backend),
+//!   `dbus-daemon` (the private system bus of the BlueZ double, `tests/bluez`),
 //!   `libjna-java junit5` (the Kotlin harness), `mmdebstrap` (the Swift root),
 //!   `fuse3` (`fusermount3`, for the power-cut rig in `tests/powercut/`).
 //! - The Kotlin compiler from the npm registry (`kotlin-compiler`), unpacked
@@ -17,7 +18,7 @@ use std::process::Command;
 use crate::util::{cache_dir, on_path, output, run};
 
 pub const KOTLIN_VERSION: &str = "2.4.20";
-const APT_RUST: &[&str] = &["libdbus-1-dev", "pkg-config"];
+const APT_RUST: &[&str] = &["libdbus-1-dev", "pkg-config", "dbus-daemon"];
 /// `fusermount3`, which the power-cut rig (`tests/powercut/`, the `fuser` crate)
 /// mounts its FUSE filesystem with.
 const APT_POWERCUT: &[&str] = &["fuse3"];
