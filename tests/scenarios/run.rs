@@ -20,6 +20,7 @@ use pos_core::engine::{EngineConfig, StaffSession};
 use pos_core::forwarding::ForwardingConfig;
 use pos_core::gateway::StaticToken;
 use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
+use pos_core::ledger::CardRead;
 use pos_core::lifecycle::{
     CustomerContact, OrderId, OrderStatus, PaymentId, PaymentStatus, StaffId,
 };
@@ -217,6 +218,7 @@ impl Run {
             "start",
             "readerModel",
             "forcedOffline",
+            "tapToPay",
         ];
         if let Some(o) = setup.as_object() {
             if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
@@ -255,6 +257,9 @@ impl Run {
         policy.enabled = setup["offline"].as_bool().unwrap_or(true);
         if let Some(tips) = setup["tips"].as_bool() {
             policy.tips_allowed = tips;
+        }
+        if let Some(tap) = setup["tapToPay"].as_bool() {
+            policy.tap_to_pay_on_phone = tap;
         }
         if let Some(forced) = setup["forcedOffline"].as_bool() {
             policy.outage.offline_when_forced = forced;
@@ -738,6 +743,44 @@ impl Run {
             Err(e) => return Ok(error(&e)),
         };
         let alias = self.alias(&decision.payment_id);
+        let read = match opt_text(step, "reader")?.unwrap_or("sim") {
+            "sim" => {
+                self.read_card(&decision.challenge, card, network, entry)
+                    .await?
+            }
+            "phone" => CardRead {
+                entry_mode: entry,
+                network,
+                last4: card.last4().to_owned(),
+                fingerprint: None,
+                reader_model: "Tap to Pay".into(),
+                sealed_card_data: vec![0x70; 32],
+                reader_serial: None,
+                reader_signature: None,
+                tap_to_pay_on_phone: true,
+            },
+            other => return Err(format!("unknown reader {other:?}")),
+        };
+        Ok(
+            match self
+                .engine
+                .confirm_card_payment(&decision.payment_id, read)
+                .await
+            {
+                Ok(p) => format!("{alias} {}", status(p.status)),
+                Err(e) => error(&e),
+            },
+        )
+    }
+
+    /// The simulated reader reads `card` for `challenge`.
+    async fn read_card(
+        &self,
+        challenge: &pos_core::checkout::CardChallenge,
+        card: &pos_sim::TestCard,
+        network: Network,
+        entry: EntryMode,
+    ) -> Result<CardRead, String> {
         self.sim_reader.present(Presented {
             secret: card.secret(),
             network,
@@ -749,23 +792,12 @@ impl Run {
             EntryMode::Swipe,
             EntryMode::Manual,
         ];
-        let read = self
-            .reader
+        self.reader
             .lock()
             .await
-            .take_card(&decision.challenge, &all, true)
+            .take_card(challenge, &all, true)
             .await
-            .map_err(|e| format!("the simulated reader failed: {e}"))?;
-        Ok(
-            match self
-                .engine
-                .confirm_card_payment(&decision.payment_id, read)
-                .await
-            {
-                Ok(p) => format!("{alias} {}", status(p.status)),
-                Err(e) => error(&e),
-            },
-        )
+            .map_err(|e| format!("the simulated reader failed: {e}"))
     }
 
     /// Reads a card again for a payment already begun (or confirmed, or

@@ -954,6 +954,7 @@ mod tests {
                 sealed_card_data: vec![1, 2, 3],
                 reader_serial: None,
                 reader_signature: None,
+                tap_to_pay_on_phone: false,
             })
         }
 

@@ -243,6 +243,11 @@ pub struct CardRead {
     /// `CardReader.takeCard`); `null` for a vendor SDK's reader.
     #[uniffi(default)]
     pub reader_signature: Option<Vec<u8>>,
+    /// Read by the phone itself (Tap to Pay on iPhone or Android, through
+    /// the platform's SDK) rather than by a card reader: no reader serial
+    /// or signature; offline, the policy's `tapToPayOnPhone` decides (R10).
+    #[uniffi(default = false)]
+    pub tap_to_pay_on_phone: bool,
 }
 
 impl std::fmt::Debug for CardRead {
@@ -266,6 +271,7 @@ impl From<pos_core::ledger::CardRead> for CardRead {
             sealed_card_data: c.sealed_card_data,
             reader_serial: c.reader_serial,
             reader_signature: c.reader_signature,
+            tap_to_pay_on_phone: c.tap_to_pay_on_phone,
         }
     }
 }
@@ -281,6 +287,7 @@ impl From<CardRead> for pos_core::ledger::CardRead {
             sealed_card_data: c.sealed_card_data,
             reader_serial: c.reader_serial,
             reader_signature: c.reader_signature,
+            tap_to_pay_on_phone: c.tap_to_pay_on_phone,
         }
     }
 }

@@ -234,6 +234,7 @@ fn card(card_bytes: usize) -> CardRead {
         // A vendor SDK's reader: its reads carry no signature to check.
         reader_serial: Some(READER_SERIAL.into()),
         reader_signature: None,
+        tap_to_pay_on_phone: false,
     }
 }
 

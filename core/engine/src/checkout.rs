@@ -389,6 +389,7 @@ impl PosEngine {
                 sealed_card_data: Vec::new(),
                 reader_serial: None,
                 reader_signature: None,
+                tap_to_pay_on_phone: false,
             };
             match Self::check_offline(&s, now, reason, &request, &probe) {
                 Ok(_) => {}
@@ -504,8 +505,12 @@ impl PosEngine {
             window_closes_at: session.acceptance_closes_at(),
             require_online,
             staff_permitted,
-            reader: Reader::External {
-                model: card.reader_model.clone(),
+            reader: if card.tap_to_pay_on_phone {
+                Reader::TapToPayOnPhone
+            } else {
+                Reader::External {
+                    model: card.reader_model.clone(),
+                }
             },
             device_total,
             device_count,
@@ -700,6 +705,16 @@ impl PosEngine {
         let not_paired = |reason: &str| PosError::ReaderNotPaired {
             reason: reason.to_owned(),
         };
+        if card.tap_to_pay_on_phone {
+            // The phone's own NFC, on the platform SDK's word (as a vendor
+            // SDK's reader): no reader of ours read it. Offline, R10 decides.
+            if card.reader_serial.is_some() || card.reader_signature.is_some() {
+                return Err(PosError::CardReadMismatch {
+                    field: "reader".into(),
+                });
+            }
+            return Ok(());
+        }
         let serial = card
             .reader_serial
             .as_deref()

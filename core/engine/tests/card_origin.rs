@@ -335,6 +335,7 @@ async fn a_vendor_readers_reads_are_taken_on_the_vendors_word() {
     let id2 = begin(&engine, 2, 1_000).await;
     let signed = CardRead {
         reader_signature: Some(vec![0; 64]),
+        tap_to_pay_on_phone: false,
         ..card
     };
     not_paired(engine.confirm_card_payment(&id2, signed).await);
@@ -512,4 +513,45 @@ async fn pairing_forgetting_and_trusting_readers_are_audited() {
         csv.contains(&format!("reader authorities added: {key}")),
         "{csv}"
     );
+}
+
+/// Tap to Pay on the phone: the phone's own NFC, on the platform SDK's
+/// word, names no reader. Offline, R10 refuses it unless the policy allows
+/// Tap to Pay on the phone; a "phone" read that names a reader (to dodge
+/// the pairing checks) is refused whatever the policy.
+#[tokio::test]
+async fn a_read_by_the_phone_is_taken_offline_only_where_the_policy_allows_tap_to_pay() {
+    let (engine, _) = engine().await;
+    let phone = CardRead {
+        reader_serial: None,
+        reader_signature: None,
+        reader_model: "Tap to Pay".into(),
+        entry_mode: pos_core::policy::EntryMode::Contactless,
+        tap_to_pay_on_phone: true,
+        ..chip_card(1)
+    };
+    let id = begin(&engine, 1, 1_000).await;
+    match engine.confirm_card_payment(&id, phone.clone()).await {
+        Err(PosError::Refused {
+            refusal: Refusal::TapToPayRefused,
+        }) => {}
+        other => panic!("expected R10, got {other:?}"),
+    }
+    let id = begin(&engine, 2, 1_000).await;
+    let named = CardRead {
+        reader_serial: Some(support::READER_SERIAL.into()),
+        ..phone.clone()
+    };
+    assert!(matches!(
+        engine.confirm_card_payment(&id, named).await,
+        Err(PosError::CardReadMismatch { .. })
+    ));
+    assert_eq!(payments(&engine), 0);
+    let mut policy = engine.policy().unwrap();
+    policy.tap_to_pay_on_phone = true;
+    engine.set_policy(policy).await.unwrap();
+    let id = begin(&engine, 3, 1_000).await;
+    let taken = engine.confirm_card_payment(&id, phone).await.unwrap();
+    assert_eq!(taken.id, id);
+    assert_eq!(payments(&engine), 1);
 }

@@ -717,6 +717,7 @@ impl Harness {
                 sealed_card_data: vec![7; 16],
                 reader_serial: Some(reader_serial(&reader_name(&self.model.policy, card.reader))),
                 reader_signature: None,
+                tap_to_pay_on_phone: false,
             };
             let result = match self.engine.begin_card_payment(req).await {
                 Err(e) => Err(e),

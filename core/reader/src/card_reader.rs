@@ -803,6 +803,7 @@ mod tests {
                 sealed_card_data: vec![1, 2, 3],
                 reader_serial: Some("forged".into()),
                 reader_signature: Some(vec![0; 3]),
+                tap_to_pay_on_phone: false,
             })
         }
 

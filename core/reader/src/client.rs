@@ -367,6 +367,7 @@ impl<T: Transport> ReaderClient<T> {
                             sealed_card_data: Vec::new(),
                             reader_serial: Some(serial),
                             reader_signature: None,
+                            tap_to_pay_on_phone: false,
                         },
                         &sealed,
                         &signature,
@@ -487,6 +488,7 @@ mod tests {
             sealed_card_data: Vec::new(),
             reader_serial: Some("SIM-1".into()),
             reader_signature: None,
+            tap_to_pay_on_phone: false,
         }
     }
 

@@ -53,6 +53,13 @@ pub struct CardRead {
     /// vendor, see `docs/reader-profile.md`).
     #[serde(default)]
     pub reader_signature: Option<Vec<u8>>,
+    /// Read by the phone itself (Tap to Pay on iPhone or Android, through
+    /// the platform's SDK, which seals the card data for its processor)
+    /// rather than by a card reader: R10 decides whether it may be taken
+    /// offline, and it names no reader serial and carries no reader
+    /// signature. Not stored: it only decides the checks at confirmation.
+    #[serde(skip)]
+    pub tap_to_pay_on_phone: bool,
 }
 
 /// Bytes as one base64 string in JSON (a quarter more than the bytes,
@@ -680,6 +687,7 @@ mod tests {
             sealed_card_data: vec![0, 1, 2, 250, 255],
             reader_serial: None,
             reader_signature: None,
+            tap_to_pay_on_phone: false,
         };
         let json = serde_json::to_string(&card).unwrap();
         assert!(json.contains(r#""sealed_card_data":"AAEC+v8=""#), "{json}");
@@ -731,6 +739,7 @@ mod tests {
                 sealed_card_data: vec![1],
                 reader_serial: None,
                 reader_signature: None,
+                tap_to_pay_on_phone: false,
             },
             taken_by: StaffId::parse("s").unwrap(),
             taken_at: Timestamp(0),

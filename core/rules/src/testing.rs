@@ -118,6 +118,7 @@ pub fn payment(id: &str, order: &str, state: PaymentState, sealed_len: usize) ->
             sealed_card_data: (0..sealed_len).map(|i| (i % 251) as u8).collect(),
             reader_serial: Some("SN-7".into()),
             reader_signature: Some(vec![0x5a; 64]),
+            tap_to_pay_on_phone: false,
         },
         taken_by: staff(),
         taken_at: T0,

@@ -72,6 +72,7 @@ async fn an_engine_reopened_on_the_store_serves_what_it_stored<B: Backend>() {
                 sealed_card_data: vec![0xA5; 48],
                 reader_serial: Some("SN-1".into()),
                 reader_signature: None,
+                tap_to_pay_on_phone: false,
             },
         )
         .await

@@ -85,6 +85,7 @@ fn payment(id: &str, pan: &str) -> Write {
             sealed_card_data: format!("PAN={pan};EXP=12/30").into_bytes(),
             reader_serial: Some("SN-1".into()),
             reader_signature: None,
+            tap_to_pay_on_phone: false,
         },
         taken_by: staff(),
         taken_at: T0,
@@ -1074,6 +1075,7 @@ async fn nothing_sensitive_is_stored_in_clear() {
                 sealed_card_data: format!("{pan}=3012101123").into_bytes(),
                 reader_serial: None,
                 reader_signature: None,
+                tap_to_pay_on_phone: false,
             })
             .reader(rig.reader.clone());
         let order = sale.sell(engine).await.order_id;

@@ -198,6 +198,7 @@ pub fn chip_card(n: usize) -> CardRead {
         sealed_card_data: vec![n as u8; 48],
         reader_serial: None,
         reader_signature: None,
+        tap_to_pay_on_phone: false,
     }
 }
 

@@ -163,6 +163,7 @@ impl Sale {
                 sealed_card_data: vec![0xA5; 32],
                 reader_serial: None,
                 reader_signature: None,
+                tap_to_pay_on_phone: false,
             },
             secret: None,
         }

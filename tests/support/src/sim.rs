@@ -196,6 +196,7 @@ impl PaidWith for Sale {
             sealed_card_data: Vec::new(),
             reader_serial: None,
             reader_signature: None,
+            tap_to_pay_on_phone: false,
         })
         .sealing(card.secret())
     }

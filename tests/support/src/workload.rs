@@ -179,6 +179,7 @@ pub async fn take_one(
         sealed_card_data: vec![0xA5; 32 + usize::try_from(rng.below(200)).unwrap()],
         reader_serial: Some(reader.into()),
         reader_signature: None,
+        tap_to_pay_on_phone: false,
     };
     let view = engine
         .confirm_card_payment(&decision.payment_id, card)
