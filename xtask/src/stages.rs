@@ -421,17 +421,26 @@ fn swift_inner(lib: &Path, swift: &Swift) -> Result<(u64, u64, Option<String>), 
     copy("PosCoreFFI.h", &ffi_dir.join("PosCoreFFI.h"))?;
     copy("PosCoreFFI.modulemap", &ffi_dir.join("module.modulemap"))?;
     copy("PosCore.swift", &gen_dir.join("PosCore.swift"))?;
+    let (scenarios, only) = swift_scenario_cases(&pkg)?;
 
     let lib_dir = lib.parent().ok_or("library has no folder")?;
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut env = format!(
+        "export POS_FFI_LIB_DIR={} POS_SCENARIOS={}",
+        quote(&lib_dir.to_string_lossy()),
+        quote(&scenarios.to_string_lossy())
+    );
+    if let Some(name) = &only {
+        env.push_str(&format!(" POS_SCENARIO={}", quote(name)));
+    }
     let script = format!(
-        "cd '{}' && export POS_FFI_LIB_DIR='{}' && swift build --build-tests 2>&1 && \
+        "cd {} && {env} && swift build --build-tests 2>&1 && \
          swift test --skip-build --disable-swift-testing 2>&1",
-        pkg.display(),
-        lib_dir.display()
+        quote(&pkg.to_string_lossy()),
     );
     let (ok, out) = match swift {
         Swift::Native => run_tee(Command::new("bash").args(["-c", &script]))?,
-        Swift::Root(root) => run_tee(&mut in_swift_root(root, &script)?)?,
+        Swift::Root(root) => run_tee(&mut in_swift_root(root, &script, &scenarios)?)?,
     };
     // XCTest's last "Executed N tests, with M failures" line is the total.
     let last = out
@@ -448,15 +457,79 @@ fn swift_inner(lib: &Path, swift: &Swift) -> Result<(u64, u64, Option<String>), 
     Ok((passed, failed, problem))
 }
 
+/// The scenario suite's XCTest cases (docs/scenarios.md): one
+/// `test_<name>` method per `*.json` of the scenarios' folder (`POS_SCENARIOS`,
+/// else `tests/scenarios`; only `POS_SCENARIO`'s when set), written to the
+/// test target's `ScenarioCases.generated.swift` (not in git), so that XCTest
+/// counts each scenario. Returns the folder (absolute) and `POS_SCENARIO`.
+fn swift_scenario_cases(pkg: &Path) -> Result<(PathBuf, Option<String>), String> {
+    let dir = match std::env::var_os("POS_SCENARIOS").filter(|d| !d.is_empty()) {
+        Some(d) => std::fs::canonicalize(&d)
+            .map_err(|e| format!("POS_SCENARIOS={}: {e}", Path::new(&d).display()))?,
+        None => workspace_root().join("tests/scenarios"),
+    };
+    let only = std::env::var("POS_SCENARIO").ok().filter(|n| !n.is_empty());
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .filter(|n| only.as_deref().is_none_or(|o| o == n))
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        return Err(match &only {
+            Some(n) => format!("no scenario {n:?} in {}", dir.display()),
+            None => format!("no scenario in {}", dir.display()),
+        });
+    }
+    let mut methods = std::collections::BTreeMap::new();
+    let mut text = String::from(
+        "// Written by `cargo xtask test` (xtask/src/stages.rs) from the scenarios'\n\
+         // folder: one XCTest case per scenario. Not in git; do not edit.\n\n\
+         extension ScenarioTests {\n",
+    );
+    for name in &names {
+        let method: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        if let Some(other) = methods.insert(method.clone(), name) {
+            return Err(format!(
+                "scenarios {other:?} and {name:?} make the same Swift test name test_{method}"
+            ));
+        }
+        // Rust's escapes of a string's Debug form are valid in Swift literals.
+        text.push_str(&format!(
+            "    func test_{method}() async throws {{ try await play({name:?}) }}\n"
+        ));
+    }
+    text.push_str("}\n\n/// The scenarios this file has a test case for.\nlet scenarioCases: Set<String> = [\n");
+    for name in &names {
+        text.push_str(&format!("    {name:?},\n"));
+    }
+    text.push_str("]\n");
+    let file = pkg.join("Tests/PosCoreTests/ScenarioCases.generated.swift");
+    // Only rewrite when changed, so SwiftPM does not rebuild for nothing.
+    if std::fs::read_to_string(&file).ok().as_deref() != Some(text.as_str()) {
+        std::fs::write(&file, &text).map_err(|e| format!("writing {}: {e}", file.display()))?;
+    }
+    Ok((dir, only))
+}
+
 /// `unshare` gives the command a private mount namespace: /proc and the
-/// checkout (and the target folder, when it lives elsewhere) are mounted into
-/// the root at their own paths and vanish when the command ends, whatever happens.
-fn in_swift_root(root: &Path, script: &str) -> Result<Command, String> {
+/// checkout (and the target folder and the scenarios' folder, when they live
+/// elsewhere) are mounted into the root at their own paths and vanish when
+/// the command ends, whatever happens.
+fn in_swift_root(root: &Path, script: &str, scenarios: &Path) -> Result<Command, String> {
     let ws = workspace_root();
     let mut binds = vec![ws.clone()];
     let target = target_dir();
     if !target.starts_with(&ws) {
         binds.push(target);
+    }
+    if !binds.iter().any(|b| scenarios.starts_with(b)) {
+        binds.push(scenarios.to_path_buf());
     }
     let r = root.display();
     let mut mounts = format!("mount -t proc proc '{r}/proc' && ");
