@@ -211,7 +211,7 @@ final class ScenarioRun {
     /// The setup of docs/scenarios.md, in run.rs's order.
     static func start(name: String, setup: JSON) async throws -> ScenarioRun {
         let known: Set<String> = ["preset", "currency", "offline", "limits", "tips", "staff", "seed", "start",
-                                  "readerModel", "forcedOffline"]
+                                  "readerModel", "forcedOffline", "tapToPay"]
         if let fields = setup.sortedFields {
             if let (k, _) = fields.first(where: { !known.contains($0.0) }) {
                 throw ScenarioFailure("unknown setup field \"\(Render.printable(k))\"")
@@ -247,6 +247,7 @@ final class ScenarioRun {
         var policy = try policyPreset(preset: preset, currencyCode: currency)
         policy.enabled = setup["offline"].bool ?? true
         if let tips = setup["tips"].bool { policy.tipsAllowed = tips }
+        if let tap = setup["tapToPay"].bool { policy.tapToPayOnPhone = tap }
         if let forced = setup["forcedOffline"].bool { policy.offlineWhenForced = forced }
         if let limits = setup.get("limits") {
             guard let i = policy.limits.firstIndex(where: { $0.currency == currency }) else {
@@ -492,7 +493,8 @@ final class ScenarioRun {
         }
     }
 
-    /// `begin`, the simulated reader reads the card, `confirm`.
+    /// `begin`, the card read (by the simulated reader, or a Tap to Pay read
+    /// the app makes itself), `confirm`.
     func card(_ step: JSON, _ amount: Int64) async throws -> String {
         let order = try orderId(step)
         let tip = step["tip"].int64.map { self.amount($0) }
@@ -539,17 +541,34 @@ final class ScenarioRun {
             return Render.error(e)
         }
         let a = alias(decision.paymentId)
-        simReader.presentCard(pan: testCard.pan, expiry: testCard.expiry, network: network, entryMode: entry)
         let read: CardRead
-        do {
-            read = try await reader.takeCard(challenge: decision.challenge,
-                                             entryModes: [.chip, .contactless, .swipe, .manual], offline: true)
-        } catch {
-            throw ScenarioFailure("the simulated reader failed: \(error)")
+        switch try optText(step, "reader") ?? "sim" {
+        case "sim":
+            read = try await readCard(decision.challenge, testCard, network, entry)
+        case "phone":
+            // A Tap to Pay read the app makes itself, through the platform's SDK.
+            read = CardRead(entryMode: entry, network: network, last4: String(testCard.pan.suffix(4)),
+                            fingerprint: nil, readerModel: "Tap to Pay",
+                            sealedCardData: Data(repeating: 0x70, count: 32), readerSerial: nil,
+                            readerSignature: nil, tapToPayOnPhone: true)
+        case let other:
+            throw ScenarioFailure("unknown reader \"\(Render.printable(other))\"")
         }
         return try await result {
             let p = try await self.engine.confirmCardPayment(paymentId: decision.paymentId, card: read)
             return "\(a) \(Render.upperSnake(p.status))"
+        }
+    }
+
+    /// The simulated reader reads `card` for `challenge`.
+    func readCard(_ challenge: CardChallenge, _ card: SimulatedTestCard, _ network: CardNetwork,
+                  _ entry: EntryMode) async throws -> CardRead {
+        simReader.presentCard(pan: card.pan, expiry: card.expiry, network: network, entryMode: entry)
+        do {
+            return try await reader.takeCard(challenge: challenge,
+                                             entryModes: [.chip, .contactless, .swipe, .manual], offline: true)
+        } catch {
+            throw ScenarioFailure("the simulated reader failed: \(error)")
         }
     }
 
