@@ -256,7 +256,7 @@ private class ScenarioRun(
 
     companion object {
         private val known = setOf(
-            "preset", "currency", "offline", "limits", "tips", "staff", "seed", "start", "readerModel", "forcedOffline",
+            "preset", "currency", "offline", "limits", "tips", "staff", "seed", "start", "readerModel", "forcedOffline", "tapToPay",
         )
 
         suspend fun start(name: String, setup: Json): ScenarioRun {
@@ -310,6 +310,7 @@ private class ScenarioRun(
             policy = policy.copy(enabled = setup["offline"].asBool ?: true)
             setup["tips"].asBool?.let { policy = policy.copy(tipsAllowed = it) }
             setup["forcedOffline"].asBool?.let { policy = policy.copy(offlineWhenForced = it) }
+            setup["tapToPay"].asBool?.let { policy = policy.copy(tapToPayOnPhone = it) }
             setup.getOrNull("limits")?.let { limits ->
                 val at = policy.limits.indexOfFirst { it.currency == currency }
                 if (at < 0) fail("the preset has no limits for this currency")
@@ -607,11 +608,21 @@ private class ScenarioRun(
             return error(e)
         }
         val alias = alias(decision.paymentId)
-        simReader.presentCard(card.pan, card.expiry, network, entry)
-        val read = try {
-            reader.takeCard(decision.challenge, allEntryModes, true)
-        } catch (e: ReaderException) {
-            fail("the simulated reader failed: $e")
+        val read = when (val r = optText(step, "reader") ?: "sim") {
+            "sim" -> {
+                simReader.presentCard(card.pan, card.expiry, network, entry)
+                try {
+                    reader.takeCard(decision.challenge, allEntryModes, true)
+                } catch (e: ReaderException) {
+                    fail("the simulated reader failed: $e")
+                }
+            }
+            // Tap to Pay on the phone: the app's own read, naming no reader.
+            "phone" -> CardRead(
+                entry, network, card.pan.takeLast(4), null, "Tap to Pay", ByteArray(32) { 0x70 },
+                readerSerial = null, readerSignature = null, tapToPayOnPhone = true,
+            )
+            else -> fail("unknown reader \"$r\"")
         }
         return result {
             val p = engine.confirmCardPayment(decision.paymentId, read)
