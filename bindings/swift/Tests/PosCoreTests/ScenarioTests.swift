@@ -58,9 +58,10 @@ final class ScenarioTests: XCTestCase {
         do {
             let steps = try await ScenarioRun.playFile(folder: Self.folder, name: name)
             print("scenario \(name): ok (\(steps) steps)")
-        } catch let failure as ScenarioFailure {
-            print("scenario \(name): FAILED\n\(failure.description)")
-            XCTFail("scenario \(name): \(failure.description)")
+        } catch {
+            // A ScenarioFailure, or an error of the set-up (which fails the scenario too).
+            print("scenario \(name): FAILED\n\(error)")
+            XCTFail("scenario \(name): \(error)")
         }
     }
 }
@@ -230,12 +231,26 @@ final class ScenarioRun {
             .appendingPathComponent("pos-swift-scenario-\(ProcessInfo.processInfo.processIdentifier)-\(n)-\(name)")
         try? FileManager.default.removeItem(at: parent)
         try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true)
+        var engine: PosEngine?
+        do {
+            return try await start(setup: setup, parent: parent, currency: currency, opened: &engine)
+        } catch {
+            await engine?.closeAndRelease()
+            try? FileManager.default.removeItem(at: parent)
+            throw error
+        }
+    }
+
+    /// The rest of `start`, in `parent`; `opened` is the engine once open.
+    private static func start(setup: JSON, parent: URL, currency: String,
+                              opened: inout PosEngine?) async throws -> ScenarioRun {
         let dir = parent.appendingPathComponent("data").path
         // The key file (and the anchors beside it) outside the data folder.
         let keys = FileKeyProvider(parent.appendingPathComponent("keys.kek"))
         let clock = TestClock(wallMs: setup["start"].int64 ?? 1_800_000_000_000)
         let sim = try SimulatedProcessor.start(seed: setup["seed"].uint64 ?? 1)
         let engine = try open(dir: dir, keys: keys, clock: clock, currency: currency)
+        opened = engine
         // The policy: the preset, edited, trusting the simulator's readers.
         let preset: PolicyPreset
         switch try optText(setup, "preset") ?? "shopify-pos" {
