@@ -22,7 +22,8 @@ use pos_core::gateway::StaticToken;
 use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
 use pos_core::ledger::CardRead;
 use pos_core::lifecycle::{
-    CustomerContact, OrderId, OrderStatus, PaymentId, PaymentStatus, StaffId,
+    CustomerContact, EmailAddress, OrderId, OrderStatus, PaymentId, PaymentStatus, PhoneNumber,
+    ReceiptChannel, StaffId,
 };
 use pos_core::money::{Currency, Money};
 use pos_core::policy::{EntryMode, Network, Policy, TenderKind};
@@ -549,6 +550,65 @@ impl Run {
             "close" => {
                 self.engine.close();
                 ("close".into(), "ok".into())
+            }
+            "receipt" => {
+                let order = self.order_id(step)?;
+                let channel = match (opt_text(step, "email")?, opt_text(step, "phone")?) {
+                    (Some(e), None) => EmailAddress::parse(e).map(ReceiptChannel::Email),
+                    (None, Some(p)) => PhoneNumber::parse(p).map(ReceiptChannel::Sms),
+                    _ => return Err("a receipt step names an \"email\" or a \"phone\"".into()),
+                };
+                let r = match channel {
+                    Ok(c) => self.engine.request_receipt(&order, c).await.map(|_| ()),
+                    Err(e) => Err(PosError::InvalidInput {
+                        reason: e.to_string(),
+                    }),
+                };
+                let line = format!(
+                    "receipt {} {}",
+                    text(step, "order")?,
+                    if step["email"].is_string() {
+                        "email"
+                    } else {
+                        "sms"
+                    }
+                );
+                let count = r.and_then(|()| self.engine.queued_receipts().map(|q| q.len()));
+                (line, result(count.map(|n| format!("queued={n}"))))
+            }
+            "receipts" => (
+                "receipts".into(),
+                result(
+                    self.engine
+                        .queued_receipts()
+                        .map(|q| format!("queued={}", q.len())),
+                ),
+            ),
+            "audit" => {
+                let r = self.engine.export_audit_csv().map(|csv| {
+                    let kinds: Vec<String> = csv
+                        .lines()
+                        .skip(1)
+                        .filter(|l| !l.is_empty())
+                        .map(|l| l.split(',').nth(4).unwrap_or("?").to_owned())
+                        .collect();
+                    kinds.join(" ")
+                });
+                ("audit".into(), result(r))
+            }
+            "wall" => {
+                let ms = int(step, "ms")?;
+                let wall = pos_core::clock::Clock::wall_now(&self.clock);
+                self.clock.set_wall(Timestamp(wall.0 + ms));
+                self.engine.nudge_forwarding();
+                (format!("wall {ms}"), "ok".into())
+            }
+            "network-change" => {
+                let r = self
+                    .engine
+                    .may_change_network_while_offline()
+                    .map(|ok| if ok { "allowed" } else { "refused" }.to_owned());
+                ("network-change".into(), result(r))
             }
             "pause" => (
                 "pause".into(),

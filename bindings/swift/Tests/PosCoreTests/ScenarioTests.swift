@@ -446,6 +446,41 @@ final class ScenarioRun {
         case "close":
             engine.close()
             return ("close", "ok")
+        case "receipt":
+            let order = try orderId(step)
+            let email = try optText(step, "email")
+            let phone = try optText(step, "phone")
+            let line = "receipt \(try text(step, "order")) \(email != nil ? "email" : "sms")"
+            if (email == nil) == (phone == nil) {
+                throw ScenarioFailure("a receipt step names an \"email\" or a \"phone\"")
+            }
+            return (line, try await result {
+                let channel: ReceiptChannel = email != nil
+                    ? .email(recipient: try CustomerContact(email: email, phone: nil))
+                    : .sms(recipient: try CustomerContact(email: nil, phone: phone))
+                _ = try await self.engine.requestReceipt(orderId: order, channel: channel)
+                return "queued=\(try self.engine.queuedReceiptCount())"
+            })
+        case "receipts":
+            return ("receipts", try await result { "queued=\(try self.engine.queuedReceiptCount())" })
+        case "audit":
+            return ("audit", try await result {
+                let csv = try self.engine.exportAuditCsv()
+                let lines = csv.split(whereSeparator: \.isNewline).dropFirst()
+                return lines.map { line -> String in
+                    let cells = line.split(separator: ",", omittingEmptySubsequences: false)
+                    return cells.count > 4 ? String(cells[4]) : "?"
+                }.joined(separator: " ")
+            })
+        case "wall":
+            let ms = try int(step, "ms")
+            clock.setWallMs(wallMs: clock.wallMs() + ms)
+            engine.nudgeForwarding()
+            return ("wall \(ms)", "ok")
+        case "network-change":
+            return ("network-change", try await result {
+                try self.engine.mayChangeNetworkWhileOffline() ? "allowed" : "refused"
+            })
         case "pause":
             return ("pause", try await result { try self.engine.pauseForwarding(); return "ok" })
         case "resume":

@@ -492,6 +492,35 @@ private class ScenarioRun(
                 engine.shutdown()
                 "close" to "ok"
             }
+            "receipt" -> {
+                val order = orderId(step)
+                val email = optText(step, "email")
+                val phone = optText(step, "phone")
+                val line = "receipt ${text(step, "order")} ${if (email != null) "email" else "sms"}"
+                line to result {
+                    val channel = when {
+                        email != null && phone == null -> ReceiptChannel.Email(CustomerContact(email, null))
+                        phone != null && email == null -> ReceiptChannel.Sms(CustomerContact(null, phone))
+                        else -> fail("a receipt step names an \"email\" or a \"phone\"")
+                    }
+                    engine.requestReceipt(order, channel)
+                    "queued=${engine.queuedReceiptCount()}"
+                }
+            }
+            "receipts" -> "receipts" to result { "queued=${engine.queuedReceiptCount()}" }
+            "audit" -> "audit" to result {
+                engine.exportAuditCsv().split("\r\n", "\n").drop(1).filter { it.isNotEmpty() }
+                    .joinToString(" ") { it.split(",").getOrElse(4) { "?" } }
+            }
+            "wall" -> {
+                val ms = int(step, "ms")
+                clock.setWallMs(clock.wallMs() + ms)
+                engine.nudgeForwarding()
+                "wall $ms" to "ok"
+            }
+            "network-change" -> "network-change" to result {
+                if (engine.mayChangeNetworkWhileOffline()) "allowed" else "refused"
+            }
             "pause" -> "pause" to result {
                 engine.pauseForwarding()
                 "ok"
