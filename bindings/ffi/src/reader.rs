@@ -684,6 +684,9 @@ impl SimulatedRadio {
     }
 }
 
+#[cfg(feature = "ble")]
+pub use ble::BleCentral;
+
 /// Card readers over Bluetooth LE through btleplug (feature `ble`; not in
 /// the default build, and never run against a radio on the build machines).
 #[cfg(feature = "ble")]
