@@ -18,8 +18,22 @@ use std::sync::{Mutex, OnceLock};
 pub struct SystemBus {
     /// The daemon's address (`unix:path=…,guid=…`).
     pub address: String,
-    /// Held until the process exits: closing it stops the daemon.
-    _alive: Mutex<(Child, ChildStdin)>,
+    /// Held until the process exits (or [`SystemBus::stop`]): closing it
+    /// stops the daemon.
+    alive: Mutex<Option<(Child, ChildStdin)>>,
+}
+
+impl SystemBus {
+    /// Stops the daemon now and waits until it is gone and its folder
+    /// removed (otherwise that happens when the process exits). For a
+    /// process that outlives its bus (the standalone `bluez-double`).
+    pub fn stop(&self) {
+        let alive = self.alive.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((mut child, stdin)) = alive {
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Lets any local client own any name and call anything: a test bus.
@@ -45,6 +59,7 @@ daemon=$!
 exec >/dev/null
 cat >/dev/null
 kill "$daemon" 2>/dev/null
+wait "$daemon" 2>/dev/null
 rm -rf "$1""#;
 
 /// The process's bus, started on first use. An error (no `dbus-daemon`:
@@ -90,6 +105,6 @@ fn start() -> Result<SystemBus, String> {
     std::env::set_var("DBUS_SYSTEM_BUS_ADDRESS", &address);
     Ok(SystemBus {
         address,
-        _alive: Mutex::new((child, stdin)),
+        alive: Mutex::new(Some((child, stdin))),
     })
 }

@@ -31,7 +31,8 @@ mod world;
 use std::sync::{Arc, LazyLock};
 
 use pos_reader::link::MemoryLink;
-use pos_reader::sim::{SimReader, SimReaderConfig};
+use pos_reader::sim::{simulated_identity, SimReader, SimReaderConfig};
+use pos_rules::card_seal::ProcessorKey;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use error::BluezError;
@@ -40,6 +41,37 @@ pub use world::{RadioStats, Silence};
 
 /// The adapter's object path.
 pub const ADAPTER: &str = "/org/bluez/hci0";
+
+/// The processor's X25519 public key card data is sealed to by the readers
+/// of [`app_reader_config`]: the test key the Kotlin and Swift tests give
+/// their `SimulatedReader`s (`testProcessorKey`, byte `i` = `13 i + 5`).
+pub fn test_processor_key() -> ProcessorKey {
+    let mut key = [0u8; 32];
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(13).wrapping_add(5);
+    }
+    ProcessorKey(key)
+}
+
+/// A simulated reader as pos-ffi's `SimulatedReader` makes one (firmware
+/// `sim-1.0`, its fingerprint key), sealing to [`test_processor_key`] and
+/// certified by the simulator's reader authority for `serial` and `model`:
+/// an app trusting `simulatorReaderAuthority()` pairs it.
+pub fn app_reader_config(
+    serial: &str,
+    model: &str,
+    battery_percent: u8,
+) -> Result<SimReaderConfig, pos_rules::reader_trust::TrustError> {
+    Ok(SimReaderConfig {
+        model: model.to_owned(),
+        serial: serial.to_owned(),
+        firmware: "sim-1.0".into(),
+        battery_percent,
+        identity: simulated_identity(serial, model)?,
+        processor: test_processor_key(),
+        fingerprint_key: [0x42; 32],
+    })
+}
 
 /// The BlueZ double of one test, on the process's private system bus.
 /// Dropping it lets the next test start its own.
