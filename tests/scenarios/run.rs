@@ -8,14 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour};
 use pos_core::clock::{Timestamp, VirtualClock};
 use pos_core::connectivity::{ConnectivityState, ProbeOutcome};
-use pos_core::crypto::FileKeyProvider;
+use pos_core::crypto::{FileKeyProvider, Kek, KeyError, KeyProvider};
 use pos_core::engine::{EngineConfig, StaffSession};
 use pos_core::forwarding::ForwardingConfig;
 use pos_core::gateway::StaticToken;
@@ -168,7 +168,7 @@ impl EventListener for Collect {
 
 struct Run {
     dir: PathBuf,
-    keys: Arc<FileKeyProvider>,
+    keys: Arc<LockableKeys>,
     clock: VirtualClock,
     currency: Currency,
     staff: StaffSession,
@@ -235,10 +235,11 @@ impl Run {
             std::env::temp_dir().join(format!("pos-scenario-{}-{n}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let keys = Arc::new(
-            FileKeyProvider::open_or_create(dir.with_extension("kek"))
+        let keys = Arc::new(LockableKeys {
+            inner: FileKeyProvider::open_or_create(dir.with_extension("kek"))
                 .map_err(|e| e.to_string())?,
-        );
+            locked: AtomicBool::new(false),
+        });
         let start = setup["start"].as_i64().unwrap_or(1_800_000_000_000);
         let clock = VirtualClock::new(Timestamp(start));
         let seed = setup["seed"].as_u64().unwrap_or(1);
@@ -247,7 +248,9 @@ impl Run {
             ..SimConfig::default()
         })
         .map_err(|e| e.to_string())?;
-        let engine = open(&dir, &keys, &clock, currency_code).await?;
+        let engine = open(&dir, &keys, &clock, currency_code)
+            .await
+            .map_err(|e| e.to_string())?;
         // The policy: the preset, edited, trusting the simulator's readers.
         let mut policy = match opt_text(setup, "preset")?.unwrap_or("shopify-pos") {
             "shopify-pos" => Policy::shopify_pos(currency),
@@ -724,11 +727,22 @@ impl Run {
                 };
                 ("events".into(), line)
             }
+            "lock" => {
+                let b = step["locked"]
+                    .as_bool()
+                    .ok_or("\"locked\" must be a boolean")?;
+                self.keys.locked.store(b, Ordering::SeqCst);
+                (format!("lock {b}"), "ok".into())
+            }
             "reopen" => {
                 self.subscription = None;
                 self.engine.close_and_release().await;
                 let code = self.currency.code().to_owned();
-                self.engine = open(&self.dir, &self.keys, &self.clock, &code).await?;
+                match open(&self.dir, &self.keys, &self.clock, &code).await {
+                    Ok(engine) => self.engine = engine,
+                    // The closed engine stays: later steps see `error Closed`.
+                    Err(e) => return Ok(("reopen".into(), error(&e))),
+                }
                 attach(&self.engine, &self.sim)?;
                 self.engine
                     .sign_in(self.staff.clone())
@@ -945,13 +959,48 @@ fn alias_key(a: &str) -> (usize, String) {
     (a.len(), a.to_owned())
 }
 
+/// The platform keystore of the scenario: a key file that `lock` makes
+/// unavailable, as a locked phone's keystore is (B8).
+#[derive(Debug)]
+struct LockableKeys {
+    inner: FileKeyProvider,
+    locked: AtomicBool,
+}
+
+impl KeyProvider for LockableKeys {
+    fn key_encryption_key(&self) -> Result<Kek, KeyError> {
+        if self.locked.load(Ordering::SeqCst) {
+            return Err(KeyError::Unavailable);
+        }
+        self.inner.key_encryption_key()
+    }
+
+    fn keeps_anchors(&self) -> bool {
+        self.inner.keeps_anchors()
+    }
+
+    fn save_anchor(&self, store_id: &str, anchor: &[u8]) -> Result<(), KeyError> {
+        if self.locked.load(Ordering::SeqCst) {
+            return Err(KeyError::Unavailable);
+        }
+        self.inner.save_anchor(store_id, anchor)
+    }
+
+    fn load_anchor(&self, store_id: &str) -> Result<Option<Vec<u8>>, KeyError> {
+        if self.locked.load(Ordering::SeqCst) {
+            return Err(KeyError::Unavailable);
+        }
+        self.inner.load_anchor(store_id)
+    }
+}
+
 async fn open(
     dir: &Path,
-    keys: &Arc<FileKeyProvider>,
+    keys: &Arc<LockableKeys>,
     clock: &VirtualClock,
     currency: &str,
-) -> Result<PosEngine, String> {
-    let mut config = EngineConfig::new(dir, DEVICE, currency).map_err(|e| e.to_string())?;
+) -> Result<PosEngine, PosError> {
+    let mut config = EngineConfig::new(dir, DEVICE, currency)?;
     // Forwarded by `forward` steps only, one request at a time: the
     // simulator's seeded faults then hit the same requests in every run.
     config.forwarding = ForwardingConfig {
@@ -959,12 +1008,8 @@ async fn open(
         max_in_flight: 1,
         ..ForwardingConfig::default()
     };
-    let store = SqliteStore::open(&dir.join("pos-core.sqlite"), keys.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    PosEngine::open_with(config, Arc::new(clock.clone()), Arc::new(store))
-        .await
-        .map_err(|e| e.to_string())
+    let store = SqliteStore::open(&dir.join("pos-core.sqlite"), keys.clone()).await?;
+    PosEngine::open_with(config, Arc::new(clock.clone()), Arc::new(store)).await
 }
 
 fn attach(engine: &PosEngine, sim: &Simulator) -> Result<(), String> {

@@ -526,11 +526,20 @@ final class ScenarioRun {
             await engine.eventsDelivered()
             let items = events.drain().compactMap { event($0) }
             return ("events", items.isEmpty ? "none" : items.joined(separator: "; "))
+        case "lock":
+            guard let b = step["locked"].bool else { throw ScenarioFailure("\"locked\" must be a boolean") }
+            keys.locked = b
+            return ("lock \(b)", "ok")
         case "reopen":
             subscription?.cancel()
             subscription = nil
             await engine.closeAndRelease()
-            engine = try ScenarioRun.open(dir: dir, keys: keys, clock: clock, currency: currency)
+            do {
+                engine = try ScenarioRun.open(dir: dir, keys: keys, clock: clock, currency: currency)
+            } catch let e as PosError {
+                // The shut-down engine stays: later steps see `error Closed`.
+                return ("reopen", Render.error(e))
+            }
             try sim.attach(engine: engine)
             try engine.signIn(staff: staff)
             try subscribe()

@@ -578,13 +578,24 @@ private class ScenarioRun(
                 }
                 "events" to (if (items.isEmpty()) "none" else items.joinToString("; "))
             }
+            "lock" -> {
+                val b = step["locked"].asBool ?: fail("\"locked\" must be a boolean")
+                keys.locked = b
+                "lock $b" to "ok"
+            }
             "reopen" -> {
                 subscription?.cancel()
                 subscription?.close()
                 subscription = null
                 engine.closeAndRelease()
+                val reopened = try {
+                    open(dir, keys, clock, currency)
+                } catch (e: PosException) {
+                    // The shut-down engine stays: later steps see `error Closed`.
+                    return "reopen" to error(e)
+                }
                 engine.close()
-                engine = open(dir, keys, clock, currency)
+                engine = reopened
                 processor.attach(engine)
                 engine.signIn(staff)
                 subscribe()
