@@ -303,7 +303,9 @@ fn harness(
     }
 }
 
-/// Kotlin bindings + hand-written Kotlin + JUnit 5 tests, on the JVM.
+/// Kotlin bindings + hand-written Kotlin + JUnit 5 tests, on the JVM; then
+/// the Android demo's app model (android-demo/model), whose tests count in
+/// this stage's totals.
 pub fn kotlin(lib: &Path, tools: &Tools) -> Outcome {
     harness(Stage::Kotlin, || {
         let home = tools.kotlin_home.as_ref().ok_or("no Kotlin compiler")?;
@@ -331,39 +333,77 @@ fn kotlin_inner(lib: &Path, home: &Path) -> Result<(u64, u64, Option<String>), S
     if let Some(missing) = jars.iter().find(|j| !j.is_file()) {
         return Err(format!("{} is missing", missing.display()));
     }
-    let cp = std::env::join_paths(&jars).map_err(|e| e.to_string())?;
+    let lib_dir = lib.parent().ok_or("library has no folder")?;
 
     let mut sources = files_with_ext(&generated, "kt");
     sources.extend(files_with_ext(&root.join("src"), "kt"));
     let classes = build.join("classes");
-    let stamp = build.join("classes.fingerprint");
+    compile_kotlin(home, &jars, &sources, &classes)?;
+    let (passed, failed, problem) = junit_console(lib_dir, &jars, &junit, &classes)?;
+
+    // The Android demo's model: plain Kotlin over the bindings' main sources
+    // only (as the app's Gradle build sees the library module), with its tests.
+    let demo = workspace_root().join("android-demo/model");
+    let mut sources = files_with_ext(&generated, "kt");
+    sources.extend(files_with_ext(&root.join("src/main"), "kt"));
+    sources.extend(files_with_ext(&demo.join("src"), "kt"));
+    let classes = demo.join("build/classes");
+    let (dp, df, dproblem) = match compile_kotlin(home, &jars, &sources, &classes)
+        .and_then(|()| junit_console(lib_dir, &jars, &junit, &classes))
+    {
+        Ok(r) => r,
+        Err(e) => (0, 0, Some(e)),
+    };
+    println!("android-demo: {dp} passed, {df} failed (counted in the kotlin line)");
+    let dproblem = dproblem.map(|p| format!("android-demo: {p}"));
+    Ok((passed + dp, failed + df, problem.or(dproblem)))
+}
+
+/// Compiles `sources` into `classes` with kotlinc, unless the same sources,
+/// compiler and classpath were compiled there already (`<classes>.fingerprint`).
+fn compile_kotlin(
+    home: &Path,
+    jars: &[PathBuf],
+    sources: &[PathBuf],
+    classes: &Path,
+) -> Result<(), String> {
+    let cp = std::env::join_paths(jars).map_err(|e| e.to_string())?;
+    let stamp = PathBuf::from(format!("{}.fingerprint", classes.display()));
     // The compiler version and the classpath are part of what was compiled.
     let print = format!(
         "{}-{}-{}",
         crate::install::KOTLIN_VERSION,
         cp.to_string_lossy(),
-        fingerprint(&sources)
+        fingerprint(sources)
     );
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(print.as_str()) && classes.is_dir() {
         eprintln!(
             "xtask: Kotlin sources unchanged, reusing {}",
             classes.display()
         );
-    } else {
-        let _ = std::fs::remove_dir_all(&classes);
-        let _ = std::fs::remove_file(&stamp);
-        run(Command::new(home.join("bin/kotlinc"))
-            .args(["-jvm-target", "17", "-nowarn", "-cp"])
-            .arg(&cp)
-            .arg("-d")
-            .arg(&classes)
-            .args(&sources))?;
-        std::fs::write(&stamp, &print).map_err(|e| e.to_string())?;
+        return Ok(());
     }
+    let _ = std::fs::remove_dir_all(classes);
+    let _ = std::fs::remove_file(&stamp);
+    run(Command::new(home.join("bin/kotlinc"))
+        .args(["-jvm-target", "17", "-nowarn", "-cp"])
+        .arg(&cp)
+        .arg("-d")
+        .arg(classes)
+        .args(sources))?;
+    std::fs::write(&stamp, &print).map_err(|e| e.to_string())
+}
 
-    let lib_dir = lib.parent().ok_or("library has no folder")?;
-    let mut run_cp = vec![classes];
-    run_cp.extend(jars.iter().filter(|j| **j != junit).cloned());
+/// Runs every JUnit 5 test found in `classes` on the JVM against the
+/// library in `lib_dir`; returns (passed, failed, problem).
+fn junit_console(
+    lib_dir: &Path,
+    jars: &[PathBuf],
+    junit: &Path,
+    classes: &Path,
+) -> Result<(u64, u64, Option<String>), String> {
+    let mut run_cp = vec![classes.to_path_buf()];
+    run_cp.extend(jars.iter().filter(|j| j.as_path() != junit).cloned());
     let run_cp = std::env::join_paths(&run_cp).map_err(|e| e.to_string())?;
     let (ok, out) = run_tee(
         Command::new("java")
@@ -375,7 +415,7 @@ fn kotlin_inner(lib: &Path, home: &Path) -> Result<(u64, u64, Option<String>), S
                 workspace_root().join("tests/scenarios").display()
             ))
             .arg("-jar")
-            .arg(&junit)
+            .arg(junit)
             .args([
                 "--disable-banner",
                 "--details=tree",
