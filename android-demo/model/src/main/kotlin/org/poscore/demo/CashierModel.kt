@@ -73,6 +73,8 @@ class CashierModel(private val env: CashierEnvironment) {
     private val events = ConcurrentLinkedQueue<PosEvent>()
     private val readerEvents = ConcurrentLinkedQueue<ReaderEvent>()
     @Volatile private var closed = false
+    /** A network report that came before the engine was open. */
+    private var earlyNetwork: Boolean? = null
     private val refreshQueued = java.util.concurrent.atomic.AtomicBoolean(false)
 
     // What only this process knows.
@@ -132,7 +134,7 @@ class CashierModel(private val env: CashierEnvironment) {
             })
             env.prepare(e)
             phaseOverride = null
-            env.demo?.let { e.reportNetwork(it.networkUp) }
+            (env.demo?.networkUp ?: earlyNetwork)?.let { e.reportNetwork(it) }
             env.driver.wake(e)
         } catch (e: PosException) {
             phaseOverride = Phase.BLOCKED
@@ -206,13 +208,15 @@ class CashierModel(private val env: CashierEnvironment) {
             }
             CashierIntent.DismissLogout -> logout = null
 
-            is CashierIntent.NetworkChanged -> {
-                need().reportNetwork(intent.reachable)
-                env.driver.wake(need())
-            }
-            CashierIntent.AppForeground, CashierIntent.Wake -> env.driver.wake(need())
+            // The platform may speak before the engine is open: the last
+            // network report is kept for the open, the rest waits for it.
+            is CashierIntent.NetworkChanged -> engine?.let {
+                it.reportNetwork(intent.reachable)
+                env.driver.wake(it)
+            } ?: run { earlyNetwork = intent.reachable }
+            CashierIntent.AppForeground, CashierIntent.Wake -> engine?.let { env.driver.wake(it) }
             // The next start opens from this snapshot instead of replaying the journal.
-            CashierIntent.AppBackground -> need().compactStore()
+            CashierIntent.AppBackground -> engine?.compactStore()
             is CashierIntent.BluetoothPermission -> {
                 bluetooth = if (intent.granted) BluetoothAccess.GRANTED else BluetoothAccess.DENIED
                 readerOptions = env.readers.scan(bluetooth == BluetoothAccess.GRANTED)

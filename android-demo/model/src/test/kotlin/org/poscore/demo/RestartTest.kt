@@ -82,3 +82,30 @@ class RestartTest {
         assertEquals(listOf("8.00 USD"), open.pending.rows.map { it.amountText })
     }
 }
+
+/** The platform's first network report can come before the engine is open (PosApplication.onCreate). */
+class EarlyNetworkTest {
+    /** The demo shop without its demo switches: the model takes the platform's reports, as in production. */
+    private class Platform(shop: DemoShop) : CashierEnvironment by shop {
+        override val demo: DemoControls? = null
+    }
+
+    @Test
+    fun `a network report sent before the engine opens is kept for the open, not shown as an error`() = till {
+        shop.setNetwork(false)
+        val m = CashierModel(Platform(shop))
+        try {
+            m.dispatch(CashierIntent.NetworkChanged(false))
+            m.dispatch(CashierIntent.AppForeground)
+            assertNull(m.screen.value.error)
+            assertEquals(Phase.STARTING, m.screen.value.phase)
+            m.start()
+            val s = m.screen.value
+            assertNull(s.error)
+            assertEquals(BannerKind.NETWORK_OUTAGE, s.banner?.kind)
+            assertNull(s.demo)
+        } finally {
+            m.stop()
+        }
+    }
+}
