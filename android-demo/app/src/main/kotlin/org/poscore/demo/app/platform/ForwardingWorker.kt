@@ -1,0 +1,64 @@
+// Not built on these machines (no Android SDK): reference code.
+// What it calls (CashierIntent.Wake, CashierScreen.wakeUpAtMs) is tested on the JVM.
+package org.poscore.demo.app.platform
+
+import android.content.Context
+import androidx.work.CoroutineWorker
+import androidx.work.ExistingWorkPolicy
+import androidx.work.OneTimeWorkRequestBuilder
+import androidx.work.WorkManager
+import androidx.work.WorkerParameters
+import java.util.concurrent.TimeUnit
+import org.poscore.demo.CashierIntent
+import org.poscore.demo.app.PosApplication
+
+/**
+ * Wakes the app when the engine next has something to do while the app is
+ * in the background or killed: a probe of the payment service (so stored
+ * payments are forwarded soon after it is back, R3) or a payment's
+ * deadline (so it is expired and reported, R8).
+ *
+ * When: `CashierScreen.wakeUpAtMs`, which the model takes from the engine:
+ * `nextProbeAtMs()` while not online, else the nearest payment deadline
+ * (`status().nextDeadlineMs`). The engine's own notion of its next wake-up
+ * (pos-core `PosEngine::next_wake_at`: retries, probes, deadlines, the
+ * processor's Retry-After) is not exported by the FFI: there is no
+ * `nextWakeUpMs()` yet, so retries after a failed forward are not scheduled
+ * here; the engine's driver retries them while the process lives.
+ *
+ * The engine's clock is its trusted clock (ms since the epoch), not
+ * `System.currentTimeMillis()`; the small difference only shifts a wake-up.
+ * WorkManager may defer work in Doze: a deadline can pass before the wake-up,
+ * which the engine handles the same way at the next start (the payment expires).
+ */
+class ForwardingWorker(context: Context, params: WorkerParameters) : CoroutineWorker(context, params) {
+    override suspend fun doWork(): Result {
+        val app = applicationContext as PosApplication
+        app.model.start() // no-op when the process already opened the engine
+        app.model.dispatch(CashierIntent.Wake)
+        schedule(applicationContext, app.model.screen.value.wakeUpAtMs)
+        return Result.success()
+    }
+
+    companion object {
+        private const val NAME = "poscore-wake-up"
+
+        /** Replaces the pending wake-up with one at [atMs]; none when null. */
+        fun schedule(context: Context, atMs: Long?) {
+            val work = WorkManager.getInstance(context)
+            if (atMs == null) {
+                work.cancelUniqueWork(NAME)
+                return
+            }
+            val delay = (atMs - System.currentTimeMillis()).coerceAtLeast(0)
+            work.enqueueUniqueWork(
+                NAME,
+                ExistingWorkPolicy.REPLACE,
+                // No network constraint: an expiry must happen offline too.
+                OneTimeWorkRequestBuilder<ForwardingWorker>()
+                    .setInitialDelay(delay, TimeUnit.MILLISECONDS)
+                    .build(),
+            )
+        }
+    }
+}
