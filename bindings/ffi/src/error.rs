@@ -177,6 +177,8 @@ impl From<pos_core::PosError> for PosError {
             },
             C::Storage { reason } => PosError::Storage { reason },
             C::Closed => PosError::Closed,
+            // The inbox is not exported yet: no FFI call can fail this way.
+            C::OrderSourceFailed { reason } => PosError::Internal { reason },
             C::Internal { reason } => PosError::Internal { reason },
         }
     }

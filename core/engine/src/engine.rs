@@ -26,6 +26,7 @@ use crate::events::{EventBus, EventListener, PosEvent, Subscription};
 use crate::forwarder::{Forwarding, ForwardingBlockedReason, ForwardingConfig, StepEffects};
 use crate::gateway::{Gateway, GatewayDecision, GatewayError};
 use crate::ledger::OfflinePayment;
+use crate::inbox::{InboxView, OrderSource, RefreshOutcome};
 use crate::ledger::{Ledger, Settings, Write};
 use crate::lifecycle::StaffId;
 use crate::lifecycle::{
@@ -297,6 +298,20 @@ pub(crate) struct Inner {
     pub(crate) anchor_clock: Arc<dyn Clock>,
     /// The background verification of the store after a snapshot.
     pub(crate) verify: Arc<BackgroundVerify>,
+    /// Other channels' online orders (R18): hidden while offline.
+    pub(crate) inbox: crate::inbox::Inbox,
+    pub(crate) order_source: OrderSourceSlot,
+}
+
+/// The app's source of other channels' orders, once set.
+#[derive(Default)]
+pub(crate) struct OrderSourceSlot(Mutex<Option<Arc<dyn OrderSource>>>);
+
+impl std::fmt::Debug for OrderSourceSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = self.0.lock().map(|s| s.is_some()).unwrap_or(false);
+        f.debug_struct("OrderSourceSlot").field("set", &set).finish()
+    }
 }
 
 /// How long the engine must be idle (no commit) after a snapshot before the
@@ -1324,6 +1339,7 @@ impl PosEngine {
         self.commit(batch).await?;
         let to = change.to;
         std::mem::swap(&mut self.state().connectivity, &mut machine);
+        self.inner.inbox.on_connectivity(to.is_online());
         if change.is_recovery() || to.is_online() {
             // Stored payments are forwarded now (R3).
             self.wake_forwarder();
@@ -1335,6 +1351,52 @@ impl PosEngine {
             banner: change.banner.default_text().map(str::to_owned),
         });
         Ok(to)
+    }
+
+    /// Sets (or replaces) the app's source of other channels' online orders
+    /// (R18): the inbox is filled from it by [`refresh_inbox`](Self::refresh_inbox).
+    pub fn set_order_source(&self, source: Arc<dyn OrderSource>) -> Result<()> {
+        self.check_open()?;
+        *self
+            .inner
+            .order_source
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(source);
+        Ok(())
+    }
+
+    /// Fetches what changed from the order source, on a blocking thread
+    /// with no engine lock held. Offline it does not call the source
+    /// ([`RefreshOutcome::Offline`]); the inbox is hidden then (R18).
+    pub async fn refresh_inbox(&self) -> Result<RefreshOutcome> {
+        self.check_open()?;
+        let source = self
+            .inner
+            .order_source
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| PosError::InvalidInput {
+                reason: "no order source is set".into(),
+            })?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.inbox.refresh(source.as_ref()))
+            .await
+            .map_err(|_| PosError::Internal {
+                reason: "the order source panicked".into(),
+            })?
+            .map_err(|e| PosError::OrderSourceFailed {
+                reason: e.to_string(),
+            })
+    }
+
+    /// What the app may show of other channels' orders: hidden while
+    /// offline, syncing until the first refresh after reconnection (R18).
+    pub fn inbox(&self) -> Result<InboxView> {
+        self.check_open()?;
+        Ok(self.inner.inbox.view())
     }
 
     /// The audit log (B12), oldest first, from entry `since_seq` (exclusive).

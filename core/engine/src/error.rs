@@ -88,6 +88,10 @@ pub enum PosError {
     /// The engine was closed; create a new one.
     #[error("the engine is closed")]
     Closed,
+    /// The app's order source failed while filling the inbox (R18); the
+    /// inbox keeps what it had.
+    #[error("the order source failed: {reason}")]
+    OrderSourceFailed { reason: String },
     /// A bug or an environment failure (a thread could not start...).
     #[error("internal error: {reason}")]
     Internal { reason: String },

@@ -108,6 +108,8 @@ impl PosEngine {
             anchors: Arc::default(),
             anchor_clock,
             verify: Arc::default(),
+            inbox: crate::inbox::Inbox::new(),
+            order_source: crate::engine::OrderSourceSlot::default(),
         };
         let engine = PosEngine {
             inner: Arc::new(inner),
