@@ -27,7 +27,7 @@ use pos_core::lifecycle::{
 };
 use pos_core::money::{Currency, Money};
 use pos_core::policy::{EntryMode, Network, Policy, TenderKind};
-use pos_core::rules::{ActionOverride, GuardOutcome, GuardedAction, Refusal};
+use pos_core::rules::{ActionOverride, GuardOutcome, GuardedAction};
 use pos_core::sqlite_store::SqliteStore;
 use pos_core::{EventListener, PosEngine, PosError, PosEvent};
 use pos_reader::client::ReaderClient;
@@ -1052,7 +1052,7 @@ fn money(m: &Money) -> String {
 fn error(e: &PosError) -> String {
     match e {
         PosError::Refused { refusal } => {
-            let (limit, current, attempted) = figures(refusal);
+            let (limit, current, attempted) = refusal.figures();
             let mut s = format!("refused {} {}", refusal.rule_id(), refusal.kind());
             for (k, v) in [
                 ("limit", limit),
@@ -1060,7 +1060,7 @@ fn error(e: &PosError) -> String {
                 ("attempted", attempted),
             ] {
                 if let Some(m) = v {
-                    s.push_str(&format!(" {k}={}", money(m)));
+                    s.push_str(&format!(" {k}={}", money(&m)));
                 }
             }
             s
@@ -1077,29 +1077,6 @@ fn variant(e: &PosError) -> String {
         .next()
         .unwrap_or_default()
         .to_owned()
-}
-
-fn figures(r: &Refusal) -> (Option<&Money>, Option<&Money>, Option<&Money>) {
-    match r {
-        Refusal::PerPaymentLimit { limit, attempted } => (Some(limit), None, Some(attempted)),
-        Refusal::PerOrderLimit {
-            limit,
-            current,
-            attempted,
-        }
-        | Refusal::PerCardLimit {
-            limit,
-            current,
-            attempted,
-        }
-        | Refusal::DeviceAmountLimit {
-            limit,
-            current,
-            attempted,
-        } => (Some(limit), Some(current), Some(attempted)),
-        Refusal::TipsRefused { tip } => (None, None, Some(tip)),
-        _ => (None, None, None),
-    }
 }
 
 fn connectivity(c: &ConnectivityState) -> String {

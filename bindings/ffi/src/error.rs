@@ -4,8 +4,6 @@
 //! and its figures so the app can show "limit 100.00, current 60.00,
 //! attempted 50.00" without parsing text.
 
-use pos_core::rules::Refusal;
-
 use crate::money::Money;
 
 /// Every error of the library. Messages never carry card data or contacts.
@@ -92,30 +90,6 @@ pub enum PosError {
     Callback { reason: String },
 }
 
-fn figures(r: &Refusal) -> (Option<Money>, Option<Money>, Option<Money>) {
-    let m = |x: &pos_core::money::Money| Some(Money::from(*x));
-    match r {
-        Refusal::PerPaymentLimit { limit, attempted } => (m(limit), None, m(attempted)),
-        Refusal::PerOrderLimit {
-            limit,
-            current,
-            attempted,
-        }
-        | Refusal::PerCardLimit {
-            limit,
-            current,
-            attempted,
-        }
-        | Refusal::DeviceAmountLimit {
-            limit,
-            current,
-            attempted,
-        } => (m(limit), m(current), m(attempted)),
-        Refusal::TipsRefused { tip } => (None, None, m(tip)),
-        _ => (None, None, None),
-    }
-}
-
 impl From<pos_core::PosError> for PosError {
     fn from(e: pos_core::PosError) -> Self {
         use pos_core::PosError as C;
@@ -124,14 +98,14 @@ impl From<pos_core::PosError> for PosError {
             C::InvalidInput { reason } => PosError::InvalidInput { reason },
             C::InvalidPolicy { reason } => PosError::InvalidPolicy { reason },
             C::Refused { refusal } => {
-                let (limit, current, attempted) = figures(&refusal);
+                let (limit, current, attempted) = refusal.figures();
                 PosError::Refused {
                     rule: refusal.rule_id().to_owned(),
                     kind: refusal.kind().to_owned(),
                     detail: refusal.to_string(),
-                    limit,
-                    current,
-                    attempted,
+                    limit: limit.map(Into::into),
+                    current: current.map(Into::into),
+                    attempted: attempted.map(Into::into),
                 }
             }
             C::OnlineRequired => PosError::OnlineRequired,
@@ -195,6 +169,7 @@ mod tests {
     use super::*;
     use pos_core::money::{Currency, Money as CoreMoney};
     use pos_core::policy::Policy;
+    use pos_core::rules::Refusal;
     use pos_core::rules::{check_guarded_action, ActionOverride, GuardedAction, PendingExposure};
 
     #[allow(clippy::unwrap_used)]

@@ -274,6 +274,32 @@ impl Refusal {
         }
     }
 
+    /// The figures an app shows with the refusal, where the rule has them:
+    /// `(limit, current, attempted)` ("limit 100.00, current 60.00,
+    /// attempted 50.00"; a refused tip is the attempted amount).
+    pub fn figures(&self) -> (Option<Money>, Option<Money>, Option<Money>) {
+        match self {
+            Refusal::PerPaymentLimit { limit, attempted } => (Some(*limit), None, Some(*attempted)),
+            Refusal::PerOrderLimit {
+                limit,
+                current,
+                attempted,
+            }
+            | Refusal::PerCardLimit {
+                limit,
+                current,
+                attempted,
+            }
+            | Refusal::DeviceAmountLimit {
+                limit,
+                current,
+                attempted,
+            } => (Some(*limit), Some(*current), Some(*attempted)),
+            Refusal::TipsRefused { tip } => (None, None, Some(*tip)),
+            _ => (None, None, None),
+        }
+    }
+
     /// The refusal's name, e.g. `"PerOrderLimit"`: what the app matches on.
     pub fn kind(&self) -> &'static str {
         match self {
