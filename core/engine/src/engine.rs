@@ -25,8 +25,8 @@ use crate::error::{PosError, Result};
 use crate::events::{EventBus, EventListener, PosEvent, Subscription};
 use crate::forwarder::{Forwarding, ForwardingBlockedReason, ForwardingConfig, StepEffects};
 use crate::gateway::{Gateway, GatewayDecision, GatewayError};
-use crate::ledger::OfflinePayment;
 use crate::inbox::{InboxView, OrderSource, RefreshOutcome};
+use crate::ledger::OfflinePayment;
 use crate::ledger::{Ledger, Settings, Write};
 use crate::lifecycle::StaffId;
 use crate::lifecycle::{
@@ -310,7 +310,9 @@ pub(crate) struct OrderSourceSlot(Mutex<Option<Arc<dyn OrderSource>>>);
 impl std::fmt::Debug for OrderSourceSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let set = self.0.lock().map(|s| s.is_some()).unwrap_or(false);
-        f.debug_struct("OrderSourceSlot").field("set", &set).finish()
+        f.debug_struct("OrderSourceSlot")
+            .field("set", &set)
+            .finish()
     }
 }
 
