@@ -21,7 +21,6 @@ use pos_bluez_double::{app_reader_config, bus, BlueZ};
 use pos_reader::sim::Presented;
 use pos_rules::card_seal::CardSecret;
 use pos_rules::policy::{EntryMode, Network};
-use tokio::io::AsyncBufReadExt as _;
 use tokio::signal::unix::{signal, SignalKind};
 
 const USAGE: &str = "usage: bluez-double [--mtu 23..517] [--rssi DBM] [--address MAC] [--name NAME] \
@@ -138,6 +137,22 @@ fn card(pan: &str, entry: EntryMode) -> Presented {
     }
 }
 
+/// Standard input's lines, read on a thread of its own: tokio's `stdin`
+/// would keep the runtime from shutting down (after SIGTERM) while its
+/// blocking read waits.
+fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let o = match parse(std::env::args().skip(1)) {
@@ -208,13 +223,13 @@ async fn main() -> ExitCode {
         &o.pan[o.pan.len().saturating_sub(4)..],
     );
 
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut lines = stdin_lines();
     let why = loop {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            line = lines.next_line() => match line {
-                Ok(Some(line)) => {
+            line = lines.recv() => match line {
+                Some(line) => {
                     let mut words = line.split_whitespace();
                     match (words.next(), words.next()) {
                         (Some("tap"), Some(pan)) if !is_pan(pan) => {
@@ -228,7 +243,7 @@ async fn main() -> ExitCode {
                         (Some(other), _) => eprintln!("bluez-double: unknown command {other:?}"),
                     }
                 }
-                Ok(None) | Err(_) => break "standard input closed",
+                None => break "standard input closed",
             },
         }
     };
