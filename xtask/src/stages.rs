@@ -224,10 +224,13 @@ fn powercut_test(cuts: Option<&str>) -> Command {
     c
 }
 
-/// Builds the unstripped debug `libpos_ffi.so` the harnesses load.
+/// Builds the unstripped debug `libpos_ffi.so` the harnesses load, with
+/// the btleplug transport (`BleCentral`, which the Kotlin harness runs
+/// against the BlueZ double), and the double itself.
 pub fn build_ffi_library() -> Result<PathBuf, String> {
     banner("ffi library");
-    run(cargo().args(["build", "-p", "pos-ffi"]))?;
+    run(cargo().args(["build", "-p", "pos-ffi", "--features", "ble"]))?;
+    run(cargo().args(["build", "-p", "pos-bluez-double", "--bin", "bluez-double"]))?;
     let lib = target_dir()
         .join("debug")
         .join(format!("libpos_ffi.{}", std::env::consts::DLL_EXTENSION));
@@ -339,7 +342,18 @@ fn kotlin_inner(lib: &Path, home: &Path) -> Result<(u64, u64, Option<String>), S
     sources.extend(files_with_ext(&root.join("src"), "kt"));
     let classes = build.join("classes");
     compile_kotlin(home, &jars, &sources, &classes)?;
-    let (passed, failed, problem) = junit_console(lib_dir, &jars, &junit, &classes)?;
+    // `BleCentralTest` runs btleplug against the BlueZ double, on its own
+    // private system bus; the other tests do not touch it.
+    let double = BluezDouble::start()?;
+    let run = junit_console(
+        lib_dir,
+        &jars,
+        &junit,
+        &classes,
+        &[("DBUS_SYSTEM_BUS_ADDRESS", double.address.as_str())],
+    );
+    double.stop();
+    let (passed, failed, problem) = run?;
 
     // The Android demo's model: plain Kotlin over the bindings' main sources
     // only (as the app's Gradle build sees the library module), with its tests.
@@ -349,7 +363,7 @@ fn kotlin_inner(lib: &Path, home: &Path) -> Result<(u64, u64, Option<String>), S
     sources.extend(files_with_ext(&demo.join("src"), "kt"));
     let classes = demo.join("build/classes");
     let (dp, df, dproblem) = match compile_kotlin(home, &jars, &sources, &classes)
-        .and_then(|()| junit_console(lib_dir, &jars, &junit, &classes))
+        .and_then(|()| junit_console(lib_dir, &jars, &junit, &classes, &[]))
     {
         Ok(r) => r,
         Err(e) => (0, 0, Some(e)),
@@ -357,6 +371,49 @@ fn kotlin_inner(lib: &Path, home: &Path) -> Result<(u64, u64, Option<String>), S
     println!("android-demo: {dp} passed, {df} failed (counted in the kotlin line)");
     let dproblem = dproblem.map(|p| format!("android-demo: {p}"));
     Ok((passed + dp, failed + df, problem.or(dproblem)))
+}
+
+/// The BlueZ double (`tests/bluez`, `bluez-double`) as a process: a
+/// private `dbus-daemon` and one simulated reader behind btleplug's BlueZ.
+struct BluezDouble {
+    child: std::process::Child,
+    address: String,
+}
+
+impl BluezDouble {
+    /// Starts it and waits for the bus address it prints once ready.
+    fn start() -> Result<BluezDouble, String> {
+        use std::io::BufRead as _;
+        let bin = target_dir().join("debug").join("bluez-double");
+        let mut child = Command::new(&bin)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let mut line = String::new();
+        let read = child
+            .stdout
+            .take()
+            .map(|out| std::io::BufReader::new(out).read_line(&mut line));
+        let address = line
+            .trim()
+            .strip_prefix("DBUS_SYSTEM_BUS_ADDRESS=")
+            .map(str::to_owned);
+        match (read, address) {
+            (Some(Ok(_)), Some(address)) => Ok(BluezDouble { child, address }),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(format!("the BlueZ double did not start (it printed {line:?})"))
+            }
+        }
+    }
+
+    /// Closes its stdin (it then stops its bus) and waits for it.
+    fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
 }
 
 /// Compiles `sources` into `classes` with kotlinc, unless the same sources,
@@ -401,12 +458,14 @@ fn junit_console(
     jars: &[PathBuf],
     junit: &Path,
     classes: &Path,
+    env: &[(&str, &str)],
 ) -> Result<(u64, u64, Option<String>), String> {
     let mut run_cp = vec![classes.to_path_buf()];
     run_cp.extend(jars.iter().filter(|j| j.as_path() != junit).cloned());
     let run_cp = std::env::join_paths(&run_cp).map_err(|e| e.to_string())?;
     let (ok, out) = run_tee(
         Command::new("java")
+            .envs(env.iter().copied())
             .arg(format!("-Djna.library.path={}", lib_dir.display()))
             // ScenarioTest's folder when POS_SCENARIOS is not set (that and
             // POS_SCENARIO reach the JVM through the environment).
