@@ -404,7 +404,9 @@ impl BluezDouble {
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                Err(format!("the BlueZ double did not start (it printed {line:?})"))
+                Err(format!(
+                    "the BlueZ double did not start (it printed {line:?})"
+                ))
             }
         }
     }
