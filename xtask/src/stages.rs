@@ -534,6 +534,32 @@ fn swift_inner(lib: &Path, swift: &Swift) -> Result<(u64, u64, Option<String>), 
     if let Some(name) = &only {
         env.push_str(&format!(" POS_SCENARIO={}", quote(name)));
     }
+    let (passed, failed, problem) = swift_package_tests(&pkg, &env, swift, &scenarios)?;
+
+    // The iOS demo's app model (ios-demo/PosDemoKit), a package over this one
+    // by relative path: built and tested the same way, in the same Swift root
+    // (the checkout is mounted there at its own path, so ../../bindings/swift
+    // resolves); its tests count in the swift totals.
+    let demo = workspace_root().join("ios-demo/PosDemoKit");
+    let (dp, df, dproblem) = match swift_package_tests(&demo, &env, swift, &scenarios) {
+        Ok(r) => r,
+        Err(e) => (0, 0, Some(e)),
+    };
+    println!("ios-demo: {dp} passed, {df} failed (counted in the swift line)");
+    let dproblem = dproblem.map(|p| format!("ios-demo: {p}"));
+    Ok((passed + dp, failed + df, problem.or(dproblem)))
+}
+
+/// `swift build --build-tests` then `swift test` in the package `pkg`,
+/// natively or in the trixie root, with `env` (an `export ...` line);
+/// returns (passed, failed, problem) from XCTest's last summary line.
+fn swift_package_tests(
+    pkg: &Path,
+    env: &str,
+    swift: &Swift,
+    scenarios: &Path,
+) -> Result<(u64, u64, Option<String>), String> {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
     let script = format!(
         "cd {} && {env} && swift build --build-tests 2>&1 && \
          swift test --skip-build --disable-swift-testing 2>&1",
@@ -541,7 +567,7 @@ fn swift_inner(lib: &Path, swift: &Swift) -> Result<(u64, u64, Option<String>), 
     );
     let (ok, out) = match swift {
         Swift::Native => run_tee(Command::new("bash").args(["-c", &script]))?,
-        Swift::Root(root) => run_tee(&mut in_swift_root(root, &script, &scenarios)?)?,
+        Swift::Root(root) => run_tee(&mut in_swift_root(root, &script, scenarios)?)?,
     };
     // XCTest's last "Executed N tests, with M failures" line is the total.
     let last = out
