@@ -102,7 +102,8 @@ fn banner(title: &str) {
     println!("\n== {title} ==");
 }
 
-/// Formatting, lints, then every Rust test of the workspace, with the
+/// Formatting, the layering rules, lints, the API docs (`cargo doc` with
+/// `-D warnings`), then every Rust test of the workspace, with the
 /// btleplug transport (`pos-reader/ble`) built and linked. The
 /// `uniffi-bindgen` crate is left out so that its `cli` feature does not leak
 /// into the pos-ffi build (and force a rebuild of it).
@@ -165,6 +166,16 @@ pub fn rust() -> Outcome {
             0,
             Some("cargo clippy found problems".into()),
         );
+    }
+    // The API docs build without a warning (broken or private links).
+    if let Err(e) = run(cargo().env("RUSTDOCFLAGS", "-D warnings").args([
+        "doc",
+        "--no-deps",
+        "--workspace",
+        "--exclude",
+        "uniffi-bindgen",
+    ])) {
+        return finish(Stage::Rust, started, 0, 0, Some(format!("cargo doc: {e}")));
     }
     let (ok, out) = match run_tee(cargo().args([
         "test",
