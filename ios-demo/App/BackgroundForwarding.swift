@@ -1,12 +1,8 @@
 // Not built on these machines (no Xcode): reference code.
 //
 // BGTaskScheduler wakes the app at the screen's `wakeUpAtMs`: the engine's
-// `nextProbeAtMs()` while not online, else the nearest payment deadline
-// (`status().nextDeadlineMs`). A `nextWakeUpMs()` does NOT exist in the FFI
-// yet: the engine's own next wake-up (pos-core `PosEngine::next_wake_at`:
-// retries, probes, deadlines, the processor's Retry-After) is not exported,
-// so forwarding retries are not scheduled here; the engine's own driver
-// retries them while the process lives. iOS decides when a BGAppRefreshTask
+// `status().nextWakeUpMs` (a retry, a deadline, a probe while offline, a
+// session warning, never before the processor's Retry-After). iOS decides when a BGAppRefreshTask
 // really runs (`earliestBeginDate` is a lower bound), so deadlines are never
 // guaranteed from the background. Info.plist: BGTaskSchedulerPermittedIdentifiers
 // with the identifier below, UIBackgroundModes `fetch`.

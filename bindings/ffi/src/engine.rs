@@ -119,6 +119,11 @@ pub struct EngineStatus {
     pub acceptance_closes_at_ms: Option<i64>,
     pub next_deadline_ms: Option<i64>,
     pub time_left_ms: Option<i64>,
+    /// When the engine next has something to do by itself (a retry, a
+    /// deadline, a probe while offline, a session warning): schedule
+    /// background work (WorkManager, BGTaskScheduler) for then and call
+    /// `tick`. Null: nothing is scheduled.
+    pub next_wake_up_ms: Option<i64>,
     pub signed_in: Option<String>,
     /// The store's rollback anchor (always kept by a `KeyProvider`).
     pub anchor: Option<AnchorStatus>,
@@ -175,6 +180,7 @@ impl From<core::EngineStatus> for EngineStatus {
             session_started_at_ms: s.session_started_at.map(ts),
             acceptance_closes_at_ms: s.acceptance_closes_at.map(ts),
             next_deadline_ms: s.next_deadline.map(ts),
+            next_wake_up_ms: s.next_wake_up.map(ts),
             time_left_ms: s.time_left_ms,
             signed_in: s.signed_in.map(|id| id.as_str().to_owned()),
             anchor: s.anchor.map(Into::into),
@@ -602,11 +608,6 @@ impl PosEngine {
     /// Expires payments past their deadline and raises session warnings.
     pub async fn tick(&self) -> Result<TickReport, PosError> {
         Ok(self.inner.tick().await?.into())
-    }
-
-    /// When the next status probe of the processor is due (ms since the epoch).
-    pub fn next_probe_at_ms(&self) -> Result<i64, PosError> {
-        Ok(self.inner.next_probe_at()?.millis())
     }
 
     /// The audit log as CSV, for reconciliation (B12): ids, amounts, staff

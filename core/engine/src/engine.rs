@@ -177,6 +177,10 @@ pub struct EngineStatus {
     pub next_deadline: Option<Timestamp>,
     /// Milliseconds left before `next_deadline` (0 when past).
     pub time_left_ms: Option<i64>,
+    /// When the engine next has something to do by itself
+    /// ([`PosEngine::next_wake_up`]): when an app not running should be
+    /// woken (WorkManager, BGTaskScheduler) to call `tick`.
+    pub next_wake_up: Option<Timestamp>,
     pub signed_in: Option<StaffId>,
     /// The store's rollback anchor; `None` when the store keeps none (a
     /// memory store, or a key provider that keeps no anchors).
@@ -727,6 +731,7 @@ impl PosEngine {
     /// The status, also after close (for a subscriber's first snapshot).
     fn status_now(&self) -> Result<EngineStatus> {
         let now = self.now();
+        let next_wake_up = self.next_wake_up_at();
         let s = self.state();
         let settings = s.settings();
         let totals = totals(&s.ledger)?;
@@ -758,6 +763,7 @@ impl PosEngine {
                 .map(OfflineSession::acceptance_closes_at),
             next_deadline,
             time_left_ms: next_deadline.map(|d| crate::clock::duration_ms(now.until(d))),
+            next_wake_up,
             signed_in: s.staff.as_ref().map(|st| st.staff_id.clone()),
             anchor: self
                 .inner
@@ -1474,6 +1480,72 @@ impl PosEngine {
 /// handle's accessors: shared by the checkout (online payments) and the
 /// forwarding rounds.
 impl PosEngine {
+    /// When the forwarding driver next has something to do by itself, on
+    /// the trusted clock: a retry falls due (online), a payment's deadline
+    /// passes, or a probe is due (offline); never before the processor's
+    /// `Retry-After` ends. `None` when nothing is scheduled.
+    pub fn next_wake_at(&self) -> Option<Timestamp> {
+        let now = self.now();
+        let next = {
+            let s = self.state();
+            let online = matches!(s.connectivity.state(), ConnectivityState::Online { .. });
+            let mut next: Option<Timestamp> = None;
+            for p in s.ledger.payments.values() {
+                // A retry matters only online: offline the probe schedule
+                // decides when to look again (a retry already due would
+                // otherwise make the driver probe in a loop).
+                let t = match &p.state {
+                    PaymentState::FailedToForward {
+                        next_retry_at: Some(t),
+                        ..
+                    } if online => Some((*t).min(p.deadline)),
+                    PaymentState::Pending | PaymentState::FailedToForward { .. } => {
+                        Some(p.deadline)
+                    }
+                    _ => None,
+                };
+                next = match (next, t) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            if !online {
+                let probe = s.connectivity.next_probe_at();
+                next = Some(next.map_or(probe, |n| n.min(probe)));
+            }
+            next
+        };
+        // Nothing starts before the processor's `Retry-After` ends.
+        match (next, self.inner.forwarding.busy_until(now)) {
+            (Some(t), Some(busy)) => Some(t.max(busy)),
+            (next, _) => next,
+        }
+    }
+
+    /// When the engine next has something to do by itself, on the trusted
+    /// clock: [`next_wake_at`](Self::next_wake_at) (a retry, a deadline, a
+    /// probe) or a session warning (the acceptance window's close, a
+    /// deadline threshold). Apps schedule their background work for then
+    /// (WorkManager, BGTaskScheduler) and call `tick`. `None`: nothing is
+    /// scheduled.
+    pub fn next_wake_up(&self) -> Result<Option<Timestamp>> {
+        self.check_open()?;
+        Ok(self.next_wake_up_at())
+    }
+
+    fn next_wake_up_at(&self) -> Option<Timestamp> {
+        let warning = self
+            .state()
+            .settings_ref()
+            .session
+            .as_ref()
+            .and_then(|s| s.next_warning_at());
+        match (self.next_wake_at(), warning) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     pub(crate) fn emit_payment(&self, p: &OfflinePayment) {
         let order_status = {
             let s = self.state();

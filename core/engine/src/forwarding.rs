@@ -38,7 +38,6 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::clock::Timestamp;
 use crate::connectivity::{ConnectivityState, ProbeOutcome};
 use crate::engine::{PosEngine, State};
 use crate::error::{PosError, Result};
@@ -638,48 +637,6 @@ impl PosEngine {
         match next {
             Some(t) => now.until(t).clamp(MIN, IDLE),
             None => IDLE,
-        }
-    }
-
-    /// When the forwarding driver next has something to do by itself, on
-    /// the trusted clock: a retry falls due (online), a payment's deadline
-    /// passes, or a probe is due (offline); never before the processor's
-    /// `Retry-After` ends. `None` when nothing is scheduled.
-    pub fn next_wake_at(&self) -> Option<Timestamp> {
-        let now = self.now();
-        let next = {
-            let s = self.state();
-            let online = matches!(s.connectivity.state(), ConnectivityState::Online { .. });
-            let mut next: Option<Timestamp> = None;
-            for p in s.ledger.payments.values() {
-                // A retry matters only online: offline the probe schedule
-                // decides when to look again (a retry already due would
-                // otherwise make the driver probe in a loop).
-                let t = match &p.state {
-                    PaymentState::FailedToForward {
-                        next_retry_at: Some(t),
-                        ..
-                    } if online => Some((*t).min(p.deadline)),
-                    PaymentState::Pending | PaymentState::FailedToForward { .. } => {
-                        Some(p.deadline)
-                    }
-                    _ => None,
-                };
-                next = match (next, t) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
-            if !online {
-                let probe = s.connectivity.next_probe_at();
-                next = Some(next.map_or(probe, |n| n.min(probe)));
-            }
-            next
-        };
-        // Nothing starts before the processor's `Retry-After` ends.
-        match (next, self.inner.forwarding.busy_until(now)) {
-            (Some(t), Some(busy)) => Some(t.max(busy)),
-            (next, _) => next,
         }
     }
 }

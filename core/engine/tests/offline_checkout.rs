@@ -1583,3 +1583,27 @@ fn a_relative_data_dir_is_refused() {
         Err(PosError::InvalidConfig { .. })
     ));
 }
+
+/// The next wake-up an app schedules background work for: the earliest of
+/// the next probe (offline), a payment's deadline and the session's next
+/// warning. Once the clock gets there, `tick` has the warning to give.
+#[tokio::test]
+async fn the_next_wake_up_is_the_earliest_probe_deadline_or_warning() {
+    let rig = Rig::offline().await;
+    let order = rig.order(1_000).await;
+    let paid = rig.pay(&order, 1_000).await.unwrap();
+    let wake = rig
+        .engine
+        .next_wake_up()
+        .unwrap()
+        .expect("something is scheduled");
+    assert!(wake <= rig.engine.next_probe_at().unwrap());
+    assert!(wake <= paid.deadline);
+    // Nor after the acceptance window's close, a session warning.
+    let session = rig.engine.status().unwrap();
+    if let Some(closes) = session.acceptance_closes_at {
+        assert!(wake <= closes);
+    }
+    rig.engine.close();
+    assert!(matches!(rig.engine.next_wake_up(), Err(PosError::Closed)));
+}

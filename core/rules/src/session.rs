@@ -300,6 +300,27 @@ impl OfflineSession {
         self.deadline_for_new_payment(at)
     }
 
+    /// When the next warning of [`due_warnings`](Self::due_warnings) falls
+    /// due, if one is still to come: a deadline threshold not yet reached
+    /// (once an offline payment was taken), or the acceptance window's close.
+    pub fn next_warning_at(&self) -> Option<Timestamp> {
+        let mut next: Option<Timestamp> = None;
+        let mut consider = |t: Timestamp| next = Some(next.map_or(t, |n| n.min(t)));
+        if let (Some(deadline), Some(_)) = (self.deadline(), self.first_offline_payment_at) {
+            for threshold in &self.rules.warnings_before_deadline {
+                if !self.deadline_warnings_emitted.contains(threshold) {
+                    consider(Timestamp(
+                        deadline.0.saturating_sub(duration_ms(*threshold)),
+                    ));
+                }
+            }
+        }
+        if !self.acceptance_closed_emitted {
+            consider(self.acceptance_closes_at());
+        }
+        next
+    }
+
     /// The warnings that became due at `now`, each returned exactly once over
     /// the life of the session:
     /// - one per threshold of `warnings_before_deadline`, when time left drops
@@ -576,6 +597,25 @@ mod tests {
         assert_eq!(w.deadline, Some(t(24 * HOUR)));
         assert_eq!(w.time_left, Some(12 * HOUR));
         assert_eq!(s.deadline_warnings_emitted(), &[12 * HOUR, HOUR, 15 * MIN]);
+    }
+
+    /// The next warning's time is exactly when `due_warnings` first returns
+    /// it: an app woken then (WorkManager, BGTask) misses none.
+    #[test]
+    fn the_next_warning_is_due_exactly_when_announced() {
+        let mut s = phone();
+        assert_eq!(s.next_warning_at(), Some(t(HOUR)), "the window's close");
+        s.record_offline_payment(t(10 * MIN));
+        let mut seen = 0;
+        while let Some(at) = s.next_warning_at() {
+            assert!(
+                s.due_warnings(Timestamp(at.0 - 1)).is_empty(),
+                "early at {at:?}"
+            );
+            assert!(!s.due_warnings(at).is_empty(), "nothing at {at:?}");
+            seen += 1;
+        }
+        assert_eq!(seen, 4);
     }
 
     #[test]

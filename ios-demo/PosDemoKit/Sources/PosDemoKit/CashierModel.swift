@@ -722,7 +722,7 @@ public actor CashierModel {
         s.logout = logout
         s.notices = notices
         s.audit = audit
-        s.wakeUpAtMs = try wakeUpAt(e, status)
+        s.wakeUpAtMs = wakeUpAt(status)
         s.demo = Self.demoPanel(env)
         return s
     }
@@ -862,15 +862,10 @@ public actor CashierModel {
             entryModes: p.allowedEntryModes.map(Fmt.entryMode).joined(separator: ", "))
     }
 
-    /// When to wake the app if it is not running: the next probe while not
-    /// online, else the nearest payment deadline. The engine has a wider
-    /// notion (`next_wake_at` in pos-core: retries too) that the FFI does not
-    /// export yet (no `nextWakeUpMs()`); `nextProbeAtMs()` is the only
-    /// wake-up it gives.
-    private func wakeUpAt(_ e: PosEngine, _ status: EngineStatus) throws -> Int64? {
-        var probe: Int64?
-        if case .online = status.connectivity {} else { probe = try e.nextProbeAtMs() }
-        return [probe, status.nextDeadlineMs].compactMap { $0 }.min()
+    /// When to wake the app if it is not running: the engine's next wake-up
+    /// (a retry, a deadline, a probe while offline, a session warning).
+    private func wakeUpAt(_ status: EngineStatus) -> Int64? {
+        status.nextWakeUpMs
     }
 }
 

@@ -710,7 +710,7 @@ class CashierModel(private val env: CashierEnvironment) {
             logout = logout,
             notices = notices.toList(),
             audit = audit,
-            wakeUpAtMs = wakeUpAt(e, status),
+            wakeUpAtMs = wakeUpAt(status),
             demo = demoPanel(),
         )
     }
@@ -886,13 +886,8 @@ class CashierModel(private val env: CashierEnvironment) {
     }
 
     /**
-     * When to wake the app if it is not running: the next probe while not
-     * online, else the nearest payment deadline. The engine has a wider
-     * notion (`next_wake_at` in pos-core: retries too) that the FFI does
-     * not export yet; `nextProbeAtMs()` is the only wake-up it gives.
+     * When to wake the app if it is not running: the engine's next wake-up
+     * (a retry, a deadline, a probe while offline, a session warning).
      */
-    private fun wakeUpAt(e: PosEngine, status: EngineStatus): Long? {
-        val probe = if (status.connectivity is ConnectivityStatus.Online) null else e.nextProbeAtMs()
-        return listOfNotNull(probe, status.nextDeadlineMs).minOrNull()
-    }
+    private fun wakeUpAt(status: EngineStatus): Long? = status.nextWakeUpMs
 }

@@ -18,13 +18,9 @@ import org.poscore.demo.app.PosApplication
  * payments are forwarded soon after it is back, R3) or a payment's
  * deadline (so it is expired and reported, R8).
  *
- * When: `CashierScreen.wakeUpAtMs`, which the model takes from the engine:
- * `nextProbeAtMs()` while not online, else the nearest payment deadline
- * (`status().nextDeadlineMs`). The engine's own notion of its next wake-up
- * (pos-core `PosEngine::next_wake_at`: retries, probes, deadlines, the
- * processor's Retry-After) is not exported by the FFI: there is no
- * `nextWakeUpMs()` yet, so retries after a failed forward are not scheduled
- * here; the engine's driver retries them while the process lives.
+ * When: `CashierScreen.wakeUpAtMs`, which the model takes from the engine's
+ * `status().nextWakeUpMs`: a retry, a deadline, a probe while offline or a
+ * session warning, never before the processor's Retry-After.
  *
  * The engine's clock is its trusted clock (ms since the epoch), not
  * `System.currentTimeMillis()`; the small difference only shifts a wake-up.
