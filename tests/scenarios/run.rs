@@ -8,14 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour};
 use pos_core::clock::{Timestamp, VirtualClock};
 use pos_core::connectivity::{ConnectivityState, ProbeOutcome};
-use pos_core::crypto::{FileKeyProvider, Kek, KeyError, KeyProvider};
+use pos_core::crypto::FileKeyProvider;
 use pos_core::engine::{EngineConfig, StaffSession};
 use pos_core::forwarding::ForwardingConfig;
 use pos_core::gateway::StaticToken;
@@ -34,6 +34,7 @@ use pos_reader::client::ReaderClient;
 use pos_reader::link::MemoryLink;
 use pos_reader::sim::{Presented, SimReader, SimReaderConfig};
 use pos_sim::{ChargeOutcome, FaultMode, FaultPlan, SimConfig, Simulator};
+use pos_test_support::keys::LockableKeys;
 use serde_json::Value;
 
 const DEVICE: &str = "till-1";
@@ -235,11 +236,11 @@ impl Run {
             std::env::temp_dir().join(format!("pos-scenario-{}-{n}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let keys = Arc::new(LockableKeys {
-            inner: FileKeyProvider::open_or_create(dir.with_extension("kek"))
+        let keys = Arc::new(LockableKeys::new(
+            FileKeyProvider::open_or_create(dir.with_extension("kek"))
                 .map_err(|e| e.to_string())?,
-            locked: AtomicBool::new(false),
-        });
+            false,
+        ));
         let start = setup["start"].as_i64().unwrap_or(1_800_000_000_000);
         let clock = VirtualClock::new(Timestamp(start));
         let seed = setup["seed"].as_u64().unwrap_or(1);
@@ -731,7 +732,7 @@ impl Run {
                 let b = step["locked"]
                     .as_bool()
                     .ok_or("\"locked\" must be a boolean")?;
-                self.keys.locked.store(b, Ordering::SeqCst);
+                self.keys.set_locked(b);
                 (format!("lock {b}"), "ok".into())
             }
             "reopen" => {
@@ -959,41 +960,6 @@ fn alias_key(a: &str) -> (usize, String) {
     (a.len(), a.to_owned())
 }
 
-/// The platform keystore of the scenario: a key file that `lock` makes
-/// unavailable, as a locked phone's keystore is (B8).
-#[derive(Debug)]
-struct LockableKeys {
-    inner: FileKeyProvider,
-    locked: AtomicBool,
-}
-
-impl KeyProvider for LockableKeys {
-    fn key_encryption_key(&self) -> Result<Kek, KeyError> {
-        if self.locked.load(Ordering::SeqCst) {
-            return Err(KeyError::Unavailable);
-        }
-        self.inner.key_encryption_key()
-    }
-
-    fn keeps_anchors(&self) -> bool {
-        self.inner.keeps_anchors()
-    }
-
-    fn save_anchor(&self, store_id: &str, anchor: &[u8]) -> Result<(), KeyError> {
-        if self.locked.load(Ordering::SeqCst) {
-            return Err(KeyError::Unavailable);
-        }
-        self.inner.save_anchor(store_id, anchor)
-    }
-
-    fn load_anchor(&self, store_id: &str) -> Result<Option<Vec<u8>>, KeyError> {
-        if self.locked.load(Ordering::SeqCst) {
-            return Err(KeyError::Unavailable);
-        }
-        self.inner.load_anchor(store_id)
-    }
-}
-
 async fn open(
     dir: &Path,
     keys: &Arc<LockableKeys>,
@@ -1065,18 +1031,8 @@ fn error(e: &PosError) -> String {
             }
             s
         }
-        other => format!("error {}", variant(other)),
+        other => format!("error {}", other.kind()),
     }
-}
-
-/// The variant's name, as the FFI's `PosError` calls it.
-fn variant(e: &PosError) -> String {
-    let debug = format!("{e:?}");
-    debug
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .next()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 fn connectivity(c: &ConnectivityState) -> String {

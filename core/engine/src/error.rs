@@ -153,6 +153,35 @@ impl From<StoreError> for PosError {
 }
 
 impl PosError {
+    /// The variant's name, e.g. `"InvalidInput"`: the name the FFI's
+    /// `PosError` gives the same case (scenario transcripts print it).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PosError::InvalidConfig { .. } => "InvalidConfig",
+            PosError::InvalidInput { .. } => "InvalidInput",
+            PosError::InvalidPolicy { .. } => "InvalidPolicy",
+            PosError::Refused { .. } => "Refused",
+            PosError::OnlineRequired => "OnlineRequired",
+            PosError::RouteChanged { .. } => "RouteChanged",
+            PosError::OnlineUnavailable => "OnlineUnavailable",
+            PosError::ReaderNotPaired { .. } => "ReaderNotPaired",
+            PosError::CardReadMismatch { .. } => "CardReadMismatch",
+            PosError::AccountMismatch { .. } => "AccountMismatch",
+            PosError::DuplicatePayment { .. } => "DuplicatePayment",
+            PosError::NotFound { .. } => "NotFound",
+            PosError::NotSignedIn => "NotSignedIn",
+            PosError::ActionRefused { .. } => "ActionRefused",
+            PosError::InvalidTransition { .. } => "InvalidTransition",
+            PosError::StoreLocked => "StoreLocked",
+            PosError::WrongKey => "WrongKey",
+            PosError::StoreIntegrity { .. } => "StoreIntegrity",
+            PosError::Storage { .. } => "Storage",
+            PosError::Closed => "Closed",
+            PosError::OrderSourceFailed { .. } => "OrderSourceFailed",
+            PosError::Internal { .. } => "Internal",
+        }
+    }
+
     pub(crate) fn duplicate(id: &PaymentId) -> Self {
         PosError::DuplicatePayment {
             payment_id: id.as_str().to_owned(),
@@ -161,3 +190,30 @@ impl PosError {
 }
 
 pub type Result<T, E = PosError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `kind` is the name `Debug` prints first, for every variant built here.
+    #[test]
+    fn a_kind_is_its_variant_name() {
+        let reason = || "r".to_owned();
+        let all = [
+            PosError::InvalidConfig { reason: reason() },
+            PosError::InvalidInput { reason: reason() },
+            PosError::OnlineRequired,
+            PosError::NotFound { what: reason() },
+            PosError::NotSignedIn,
+            PosError::StoreLocked,
+            PosError::WrongKey,
+            PosError::Storage { reason: reason() },
+            PosError::Closed,
+            PosError::OrderSourceFailed { reason: reason() },
+            PosError::Internal { reason: reason() },
+        ];
+        for e in all {
+            assert!(format!("{e:?}").starts_with(e.kind()), "{e:?}");
+        }
+    }
+}

@@ -29,6 +29,7 @@ use pos_core::store::{Store, StoreError};
 use pos_core::{EngineConfig, PosEngine, PosError};
 
 use pos_test_support as support;
+use support::keys::LockableKeys;
 
 const T0: Timestamp = Timestamp(1_800_000_000_000);
 
@@ -248,31 +249,6 @@ fn tampered_at(e: &StoreError) -> u64 {
     match e {
         StoreError::Tampered { seq, .. } => *seq,
         other => panic!("expected Tampered, got {other:?}"),
-    }
-}
-
-/// A provider the test can lock, like a phone's keystore (B8).
-#[derive(Debug)]
-struct Lockable {
-    inner: FileKeyProvider,
-    locked: AtomicBool,
-}
-
-impl KeyProvider for Lockable {
-    fn key_encryption_key(&self) -> Result<Kek, KeyError> {
-        if self.locked.load(Ordering::SeqCst) {
-            return Err(KeyError::Unavailable);
-        }
-        self.inner.key_encryption_key()
-    }
-    fn keeps_anchors(&self) -> bool {
-        self.inner.keeps_anchors()
-    }
-    fn save_anchor(&self, store_id: &str, anchor: &[u8]) -> Result<(), KeyError> {
-        self.inner.save_anchor(store_id, anchor)
-    }
-    fn load_anchor(&self, store_id: &str) -> Result<Option<Vec<u8>>, KeyError> {
-        self.inner.load_anchor(store_id)
     }
 }
 
@@ -542,21 +518,21 @@ async fn a_swapped_wrapped_key_is_refused() {
 #[tokio::test]
 async fn a_locked_key_is_a_typed_locked_error_and_keeps_everything() {
     let rig = Rig::new("locked").await;
-    let lockable = Arc::new(Lockable {
-        inner: FileKeyProvider::open_or_create(rig.dir.join("kek")).unwrap(),
-        locked: AtomicBool::new(true),
-    });
+    let lockable = Arc::new(LockableKeys::new(
+        FileKeyProvider::open_or_create(rig.dir.join("kek")).unwrap(),
+        true,
+    ));
     let e = rig.refused_with(lockable.clone()).await;
     assert_eq!(e, StoreError::Locked);
     assert_eq!(PosError::from(e), PosError::StoreLocked);
-    lockable.locked.store(false, Ordering::SeqCst);
+    lockable.set_locked(false);
     let s = rig.open_with(lockable.clone()).await.unwrap();
     assert_eq!(s.load().await.unwrap().len(), 6);
     s.close().await;
 
     // Creating a store while locked creates nothing.
     let fresh = rig.dir.join("new.db");
-    lockable.locked.store(true, Ordering::SeqCst);
+    lockable.set_locked(true);
     assert_eq!(
         SqliteStore::open(&fresh, lockable.clone())
             .await

@@ -11,6 +11,7 @@
     missing_debug_implementations
 )]
 
+pub mod keys;
 pub mod reader;
 pub mod rig;
 pub mod rng;
