@@ -1584,26 +1584,34 @@ fn a_relative_data_dir_is_refused() {
     ));
 }
 
-/// The next wake-up an app schedules background work for: the earliest of
-/// the next probe (offline), a payment's deadline and the session's next
-/// warning. Once the clock gets there, `tick` has the warning to give.
+/// The next wake-up an app schedules background work for: offline, the
+/// earliest of the next probe, a payment's deadline and the session's next
+/// warning; online with a payment pending (no retry scheduled), its
+/// deadline. The status carries the same time.
 #[tokio::test]
 async fn the_next_wake_up_is_the_earliest_probe_deadline_or_warning() {
     let rig = Rig::offline().await;
     let order = rig.order(1_000).await;
     let paid = rig.pay(&order, 1_000).await.unwrap();
-    let wake = rig
-        .engine
-        .next_wake_up()
-        .unwrap()
-        .expect("something is scheduled");
-    assert!(wake <= rig.engine.next_probe_at().unwrap());
-    assert!(wake <= paid.deadline);
-    // Nor after the acceptance window's close, a session warning.
-    let session = rig.engine.status().unwrap();
-    if let Some(closes) = session.acceptance_closes_at {
-        assert!(wake <= closes);
-    }
+    let status = rig.engine.status().unwrap();
+    let expected = [
+        Some(rig.engine.next_probe_at().unwrap()),
+        Some(paid.deadline),
+        status.acceptance_closes_at,
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    assert_eq!(rig.engine.next_wake_up().unwrap(), expected);
+    assert_eq!(status.next_wake_up, expected);
+    // Online (no probes) with the payment still pending and no retry
+    // scheduled: its deadline.
+    rig.online().await;
+    assert_eq!(rig.engine.next_wake_up().unwrap(), Some(paid.deadline));
+    assert_eq!(
+        rig.engine.status().unwrap().next_wake_up,
+        Some(paid.deadline)
+    );
     rig.engine.close();
     assert!(matches!(rig.engine.next_wake_up(), Err(PosError::Closed)));
 }
