@@ -891,18 +891,9 @@ impl Run {
             Err(e) => return Ok(error(&e)),
         };
         let card = &pos_sim::test_cards()[0];
-        self.sim_reader.present(Presented {
-            secret: card.secret(),
-            network: card.network,
-            entry_mode: EntryMode::Chip,
-        });
         let read = self
-            .reader
-            .lock()
-            .await
-            .take_card(&challenge, &[EntryMode::Chip], true)
-            .await
-            .map_err(|e| format!("the simulated reader failed: {e}"))?;
+            .read_card(&challenge, card, card.network, EntryMode::Chip)
+            .await?;
         Ok(match self.engine.confirm_card_payment(&pid, read).await {
             Ok(p) => format!("{} {}", self.alias(&p.id), status(p.status)),
             Err(e) => error(&e),
