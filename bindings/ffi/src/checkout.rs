@@ -16,7 +16,9 @@ use crate::types::{
 /// Who is signed in (R12 permission).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct StaffSession {
+    /// Their staff id, recorded on the payments they take and in the audit log.
     pub staff_id: String,
+    /// They hold the permission to accept offline card payments (R12).
     pub may_take_offline_payments: bool,
 }
 
@@ -25,20 +27,34 @@ pub struct StaffSession {
 pub struct NewOrder {
     /// The app's order id (idempotency key), or null to generate one.
     pub order_id: Option<String>,
+    /// The order's total; more than zero.
     pub total: Money,
+    /// The customer's email or phone, to collect a declined payment (R17).
     pub contact: Option<std::sync::Arc<CustomerContact>>,
 }
 
 mirror_enum!(
     /// How one card payment may use offline mode (B1).
-    OfflineBehaviour = co::OfflineBehaviour { RequireOnline, PreferOnline, ForceOffline }
+    OfflineBehaviour = co::OfflineBehaviour {
+        /// Online only: `OnlineRequired` while offline.
+        RequireOnline,
+        /// Online when the service is reachable, offline otherwise.
+        PreferOnline,
+        /// Offline even when online (a known-bad connection), if the policy allows it.
+        ForceOffline,
+    }
 );
 
 /// How a payment will be processed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum PaymentRoute {
+    /// Authorized online through the gateway at confirmation.
     Online,
-    Offline { reason: OfflineReason },
+    /// Taken offline: stored, then forwarded when the service is back.
+    Offline {
+        /// Why the payment goes offline.
+        reason: OfflineReason,
+    },
 }
 
 impl From<co::Route> for PaymentRoute {
@@ -55,6 +71,7 @@ impl From<co::Route> for PaymentRoute {
 /// A card payment the cashier starts.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct CardPaymentRequest {
+    /// The order it pays (all or part of).
     pub order_id: String,
     /// The app's idempotency key, or null to generate one (B2). It must be
     /// unique per device forever, across store resets and reinstalls too:
@@ -62,9 +79,13 @@ pub struct CardPaymentRequest {
     /// for (final ones included) is refused with `DuplicatePayment`; an id
     /// begun and cancelled was never sent and may be begun again.
     pub payment_id: Option<String>,
+    /// The amount applied to the order, before tip.
     pub amount: Money,
+    /// A tip charged on top of `amount` (offline only where the policy allows tips, R10).
     pub tip: Option<Money>,
+    /// Whether it may be taken offline (B1).
     pub behaviour: OfflineBehaviour,
+    /// Card, or a gift card or buy now, pay later (refused offline, R9, R10).
     pub tender: TenderKind,
 }
 
@@ -85,7 +106,9 @@ impl TryFrom<CardPaymentRequest> for co::CardPaymentRequest {
 /// What `begin_card_payment` decided: the payment's stable id and its route.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct PaymentDecision {
+    /// The payment's id, used for every attempt (B2).
     pub payment_id: String,
+    /// Online or offline; re-checked at confirmation (B1).
     pub route: PaymentRoute,
     /// What to hand `CardReader.takeCard`: the reader seals the card for it.
     pub challenge: CardChallenge,
@@ -96,9 +119,13 @@ pub struct PaymentDecision {
 /// for this payment. `confirmCardPayment` and the processor check it.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct CardChallenge {
+    /// The payment's id.
     pub payment_id: String,
+    /// This device's id.
     pub device_id: String,
+    /// The amount charged, tip included.
     pub amount: Money,
+    /// 16 random bytes, fresh for this payment.
     pub nonce: Vec<u8>,
 }
 
@@ -146,20 +173,43 @@ impl From<co::PaymentDecision> for PaymentDecision {
 /// One way an order is paid.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum Tender {
-    Cash { amount: Money },
-    OfflineCard { payment_id: String, amount: Money },
-    OnlineCard { payment_id: String, amount: Money },
+    /// Cash, paid at once.
+    Cash {
+        /// The amount paid.
+        amount: Money,
+    },
+    /// A card payment taken offline, stored until forwarded.
+    OfflineCard {
+        /// The payment's id.
+        payment_id: String,
+        /// The amount applied to the order, before tip.
+        amount: Money,
+    },
+    /// A card payment authorized online.
+    OnlineCard {
+        /// The payment's id.
+        payment_id: String,
+        /// The amount applied to the order, before tip.
+        amount: Money,
+    },
 }
 
 /// An order as the app shows it.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct OrderView {
+    /// The order's id.
     pub id: String,
+    /// The order's total.
     pub total: Money,
+    /// What its tenders paid, declined and expired card payments excluded.
     pub paid: Money,
+    /// What is left to pay: `total` minus `paid`.
     pub balance: Money,
+    /// Its badge (R15).
     pub status: OrderStatus,
+    /// Its tenders, in the order they were added.
     pub tenders: Vec<Tender>,
+    /// A redacted hint of the captured contact (`j***@e***.com`).
     pub contact_hint: Option<String>,
 }
 
@@ -196,18 +246,31 @@ impl From<co::OrderView> for OrderView {
 /// A stored offline payment (R19). Times are ms since the Unix epoch.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct PaymentView {
+    /// The payment's id.
     pub id: String,
+    /// Its order's id.
     pub order_id: String,
+    /// The amount charged, tip included.
     pub amount: Money,
+    /// The tip, included in `amount`.
     pub tip: Option<Money>,
+    /// Where it is in its life.
     pub status: PaymentStatus,
+    /// Why the processor declined it (`Declined` only).
     pub decline_reason: Option<DeclineReason>,
+    /// The card network.
     pub network: CardNetwork,
+    /// How the card was read.
     pub entry_mode: EntryMode,
+    /// The last four digits of the card number.
     pub last4: String,
+    /// The staff id of who took it.
     pub taken_by: String,
+    /// When it was taken.
     pub taken_at_ms: i64,
+    /// Its forwarding deadline (R8): never forwarded at or after it.
     pub deadline_ms: i64,
+    /// Milliseconds left before the deadline; 0 once past or settled.
     pub time_left_ms: i64,
     /// The merchant account it was taken under (and is forwarded under):
     /// keep that account's credentials while such payments are pending.
@@ -242,13 +305,26 @@ impl From<co::PaymentView> for PaymentView {
 mirror_enum!(
     /// Actions that would lose stored payments (R13). `SwitchAccount` is
     /// guarded by `PosEngine.switchAccount`, which names the new account.
-    GuardedAction = rules::GuardedAction { LogOut, SwitchLocation, ResetStore, RemoveDevice, SwitchAccount }
+    GuardedAction = rules::GuardedAction {
+        /// Log the staff member out.
+        LogOut,
+        /// Move the device to another location.
+        SwitchLocation,
+        /// Erase the store.
+        ResetStore,
+        /// Remove the device from the merchant's account.
+        RemoveDevice,
+        /// Switch to another merchant account.
+        SwitchAccount,
+    }
 );
 
 /// A person's explicit decision to go ahead while payments are pending.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct ActionOverride {
+    /// The staff id of who decides.
     pub staff_id: String,
+    /// Why, in their words.
     pub reason: String,
     /// The money at risk exactly as shown to that person, one per currency.
     pub acknowledged_at_risk: Vec<Money>,
@@ -272,9 +348,13 @@ impl TryFrom<ActionOverride> for rules::ActionOverride {
 /// A guarded action may go ahead.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum GuardOutcome {
+    /// It goes ahead: nothing is pending (or nothing changes).
     Allowed,
+    /// Payments are pending and the override accepted the risk (audited).
     Overridden {
+        /// Unsettled payments.
         pending_count: u64,
+        /// Their amount, one per currency.
         at_risk: Vec<Money>,
     },
 }
@@ -298,10 +378,14 @@ impl From<rules::GuardOutcome> for GuardOutcome {
 /// (`Sms`).
 #[derive(Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum ReceiptChannel {
+    /// By email.
     Email {
+        /// Who gets it; must have an email.
         recipient: std::sync::Arc<CustomerContact>,
     },
+    /// By text message.
     Sms {
+        /// Who gets it; must have a phone number.
         recipient: std::sync::Arc<CustomerContact>,
     },
 }
@@ -348,6 +432,7 @@ pub struct TickReport {
     /// Attempts that had lost their task, recorded as "no answer" and
     /// retried with the same id.
     pub recovered_payment_ids: Vec<String>,
+    /// Session warnings raised (each also a `SessionWarning` event).
     pub warnings: u32,
 }
 

@@ -64,26 +64,42 @@ pub struct EngineConfig {
 
 mirror_enum!(
     /// The result of a probe of the processor's status endpoint (R2).
-    ProbeOutcome = conn::ProbeOutcome { Healthy, Unhealthy, Unreachable }
+    ProbeOutcome = conn::ProbeOutcome {
+        /// The service answered that it is healthy.
+        Healthy,
+        /// The service answered that it is down or degraded.
+        Unhealthy,
+        /// No answer: the probe failed at network level (DNS, connect, TLS,
+        /// timeout).
+        Unreachable,
+    }
 );
 
 /// Totals of one currency (R19): count and amount per state.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct CurrencyTotals {
+    /// The ISO 4217 code of these totals.
     pub currency: String,
+    /// Unsettled offline payments (pending, forwarding, failed to forward).
     pub pending_count: u32,
     /// The money at risk.
     pub pending_amount: Money,
+    /// Approved payments.
     pub approved_count: u32,
+    /// Their amount.
     pub approved_amount: Money,
+    /// Declined payments.
     pub declined_count: u32,
+    /// Their amount, due from the customers (B9).
     pub declined_amount: Money,
+    /// Expired payments (R8).
     pub expired_count: u32,
     /// Lost: expired before it could be forwarded (R8).
     pub expired_amount: Money,
     /// Deadline passed, outcome unknown until the processor says (also in
     /// `pending_count` / `pending_amount`): not lost.
     pub unknown_count: u32,
+    /// Their amount.
     pub unknown_amount: Money,
 }
 
@@ -108,22 +124,34 @@ impl From<core::CurrencyTotals> for CurrencyTotals {
 /// A snapshot for the app's status screen.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct EngineStatus {
+    /// The library's version.
     pub version: String,
+    /// This device's id at the processor.
     pub device_id: String,
+    /// The ISO 4217 code of the shop's main currency.
     pub currency: String,
+    /// Where the device stands with the payment service (R1).
     pub connectivity: ConnectivityStatus,
+    /// Whether the policy allows offline payments (R4).
     pub offline_enabled: bool,
+    /// Unsettled offline payments, all currencies.
     pub pending_offline_payments: u64,
+    /// Totals for every currency with payments (R19).
     pub totals: Vec<CurrencyTotals>,
+    /// When the current offline session began, if one is open.
     pub session_started_at_ms: Option<i64>,
+    /// When offline acceptance closes in the current session (R7).
     pub acceptance_closes_at_ms: Option<i64>,
+    /// The earliest forwarding deadline of an unsettled payment (R8).
     pub next_deadline_ms: Option<i64>,
+    /// Milliseconds left before `nextDeadlineMs` (0 when past).
     pub time_left_ms: Option<i64>,
     /// When the engine next has something to do by itself (a retry, a
     /// deadline, a probe while offline, a session warning): schedule
     /// background work (WorkManager, BGTaskScheduler) for then and call
     /// `tick`. Null: nothing is scheduled.
     pub next_wake_up_ms: Option<i64>,
+    /// The staff id of who is signed in.
     pub signed_in: Option<String>,
     /// The store's rollback anchor (always kept by a `KeyProvider`).
     pub anchor: Option<AnchorStatus>,
@@ -218,6 +246,7 @@ impl TestClock {
         self.inner.set_wall(Timestamp(wall_ms));
     }
 
+    /// The wall-clock time now, in ms since the Unix epoch.
     pub fn wall_ms(&self) -> i64 {
         self.inner.wall_now().millis()
     }
@@ -335,6 +364,7 @@ impl PosEngine {
         Self::open_blocking(config, keys, Arc::new(clock.inner.clone()))
     }
 
+    /// A snapshot for the app's status screen.
     pub fn status(&self) -> Result<EngineStatus, PosError> {
         Ok(self.inner.status()?.into())
     }
@@ -350,6 +380,8 @@ impl PosEngine {
         Ok(self.inner.set_policy(policy.try_into()?).await?)
     }
 
+    /// Signs a staff member in, with their offline permission (R12).
+    /// `InvalidInput` for an empty or malformed staff id.
     pub fn sign_in(&self, staff: StaffSession) -> Result<(), PosError> {
         let staff_id = pos_core::lifecycle::StaffId::parse(&staff.staff_id).map_err(invalid)?;
         Ok(self.inner.sign_in(core::StaffSession {
@@ -410,6 +442,9 @@ impl PosEngine {
         Ok(self.inner.report_probe(outcome.into()).await?.into())
     }
 
+    /// Creates an order; `NotSignedIn` when nobody is signed in. The same
+    /// `orderId` again with the same figures returns that order; with other
+    /// figures, `InvalidInput`.
     pub async fn create_order(&self, order: NewOrder) -> Result<OrderView, PosError> {
         let new = pos_core::checkout::NewOrder {
             order_id: order.order_id,
@@ -419,10 +454,13 @@ impl PosEngine {
         Ok(self.inner.create_order(new).await?.into())
     }
 
+    /// The order with this id; `NotFound` if there is none.
     pub fn order(&self, order_id_: String) -> Result<OrderView, PosError> {
         Ok(self.inner.order(&order_id(&order_id_)?)?.into())
     }
 
+    /// Records a cash tender on an order (never subject to the offline
+    /// rules); `InvalidInput` when it exceeds the balance.
     pub async fn add_cash(&self, order_id_: String, amount: Money) -> Result<OrderView, PosError> {
         Ok(self
             .inner
@@ -552,6 +590,7 @@ impl PosEngine {
         self.inner.events_delivered().await;
     }
 
+    /// Whether automatic forwarding is paused.
     pub fn forwarding_paused(&self) -> bool {
         self.inner.forwarding_paused()
     }

@@ -9,60 +9,118 @@ use crate::money::Money;
 /// Every error of the library. Messages never carry card data or contacts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
 pub enum PosError {
+    /// The engine configuration is unusable (an empty device id, an unknown
+    /// currency).
     #[error("invalid configuration: {reason}")]
-    InvalidConfig { reason: String },
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
+    /// An argument from the app is unusable.
     #[error("invalid input: {reason}")]
-    InvalidInput { reason: String },
+    InvalidInput {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The policy is inconsistent (a negative limit, a per-order limit above
+    /// the device limit).
     #[error("invalid policy: {reason}")]
-    InvalidPolicy { reason: String },
+    InvalidPolicy {
+        /// What is wrong.
+        reason: String,
+    },
     /// An offline payment was refused. `rule` is the SPEC rule id ("R5"),
     /// `kind` the refusal's name ("PerOrderLimit"), and the figures are set
     /// when the rule has them.
     #[error("offline payment refused ({rule}, {kind}): {detail}")]
     Refused {
+        /// The SPEC rule id, e.g. "R5".
         rule: String,
+        /// The refusal's name, e.g. "PerOrderLimit".
         kind: String,
+        /// A readable explanation.
         detail: String,
+        /// The rule's limit.
         limit: Option<Money>,
+        /// The total the limit already counts, before this payment.
         current: Option<Money>,
+        /// What this payment would add (a refused tip: the tip).
         attempted: Option<Money>,
     },
+    /// The payment requires online and the engine is offline (B1).
     #[error("this payment requires online processing and the service is unreachable")]
     OnlineRequired,
+    /// Connectivity changed between the start of the payment and its
+    /// confirmation: nothing was taken; begin it again (B1).
     #[error("the payment route changed; begin the payment again")]
-    RouteChanged { decided: String, now: String },
+    RouteChanged {
+        /// The route decided at the start.
+        decided: String,
+        /// The route now.
+        now: String,
+    },
+    /// Online authorization needs a gateway, and none is set.
     #[error("online authorization is not available: no gateway is configured")]
     OnlineUnavailable,
+    /// A payment with this id already exists: ids are never reused (B2).
     #[error("payment {payment_id} already exists")]
-    DuplicatePayment { payment_id: String },
+    DuplicatePayment {
+        /// The id.
+        payment_id: String,
+    },
     /// The card was not read by a reader this device remembers (or its
     /// signature is not that reader's): pair it online, read the card again.
     #[error("the card was not read by a paired reader ({reason})")]
-    ReaderNotPaired { reason: String },
+    ReaderNotPaired {
+        /// Why the read is refused.
+        reason: String,
+    },
     /// The card read was made for another payment, device, amount or
     /// challenge, or its summary differs from what the reader signed.
     #[error("the card read does not match this payment ({field})")]
-    CardReadMismatch { field: String },
+    CardReadMismatch {
+        /// What differs.
+        field: String,
+    },
     /// The store belongs to another merchant account than
     /// `EngineConfig.account` (`stored` and `configured` as
     /// "account/location"): its payments are forwarded under their own
     /// account only. Open it for its own account (or without one) to
     /// forward them, then `switchAccount` (SPEC B7).
     #[error("this store belongs to merchant account {stored}, not {configured}")]
-    AccountMismatch { stored: String, configured: String },
+    AccountMismatch {
+        /// The store's account.
+        stored: String,
+        /// The account it was opened for.
+        configured: String,
+    },
+    /// No such order, payment or receipt.
     #[error("{what} not found")]
-    NotFound { what: String },
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// The call needs a signed-in staff member (`signIn`).
     #[error("no staff member is signed in")]
     NotSignedIn,
     /// A guarded action was refused (R13); `at_risk` is the money pending.
     #[error("{detail}")]
     ActionRefused {
+        /// A readable explanation.
         detail: String,
+        /// Unsettled payments.
         pending_count: u64,
+        /// Their amount, one per currency.
         at_risk: Vec<Money>,
     },
+    /// The payment cannot make this move (a final state, a passed deadline).
     #[error("invalid payment transition: {reason}")]
-    InvalidTransition { reason: String },
+    InvalidTransition {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The key provider cannot give the key now (`Unavailable`: a locked
+    /// device); nothing was lost (B8).
     #[error("the store is locked")]
     StoreLocked,
     /// The key provider's key does not open this store.
@@ -75,19 +133,35 @@ pub enum PosError {
     /// otherwise).
     #[error("the store cannot be trusted: {reason}")]
     StoreIntegrity {
+        /// What was found.
         reason: String,
+        /// A rolled-back store's last record.
         records_found: Option<u64>,
+        /// The last record its rollback anchor says was written.
         records_written: Option<u64>,
     },
+    /// The store could not record the operation (disk full, I/O); nothing
+    /// changed.
     #[error("storage error: {reason}")]
-    Storage { reason: String },
+    Storage {
+        /// What failed.
+        reason: String,
+    },
+    /// The engine was closed; open a new one.
     #[error("the engine is closed")]
     Closed,
+    /// A bug or an environment failure (a thread that could not start).
     #[error("internal error: {reason}")]
-    Internal { reason: String },
+    Internal {
+        /// What failed.
+        reason: String,
+    },
     /// A foreign callback (listener, provider) failed unexpectedly.
     #[error("callback failed: {reason}")]
-    Callback { reason: String },
+    Callback {
+        /// The foreign exception's message.
+        reason: String,
+    },
 }
 
 impl From<pos_core::PosError> for PosError {

@@ -10,61 +10,103 @@ use crate::types::{ConnectivityStatus, DeclineNotice, OrderStatus, PaymentStatus
 /// Mirrors `pos_core::PosEvent`.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum PosEvent {
+    /// The current state, sent first to every new subscriber.
     Snapshot {
+        /// The connectivity now.
         connectivity: ConnectivityStatus,
+        /// Unsettled offline payments.
         pending_offline_payments: u64,
     },
+    /// Connectivity changed (R1).
     ConnectivityChanged {
+        /// Before.
         from: ConnectivityStatus,
+        /// After.
         to: ConnectivityStatus,
+        /// When, in ms since the Unix epoch.
         at_ms: i64,
+        /// What the app's banner should say; null: hide it.
         banner: Option<String>,
     },
+    /// A stored payment changed state.
     PaymentStateChanged {
+        /// The payment's id.
         payment_id: String,
+        /// Its order's id.
         order_id: String,
+        /// Its new status.
         status: PaymentStatus,
+        /// Its order's badge now (R15).
         order_status: Option<OrderStatus>,
     },
+    /// The processor declined a forwarded payment: collect the amount due
+    /// (R17, B9).
     PaymentDeclined {
+        /// The amount due, the reason and the captured contact.
         notice: DeclineNotice,
     },
+    /// A payment reached its forwarding deadline unforwarded: its amount is
+    /// lost (R8).
     PaymentExpired {
+        /// The payment's id.
         payment_id: String,
+        /// Its order's id.
         order_id: String,
+        /// The amount lost.
         amount: Money,
     },
     /// The deadline passed while the processor may hold the payment: its
     /// outcome is unknown ("check with the processor"), not lost. The
     /// engine asks the processor about it; a `PaymentStateChanged` follows.
     PaymentOutcomeUnknown {
+        /// The payment's id.
         payment_id: String,
+        /// Its order's id.
         order_id: String,
+        /// Its amount, tip included.
         amount: Money,
     },
-    /// `kind` is "deadline_approaching" or "acceptance_window_closed".
+    /// The offline session's forwarding deadline is near, or its acceptance
+    /// window closed (B4).
     SessionWarning {
+        /// "deadline_approaching" or "acceptance_window_closed".
         kind: String,
         /// For `deadline_approaching`: the warning threshold that fired (one
         /// of the policy's `warningsBeforeDeadlineMs`).
         threshold_ms: Option<u64>,
+        /// The forwarding deadline, in ms since the Unix epoch; null while it
+        /// counts from a first offline payment not taken yet.
         deadline_ms: Option<i64>,
+        /// Milliseconds left before the deadline when raised.
         time_left_ms: Option<u64>,
     },
+    /// The device's offline total or count reached the policy's warning
+    /// percentage of its limit (B3).
     LimitNear {
+        /// The currency of the limits.
         currency: String,
+        /// The policy's threshold, in percent of the limit.
         warn_percent: u8,
+        /// The device total, when at or above the threshold.
         total: Option<Money>,
+        /// The device amount limit, with `total`.
         limit: Option<Money>,
+        /// The device count, when at or above the threshold.
         count: Option<u32>,
+        /// The device count limit, with `count`.
         count_limit: Option<u32>,
     },
     /// A forwarding round's progress (for a progress bar).
     ForwardingProgress {
+        /// Payments decided in this round.
         done: u64,
+        /// Payments of the round.
         total: u64,
+        /// The amount of the decided payments, shop currency.
         amount_done: Money,
+        /// The amount of all payments of the round, shop currency.
         amount_total: Money,
+        /// The round is over.
         finished: bool,
     },
     /// Saving the store's rollback anchor with the `KeyProvider` failed:
@@ -73,7 +115,9 @@ pub enum PosEvent {
     /// once when saves start failing; `EngineStatus.anchor` says whether
     /// they still fail. `reason` is the provider's message.
     AnchorSaveFailed {
+        /// The provider's message.
         reason: String,
+        /// Records the anchor trails the store by.
         behind: u64,
     },
     /// Forwarding is blocked: payments wait until the cause is fixed and
@@ -81,6 +125,7 @@ pub enum PosEvent {
     /// changes; `ForwardingUnblocked` follows when forwarding resumes.
     /// `EngineStatus.forwardingBlocked` holds the current reason.
     ForwardingBlocked {
+        /// Why.
         reason: ForwardingBlockedReason,
     },
     /// Forwarding resumed after `ForwardingBlocked`.
@@ -90,8 +135,10 @@ pub enum PosEvent {
     /// inserted, or not replaying to the engine's state. Nothing is
     /// changed; keep the store for inspection (docs/store-recovery.md).
     StoreVerificationFailed {
+        /// What was found; no card data or contact.
         reason: String,
     },
+    /// The engine was closed; no events follow.
     Closed,
 }
 
@@ -230,6 +277,7 @@ impl From<core::PosEvent> for PosEvent {
 /// on the caller's, one event at a time and in order.
 #[uniffi::export(foreign)]
 pub trait EventListener: Send + Sync {
+    /// Receives one event.
     fn on_event(&self, event: PosEvent);
 }
 

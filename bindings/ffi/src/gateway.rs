@@ -21,21 +21,31 @@ use crate::types::{CardNetwork, CustomerContact, DeclineReason, EntryMode, Merch
 /// `reader_certificate` and `reader_signature`.
 #[derive(Clone, PartialEq, Eq, uniffi::Record)]
 pub struct GatewayPayment {
+    /// The device that took it.
     pub device_id: String,
     /// The idempotency key: send it with every request for this payment.
     pub payment_id: String,
+    /// Its order's id.
     pub order_id: String,
     /// Charged, tip included.
     pub amount: Money,
+    /// The tip, included in `amount`.
     pub tip: Option<Money>,
+    /// How the card was read.
     pub entry_mode: EntryMode,
+    /// The card network.
     pub network: CardNetwork,
+    /// The last four digits of the card number.
     pub last4: String,
-    /// Offline payments: when taken and the forwarding deadline (ms).
+    /// Offline payments: when it was taken, in ms since the Unix epoch.
     pub taken_at_ms: Option<i64>,
+    /// Offline payments: its forwarding deadline, in ms since the Unix epoch.
     pub deadline_ms: Option<i64>,
+    /// Which attempt this is, from 1.
     pub attempt: u32,
+    /// An online authorization (`authorize`), not a forwarded payment.
     pub online: bool,
+    /// The card data, sealed for the processor.
     pub card_data: Vec<u8>,
     /// The certificate of the reader that read the card (the remembered
     /// reader's, encoded): send it with `card_data` (the HTTP protocol's
@@ -72,11 +82,15 @@ impl fmt::Debug for GatewayPayment {
 /// `description` of this record never prints it.
 #[derive(Clone, uniffi::Record)]
 pub struct GatewayReceipt {
+    /// The device that queued it.
     pub device_id: String,
+    /// The receipt's id.
     pub receipt_id: String,
+    /// Its order's id.
     pub order_id: String,
     /// "email" or "sms".
     pub channel: String,
+    /// Who gets it: `email()` or `phone()`, as `channel` says.
     pub recipient: Arc<CustomerContact>,
     /// The merchant account and location the receipt was requested under:
     /// deliver it under this account.
@@ -96,8 +110,16 @@ impl fmt::Debug for GatewayReceipt {
 /// The processor's decision.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum GatewayDecision {
-    Approved { processor_ref: String },
-    Declined { reason: DeclineReason },
+    /// Approved: the money was taken.
+    Approved {
+        /// The processor's reference for the payment.
+        processor_ref: String,
+    },
+    /// Declined (B9).
+    Declined {
+        /// Why.
+        reason: DeclineReason,
+    },
 }
 
 /// What the processor knows about one payment id
@@ -105,7 +127,10 @@ pub enum GatewayDecision {
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum PaymentLookup {
     /// It decided: the decision its own request got (or would get).
-    Decided { decision: GatewayDecision },
+    Decided {
+        /// That decision.
+        decision: GatewayDecision,
+    },
     /// It has no record of the id, and has closed it: a request with this id
     /// that reaches it later must be refused.
     NotFound,
@@ -116,7 +141,9 @@ pub enum PaymentLookup {
 /// What the service says about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum ServiceStatus {
+    /// It works.
     Available,
+    /// It is down or degraded.
     Disrupted,
 }
 
@@ -126,7 +153,9 @@ pub enum ServiceStatus {
 /// the device's own clock there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
 pub struct ServiceStatusAnswer {
+    /// What the service says about itself.
     pub status: ServiceStatus,
+    /// The processor's clock when it answered, if its answer carries it.
     pub processor_time_ms: Option<i64>,
 }
 
@@ -136,33 +165,50 @@ pub struct ServiceStatusAnswer {
 pub enum GatewayError {
     /// Never sent (no route, DNS, connect, TLS): retried.
     #[error("not sent: {detail}")]
-    NotSent { detail: String },
+    NotSent {
+        /// What happened.
+        detail: String,
+    },
     /// Sent, no answer (timeout, connection lost): retried with the same id.
     #[error("no answer: {detail}")]
-    NoAnswer { detail: String },
+    NoAnswer {
+        /// What happened.
+        detail: String,
+    },
     /// The service cannot process it now (5xx, 409 in flight, 429): retried.
     /// `retry_after_ms`: how long the processor asked to wait (its
     /// `Retry-After`, at most an hour): the engine forwards nothing, for
     /// any payment, before then.
     #[error("service unavailable: {detail}")]
     ServiceUnavailable {
+        /// What happened.
         detail: String,
+        /// How long the processor asked to wait, in ms.
         retry_after_ms: Option<u64>,
     },
     /// The request itself is refused (malformed, refused by the
     /// processor): not retried until "forward now".
     #[error("rejected: {detail}")]
-    Rejected { detail: String },
+    Rejected {
+        /// What happened.
+        detail: String,
+    },
     /// The processor refused the credentials (HTTP 401 or 403): not retried
     /// until "forward now"; the app is told (`ForwardingBlocked`).
     #[error("unauthorized: {detail}")]
-    Unauthorized { detail: String },
+    Unauthorized {
+        /// What happened.
+        detail: String,
+    },
     /// The processor refused a request sent under one merchant account
     /// with another account's credentials (its code `account_mismatch`):
     /// never a decline, not retried until "forward now"; the app is told
     /// (`ForwardingBlocked` with `AccountMismatch`).
     #[error("account mismatch: {detail}")]
-    AccountMismatch { detail: String },
+    AccountMismatch {
+        /// What happened.
+        detail: String,
+    },
 }
 
 impl From<uniffi::UnexpectedUniFFICallbackError> for GatewayError {
@@ -446,11 +492,17 @@ impl gw::TokenProvider for TokenAdapter {
 /// What a forwarding round did.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct ForwardReport {
+    /// Attempts started.
     pub attempts: u64,
+    /// Payments approved.
     pub approved: u64,
+    /// Payments declined.
     pub declined: u64,
+    /// Attempts that ended without a decision (retried later).
     pub failed: u64,
+    /// Payments expired by this round (R8).
     pub expired: u64,
+    /// Queued receipts delivered (R16).
     pub receipts_sent: u64,
     /// Payments whose outcome is still unknown after the round.
     pub outcome_unknown: u64,

@@ -35,7 +35,10 @@ pub enum KeyProviderError {
     Unavailable,
     /// Anything else (no key, a keystore error). Never put key material here.
     #[error("key provider failure: {reason}")]
-    Failed { reason: String },
+    Failed {
+        /// What failed; never key material.
+        reason: String,
+    },
 }
 
 impl From<uniffi::UnexpectedUniFFICallbackError> for KeyProviderError {

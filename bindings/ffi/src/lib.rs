@@ -10,6 +10,9 @@
 // `Refused` case (rule, kind and its figures) makes `PosError` large; the
 // size only matters on the error path.
 #![allow(clippy::result_large_err)]
+// Every public item is exported to Swift and Kotlin, and UniFFI carries its
+// doc comment into the generated code: none may go undocumented.
+#![warn(missing_docs)]
 
 uniffi::setup_scaffolding!();
 

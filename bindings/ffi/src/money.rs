@@ -8,7 +8,9 @@ use pos_core::money as m;
 /// An amount in minor units (cents, yen, fils) of an ISO 4217 currency.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct Money {
+    /// The amount in minor units of `currency`.
     pub minor_units: i64,
+    /// The ISO 4217 code, e.g. "USD".
     pub currency: String,
 }
 

@@ -12,11 +12,23 @@ use crate::types::{currency, invalid, mirror_enum, ms, CardNetwork, EntryMode, T
 
 mirror_enum!(
     /// The kind of device (R7, R8).
-    DeviceProfile = ses::DeviceProfile { PhoneReader, DedicatedTerminal }
+    DeviceProfile = ses::DeviceProfile {
+        /// A phone or tablet with an attached reader: 1 h window, deadline
+        /// 24 h after the connection loss.
+        PhoneReader,
+        /// A dedicated terminal: 24 h window, deadline 24 h after the first
+        /// offline payment.
+        DedicatedTerminal,
+    }
 );
 mirror_enum!(
     /// From when the forwarding deadline counts.
-    DeadlineAnchor = ses::DeadlineAnchor { ConnectionLoss, FirstOfflinePayment }
+    DeadlineAnchor = ses::DeadlineAnchor {
+        /// From the moment the connection was lost (the session start).
+        ConnectionLoss,
+        /// From the session's first offline payment.
+        FirstOfflinePayment,
+    }
 );
 
 /// The rules of a preset from the seeds.
@@ -33,19 +45,29 @@ pub enum PolicyPreset {
 /// Limits for one currency (B3). `None` means no such limit.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct CurrencyLimits {
+    /// The ISO 4217 code these limits are in.
     pub currency: String,
+    /// Largest single offline card payment, tip included.
     pub per_payment: Option<i64>,
+    /// Largest total of offline card payments on one order (R5).
     pub per_order: i64,
+    /// Largest total of unforwarded offline card payments on the device (R6).
     pub device_amount: Option<i64>,
+    /// Largest number of unforwarded offline card payments on the device.
     pub device_count: Option<u32>,
+    /// Largest total one card may pay offline in one offline session.
     pub per_card: Option<i64>,
+    /// Warn (`LimitNear`) when the device total or count reaches this
+    /// percentage of its limit: 1-100.
     pub warn_percent: u8,
 }
 
 /// A card network refused offline in one merchant country (R10).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct RegionalNetworkRule {
+    /// The network refused.
     pub network: CardNetwork,
+    /// ISO 3166-1 alpha-2 code of the merchant's country, e.g. "CA".
     pub merchant_country: String,
 }
 
@@ -54,32 +76,54 @@ pub struct RegionalNetworkRule {
 pub struct OfflinePolicy {
     /// Off by default (R4).
     pub enabled: bool,
+    /// Limits per currency (R5, R6, B3); a currency without limits is not
+    /// taken offline.
     pub limits: Vec<CurrencyLimits>,
+    /// The kind of device (R7, R8), for the UI; the session fields decide.
     pub device_profile: DeviceProfile,
+    /// How long after the offline session starts payments may be taken (R7).
     pub acceptance_window_ms: u64,
+    /// How long after `deadlineAnchor` payments may still be forwarded (R8).
     pub forwarding_deadline_ms: u64,
+    /// From when `forwardingDeadlineMs` counts.
     pub deadline_anchor: DeadlineAnchor,
+    /// Time left before the deadline at which to warn (B4).
     pub warnings_before_deadline_ms: Vec<u64>,
+    /// With less than this left before the deadline, new payments require
+    /// online (B4).
     pub require_online_margin_ms: u64,
+    /// How a card may be read offline (R9, R10); not empty when enabled.
     pub allowed_entry_modes: Vec<EntryMode>,
+    /// Tenders refused offline (R9, R10).
     pub refused_tenders: Vec<TenderKind>,
+    /// Tips may be added to an offline payment (R10).
     pub tips_allowed: bool,
+    /// ISO 3166-1 alpha-2 code of the merchant's country; null makes every
+    /// regional rule apply.
     pub merchant_country: Option<String>,
+    /// Networks refused offline in a given merchant country (R10).
     pub refused_regional_networks: Vec<RegionalNetworkRule>,
     /// `None`: every network allowed.
     pub allowed_networks: Option<Vec<CardNetwork>>,
     /// Reader models that may take offline payments (R11).
     pub offline_readers: Vec<String>,
+    /// Tap to Pay on the phone may be taken offline (R10).
     pub tap_to_pay_on_phone: bool,
     /// The role permission is required (R12).
     pub staff_permission_required: bool,
     /// Guarded actions may be overridden (R13).
     pub pending_override_allowed: bool,
+    /// Take offline payments while the device has no internet (B6).
     pub offline_on_network_outage: bool,
+    /// Take offline payments while the payment service is down (B6).
     pub offline_on_service_disruption: bool,
+    /// Let the app force a payment offline (`ForceOffline`).
     pub offline_when_forced: bool,
+    /// The app may search the customer directory offline (R10).
     pub customer_search_offline: bool,
+    /// The app may sell gift cards offline (R10).
     pub gift_card_sales_offline: bool,
+    /// The device may change network while offline (R14).
     pub network_change_offline: bool,
     /// The reader authorities whose certificates this device trusts (hex of
     /// their Ed25519 keys): a profile reader pairs only with one of them.

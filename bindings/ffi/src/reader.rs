@@ -33,14 +33,20 @@ use crate::types::{CardRead, EntryMode, ReaderInfo};
 /// Why a reader operation failed (mirrors `pos_reader::card_reader::Error`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
 pub enum ReaderError {
+    /// The reader is disconnected.
     #[error("the reader is disconnected")]
     Disconnected,
+    /// The reader did not answer in time.
     #[error("the reader did not answer in time")]
     Timeout,
     /// The handshake failed: the reader could not prove its identity key,
     /// or a message of it was forged.
     #[error("the reader failed the pairing handshake: {detail}")]
-    PairingFailed { detail: String },
+    PairingFailed {
+        /// What failed.
+        detail: String,
+    },
+    /// A new reader can be paired only while the engine is online.
     #[error("a new reader can be paired only while online")]
     NewReaderOffline,
     /// The reader's certificate is not signed by an authority the policy
@@ -50,7 +56,10 @@ pub enum ReaderError {
     /// A remembered reader presented another identity key than the one
     /// paired: refused until it is forgotten and paired again online.
     #[error("remembered reader {serial} presented another identity key")]
-    KeyChanged { serial: String },
+    KeyChanged {
+        /// The reader's serial.
+        serial: String,
+    },
     /// `takeCard` (or `info`) before `pair`: every connection is
     /// authenticated first.
     #[error("the reader is not authenticated: pair first")]
@@ -58,13 +67,28 @@ pub enum ReaderError {
     /// The engine `pair` remembers the reader in could not do it (closed,
     /// a store error): the reader is not remembered.
     #[error("the engine could not remember the reader: {detail}")]
-    Engine { detail: String },
+    Engine {
+        /// The engine's error.
+        detail: String,
+    },
+    /// The reader refused the request.
     #[error("the reader refused: {code}")]
-    Refused { code: String },
+    Refused {
+        /// Its reason, e.g. "battery_critical".
+        code: String,
+    },
+    /// The reader sent malformed or unexpected data.
     #[error("bad data from the reader: {detail}")]
-    Protocol { detail: String },
+    Protocol {
+        /// What was wrong.
+        detail: String,
+    },
+    /// An argument from the app is unusable.
     #[error("invalid argument: {detail}")]
-    InvalidInput { detail: String },
+    InvalidInput {
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 impl From<core::Error> for ReaderError {
@@ -115,27 +139,34 @@ impl From<pos_reader::client::ReaderError> for ReaderError {
 /// A reader event for the app's status line.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum ReaderEvent {
+    /// `pair` succeeded: the reader is remembered.
     Paired {
+        /// What it reported.
         info: ReaderInfo,
     },
+    /// The link to the reader dropped.
     Disconnected,
     /// Automatic reconnection: attempt `attempt` starts now.
     Reconnecting {
+        /// Which attempt, from 1.
         attempt: u32,
     },
     /// Back in range; `resent` messages were sent again (counted by a
     /// manual `reconnect()`; automatic reconnection reports 0, the count
     /// being held by a `takeCard` in progress).
     Reconnected {
+        /// Messages sent again.
         resent: u64,
     },
     /// Automatic reconnection gave up after `attempts`; `reconnect()` by
     /// hand, and the watch starts again.
     ReconnectFailed {
+        /// Attempts made.
         attempts: u32,
     },
     /// The reader reported a charge under 20 %.
     LowBattery {
+        /// Its charge, in percent.
         percent: u8,
     },
 }
@@ -158,8 +189,11 @@ impl From<core::Event> for ReaderEvent {
 /// `first_delay_ms` doubling up to `max_delay_ms`, `max_attempts` in all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
 pub struct ReconnectSettings {
+    /// The wait before the second attempt, in ms.
     pub first_delay_ms: u32,
+    /// The longest wait between attempts, in ms.
     pub max_delay_ms: u32,
+    /// Attempts before giving up; at least 1.
     pub max_attempts: u32,
 }
 
@@ -242,6 +276,7 @@ impl core::VendorSdk for VendorAdapter {
 pub struct DiscoveredReader {
     /// Pass to `connect` of the scanner that found it.
     pub id: String,
+    /// Its advertised name, if any.
     pub name: Option<String>,
     /// Signal strength, dBm.
     pub rssi: Option<i16>,
@@ -251,6 +286,7 @@ pub struct DiscoveredReader {
 /// the reader holds a lock (it may call the reader back).
 #[uniffi::export(foreign)]
 pub trait ReaderListener: Send + Sync {
+    /// Receives one reader event.
     fn on_reader_event(&self, event: ReaderEvent);
 }
 
@@ -838,6 +874,7 @@ impl std::fmt::Debug for SimulatedAirspace {
 #[cfg(feature = "simulator")]
 #[pos_ffi_macros::export]
 impl SimulatedAirspace {
+    /// An empty neighbourhood.
     #[uniffi::constructor]
     pub fn new() -> Arc<Self> {
         Arc::new(SimulatedAirspace::default())

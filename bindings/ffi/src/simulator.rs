@@ -21,18 +21,26 @@ use crate::types::CardNetwork;
 /// decline code, e.g. "insufficient_funds").
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct SimulatedTestCard {
+    /// The test card number (not a real card).
     pub pan: String,
+    /// Its expiry date, MMYY.
     pub expiry: String,
+    /// Its network.
     pub network: CardNetwork,
+    /// "approve", or the decline code it gets.
     pub outcome: String,
+    /// What it tests, e.g. "Visa, approves".
     pub description: String,
 }
 
 /// One payment id in the simulator's ledger.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct SimulatedCharge {
+    /// The device that sent it.
     pub device_id: String,
+    /// The payment id.
     pub payment_id: String,
+    /// The amount charged.
     pub amount: Money,
     /// An online authorization (else a forwarded offline payment).
     pub online: bool,

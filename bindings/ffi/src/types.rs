@@ -45,7 +45,9 @@ impl TryFrom<Money> for m::Money {
 /// under that account only.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, uniffi::Record)]
 pub struct MerchantAccount {
+    /// The merchant account's id.
     pub account_id: String,
+    /// The location's id within the account.
     pub location_id: String,
 }
 
@@ -74,10 +76,10 @@ pub(crate) fn money_opt(x: Option<Money>) -> Result<Option<m::Money>, PosError> 
 }
 
 macro_rules! mirror_enum {
-    ($(#[$meta:meta])* $name:ident = $core:path { $($v:ident),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident = $core:path { $($(#[$vmeta:meta])* $v:ident),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
-        pub enum $name { $($v),+ }
+        pub enum $name { $($(#[$vmeta])* $v),+ }
         impl From<$core> for $name {
             fn from(x: $core) -> Self { use $core as C; match x { $(C::$v => $name::$v),+ } }
         }
@@ -90,39 +92,116 @@ pub(crate) use mirror_enum;
 
 mirror_enum!(
     /// How the card was read.
-    EntryMode = pol::EntryMode { Chip, Contactless, Swipe, Manual }
+    EntryMode = pol::EntryMode {
+        /// EMV chip inserted.
+        Chip,
+        /// Contactless tap (card or wallet).
+        Contactless,
+        /// Magnetic stripe swipe.
+        Swipe,
+        /// Card number keyed in by hand (MOTO).
+        Manual,
+    }
 );
 mirror_enum!(
     /// The card network (brand).
-    CardNetwork = pol::Network { Visa, Mastercard, Amex, Discover, Jcb, UnionPay, Interac, Eftpos, Other }
+    CardNetwork = pol::Network {
+        /// Visa.
+        Visa,
+        /// Mastercard.
+        Mastercard,
+        /// American Express.
+        Amex,
+        /// Discover.
+        Discover,
+        /// JCB.
+        Jcb,
+        /// UnionPay.
+        UnionPay,
+        /// Interac, Canadian debit.
+        Interac,
+        /// eftpos, Australian debit.
+        Eftpos,
+        /// Any other network.
+        Other,
+    }
 );
 mirror_enum!(
     /// What kind of tender pays.
-    TenderKind = pol::TenderKind { Card, Cash, GiftCard, BuyNowPayLater }
+    TenderKind = pol::TenderKind {
+        /// A credit or debit card.
+        Card,
+        /// Cash: never an offline card payment, never counted in the limits.
+        Cash,
+        /// A gift card.
+        GiftCard,
+        /// Buy now, pay later (instalments).
+        BuyNowPayLater,
+    }
 );
 mirror_enum!(
     /// Why the engine is offline.
-    OfflineReason = pol::OfflineReason { NetworkOutage, ServiceDisruption, ForcedOffline }
+    OfflineReason = pol::OfflineReason {
+        /// The device has no internet.
+        NetworkOutage,
+        /// The internet works, the payment service does not.
+        ServiceDisruption,
+        /// The app forced the payment offline (`ForceOffline`).
+        ForcedOffline,
+    }
 );
 mirror_enum!(
     /// Where a stored payment is in its life.
-    PaymentStatus = life::PaymentStatus { Pending, Forwarding, FailedToForward, Approved, Declined, Expired, OutcomeUnknown }
+    PaymentStatus = life::PaymentStatus {
+        /// Stored offline, not sent yet.
+        Pending,
+        /// An attempt to forward it is in flight.
+        Forwarding,
+        /// The last attempt ended without a decision; it waits for the next.
+        FailedToForward,
+        /// Final: the processor approved it, the money was taken.
+        Approved,
+        /// Final: the processor declined it; the amount is due (B9).
+        Declined,
+        /// Final: the deadline passed before a decision; the amount is lost (R8).
+        Expired,
+        /// The deadline passed while an attempt may have reached the
+        /// processor: not lost; the engine asks the processor.
+        OutcomeUnknown,
+    }
 );
 mirror_enum!(
     /// The order badge (R15).
-    OrderStatus = life::OrderStatus { PaymentPending, Paid, CardDeclined, Expired }
+    OrderStatus = life::OrderStatus {
+        /// A card payment has no decision yet (or the order has no tender).
+        PaymentPending,
+        /// Every tender is paid: cash, and every card approved.
+        Paid,
+        /// A card payment was declined.
+        CardDeclined,
+        /// A card payment expired, and none was declined.
+        Expired,
+    }
 );
 
 /// Why the processor declined (B9).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum DeclineReason {
+    /// Not enough money or credit on the account.
     InsufficientFunds,
+    /// The card was reported lost.
     LostCard,
+    /// The card was reported stolen.
     StolenCard,
+    /// The card is past its expiry date.
     ExpiredCard,
+    /// The issuer refused without saying why.
     DoNotHonour,
+    /// The processor or issuer could not process the payment.
     ProcessingError,
+    /// Any other reason.
     Other {
+        /// The processor's decline code, as it sent it.
         code: String,
     },
     /// The card data was already used: a reader counter or an ephemeral key
@@ -193,10 +272,12 @@ impl CustomerContact {
         Ok(Arc::new(CustomerContact { inner }))
     }
 
+    /// The email address, if any. Never log it.
     pub fn email(&self) -> Option<String> {
         self.inner.email().map(|e| e.reveal().to_owned())
     }
 
+    /// The phone number, if any. Never log it.
     pub fn phone(&self) -> Option<String> {
         self.inner.phone().map(|p| p.reveal().to_owned())
     }
@@ -227,13 +308,19 @@ impl From<life::CustomerContact> for CustomerContact {
 /// encrypted for the processor: the POS cannot open it.
 #[derive(Clone, PartialEq, Eq, uniffi::Record)]
 pub struct CardRead {
+    /// How the card was read.
     pub entry_mode: EntryMode,
+    /// The card network.
     pub network: CardNetwork,
+    /// The last four digits of the card number.
     pub last4: String,
+    /// A keyed hash of the card number from the reader, for the per-card
+    /// limit (B3); null when the reader gives none.
     pub fingerprint: Option<String>,
     /// The model as the reader reports it; the engine checks R11 against the
     /// remembered reader's model instead (a profile reader's certificate).
     pub reader_model: String,
+    /// The card data, encrypted for the processor: pass it on as it is.
     pub sealed_card_data: Vec<u8>,
     /// The serial of the remembered reader that read the card; without it
     /// `confirmCardPayment` refuses the read (`ReaderNotPaired`).
@@ -295,10 +382,15 @@ impl From<CardRead> for pos_core::ledger::CardRead {
 /// A declined payment to collect again (R17, B9).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct DeclineNotice {
+    /// The declined payment.
     pub payment_id: String,
+    /// Its order.
     pub order_id: String,
+    /// What the customer still owes: the declined payment's amount.
     pub amount_due: Money,
+    /// Why the processor declined.
     pub reason: DeclineReason,
+    /// The contact captured with the order, if any.
     pub contact: Option<Arc<CustomerContact>>,
 }
 
@@ -317,10 +409,23 @@ impl From<life::DeclineNotice> for DeclineNotice {
 /// Connectivity as the app sees it. Times are milliseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum ConnectivityStatus {
+    /// No decisive evidence yet (a fresh start): a probe is due.
     Unknown,
-    Online { since_ms: i64 },
-    NetworkOutage { since_ms: i64 },
-    ServiceDisruption { since_ms: i64 },
+    /// The payment service answers and is healthy: payments go online.
+    Online {
+        /// Since when.
+        since_ms: i64,
+    },
+    /// The device cannot reach the internet (R1).
+    NetworkOutage {
+        /// Since when.
+        since_ms: i64,
+    },
+    /// The internet works, the payment service is down or degraded (R1).
+    ServiceDisruption {
+        /// Since when.
+        since_ms: i64,
+    },
 }
 
 impl From<pos_core::connectivity::ConnectivityState> for ConnectivityStatus {
@@ -352,9 +457,13 @@ pub(crate) fn order_id(s: &str) -> Result<life::OrderId, PosError> {
 /// What the reader says about itself.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct ReaderInfo {
+    /// The reader's model (a profile reader's certificate names it).
     pub model: String,
+    /// Its serial number.
     pub serial: String,
+    /// Its firmware version.
     pub firmware: String,
+    /// Its battery charge, 0-100 %.
     pub battery_percent: u8,
 }
 
