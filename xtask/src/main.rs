@@ -13,6 +13,7 @@
 
 #![allow(clippy::print_stdout)]
 
+mod docs_check;
 mod install;
 mod layers;
 mod stages;

@@ -332,6 +332,7 @@ fn kotlin_inner(lib: &Path, home: &Path) -> Result<(u64, u64, Option<String>), S
     let build = root.join("build");
     let generated = build.join("generated");
     bindgen(lib, "kotlin", &generated)?;
+    crate::docs_check::kotlin(&generated)?;
 
     let junit = PathBuf::from("/usr/share/java/junit-platform-console-standalone.jar");
     let jna = PathBuf::from("/usr/share/java/jna.jar");
@@ -515,6 +516,7 @@ fn swift_inner(lib: &Path, swift: &Swift) -> Result<(u64, u64, Option<String>), 
     let pkg = workspace_root().join("bindings/swift");
     let tmp = target_dir().join("uniffi-swift");
     bindgen(lib, "swift", &tmp)?;
+    crate::docs_check::swift(&tmp.join("PosCore.swift"))?;
     let ffi_dir = pkg.join("Sources/PosCoreFFI");
     let gen_dir = pkg.join("Sources/PosCore/Generated");
     // Neither folder is in git (both hold only generated files).
