@@ -23,6 +23,7 @@ mod events;
 mod gateway;
 mod keys;
 mod money;
+mod logging;
 mod policy;
 mod reader;
 mod runtime;
@@ -38,6 +39,7 @@ pub use gateway::*;
 pub use keys::*;
 pub use money::*;
 pub use policy::*;
+pub use logging::{set_log_sink, LogLevel, LogRecord, LogSink};
 pub use reader::*;
 #[cfg(feature = "simulator")]
 pub use simulator::*;
