@@ -2,12 +2,14 @@
 // `cargo xtask test --only kotlin` compiles and tests this folder on the JVM
 // with kotlinc, JNA and the JUnit 5 console instead (see README.md).
 //
-// An Android library module over POS Core. Before Gradle runs, provide:
-//   build/generated/org/poscore/pos_ffi.kt  from `uniffi-bindgen generate --library
-//       <unstripped libpos_ffi> --language kotlin --out-dir build/generated`
-//   build/jniLibs/<abi>/libpos_ffi.so       from `cargo build -p pos-ffi --profile mobile
-//       --target aarch64-linux-android` (and the other ABIs), with the Android NDK
-// Neither is committed.
+// An Android library module over POS Core (an AAR). Before Gradle runs,
+// `cargo xtask aar` (cargo-ndk and the Android NDK; docs/packaging.md) makes:
+//   build/generated-android/org/poscore/pos_ffi.kt  the bindings generated with
+//       android = true (android/uniffi-android.toml over bindings/ffi/uniffi.toml)
+//   build/jniLibs/<abi>/libpos_ffi.so               the four ABIs, profile `mobile`,
+//       16 KB page aligned (.cargo/config.toml), stripped
+// Neither is committed. `cargo xtask aar` then runs `gradle assembleRelease`
+// here when Gradle is on PATH.
 
 plugins {
     id("com.android.library")
@@ -24,12 +26,15 @@ android {
 
     defaultConfig {
         minSdk = 24
+        // Shipped in the AAR: R8 keep rules for JNA and the generated bindings.
+        consumerProguardFiles("android/consumer-rules.pro")
     }
 
     sourceSets {
         getByName("main") {
-            // Hand-written Kotlin and the generated bindings (package org.poscore).
-            java.srcDirs("src/main/kotlin", "build/generated")
+            // Hand-written Kotlin and the Android bindings (package org.poscore).
+            // Not build/generated: that is the JVM flavour the harness makes.
+            java.srcDirs("src/main/kotlin", "build/generated-android")
             // libpos_ffi.so per ABI: arm64-v8a/, armeabi-v7a/, x86_64/ ...
             jniLibs.srcDirs("build/jniLibs")
         }
@@ -46,9 +51,13 @@ kotlin {
 }
 
 dependencies {
-    // The AAR carries JNA's native dispatch library for Android's ABIs.
-    // 5.13.0 is the JNA version the JVM harness tests with.
-    implementation("net.java.dev.jna:jna:5.13.0@aar")
+    // The AAR carries JNA's native dispatch library for Android's ABIs; 5.16
+    // and later are built for 16 KB pages (Android 15+ devices). The JVM
+    // harness tests with Debian's JNA 5.13 jar (same API).
+    implementation("net.java.dev.jna:jna:5.17.0@aar")
+    // Bindings generated with android = true annotate API-34-only code with
+    // @RequiresApi.
+    implementation("androidx.annotation:annotation:1.9.1")
     // The generated suspend functions and PosEngine.events() (a Flow) need it;
     // 1.8.0 is the version bundled with the Kotlin 2.4.20 compiler used here.
     implementation("org.jetbrains.kotlinx:kotlinx-coroutines-core:1.8.0")

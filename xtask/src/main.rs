@@ -8,14 +8,18 @@
 //! exits non-zero if any stage failed or ran no test.
 //!
 //! Other commands: `demo` (the shop's day), `size` (the shipping library's
-//! size), `fuzz`, `soak` and `install`; see `USAGE`. Everything uses only the
+//! size), `fuzz`, `soak`, `install`, and the shipping artifacts `package`
+//! (the JVM jar), `aar` and `xcframework` (`docs/packaging.md`); see `USAGE`. Everything uses only the
 //! standard library so that the xtask itself builds in seconds.
 
 #![allow(clippy::print_stdout)]
 
+mod android;
+mod apple;
 mod docs_check;
 mod install;
 mod layers;
+mod package;
 mod stages;
 mod util;
 
@@ -35,6 +39,12 @@ commands:
                                     forwarding cancelled at 2,000 seeded random points,
                                     then the forwarding fault suite with 10,000 payments per mode
   install                           only install the toolchains and packages
+  package [CARGO FLAGS]             target/package/pos-core-jvm-<version>.jar (+ -sources.jar):
+                                    Kotlin classes and a release libpos_ffi.so for JNA;
+                                    flags go to `cargo build -p pos-ffi --release`
+  aar [CARGO FLAGS]                 the Android libraries of the four ABIs (cargo-ndk, ANDROID_NDK_HOME)
+                                    and the Android bindings; not built here (no NDK)
+  xcframework [CARGO FLAGS]         PosCoreFFI.xcframework for the Swift package (macOS and Xcode only)
 ";
 
 fn main() -> ExitCode {
@@ -47,6 +57,9 @@ fn main() -> ExitCode {
         Some("layers") => layers::check().map(|()| true),
         Some("soak") => stages::soak(args.get(1).map(String::as_str).unwrap_or("2000")),
         Some("install") => install::all(&install::Needs::everything()).map(|_| true),
+        Some("package") => package::package(&args[1..]),
+        Some("aar") => android::aar(&args[1..]),
+        Some("xcframework") => apple::xcframework(&args[1..]),
         _ => {
             eprint!("{USAGE}");
             return ExitCode::from(2);

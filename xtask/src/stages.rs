@@ -252,7 +252,7 @@ pub fn build_ffi_library() -> Result<PathBuf, String> {
 }
 
 /// Runs the workspace's uniffi-bindgen on `lib`.
-fn bindgen(lib: &Path, language: &str, out_dir: &Path) -> Result<(), String> {
+pub(crate) fn bindgen(lib: &Path, language: &str, out_dir: &Path) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(out_dir);
     std::fs::create_dir_all(out_dir).map_err(|e| format!("creating {}: {e}", out_dir.display()))?;
     run(cargo()
@@ -271,7 +271,7 @@ fn bindgen(lib: &Path, language: &str, out_dir: &Path) -> Result<(), String> {
 }
 
 /// Every file under `dir` with the extension `ext`, sorted.
-fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
+pub(crate) fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -317,9 +317,10 @@ fn harness(
     }
 }
 
-/// Kotlin bindings + hand-written Kotlin + JUnit 5 tests, on the JVM; then
-/// the Android demo's app model (android-demo/model), whose tests count in
-/// this stage's totals.
+/// Kotlin bindings + hand-written Kotlin + JUnit 5 tests, on the JVM; the
+/// jar consumer test (one test: [`crate::package::consumer_test`]); then
+/// the Android demo's app model (android-demo/model). All count in this
+/// stage's totals.
 pub fn kotlin(lib: &Path, tools: &Tools) -> Outcome {
     harness(Stage::Kotlin, || {
         let home = tools.kotlin_home.as_ref().ok_or("no Kotlin compiler")?;
@@ -350,22 +351,56 @@ fn kotlin_inner(lib: &Path, home: &Path) -> Result<(u64, u64, Option<String>), S
     }
     let lib_dir = lib.parent().ok_or("library has no folder")?;
 
-    let mut sources = files_with_ext(&generated, "kt");
-    sources.extend(files_with_ext(&root.join("src"), "kt"));
+    // The library's classes (generated bindings and src/main) on their own,
+    // as the jar ships them; the tests (every other folder of src/) are
+    // compiled against them below, as a friend module (they may use
+    // `internal` members).
+    let mut main_sources = files_with_ext(&generated, "kt");
+    main_sources.extend(files_with_ext(&root.join("src/main"), "kt"));
+    let main_classes = build.join("main-classes");
+    compile_kotlin(home, &jars, &main_sources, &main_classes)?;
+    let main_stamp = PathBuf::from(format!("{}.fingerprint", main_classes.display()));
+    // The jar consumer test: those classes and this library packed as the
+    // JVM artifact is (`cargo xtask package`), and a program compiled and
+    // run against that jar alone.
+    let (cp, cf) = match crate::package::consumer_test(home, &main_classes, &main_stamp, lib) {
+        Ok(()) => (1, 0),
+        Err(e) => {
+            eprintln!("xtask: the jar consumer test failed: {e}");
+            (0, 1)
+        }
+    };
+    println!("jar consumer: {cp} passed, {cf} failed (counted in the kotlin line)");
+
+    let test_sources: Vec<PathBuf> = files_with_ext(&root.join("src"), "kt")
+        .into_iter()
+        .filter(|f| !f.starts_with(root.join("src/main")))
+        .collect();
+    let mut test_jars = vec![main_classes.clone()];
+    test_jars.extend(jars.iter().cloned());
     let classes = build.join("classes");
-    compile_kotlin(home, &jars, &sources, &classes)?;
+    compile_kotlin_with(
+        home,
+        &test_jars,
+        &test_sources,
+        std::slice::from_ref(&main_stamp),
+        &[format!("-Xfriend-paths={}", main_classes.display())],
+        &classes,
+    )?;
+
     // `BleCentralTest` runs btleplug against the BlueZ double, on its own
     // private system bus; the other tests do not touch it.
     let double = BluezDouble::start()?;
     let run = junit_console(
         lib_dir,
-        &jars,
+        &test_jars,
         &junit,
         &classes,
         &[("DBUS_SYSTEM_BUS_ADDRESS", double.address.as_str())],
     );
     double.stop();
     let (passed, failed, problem) = run?;
+    let (passed, failed) = (passed + cp, failed + cf);
 
     // The Android demo's model: plain Kotlin over the bindings' main sources
     // only (as the app's Gradle build sees the library module), with its tests.
@@ -432,20 +467,38 @@ impl BluezDouble {
 
 /// Compiles `sources` into `classes` with kotlinc, unless the same sources,
 /// compiler and classpath were compiled there already (`<classes>.fingerprint`).
-fn compile_kotlin(
+pub(crate) fn compile_kotlin(
     home: &Path,
     jars: &[PathBuf],
     sources: &[PathBuf],
     classes: &Path,
 ) -> Result<(), String> {
+    compile_kotlin_with(home, jars, sources, &[], &[], classes)
+}
+
+/// [`compile_kotlin`] with more kotlinc arguments, and more files whose
+/// content decides whether to compile again (the fingerprint of classes on
+/// the classpath, say).
+pub(crate) fn compile_kotlin_with(
+    home: &Path,
+    jars: &[PathBuf],
+    sources: &[PathBuf],
+    inputs: &[PathBuf],
+    args: &[String],
+    classes: &Path,
+) -> Result<(), String> {
     let cp = std::env::join_paths(jars).map_err(|e| e.to_string())?;
     let stamp = PathBuf::from(format!("{}.fingerprint", classes.display()));
-    // The compiler version and the classpath are part of what was compiled.
+    // The compiler version, the classpath and the arguments are part of
+    // what was compiled.
+    let mut fingerprinted = sources.to_vec();
+    fingerprinted.extend(inputs.iter().cloned());
     let print = format!(
-        "{}-{}-{}",
+        "{}-{}-{}-{}",
         crate::install::KOTLIN_VERSION,
         cp.to_string_lossy(),
-        fingerprint(sources)
+        args.join(" "),
+        fingerprint(&fingerprinted)
     );
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(print.as_str()) && classes.is_dir() {
         eprintln!(
@@ -457,7 +510,9 @@ fn compile_kotlin(
     let _ = std::fs::remove_dir_all(classes);
     let _ = std::fs::remove_file(&stamp);
     run(Command::new(home.join("bin/kotlinc"))
-        .args(["-jvm-target", "17", "-nowarn", "-cp"])
+        .args(["-jvm-target", "17", "-nowarn"])
+        .args(args)
+        .arg("-cp")
         .arg(&cp)
         .arg("-d")
         .arg(classes)
