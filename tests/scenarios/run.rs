@@ -20,6 +20,9 @@ use pos_core::engine::{EngineConfig, StaffSession};
 use pos_core::forwarding::ForwardingConfig;
 use pos_core::gateway::StaticToken;
 use pos_core::http_gateway::{HttpGateway, HttpGatewayConfig};
+use pos_core::inbox::{
+    InboxError, InboxView, OrderBatch, OrderSource, RefreshOutcome, RemoteOrder,
+};
 use pos_core::ledger::CardRead;
 use pos_core::lifecycle::{
     CustomerContact, EmailAddress, OrderId, OrderStatus, PaymentId, PaymentStatus, PhoneNumber,
@@ -167,7 +170,56 @@ impl EventListener for Collect {
     }
 }
 
+/// The scenario's other sales channel (R18): an order source whose cursor
+/// is the number of changes made so far. From scratch it gives every order;
+/// after a cursor, the orders changed since (their current version) and the
+/// ids removed since. One page, ordered by id. While `down`, it throws
+/// `Unavailable`. Counts its fetches.
+#[derive(Default)]
+struct WebShop(Mutex<Shop>);
+
+#[derive(Default)]
+struct Shop {
+    version: u64,
+    /// id -> (the order, or `None` once removed; the version that changed it)
+    orders: BTreeMap<String, (Option<RemoteOrder>, u64)>,
+    down: bool,
+    fetches: u64,
+}
+
+impl OrderSource for WebShop {
+    fn fetch_since(&self, cursor: Option<String>) -> Result<OrderBatch, InboxError> {
+        let mut s = self.0.lock().unwrap();
+        s.fetches += 1;
+        if s.down {
+            return Err(InboxError::Unavailable {
+                reason: "the web shop is down".into(),
+            });
+        }
+        let since = match cursor {
+            None => None,
+            Some(c) => Some(c.parse::<u64>().map_err(|_| InboxError::Source {
+                reason: format!("bad cursor {c:?}"),
+            })?),
+        };
+        let mut batch = OrderBatch {
+            next_cursor: Some(s.version.to_string()),
+            ..OrderBatch::default()
+        };
+        for (id, (order, changed)) in &s.orders {
+            match (since, order) {
+                (None, Some(o)) => batch.orders.push(o.clone()),
+                (Some(v), Some(o)) if *changed > v => batch.orders.push(o.clone()),
+                (Some(v), None) if *changed > v => batch.removed_ids.push(id.clone()),
+                _ => {}
+            }
+        }
+        Ok(batch)
+    }
+}
+
 struct Run {
+    web: Arc<WebShop>,
     dir: PathBuf,
     keys: Arc<LockableKeys>,
     clock: VirtualClock,
@@ -336,8 +388,13 @@ impl Run {
             may_take_offline_payments: staff_v["offline"].as_bool().unwrap_or(true),
         };
         engine.sign_in(staff.clone()).map_err(|e| e.to_string())?;
+        let web = Arc::new(WebShop::default());
+        engine
+            .set_order_source(web.clone())
+            .map_err(|e| e.to_string())?;
         let (tx, rx) = mpsc::channel();
         let mut run = Run {
+            web,
             dir,
             keys,
             clock,
@@ -746,6 +803,9 @@ impl Run {
                 }
                 attach(&self.engine, &self.sim)?;
                 self.engine
+                    .set_order_source(self.web.clone())
+                    .map_err(|e| e.to_string())?;
+                self.engine
                     .sign_in(self.staff.clone())
                     .map_err(|e| e.to_string())?;
                 self.subscribe()?;
@@ -753,6 +813,79 @@ impl Run {
                 // The new subscription's snapshot is not a step's event.
                 while self.events.try_recv().is_ok() {}
                 ("reopen".into(), "ok".into())
+            }
+            "web-order" => {
+                let id = text(step, "id")?;
+                let channel = opt_text(step, "channel")?.unwrap_or("web");
+                let total = int(step, "total")?;
+                let at = pos_core::clock::Clock::wall_now(&self.clock);
+                let mut shop = self.web.0.lock().unwrap();
+                shop.version += 1;
+                let version = shop.version;
+                let order = RemoteOrder {
+                    id: id.to_owned(),
+                    channel: channel.to_owned(),
+                    placed_at: at,
+                    total: self.money(total),
+                };
+                shop.orders.insert(id.to_owned(), (Some(order), version));
+                (format!("web-order {id} {total}"), "ok".into())
+            }
+            "web-remove" => {
+                let id = text(step, "id")?;
+                let mut shop = self.web.0.lock().unwrap();
+                shop.version += 1;
+                let version = shop.version;
+                shop.orders.insert(id.to_owned(), (None, version));
+                (format!("web-remove {id}"), "ok".into())
+            }
+            "web-down" => {
+                let b = step["down"].as_bool().ok_or("\"down\" must be a boolean")?;
+                self.web.0.lock().unwrap().down = b;
+                (format!("web-down {b}"), "ok".into())
+            }
+            "web-fetches" => (
+                "web-fetches".into(),
+                format!("fetches={}", self.web.0.lock().unwrap().fetches),
+            ),
+            "inbox-refresh" => {
+                let r = self.engine.refresh_inbox().await;
+                (
+                    "inbox-refresh".into(),
+                    result(r.map(|o| match o {
+                        RefreshOutcome::Offline => "offline".into(),
+                        RefreshOutcome::AlreadyRefreshing => "already-refreshing".into(),
+                        RefreshOutcome::Discarded => "discarded".into(),
+                        RefreshOutcome::Updated {
+                            added,
+                            updated,
+                            removed,
+                            more_pending,
+                        } => format!(
+                            "added={added} updated={updated} removed={removed} more={more_pending}"
+                        ),
+                    })),
+                )
+            }
+            "inbox" => {
+                let r = self.engine.inbox();
+                (
+                    "inbox".into(),
+                    result(r.map(|v| match v {
+                        InboxView::Hidden => "hidden".into(),
+                        InboxView::Syncing => "syncing".into(),
+                        InboxView::Ready(orders) if orders.is_empty() => "ready none".into(),
+                        InboxView::Ready(orders) => {
+                            let items: Vec<String> = orders
+                                .iter()
+                                .map(|o| {
+                                    format!("{}:{}:{}", o.id, o.channel, o.total.minor_units())
+                                })
+                                .collect();
+                            format!("ready {}", items.join(" "))
+                        }
+                    })),
+                )
             }
             other => return Err(format!("unknown step {other:?}")),
         };

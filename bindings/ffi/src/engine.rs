@@ -18,6 +18,7 @@ use crate::events::{EventListener, ListenerAdapter, Subscription};
 use crate::gateway::{ForwardReport, GatewayAdapter, PaymentGateway};
 #[cfg(feature = "http-gateway")]
 use crate::gateway::{TokenAdapter, TokenProvider};
+use crate::inbox::{InboxView, OrderSource, RefreshOutcome, SourceAdapter};
 use crate::keys::{KeyProvider, KeyProviderAdapter};
 use crate::money::Money;
 use crate::policy::OfflinePolicy;
@@ -642,6 +643,49 @@ impl PosEngine {
     /// Whether the policy lets this reader model take offline payments (R11).
     pub fn reader_may_take_offline_payments(&self, model: String) -> Result<bool, PosError> {
         Ok(self.inner.reader_may_take_offline_payments(&model)?)
+    }
+
+    /// The app went to the background (Android `onStop`, iOS
+    /// `sceneDidEnterBackground`): saves a snapshot unless nothing changed
+    /// since the last one, moves the store's log into its file and saves its
+    /// rollback anchor, and pauses probes: the engine no longer probes the
+    /// service by itself, and `status().nextWakeUpMs` leaves probes out
+    /// (the app's network callback or scheduled work brings it back).
+    /// Forwarding under way goes on. Call `onForeground` when the app
+    /// comes back.
+    pub async fn on_background(&self) -> Result<(), PosError> {
+        Ok(self.inner.on_background().await?)
+    }
+
+    /// The app is in the foreground again: probes resume and forwarding is
+    /// woken at once.
+    pub fn on_foreground(&self) -> Result<(), PosError> {
+        Ok(self.inner.on_foreground()?)
+    }
+
+    /// Sets the app's source of other channels' online orders (R18),
+    /// replacing any earlier one. The inbox fills from it on `refreshInbox`.
+    pub fn set_order_source(&self, source: Arc<dyn OrderSource>) -> Result<(), PosError> {
+        Ok(self
+            .inner
+            .set_order_source(Arc::new(SourceAdapter(source)))?)
+    }
+
+    /// Fetches what changed from the order source and merges it into the
+    /// inbox (R18): call it after going online and whenever the app wants
+    /// fresh orders. Offline it does not call the source (`Offline`).
+    /// `InvalidInput` when no source is set; `OrderSourceFailed` when the
+    /// source throws, returns an order without an id or in an unknown
+    /// currency, or says more is waiting without moving its cursor (the
+    /// inbox keeps what it had).
+    pub async fn refresh_inbox(&self) -> Result<RefreshOutcome, PosError> {
+        Ok(self.inner.refresh_inbox().await?.into())
+    }
+
+    /// What the app may show of other channels' orders (R18): hidden
+    /// offline, syncing after a reconnection until a refresh succeeds.
+    pub fn inbox(&self) -> Result<InboxView, PosError> {
+        Ok(self.inner.inbox()?.into())
     }
 
     /// Expires payments past their deadline and raises session warnings.

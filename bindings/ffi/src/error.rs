@@ -150,6 +150,13 @@ pub enum PosError {
     /// The engine was closed; open a new one.
     #[error("the engine is closed")]
     Closed,
+    /// The app's order source failed while filling the inbox (R18); the
+    /// inbox keeps what it had.
+    #[error("the order source failed: {reason}")]
+    OrderSourceFailed {
+        /// The source's error, as it gave it.
+        reason: String,
+    },
     /// A bug or an environment failure (a thread that could not start).
     #[error("internal error: {reason}")]
     Internal {
@@ -225,8 +232,7 @@ impl From<pos_core::PosError> for PosError {
             },
             C::Storage { reason } => PosError::Storage { reason },
             C::Closed => PosError::Closed,
-            // The inbox is not exported yet: no FFI call can fail this way.
-            C::OrderSourceFailed { reason } => PosError::Internal { reason },
+            C::OrderSourceFailed { reason } => PosError::OrderSourceFailed { reason },
             C::Internal { reason } => PosError::Internal { reason },
         }
     }

@@ -94,6 +94,65 @@ final class ScenarioEvents: EventListener, @unchecked Sendable {
     }
 }
 
+/// The scenario's other sales channel (R18), as the Rust runner's: the
+/// cursor is the number of changes made so far; from scratch it gives every
+/// order, after a cursor the orders changed since and the ids removed since;
+/// one page, ordered by id; throws `Unavailable` while `down`. Counts its
+/// fetches.
+final class WebShop: OrderSource, @unchecked Sendable {
+    private let lock = NSLock()
+    private var version: Int64 = 0
+    /// id to (the order, or nil once removed; the version that changed it)
+    private var orders: [String: (RemoteOrder?, Int64)] = [:]
+    private var isDown = false
+    private var fetchCount: Int64 = 0
+
+    func fetchSince(cursor: String?) throws -> OrderBatch {
+        lock.lock()
+        defer { lock.unlock() }
+        fetchCount += 1
+        if isDown { throw InboxError.Unavailable(reason: "the web shop is down") }
+        var since: Int64?
+        if let c = cursor {
+            guard let v = Int64(c) else { throw InboxError.Source(reason: "bad cursor") }
+            since = v
+        }
+        var out: [RemoteOrder] = []
+        var removed: [String] = []
+        // By id, byte for byte, as Rust's BTreeMap orders them.
+        for id in orders.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) {
+            guard let (order, changed) = orders[id] else { continue }
+            if let since {
+                if changed > since {
+                    if let order { out.append(order) } else { removed.append(id) }
+                }
+            } else if let order {
+                out.append(order)
+            }
+        }
+        return OrderBatch(orders: out, removedIds: removed, nextCursor: String(version), hasMore: false)
+    }
+
+    func change(_ id: String, _ order: RemoteOrder?) {
+        lock.lock()
+        defer { lock.unlock() }
+        version += 1
+        orders[id] = (order, version)
+    }
+
+    func setDown(_ down: Bool) {
+        lock.lock()
+        isDown = down
+        lock.unlock()
+    }
+
+    var fetches: Int64 {
+        lock.lock()
+        defer { lock.unlock() }
+        return fetchCount
+    }
+}
+
 /// The reader's events are not part of a transcript.
 final class IgnoredReaderEvents: ReaderListener, @unchecked Sendable {
     func onReaderEvent(event: ReaderEvent) {}
@@ -138,6 +197,7 @@ final class ScenarioRun {
     let simReader: SimulatedReader
     let reader: CardReader
     let events = ScenarioEvents()
+    let web = WebShop()
     var subscription: Subscription?
     /// Payment id to alias (`p1`, `p2`, … in the order the engine gave the ids).
     var aliases: [String: String] = [:]
@@ -296,6 +356,7 @@ final class ScenarioRun {
         try engine.signIn(staff: staff)
         let run = ScenarioRun(parent: parent, dir: dir, keys: keys, clock: clock, currency: currency, staff: staff,
                               engine: engine, sim: sim, simReader: simReader, reader: reader)
+        try run.engine.setOrderSource(source: run.web)
         try run.subscribe()
         // The transcript starts after the setup: its events are dropped.
         await run.engine.eventsDelivered()
@@ -541,12 +602,51 @@ final class ScenarioRun {
                 return ("reopen", Render.error(e))
             }
             try sim.attach(engine: engine)
+            try engine.setOrderSource(source: web)
             try engine.signIn(staff: staff)
             try subscribe()
             await engine.eventsDelivered()
             // The new subscription's snapshot is not a step's event.
             _ = events.drain()
             return ("reopen", "ok")
+        case "web-order":
+            let id = try text(step, "id")
+            let channel = try optText(step, "channel") ?? "web"
+            let total = try int(step, "total")
+            web.change(id, RemoteOrder(id: id, channel: channel, placedAtMs: clock.wallMs(),
+                                       total: Money(minorUnits: total, currency: currency)))
+            return ("web-order \(id) \(total)", "ok")
+        case "web-remove":
+            let id = try text(step, "id")
+            web.change(id, nil)
+            return ("web-remove \(id)", "ok")
+        case "web-down":
+            guard let b = step["down"].bool else { throw ScenarioFailure("\"down\" must be a boolean") }
+            web.setDown(b)
+            return ("web-down \(b)", "ok")
+        case "web-fetches":
+            return ("web-fetches", "fetches=\(web.fetches)")
+        case "inbox-refresh":
+            return ("inbox-refresh", try await result {
+                switch try await engine.refreshInbox() {
+                case .offline: return "offline"
+                case .alreadyRefreshing: return "already-refreshing"
+                case .discarded: return "discarded"
+                case let .updated(added, updated, removed, more):
+                    return "added=\(added) updated=\(updated) removed=\(removed) more=\(more)"
+                }
+            })
+        case "inbox":
+            return ("inbox", try await result {
+                switch try engine.inbox() {
+                case .hidden: return "hidden"
+                case .syncing: return "syncing"
+                case let .ready(orders):
+                    if orders.isEmpty { return "ready none" }
+                    return "ready " + orders.map { "\($0.id):\($0.channel):\($0.total.minorUnits)" }
+                        .joined(separator: " ")
+                }
+            })
         default:
             throw ScenarioFailure("unknown step \"\(Render.printable(verb))\"")
         }
@@ -730,6 +830,7 @@ enum Render {
         case .StoreIntegrity: return "StoreIntegrity"
         case .Storage: return "Storage"
         case .Closed: return "Closed"
+        case .OrderSourceFailed: return "OrderSourceFailed"
         case .Internal: return "Internal"
         case .Callback: return "Callback"
         }

@@ -236,6 +236,43 @@ private fun removeFiles(dir: File) {
 
 private val allEntryModes = listOf(EntryMode.CHIP, EntryMode.CONTACTLESS, EntryMode.SWIPE, EntryMode.MANUAL)
 
+/**
+ * The scenario's other sales channel (R18), as the Rust runner's: the cursor
+ * is the number of changes made so far; from scratch it gives every order,
+ * after a cursor the orders changed since and the ids removed since; one page,
+ * ordered by id; throws `Unavailable` while [down]. Counts its fetches.
+ */
+private class WebShop : OrderSource {
+    var version = 0L
+    /** id -> (the order, or null once removed; the version that changed it) */
+    val orders = java.util.TreeMap<String, Pair<RemoteOrder?, Long>>()
+    var down = false
+    var fetches = 0L
+
+    @Synchronized
+    override fun fetchSince(cursor: String?): OrderBatch {
+        fetches += 1
+        if (down) throw InboxException.Unavailable("the web shop is down")
+        val since = cursor?.let { it.toLongOrNull() ?: throw InboxException.Source("bad cursor \"$it\"") }
+        val out = ArrayList<RemoteOrder>()
+        val removed = ArrayList<String>()
+        for ((id, entry) in orders) {
+            val (order, changed) = entry
+            when {
+                since == null -> order?.let { out.add(it) }
+                changed > since -> if (order != null) out.add(order) else removed.add(id)
+            }
+        }
+        return OrderBatch(out, removed, version.toString(), false)
+    }
+
+    @Synchronized
+    fun change(id: String, order: RemoteOrder?) {
+        version += 1
+        orders[id] = order to version
+    }
+}
+
 private class ScenarioRun(
     val dir: File,
     val keys: FileKeyProvider,
@@ -248,6 +285,7 @@ private class ScenarioRun(
     val reader: CardReader,
 ) {
     val events = ConcurrentLinkedQueue<PosEvent>()
+    val web = WebShop()
     var subscription: Subscription? = null
     /** Payment id -> `p1`, `p2`, ... in the order the engine gave the ids. */
     val aliases = HashMap<String, String>()
@@ -337,6 +375,7 @@ private class ScenarioRun(
             val staff = StaffSession(optText(staffV, "id") ?: "cashier-1", staffV["offline"].asBool ?: true)
             engine.signIn(staff)
             val run = ScenarioRun(dir, keys, clock, currency, staff, engine, processor, simReader, reader)
+            run.engine.setOrderSource(run.web)
             run.subscribe()
             // The transcript starts after the setup: its events are dropped.
             run.engine.eventsDelivered()
@@ -597,12 +636,49 @@ private class ScenarioRun(
                 engine.close()
                 engine = reopened
                 processor.attach(engine)
+                engine.setOrderSource(web)
                 engine.signIn(staff)
                 subscribe()
                 engine.eventsDelivered()
                 // The new subscription's snapshot is not a step's event.
                 events.clear()
                 "reopen" to "ok"
+            }
+            "web-order" -> {
+                val id = text(step, "id")
+                val channel = optText(step, "channel") ?: "web"
+                val total = int(step, "total")
+                web.change(id, RemoteOrder(id, channel, clock.wallMs(), Money(total, currency)))
+                "web-order $id $total" to "ok"
+            }
+            "web-remove" -> {
+                val id = text(step, "id")
+                web.change(id, null)
+                "web-remove $id" to "ok"
+            }
+            "web-down" -> {
+                val b = step["down"].asBool ?: fail("\"down\" must be a boolean")
+                synchronized(web) { web.down = b }
+                "web-down $b" to "ok"
+            }
+            "web-fetches" -> "web-fetches" to "fetches=${synchronized(web) { web.fetches }}"
+            "inbox-refresh" -> "inbox-refresh" to result {
+                when (val o = engine.refreshInbox()) {
+                    is RefreshOutcome.Offline -> "offline"
+                    is RefreshOutcome.AlreadyRefreshing -> "already-refreshing"
+                    is RefreshOutcome.Discarded -> "discarded"
+                    is RefreshOutcome.Updated ->
+                        "added=${o.added} updated=${o.updated} removed=${o.removed} more=${o.morePending}"
+                }
+            }
+            "inbox" -> "inbox" to result {
+                when (val v = engine.inbox()) {
+                    is InboxView.Hidden -> "hidden"
+                    is InboxView.Syncing -> "syncing"
+                    is InboxView.Ready ->
+                        if (v.orders.isEmpty()) "ready none"
+                        else "ready " + v.orders.joinToString(" ") { "${it.id}:${it.channel}:${it.total.minorUnits}" }
+                }
             }
             else -> fail("unknown step \"$verb\"")
         }
