@@ -598,6 +598,7 @@ impl PosEngine {
                     vec![Self::audit(&s, &[], now, actor, kind)]
                 };
                 self.commit(batch).await?;
+                tracing::info!(rule = refusal.rule_id(), "offline payment refused");
                 return Err(PosError::Refused { refusal });
             }
             Err(e) => return Err(e),
@@ -675,6 +676,7 @@ impl PosEngine {
                 });
             (status, near)
         };
+        tracing::info!(%payment_id, "offline payment stored");
         self.inner.events.emit(PosEvent::PaymentStateChanged {
             payment_id: payment_id.clone(),
             order_id,
@@ -878,6 +880,7 @@ impl PosEngine {
             let (answer, live) = answer.map_err(|e| PosError::Internal {
                 reason: format!("authorization task failed: {e}"),
             })?;
+            crate::forwarder::log_answer(&id, 1, &answer);
             let event = engine.answer_event(answer, 1);
             let p = engine.record_step(&id, event).await?;
             live.recorded();

@@ -136,6 +136,16 @@ pub struct CurrencyTotals {
     pub unknown_amount: Money,
 }
 
+/// A connectivity state's name for the logs (its `since` left out).
+fn state_name(state: &ConnectivityState) -> &'static str {
+    match state {
+        ConnectivityState::Unknown => "unknown",
+        ConnectivityState::Online { .. } => "online",
+        ConnectivityState::NetworkOutage { .. } => "network_outage",
+        ConnectivityState::ServiceDisruption { .. } => "service_disruption",
+    }
+}
+
 /// Unsettled payments read by the reader `serial`.
 fn pending_reads_of(ledger: &Ledger, serial: &str) -> usize {
     ledger
@@ -553,6 +563,8 @@ impl PosEngine {
             }
         }
         Ok(())
+            } else {
+                tracing::warn!("snapshot failed: tried again later");
     }
 
     /// After the snapshot `state`: once no commit came for
@@ -586,6 +598,7 @@ impl PosEngine {
                     if let Some(bus) = events.upgrade() {
                         bus.emit(PosEvent::StoreVerificationFailed { reason });
                     }
+                    tracing::error!(%reason, "store verification failed");
                 }
                 // The records are not kept once checked (their memory),
                 // unless a snapshot came meanwhile: that one is checked too.
@@ -628,6 +641,8 @@ impl PosEngine {
             }
         }
     }
+            } else {
+                tracing::warn!("snapshot failed: tried again later");
 
     /// Verifies the whole store, history included: every record from the
     /// first (the open verifies only the snapshot and what follows it), and
@@ -650,11 +665,13 @@ impl PosEngine {
             return Err(PosError::StoreIntegrity {
                 reason: "the store's journal and the state opened from its snapshot differ".into(),
                 rolled_back: None,
+            tracing::error!("store verification failed: the journal and the open state differ");
             });
         }
         Ok(())
     }
 
+        tracing::info!("store verified: the whole journal replays to the engine's state");
     /// Saves a snapshot of everything the engine holds, so that the next
     /// open reads it instead of replaying the journal's superseded records
     /// (the engine also does this every [`crate::store::COMPACT_EVERY`]
@@ -1311,6 +1328,11 @@ impl PosEngine {
                             started,
                         ));
                     }
+        tracing::info!(
+            error_ms = c.error_ms,
+            step_ms = c.step_ms,
+            "trusted clock corrected from the processor's time"
+        );
                     let cause = match cause {
                         OutageCause::NetworkOutage => OfflineCause::NetworkOutage,
                         OutageCause::ServiceDisruption => OfflineCause::ServiceDisruption,
@@ -1384,6 +1406,12 @@ impl PosEngine {
             .order_source
             .0
             .lock()
+        tracing::info!(
+            from = state_name(&change.from),
+            to = state_name(&to),
+            recovery = change.is_recovery(),
+            "connectivity changed"
+        );
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or_else(|| PosError::InvalidInput {
@@ -1497,6 +1525,7 @@ impl PosEngine {
                 let t = match &p.state {
                     PaymentState::FailedToForward {
                         next_retry_at: Some(t),
+        tracing::info!("engine closed");
                         ..
                     } if online => Some((*t).min(p.deadline)),
                     PaymentState::Pending | PaymentState::FailedToForward { .. } => {
@@ -1621,6 +1650,10 @@ impl PosEngine {
             .blocked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+        match reason {
+            Some(reason) => tracing::warn!(?reason, "forwarding blocked"),
+            None => tracing::info!("forwarding unblocked"),
+        }
     }
 
     /// Whether a forwarding round is running (its commits leave the

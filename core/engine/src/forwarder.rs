@@ -351,6 +351,41 @@ pub(crate) fn guarded<T>(
     })
 }
 
+/// Logs the processor's answer to attempt `attempt` of payment `id`:
+/// an approval at debug, a decline at info, an error at warn.
+pub(crate) fn log_answer(
+    id: &PaymentId,
+    attempt: u32,
+    answer: &std::result::Result<crate::gateway::GatewayDecision, GatewayError>,
+) {
+    use crate::gateway::GatewayDecision;
+    match answer {
+        Ok(GatewayDecision::Approved { .. }) => {
+            tracing::debug!(payment_id = %id, attempt, "payment approved")
+        }
+        Ok(GatewayDecision::Declined { reason }) => {
+            tracing::info!(payment_id = %id, attempt, ?reason, "payment declined")
+        }
+        Err(e) => log_gateway_error("payment", Some(id), e),
+    }
+}
+
+/// Logs a gateway error of `call` (for payment `id`, if any): its kind,
+/// HTTP status, processor code and detail (which never holds card data,
+/// contacts or tokens).
+pub(crate) fn log_gateway_error(call: &'static str, id: Option<&PaymentId>, e: &GatewayError) {
+    tracing::warn!(
+        call,
+        payment_id = id.map(tracing::field::display),
+        kind = ?e.kind,
+        http_status = e.http_status,
+        code = e.code.as_deref(),
+        retry_after = e.retry_after.map(tracing::field::debug),
+        detail = %e.detail,
+        "gateway error"
+    );
+}
+
 /// The effects of one recorded step, emitted after its commit.
 pub(crate) struct StepEffects {
     pub(crate) payment: OfflinePayment,

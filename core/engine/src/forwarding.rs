@@ -126,6 +126,10 @@ impl PosEngine {
             let s = self.state();
             self.due_ids(&s, self.now(), usize::MAX, manual)
         };
+        let round_began = std::time::Instant::now();
+        if !due.is_empty() {
+            tracing::debug!(due = due.len(), manual, "forwarding round started");
+        }
         let mut counted: BTreeSet<PaymentId> = due.iter().cloned().collect();
         // Each payment is attempted at most once per round: a failure waits
         // for its retry time (or the next manual round), never loops here.
@@ -192,6 +196,11 @@ impl PosEngine {
                             .emit(PosEvent::ForwardingProgress(progress.clone()));
                     }
                     for (request, attempt, live) in started {
+                        tracing::debug!(
+                            payment_id = %request.payment_id,
+                            attempt,
+                            "forwarding attempt sent"
+                        );
                         report.attempts += 1;
                         tried.insert(request.payment_id.clone());
                         if counted.insert(request.payment_id.clone()) {
@@ -212,6 +221,10 @@ impl PosEngine {
                     }
                 }
                 Err(e) => {
+                    tracing::warn!(
+                        error = e.kind(),
+                        "forwarding: a write failed; no new attempt starts in this round"
+                    );
                     if matches!(e, PosError::StoreLocked) {
                         self.set_forwarding_blocked(Some(ForwardingBlockedReason::StoreLocked));
                     }
@@ -229,9 +242,11 @@ impl PosEngine {
                 // A task that panicked dropped its live attempt: the next
                 // tick records it as "no answer".
                 let Ok((id, attempt, outcome, live)) = r else {
+                    tracing::error!("a forwarding attempt's task panicked: recorded as unanswered");
                     report.failed += 1;
                     continue;
                 };
+                crate::forwarder::log_answer(&id, attempt, &outcome);
                 match &outcome {
                     Ok(GatewayDecision::Approved { .. }) => report.approved += 1,
                     Ok(GatewayDecision::Declined { .. }) => report.declined += 1,
@@ -260,6 +275,11 @@ impl PosEngine {
                 .emit(PosEvent::ForwardingProgress(progress));
         }
         if let Some(e) = failure {
+            tracing::warn!(
+                error = e.kind(),
+                attempts = report.attempts,
+                "forwarding round stopped by a failed write"
+            );
             return Err(e);
         }
         if self.inner.forwarding.busy_until(self.now()).is_none() {
@@ -272,6 +292,23 @@ impl PosEngine {
         // The snapshot the round's commits made due (they do not take one
         // while the round runs: see `after_write`), once, at its end.
         self.compact_if_due().await;
+        let decided = report.approved + report.declined;
+        if report.attempts + decided + report.expired + report.receipts_sent > 0 {
+            tracing::info!(
+                manual,
+                attempts = report.attempts,
+                approved = report.approved,
+                declined = report.declined,
+                failed = report.failed,
+                expired = report.expired,
+                outcome_unknown = report.outcome_unknown,
+                receipts_sent = report.receipts_sent,
+                elapsed = ?round_began.elapsed(),
+                "forwarding round finished"
+            );
+        } else {
+            tracing::trace!(manual, "forwarding round: nothing to do");
+        }
         Ok(report)
     }
 
@@ -351,10 +388,15 @@ impl PosEngine {
                     }
                     Ok(PaymentLookup::InProgress) => continue,
                     Err(e) => {
+                        crate::forwarder::log_gateway_error("payment_status", Some(&id), &e);
                         self.inner.forwarding.note_retry_after(&e, self.now());
                         continue;
                     }
                 };
+                tracing::info!(
+                    payment_id = %id,
+                    "the processor answered for a payment of unknown outcome"
+                );
                 steps.push((id, event));
             }
         }
@@ -390,6 +432,9 @@ impl PosEngine {
                 .map_err(|e| PosError::Internal {
                     reason: format!("receipt task failed: {e}"),
                 })?;
+            if let Err(e) = &answer {
+                crate::forwarder::log_gateway_error("deliver_receipt", None, e);
+            }
             let mut busy = false;
             let event = match answer {
                 Ok(()) => {
@@ -617,6 +662,9 @@ impl PosEngine {
                 Ok(Err(_)) => ProbeOutcome::Unhealthy,
                 Err(_) => return IDLE,
             };
+            if let Ok(Err(e)) = &answer {
+                tracing::debug!(kind = ?e.kind, detail = %e.detail, "service probe failed");
+            }
             if self.report_probe(outcome).await.is_err() {
                 return IDLE;
             }
@@ -629,6 +677,7 @@ impl PosEngine {
             // A failure here (store error) is retried at the next wake.
             let _ = self.forward_round(false).await;
         } else {
+            tracing::debug!(?outcome, "service probed");
             let _ = self.tick().await;
         }
         // Sleep until the next retry, probe or deadline, in real time.

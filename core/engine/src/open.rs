@@ -35,6 +35,7 @@ impl PosEngine {
     ) -> Result<Self> {
         let forwarding = Forwarding::new(config.forwarding.clone())?;
         let anchor_clock = Arc::clone(&clock);
+        let started = std::time::Instant::now();
         let (mut ledger, records) = store.open_state().await?;
         for w in records {
             ledger.apply(w).map_err(|e| PosError::Internal {
@@ -57,6 +58,7 @@ impl PosEngine {
         // opens only under the device id its payments were taken under.
         if let Some(d) = &ledger.device_id {
             if *d != config.device_id {
+                tracing::warn!("engine not opened: the store belongs to another device id");
                 return Err(PosError::InvalidConfig {
                     reason: format!(
                         "this store belongs to device id {d:?}, not {:?}: its payments are \
@@ -70,6 +72,7 @@ impl PosEngine {
         // store opens for no other account than its own.
         if let (Some(stored), Some(configured)) = (&ledger.account, &config.account) {
             if stored != configured {
+                tracing::warn!("engine not opened: the store belongs to another merchant account");
                 return Err(PosError::AccountMismatch {
                     stored: stored.to_string(),
                     configured: configured.to_string(),
@@ -89,6 +92,12 @@ impl PosEngine {
         let events = EventBus::start().map_err(|e| PosError::Internal {
             reason: format!("event thread: {e}"),
         })?;
+        tracing::info!(
+            payments = ledger.payments.len(),
+            orders = ledger.orders.len(),
+            elapsed = ?started.elapsed(),
+            "engine opened"
+        );
         let state = State {
             ledger,
             connectivity,
@@ -241,6 +250,11 @@ impl PosEngine {
             return Ok(());
         }
         store.apply(&batch).await?;
+        tracing::warn!(
+            payments = batch.len() / 2,
+            "attempts left in flight by the previous process recorded as unanswered: \
+             retried with the same ids"
+        );
         for w in batch {
             ledger.apply(w).map_err(|e| internal(e.to_string()))?;
         }

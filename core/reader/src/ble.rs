@@ -210,11 +210,13 @@ impl BleTransport {
                 // BlueZ goes on connecting, or stays connected, after a
                 // timeout: the reader would stay tied to a phone that gave
                 // up on it (found by the BlueZ double).
+                tracing::info!(error = %e, "Bluetooth LE connection to the reader failed");
                 let _ = p.disconnect().await;
                 return Err(e);
             }
         };
         let mtu = usize::from(p.mtu()).max(crate::frame::MIN_MTU);
+        tracing::info!(mtu, "reader connected over Bluetooth LE");
         self.connected.send_replace(true);
         let connected = Arc::clone(&self.connected);
         let frames = self.frames_tx.clone();
@@ -245,6 +247,7 @@ impl BleTransport {
                     },
                 }
             }
+            tracing::info!("Bluetooth LE link to the reader down");
             connected.send_replace(false);
         });
         if let Some(old) = self

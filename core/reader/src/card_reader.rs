@@ -419,6 +419,7 @@ impl Transport for VendorReader {
         Box::pin(async move {
             let info = self.checked_info().await?;
             registry.remember_vendor(&info).await?;
+            tracing::info!(model = %info.model, serial = %info.serial, "vendor reader paired");
             Ok(info)
         })
     }
@@ -626,8 +627,10 @@ impl CardReader {
     /// brought back: no event then).
     pub async fn reconnect(&self) -> u64 {
         let Some(resent) = self.transport.reconnect().await else {
+            tracing::info!("reader not reconnected");
             return 0;
         };
+        tracing::info!(resent, "reader reconnected");
         self.listener.on_event(Event::Reconnected { resent });
         resent
     }
@@ -640,6 +643,7 @@ impl CardReader {
     /// automatic reconnection on, the supervisor reports it).
     fn reported<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
         if let Err(e) = &result {
+            tracing::info!(error = %e, "reader operation failed");
             let dropped =
                 matches!(e, Error::Disconnected | Error::Timeout) || !self.transport.is_connected();
             if dropped && !self.supervised() {

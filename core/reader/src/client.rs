@@ -147,6 +147,12 @@ impl<T: Transport> ReaderClient<T> {
         match c.call(&Request::Hello { versions }).await? {
             Reply::HelloAck { version } if offered.contains(&version) => {
                 c.version = version;
+                tracing::debug!(version, "reader connected");
+                if version == LEGACY_VERSION {
+                    tracing::warn!(
+                        "reader accepted on profile version 1: unauthenticated, no card reads"
+                    );
+                }
                 Ok(c)
             }
             Reply::Error { .. } | Reply::HelloAck { .. } => Err(ReaderError::Version),
@@ -268,6 +274,7 @@ impl<T: Transport> ReaderClient<T> {
         let done = match handshake.finish(&m2, trust) {
             Ok(done) => done,
             Err(e) => {
+                tracing::warn!(error = %e, "reader pairing failed: the handshake was refused");
                 self.chan.note_rejected();
                 return Err(e.into());
             }
@@ -278,6 +285,13 @@ impl<T: Transport> ReaderClient<T> {
         self.info = None;
         let info = self.info().await?;
         let certificate = self.authenticated()?.encode();
+        tracing::info!(
+            model = %info.model,
+            serial = %info.serial,
+            firmware = %info.firmware,
+            battery_percent = info.battery_percent,
+            "reader paired: the link is sealed"
+        );
         Ok(PairedReader { info, certificate })
     }
 
@@ -372,6 +386,7 @@ impl<T: Transport> ReaderClient<T> {
                         &sealed,
                         &signature,
                     )
+                    .inspect_err(|check| tracing::warn!(?check, "card read refused"))
                     .map_err(ReaderError::BadCardRead);
                 }
                 Reply::Error { code, .. } => return Err(ReaderError::Refused { code }),

@@ -501,6 +501,10 @@ impl<T: Transport> Channel<T> {
         for (id, kind, body) in &pending {
             self.write_message(*id, *kind, body)?;
         }
+        tracing::debug!(
+            messages = pending.len(),
+            "resent the unacknowledged messages"
+        );
         Ok(pending.len())
     }
 
@@ -515,7 +519,9 @@ impl<T: Transport> Channel<T> {
 
     fn refuse(&self, e: impl Into<LinkError>) -> Option<Result<Inbound, LinkError>> {
         self.note_rejected();
-        Some(Err(e.into()))
+        let e = e.into();
+        tracing::debug!(error = %e, "refused a frame or message from the peer");
+        Some(Err(e))
     }
 
     /// Takes one frame from the peer: `None` while its message is

@@ -119,18 +119,27 @@ pub fn supervise<L: Reconnect>(
             if up.wait_for(|c| !*c).await.is_err() {
                 return;
             }
+            tracing::info!("reader link lost: reconnecting");
             report(Supervision::Disconnected);
             let tries = std::sync::atomic::AtomicU32::new(0);
             let result = reconnect_with_backoff(
                 policy,
                 || {
                     let n = tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    tracing::debug!(attempt = n, "reconnecting the reader");
                     report(Supervision::Reconnecting { attempt: n });
                     control.try_reconnect()
                 },
                 tokio::time::sleep,
             )
             .await;
+            match &result {
+                Ok(attempts) => tracing::info!(attempts, "reader link back"),
+                Err(_) => tracing::warn!(
+                    attempts = tries.load(std::sync::atomic::Ordering::SeqCst),
+                    "reader not reconnected: gave up until the link comes back"
+                ),
+            }
             match result {
                 Ok(attempts) => report(Supervision::Reconnected { attempts }),
                 Err(_) => {

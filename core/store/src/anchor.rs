@@ -209,6 +209,15 @@ pub(crate) fn anchor_thread(shared: &(Mutex<AnchorState>, Condvar)) {
             a.provider.save_anchor(&store_id, &bytes)
         }));
         last_save = Some(Instant::now());
+        match &outcome {
+            Ok(Ok(())) => tracing::trace!(seq = a.seq, "rollback anchor saved"),
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!(
+                    seq = a.seq,
+                    "rollback anchor not saved: the key provider failed"
+                )
+            }
+        }
         st = lock.lock().unwrap_or_else(|p| p.into_inner());
         let report = match outcome {
             Ok(Ok(())) => {

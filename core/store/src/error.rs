@@ -4,6 +4,21 @@ use crate::{ENOSPC, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB};
 use pos_rules::crypto::KeyError;
 use pos_rules::store::StoreError;
 
+/// The error's kind, for the logs (its details may name app data or paths).
+pub(crate) fn kind(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Locked => "locked",
+        StoreError::DiskFull => "disk_full",
+        StoreError::Io(_) => "io",
+        StoreError::WrongKey => "wrong_key",
+        StoreError::Tampered { .. } => "tampered",
+        StoreError::RolledBack { .. } => "rolled_back",
+        StoreError::NewerSchema { .. } => "newer_schema",
+        StoreError::Corrupt { .. } => "corrupt",
+        StoreError::KeyProviderFailed { .. } => "key_provider_failed",
+    }
+}
+
 pub(crate) fn tampered(seq: u64, what: &str) -> StoreError {
     StoreError::Tampered {
         seq,

@@ -277,6 +277,7 @@ impl SqliteStore {
         provider: Arc<dyn KeyProvider>,
         accept_rollback: bool,
     ) -> Result<Self, StoreError> {
+        let started = std::time::Instant::now();
         let path = std::path::absolute(path).map_err(|e| io("resolve the path", &e))?;
         let registration = Registration::claim(&path)?;
         let exists = path
@@ -291,6 +292,13 @@ impl SqliteStore {
         match prepare(&mut conn, provider.as_ref(), accept_rollback).await {
             Ok(p) => {
                 let since_snapshot = p.meta.head_seq.saturating_sub(p.snapshot_seq);
+                tracing::info!(
+                    created = !exists,
+                    records = p.meta.head_seq,
+                    snapshot_at = p.snapshot_seq,
+                    elapsed = ?started.elapsed(),
+                    "store opened"
+                );
                 let readers = SqlitePoolOptions::new()
                     .max_connections(READERS)
                     .min_connections(0)
@@ -315,6 +323,10 @@ impl SqliteStore {
                 })
             }
             Err(e) => {
+                tracing::warn!(
+                    error = error::kind(&e),
+                    "store not opened; the file is left as it is"
+                );
                 let _ = conn.close().await;
                 Err(e)
             }
@@ -348,6 +360,7 @@ impl SqliteStore {
         if let Some(c) = conn {
             let _ = c.close().await;
         }
+        tracing::info!("store closed");
         self.registration
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -550,7 +563,9 @@ impl SqliteStore {
             // "No transaction is active" when nothing was left open.
             let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
         }
-        if self.committed(&next).await {
+        let committed = self.committed(&next).await;
+        tracing::info!(committed, "settled a write cut off earlier");
+        if committed {
             w.meta = next;
         }
     }
@@ -618,6 +633,11 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn schema(&self) -> Option<u32> {
+        tracing::info!(
+            upto = upto_seq,
+            bytes = ciphertext.len(),
+            "snapshot written"
+        );
         Some(SCHEMA_VERSION)
     }
 
@@ -633,6 +653,10 @@ impl Store for SqliteStore {
     /// journal, and the records after it, when no write came since.
     fn open_state(&self) -> BoxFuture<'_, Result<(Ledger, Vec<Write>), StoreError>> {
         let opened = self.opened.lock().unwrap_or_else(|p| p.into_inner()).take();
+        tracing::debug!(
+            records = v.writes.len(),
+            "journal verified from its first record"
+        );
         Box::pin(async move {
             match opened {
                 Some(o) => Ok((o.ledger.unwrap_or_default(), o.writes)),

@@ -115,6 +115,11 @@ pub(crate) async fn prepare(
         if check != "ok" {
             return Err(corrupt("the database file does not pass SQLite's check"));
         }
+        tracing::info!(
+            from = version,
+            to = SCHEMA_VERSION,
+            "migrating the store's schema"
+        );
         migrate(conn, version).await?;
     }
     set_wal(conn).await?;
@@ -163,6 +168,7 @@ pub(crate) async fn prepare(
         None => None,
     };
     if start.is_some() && snapshot.is_none() {
+        tracing::warn!("the snapshot was not rebuilt: the whole journal is replayed instead");
         // Authentic but not rebuilt by this build (a type changed without a
         // schema bump, or records that do not apply): a snapshot is only a
         // shortcut, so the whole journal is verified and replayed instead
@@ -194,6 +200,12 @@ pub(crate) async fn prepare(
         let found = anchor.as_ref().map_or(0, |a| a.seq);
         anchor_at_open = (found, Some(AnchorReport::Saved { seq: v.head_seq }));
         let behind = anchor.as_ref().is_none_or(|a| a.seq != v.head_seq);
+        if accept_rollback {
+            tracing::warn!(
+                records = v.head_seq,
+                "store accepted as it is (a person's decision): anchored anew"
+            );
+        }
         if behind || accept_rollback {
             let bytes = encode_anchor(&keys, &meta.store_id, v.head_seq, &v.head_mac);
             // A provider that cannot save now leaves the anchor behind:
