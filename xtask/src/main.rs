@@ -16,6 +16,7 @@
 
 mod android;
 mod apple;
+mod bench;
 mod docs_check;
 mod install;
 mod layers;
@@ -35,6 +36,7 @@ commands:
   fuzz [SECONDS]                    fuzz the reader frames and secure link (default 60 s each, cargo-fuzz on stable)
   layers                            check that pos-rules is sans-I/O and no modules import each other
   size                              build pos-ffi with the `mobile` profile and print its size
+  bench [--only NAMES]              every benchmark (release builds), then one table (docs/benchmarks.md)
   soak [KILLS]                      the store crash test with KILLS SIGKILLs (default 2000),
                                     forwarding cancelled at 2,000 seeded random points,
                                     then the forwarding fault suite with 10,000 payments per mode
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Some("demo") => install::demo().and_then(|()| stages::demo(&args[1..])),
         Some("fuzz") => stages::fuzz(args.get(1).map(String::as_str).unwrap_or("60")),
         Some("size") => stages::size().map(|_| true),
+        Some("bench") => bench::bench(&args[1..]),
         Some("layers") => layers::check().map(|()| true),
         Some("soak") => stages::soak(args.get(1).map(String::as_str).unwrap_or("2000")),
         Some("install") => install::all(&install::Needs::everything()).map(|_| true),

@@ -1373,6 +1373,10 @@ impl PosEngine {
         if change.is_recovery() || to.is_online() {
             // Stored payments are forwarded now (R3).
             self.wake_forwarder();
+        } else {
+            // Down: the driver, which may be waiting with nothing
+            // scheduled, starts probing.
+            self.wake_forwarder();
         }
         self.inner.events.emit(PosEvent::ConnectivityChanged {
             from: change.from,
@@ -1562,7 +1566,7 @@ impl PosEngine {
         Ok(self.next_wake_up_at())
     }
 
-    fn next_wake_up_at(&self) -> Option<Timestamp> {
+    pub(crate) fn next_wake_up_at(&self) -> Option<Timestamp> {
         let warning = self
             .state()
             .settings_ref()

@@ -616,26 +616,38 @@ impl PosEngine {
                     }
                     engine.drive_once().await
                 };
-                tokio::select! {
-                    _ = &mut notified => {}
-                    _ = tokio::time::sleep(wait) => {}
+                // Nothing scheduled: no timer at all, only a notification
+                // (a payment, a nudge, a connectivity change, the gateway,
+                // the foreground, close) wakes the driver.
+                match wait {
+                    Some(wait) => tokio::select! {
+                        _ = &mut notified => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    },
+                    None => notified.await,
                 }
             }
         });
     }
 
     /// One pass of the driver; returns how long to sleep before the next
-    /// one if nothing wakes it.
-    async fn drive_once(&self) -> Duration {
-        const IDLE: Duration = Duration::from_secs(30);
+    /// one if nothing wakes it, `None` to sleep until woken: nothing is
+    /// scheduled, or forwarding is off, paused or has no gateway (what
+    /// changes those wakes the driver).
+    async fn drive_once(&self) -> Option<Duration> {
+        // After a failure that nothing will report (a probe task that did
+        // not finish, a store error), the pass is tried again after this.
+        const RETRY: Duration = Duration::from_secs(30);
+        // The longest sleep towards a scheduled time: tokio's timers count
+        // monotonic time, which stops while the device is suspended, so a
+        // far-off wake-up is read again from the trusted clock now and then.
+        const LONGEST: Duration = Duration::from_secs(300);
         const MIN: Duration = Duration::from_millis(20);
         let f = &self.inner.forwarding;
         if !f.config.automatic || self.forwarding_paused() {
-            return IDLE;
+            return None;
         }
-        let Some(gateway) = self.gateway() else {
-            return IDLE;
-        };
+        let gateway = self.gateway()?;
         let online = self.state().connectivity.state().is_online();
         if !online {
             // Probe the service (R2); connectivity decides when it is back.
@@ -660,13 +672,13 @@ impl PosEngine {
                     ProbeOutcome::Unreachable
                 }
                 Ok(Err(_)) => ProbeOutcome::Unhealthy,
-                Err(_) => return IDLE,
+                Err(_) => return Some(RETRY),
             };
             if let Ok(Err(e)) = &answer {
                 tracing::debug!(kind = ?e.kind, detail = %e.detail, "service probe failed");
             }
             if self.report_probe(outcome).await.is_err() {
-                return IDLE;
+                return Some(RETRY);
             }
         }
         let online = matches!(
@@ -680,12 +692,10 @@ impl PosEngine {
             tracing::debug!(?outcome, "service probed");
             let _ = self.tick().await;
         }
-        // Sleep until the next retry, probe or deadline, in real time.
+        // Sleep until the next retry, probe, deadline or session warning,
+        // in real time; with none, until woken.
         let now = self.now();
-        let next = self.next_wake_at();
-        match next {
-            Some(t) => now.until(t).clamp(MIN, IDLE),
-            None => IDLE,
-        }
+        self.next_wake_up_at()
+            .map(|t| now.until(t).clamp(MIN, LONGEST))
     }
 }
