@@ -402,15 +402,21 @@ fn kotlin_inner(lib: &Path, home: &Path) -> Result<(u64, u64, Option<String>), S
     let (passed, failed, problem) = run?;
     let (passed, failed) = (passed + cp, failed + cf);
 
-    // The Android demo's model: plain Kotlin over the bindings' main sources
-    // only (as the app's Gradle build sees the library module), with its tests.
+    // The Android demo's model: plain Kotlin over the library's classes
+    // only, as another module (as the app's Gradle build sees the library
+    // module: no test helpers, no `internal` members), with its tests.
     let demo = workspace_root().join("android-demo/model");
-    let mut sources = files_with_ext(&generated, "kt");
-    sources.extend(files_with_ext(&root.join("src/main"), "kt"));
-    sources.extend(files_with_ext(&demo.join("src"), "kt"));
+    let sources = files_with_ext(&demo.join("src"), "kt");
     let classes = demo.join("build/classes");
-    let (dp, df, dproblem) = match compile_kotlin(home, &jars, &sources, &classes)
-        .and_then(|()| junit_console(lib_dir, &jars, &junit, &classes, &[]))
+    let (dp, df, dproblem) = match compile_kotlin_with(
+        home,
+        &test_jars,
+        &sources,
+        std::slice::from_ref(&main_stamp),
+        &[],
+        &classes,
+    )
+    .and_then(|()| junit_console(lib_dir, &test_jars, &junit, &classes, &[]))
     {
         Ok(r) => r,
         Err(e) => (0, 0, Some(e)),
