@@ -1,8 +1,10 @@
 // Not built on these machines (no Xcode): reference code.
 //
 // BGTaskScheduler wakes the app at the screen's `wakeUpAtMs`: the engine's
-// `status().nextWakeUpMs` (a retry, a deadline, a probe while offline, a
-// session warning, never before the processor's Retry-After). iOS decides when a BGAppRefreshTask
+// `status().nextWakeUpMs` (a retry, a deadline, a session warning, never
+// before the processor's Retry-After; in the background the engine leaves
+// probes out). The task lets the engine probe for its run (`.appForeground`),
+// then sends it back to the background. iOS decides when a BGAppRefreshTask
 // really runs (`earliestBeginDate` is a lower bound), so deadlines are never
 // guaranteed from the background. Info.plist: BGTaskSchedulerPermittedIdentifiers
 // with the identifier below, UIBackgroundModes `fetch`.
@@ -15,7 +17,9 @@ enum BackgroundForwarding {
     static func register(model: CashierModel) {
         BGTaskScheduler.shared.register(forTaskWithIdentifier: identifier, using: nil) { task in
             let work = Task {
+                await model.dispatch(.appForeground)
                 await model.dispatch(.wake)
+                await model.dispatch(.appBackground)
                 schedule(atMs: await model.screen.wakeUpAtMs)
                 task.setTaskCompleted(success: true)
             }

@@ -307,6 +307,9 @@ pub(crate) struct Inner {
     pub(crate) events: Arc<EventBus>,
     pub(crate) forwarding: Forwarding,
     pub(crate) closed: AtomicBool,
+    /// The app is in the background ([`PosEngine::on_background`]): the
+    /// forwarding driver does not probe the service.
+    pub(crate) background: AtomicBool,
     /// The store's anchor saves, and the clock that dates them.
     pub(crate) anchors: Arc<Mutex<AnchorWatch>>,
     pub(crate) anchor_clock: Arc<dyn Clock>,
@@ -560,11 +563,11 @@ impl PosEngine {
             // means the next open replays more (it is tried again later).
             if self.inner.store.compact(&state).await.is_ok() {
                 self.verify_in_background(state);
+            } else {
+                tracing::warn!("snapshot failed: tried again later");
             }
         }
         Ok(())
-            } else {
-                tracing::warn!("snapshot failed: tried again later");
     }
 
     /// After the snapshot `state`: once no commit came for
@@ -595,10 +598,10 @@ impl PosEngine {
                     .ok()
                     .flatten();
                 if let Some(reason) = found {
+                    tracing::error!(%reason, "store verification failed");
                     if let Some(bus) = events.upgrade() {
                         bus.emit(PosEvent::StoreVerificationFailed { reason });
                     }
-                    tracing::error!(%reason, "store verification failed");
                 }
                 // The records are not kept once checked (their memory),
                 // unless a snapshot came meanwhile: that one is checked too.
@@ -638,11 +641,11 @@ impl PosEngine {
         if let Some(state) = state {
             if self.inner.store.compact(&state).await.is_ok() {
                 self.verify_in_background(state);
+            } else {
+                tracing::warn!("snapshot failed: tried again later");
             }
         }
     }
-            } else {
-                tracing::warn!("snapshot failed: tried again later");
 
     /// Verifies the whole store, history included: every record from the
     /// first (the open verifies only the snapshot and what follows it), and
@@ -662,16 +665,51 @@ impl PosEngine {
             })?;
         }
         if replayed != self.state().ledger {
+            tracing::error!("store verification failed: the journal and the open state differ");
             return Err(PosError::StoreIntegrity {
                 reason: "the store's journal and the state opened from its snapshot differ".into(),
                 rolled_back: None,
-            tracing::error!("store verification failed: the journal and the open state differ");
             });
         }
+        tracing::info!("store verified: the whole journal replays to the engine's state");
         Ok(())
     }
 
-        tracing::info!("store verified: the whole journal replays to the engine's state");
+    /// The app goes to the background (Android `onStop`, iOS
+    /// `sceneDidEnterBackground`): saves a snapshot of everything held
+    /// ([`compact_store`](Self::compact_store)) unless nothing changed
+    /// since the last one, moves the store's log into
+    /// its file and saves its rollback anchor, then pauses probes (the
+    /// forwarding driver no longer probes the service while offline, and
+    /// [`next_wake_up`](Self::next_wake_up) leaves probes out). Forwarding
+    /// that is under way goes on; retries and deadlines still count. Call
+    /// [`on_foreground`](Self::on_foreground) when the app comes back.
+    pub async fn on_background(&self) -> Result<()> {
+        self.check_open()?;
+        self.inner.background.store(true, Ordering::SeqCst);
+        // Nothing new since the last snapshot: it is still current.
+        if self.inner.store.records_since_compaction() != Some(0) {
+            self.compact_store().await?;
+        }
+        self.inner.store.flush().await?;
+        Ok(())
+    }
+
+    /// The app is in the foreground again: probes resume, and the
+    /// forwarding driver is woken at once (it probes while offline).
+    pub fn on_foreground(&self) -> Result<()> {
+        self.check_open()?;
+        self.inner.background.store(false, Ordering::SeqCst);
+        self.wake_forwarder();
+        Ok(())
+    }
+
+    /// Whether the app said it is in the background
+    /// ([`on_background`](Self::on_background)).
+    pub fn in_background(&self) -> bool {
+        self.inner.background.load(Ordering::SeqCst)
+    }
+
     /// Saves a snapshot of everything the engine holds, so that the next
     /// open reads it instead of replaying the journal's superseded records
     /// (the engine also does this every [`crate::store::COMPACT_EVERY`]
@@ -1290,6 +1328,11 @@ impl PosEngine {
         // Re-anchored since it was planned (time since boot went back):
         // the next tick saves the new anchor.
         self.inner.clock.apply_correction(&c);
+        tracing::info!(
+            error_ms = c.error_ms,
+            step_ms = c.step_ms,
+            "trusted clock corrected from the processor's time"
+        );
         Ok(Some(c))
     }
 
@@ -1328,11 +1371,6 @@ impl PosEngine {
                             started,
                         ));
                     }
-        tracing::info!(
-            error_ms = c.error_ms,
-            step_ms = c.step_ms,
-            "trusted clock corrected from the processor's time"
-        );
                     let cause = match cause {
                         OutageCause::NetworkOutage => OfflineCause::NetworkOutage,
                         OutageCause::ServiceDisruption => OfflineCause::ServiceDisruption,
@@ -1368,6 +1406,12 @@ impl PosEngine {
         };
         self.commit(batch).await?;
         let to = change.to;
+        tracing::info!(
+            from = state_name(&change.from),
+            to = state_name(&to),
+            recovery = change.is_recovery(),
+            "connectivity changed"
+        );
         std::mem::swap(&mut self.state().connectivity, &mut machine);
         self.inner.inbox.on_connectivity(to.is_online());
         if change.is_recovery() || to.is_online() {
@@ -1410,12 +1454,6 @@ impl PosEngine {
             .order_source
             .0
             .lock()
-        tracing::info!(
-            from = state_name(&change.from),
-            to = state_name(&to),
-            recovery = change.is_recovery(),
-            "connectivity changed"
-        );
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or_else(|| PosError::InvalidInput {
@@ -1487,6 +1525,7 @@ impl PosEngine {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        tracing::info!("engine closed");
         self.inner.events.stop();
         self.inner.forwarding.wake.notify_one();
         self.inner.verify.closed.store(true, Ordering::Release);
@@ -1529,7 +1568,6 @@ impl PosEngine {
                 let t = match &p.state {
                     PaymentState::FailedToForward {
                         next_retry_at: Some(t),
-        tracing::info!("engine closed");
                         ..
                     } if online => Some((*t).min(p.deadline)),
                     PaymentState::Pending | PaymentState::FailedToForward { .. } => {
@@ -1542,7 +1580,9 @@ impl PosEngine {
                     (a, b) => a.or(b),
                 };
             }
-            if !online {
+            // In the background probes are paused: the app's own network
+            // callback or scheduled work brings it back.
+            if !online && !self.in_background() {
                 let probe = s.connectivity.next_probe_at();
                 next = Some(next.map_or(probe, |n| n.min(probe)));
             }
@@ -1610,6 +1650,10 @@ impl PosEngine {
         if old == reason {
             return;
         }
+        match reason {
+            Some(reason) => tracing::warn!(?reason, "forwarding blocked"),
+            None => tracing::info!("forwarding unblocked"),
+        }
         self.inner.events.emit(match reason {
             Some(reason) => PosEvent::ForwardingBlocked { reason },
             None => PosEvent::ForwardingUnblocked,
@@ -1654,10 +1698,6 @@ impl PosEngine {
             .blocked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-        match reason {
-            Some(reason) => tracing::warn!(?reason, "forwarding blocked"),
-            None => tracing::info!("forwarding unblocked"),
-        }
     }
 
     /// Whether a forwarding round is running (its commits leave the

@@ -649,7 +649,7 @@ impl PosEngine {
         }
         let gateway = self.gateway()?;
         let online = self.state().connectivity.state().is_online();
-        if !online {
+        if !online && !self.in_background() {
             // Probe the service (R2); connectivity decides when it is back.
             let sent = std::time::Instant::now();
             let answer = tokio::task::spawn_blocking(move || gateway.status_with_time()).await;
@@ -661,6 +661,9 @@ impl PosEngine {
                 // The processor's time corrects the trusted clock (B13); a
                 // failed write leaves it for the next probe.
                 let _ = self.correct_clock(t, sent.elapsed()).await;
+            }
+            if let Ok(Err(e)) = &answer {
+                tracing::debug!(kind = ?e.kind, detail = %e.detail, "service probe failed");
             }
             let outcome = match answer.map(|r| r.map(|a| a.status)) {
                 Ok(Ok(ServiceStatus::Available)) => ProbeOutcome::Healthy,
@@ -674,9 +677,7 @@ impl PosEngine {
                 Ok(Err(_)) => ProbeOutcome::Unhealthy,
                 Err(_) => return Some(RETRY),
             };
-            if let Ok(Err(e)) = &answer {
-                tracing::debug!(kind = ?e.kind, detail = %e.detail, "service probe failed");
-            }
+            tracing::debug!(?outcome, "service probed");
             if self.report_probe(outcome).await.is_err() {
                 return Some(RETRY);
             }
@@ -689,7 +690,6 @@ impl PosEngine {
             // A failure here (store error) is retried at the next wake.
             let _ = self.forward_round(false).await;
         } else {
-            tracing::debug!(?outcome, "service probed");
             let _ = self.tick().await;
         }
         // Sleep until the next retry, probe, deadline or session warning,

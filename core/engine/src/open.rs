@@ -114,6 +114,7 @@ impl PosEngine {
             events,
             forwarding,
             closed: AtomicBool::new(false),
+            background: AtomicBool::new(false),
             anchors: Arc::default(),
             anchor_clock,
             verify: Arc::default(),
@@ -249,12 +250,12 @@ impl PosEngine {
         if batch.is_empty() {
             return Ok(());
         }
-        store.apply(&batch).await?;
         tracing::warn!(
             payments = batch.len() / 2,
             "attempts left in flight by the previous process recorded as unanswered: \
              retried with the same ids"
         );
+        store.apply(&batch).await?;
         for w in batch {
             ledger.apply(w).map_err(|e| internal(e.to_string()))?;
         }

@@ -74,6 +74,8 @@ struct Processor {
     /// driver's probes fail), so the engine cannot go online by itself
     /// while a test takes its payments offline.
     unreachable: std::sync::atomic::AtomicBool,
+    /// Calls to the status endpoint (the driver's probes).
+    probes: AtomicUsize,
     /// Ids a lookup found unknown: refused from then on.
     closed: Mutex<std::collections::BTreeSet<String>>,
     lookups: AtomicUsize,
@@ -147,6 +149,7 @@ impl Gateway for Processor {
     }
 
     fn status(&self) -> Result<ServiceStatus, GatewayError> {
+        self.probes.fetch_add(1, Ordering::SeqCst);
         if self.unreachable.load(Ordering::SeqCst) {
             return Err(GatewayError::new(
                 ForwardErrorKind::NotSent,
@@ -1565,4 +1568,87 @@ async fn accepted_credentials_unblock_forwarding_with_nothing_to_forward() {
     let r = rig.engine.forward_now().await.unwrap();
     assert_eq!(r.receipts_sent, 1);
     assert_eq!(rig.engine.status().unwrap().forwarding_blocked, None);
+}
+
+/// Waits (bounded) for the session warning `threshold` before the deadline.
+fn wait_for_warning(events: &mpsc::Receiver<PosEvent>, threshold: Duration) {
+    use pos_core::session::SessionWarningKind;
+    loop {
+        match events.recv_timeout(Duration::from_secs(30)) {
+            Ok(PosEvent::SessionWarning(w))
+                if w.kind == SessionWarningKind::DeadlineApproaching { threshold } =>
+            {
+                return
+            }
+            Ok(_) => {}
+            Err(e) => panic!("no {threshold:?} warning: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_background_the_driver_does_not_probe_and_probes_again_in_the_foreground() {
+    const HOUR: Duration = Duration::from_secs(3600);
+    // Offline (the processor unreachable), the automatic driver on.
+    let rig = Rig::new(8, true).await;
+    rig.take(300, None).await;
+    let deadline = rig.engine.list_payments().unwrap()[0].deadline;
+    rig.engine.on_background().await.unwrap();
+    // A pass that started before the app went to the background may still
+    // probe: let one pass run after it, marked by the 12 h warning (each
+    // pass probes first, then ticks).
+    rig.advance_to(Timestamp(deadline.millis() - 12 * 3_600_000 + 1));
+    rig.engine.nudge_forwarding();
+    wait_for_warning(&rig.events, 12 * HOUR);
+    let before = rig.processor.probes.load(Ordering::SeqCst);
+    // The next pass, started in the background, ticks without probing.
+    rig.advance_to(Timestamp(deadline.millis() - 3_600_000 + 1));
+    rig.engine.nudge_forwarding();
+    wait_for_warning(&rig.events, HOUR);
+    assert_eq!(
+        rig.processor.probes.load(Ordering::SeqCst),
+        before,
+        "the driver probed in the background"
+    );
+    // In the foreground the driver is woken and probes at once.
+    rig.engine.on_foreground().unwrap();
+    for _ in 0..30_000 {
+        if rig.processor.probes.load(Ordering::SeqCst) > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("no probe after on_foreground");
+}
+
+#[tokio::test]
+async fn the_wake_up_leaves_probes_out_in_the_background() {
+    // Offline, forwarding by hand: the wake-up is the probe, which comes
+    // before the first session warning: the close of the Square Reader's
+    // 1 h acceptance window, opened at T0 by the connection loss.
+    let rig = Rig::new(8, false).await;
+    rig.take(300, None).await;
+    let probe = rig.engine.next_wake_up().unwrap().unwrap();
+    let window_closes = Timestamp(T0.millis() + 3_600_000);
+    assert!(probe < window_closes, "{probe:?} {window_closes:?}");
+    rig.engine.on_background().await.unwrap();
+    assert!(rig.engine.in_background());
+    assert_eq!(rig.engine.next_wake_up().unwrap(), Some(window_closes));
+    assert_eq!(
+        rig.engine.status().unwrap().next_wake_up,
+        Some(window_closes)
+    );
+    rig.engine.on_foreground().unwrap();
+    assert!(!rig.engine.in_background());
+    assert_eq!(rig.engine.next_wake_up().unwrap(), Some(probe));
+    // After close both are typed errors.
+    rig.engine.close();
+    assert!(matches!(
+        rig.engine.on_background().await,
+        Err(pos_core::PosError::Closed)
+    ));
+    assert!(matches!(
+        rig.engine.on_foreground(),
+        Err(pos_core::PosError::Closed)
+    ));
 }

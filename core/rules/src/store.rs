@@ -104,6 +104,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Makes what was applied as cheap as possible to find again after the
+    /// process is suspended or killed: a durable store moves its log into
+    /// its main file and saves its latest rollback anchor, and returns once
+    /// both are done. For going to the background. Default: nothing to do.
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Releases the store's files: after it returns nothing of this store
     /// writes to them (a durable store closes its connections, checkpoints
     /// its log and saves its last anchor). Default: nothing to release.

@@ -367,6 +367,27 @@ impl SqliteStore {
             .take();
     }
 
+    /// For going to the background: waits for a write cut off earlier,
+    /// copies the write-ahead log into the main file as far as no reader
+    /// holds it back (a passive checkpoint: it never waits for a reader),
+    /// and saves the latest rollback anchor, returning once it is saved or
+    /// its failure reported. Everything committed was durable already; this
+    /// makes the next open read less log and leaves no anchor pending while
+    /// the process may be suspended or killed.
+    pub async fn flush_for_background(&self) -> Result<(), StoreError> {
+        {
+            let mut w = self.writer.lock().await;
+            self.settle_interrupted(&mut w).await;
+            let conn = w.conn.as_mut().ok_or_else(closed)?;
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+        }
+        self.anchors.flush();
+        Ok(())
+    }
+
     /// The journal mode and `synchronous` level of the writer connection.
     pub async fn durability(&self) -> Result<Durability, StoreError> {
         let mut w = self.writer.lock().await;
@@ -612,6 +633,11 @@ impl SqliteStore {
         // Reset while the writer is held: no commit is counted before it.
         self.since_snapshot
             .store(0, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            upto = upto_seq,
+            bytes = ciphertext.len(),
+            "snapshot written"
+        );
         Ok(())
     }
 
@@ -627,17 +653,16 @@ impl SqliteStore {
         // The header names this store and key (checked above).
         let v = verify_journal(&mut tx, &self.keys, &meta, None, None).await?;
         let _ = tx.commit().await;
+        tracing::debug!(
+            records = v.writes.len(),
+            "journal verified from its first record"
+        );
         Ok(v.writes)
     }
 }
 
 impl Store for SqliteStore {
     fn schema(&self) -> Option<u32> {
-        tracing::info!(
-            upto = upto_seq,
-            bytes = ciphertext.len(),
-            "snapshot written"
-        );
         Some(SCHEMA_VERSION)
     }
 
@@ -649,14 +674,14 @@ impl Store for SqliteStore {
         Box::pin(self.close())
     }
 
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.flush_for_background())
+    }
+
     /// The ledger rebuilt from the snapshot while `open` verified the
     /// journal, and the records after it, when no write came since.
     fn open_state(&self) -> BoxFuture<'_, Result<(Ledger, Vec<Write>), StoreError>> {
         let opened = self.opened.lock().unwrap_or_else(|p| p.into_inner()).take();
-        tracing::debug!(
-            records = v.writes.len(),
-            "journal verified from its first record"
-        );
         Box::pin(async move {
             match opened {
                 Some(o) => Ok((o.ledger.unwrap_or_default(), o.writes)),

@@ -15,7 +15,8 @@ public enum CashierIntent: Sendable {
     case networkChanged(reachable: Bool)
     /// scenePhase == .active.
     case appForeground
-    /// scenePhase == .background: the store is compacted, the next wake-up scheduled.
+    /// scenePhase == .background: the engine goes to the background (snapshot,
+    /// anchor, probes paused), the next wake-up scheduled.
     case appBackground
     /// A BGTask or a timer woke the app: let the engine probe, forward and expire.
     case wake

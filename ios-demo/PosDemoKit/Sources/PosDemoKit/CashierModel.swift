@@ -218,11 +218,16 @@ public actor CashierModel {
             } else {
                 earlyNetwork = reachable
             }
-        case .appForeground, .wake:
+        case .appForeground:
+            if let e = engine {
+                try e.onForeground()
+                try await env.driver.wake(engine: e)
+            }
+        case .wake:
             if let e = engine { try await env.driver.wake(engine: e) }
         case .appBackground:
-            // The next start opens from this snapshot instead of replaying the journal.
-            try await engine?.compactStore()
+            // A snapshot the next start opens from, the rollback anchor saved, probes paused.
+            try await engine?.onBackground()
         case let .bluetoothPermission(granted):
             bluetooth = granted ? .granted : .denied
             readerOptions = try await env.readers.scan(bluetoothAllowed: bluetooth == .granted)

@@ -52,7 +52,7 @@ final class RestartTests: XCTestCase {
             let s = await t.send(.appBackground)
             XCTAssertNil(s.error)
             let wake = try XCTUnwrap(s.wakeUpAtMs)
-            XCTAssertTrue(wake > t.shop.nowMs(), "a probe is due later")
+            XCTAssertTrue(wake > t.shop.nowMs(), "in the background: the next session warning or deadline, later")
             XCTAssertTrue(wake <= (s.pending.session?.deadlineMs ?? 0))
             let before = s.pending
             await t.restart()

@@ -18,7 +18,7 @@ sealed interface CashierIntent {
     data class NetworkChanged(val reachable: Boolean) : CashierIntent
     /** ProcessLifecycleOwner ON_START. */
     object AppForeground : CashierIntent
-    /** ProcessLifecycleOwner ON_STOP: the store is compacted, the next wake-up scheduled. */
+    /** ProcessLifecycleOwner ON_STOP: the engine goes to the background (snapshot, anchor, probes paused), the next wake-up scheduled. */
     object AppBackground : CashierIntent
     /** A timer or WorkManager woke the app: let the engine probe, forward and expire. */
     object Wake : CashierIntent

@@ -214,9 +214,13 @@ class CashierModel(private val env: CashierEnvironment) {
                 it.reportNetwork(intent.reachable)
                 env.driver.wake(it)
             } ?: run { earlyNetwork = intent.reachable }
-            CashierIntent.AppForeground, CashierIntent.Wake -> engine?.let { env.driver.wake(it) }
-            // The next start opens from this snapshot instead of replaying the journal.
-            CashierIntent.AppBackground -> engine?.compactStore()
+            CashierIntent.AppForeground -> engine?.let {
+                it.onForeground()
+                env.driver.wake(it)
+            }
+            CashierIntent.Wake -> engine?.let { env.driver.wake(it) }
+            // A snapshot the next start opens from, the rollback anchor saved, probes paused.
+            CashierIntent.AppBackground -> engine?.onBackground()
             is CashierIntent.BluetoothPermission -> {
                 bluetooth = if (intent.granted) BluetoothAccess.GRANTED else BluetoothAccess.DENIED
                 readerOptions = env.readers.scan(bluetooth == BluetoothAccess.GRANTED)

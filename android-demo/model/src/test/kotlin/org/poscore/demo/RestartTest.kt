@@ -54,7 +54,7 @@ class RestartTest {
         val s = send(CashierIntent.AppBackground)
         assertNull(s.error)
         val wake = s.wakeUpAtMs!!
-        assertTrue(wake > shop.nowMs(), "a probe is due later")
+        assertTrue(wake > shop.nowMs(), "in the background: the next session warning or deadline, later")
         assertTrue(wake <= s.pending.session!!.deadlineMs)
         val before = s.pending
         restart()

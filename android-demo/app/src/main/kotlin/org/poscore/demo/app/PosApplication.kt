@@ -50,9 +50,10 @@ class PosApplication : Application() {
 
             override fun onStop(owner: LifecycleOwner) {
                 appScope.launch {
-                    model.dispatch(CashierIntent.AppBackground) // compacts the store
+                    model.dispatch(CashierIntent.AppBackground) // snapshot, anchor, probes paused
                     demoShop?.let { saveDemoClock(it.nowMs()) }
-                    ForwardingWorker.schedule(this@PosApplication, model.screen.value.wakeUpAtMs)
+                    val screen = model.screen.value
+                    ForwardingWorker.schedule(this@PosApplication, screen.wakeUpAtMs, screen.pending.rows.isNotEmpty())
                 }
             }
         })

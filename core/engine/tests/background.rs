@@ -1,0 +1,43 @@
+//! Going to the background on a durable store: the engine snapshots what it
+//! holds and the store saves its latest rollback anchor before
+//! `on_background` returns, so nothing is pending while the app may be
+//! suspended or killed.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use pos_core::crypto::{FileKeyProvider, KeyProvider};
+use pos_core::sqlite_store::SqliteStore;
+use pos_core::store::Store;
+use pos_test_support::store::temp_dir;
+use pos_test_support::Rig;
+
+#[tokio::test]
+async fn going_to_the_background_snapshots_and_saves_the_latest_anchor() {
+    let dir = temp_dir("background");
+    let keys = Arc::new(FileKeyProvider::open_or_create(dir.join("kek")).unwrap());
+    let store = Arc::new(
+        SqliteStore::open(dir.join("store.db"), keys.clone())
+            .await
+            .unwrap(),
+    );
+    let rig = Rig::builder().store(store.clone()).offline(true).open().await;
+    for cents in [300, 400, 500] {
+        rig.sale(cents).sell(&rig.engine).await;
+    }
+    assert!(store.records_since_compaction().unwrap() > 0);
+    rig.engine.on_background().await.unwrap();
+    assert_eq!(store.records_since_compaction(), Some(0));
+    // The anchor saved when `on_background` returned is the last one: the
+    // store's close, which saves the last head's anchor, changes nothing.
+    let anchor = keys.load_anchor(&store.store_id()).unwrap();
+    assert!(anchor.is_some());
+    let status = rig.engine.status().unwrap().anchor.unwrap();
+    assert_eq!(status.behind, 0);
+    store.close().await;
+    assert_eq!(keys.load_anchor(&store.store_id()).unwrap(), anchor);
+    // Going to the background again with nothing new is cheap and harmless.
+    drop(rig);
+    let _ = std::fs::remove_dir_all(&dir);
+}
