@@ -96,8 +96,9 @@ pub struct LogRecord {
 pub trait LogSink: Send + Sync {
     /// One record. Called on the thread that logged it (an engine thread,
     /// a tokio worker, the caller's thread), possibly from several threads
-    /// at once; it should return quickly. It may call into the library;
-    /// what the library logs during this call on this thread is dropped.
+    /// at once: hand the record to the platform logger and return. Never
+    /// wait for the engine here (it may log while it holds its write lock).
+    /// What the library logs during this call, on this thread, is dropped.
     fn log(&self, record: LogRecord);
 }
 
