@@ -60,7 +60,7 @@ fn card(n: usize) -> CardRead {
         network: Network::Visa,
         last4: "4242".into(),
         fingerprint: Some("fp-4242".into()),
-        reader_model: "Chipper 2X BT".into(),
+        reader_model: "Square Terminal".into(),
         sealed_card_data: vec![9, 8, 7, 6]
             .into_iter()
             .chain(u32::try_from(n).unwrap().to_be_bytes())
@@ -161,7 +161,7 @@ fn main() {
                 .unwrap();
         }
         engine
-            .remember_reader(SERIAL, "Chipper 2X BT", "1.0")
+            .remember_reader(SERIAL, "Square Terminal", "1.0")
             .await
             .unwrap();
         engine.report_network(false).await.unwrap();

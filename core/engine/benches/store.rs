@@ -40,7 +40,12 @@
 //! with `POS_BENCH_STORE_CHILD=<folder>/pending`).
 
 // A benchmark prints its figures and stops at the first broken step.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::float_arithmetic
+)]
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -1443,5 +1448,53 @@ fn report(
         clean_hwm,
     );
     let _ = writeln!(o, "\n  whole benchmark: {} ms\n", ms(nanos(elapsed)));
+    // The lines `cargo xtask bench` gathers into its table.
+    let all_hwm = layouts
+        .iter()
+        .flat_map(|(_, runs)| runs.iter().map(|r| r.num("hwm_kib")))
+        .max()
+        .unwrap_or(0);
+    let bench = |o: &mut String, figure: String, target: &str, value: String, met: bool| {
+        let _ = writeln!(
+            o,
+            "BENCH figure=\"{figure}\" target=\"{target}\" baseline=\"-\" value=\"{value}\" verdict={}",
+            if met { "met" } else { "missed" }
+        );
+    };
+    bench(
+        &mut o,
+        format!(
+            "open + status, {} pending, after a clean shutdown",
+            s.pending
+        ),
+        "<= 50 ms",
+        format!("{} ms (median of {})", ms(clean_ns), clean.len()),
+        clean_ns <= 50_000_000 && pending_ok,
+    );
+    bench(
+        &mut o,
+        format!(
+            "open + status, {} pending, after a crash (snapshot + {} records)",
+            s.pending, TAIL_AFTER_SNAPSHOT
+        ),
+        "<= 100 ms",
+        format!("{} ms (median of {})", ms(open_ns), opens.len()),
+        open_ns <= TARGET_OPEN_NS && pending_ok,
+    );
+    bench(
+        &mut o,
+        format!("peak memory of that open (VmHWM), {} pending", s.pending),
+        "<= 40 MB",
+        format!("{:.1} MB", all_hwm as f64 * 1024.0 / 1e6),
+        all_hwm <= TARGET_HWM_KIB,
+    );
+    let _ = writeln!(
+        o,
+        "BENCH figure=\"capture (begin + confirm) throughput vs raw SQLite\" target=\"- (retired, ADR 0006)\" \
+         baseline=\"raw SQLite {} ops/s\" value=\"{} ops/s = {} ×\" verdict=info",
+        caps.baseline.ops_per_s(),
+        caps.anchored.ops_per_s(),
+        permille(r_anchored)
+    );
     o
 }

@@ -27,7 +27,7 @@ use crate::forwarder::{Forwarding, ForwardingBlockedReason, ForwardingConfig, St
 use crate::gateway::{Gateway, GatewayDecision, GatewayError};
 use crate::inbox::{InboxView, OrderSource, RefreshOutcome};
 use crate::ledger::OfflinePayment;
-use crate::ledger::{Ledger, Settings, Write};
+use crate::ledger::{Ledger, Settings, Tally, Write};
 use crate::lifecycle::StaffId;
 use crate::lifecycle::{
     Deadline, DeclineNotice, ForwardErrorKind, PaymentEvent, PaymentId, PaymentState, PaymentStatus,
@@ -788,21 +788,10 @@ impl PosEngine {
         let now = self.now();
         let next_wake_up = self.next_wake_up_at();
         let s = self.state();
-        let settings = s.settings();
+        let settings = s.settings_ref();
         let totals = totals(&s.ledger)?;
-        let pending = s
-            .ledger
-            .payments
-            .values()
-            .filter(|p| !p.online && p.is_unsettled())
-            .count() as u64;
-        let next_deadline = s
-            .ledger
-            .payments
-            .values()
-            .filter(|p| p.is_unsettled())
-            .map(|p| p.deadline)
-            .min();
+        let pending = s.ledger.unsettled_offline_count();
+        let next_deadline = s.ledger.next_unsettled_deadline();
         Ok(EngineStatus {
             version: VERSION.to_owned(),
             device_id: self.inner.config.device_id.clone(),
@@ -1560,22 +1549,13 @@ impl PosEngine {
         let next = {
             let s = self.state();
             let online = matches!(s.connectivity.state(), ConnectivityState::Online { .. });
-            let mut next: Option<Timestamp> = None;
-            for p in s.ledger.payments.values() {
-                // A retry matters only online: offline the probe schedule
-                // decides when to look again (a retry already due would
-                // otherwise make the driver probe in a loop).
-                let t = match &p.state {
-                    PaymentState::FailedToForward {
-                        next_retry_at: Some(t),
-                        ..
-                    } if online => Some((*t).min(p.deadline)),
-                    PaymentState::Pending | PaymentState::FailedToForward { .. } => {
-                        Some(p.deadline)
-                    }
-                    _ => None,
-                };
-                next = match (next, t) {
+            // The deadline of every payment waiting for an attempt, and,
+            // online only, its planned retry: offline the probe schedule
+            // decides when to look again (a retry already due would
+            // otherwise make the driver probe in a loop).
+            let mut next = s.ledger.next_waiting_deadline();
+            if online {
+                next = match (next, s.ledger.next_retry()) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
@@ -1919,44 +1899,39 @@ impl PosEngine {
 
 /// Per-currency totals of the stored payments (R19).
 pub(crate) fn totals(ledger: &Ledger) -> Result<Vec<CurrencyTotals>> {
-    let mut out: Vec<CurrencyTotals> = Vec::new();
-    for p in ledger.payments.values() {
-        let c = p.amount.currency();
-        let idx = match out.iter().position(|t| t.currency == c) {
-            Some(i) => i,
-            None => {
-                let z = Money::zero(c);
-                out.push(CurrencyTotals {
-                    currency: c,
-                    pending_count: 0,
-                    pending_amount: z,
-                    approved_count: 0,
-                    approved_amount: z,
-                    declined_count: 0,
-                    declined_amount: z,
-                    expired_count: 0,
-                    expired_amount: z,
-                    unknown_count: 0,
-                    unknown_amount: z,
-                });
-                out.len() - 1
-            }
-        };
-        let t = &mut out[idx];
-        if p.state.status() == PaymentStatus::OutcomeUnknown {
-            t.unknown_count = t.unknown_count.saturating_add(1);
-            t.unknown_amount = t.unknown_amount.checked_add(&p.amount)?;
+    let count = |t: Tally| u32::try_from(t.count).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(ledger.status_tallies().len());
+    for (&c, t) in ledger.status_tallies() {
+        let mut pending = Tally::default();
+        for status in [
+            PaymentStatus::Pending,
+            PaymentStatus::Forwarding,
+            PaymentStatus::FailedToForward,
+            PaymentStatus::OutcomeUnknown,
+        ] {
+            pending.count = pending.count.saturating_add(t.get(status).count);
+            pending.minor_units = pending
+                .minor_units
+                .saturating_add(t.get(status).minor_units);
         }
-        let (count, amount) = match p.state.status() {
-            PaymentStatus::Approved => (&mut t.approved_count, &mut t.approved_amount),
-            PaymentStatus::Declined => (&mut t.declined_count, &mut t.declined_amount),
-            PaymentStatus::Expired => (&mut t.expired_count, &mut t.expired_amount),
-            _ => (&mut t.pending_count, &mut t.pending_amount),
-        };
-        *count = count.saturating_add(1);
-        *amount = amount.checked_add(&p.amount)?;
+        let approved = t.get(PaymentStatus::Approved);
+        let declined = t.get(PaymentStatus::Declined);
+        let expired = t.get(PaymentStatus::Expired);
+        let unknown = t.get(PaymentStatus::OutcomeUnknown);
+        out.push(CurrencyTotals {
+            currency: c,
+            pending_count: count(pending),
+            pending_amount: pending.amount(c)?,
+            approved_count: count(approved),
+            approved_amount: approved.amount(c)?,
+            declined_count: count(declined),
+            declined_amount: declined.amount(c)?,
+            expired_count: count(expired),
+            expired_amount: expired.amount(c)?,
+            unknown_count: count(unknown),
+            unknown_amount: unknown.amount(c)?,
+        });
     }
-    out.sort_by_key(|t| t.currency);
     Ok(out)
 }
 

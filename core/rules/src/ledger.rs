@@ -405,6 +405,147 @@ pub struct Ledger {
     /// payments per currency, kept by [`Ledger::apply`] so that the limit
     /// checks of every capture do not scan every payment.
     unsettled_totals: BTreeMap<Currency, (u32, i64)>,
+    /// What the status reads of the payments, kept by [`Ledger::apply`].
+    index: PaymentIndex,
+}
+
+/// How many payments, and their amounts summed in minor units (wide enough
+/// that no sum of `i64` amounts overflows).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub count: u64,
+    pub minor_units: i128,
+}
+
+impl Tally {
+    fn add(&mut self, amount: Money) {
+        self.count = self.count.saturating_add(1);
+        self.minor_units = self
+            .minor_units
+            .saturating_add(i128::from(amount.minor_units()));
+    }
+
+    fn remove(&mut self, amount: Money) {
+        self.count = self.count.saturating_sub(1);
+        self.minor_units = self
+            .minor_units
+            .saturating_sub(i128::from(amount.minor_units()));
+    }
+
+    /// The sum as an amount of `currency`; an overflow error when it does
+    /// not fit in 64 bits.
+    pub fn amount(&self, currency: Currency) -> Result<Money, MoneyError> {
+        i64::try_from(self.minor_units)
+            .map(|m| Money::new(m, currency))
+            .map_err(|_| MoneyError::Overflow)
+    }
+}
+
+/// One [`Tally`] per payment status, of the payments of one currency.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StatusTallies([Tally; 7]);
+
+impl StatusTallies {
+    fn slot(status: PaymentStatus) -> usize {
+        match status {
+            PaymentStatus::Pending => 0,
+            PaymentStatus::Forwarding => 1,
+            PaymentStatus::FailedToForward => 2,
+            PaymentStatus::Approved => 3,
+            PaymentStatus::Declined => 4,
+            PaymentStatus::Expired => 5,
+            PaymentStatus::OutcomeUnknown => 6,
+        }
+    }
+
+    /// The payments in `status`.
+    pub fn get(&self, status: PaymentStatus) -> Tally {
+        self.0[Self::slot(status)]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(|t| t.count == 0)
+    }
+}
+
+/// A running index of the payments, kept by [`Ledger::apply`] (each
+/// payment's old record taken out, its new one put in) so that the status
+/// and the driver's next wake-up read it without walking every payment,
+/// settled history included. Times are kept as counts per instant: several
+/// payments may share one.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct PaymentIndex {
+    /// Per currency, the payments of each status.
+    tallies: BTreeMap<Currency, StatusTallies>,
+    /// The deadlines of the unsettled payments.
+    unsettled_deadlines: BTreeMap<Timestamp, u32>,
+    /// The deadlines of the payments waiting for an attempt: pending, or
+    /// failed to forward.
+    waiting_deadlines: BTreeMap<Timestamp, u32>,
+    /// The planned retries of the payments that failed to forward.
+    retries: BTreeMap<Timestamp, u32>,
+}
+
+impl PaymentIndex {
+    fn times(p: &OfflinePayment) -> [(bool, Timestamp); 3] {
+        let waiting = matches!(
+            p.state,
+            PaymentState::Pending | PaymentState::FailedToForward { .. }
+        );
+        let retry = match p.state {
+            PaymentState::FailedToForward {
+                next_retry_at: Some(t),
+                ..
+            } => Some(t),
+            _ => None,
+        };
+        [
+            (p.is_unsettled(), p.deadline),
+            (waiting, p.deadline),
+            (retry.is_some(), retry.unwrap_or_default()),
+        ]
+    }
+
+    fn sets(&mut self) -> [&mut BTreeMap<Timestamp, u32>; 3] {
+        [
+            &mut self.unsettled_deadlines,
+            &mut self.waiting_deadlines,
+            &mut self.retries,
+        ]
+    }
+
+    fn add(&mut self, p: &OfflinePayment) {
+        let currency = p.amount.currency();
+        self.tallies.entry(currency).or_default().0[StatusTallies::slot(p.state.status())]
+            .add(p.amount);
+        for (set, (member, t)) in self.sets().into_iter().zip(Self::times(p)) {
+            if member {
+                *set.entry(t).or_default() += 1;
+            }
+        }
+    }
+
+    fn remove(&mut self, p: &OfflinePayment) {
+        let currency = p.amount.currency();
+        if let Some(t) = self.tallies.get_mut(&currency) {
+            t.0[StatusTallies::slot(p.state.status())].remove(p.amount);
+            if t.is_empty() {
+                // No empty entries: a ledger rebuilt from a snapshot
+                // compares equal.
+                self.tallies.remove(&currency);
+            }
+        }
+        for (set, (member, t)) in self.sets().into_iter().zip(Self::times(p)) {
+            if member {
+                if let Some(n) = set.get_mut(&t) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        set.remove(&t);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A ledger record that cannot be applied: the store and memory disagree.
@@ -473,7 +614,9 @@ impl Ledger {
                     e.0 = e.0.saturating_add(1);
                     e.1 = e.1.saturating_add(p.amount.minor_units());
                 }
+                self.index.add(&p);
                 if let Some(old) = self.payments.insert(p.id.clone(), *p) {
+                    self.index.remove(&old);
                     if counts(&old) {
                         let currency = old.amount.currency();
                         if let Some(e) = self.unsettled_totals.get_mut(&currency) {
@@ -548,6 +691,37 @@ impl Ledger {
             .copied()
             .unwrap_or_default();
         Ok((count, Money::new(total, currency)))
+    }
+
+    /// The payments of each currency, per status, from the running index
+    /// (no scan); currencies in order, none without payments.
+    pub fn status_tallies(&self) -> &BTreeMap<Currency, StatusTallies> {
+        &self.index.tallies
+    }
+
+    /// How many offline payments are unsettled, all currencies (no scan).
+    pub fn unsettled_offline_count(&self) -> u64 {
+        self.unsettled_totals
+            .values()
+            .map(|(count, _)| u64::from(*count))
+            .sum()
+    }
+
+    /// The earliest deadline of an unsettled payment (no scan).
+    pub fn next_unsettled_deadline(&self) -> Option<Timestamp> {
+        self.index.unsettled_deadlines.keys().next().copied()
+    }
+
+    /// The earliest deadline of a payment waiting for an attempt, pending
+    /// or failed to forward (no scan).
+    pub fn next_waiting_deadline(&self) -> Option<Timestamp> {
+        self.index.waiting_deadlines.keys().next().copied()
+    }
+
+    /// The earliest planned retry of a payment that failed to forward (no
+    /// scan).
+    pub fn next_retry(&self) -> Option<Timestamp> {
+        self.index.retries.keys().next().copied()
     }
 
     /// The same by scanning every payment (the running totals' reference).
@@ -700,15 +874,32 @@ mod tests {
         }
     }
 
-    fn payment(i: u8, cents: i64, eur: bool, online: bool, state: u8) -> Write {
+    #[allow(clippy::too_many_arguments)]
+    fn payment(
+        i: u8,
+        cents: i64,
+        eur: bool,
+        online: bool,
+        state: u8,
+        deadline: i64,
+        retry: Option<i64>,
+    ) -> Write {
         let currency = Currency::parse(if eur { "EUR" } else { "USD" }).unwrap();
-        let state = match state % 5 {
+        let state = match state % 7 {
             0 => PaymentState::Pending,
             1 => PaymentState::FailedToForward {
                 attempts: 1,
                 last_error: ForwardErrorKind::NoAnswer,
-                next_retry_at: None,
+                next_retry_at: retry.map(Timestamp),
                 maybe_received: true,
+            },
+            5 => PaymentState::Declined {
+                at: Timestamp(1),
+                reason: crate::lifecycle::DeclineReason::InsufficientFunds,
+            },
+            6 => PaymentState::OutcomeUnknown {
+                since: Timestamp(1),
+                attempts: 1,
             },
             2 => PaymentState::Approved {
                 at: Timestamp(1),
@@ -743,7 +934,7 @@ mod tests {
             },
             taken_by: StaffId::parse("s").unwrap(),
             taken_at: Timestamp(0),
-            deadline: Timestamp(10),
+            deadline: Timestamp(deadline),
             session_started_at: Timestamp(0),
             state,
             online,
@@ -751,18 +942,93 @@ mod tests {
         }))
     }
 
+    /// The running index against a recount of every payment.
+    fn check_index(l: &Ledger) -> Result<(), TestCaseError> {
+        let mut tallies: BTreeMap<Currency, BTreeMap<String, (u64, i128)>> = BTreeMap::new();
+        for p in l.payments.values() {
+            let e = tallies
+                .entry(p.amount.currency())
+                .or_default()
+                .entry(p.state.status().to_string())
+                .or_default();
+            e.0 += 1;
+            e.1 += i128::from(p.amount.minor_units());
+        }
+        let kept: BTreeMap<Currency, BTreeMap<String, (u64, i128)>> = l
+            .status_tallies()
+            .iter()
+            .map(|(c, t)| {
+                let by_status = [
+                    PaymentStatus::Pending,
+                    PaymentStatus::Forwarding,
+                    PaymentStatus::FailedToForward,
+                    PaymentStatus::Approved,
+                    PaymentStatus::Declined,
+                    PaymentStatus::Expired,
+                    PaymentStatus::OutcomeUnknown,
+                ]
+                .into_iter()
+                .map(|s| (s.to_string(), t.get(s)))
+                .filter(|(_, t)| t.count > 0)
+                .map(|(s, t)| (s, (t.count, t.minor_units)))
+                .collect();
+                (*c, by_status)
+            })
+            .collect();
+        prop_assert_eq!(kept, tallies);
+        let payments = || l.payments.values();
+        prop_assert_eq!(
+            l.unsettled_offline_count(),
+            payments().filter(|p| !p.online && p.is_unsettled()).count() as u64
+        );
+        prop_assert_eq!(
+            l.next_unsettled_deadline(),
+            payments()
+                .filter(|p| p.is_unsettled())
+                .map(|p| p.deadline)
+                .min()
+        );
+        prop_assert_eq!(
+            l.next_waiting_deadline(),
+            payments()
+                .filter(|p| matches!(
+                    p.state,
+                    PaymentState::Pending | PaymentState::FailedToForward { .. }
+                ))
+                .map(|p| p.deadline)
+                .min()
+        );
+        prop_assert_eq!(
+            l.next_retry(),
+            payments()
+                .filter_map(|p| match p.state {
+                    PaymentState::FailedToForward { next_retry_at, .. } => next_retry_at,
+                    _ => None,
+                })
+                .min()
+        );
+        Ok(())
+    }
+
     proptest! {
         #[test]
         fn running_totals_match_a_full_scan(
-            writes in proptest::collection::vec((0u8..8, 1i64..10_000, any::<bool>(), any::<bool>(), 0u8..5), 0..60)
+            writes in proptest::collection::vec(
+                (
+                    (0u8..8, 1i64..10_000, any::<bool>(), any::<bool>(), 0u8..7),
+                    (5i64..9, proptest::option::of(0i64..12)),
+                ),
+                0..60,
+            )
         ) {
             let mut l = Ledger::default();
-            for (i, cents, eur, online, state) in writes {
-                l.apply(payment(i, cents, eur, online, state)).unwrap();
+            for ((i, cents, eur, online, state), (deadline, retry)) in writes {
+                l.apply(payment(i, cents, eur, online, state, deadline, retry)).unwrap();
                 for c in ["USD", "EUR"] {
                     let c = Currency::parse(c).unwrap();
                     prop_assert_eq!(l.unsettled(c).unwrap(), l.unsettled_scan(c).unwrap());
                 }
+                check_index(&l)?;
             }
             // A snapshot of it rebuilds the same ledger, running totals included.
             let mut rebuilt = Ledger::default();

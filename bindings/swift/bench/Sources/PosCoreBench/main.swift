@@ -33,7 +33,7 @@ func usd(_ cents: Int64) -> Money { Money(minorUnits: cents, currency: "USD") }
 func card(_ n: Int) -> CardRead {
     let sealed = Data([9, 8, 7, 6, UInt8(n >> 24 & 0xff), UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)])
     return CardRead(entryMode: .chip, network: .visa, last4: "4242", fingerprint: "fp-4242",
-                    readerModel: "Chipper 2X BT", sealedCardData: sealed, readerSerial: serial)
+                    readerModel: "Square Terminal", sealedCardData: sealed, readerSerial: serial)
 }
 
 func checkout(_ engine: PosEngine, _ n: Int) async throws {
@@ -79,7 +79,7 @@ try engine.signIn(staff: StaffSession(staffId: "cashier-1", mayTakeOfflinePaymen
 _ = try await engine.reportNetwork(reachable: true)
 _ = try await engine.reportProbe(outcome: .healthy)
 _ = try await engine.reportProbe(outcome: .healthy)
-try await engine.rememberReader(info: ReaderInfo(model: "Chipper 2X BT", serial: serial, firmware: "1.0", batteryPercent: 80))
+try await engine.rememberReader(info: ReaderInfo(model: "Square Terminal", serial: serial, firmware: "1.0", batteryPercent: 80))
 _ = try await engine.reportNetwork(reachable: false)
 
 let statusNone = try statusP50(engine, statusCalls)
@@ -94,7 +94,8 @@ for _ in 0..<checkouts {
 }
 let checkoutNs = p50(times)
 while n < pending { try await checkout(engine, n); n += 1 }
-precondition(try engine.status().pendingOfflinePayments == UInt64(pending))
+let pendingNow = try engine.status().pendingOfflinePayments
+precondition(pendingNow == UInt64(pending))
 let statusPending = try statusP50(engine, statusCalls / 2)
 await engine.closeAndRelease()
 try? FileManager.default.removeItem(at: dir)
