@@ -389,6 +389,9 @@ pub enum Write {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Ledger {
     pub orders: BTreeMap<OrderId, Order>,
+    /// Every payment by id. Read it freely; change it only through
+    /// [`Ledger::apply`], which keeps the running totals and the payment
+    /// index that `status()` and the forwarding driver read.
     pub payments: BTreeMap<PaymentId, OfflinePayment>,
     pub receipts: BTreeMap<u64, ReceiptRequest>,
     pub audit: AuditLog,
@@ -403,8 +406,10 @@ pub struct Ledger {
     pub account: Option<MerchantAccount>,
     /// Running count and total (minor units) of the unsettled offline
     /// payments per currency, kept by [`Ledger::apply`] so that the limit
-    /// checks of every capture do not scan every payment.
-    unsettled_totals: BTreeMap<Currency, (u32, i64)>,
+    /// checks of every capture do not scan every payment. The total is
+    /// exact in 128 bits: adding and removing payments always comes back to
+    /// the same figure, whatever the amounts.
+    unsettled_totals: BTreeMap<Currency, (u64, i128)>,
     /// What the status reads of the payments, kept by [`Ledger::apply`].
     index: PaymentIndex,
 }
@@ -611,8 +616,8 @@ impl Ledger {
                         .unsettled_totals
                         .entry(p.amount.currency())
                         .or_default();
-                    e.0 = e.0.saturating_add(1);
-                    e.1 = e.1.saturating_add(p.amount.minor_units());
+                    e.0 += 1;
+                    e.1 += i128::from(p.amount.minor_units());
                 }
                 self.index.add(&p);
                 if let Some(old) = self.payments.insert(p.id.clone(), *p) {
@@ -620,8 +625,8 @@ impl Ledger {
                     if counts(&old) {
                         let currency = old.amount.currency();
                         if let Some(e) = self.unsettled_totals.get_mut(&currency) {
-                            e.0 = e.0.saturating_sub(1);
-                            e.1 = e.1.saturating_sub(old.amount.minor_units());
+                            e.0 -= 1;
+                            e.1 -= i128::from(old.amount.minor_units());
                             if e.0 == 0 {
                                 // No empty entries: a ledger rebuilt from a
                                 // snapshot compares equal.
@@ -683,14 +688,19 @@ impl Ledger {
     }
 
     /// The unsettled offline payments in `currency`: (count, total), from
-    /// the running totals (no scan).
+    /// the running totals (no scan). [`MoneyError::Overflow`] when the
+    /// total does not fit in 64 bits of minor units.
     pub fn unsettled(&self, currency: Currency) -> Result<(u32, Money), MoneyError> {
         let (count, total) = self
             .unsettled_totals
             .get(&currency)
             .copied()
             .unwrap_or_default();
-        Ok((count, Money::new(total, currency)))
+        let total = i64::try_from(total).map_err(|_| MoneyError::Overflow)?;
+        Ok((
+            u32::try_from(count).unwrap_or(u32::MAX),
+            Money::new(total, currency),
+        ))
     }
 
     /// The payments of each currency, per status, from the running index
@@ -703,7 +713,7 @@ impl Ledger {
     pub fn unsettled_offline_count(&self) -> u64 {
         self.unsettled_totals
             .values()
-            .map(|(count, _)| u64::from(*count))
+            .map(|(count, _)| *count)
             .sum()
     }
 

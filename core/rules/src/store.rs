@@ -70,6 +70,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// (from its snapshot; empty when it has none) and the records to
     /// apply to it, in order. A store that verified and decoded its records
     /// while opening hands those over once instead of reading them again.
+    /// The ledger must be built with [`Ledger::apply`] only: its payment
+    /// index and unsettled totals (which `status()` and the forwarding
+    /// driver's wake-ups read) follow its payments only through `apply`.
     /// Default: an empty ledger and [`Store::load`].
     fn open_state(&self) -> BoxFuture<'_, Result<(Ledger, Vec<Write>), StoreError>> {
         Box::pin(async move { Ok((Ledger::default(), self.load().await?)) })
