@@ -22,7 +22,11 @@ async fn going_to_the_background_snapshots_and_saves_the_latest_anchor() {
             .await
             .unwrap(),
     );
-    let rig = Rig::builder().store(store.clone()).offline(true).open().await;
+    let rig = Rig::builder()
+        .store(store.clone())
+        .offline(true)
+        .open()
+        .await;
     for cents in [300, 400, 500] {
         rig.sale(cents).sell(&rig.engine).await;
     }
