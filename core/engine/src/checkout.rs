@@ -1063,7 +1063,21 @@ impl PosEngine {
             let mut batch = Vec::new();
             let mut effects = Vec::new();
             let mut recovered = Vec::new();
-            for p in s.ledger.payments.values() {
+            // Only a waiting payment past its deadline or one in
+            // `Forwarding` (its task may be gone) can need a step: the
+            // ledger's index tells whether there is any without a walk.
+            let any_due = s.ledger.next_waiting_deadline().is_some_and(|d| d <= now);
+            let any_forwarding = s
+                .ledger
+                .status_tallies()
+                .values()
+                .any(|t| t.get(PaymentStatus::Forwarding).count > 0);
+            let candidates = if any_due || any_forwarding {
+                Some(s.ledger.payments.values())
+            } else {
+                None
+            };
+            for p in candidates.into_iter().flatten() {
                 let orphan = matches!(p.state, PaymentState::Forwarding { .. })
                     && !self.inner.forwarding.is_live(&p.id);
                 let unsettled = matches!(

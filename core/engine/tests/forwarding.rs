@@ -1652,3 +1652,71 @@ async fn the_wake_up_leaves_probes_out_in_the_background() {
         Err(pos_core::PosError::Closed)
     ));
 }
+
+/// Online, the next wake-up is a failed payment's planned retry when it
+/// comes before every deadline; a processor's `Retry-After` moves it to the
+/// end of that wait, even for a payment whose own retry is earlier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_the_next_wake_up_is_the_planned_retry_and_retry_after_pushes_it_later() {
+    let rig = Rig::new(1, false).await;
+    let first = rig.take(1_000, None).await;
+    rig.processor.script(
+        &first,
+        Script::FailThenApprove {
+            n: 1,
+            kind: ForwardErrorKind::NotSent,
+            charge: false,
+        },
+    );
+    rig.base.online().await;
+    let r = rig.engine.forward_now().await.unwrap();
+    assert_eq!((r.attempts, r.failed), (1, 1), "{r:?}");
+    let PaymentState::FailedToForward {
+        next_retry_at: Some(retry),
+        ..
+    } = rig.state(&first)
+    else {
+        panic!("{:?}", rig.state(&first));
+    };
+    let deadline = rig
+        .engine
+        .list_payments()
+        .unwrap()
+        .into_iter()
+        .find(|p| p.id == first)
+        .unwrap()
+        .deadline;
+    assert!(retry < deadline, "{retry:?} {deadline:?}");
+    assert!(rig.engine.status().unwrap().connectivity.is_online());
+    assert_eq!(rig.engine.next_wake_at(), Some(retry));
+    assert_eq!(rig.engine.next_wake_up().unwrap(), Some(retry));
+
+    // A second payment, taken offline, is answered 503 with a Retry-After
+    // of 10 minutes while the first one's retry is still seconds away.
+    rig.base.network_down().await;
+    let second = rig.take(2_000, None).await;
+    rig.base.online().await;
+    let wait = Duration::from_secs(600);
+    *rig.processor.busy_once.lock().unwrap() = Some(wait);
+    let now = rig.clock.wall_now();
+    assert!(now < retry, "{now:?} {retry:?}");
+    let r = rig.engine.forward_now().await.unwrap();
+    assert_eq!((r.attempts, r.failed), (1, 1), "{r:?}");
+    assert!(matches!(
+        rig.state(&second),
+        PaymentState::FailedToForward { .. }
+    ));
+    // The first payment's retry is unchanged and earlier than the wait.
+    assert!(matches!(
+        rig.state(&first),
+        PaymentState::FailedToForward { next_retry_at: Some(t), .. } if t == retry
+    ));
+    let busy_until = now.plus(wait);
+    assert!(retry < busy_until);
+    assert_eq!(rig.engine.next_wake_at(), Some(busy_until));
+    assert_eq!(rig.engine.next_wake_up().unwrap(), Some(busy_until));
+    // Once the wait is over, the first payment goes through.
+    rig.advance_to(busy_until);
+    let r = rig.engine.forward_now().await.unwrap();
+    assert_eq!(r.approved, 2, "{r:?}");
+}
