@@ -964,13 +964,18 @@ async fn an_attempt_cut_by_a_crash_is_retried_by_the_driver_with_the_same_id() {
     rig.processor.unreachable.store(false, Ordering::SeqCst);
     rig.online().await;
     rig.engine.nudge_forwarding();
-    loop {
-        match rig.events.recv_timeout(Duration::from_secs(30)) {
-            Ok(PosEvent::ForwardingProgress(p)) if p.finished && p.done == 1 => break,
-            Ok(_) => {}
-            Err(e) => panic!("the recovered attempt was not retried: {e}"),
+    // Waits on the payment's state, not on a progress event: the driver may
+    // finish the round before the rig's listener is subscribed, and the
+    // subscription's snapshot then stands for the events it missed.
+    let mut approved = false;
+    for _ in 0..30_000 {
+        if matches!(rig.state(&id), PaymentState::Approved { .. }) {
+            approved = true;
+            break;
         }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    assert!(approved, "the recovered attempt was not retried");
     let charges = rig.processor.charges.lock().unwrap();
     assert_eq!(charges.len(), 1);
     assert!(charges.contains_key(id.as_str()));
