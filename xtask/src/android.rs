@@ -77,22 +77,12 @@ pub fn aar(cargo_flags: &[String]) -> Result<bool, String> {
             .join("libpos_ffi.so")
     };
     let generated = root.join("build/generated-android");
-    let _ = std::fs::remove_dir_all(&generated);
-    run(cargo()
-        .args([
-            "run",
-            "--quiet",
-            "-p",
-            "uniffi-bindgen",
-            "--",
-            "generate",
-            "--library",
-        ])
-        .arg(built(ABIS[0].1))
-        .args(["--language", "kotlin", "--no-format", "--config"])
-        .arg(root.join("android/uniffi-android.toml"))
-        .arg("--out-dir")
-        .arg(&generated))?;
+    crate::stages::bindgen_with(
+        &built(ABIS[0].1),
+        "kotlin",
+        Some(&root.join("android/uniffi-android.toml")),
+        &generated,
+    )?;
 
     let strip = llvm_strip(&ndk)?;
     for (abi, triple) in ABIS {

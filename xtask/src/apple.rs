@@ -73,19 +73,11 @@ pub fn xcframework(cargo_flags: &[String]) -> Result<bool, String> {
         ])
         .args(cargo_flags))?;
     let generated = out.join("generated");
-    run(cargo()
-        .args([
-            "run",
-            "--quiet",
-            "-p",
-            "uniffi-bindgen",
-            "--",
-            "generate",
-            "--library",
-        ])
-        .arg(target_dir().join("release/libpos_ffi.dylib"))
-        .args(["--language", "swift", "--out-dir"])
-        .arg(&generated))?;
+    crate::stages::bindgen(
+        &target_dir().join("release/libpos_ffi.dylib"),
+        "swift",
+        &generated,
+    )?;
     let headers = out.join("headers");
     std::fs::create_dir_all(&headers).map_err(|e| e.to_string())?;
     copy(

@@ -192,23 +192,11 @@ fn swift(tools: &Tools, values: &BTreeMap<String, String>) -> Result<String, Str
     let pkg = workspace_root().join("bindings/swift/bench");
     let tmp = target_dir().join("uniffi-swift-bench");
     crate::stages::bindgen(&lib, "swift", &tmp)?;
-    let ffi_dir = pkg.join("Sources/PosCoreFFI");
-    let gen_dir = pkg.join("Sources/PosCoreBench/Generated");
-    for d in [&ffi_dir, &gen_dir] {
-        std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
-    }
-    let copy = |from: &str, to: &Path| {
-        let src = tmp.join(from);
-        let new = std::fs::read(&src).map_err(|e| format!("reading {}: {e}", src.display()))?;
-        // Only rewrite when changed, so SwiftPM does not rebuild for nothing.
-        if std::fs::read(to).ok().as_deref() != Some(new.as_slice()) {
-            std::fs::write(to, new).map_err(|e| format!("writing {}: {e}", to.display()))?;
-        }
-        Ok::<(), String>(())
-    };
-    copy("PosCoreFFI.h", &ffi_dir.join("PosCoreFFI.h"))?;
-    copy("PosCoreFFI.modulemap", &ffi_dir.join("module.modulemap"))?;
-    copy("PosCore.swift", &gen_dir.join("PosCore.swift"))?;
+    crate::stages::install_swift_bindings(
+        &tmp,
+        &pkg.join("Sources/PosCoreFFI"),
+        &pkg.join("Sources/PosCoreBench/Generated"),
+    )?;
     let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
     let lib_dir = lib.parent().ok_or("library has no folder")?;
     let mut env = format!(

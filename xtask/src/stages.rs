@@ -253,21 +253,61 @@ pub fn build_ffi_library() -> Result<PathBuf, String> {
 
 /// Runs the workspace's uniffi-bindgen on `lib`.
 pub(crate) fn bindgen(lib: &Path, language: &str, out_dir: &Path) -> Result<(), String> {
+    bindgen_with(lib, language, None, out_dir)
+}
+
+/// Runs the workspace's uniffi-bindgen on `lib` into a fresh `out_dir`,
+/// with `config` (a uniffi.toml) instead of the crate's own when given.
+pub(crate) fn bindgen_with(
+    lib: &Path,
+    language: &str,
+    config: Option<&Path>,
+    out_dir: &Path,
+) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(out_dir);
     std::fs::create_dir_all(out_dir).map_err(|e| format!("creating {}: {e}", out_dir.display()))?;
-    run(cargo()
-        .args([
-            "run",
-            "--quiet",
-            "-p",
-            "uniffi-bindgen",
-            "--",
-            "generate",
-            "--library",
-        ])
-        .arg(lib)
-        .args(["--language", language, "--no-format", "--out-dir"])
-        .arg(out_dir))
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--quiet",
+        "-p",
+        "uniffi-bindgen",
+        "--",
+        "generate",
+        "--library",
+    ])
+    .arg(lib)
+    .args(["--language", language, "--no-format"]);
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    run(cmd.arg("--out-dir").arg(out_dir))
+}
+
+/// Copies the Swift bindings uniffi-bindgen wrote to `generated` into a
+/// SwiftPM package: the C header and module map into `ffi_dir`, the Swift
+/// into `swift_dir`. A file is rewritten only when it changed, so SwiftPM
+/// does not rebuild for nothing.
+pub(crate) fn install_swift_bindings(
+    generated: &Path,
+    ffi_dir: &Path,
+    swift_dir: &Path,
+) -> Result<(), String> {
+    for d in [ffi_dir, swift_dir] {
+        std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+    }
+    for (from, to) in [
+        ("PosCoreFFI.h", ffi_dir.join("PosCoreFFI.h")),
+        ("PosCoreFFI.modulemap", ffi_dir.join("module.modulemap")),
+        ("PosCore.swift", swift_dir.join("PosCore.swift")),
+    ] {
+        let src = generated.join(from);
+        let new = std::fs::read(&src).map_err(|e| format!("reading {}: {e}", src.display()))?;
+        if std::fs::read(&to).ok().as_deref() != Some(new.as_slice()) {
+            std::fs::write(&to, new).map_err(|e| format!("writing {}: {e}", to.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Every file under `dir` with the extension `ext`, sorted.
@@ -578,24 +618,12 @@ fn swift_inner(lib: &Path, swift: &Swift) -> Result<(u64, u64, Option<String>), 
     let tmp = target_dir().join("uniffi-swift");
     bindgen(lib, "swift", &tmp)?;
     crate::docs_check::swift(&tmp.join("PosCore.swift"))?;
-    let ffi_dir = pkg.join("Sources/PosCoreFFI");
-    let gen_dir = pkg.join("Sources/PosCore/Generated");
     // Neither folder is in git (both hold only generated files).
-    for d in [&ffi_dir, &gen_dir] {
-        std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
-    }
-    let copy = |from: &str, to: &Path| {
-        let src = tmp.join(from);
-        // Only rewrite when changed, so SwiftPM does not rebuild for nothing.
-        let new = std::fs::read(&src).map_err(|e| format!("reading {}: {e}", src.display()))?;
-        if std::fs::read(to).ok().as_deref() != Some(new.as_slice()) {
-            std::fs::write(to, new).map_err(|e| format!("writing {}: {e}", to.display()))?;
-        }
-        Ok::<(), String>(())
-    };
-    copy("PosCoreFFI.h", &ffi_dir.join("PosCoreFFI.h"))?;
-    copy("PosCoreFFI.modulemap", &ffi_dir.join("module.modulemap"))?;
-    copy("PosCore.swift", &gen_dir.join("PosCore.swift"))?;
+    install_swift_bindings(
+        &tmp,
+        &pkg.join("Sources/PosCoreFFI"),
+        &pkg.join("Sources/PosCore/Generated"),
+    )?;
     let (scenarios, only) = swift_scenario_cases(&pkg)?;
 
     let lib_dir = lib.parent().ok_or("library has no folder")?;
