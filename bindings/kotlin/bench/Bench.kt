@@ -30,6 +30,7 @@ import org.poscore.ReaderInfo
 import org.poscore.StaffSession
 import org.poscore.TenderKind
 import org.poscore.policyPreset
+import org.poscore.uniffiRustFutureContinuationCallbackImpl
 
 private const val SERIAL = "VENDOR-SN-1"
 
