@@ -842,7 +842,7 @@ fn child(dir: &Path) {
     let hwm_start = proc_status_kib("VmHWM");
     let rt = runtime();
     let hwm_runtime = proc_status_kib("VmHWM");
-    let (timings, status, store, rss_idle) = rt.block_on(async {
+    let (timings, status, store, (rss_idle, rss_trimmed)) = rt.block_on(async {
         let t0 = Instant::now();
         let provider = Arc::new(FileKeyProvider::open_or_create(dir.join("kek")).expect("key"));
         let store = Arc::new(
@@ -862,6 +862,10 @@ fn child(dir: &Path) {
         // freed, the engine and its driver still running).
         tokio::time::sleep(IDLE_AFTER_OPEN).await;
         let rss_idle = proc_status_kib("VmRSS");
+        // The same once the allocator has handed its free pages back: how
+        // much of the idle figure is memory the open freed but glibc kept.
+        release_free_memory();
+        let rss_trimmed = proc_status_kib("VmRSS");
         engine.close();
         (
             [
@@ -872,7 +876,7 @@ fn child(dir: &Path) {
             ],
             status,
             store,
-            rss_idle,
+            (rss_idle, rss_trimmed),
         )
     });
     let hwm_end = proc_status_kib("VmHWM");
@@ -889,6 +893,7 @@ fn child(dir: &Path) {
     let _ = writeln!(out, "hwm_kib={hwm_end}");
     let _ = writeln!(out, "rss_kib={rss_end}");
     let _ = writeln!(out, "rss_idle_kib={rss_idle}");
+    let _ = writeln!(out, "rss_trimmed_kib={rss_trimmed}");
     let _ = writeln!(out, "pending={}", status.pending_offline_payments);
     let totals: Vec<String> = status
         .totals
@@ -1018,6 +1023,20 @@ fn sched_delta_by_role(
         *out.entry(*role).or_insert(0) += ns.saturating_sub(was);
     }
     Some(out)
+}
+
+/// Asks glibc's allocator to return its free pages to the system
+/// (`malloc_trim(0)`), a diagnostic of the child only: the engine never
+/// calls it.
+#[allow(unsafe_code)]
+fn release_free_memory() {
+    extern "C" {
+        fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+    }
+    // SAFETY: malloc_trim takes no pointer and only releases free memory.
+    unsafe {
+        malloc_trim(0);
+    }
 }
 
 /// A `kB` line of `/proc/self/status` (`VmHWM`, `VmRSS`), in KiB.
@@ -1655,6 +1674,7 @@ fn report(
     };
     let peak = max_of("hwm_kib");
     let rss_idle = max_of("rss_idle_kib");
+    let rss_trimmed = max_of("rss_trimmed_kib");
     let journal_hwm = layouts[1]
         .1
         .iter()
@@ -1715,7 +1735,12 @@ fn report(
             IDLE_AFTER_OPEN.as_millis()
         ),
         "<= 30 MB",
-        format!("{} (highest of {} runs)", mb(rss_idle), 2 * s.opens),
+        format!(
+            "{} (highest of {} runs; {} once malloc_trim returns the allocator's free pages)",
+            mb(rss_idle),
+            2 * s.opens,
+            mb(rss_trimmed)
+        ),
         rss_idle <= TARGET_RSS_KIB,
     );
     let _ = writeln!(
