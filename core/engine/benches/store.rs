@@ -1565,6 +1565,13 @@ fn report(
         build.file_bytes / 1024,
         ms(nanos(build.elapsed))
     );
+    let _ = writeln!(
+        o,
+        "  in memory: a record (ledger::Write) {} bytes inline, an audit entry {} bytes, a payment {} bytes\n",
+        std::mem::size_of::<pos_core::ledger::Write>(),
+        std::mem::size_of::<pos_core::audit::AuditEntry>(),
+        std::mem::size_of::<pos_core::ledger::OfflinePayment>(),
+    );
     let rows: Vec<Vec<String>> = layouts
         .iter()
         .flat_map(|(label, opens)| {
