@@ -23,7 +23,7 @@
 //! forwarding, kotlin, swift. Benchmarks never run in `cargo xtask test`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::install::{self, Needs, Swift, Tools};
@@ -216,41 +216,17 @@ fn swift(tools: &Tools, values: &BTreeMap<String, String>) -> Result<String, Str
     );
     let (ok, out) = match swift {
         Swift::Native => run_tee(Command::new("bash").args(["-c", &script]))?,
-        Swift::Root(root) => run_tee(&mut in_swift_root(root, &script))?,
+        Swift::Root(root) => run_tee(&mut crate::stages::in_swift_root(
+            root,
+            &script,
+            &workspace_root(),
+        )?)?,
     };
     if ok {
         Ok(out)
     } else {
         Err("the Swift bench failed".into())
     }
-}
-
-/// The command `script` in the Swift root (a Debian root with swiftlang),
-/// in a private mount namespace with /proc and the checkout (and the target
-/// folder, when it lives elsewhere) mounted at their own paths: the way the
-/// swift stage of `cargo xtask test` runs its packages.
-fn in_swift_root(root: &Path, script: &str) -> Command {
-    let ws = workspace_root();
-    let mut binds = vec![ws.clone()];
-    let target = target_dir();
-    if !target.starts_with(&ws) {
-        binds.push(target);
-    }
-    let r = root.display();
-    let mut mounts = format!("mount -t proc proc '{r}/proc' && ");
-    for b in &binds {
-        let b = b.display();
-        mounts.push_str(&format!(
-            "mkdir -p '{r}{b}' && mount --bind '{b}' '{r}{b}' && "
-        ));
-    }
-    let inner = script.replace('\'', r"'\''");
-    let outer = format!(
-        "{mounts}exec chroot '{r}' /usr/bin/env -i HOME=/root PATH=/usr/bin:/bin bash -c '{inner}'"
-    );
-    let mut c = Command::new("unshare");
-    c.args(["--mount", "--propagation", "private", "bash", "-c", &outer]);
-    c
 }
 
 /// `key="quoted value"` and `key=word` pairs of one line.

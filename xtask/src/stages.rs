@@ -750,7 +750,11 @@ fn swift_scenario_cases(pkg: &Path) -> Result<(PathBuf, Option<String>), String>
 /// checkout (and the target folder and the scenarios' folder, when they live
 /// elsewhere) are mounted into the root at their own paths and vanish when
 /// the command ends, whatever happens.
-fn in_swift_root(root: &Path, script: &str, scenarios: &Path) -> Result<Command, String> {
+pub(crate) fn in_swift_root(
+    root: &Path,
+    script: &str,
+    scenarios: &Path,
+) -> Result<Command, String> {
     let ws = workspace_root();
     let mut binds = vec![ws.clone()];
     let target = target_dir();
