@@ -704,6 +704,12 @@ impl PosEngine {
         Ok(())
     }
 
+    /// Whether the engine probes the service by itself now: offline, and
+    /// not in the background. The driver and the wake-up time both ask this.
+    pub(crate) fn probes_due(&self, online: bool) -> bool {
+        !online && !self.in_background()
+    }
+
     /// Whether the app said it is in the background
     /// ([`on_background`](Self::on_background)).
     pub fn in_background(&self) -> bool {
@@ -1403,14 +1409,9 @@ impl PosEngine {
         );
         std::mem::swap(&mut self.state().connectivity, &mut machine);
         self.inner.inbox.on_connectivity(to.is_online());
-        if change.is_recovery() || to.is_online() {
-            // Stored payments are forwarded now (R3).
-            self.wake_forwarder();
-        } else {
-            // Down: the driver, which may be waiting with nothing
-            // scheduled, starts probing.
-            self.wake_forwarder();
-        }
+        // Back: stored payments are forwarded now (R3). Down: the driver,
+        // which may be waiting with nothing scheduled, starts probing.
+        self.wake_forwarder();
         self.inner.events.emit(PosEvent::ConnectivityChanged {
             from: change.from,
             to,
@@ -1562,7 +1563,7 @@ impl PosEngine {
             }
             // In the background probes are paused: the app's own network
             // callback or scheduled work brings it back.
-            if !online && !self.in_background() {
+            if self.probes_due(online) {
                 let probe = s.connectivity.next_probe_at();
                 next = Some(next.map_or(probe, |n| n.min(probe)));
             }

@@ -649,7 +649,7 @@ impl PosEngine {
         }
         let gateway = self.gateway()?;
         let online = self.state().connectivity.state().is_online();
-        if !online && !self.in_background() {
+        if self.probes_due(online) {
             // Probe the service (R2); connectivity decides when it is back.
             let sent = std::time::Instant::now();
             let answer = tokio::task::spawn_blocking(move || gateway.status_with_time()).await;
