@@ -20,8 +20,8 @@ use pos_reader::ble::{scan, BleError, BleTransport};
 use pos_reader::client::{ConnectOptions, LinkTrust, ReaderClient, ReaderError};
 use pos_reader::link::{LinkError, Transport as _};
 use pos_reader::reconnect::{supervise, ReconnectPolicy, Supervision};
-use pos_reader::sim::{simulated_identity, Presented, SimReader, SimReaderConfig};
-use pos_rules::card_seal::{parse_v2, CardChallenge, CardSecret, ProcessorKey};
+use pos_reader::sim::{Presented, SimReader, SimReaderConfig};
+use pos_rules::card_seal::{parse_v2, CardChallenge, CardSecret};
 use pos_rules::ledger::CardRead;
 use pos_rules::lifecycle::PaymentId;
 use pos_rules::money::{Currency, Money};
@@ -42,19 +42,7 @@ async fn double() -> BlueZ {
 }
 
 fn config(serial: &str) -> SimReaderConfig {
-    let mut processor = [0u8; 32];
-    for (i, b) in processor.iter_mut().enumerate() {
-        *b = (i as u8).wrapping_mul(13).wrapping_add(5);
-    }
-    SimReaderConfig {
-        model: "Chipper 2X BT".into(),
-        serial: serial.into(),
-        firmware: "1.4.2".into(),
-        battery_percent: 81,
-        identity: simulated_identity(serial, "Chipper 2X BT").unwrap(),
-        processor: ProcessorKey(processor),
-        fingerprint_key: [3; 32],
-    }
+    pos_bluez_double::app_reader_config(serial, "Chipper 2X BT", 81).unwrap()
 }
 
 fn trust() -> LinkTrust {

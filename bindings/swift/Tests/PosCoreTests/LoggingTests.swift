@@ -63,9 +63,9 @@ final class LoggingTests: XCTestCase {
             setLogSink(minLevel: .trace, sink: nil)
             throw error
         }
-        setLogSink(minLevel: .trace, sink: nil)
         XCTAssertTrue(all.records.contains { $0.level == .debug }, "\(all.records)")
 
+        // Replaced, not cleared first: the new sink alone gets what follows.
         let info = CollectingLogSink()
         setLogSink(minLevel: .info, sink: info)
         do {

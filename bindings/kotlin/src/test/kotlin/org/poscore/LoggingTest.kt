@@ -46,11 +46,13 @@ class LoggingTest {
         setLogSink(LogLevel.TRACE, all)
         try {
             aPaymentTakenAndForwarded()
-        } finally {
+        } catch (e: Throwable) {
             setLogSink(LogLevel.TRACE, null)
+            throw e
         }
         assertTrue(all.records.any { it.level == LogLevel.DEBUG }, "${all.records}")
 
+        // Replaced, not cleared first: the new sink alone gets what follows.
         val info = Collect()
         setLogSink(LogLevel.INFO, info)
         try {
