@@ -371,14 +371,11 @@ impl Rig {
         ));
     }
 
-    fn drain(&self) -> Vec<PosEvent> {
-        // Events are delivered on the event thread; a status call after the
-        // engine's work orders nothing, so wait for what was emitted.
-        let mut out = Vec::new();
-        while let Ok(e) = self.events.recv_timeout(Duration::from_millis(200)) {
-            out.push(e);
-        }
-        out
+    async fn drain(&self) -> Vec<PosEvent> {
+        // Events are delivered on the event thread: wait until everything
+        // emitted so far has arrived, then take it.
+        self.engine.events_delivered().await;
+        self.events.try_iter().collect()
     }
 }
 
@@ -408,6 +405,7 @@ async fn every_payment_is_forwarded_once_most_urgent_first() {
     assert_eq!(rig.processor.approved(), 5);
     let progress: Vec<_> = rig
         .drain()
+        .await
         .into_iter()
         .filter_map(|e| match e {
             PosEvent::ForwardingProgress(p) => Some(p),
@@ -492,7 +490,7 @@ async fn a_decline_reports_the_contact_and_the_amount_due() {
         .script(&id, Script::Decline(DeclineReason::InsufficientFunds));
     let r = rig.engine.forward_now().await.unwrap();
     assert_eq!(r.declined, 1);
-    let events = rig.drain();
+    let events = rig.drain().await;
     let notice = events
         .iter()
         .find_map(|e| match e {
@@ -546,6 +544,7 @@ async fn past_the_deadline_nothing_is_sent_and_expiry_is_reported() {
     ));
     let expired: Vec<_> = rig
         .drain()
+        .await
         .into_iter()
         .filter(|e| matches!(e, PosEvent::PaymentExpired { payment_id, .. } if payment_id == &b))
         .collect();
@@ -783,7 +782,7 @@ async fn forwarding_blocked_is_reported_and_cleared() {
         rig.take(1_000 + i, None).await;
     }
     rig.online().await;
-    rig.drain();
+    rig.drain().await;
     let blocked_events = |events: Vec<PosEvent>| -> Vec<Option<R>> {
         events
             .into_iter()
@@ -802,7 +801,7 @@ async fn forwarding_blocked_is_reported_and_cleared() {
         (422, R::ProcessorRefusing),
     ] {
         rig.take_in_outage(1_500).await;
-        rig.drain();
+        rig.drain().await;
         *rig.processor.refuse_with.lock().unwrap() = Some(status);
         let r = rig.engine.forward_now().await.unwrap();
         assert!(r.failed > 0, "HTTP {status}: {r:?}");
@@ -810,14 +809,14 @@ async fn forwarding_blocked_is_reported_and_cleared() {
         *rig.processor.refuse_with.lock().unwrap() = None;
         // Sent once, not for every refused payment.
         assert_eq!(
-            blocked_events(rig.drain()),
+            blocked_events(rig.drain().await),
             vec![Some(reason)],
             "HTTP {status}"
         );
         // Forward now after the fix: a decision unblocks.
         rig.engine.forward_now().await.unwrap();
         assert_eq!(blocked(), None);
-        assert_eq!(blocked_events(rig.drain()), vec![None]);
+        assert_eq!(blocked_events(rig.drain().await), vec![None]);
     }
     // The store locked while a round runs.
     rig.take_in_outage(3_000).await;
@@ -828,7 +827,7 @@ async fn forwarding_blocked_is_reported_and_cleared() {
     rig.engine.forward_now().await.unwrap();
     assert_eq!(blocked(), None);
     assert_eq!(
-        blocked_events(rig.drain()),
+        blocked_events(rig.drain().await),
         vec![Some(R::StoreLocked), None]
     );
 }
@@ -1185,7 +1184,7 @@ async fn a_payment_the_processor_may_hold_is_never_expired_before_it_is_asked() 
         },
     );
     rig.engine.forward_now().await.unwrap();
-    rig.drain();
+    rig.drain().await;
     // The deadline passes while the processor cannot be reached.
     rig.processor.unreachable.store(true, Ordering::SeqCst);
     rig.clock.advance(HOUR * 24 * 7);
@@ -1195,7 +1194,7 @@ async fn a_payment_the_processor_may_hold_is_never_expired_before_it_is_asked() 
         rig.state(&id),
         PaymentState::OutcomeUnknown { .. }
     ));
-    let events = rig.drain();
+    let events = rig.drain().await;
     assert!(events.iter().any(
         |e| matches!(e, PosEvent::PaymentOutcomeUnknown { payment_id, .. } if payment_id == &id)
     ));

@@ -248,6 +248,8 @@ async fn a_token_of_the_wrong_account_blocks_forwarding_and_declines_nothing() {
     shop.tokens.set(&account_a(), b_token);
 
     shop.engine.forward_now().await.unwrap();
+    // Events reach listeners on the bus thread: wait for the round's.
+    shop.engine.events_delivered().await;
 
     assert_eq!(
         shop.seen.blocked(),
@@ -271,6 +273,7 @@ async fn a_token_of_the_wrong_account_blocks_forwarding_and_declines_nothing() {
     shop.tokens
         .set(&account_a(), shop.sim.token_for(&account_a()));
     shop.engine.forward_now().await.unwrap();
+    shop.engine.events_delivered().await;
 
     assert!(
         matches!(shop.state(&id), PaymentState::Approved { .. }),
