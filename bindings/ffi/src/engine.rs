@@ -22,7 +22,7 @@ use crate::inbox::{InboxView, OrderSource, RefreshOutcome, SourceAdapter};
 use crate::keys::{KeyProvider, KeyProviderAdapter};
 use crate::money::Money;
 use crate::policy::OfflinePolicy;
-use crate::runtime::runtime;
+use crate::runtime::{on_runtime, runtime};
 use crate::types::{
     invalid, mirror_enum, order_id, payment_id, ts, CardRead, ConnectivityStatus, MerchantAccount,
     ReaderInfo,
@@ -452,7 +452,8 @@ impl PosEngine {
             total: order.total.try_into()?,
             contact: order.contact.as_deref().map(Into::into),
         };
-        Ok(self.inner.create_order(new).await?.into())
+        let engine = self.inner.clone();
+        on_runtime(async move { Ok(engine.create_order(new).await?.into()) }).await
     }
 
     /// The order with this id; `NotFound` if there is none.
@@ -463,11 +464,9 @@ impl PosEngine {
     /// Records a cash tender on an order (never subject to the offline
     /// rules); `InvalidInput` when it exceeds the balance.
     pub async fn add_cash(&self, order_id_: String, amount: Money) -> Result<OrderView, PosError> {
-        Ok(self
-            .inner
-            .add_cash(&order_id(&order_id_)?, amount.try_into()?)
-            .await?
-            .into())
+        let (id, amount) = (order_id(&order_id_)?, amount.try_into()?);
+        let engine = self.inner.clone();
+        on_runtime(async move { Ok(engine.add_cash(&id, amount).await?.into()) }).await
     }
 
     /// Starts an online card payment for what is still owed on an order
@@ -502,11 +501,10 @@ impl PosEngine {
         payment_id_: String,
         card: CardRead,
     ) -> Result<PaymentView, PosError> {
-        Ok(self
-            .inner
-            .confirm_card_payment(&payment_id(&payment_id_)?, card.into())
-            .await?
-            .into())
+        let id = payment_id(&payment_id_)?;
+        let engine = self.inner.clone();
+        on_runtime(async move { Ok(engine.confirm_card_payment(&id, card.into()).await?.into()) })
+            .await
     }
 
     /// Drops a begun payment; `DuplicatePayment` if it was already taken.
@@ -533,10 +531,9 @@ impl PosEngine {
         order_id_: String,
         channel: ReceiptChannel,
     ) -> Result<u64, PosError> {
-        Ok(self
-            .inner
-            .request_receipt(&order_id(&order_id_)?, channel.try_into()?)
-            .await?)
+        let (id, channel) = (order_id(&order_id_)?, channel.try_into()?);
+        let engine = self.inner.clone();
+        on_runtime(async move { Ok(engine.request_receipt(&id, channel).await?) }).await
     }
 
     /// How many receipts wait for the connection.

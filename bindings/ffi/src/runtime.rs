@@ -48,3 +48,140 @@ impl<T> Future for InRuntime<'_, T> {
 pub(crate) fn in_runtime<'a, T>(f: impl Future<Output = T> + Send + 'a) -> InRuntime<'a, T> {
     InRuntime(Box::pin(f))
 }
+
+/// Runs `f` to completion as a task of the library's runtime and waits for
+/// its result. The caller's executor then polls twice (once to start, once
+/// when the result is ready) instead of once per internal await: each of
+/// those polls is a trip through the foreign executor (a JNA callback and a
+/// coroutine resume on the JVM), which costs more than the work between two
+/// awaits of a checkout. Dropping the returned future (a cancelled coroutine
+/// or task) aborts the task at its next await, as dropping `f` itself would.
+pub(crate) async fn on_runtime<T: Send + 'static>(
+    f: impl Future<Output = Result<T, PosError>> + Send + 'static,
+) -> Result<T, PosError> {
+    let mut task = AbortOnDrop(runtime()?.spawn(f));
+    match (&mut task.0).await {
+        Ok(out) => out,
+        Err(e) if e.is_panic() => Err(PosError::Internal {
+            reason: "a library task panicked".to_owned(),
+        }),
+        Err(_) => Err(PosError::Internal {
+            reason: "a library task was cancelled".to_owned(),
+        }),
+    }
+}
+
+/// Aborts the task when dropped (a no-op once it has finished).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Counts the polls its future gets: each one is a trip through the
+    /// foreign executor when the future is an async export's.
+    struct Counted<F> {
+        inner: Pin<Box<F>>,
+        polls: Arc<AtomicUsize>,
+    }
+
+    impl<F: Future> Future for Counted<F> {
+        type Output = F::Output;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            self.inner.as_mut().poll(cx)
+        }
+    }
+
+    /// Ten awaits that each return to the executor, as a store write does.
+    async fn ten_hops() -> Result<u32, PosError> {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        Ok(7)
+    }
+
+    /// A foreign executor: a runtime of its own, as a Kotlin dispatcher is
+    /// not the library's.
+    fn foreign() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_callers_executor_polls_a_task_on_the_runtime_at_most_twice() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let out = foreign().block_on(Counted {
+            inner: Box::pin(on_runtime(ten_hops())),
+            polls: polls.clone(),
+        });
+        assert_eq!(out.unwrap(), 7);
+        assert!(polls.load(Ordering::SeqCst) <= 2, "{polls:?} polls");
+
+        // Polled where the caller polls, each hop comes back to the caller.
+        let hops = Arc::new(AtomicUsize::new(0));
+        foreign()
+            .block_on(Counted {
+                inner: Box::pin(in_runtime(ten_hops())),
+                polls: hops.clone(),
+            })
+            .unwrap();
+        assert!(hops.load(Ordering::SeqCst) > 10, "{hops:?} polls");
+    }
+
+    /// Says so when dropped: the task's future was released.
+    struct Dropped(std::sync::mpsc::Sender<()>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+
+    #[test]
+    fn dropping_the_call_aborts_its_task_at_the_next_await() {
+        let (dropped_tx, dropped_rx) = std::sync::mpsc::channel();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let guard = Dropped(dropped_tx);
+        let forever = async move {
+            let _guard = guard;
+            let _ = started_tx.send(());
+            std::future::pending::<()>().await;
+            Ok(())
+        };
+        foreign().block_on(async {
+            let mut call = Box::pin(on_runtime(forever));
+            // Polled until the task runs on the runtime, then given up.
+            while started_rx.try_recv().is_err() {
+                let _ = tokio::time::timeout(Duration::from_millis(5), call.as_mut()).await;
+            }
+        });
+        dropped_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the task still runs after its caller gave up");
+    }
+
+    #[test]
+    fn a_panicking_task_is_an_internal_error_not_a_crash() {
+        let out: Result<(), PosError> = foreign().block_on(on_runtime(async {
+            if true {
+                panic!("boom");
+            }
+            Ok(())
+        }));
+        assert!(
+            matches!(out, Err(PosError::Internal { ref reason }) if reason.contains("panicked")),
+            "{out:?}"
+        );
+    }
+}
