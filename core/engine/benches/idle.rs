@@ -154,6 +154,8 @@ fn watch(length: Duration, main_tid: u32, gateway: &Answering) -> Phase {
         .elapsed()
         .as_millis();
     let probes_before = gateway.probes.load(Ordering::SeqCst);
+    // POS_BENCH_IDLE_TRACE=1 prints every busy slice and the probes.
+    let trace = std::env::var_os("POS_BENCH_IDLE_TRACE").is_some();
     let mut last = switches(main_tid);
     let mut wakeups = 0;
     let mut by_thread: BTreeMap<String, u64> = BTreeMap::new();
@@ -166,17 +168,22 @@ fn watch(length: Duration, main_tid: u32, gateway: &Answering) -> Phase {
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         let now = switches(main_tid);
         let mut slice = 0;
+        let mut who = Vec::new();
         for (tid, (n, name)) in &now {
             let before = last.get(tid).map_or(0, |(b, _)| *b);
             let d = n.saturating_sub(before);
             if d > 0 {
                 slice += d;
                 *by_thread.entry(name.clone()).or_default() += d;
+                who.push(format!("{name}/{tid} {d}"));
             }
         }
         if slice > 0 {
             let at = gateway.started.get().unwrap().elapsed().as_millis();
             busy.push(u64::try_from(at).unwrap_or(u64::MAX));
+            if trace {
+                println!("    slice ending at {at} ms: {}", who.join(", "));
+            }
         }
         wakeups += slice;
         last = now;
@@ -189,6 +196,9 @@ fn watch(length: Duration, main_tid: u32, gateway: &Answering) -> Phase {
         .copied()
         .filter(|t| u128::from(*t) >= start_ms)
         .collect();
+    if trace {
+        println!("    probes at (ms): {probe_times:?}");
+    }
     // A slice is explained by a probe made in it or the slice before (the
     // probe's commit and its anchor land a little after it).
     let unexplained = busy

@@ -603,6 +603,8 @@ impl PosEngine {
         };
         let weak = Arc::downgrade(&self.inner);
         let wake = Arc::clone(&self.inner.forwarding.wake);
+        // Without a thread for the timer, tokio's sleep does the job.
+        let timer = WakeTimer::start(Arc::clone(&wake)).ok();
         handle.spawn(async move {
             loop {
                 let notified = wake.notified();
@@ -619,12 +621,17 @@ impl PosEngine {
                 // Nothing scheduled: no timer at all, only a notification
                 // (a payment, a nudge, a connectivity change, the gateway,
                 // the foreground, close) wakes the driver.
-                match wait {
-                    Some(wait) => tokio::select! {
+                match (wait, &timer) {
+                    (Some(wait), None) => tokio::select! {
                         _ = &mut notified => {}
                         _ = tokio::time::sleep(wait) => {}
                     },
-                    None => notified.await,
+                    (wait, timer) => {
+                        if let Some(timer) = timer {
+                            timer.set(wait);
+                        }
+                        notified.await;
+                    }
                 }
             }
         });
@@ -697,5 +704,110 @@ impl PosEngine {
         let now = self.now();
         self.next_wake_up_at()
             .map(|t| now.until(t).clamp(MIN, LONGEST))
+    }
+}
+
+/// Wakes the forwarding driver at a set moment, from a thread of its own
+/// that waits on a condition variable: the CPU wakes once, when it is due.
+/// A long tokio sleep also wakes the runtime's worker before it is due,
+/// when the timer wheel moves the entry to a finer level (up to about 4 s
+/// early): a second wake-up for every probe of an idle engine offline.
+/// The thread ends when the driver does (the handle is dropped).
+struct WakeTimer {
+    shared: Arc<TimerShared>,
+}
+
+struct TimerShared {
+    due: std::sync::Mutex<TimerState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct TimerState {
+    due: Option<std::time::Instant>,
+    stopped: bool,
+}
+
+impl WakeTimer {
+    fn start(wake: Arc<tokio::sync::Notify>) -> std::io::Result<Self> {
+        let shared = Arc::new(TimerShared {
+            due: std::sync::Mutex::new(TimerState::default()),
+            changed: std::sync::Condvar::new(),
+        });
+        let theirs = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("pos-core-timer".into())
+            .spawn(move || theirs.run(&wake))?;
+        Ok(WakeTimer { shared })
+    }
+
+    /// Notifies the driver once `after` has passed; `None` cancels. Replaces
+    /// what was set before.
+    fn set(&self, after: Option<Duration>) {
+        let due = after.and_then(|a| std::time::Instant::now().checked_add(a));
+        self.shared.lock().due = due;
+        self.shared.changed.notify_one();
+    }
+}
+
+impl Drop for WakeTimer {
+    fn drop(&mut self) {
+        self.shared.lock().stopped = true;
+        self.shared.changed.notify_one();
+    }
+}
+
+impl TimerShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TimerState> {
+        self.due.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run(&self, wake: &tokio::sync::Notify) {
+        let mut state = self.lock();
+        while !state.stopped {
+            state = match state.due {
+                None => self.changed.wait(state).unwrap_or_else(|p| p.into_inner()),
+                Some(due) => {
+                    let now = std::time::Instant::now();
+                    if now >= due {
+                        state.due = None;
+                        wake.notify_one();
+                        continue;
+                    }
+                    self.changed
+                        .wait_timeout(state, due - now)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|p| p.into_inner().0)
+                }
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_timer_wakes_the_driver_at_the_latest_time_set_and_ends_with_its_handle() {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let timer = WakeTimer::start(Arc::clone(&wake)).unwrap();
+        // An hour away, then replaced by a moment from now: the later
+        // setting is the one that fires.
+        timer.set(Some(Duration::from_secs(3600)));
+        timer.set(Some(Duration::from_millis(5)));
+        tokio::time::timeout(Duration::from_secs(60), wake.notified())
+            .await
+            .expect("the timer did not fire");
+        // Dropped: the thread lets go of what it shares and ends.
+        let shared = Arc::downgrade(&timer.shared);
+        drop(timer);
+        let gone = tokio::time::timeout(Duration::from_secs(60), async {
+            while shared.strong_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(gone.is_ok(), "the timer thread outlived its handle");
     }
 }
