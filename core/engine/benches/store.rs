@@ -1026,8 +1026,8 @@ fn sched_delta_by_role(
 }
 
 /// Asks glibc's allocator to return its free pages to the system
-/// (`malloc_trim(0)`), a diagnostic of the child only: the engine never
-/// calls it.
+/// (`malloc_trim(0)`): the engine does the same on a blocking thread after
+/// its open (ADR 0014); here it shows what is still left to return.
 #[allow(unsafe_code)]
 fn release_free_memory() {
     extern "C" {
