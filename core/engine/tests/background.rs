@@ -48,3 +48,52 @@ async fn going_to_the_background_snapshots_and_saves_the_latest_anchor() {
     drop(rig);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn after_going_to_the_background_the_database_file_alone_holds_every_payment() {
+    let dir = temp_dir("background-checkpoint");
+    let keys = Arc::new(FileKeyProvider::open_or_create(dir.join("kek")).unwrap());
+    let store = Arc::new(
+        SqliteStore::open(dir.join("store.db"), keys.clone())
+            .await
+            .unwrap(),
+    );
+    let rig = Rig::builder()
+        .store(store.clone())
+        .offline(true)
+        .open()
+        .await;
+    for cents in [300, 400, 500] {
+        rig.sale(cents).sell(&rig.engine).await;
+    }
+    rig.engine.on_background().await.unwrap();
+    // What a backup, or a process killed with its write-ahead log lost,
+    // leaves: the database file and the key provider's files, no log.
+    let copy = temp_dir("background-checkpoint-copy");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if !name.ends_with("-wal") && !name.ends_with("-shm") {
+            std::fs::copy(entry.path(), copy.join(&name)).unwrap();
+        }
+    }
+    let copy_keys = Arc::new(FileKeyProvider::open_or_create(copy.join("kek")).unwrap());
+    let reopened = SqliteStore::open(copy.join("store.db"), copy_keys)
+        .await
+        .expect("the file alone is the latest state: its anchor matches");
+    let (ledger, records) = reopened.open_state().await.unwrap();
+    let mut restored = ledger;
+    for w in records {
+        restored.apply(w).unwrap();
+    }
+    assert_eq!(
+        restored.payments.len(),
+        rig.engine.list_payments().unwrap().len()
+    );
+    assert_eq!(restored.payments.len(), 3);
+    reopened.close().await;
+    store.close().await;
+    drop(rig);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&copy);
+}
