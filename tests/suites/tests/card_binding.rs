@@ -29,6 +29,10 @@ use pos_core::reader_trust::{ReaderAuthority, ReaderIdentity, CARD_CONTEXT};
 use pos_core::PosError;
 use pos_sim::{test_cards, ChargeOutcome, Fault, FaultPlan, SimConfig, Simulator, TestCard};
 
+/// The HTTP gateway's request timeout: only bounds a hang (the simulator
+/// answers at once, but a loaded test machine may not run it for a while).
+const LIMIT: Duration = Duration::from_secs(60);
+
 const MISMATCH: GatewayDecision = GatewayDecision::Declined {
     reason: DeclineReason::Mismatch,
 };
@@ -43,7 +47,7 @@ fn sim() -> Simulator {
 fn gateway(sim: &Simulator) -> HttpGateway {
     let mut c = HttpGatewayConfig::new(sim.base_url());
     c.allow_plain_http = true;
-    c.request_timeout = Duration::from_secs(2);
+    c.request_timeout = LIMIT;
     HttpGateway::new(c, Arc::new(StaticToken(sim.token()))).unwrap()
 }
 
@@ -634,7 +638,7 @@ fn a_processor_trusting_other_authorities_refuses_the_simulators_readers() {
 async fn engine_for(sim: &Simulator) -> Rig {
     support::rig(sim.processor_key())
         .configure(|c| c.device_id = "till-bind".into())
-        .gateway(support::gateway(sim, Duration::from_secs(2)))
+        .gateway(support::gateway(sim, LIMIT))
         .open()
         .await
 }

@@ -27,6 +27,10 @@ use pos_core::rules::{ActionOverride, ActionRefused, GuardOutcome, GuardedAction
 use pos_core::{EventListener, PosError, PosEvent};
 use pos_sim::{test_cards, ChargeOutcome, SimConfig, Simulator};
 
+/// The HTTP gateway's request timeout: only bounds a hang (the simulator
+/// answers at once, but a loaded test machine may not run it for a while).
+const LIMIT: Duration = Duration::from_secs(60);
+
 fn account_a() -> MerchantAccount {
     MerchantAccount::new("acct_A", "loc-1").unwrap()
 }
@@ -131,7 +135,7 @@ async fn shop() -> Shop {
     tokens.set(&account_a(), sim.token_for(&account_a()));
     let mut c = HttpGatewayConfig::new(sim.base_url());
     c.allow_plain_http = true;
-    c.request_timeout = Duration::from_secs(2);
+    c.request_timeout = LIMIT;
     let seen = Arc::new(Seen::default());
     let rig = support::rig(sim.processor_key())
         .configure(|c| {
@@ -381,7 +385,7 @@ async fn the_audit_export_names_both_accounts() {
 fn gateway(sim: &Simulator, token: String) -> HttpGateway {
     let mut c = HttpGatewayConfig::new(sim.base_url());
     c.allow_plain_http = true;
-    c.request_timeout = Duration::from_secs(2);
+    c.request_timeout = LIMIT;
     HttpGateway::new(c, Arc::new(StaticToken(token))).unwrap()
 }
 
