@@ -19,10 +19,19 @@ use pos_core::money::Money;
 use pos_core::policy::EntryMode;
 use pos_sim::{test_cards, CardOutcome, ChargeOutcome, Fault, FaultPlan, SimConfig, Simulator};
 
+/// How long the `timeout` fault holds a request before it drops it: well
+/// past [`IMPATIENT`], so that the client gives up first.
+const HOLD: Duration = Duration::from_secs(60);
+
+/// The request timeout of the client that meets the `timeout` fault: long
+/// enough for the simulator to take the request and count the fault first
+/// (a request given up before that leaves the fault for the retry).
+const IMPATIENT: Duration = Duration::from_secs(5);
+
 fn sim(faults: FaultPlan) -> Simulator {
     Simulator::start(SimConfig {
         faults: FaultPlan {
-            hold: Duration::from_millis(800),
+            hold: HOLD,
             ..faults
         },
         ..SimConfig::default()
@@ -30,10 +39,18 @@ fn sim(faults: FaultPlan) -> Simulator {
     .unwrap()
 }
 
+/// The engine's HTTP gateway to `sim`. Its request timeout only bounds a
+/// hang: the simulator answers at once (or after the `slow` fault's
+/// quarter of a second), but a loaded test machine may not run it for a
+/// while.
 fn gateway(sim: &Simulator, token: &str) -> HttpGateway {
+    gateway_with_timeout(sim, token, Duration::from_secs(60))
+}
+
+fn gateway_with_timeout(sim: &Simulator, token: &str, timeout: Duration) -> HttpGateway {
     let mut c = HttpGatewayConfig::new(sim.base_url());
     c.allow_plain_http = true;
-    c.request_timeout = Duration::from_millis(400);
+    c.request_timeout = timeout;
     HttpGateway::new(c, Arc::new(StaticToken(token.into()))).unwrap()
 }
 
@@ -199,7 +216,13 @@ fn every_fault_is_seen_by_the_client_as_documented() {
         let s = sim(FaultPlan::none().once_for("p-1", fault));
         let g = gateway(&s, &s.token());
         let r = request(&s, "p-1", 0, 700);
-        let first = g.forward(&r);
+        // A request the simulator holds is given up by the client's own
+        // timeout.
+        let first = if fault == Fault::Timeout {
+            gateway_with_timeout(&s, &s.token(), IMPATIENT).forward(&r)
+        } else {
+            g.forward(&r)
+        };
         match kind {
             Some(k) => assert_eq!(first.unwrap_err().kind, k, "{fault}"),
             None => assert!(first.is_ok(), "{fault}"),
