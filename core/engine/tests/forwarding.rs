@@ -112,15 +112,17 @@ impl Gate {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
         }
     }
-    /// Waits (bounded) until `n` answers are held.
+    /// Waits until `n` answers are held (for up to a minute: only a bound
+    /// on a hang).
     async fn held(&self, n: usize) {
-        for _ in 0..10_000 {
-            if self.waiting.load(Ordering::SeqCst) >= n {
-                return;
-            }
+        let limit = std::time::Instant::now() + Duration::from_secs(60);
+        while self.waiting.load(Ordering::SeqCst) < n {
+            assert!(
+                std::time::Instant::now() < limit,
+                "{n} answers never reached the gate"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        panic!("{n} answers never reached the gate");
     }
 }
 

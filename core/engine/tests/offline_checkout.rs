@@ -156,11 +156,12 @@ fn refusal(r: Result<impl std::fmt::Debug, PosError>) -> Refusal {
     }
 }
 
-/// Waits (without sleeping) for the first event matching `pred`.
+/// Waits (without sleeping) for the first event matching `pred`; the
+/// minute only bounds a hang.
 fn wait_for(rx: &mpsc::Receiver<PosEvent>, pred: impl Fn(&PosEvent) -> bool) -> PosEvent {
     loop {
         let ev = rx
-            .recv_timeout(Duration::from_secs(10))
+            .recv_timeout(Duration::from_secs(60))
             .expect("event not delivered");
         if pred(&ev) {
             return ev;
