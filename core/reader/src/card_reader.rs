@@ -707,7 +707,7 @@ mod tests {
                         .build()
                         .unwrap()
                         .block_on(async {
-                            tokio::time::timeout(Duration::from_secs(2), reader.refresh_info())
+                            tokio::time::timeout(Duration::from_secs(30), reader.refresh_info())
                                 .await
                         })
                         .is_ok()
@@ -871,7 +871,7 @@ mod tests {
     }
 
     /// The listener calls the reader back from inside `Paired`, `LowBattery`
-    /// and `Disconnected`: it would wait forever (here, two seconds) if the
+    /// and `Disconnected`: it would wait forever (here, thirty seconds) if the
     /// reader held its lock while calling it.
     #[cfg(feature = "simulator")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -193,7 +193,7 @@ async fn a_disconnect_mid_message_recovers_with_nothing_lost_or_doubled() {
     // Back in range: each end sends again what the other did not
     // acknowledge; the same payment goes on and its card arrives once.
     assert_eq!(c.reconnect(), 1, "the cut request is pending");
-    let card = tokio::time::timeout(std::time::Duration::from_secs(5), c.await_card(&ch))
+    let card = tokio::time::timeout(std::time::Duration::from_secs(60), c.await_card(&ch))
         .await
         .unwrap()
         .unwrap();
