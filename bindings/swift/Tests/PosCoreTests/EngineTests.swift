@@ -20,6 +20,17 @@ final class Recorder: EventListener, @unchecked Sendable {
         defer { lock.unlock() }
         return events.removeFirst()
     }
+
+    /// Every event received and not yet taken, without waiting: after
+    /// `eventsDelivered()`, every event emitted before it.
+    func drain() -> [PosEvent] {
+        lock.lock()
+        let taken = events
+        events.removeAll()
+        lock.unlock()
+        for _ in taken { _ = arrived.wait(timeout: .now()) }
+        return taken.map { $0.0 }
+    }
 }
 
 final class EngineTests: XCTestCase {

@@ -226,9 +226,10 @@ final class StandInVendorReader: VendorCardReader, @unchecked Sendable {
 final class ReaderLifecycleTests: XCTestCase {
     let processorKey = testProcessorKey
 
-    /// Waits (event-driven, up to 10 s) until `events` holds one matching `match`.
+    /// Waits (up to a minute: only a bound on a hang) until `events` holds
+    /// one matching `match`.
     func waitFor(_ events: ReaderEvents, _ match: (ReaderEvent) -> Bool) async throws {
-        for _ in 0..<1_000 {
+        for _ in 0..<6_000 {
             if events.events.contains(where: match) { return }
             try await Task.sleep(nanoseconds: 10_000_000)
         }

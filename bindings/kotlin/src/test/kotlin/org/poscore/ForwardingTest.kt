@@ -140,18 +140,15 @@ class ForwardingTest {
             val states = engine.listPayments().associate { it.id to it.status }
             assertEquals(PaymentStatus.APPROVED, states[ids[0]])
             assertEquals(PaymentStatus.DECLINED, states[ids[2]])
-            // The decline event carries the contact and the amount due.
-            var declined: PosEvent.PaymentDeclined? = null
-            var finished = false
-            while (declined == null || !finished) {
-                val e = events.poll(10, TimeUnit.SECONDS) ?: break
-                if (e is PosEvent.PaymentDeclined) declined = e
-                if (e is PosEvent.ForwardingProgress && e.finished) finished = true
-            }
-            assertNotNull(declined)
+            // The decline event carries the contact and the amount due. Events reach the listener on the
+            // engine's event thread: every one of the rounds' is there after eventsDelivered().
+            engine.eventsDelivered()
+            val seen = generateSequence { events.poll() }.toList()
+            val declined = seen.filterIsInstance<PosEvent.PaymentDeclined>().singleOrNull()
+            assertNotNull(declined, "$seen")
             assertEquals(usd(1_002), declined!!.notice.amountDue)
             assertEquals("c2@example.com", declined.notice.contact!!.email())
-            assertTrue(finished)
+            assertTrue(seen.any { it is PosEvent.ForwardingProgress && it.finished }, "$seen")
             // The amount due is collected online; offline that is refused.
             assertFailsWith<PosException.OnlineRequired> { engine.beginBalancePayment(declined.notice.orderId) }
             sub.cancel()
@@ -216,12 +213,9 @@ class ForwardingTest {
             assertEquals(1u, totals.unknownCount)
             assertEquals(0u, totals.expiredCount)
             assertEquals(usd(0), engine.order(order).balance, "not due again: the customer may have paid")
-            var unknown: PosEvent.PaymentOutcomeUnknown? = null
-            while (unknown == null) {
-                val e = events.poll(10, TimeUnit.SECONDS) ?: break
-                if (e is PosEvent.PaymentOutcomeUnknown) unknown = e
-            }
-            assertEquals(id, unknown?.paymentId)
+            engine.eventsDelivered()
+            val seen = generateSequence { events.poll() }.toList()
+            assertEquals(id, seen.filterIsInstance<PosEvent.PaymentOutcomeUnknown>().singleOrNull()?.paymentId, "$seen")
             // The next round asks the Kotlin gateway about the id: approved.
             val round = engine.forwardNow()
             assertEquals(1UL, round.approved)

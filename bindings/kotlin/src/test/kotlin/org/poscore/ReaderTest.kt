@@ -19,7 +19,7 @@ import org.junit.jupiter.api.Test
 internal class Events : ReaderListener {
     val queue = LinkedBlockingQueue<ReaderEvent>()
     override fun onReaderEvent(event: ReaderEvent) { queue.add(event) }
-    fun next(): ReaderEvent = queue.poll(10, java.util.concurrent.TimeUnit.SECONDS) ?: error("no reader event")
+    fun next(): ReaderEvent = queue.poll(60, java.util.concurrent.TimeUnit.SECONDS) ?: error("no reader event")
 }
 
 /** The simulated reader through the bindings: pair, take a card, lose the radio mid-message, reconnect. */
@@ -63,7 +63,7 @@ class ReaderTest {
             }
             assertTrue(first == null || first.isFailure, "the link was cut mid-message")
             assertEquals(1UL, reader.reconnect())
-            val card = withTimeout(5_000) { reader.awaitCard() }
+            val card = withTimeout(60_000) { reader.awaitCard() }
             assertEquals("4444", card.last4)
             val kinds = generateSequence { events.queue.poll() }.map { it::class.simpleName }.toList()
             assertTrue("Reconnected" in kinds, "$kinds")
@@ -268,7 +268,7 @@ class ReaderLifecycleTest {
             var e = events.next()
             while (e is ReaderEvent.Reconnecting) e = events.next()
             assertTrue(e is ReaderEvent.Reconnected, "$e")
-            assertEquals("4444", withTimeout(10_000) { payment.await() }.last4)
+            assertEquals("4444", withTimeout(60_000) { payment.await() }.last4)
             assertFailsWith<ReaderException.InvalidInput> { reader.reconnectAutomatically(ReconnectSettings(5u, 1u, 3u)) }
             engine.shutdown()
         }
@@ -307,7 +307,7 @@ class ReaderLifecycleTest {
             lastAmount = amount
             if (waitForCancel) {
                 waiting.countDown()
-                cancel.await(10, java.util.concurrent.TimeUnit.SECONDS)
+                cancel.await(60, java.util.concurrent.TimeUnit.SECONDS)
                 throw ReaderException.Refused("cancelled")
             }
             return CardRead(EntryMode.CHIP, CardNetwork.VISA, last4, "fp-vendor-1", "Stripe M2", ByteArray(64) { 9 })
@@ -354,9 +354,9 @@ class ReaderLifecycleTest {
             val waiting = async(kotlinx.coroutines.Dispatchers.IO) {
                 runCatching { reader.takeCard(challenge, listOf(EntryMode.CHIP), true) }
             }
-            assertTrue(vendor.waiting.await(10, java.util.concurrent.TimeUnit.SECONDS), "the vendor SDK is waiting")
+            assertTrue(vendor.waiting.await(60, java.util.concurrent.TimeUnit.SECONDS), "the vendor SDK is waiting")
             reader.cancel()
-            val refused = withTimeout(10_000) { waiting.await() }.exceptionOrNull()
+            val refused = withTimeout(60_000) { waiting.await() }.exceptionOrNull()
             assertTrue(refused is ReaderException.Refused && refused.code == "cancelled", "$refused")
             assertEquals(1, vendor.cancelled)
             assertFailsWith<ReaderException.InvalidInput> { reader.reconnectAutomatically(defaultReconnectSettings()) }
