@@ -20,7 +20,7 @@
 //! a figure, reported as it is.
 //!
 //! `cargo xtask bench [--only NAME[,NAME...]]`, names: store, idle, checkout,
-//! forwarding, kotlin, swift. Benchmarks never run in `cargo xtask test`.
+//! forwarding, soak, kotlin, swift. Benchmarks never run in `cargo xtask test`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -30,7 +30,15 @@ use crate::install::{self, Needs, Swift, Tools};
 use crate::util::{cargo, run, run_tee, target_dir, workspace_root};
 
 /// The benchmarks, in the order they run.
-const ALL: [&str; 6] = ["store", "idle", "checkout", "forwarding", "kotlin", "swift"];
+const ALL: [&str; 7] = [
+    "store",
+    "idle",
+    "checkout",
+    "forwarding",
+    "soak",
+    "kotlin",
+    "swift",
+];
 
 /// One row of the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +79,7 @@ pub fn bench(args: &[String]) -> Result<bool, String> {
             "idle" => cargo_bench("pos-core", "idle", &values),
             "checkout" => cargo_bench("pos-core", "checkout", &values),
             "forwarding" => cargo_bench("pos-sim", "forwarding", &values),
+            "soak" => cargo_bench("pos-core", "soak", &values),
             "kotlin" => kotlin(&tools, &values),
             _ => swift(&tools, &values),
         };
