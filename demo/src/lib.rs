@@ -769,7 +769,10 @@ pub async fn run(opts: Options) -> Result<Summary, String> {
     };
     let result = script(&mut day).await;
     let summary = match result {
-        Ok(()) => reconcile(&mut day, started),
+        Ok(()) => {
+            day.engine.events_delivered().await;
+            reconcile(&mut day, started)
+        }
         Err(e) => Err(e),
     };
     sub.cancel();
@@ -1077,8 +1080,6 @@ async fn script(day: &mut Day) -> Result<(), String> {
 }
 
 fn reconcile(day: &mut Day, started: Instant) -> Result<Summary, String> {
-    // Let the last events arrive.
-    std::thread::sleep(Duration::from_millis(50));
     day.show_events();
     let status = day.engine.status().map_err(|e| e.to_string())?;
     let mut rows = Vec::new();

@@ -17,7 +17,7 @@
 
 use std::cell::Cell;
 use std::fmt::{self, Write as _};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing_core::field::{Field, Visit};
@@ -105,7 +105,8 @@ pub trait LogSink: Send + Sync {
 /// Sends the library's log records at `min_level` and more severe to
 /// `sink`, replacing the previous sink; `None` stops logging. May be called
 /// at any time, from any thread. Process-wide: one sink for every engine
-/// and reader.
+/// and reader. Returns once no other thread is still handing a record to
+/// the sink it replaced: after it, that sink receives nothing more.
 ///
 /// Debug and trace records exist only in builds with debug assertions; a
 /// release build (the `mobile` profile) delivers info, warnings and errors.
@@ -121,11 +122,34 @@ pub fn set_log_sink(min_level: LogLevel, sink: Option<Arc<dyn LogSink>>) {
     } else {
         LOG_OFF
     };
+    let new = sink.map(|sink| {
+        Arc::new(Installed {
+            sink,
+            rank,
+            delivering: AtomicUsize::new(0),
+        })
+    });
     let old = {
         let mut slot = SINK.lock().unwrap_or_else(|p| p.into_inner());
         MIN_RANK.store(rank, Ordering::Release);
-        std::mem::replace(&mut *slot, sink)
+        std::mem::replace(&mut *slot, new)
     };
+    // Once this returns, the old sink gets nothing more: wait for the
+    // records other threads are handing it (a sink that replaces itself
+    // from inside `log` does not wait for itself).
+    if let Some(old) = &old {
+        if !IN_SINK.with(Cell::get) {
+            let mut spins = 0u32;
+            while old.delivering.load(Ordering::Acquire) > 0 {
+                spins += 1;
+                if spins < 64 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+            }
+        }
+    }
     // Released with no lock held: freeing a foreign sink calls into the app.
     drop(old);
     // `tracing` caches the subscriber's level (`max_level_hint`): re-read it.
@@ -139,8 +163,26 @@ const LOG_OFF: u8 = 0;
 /// [`LOG_OFF`] when there is no sink.
 static MIN_RANK: AtomicU8 = AtomicU8::new(LOG_OFF);
 
-/// The app's sink; locked only to replace or clone it.
-static SINK: Mutex<Option<Arc<dyn LogSink>>> = Mutex::new(None);
+/// The app's sink with its level; locked only to replace or take it.
+static SINK: Mutex<Option<Arc<Installed>>> = Mutex::new(None);
+
+/// A sink as `set_log_sink` installed it.
+struct Installed {
+    sink: Arc<dyn LogSink>,
+    /// The rank of the least severe level it was set with.
+    rank: u8,
+    /// Records being handed to it right now.
+    delivering: AtomicUsize,
+}
+
+/// Counts one record being handed to a sink, until dropped.
+struct Delivering(Arc<Installed>);
+
+impl Drop for Delivering {
+    fn drop(&mut self) {
+        self.0.delivering.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Whether [`Bridge`] became the global subscriber (set once).
 static BRIDGE_INSTALLED: OnceLock<bool> = OnceLock::new();
@@ -155,7 +197,7 @@ struct InSink;
 
 impl InSink {
     fn enter() -> Option<InSink> {
-        IN_SINK.with(|s| (!s.replace(true)).then_some(InSink))
+        IN_SINK.with(|s| (!s.replace(true)).then(|| InSink))
     }
 }
 
@@ -170,7 +212,11 @@ const DEPENDENCY_RANK: u8 = 2;
 
 /// Whether an event with `metadata` is delivered at the current level.
 fn delivered(metadata: &Metadata<'_>) -> bool {
-    let min = MIN_RANK.load(Ordering::Acquire);
+    delivered_at(metadata, MIN_RANK.load(Ordering::Acquire))
+}
+
+/// Whether an event with `metadata` is delivered to a sink set at `min`.
+fn delivered_at(metadata: &Metadata<'_>, min: u8) -> bool {
     let rank = LogLevel::from(metadata.level()).rank();
     let ours = metadata.target().starts_with("pos_");
     rank <= min && (ours || rank <= DEPENDENCY_RANK)
@@ -228,9 +274,25 @@ impl Subscriber for Bridge {
         let Some(_in_sink) = InSink::enter() else {
             return;
         };
-        let Some(sink) = SINK.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+        // Counted under the lock, so `set_log_sink` sees every record that
+        // took the sink it replaces.
+        let Some(installed) = SINK
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|i| {
+                i.delivering.fetch_add(1, Ordering::AcqRel);
+                Delivering(Arc::clone(i))
+            })
+        else {
             return;
         };
+        // Checked again at the level this sink was set with: the level read
+        // above may be its predecessor's, lower.
+        if !delivered_at(metadata, installed.0.rank) {
+            return;
+        }
+        let sink = &installed.0.sink;
         let mut line = Line::default();
         event.record(&mut line);
         let record = LogRecord {
@@ -461,8 +523,10 @@ mod tests {
             if !mine {
                 return;
             }
-            // Would call this sink again without end if it were delivered.
+            // Would call this sink again without end if it were delivered;
+            // the first one dropped must not let the second through.
             tracing::warn!(target: T, "from inside the sink");
+            tracing::warn!(target: T, "again from inside the sink");
             if let Some(next) = self.next.lock().unwrap().take() {
                 set_log_sink(LogLevel::Info, Some(next));
             }
@@ -505,5 +569,90 @@ mod tests {
         tracing::info!(target: T, "kept");
         set_log_sink(LogLevel::Info, None);
         assert_eq!(sink.mine(), vec![(LogLevel::Info, "kept".into())]);
+    }
+
+    /// Holds each record until the test lets it go.
+    struct Holds {
+        entered: Mutex<std::sync::mpsc::Sender<()>>,
+        release: Mutex<std::sync::mpsc::Receiver<()>>,
+        finished: std::sync::atomic::AtomicBool,
+    }
+
+    impl LogSink for Holds {
+        fn log(&self, record: LogRecord) {
+            if record.target != T {
+                return;
+            }
+            let _ = self.entered.lock().unwrap().send(());
+            let _ = self
+                .release
+                .lock()
+                .unwrap()
+                .recv_timeout(std::time::Duration::from_secs(60));
+            self.finished.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn once_a_sink_is_replaced_no_record_still_reaches_it() {
+        let _t = turn();
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel();
+        let sink = Arc::new(Holds {
+            entered: Mutex::new(entered_tx),
+            release: Mutex::new(release_rx),
+            finished: std::sync::atomic::AtomicBool::new(false),
+        });
+        set_log_sink(LogLevel::Info, Some(sink.clone()));
+        // Another thread is handing the sink a record when it is cleared.
+        let logging = std::thread::spawn(|| tracing::info!(target: T, "held"));
+        entered
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap();
+        let (cleared_tx, cleared) = std::sync::mpsc::channel();
+        let clearing = std::thread::spawn(move || {
+            set_log_sink(LogLevel::Info, None);
+            let _ = cleared_tx.send(());
+        });
+        // Not while the record is being handed over.
+        assert!(cleared
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_err());
+        release.send(()).unwrap();
+        cleared
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap();
+        assert!(sink.finished.load(Ordering::SeqCst));
+        logging.join().unwrap();
+        clearing.join().unwrap();
+    }
+
+    #[test]
+    fn a_record_below_a_new_sinks_level_never_reaches_it() {
+        let _t = turn();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let logged = Arc::new(AtomicUsize::new(0));
+        let logger = {
+            let (stop, logged) = (Arc::clone(&stop), Arc::clone(&logged));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    tracing::debug!(target: T, "d");
+                    logged.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        // The sink is switched while the other thread logs: at least 2,000
+        // times, and for at least 20,000 of its records.
+        let strict = Arc::new(Collect::default());
+        let mut switches = 0;
+        while switches < 2_000 || logged.load(Ordering::Relaxed) < 20_000 {
+            set_log_sink(LogLevel::Trace, Some(Arc::new(Collect::default())));
+            set_log_sink(LogLevel::Info, Some(strict.clone()));
+            switches += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        logger.join().unwrap();
+        set_log_sink(LogLevel::Info, None);
+        assert_eq!(strict.mine(), vec![]);
     }
 }
