@@ -614,6 +614,8 @@ impl PosEngine {
                     break;
                 }
             }
+            // The replayed journal and the snapshot's records are freed.
+            release_freed_memory();
         });
     }
 
@@ -1987,6 +1989,34 @@ fn verify_replay(records: Vec<Write>, state: &[Write]) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Asks the C allocator, on a blocking thread, to return its free pages to
+/// the system. Called after the work that frees large transient buffers:
+/// the open (the snapshot's plaintext, the copies SQLite and sqlx made of
+/// it, the growth of the ledger's collections) and a snapshot's background
+/// verification (the whole journal decoded and replayed). glibc (Linux
+/// desktops and servers) keeps such pages resident until asked, spread over
+/// one arena per thread that allocated them. Android's Scudo and Apple's
+/// allocator release free pages by themselves; there this does nothing.
+pub(crate) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn_blocking(malloc_trim);
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn malloc_trim() {
+    extern "C" {
+        fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+    }
+    // SAFETY: malloc_trim takes no pointer and touches no live allocation:
+    // it only hands free pages back to the system.
+    unsafe {
+        malloc_trim(0);
+    }
 }
 
 #[cfg(test)]

@@ -126,7 +126,8 @@ impl PosEngine {
         };
         engine.watch_anchors();
         engine.start_driver();
-        release_freed_memory();
+        // The open's transient buffers are freed: hand their pages back.
+        crate::engine::release_freed_memory();
         Ok(engine)
     }
 
@@ -261,32 +262,5 @@ impl PosEngine {
             ledger.apply(w).map_err(|e| internal(e.to_string()))?;
         }
         Ok(())
-    }
-}
-
-/// Asks the C allocator, on a blocking thread, to return its free pages to
-/// the system: the open has just freed its transient buffers (the
-/// snapshot's plaintext, the copies SQLite and sqlx made of it, the growth
-/// of the ledger's collections), and glibc (Linux desktops and servers)
-/// keeps such pages resident until asked, several megabytes for 10,000
-/// pending payments. Android's Scudo and Apple's allocator release free
-/// pages by themselves; there this does nothing.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        rt.spawn_blocking(malloc_trim);
-    }
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn malloc_trim() {
-    extern "C" {
-        fn malloc_trim(pad: usize) -> std::os::raw::c_int;
-    }
-    // SAFETY: malloc_trim takes no pointer and touches no live allocation:
-    // it only hands free pages back to the system.
-    unsafe {
-        malloc_trim(0);
     }
 }
