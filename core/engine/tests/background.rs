@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use pos_core::crypto::{FileKeyProvider, KeyProvider};
@@ -13,9 +14,17 @@ use pos_core::store::Store;
 use pos_test_support::store::temp_dir;
 use pos_test_support::Rig;
 
-#[tokio::test]
-async fn going_to_the_background_snapshots_and_saves_the_latest_anchor() {
-    let dir = temp_dir("background");
+/// An engine offline on a durable store in a folder of its own, with three
+/// payments taken.
+async fn three_sales_offline(
+    name: &str,
+) -> (
+    PathBuf,
+    Arc<FileKeyProvider>,
+    Arc<SqliteStore>,
+    Rig<SqliteStore>,
+) {
+    let dir = temp_dir(name);
     let keys = Arc::new(FileKeyProvider::open_or_create(dir.join("kek")).unwrap());
     let store = Arc::new(
         SqliteStore::open(dir.join("store.db"), keys.clone())
@@ -30,6 +39,12 @@ async fn going_to_the_background_snapshots_and_saves_the_latest_anchor() {
     for cents in [300, 400, 500] {
         rig.sale(cents).sell(&rig.engine).await;
     }
+    (dir, keys, store, rig)
+}
+
+#[tokio::test]
+async fn going_to_the_background_snapshots_and_saves_the_latest_anchor() {
+    let (dir, keys, store, rig) = three_sales_offline("background").await;
     assert!(store.records_since_compaction().unwrap() > 0);
     rig.engine.on_background().await.unwrap();
     assert_eq!(store.records_since_compaction(), Some(0));
@@ -51,21 +66,7 @@ async fn going_to_the_background_snapshots_and_saves_the_latest_anchor() {
 
 #[tokio::test]
 async fn after_going_to_the_background_the_database_file_alone_holds_every_payment() {
-    let dir = temp_dir("background-checkpoint");
-    let keys = Arc::new(FileKeyProvider::open_or_create(dir.join("kek")).unwrap());
-    let store = Arc::new(
-        SqliteStore::open(dir.join("store.db"), keys.clone())
-            .await
-            .unwrap(),
-    );
-    let rig = Rig::builder()
-        .store(store.clone())
-        .offline(true)
-        .open()
-        .await;
-    for cents in [300, 400, 500] {
-        rig.sale(cents).sell(&rig.engine).await;
-    }
+    let (dir, _keys, store, rig) = three_sales_offline("background-checkpoint").await;
     rig.engine.on_background().await.unwrap();
     // What a backup, or a process killed with its write-ahead log lost,
     // leaves: the database file and the key provider's files, no log.
