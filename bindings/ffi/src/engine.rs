@@ -495,7 +495,9 @@ impl PosEngine {
     }
 
     /// Confirms a begun payment with the reader's card data; re-checks the
-    /// route and every rule, and returns once the payment is durable.
+    /// route and every rule, and returns once the payment is durable. A
+    /// caller cancelled while it runs may find the payment stored anyway:
+    /// `cancelCardPayment` then answers `DuplicatePayment`.
     pub async fn confirm_card_payment(
         &self,
         payment_id_: String,

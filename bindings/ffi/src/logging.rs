@@ -97,7 +97,8 @@ pub trait LogSink: Send + Sync {
     /// One record. Called on the thread that logged it (an engine thread,
     /// a tokio worker, the caller's thread), possibly from several threads
     /// at once: hand the record to the platform logger and return. Never
-    /// wait for the engine here (it may log while it holds its write lock).
+    /// wait for the engine here (it may log while it holds its write lock),
+    /// nor for a thread that may be calling `setLogSink`.
     /// What the library logs during this call, on this thread, is dropped.
     fn log(&self, record: LogRecord);
 }
@@ -106,7 +107,9 @@ pub trait LogSink: Send + Sync {
 /// `sink`, replacing the previous sink; `None` stops logging. May be called
 /// at any time, from any thread. Process-wide: one sink for every engine
 /// and reader. Returns once no other thread is still handing a record to
-/// the sink it replaced: after it, that sink receives nothing more.
+/// the sink it replaced (or after 2 s, if one is stuck in `log`): after it,
+/// that sink receives nothing more. Called from inside `log`, it does not
+/// wait.
 ///
 /// Debug and trace records exist only in builds with debug assertions; a
 /// release build (the `mobile` profile) delivers info, warnings and errors.
@@ -139,8 +142,12 @@ pub fn set_log_sink(min_level: LogLevel, sink: Option<Arc<dyn LogSink>>) {
     // from inside `log` does not wait for itself).
     if let Some(old) = &old {
         if !IN_SINK.with(Cell::get) {
+            // Bounded: a sink blocked on the thread that replaces it (a lock
+            // they share) would otherwise wait for ever.
+            let give_up = std::time::Instant::now() + SINK_DRAIN_LIMIT;
             let mut spins = 0u32;
-            while old.delivering.load(Ordering::Acquire) > 0 {
+            while old.delivering.load(Ordering::Acquire) > 0 && std::time::Instant::now() < give_up
+            {
                 spins += 1;
                 if spins < 64 {
                     std::thread::yield_now();
@@ -158,6 +165,10 @@ pub fn set_log_sink(min_level: LogLevel, sink: Option<Arc<dyn LogSink>>) {
 
 /// No record is delivered.
 const LOG_OFF: u8 = 0;
+
+/// How long `set_log_sink` waits for other threads to finish handing
+/// records to the sink it replaces.
+const SINK_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The rank ([`LogLevel::rank`]) of the least severe level delivered;
 /// [`LOG_OFF`] when there is no sink.
@@ -197,6 +208,8 @@ struct InSink;
 
 impl InSink {
     fn enter() -> Option<InSink> {
+        // `then`, not `then_some`: `then_some(InSink)` builds the guard even
+        // when the flag was already set, and dropping it clears the flag.
         IN_SINK.with(|s| (!s.replace(true)).then(|| InSink))
     }
 }

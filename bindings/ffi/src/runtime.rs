@@ -54,8 +54,11 @@ pub(crate) fn in_runtime<'a, T>(f: impl Future<Output = T> + Send + 'a) -> InRun
 /// when the result is ready) instead of once per internal await: each of
 /// those polls is a trip through the foreign executor (a JNA callback and a
 /// coroutine resume on the JVM), which costs more than the work between two
-/// awaits of a checkout. Dropping the returned future (a cancelled coroutine
-/// or task) aborts the task at its next await, as dropping `f` itself would.
+/// awaits of a checkout. Dropping the returned future (a cancelled Kotlin
+/// coroutine; Swift's generated code never drops it early) aborts the task at
+/// its next await, as dropping `f` itself would; work already committed stays
+/// committed. The task runs on the runtime's worker, where the caller's
+/// continuation may also be resumed: nothing here may block it.
 pub(crate) async fn on_runtime<T: Send + 'static>(
     f: impl Future<Output = Result<T, PosError>> + Send + 'static,
 ) -> Result<T, PosError> {

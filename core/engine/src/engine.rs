@@ -320,6 +320,16 @@ pub(crate) struct Inner {
     pub(crate) order_source: OrderSourceSlot,
 }
 
+impl Drop for Inner {
+    /// The last handle is gone without `close()`: the forwarding driver,
+    /// which holds only a weak reference and may be waiting with nothing
+    /// scheduled, wakes, finds no engine and ends (and its timer thread
+    /// with it).
+    fn drop(&mut self) {
+        self.forwarding.wake.notify_one();
+    }
+}
+
 /// The app's source of other channels' orders, once set.
 #[derive(Default)]
 pub(crate) struct OrderSourceSlot(Mutex<Option<Arc<dyn OrderSource>>>);

@@ -799,6 +799,16 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(60), wake.notified())
             .await
             .expect("the timer did not fire");
+        // A moment from now, then replaced by an hour away: it does not fire
+        // at the earlier time.
+        timer.set(Some(Duration::from_millis(5)));
+        timer.set(Some(Duration::from_secs(3600)));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), wake.notified())
+                .await
+                .is_err(),
+            "fired at a time that was replaced"
+        );
         // Dropped: the thread lets go of what it shares and ends.
         let shared = Arc::downgrade(&timer.shared);
         drop(timer);

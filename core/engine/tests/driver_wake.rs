@@ -1,9 +1,9 @@
-//! The forwarding driver sets no timer while nothing is scheduled, and
-//! every change that gives it work wakes it. Tokio's clock is paused: a
-//! timer that is not needed is fired at once by the runtime's auto-advance
-//! (so a timer-driven driver would still pass the checks below), and a
-//! driver that waits for a notification nobody sends never wakes: the
-//! bounded waits below then run out and the test fails.
+//! Every change that gives the forwarding driver work wakes it. Tokio's
+//! clock is paused, so the bounded waits below pass in virtual time: a
+//! driver that waits for a notification nobody sends never wakes, and they
+//! run out. The driver's own timer is a thread on the real clock
+//! (`WakeTimer`), which the paused clock does not move: these tests see
+//! only what notifications do.
 
 #![allow(clippy::unwrap_used)]
 
