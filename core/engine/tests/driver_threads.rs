@@ -41,7 +41,14 @@ async fn an_engine_dropped_without_close_leaves_no_timer_thread() {
         .await;
     // Online with nothing pending: nothing is scheduled.
     assert_eq!(rig.engine.next_wake_up().unwrap(), None);
-    assert_eq!(threads_named("pos-core-timer"), 1);
+    // The thread names itself once it runs: wait for it.
+    let started = tokio::time::timeout(Duration::from_secs(60), async {
+        while threads_named("pos-core-timer") != 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(started.is_ok(), "no timer thread");
     drop(rig);
     let gone = tokio::time::timeout(Duration::from_secs(60), async {
         while threads_named("pos-core-timer") > 0 {
