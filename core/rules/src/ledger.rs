@@ -404,13 +404,8 @@ pub struct Ledger {
     /// The merchant account the device takes payments for now
     /// ([`Write::Account`]).
     pub account: Option<MerchantAccount>,
-    /// Running count and total (minor units) of the unsettled offline
-    /// payments per currency, kept by [`Ledger::apply`] so that the limit
-    /// checks of every capture do not scan every payment. The total is
-    /// exact in 128 bits: adding and removing payments always comes back to
-    /// the same figure, whatever the amounts.
-    unsettled_totals: BTreeMap<Currency, (u64, i128)>,
-    /// What the status reads of the payments, kept by [`Ledger::apply`].
+    /// What the status, the limit checks and the driver read of the
+    /// payments, kept by [`Ledger::apply`].
     index: PaymentIndex,
 }
 
@@ -482,6 +477,11 @@ impl StatusTallies {
 struct PaymentIndex {
     /// Per currency, the payments of each status.
     tallies: BTreeMap<Currency, StatusTallies>,
+    /// Per currency, the unsettled offline payments (online ones count
+    /// against no offline limit), read by the limit checks of every
+    /// capture. Exact in 128 bits: adding and removing payments always
+    /// comes back to the same figure, whatever the amounts.
+    offline_unsettled: BTreeMap<Currency, Tally>,
     /// The deadlines of the unsettled payments.
     unsettled_deadlines: BTreeMap<Timestamp, u32>,
     /// The deadlines of the payments waiting for an attempt: pending, or
@@ -519,10 +519,20 @@ impl PaymentIndex {
         ]
     }
 
+    fn offline_unsettled(p: &OfflinePayment) -> bool {
+        !p.online && p.is_unsettled()
+    }
+
     fn add(&mut self, p: &OfflinePayment) {
         let currency = p.amount.currency();
         self.tallies.entry(currency).or_default().0[StatusTallies::slot(p.state.status())]
             .add(p.amount);
+        if Self::offline_unsettled(p) {
+            self.offline_unsettled
+                .entry(currency)
+                .or_default()
+                .add(p.amount);
+        }
         for (set, (member, t)) in self.sets().into_iter().zip(Self::times(p)) {
             if member {
                 *set.entry(t).or_default() += 1;
@@ -538,6 +548,14 @@ impl PaymentIndex {
                 // No empty entries: a ledger rebuilt from a snapshot
                 // compares equal.
                 self.tallies.remove(&currency);
+            }
+        }
+        if Self::offline_unsettled(p) {
+            if let Some(t) = self.offline_unsettled.get_mut(&currency) {
+                t.remove(p.amount);
+                if t.count == 0 {
+                    self.offline_unsettled.remove(&currency);
+                }
             }
         }
         for (set, (member, t)) in self.sets().into_iter().zip(Self::times(p)) {
@@ -610,30 +628,9 @@ impl Ledger {
                 self.orders.insert(o.id.clone(), o);
             }
             Write::Payment(p) => {
-                let counts = |p: &OfflinePayment| !p.online && p.is_unsettled();
-                if counts(&p) {
-                    let e = self
-                        .unsettled_totals
-                        .entry(p.amount.currency())
-                        .or_default();
-                    e.0 += 1;
-                    e.1 += i128::from(p.amount.minor_units());
-                }
                 self.index.add(&p);
                 if let Some(old) = self.payments.insert(p.id.clone(), *p) {
                     self.index.remove(&old);
-                    if counts(&old) {
-                        let currency = old.amount.currency();
-                        if let Some(e) = self.unsettled_totals.get_mut(&currency) {
-                            e.0 -= 1;
-                            e.1 -= i128::from(old.amount.minor_units());
-                            if e.0 == 0 {
-                                // No empty entries: a ledger rebuilt from a
-                                // snapshot compares equal.
-                                self.unsettled_totals.remove(&currency);
-                            }
-                        }
-                    }
                 }
             }
             Write::Receipt { id, request } => {
@@ -691,15 +688,15 @@ impl Ledger {
     /// the running totals (no scan). [`MoneyError::Overflow`] when the
     /// total does not fit in 64 bits of minor units.
     pub fn unsettled(&self, currency: Currency) -> Result<(u32, Money), MoneyError> {
-        let (count, total) = self
-            .unsettled_totals
+        let t = self
+            .index
+            .offline_unsettled
             .get(&currency)
             .copied()
             .unwrap_or_default();
-        let total = i64::try_from(total).map_err(|_| MoneyError::Overflow)?;
         Ok((
-            u32::try_from(count).unwrap_or(u32::MAX),
-            Money::new(total, currency),
+            u32::try_from(t.count).unwrap_or(u32::MAX),
+            t.amount(currency)?,
         ))
     }
 
@@ -711,10 +708,7 @@ impl Ledger {
 
     /// How many offline payments are unsettled, all currencies (no scan).
     pub fn unsettled_offline_count(&self) -> u64 {
-        self.unsettled_totals
-            .values()
-            .map(|(count, _)| *count)
-            .sum()
+        self.index.offline_unsettled.values().map(|t| t.count).sum()
     }
 
     /// The earliest deadline of an unsettled payment (no scan).
