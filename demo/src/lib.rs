@@ -770,7 +770,7 @@ pub async fn run(opts: Options) -> Result<Summary, String> {
     let result = script(&mut day).await;
     let summary = match result {
         Ok(()) => {
-            day.engine.events_delivered().await;
+            await_reported_outcomes(&mut day).await;
             reconcile(&mut day, started)
         }
         Err(e) => Err(e),
@@ -1077,6 +1077,34 @@ async fn script(day: &mut Day) -> Result<(), String> {
     }
     day.say("closing: reconciliation");
     Ok(())
+}
+
+/// Waits until every decline and expiry the status shows has reached the
+/// listener. Delivering what was emitted is not enough: a driver pass may
+/// have recorded an outcome (the status shows it) without having emitted
+/// its event yet. Bounded: an event that never comes is then a mismatch of
+/// the reconciliation, not a hang.
+async fn await_reported_outcomes(day: &mut Day) {
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        day.engine.events_delivered().await;
+        day.show_events();
+        let Ok(status) = day.engine.status() else {
+            return;
+        };
+        let (declined, expired) = status.totals.iter().fold((0, 0), |(d, e), t| {
+            (
+                d + u64::from(t.declined_count),
+                e + u64::from(t.expired_count),
+            )
+        });
+        if (day.declines_reported >= declined && day.expiries_reported >= expired)
+            || Instant::now() >= give_up
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn reconcile(day: &mut Day, started: Instant) -> Result<Summary, String> {
