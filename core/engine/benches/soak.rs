@@ -650,13 +650,11 @@ fn report(
             mb(end_q.rss_kib)
         );
     }
+    let (first_take, first_settle) = (ms(mean(first, take)), ms(mean(first, settle)));
+    let (last_take, last_settle) = (ms(mean(last, take)), ms(mean(last, settle)));
     println!(
-        "  batch of {}: take {:.0} ms + settle {:.0} ms over the first {k}, take {:.0} ms + settle {:.0} ms over the last {k}",
+        "  batch of {}: take {first_take:.0} ms + settle {first_settle:.0} ms over the first {k}, take {last_take:.0} ms + settle {last_settle:.0} ms over the last {k}",
         s.batch,
-        ms(mean(first, take)),
-        ms(mean(first, settle)),
-        ms(mean(last, take)),
-        ms(mean(last, settle)),
     );
     println!(
         "  forwards answered by the gateway: {forwards}; peak VmHWM {:.1} MB; whole bench {:.0} s\n",
@@ -687,12 +685,8 @@ fn report(
     );
     println!(
         "BENCH figure=\"Soak: time of a batch of {} (take offline + forward and settle), first {k} vs last {k} batches\" \
-         target=\"-\" baseline=\"first: {:.0} ms + {:.0} ms\" value=\"last: {:.0} ms + {:.0} ms\" verdict=info",
+         target=\"-\" baseline=\"first: {first_take:.0} ms + {first_settle:.0} ms\" value=\"last: {last_take:.0} ms + {last_settle:.0} ms\" verdict=info",
         s.batch,
-        ms(mean(first, take)),
-        ms(mean(first, settle)),
-        ms(mean(last, take)),
-        ms(mean(last, settle)),
     );
     println!(
         "BENCH figure=\"Soak: peak memory (VmHWM) over the {}-payment soak\" target=\"-\" \
