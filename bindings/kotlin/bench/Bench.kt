@@ -76,6 +76,24 @@ private suspend fun PosEngine.checkout(n: Int): LongArray {
 
 private fun p50(v: LongArray): Long = v.sorted()[v.size / 2]
 
+/**
+ * [CHECKOUT_WARM_UP] untimed checkouts, then [count] timed ones, numbered
+ * from [first]: the p50 of the whole checkout and of each of its three calls.
+ */
+private suspend fun PosEngine.timedCheckouts(first: Int, count: Int): Pair<Long, List<Long>> {
+    var n = first
+    repeat(CHECKOUT_WARM_UP) { checkout(n++) }
+    val steps = Array(3) { LongArray(count) }
+    val times = LongArray(count) { i ->
+        val t = System.nanoTime()
+        val step = checkout(n++)
+        val total = System.nanoTime() - t
+        for (k in 0 until 3) steps[k][i] = step[k]
+        total
+    }
+    return p50(times) to steps.map { p50(it) }
+}
+
 private inline fun callP50(calls: Int, f: () -> Any?): Long {
     repeat(STATUS_WARM_UP) { f() }
     val times = LongArray(calls) {
@@ -127,17 +145,9 @@ fun main() = runBlocking {
     engine.checkout(0)
     val statusOne = statusP50(engine, statusCalls)
     var n = 1
-    repeat(CHECKOUT_WARM_UP) { engine.checkout(n++) }
-    val steps = Array(3) { LongArray(checkouts) }
-    val times = LongArray(checkouts) { i ->
-        val t = System.nanoTime()
-        val step = engine.checkout(n++)
-        val total = System.nanoTime() - t
-        for (k in 0 until 3) steps[k][i] = step[k]
-        total
-    }
-    val checkout = p50(times)
-    val (create, begin, confirm) = steps.map { p50(it) }
+    val (checkout, perCall) = engine.timedCheckouts(n, checkouts)
+    n += CHECKOUT_WARM_UP + checkouts
+    val (create, begin, confirm) = perCall
     val asyncInLoop = callP50(statusCalls / 2) { engine.eventsDelivered() }
     // The same checkouts once the future continuation callback keeps the
     // native threads that call it attached to the JVM (JNA detaches a
@@ -147,17 +157,9 @@ fun main() = runBlocking {
         uniffiRustFutureContinuationCallbackImpl,
         com.sun.jna.CallbackThreadInitializer(true, false, "pos-core-ffi-callback"),
     )
-    repeat(CHECKOUT_WARM_UP) { engine.checkout(n++) }
-    val attachedSteps = Array(3) { LongArray(checkouts) }
-    val attachedTimes = LongArray(checkouts) { i ->
-        val t = System.nanoTime()
-        val step = engine.checkout(n++)
-        val total = System.nanoTime() - t
-        for (k in 0 until 3) attachedSteps[k][i] = step[k]
-        total
-    }
-    val attached = p50(attachedTimes)
-    val (aCreate, aBegin, aConfirm) = attachedSteps.map { p50(it) }
+    val (attached, attachedPerCall) = engine.timedCheckouts(n, checkouts)
+    n += CHECKOUT_WARM_UP + checkouts
+    val (aCreate, aBegin, aConfirm) = attachedPerCall
     val asyncAttached = callP50(statusCalls / 2) { engine.eventsDelivered() }
     while (n < pending) engine.checkout(n++)
     check(engine.status().pendingOfflinePayments == pending.toULong())
