@@ -61,6 +61,16 @@ pub struct EngineConfig {
     /// store's own account, whatever it is (or none).
     #[uniffi(default = None)]
     pub account: Option<MerchantAccount>,
+    /// Settled orders held in memory with their payments (default 1,000):
+    /// older ones leave memory at the next snapshot and stay in the store
+    /// (`paymentHistory`), so memory and the open's time follow what is
+    /// pending, not the history.
+    #[uniffi(default = None)]
+    pub settled_in_memory: Option<u32>,
+    /// Audit entries held in memory (at least 1; default 10,000): older
+    /// ones stay in the store (`exportAuditHistoryCsv`).
+    #[uniffi(default = None)]
+    pub audit_in_memory: Option<u32>,
 }
 
 mirror_enum!(
@@ -288,6 +298,17 @@ impl PosEngine {
                 });
             }
             core_config.compact_every = n;
+        }
+        if let Some(n) = config.settled_in_memory {
+            core_config.settled_in_memory = n as usize;
+        }
+        if let Some(n) = config.audit_in_memory {
+            if n == 0 {
+                return Err(PosError::InvalidConfig {
+                    reason: "audit_in_memory must be at least 1".into(),
+                });
+            }
+            core_config.audit_in_memory = u64::from(n);
         }
         if let Some(a) = config.account {
             core_config.account =
@@ -517,7 +538,9 @@ impl PosEngine {
             .await?)
     }
 
-    /// Every stored offline payment, most urgent first (R19).
+    /// The stored payments held in memory, most urgent first, then the
+    /// settled ones (R19): every unsettled payment, and those of the
+    /// latest `settledInMemory` settled orders.
     pub fn list_payments(&self) -> Result<Vec<PaymentView>, PosError> {
         Ok(self
             .inner
@@ -525,6 +548,22 @@ impl PosEngine {
             .into_iter()
             .map(Into::into)
             .collect())
+    }
+
+    /// Every payment the store holds, older settled history included, in
+    /// the order of `listPayments`. Reads and verifies the store's whole
+    /// journal: seconds on a large history; call it off the main thread.
+    pub async fn payment_history(&self) -> Result<Vec<PaymentView>, PosError> {
+        let engine = self.inner.clone();
+        on_runtime(async move {
+            Ok(engine
+                .payment_history()
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        })
+        .await
     }
 
     /// Queues a receipt (R16); returns its id.
@@ -692,10 +731,19 @@ impl PosEngine {
         Ok(self.inner.tick().await?.into())
     }
 
-    /// The audit log as CSV, for reconciliation (B12): ids, amounts, staff
-    /// ids; never card data or contacts.
+    /// The audit log held in memory (the latest `auditInMemory` entries)
+    /// as CSV, for reconciliation (B12): ids, amounts, staff ids; never
+    /// card data or contacts.
     pub fn export_audit_csv(&self) -> Result<String, PosError> {
         Ok(self.inner.export_audit_csv()?)
+    }
+
+    /// The whole audit log as CSV, older entries that left memory
+    /// included. Reads and verifies the store's whole journal when it
+    /// needs the older ones: seconds on a large history.
+    pub async fn export_audit_history_csv(&self) -> Result<String, PosError> {
+        let engine = self.inner.clone();
+        on_runtime(async move { Ok(engine.export_audit_history_csv().await?) }).await
     }
 
     /// Subscribes a listener. It receives a `Snapshot` first, then every event,

@@ -1147,6 +1147,8 @@ mod tests {
             automatic_forwarding: Some(false),
             compact_every: None,
             account: None,
+            settled_in_memory: None,
+            audit_in_memory: None,
         };
         let engine = PosEngine::with_test_clock(
             config,

@@ -176,6 +176,18 @@ fn view_order(ledger: &Ledger, o: &Order) -> Result<OrderView> {
     })
 }
 
+/// Views of `payments`, unsettled first by deadline, then settled.
+fn sorted_views<'a>(
+    payments: impl Iterator<Item = &'a OfflinePayment>,
+    now: Timestamp,
+) -> Vec<PaymentView> {
+    let mut v: Vec<PaymentView> = payments.map(|p| view_payment(p, now)).collect();
+    v.sort_by(|a, b| {
+        (a.status.is_final(), a.deadline, &a.id).cmp(&(b.status.is_final(), b.deadline, &b.id))
+    });
+    v
+}
+
 fn view_payment(p: &OfflinePayment, now: Timestamp) -> PaymentView {
     let time_left_ms = if p.is_unsettled() {
         duration_ms(now.until(p.deadline))
@@ -229,6 +241,9 @@ impl PosEngine {
                 return Err(invalid(format!(
                     "order {id} already exists with other figures"
                 )));
+            }
+            if s.ledger.order_archived(&id) {
+                return Err(invalid(format!("order {id} already exists, settled")));
             }
             Order {
                 id,
@@ -319,7 +334,7 @@ impl PosEngine {
         let _w = self.write_lock().await;
         let now = self.now();
         let mut s = self.state();
-        if s.ledger.payments.contains_key(&id) {
+        if s.ledger.payments.contains_key(&id) || s.ledger.payment_archived(&id) {
             return Err(PosError::duplicate(&id));
         }
         if let Some(b) = s.begun.get(&id) {
@@ -900,7 +915,7 @@ impl PosEngine {
         self.check_open()?;
         let _w = self.write_lock().await;
         let mut s = self.state();
-        if s.ledger.payments.contains_key(payment_id) {
+        if s.ledger.payments.contains_key(payment_id) || s.ledger.payment_archived(payment_id) {
             return Err(PosError::duplicate(payment_id));
         }
         s.begun
@@ -909,21 +924,35 @@ impl PosEngine {
             .ok_or_else(|| not_found(format!("payment {payment_id}")))
     }
 
-    /// Every stored offline payment, most urgent deadline first (R19).
+    /// The stored payments held in memory, most urgent deadline first, then
+    /// the settled ones (R19): every unsettled payment, and the settled
+    /// ones of the latest [`EngineConfig::settled_in_memory`] settled
+    /// orders. [`payment_history`](Self::payment_history) lists them all.
+    ///
+    /// [`EngineConfig::settled_in_memory`]: crate::engine::EngineConfig::settled_in_memory
     pub fn list_payments(&self) -> Result<Vec<PaymentView>> {
         self.check_open()?;
         let now = self.now();
         let s = self.state();
-        let mut v: Vec<PaymentView> = s
-            .ledger
-            .payments
-            .values()
-            .map(|p| view_payment(p, now))
-            .collect();
-        v.sort_by(|a, b| {
-            (a.status.is_final(), a.deadline, &a.id).cmp(&(b.status.is_final(), b.deadline, &b.id))
-        });
-        Ok(v)
+        Ok(sorted_views(s.ledger.payments.values(), now))
+    }
+
+    /// Every payment the store holds, archived history included, in the
+    /// order of [`list_payments`](Self::list_payments). It reads, verifies
+    /// and replays the store's whole journal: seconds on a large history.
+    pub async fn payment_history(&self) -> Result<Vec<PaymentView>> {
+        self.check_open()?;
+        let mut all: std::collections::BTreeMap<PaymentId, OfflinePayment> = Default::default();
+        self.inner
+            .store
+            .load_each(&mut |w| {
+                if let Write::Payment(p) = w {
+                    all.insert(p.id.clone(), *p);
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(sorted_views(all.values(), self.now()))
     }
 
     /// Queues a receipt for an order (R16). It is sent when the device is

@@ -67,7 +67,26 @@ pub struct EngineConfig {
     /// [`PosEngine::switch_account`], guarded while payments are pending.
     /// `None`: the store's own account, whatever it is (or none).
     pub account: Option<crate::account::MerchantAccount>,
+    /// Settled orders held in memory (default [`SETTLED_IN_MEMORY`]): the
+    /// most recent ones, fully paid with every payment final, stay with
+    /// their payments and receipts; older ones leave memory when the
+    /// engine next takes a snapshot. They stay in the store:
+    /// [`PosEngine::payment_history`] reads them. Memory and the open's
+    /// time then follow what is pending, not the history.
+    pub settled_in_memory: usize,
+    /// Audit entries held in memory (at least 1; default
+    /// [`AUDIT_IN_MEMORY`]): older ones leave memory with the settled
+    /// history and stay in the store ([`PosEngine::audit_history`]).
+    pub audit_in_memory: u64,
 }
+
+/// Settled orders the engine holds in memory by default
+/// ([`EngineConfig::settled_in_memory`]): a busy shop's day.
+pub const SETTLED_IN_MEMORY: usize = 1_000;
+
+/// Audit entries the engine holds in memory by default
+/// ([`EngineConfig::audit_in_memory`]).
+pub const AUDIT_IN_MEMORY: u64 = 10_000;
 
 impl EngineConfig {
     /// Validates raw values from the app.
@@ -102,6 +121,8 @@ impl EngineConfig {
             forwarding: ForwardingConfig::default(),
             compact_every: crate::store::COMPACT_EVERY,
             account: None,
+            settled_in_memory: SETTLED_IN_MEMORY,
+            audit_in_memory: AUDIT_IN_MEMORY,
         })
     }
 }
@@ -412,25 +433,38 @@ impl BackgroundVerify {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone()?;
             let store = store.upgrade()?;
+            // The records up to the snapshot are replayed as they are read;
+            // the last `after` (those since the snapshot) wait in `tail`
+            // and are not. So the check holds one ledger and a few records,
+            // not the whole journal. A commit meanwhile changes `marks`:
+            // the check starts again.
+            let after = usize::try_from(store.records_since_compaction()?).ok()?;
+            let mut replay = Replay::new(after);
+            let mut visit = |w| replay.push(w);
             let loaded = tokio::select! {
-                r = store.load() => r,
+                r = store.load_each(&mut visit) => r,
                 _ = &mut cancelled => continue,
             };
-            let after = store.records_since_compaction();
             drop(store);
             if self.marks() != marks {
                 continue;
             }
             let problem = match loaded {
-                Err(e) => match PosError::from(e) {
-                    PosError::StoreIntegrity { reason, .. } => reason,
-                    _ => return None,
+                Err(e) => match replay.failure.take() {
+                    Some(reason) => reason,
+                    None => match PosError::from(e) {
+                        PosError::StoreIntegrity { reason, .. } => reason,
+                        _ => return None,
+                    },
                 },
-                Ok(mut records) => {
-                    let after = usize::try_from(after?).ok()?;
-                    records.truncate(records.len().checked_sub(after)?);
+                Ok(()) => {
+                    if replay.tail.len() < after {
+                        return None;
+                    }
+                    let replayed = replay.ledger;
                     let checked =
-                        tokio::task::spawn_blocking(move || verify_replay(records, &state)).await;
+                        tokio::task::spawn_blocking(move || check_replayed(&replayed, &state))
+                            .await;
                     if self.marks() != marks {
                         continue;
                     }
@@ -645,6 +679,13 @@ impl PosEngine {
             return;
         }
         let _w = self.write_lock().await;
+        if !self.snapshot_due() {
+            return;
+        }
+        if let Err(e) = self.archive_settled().await {
+            tracing::warn!(error = %e, "archiving settled history failed: tried again later");
+        }
+        // Committing the cut may have taken the snapshot already.
         let state = if self.snapshot_due() {
             self.state().ledger.snapshot_writes()
         } else {
@@ -668,15 +709,16 @@ impl PosEngine {
         self.check_open()?;
         // The write lock also waits for a commit cut off by a cancellation.
         let _w = self.write_lock().await;
-        let records = self.inner.store.load().await?;
-        let mut replayed = crate::ledger::Ledger::default();
-        for w in records {
-            replayed.apply(w).map_err(|e| PosError::StoreIntegrity {
-                reason: format!("the journal does not replay: {e}"),
+        let mut replay = Replay::new(0);
+        let loaded = self.inner.store.load_each(&mut |w| replay.push(w)).await;
+        if let Some(reason) = replay.failure {
+            return Err(PosError::StoreIntegrity {
+                reason,
                 rolled_back: None,
-            })?;
+            });
         }
-        if replayed != self.state().ledger {
+        loaded?;
+        if replay.ledger != self.state().ledger {
             tracing::error!("store verification failed: the journal and the open state differ");
             return Err(PosError::StoreIntegrity {
                 reason: "the store's journal and the state opened from its snapshot differ".into(),
@@ -735,11 +777,39 @@ impl PosEngine {
     pub async fn compact_store(&self) -> Result<()> {
         self.check_open()?;
         let _w = self.write_lock().await;
+        self.archive_settled().await?;
         let state = self.state().ledger.snapshot_writes();
         if let Some(state) = state {
             self.inner.store.compact(&state).await?;
             self.verify_in_background(state);
         }
+        Ok(())
+    }
+
+    /// Takes the settled history beyond what the configuration keeps in
+    /// memory out of it ([`Write::Archive`], committed like any change).
+    /// The caller holds the write lock.
+    async fn archive_settled(&self) -> Result<()> {
+        let cut = {
+            let s = self.state();
+            let session = s
+                .ledger
+                .settings
+                .as_ref()
+                .and_then(|st| st.session.as_ref())
+                .map(OfflineSession::started_at);
+            s.ledger.archive_cut(
+                self.inner.config.settled_in_memory,
+                self.inner.config.audit_in_memory,
+                session,
+            )
+        };
+        let Some(cut) = cut else {
+            return Ok(());
+        };
+        let (orders, audit_through) = (cut.orders.len(), cut.audit_through);
+        self.commit(vec![Write::Archive(Box::new(cut))]).await?;
+        tracing::info!(orders, audit_through, "settled history archived");
         Ok(())
     }
 
@@ -1479,19 +1549,55 @@ impl PosEngine {
         Ok(self.inner.inbox.view())
     }
 
-    /// The audit log (B12), oldest first, from entry `since_seq` (exclusive).
+    /// The audit log (B12) held in memory, oldest first, from entry
+    /// `since_seq` (exclusive): the latest [`EngineConfig::audit_in_memory`]
+    /// entries at least. [`audit_history`](Self::audit_history) also reads
+    /// the older ones from the store.
     pub fn audit_entries(&self, since_seq: u64) -> Result<Vec<AuditEntry>> {
         self.check_open()?;
         Ok(self.state().ledger.audit.entries_since(since_seq).to_vec())
     }
 
-    /// The whole audit log as CSV, for reconciliation (B12). It holds ids,
-    /// amounts and staff ids, never card data or contacts.
+    /// The audit log held in memory as CSV, for reconciliation (B12). It
+    /// holds ids, amounts and staff ids, never card data or contacts.
+    /// [`export_audit_history_csv`](Self::export_audit_history_csv) exports
+    /// the whole log.
     pub fn export_audit_csv(&self) -> Result<String> {
         self.check_open()?;
         Ok(crate::audit::export_csv(
             self.state().ledger.audit.entries(),
         ))
+    }
+
+    /// The whole audit log from entry `since_seq` (exclusive), archived
+    /// entries included, oldest first. When entries that left memory are
+    /// asked for, it reads and verifies the store's whole journal (every
+    /// record's seal and chain): seconds on a large history.
+    pub async fn audit_history(&self, since_seq: u64) -> Result<Vec<AuditEntry>> {
+        self.check_open()?;
+        {
+            let s = self.state();
+            if since_seq >= s.ledger.archived().audit_through {
+                return Ok(s.ledger.audit.entries_since(since_seq).to_vec());
+            }
+        }
+        let mut entries = Vec::new();
+        self.inner
+            .store
+            .load_each(&mut |w| {
+                match w {
+                    Write::Audit(e) if e.seq > since_seq => entries.push(e),
+                    _ => {}
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(entries)
+    }
+
+    /// [`audit_history`](Self::audit_history) from the first entry, as CSV.
+    pub async fn export_audit_history_csv(&self) -> Result<String> {
+        Ok(crate::audit::export_csv(&self.audit_history(0).await?))
     }
 
     /// Subscribes a listener; it first receives a [`PosEvent::Snapshot`].
@@ -1978,21 +2084,50 @@ impl Drop for FinishOnDrop {
 
 /// The journal `records`, replayed from the first, must give the state of
 /// the snapshot `state`.
-fn verify_replay(records: Vec<Write>, state: &[Write]) -> Result<()> {
-    let mut replayed = Ledger::default();
-    for w in records {
-        replayed.apply(w).map_err(|e| PosError::StoreIntegrity {
-            reason: format!("the journal does not replay: {e}"),
-            rolled_back: None,
-        })?;
+/// A journal replayed as it is read ([`Store::load_each`]), all but its
+/// last `lag` records.
+struct Replay {
+    lag: usize,
+    tail: std::collections::VecDeque<Write>,
+    ledger: Ledger,
+    /// Why a record did not apply (the load was stopped there).
+    failure: Option<String>,
+}
+
+impl Replay {
+    fn new(lag: usize) -> Self {
+        Replay {
+            lag,
+            tail: std::collections::VecDeque::with_capacity(lag.min(4_096)),
+            ledger: Ledger::default(),
+            failure: None,
+        }
     }
+
+    fn push(&mut self, w: Write) -> std::result::Result<(), crate::store::StoreError> {
+        self.tail.push_back(w);
+        if self.tail.len() > self.lag {
+            if let Some(w) = self.tail.pop_front() {
+                if let Err(e) = self.ledger.apply(w) {
+                    let reason = format!("the journal does not replay: {e}");
+                    self.failure = Some(reason.clone());
+                    return Err(crate::store::StoreError::Io(reason));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a replayed journal is the state a snapshot holds.
+fn check_replayed(replayed: &Ledger, state: &[Write]) -> Result<()> {
     let mut snapshot = Ledger::default();
     for w in state {
         snapshot.apply(w.clone()).map_err(|e| PosError::Internal {
             reason: format!("the snapshot does not rebuild: {e}"),
         })?;
     }
-    if replayed != snapshot {
+    if *replayed != snapshot {
         return Err(PosError::StoreIntegrity {
             reason: "the store's journal and its latest snapshot differ".into(),
             rolled_back: None,

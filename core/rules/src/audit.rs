@@ -495,6 +495,13 @@ impl AuditLog {
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }
+
+    /// Drops the entries up to `seq` from memory (they were archived: the
+    /// store keeps them). Numbering goes on where it was.
+    pub fn prune_through(&mut self, seq: u64) {
+        let end = self.entries.partition_point(|e| e.seq <= seq);
+        self.entries.drain(..end);
+    }
 }
 
 /// The columns of [`export_csv`], in order.

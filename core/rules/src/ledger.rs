@@ -382,7 +382,60 @@ pub enum Write {
     /// The merchant account and location the device takes payments for
     /// from now on (B7). Replaces the previous one; payments keep theirs.
     Account(MerchantAccount),
+    /// Settled history taken out of memory ([`Ledger::archive_cut`]): the
+    /// orders, their final payments and their finished receipts, and the
+    /// audit entries up to a sequence number. They stay in the store's
+    /// journal, whole and verified; the ledger keeps their totals and a
+    /// hash of each id (so an id is never taken twice).
+    Archive(Box<ArchiveCut>),
+    /// What a ledger keeps of the history it archived: the first record of
+    /// a snapshot of such a ledger ([`Ledger::snapshot_writes`]).
+    Archived(Box<Archived>),
     // New kinds go last: snapshots encode a record by its position.
+}
+
+/// The settled history one [`Write::Archive`] takes out of memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveCut {
+    /// Fully paid orders whose card payments are all final.
+    pub orders: Vec<OrderId>,
+    /// The payments of those orders, all final.
+    pub payments: Vec<PaymentId>,
+    /// Receipts of those orders that are no longer queued.
+    pub receipts: Vec<u64>,
+    /// Audit entries up to this sequence number leave memory (at least the
+    /// last entry stays).
+    pub audit_through: u64,
+}
+
+/// What the ledger keeps of its archived history: counts, the totals that
+/// `status()` reports, where the in-memory audit log starts, and a hash of
+/// every archived order and payment id (8 bytes each).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Archived {
+    pub orders: u64,
+    pub payments: u64,
+    pub receipts: u64,
+    /// The last audit entry archived (0: none).
+    pub audit_through: u64,
+    /// The archived payments per currency and status.
+    tallies: BTreeMap<Currency, StatusTallies>,
+    /// [`history_key`] of every archived order and payment, sorted.
+    ids: Vec<u64>,
+}
+
+/// The 64-bit key an archived order or payment id is remembered by: the
+/// first 8 bytes of SHA-256 over the kind and the id. Two ids sharing a
+/// key (about one chance in 10^8 at a million ids) only make the second
+/// one refused as already used.
+fn history_key(kind: &[u8], id: &str) -> u64 {
+    let d = ring::digest::digest(
+        &ring::digest::SHA256,
+        &[kind, b"\0", id.as_bytes()].concat(),
+    );
+    let mut eight = [0u8; 8];
+    eight.copy_from_slice(&d.as_ref()[..8]);
+    u64::from_be_bytes(eight)
 }
 
 /// Everything the engine holds in memory.
@@ -407,11 +460,13 @@ pub struct Ledger {
     /// What the status, the limit checks and the driver read of the
     /// payments, kept by [`Ledger::apply`].
     index: PaymentIndex,
+    /// The settled history taken out of memory ([`Write::Archive`]).
+    archived: Archived,
 }
 
 /// How many payments, and their amounts summed in minor units (wide enough
 /// that no sum of `i64` amounts overflows).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
     pub count: u64,
     pub minor_units: i128,
@@ -442,7 +497,7 @@ impl Tally {
 }
 
 /// One [`Tally`] per payment status, of the payments of one currency.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusTallies([Tally; 7]);
 
 impl StatusTallies {
@@ -465,6 +520,14 @@ impl StatusTallies {
 
     fn is_empty(&self) -> bool {
         self.0.iter().all(|t| t.count == 0)
+    }
+
+    /// Adds `other`'s payments to these.
+    fn absorb(&mut self, other: &StatusTallies) {
+        for (t, o) in self.0.iter_mut().zip(other.0.iter()) {
+            t.count = t.count.saturating_add(o.count);
+            t.minor_units = t.minor_units.saturating_add(o.minor_units);
+        }
     }
 }
 
@@ -583,8 +646,9 @@ impl Ledger {
     /// log does not start at entry 1 (it cannot be replayed from records).
     pub fn snapshot_writes(&self) -> Option<Vec<Write>> {
         let audit = self.audit.entries();
-        if audit.first().is_some_and(|e| e.seq != 1)
-            || (audit.is_empty() && self.audit.last_seq() != 0)
+        let first = self.archived.audit_through.saturating_add(1);
+        if audit.first().is_some_and(|e| e.seq != first)
+            || (audit.is_empty() && self.audit.last_seq() != self.archived.audit_through)
         {
             return None;
         }
@@ -603,6 +667,9 @@ impl Ledger {
                 .map(|device_id| Write::Device { device_id }),
         );
         out.extend(self.account.clone().map(Write::Account));
+        if self.archived != Archived::default() {
+            out.push(Write::Archived(Box::new(self.archived.clone())));
+        }
         out.extend(self.readers.iter().map(|(serial, r)| Write::Reader {
             serial: serial.clone(),
             reader: Some(r.clone()),
@@ -680,8 +747,189 @@ impl Ledger {
                     self.readers.remove(&serial);
                 }
             },
+            Write::Archive(cut) => self.archive(*cut)?,
+            Write::Archived(base) => {
+                if self.archived != Archived::default()
+                    || self.audit.last_seq() != 0
+                    || !self.payments.is_empty()
+                    || !self.orders.is_empty()
+                {
+                    return Err(ApplyError(
+                        "an archive summary on a ledger that already holds records".into(),
+                    ));
+                }
+                if !base.ids.windows(2).all(|w| w[0] < w[1]) {
+                    return Err(ApplyError("archived ids out of order".into()));
+                }
+                for (c, t) in &base.tallies {
+                    self.index.tallies.entry(*c).or_default().absorb(t);
+                }
+                self.audit = AuditLog::restore(base.audit_through, Vec::new())
+                    .map_err(|e| ApplyError(e.to_string()))?;
+                self.archived = *base;
+            }
         }
         Ok(())
+    }
+
+    /// Applies an [`ArchiveCut`]: checked whole first, so a cut that does
+    /// not fit changes nothing.
+    fn archive(&mut self, cut: ArchiveCut) -> Result<(), ApplyError> {
+        for id in &cut.payments {
+            match self.payments.get(id) {
+                Some(p) if p.state.is_final() => {}
+                _ => return Err(ApplyError(format!("archived payment {id} is not final"))),
+            }
+        }
+        if let Some(id) = cut.orders.iter().find(|id| !self.orders.contains_key(*id)) {
+            return Err(ApplyError(format!("archived order {id} is not held")));
+        }
+        for id in &cut.receipts {
+            match self.receipts.get(id) {
+                Some(r) if !matches!(r.state, crate::lifecycle::ReceiptState::Queued { .. }) => {}
+                _ => return Err(ApplyError(format!("archived receipt {id} is still queued"))),
+            }
+        }
+        let through = cut.audit_through;
+        if through < self.archived.audit_through
+            || (through > self.archived.audit_through && through >= self.audit.last_seq())
+        {
+            return Err(ApplyError(format!(
+                "audit entries archived through {through}: out of range"
+            )));
+        }
+        let mut keys = Vec::with_capacity(cut.orders.len() + cut.payments.len());
+        for id in cut.payments {
+            if let Some(p) = self.payments.remove(&id) {
+                // Still counted by status(): the running tallies keep it.
+                self.archived
+                    .tallies
+                    .entry(p.amount.currency())
+                    .or_default()
+                    .0[StatusTallies::slot(p.state.status())]
+                .add(p.amount);
+                self.archived.payments = self.archived.payments.saturating_add(1);
+                keys.push(history_key(b"payment", id.as_str()));
+            }
+        }
+        for id in cut.orders {
+            if self.orders.remove(&id).is_some() {
+                self.archived.orders = self.archived.orders.saturating_add(1);
+                keys.push(history_key(b"order", id.as_str()));
+            }
+        }
+        for id in cut.receipts {
+            if self.receipts.remove(&id).is_some() {
+                self.archived.receipts = self.archived.receipts.saturating_add(1);
+            }
+        }
+        if !keys.is_empty() {
+            self.archived.ids.extend(keys);
+            self.archived.ids.sort_unstable();
+            self.archived.ids.dedup();
+        }
+        self.audit.prune_through(through);
+        self.archived.audit_through = through;
+        Ok(())
+    }
+
+    /// The settled history to take out of memory, if any: beyond the
+    /// `keep_orders` most recent settled orders (fully paid, every payment
+    /// final, no queued receipt, no payment of the offline session that
+    /// began at `session_start`, which its per-card limit still counts),
+    /// those orders with their payments and finished receipts; and the
+    /// audit entries beyond the `keep_audit` most recent (at least one
+    /// stays). `None`: nothing to archive.
+    pub fn archive_cut(
+        &self,
+        keep_orders: usize,
+        keep_audit: u64,
+        session_start: Option<Timestamp>,
+    ) -> Option<ArchiveCut> {
+        let mut payments_of: BTreeMap<&OrderId, Vec<&OfflinePayment>> = BTreeMap::new();
+        for p in self.payments.values() {
+            payments_of.entry(&p.order_id).or_default().push(p);
+        }
+        let queued: std::collections::BTreeSet<&OrderId> = self
+            .receipts
+            .values()
+            .filter(|r| matches!(r.state, crate::lifecycle::ReceiptState::Queued { .. }))
+            .map(|r| &r.order_id)
+            .collect();
+        let mut settled: Vec<(Timestamp, &OrderId)> = self
+            .orders
+            .values()
+            .filter(|o| {
+                let mine = payments_of.get(&o.id).map_or(&[][..], Vec::as_slice);
+                let cards_held = o.tenders.iter().all(|t| match t {
+                    Tender::Cash { .. } => true,
+                    Tender::OfflineCard { payment_id, .. }
+                    | Tender::OnlineCard { payment_id, .. } => {
+                        self.payments.contains_key(payment_id)
+                    }
+                });
+                cards_held
+                    && !queued.contains(&o.id)
+                    && mine
+                        .iter()
+                        .all(|p| p.state.is_final() && Some(p.session_started_at) != session_start)
+                    && self.order_balance(o).is_ok_and(|b| b.minor_units() == 0)
+            })
+            .map(|o| (o.created_at, &o.id))
+            .collect();
+        let excess = settled.len().saturating_sub(keep_orders);
+        let mut cut = ArchiveCut {
+            orders: Vec::new(),
+            payments: Vec::new(),
+            receipts: Vec::new(),
+            audit_through: self.archived.audit_through,
+        };
+        if excess > 0 {
+            settled.sort_unstable();
+            settled.truncate(excess);
+            let orders: std::collections::BTreeSet<&OrderId> =
+                settled.iter().map(|(_, id)| *id).collect();
+            cut.orders = orders.iter().map(|id| (*id).clone()).collect();
+            cut.payments = orders
+                .iter()
+                .flat_map(|id| payments_of.get(*id).into_iter().flatten())
+                .map(|p| p.id.clone())
+                .collect();
+            cut.receipts = self
+                .receipts
+                .iter()
+                .filter(|(_, r)| orders.contains(&r.order_id))
+                .map(|(id, _)| *id)
+                .collect();
+        }
+        let last = self.audit.last_seq();
+        let through = last.saturating_sub(keep_audit.max(1));
+        if through > cut.audit_through {
+            cut.audit_through = through;
+        }
+        (!cut.orders.is_empty() || cut.audit_through > self.archived.audit_through).then_some(cut)
+    }
+
+    /// What this ledger archived ([`Write::Archive`]).
+    pub fn archived(&self) -> &Archived {
+        &self.archived
+    }
+
+    /// Whether a payment with this id was archived (a match of 64-bit
+    /// hashes: a new id sharing an archived one's hash counts as archived).
+    pub fn payment_archived(&self, id: &PaymentId) -> bool {
+        self.archived
+            .ids
+            .binary_search(&history_key(b"payment", id.as_str()))
+            .is_ok()
+    }
+
+    /// Whether an order with this id was archived.
+    pub fn order_archived(&self, id: &OrderId) -> bool {
+        self.archived
+            .ids
+            .binary_search(&history_key(b"order", id.as_str()))
+            .is_ok()
     }
 
     /// The unsettled offline payments in `currency`: (count, total), from

@@ -59,6 +59,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every record ever applied, oldest first (later records of the same
     /// key replace earlier ones when replayed).
     fn load(&self) -> BoxFuture<'_, Result<Vec<Write>, StoreError>>;
+    /// [`Store::load`], handing each record to `visit`, oldest first, as
+    /// it is read and checked instead of returning them all: a store that
+    /// streams its records (the SQLite store does) holds only a page of
+    /// them at a time, so the memory does not grow with the history. An
+    /// error of `visit` stops the load and is returned. Default: `load`,
+    /// then each record.
+    fn load_each<'a>(
+        &'a self,
+        visit: &'a mut (dyn FnMut(Write) -> Result<(), StoreError> + Send),
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            for w in self.load().await? {
+                visit(w)?;
+            }
+            Ok(())
+        })
+    }
     /// The schema version of the store's files (`None`: a store without
     /// files, such as [`MemoryStore`]). A library older than the schema
     /// refuses the store (`NewerSchema`): an app must not downgrade the

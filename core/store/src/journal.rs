@@ -39,6 +39,8 @@ pub(crate) fn identify(w: &Write) -> (&'static str, String) {
         Write::Clock(_) => ("clock", String::new()),
         Write::Device { .. } => ("device", String::new()),
         Write::Account(_) => ("account", String::new()),
+        Write::Archive(cut) => ("archive", cut.audit_through.to_string()),
+        Write::Archived(_) => ("archived", String::new()),
     }
 }
 
@@ -283,6 +285,34 @@ pub(crate) async fn verify_journal(
     mac_wanted_at: Option<u64>,
     start: Option<(u64, [u8; MAC_LEN])>,
 ) -> Result<Verified, StoreError> {
+    let mut writes = Vec::new();
+    let mut keep = |w: Write| {
+        writes.push(w);
+        Ok(())
+    };
+    let (head_seq, head_mac, mac_at) =
+        verify_journal_each(conn, keys, meta, mac_wanted_at, start, &mut keep).await?;
+    Ok(Verified {
+        head_seq,
+        head_mac,
+        mac_at,
+        writes,
+    })
+}
+
+/// [`verify_journal`], handing each record to `visit` as soon as it is
+/// verified and decoded instead of keeping them: the memory it takes does
+/// not grow with the journal. An error of `visit` stops it and is
+/// returned. Returns the head (seq and MAC) and the MAC asked for.
+#[allow(clippy::type_complexity)]
+pub(crate) async fn verify_journal_each(
+    conn: &mut SqliteConnection,
+    keys: &StoreKeys,
+    meta: &Meta,
+    mac_wanted_at: Option<u64>,
+    start: Option<(u64, [u8; MAC_LEN])>,
+    visit: &mut (dyn FnMut(Write) -> Result<(), StoreError> + Send),
+) -> Result<(u64, [u8; MAC_LEN], Option<[u8; MAC_LEN]>), StoreError> {
     let (store_id, key_id) = (&meta.store_id, &meta.key_id);
     let (mut seq, mut prev) = start.unwrap_or((0, genesis_mac(keys, store_id)));
     let from = i64::try_from(seq).map_err(|_| corrupt("the journal is too long"))?;
@@ -314,7 +344,6 @@ pub(crate) async fn verify_journal(
     }
     let start_seq = seq;
     let mut mac_at = (mac_wanted_at == Some(seq)).then_some(prev);
-    let mut writes = Vec::new();
     loop {
         let after = i64::try_from(seq).map_err(|_| corrupt("the journal is too long"))?;
         let rows = sqlx::query(
@@ -381,7 +410,7 @@ pub(crate) async fn verify_journal(
                         "the record does not match its kind or key",
                     ));
                 }
-                writes.push(write);
+                visit(write)?;
             }
             prev = fixed(mac, "record MAC")?;
             seq = expected;
@@ -402,10 +431,5 @@ pub(crate) async fn verify_journal(
             "the journal holds records outside its sequence",
         ));
     }
-    Ok(Verified {
-        head_seq: seq,
-        head_mac: prev,
-        mac_at,
-        writes,
-    })
+    Ok((seq, prev, mac_at))
 }

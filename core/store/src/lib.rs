@@ -5,7 +5,7 @@
 //! checks. The key hierarchy is in [`keys`], the primitives in
 //! [`pos_rules::crypto`].
 //!
-//! # File format (schema 3)
+//! # File format (schema 4)
 //!
 //! - `PRAGMA user_version` is the schema version. Migrations are numbered
 //!   ([`MIGRATIONS`]`[n-1]` brings version `n-1` to `n`), each in its own
@@ -31,6 +31,9 @@
 //!   verifies and replays only the records after it; nothing is deleted, and
 //!   [`Store::load`] still verifies the whole journal from the start. A
 //!   removed or older snapshot only makes opening replay more.
+//! - The journal is the whole history. The engine takes settled history
+//!   out of its memory with an `archive` record (schema 4); its records
+//!   stay here, and a snapshot holds only what the engine still holds.
 //! - The associated data of a record binds it to its table, store, `seq`,
 //!   `format`, `key_id`, `kind` (empty from format 3 on; rows of formats 1
 //!   and 2 keep the kind they were sealed under, see `row_kind`) and
@@ -97,7 +100,7 @@ use self::schema::*;
 use self::snapshot::*;
 
 /// The schema version this library writes and reads.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The numbered migrations (`migrations/NNNN_*.sql`): entry `n-1` brings
 /// the file from version `n-1` to `n` and sets `user_version` to `n`.
@@ -105,6 +108,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_meta_and_journal.sql"),
     include_str!("../migrations/0002_snapshot.sql"),
     include_str!("../migrations/0003_kinds_out_of_the_file.sql"),
+    include_str!("../migrations/0004_archived_history.sql"),
 ];
 
 /// The first schema whose records keep their kind only inside the sealed
@@ -113,7 +117,9 @@ pub const MIGRATIONS: &[&str] = &[
 const SEALED_KIND_FORMAT: u32 = 3;
 
 /// The first schema whose snapshots are encoded as this version's are
-/// (schema 3 changed the journal's rows, not the snapshot).
+/// (schema 3 changed the journal's rows, not the snapshot; schema 4 added
+/// record kinds after the others, which leaves the earlier ones' encoding
+/// as it was).
 const SNAPSHOT_ENCODING_SINCE: u32 = 2;
 
 /// Every record kind (see [`identify`]).
@@ -642,6 +648,19 @@ impl SqliteStore {
     }
 
     async fn load_all(&self) -> Result<Vec<Write>, StoreError> {
+        let mut writes = Vec::new();
+        self.load_streaming(&mut |w| {
+            writes.push(w);
+            Ok(())
+        })
+        .await?;
+        Ok(writes)
+    }
+
+    async fn load_streaming(
+        &self,
+        visit: &mut (dyn FnMut(Write) -> Result<(), StoreError> + Send),
+    ) -> Result<(), StoreError> {
         let mut tx = self.readers.begin().await.map_err(db_error)?;
         let meta = read_meta(&mut tx).await?;
         if meta.store_id != self.store_id || meta.key_id != self.key_id {
@@ -651,13 +670,11 @@ impl SqliteStore {
             return Err(tampered(0, "the store header does not verify"));
         }
         // The header names this store and key (checked above).
-        let v = verify_journal(&mut tx, &self.keys, &meta, None, None).await?;
+        let (records, _, _) =
+            verify_journal_each(&mut tx, &self.keys, &meta, None, None, visit).await?;
         let _ = tx.commit().await;
-        tracing::debug!(
-            records = v.writes.len(),
-            "journal verified from its first record"
-        );
-        Ok(v.writes)
+        tracing::debug!(records, "journal verified from its first record");
+        Ok(())
     }
 }
 
@@ -668,6 +685,13 @@ impl Store for SqliteStore {
 
     fn load(&self) -> BoxFuture<'_, Result<Vec<Write>, StoreError>> {
         Box::pin(self.load_all())
+    }
+
+    fn load_each<'a>(
+        &'a self,
+        visit: &'a mut (dyn FnMut(Write) -> Result<(), StoreError> + Send),
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.load_streaming(visit))
     }
 
     fn release(&self) -> BoxFuture<'_, ()> {

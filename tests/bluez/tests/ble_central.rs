@@ -84,6 +84,8 @@ async fn online_engine(name: &str, trust_simulator: bool) -> (Arc<PosEngine>, st
         automatic_forwarding: Some(false),
         compact_every: None,
         account: None,
+        settled_in_memory: None,
+        audit_in_memory: None,
     };
     // Opening blocks (it runs the library's runtime): not on this one.
     let engine = tokio::task::spawn_blocking(|| {

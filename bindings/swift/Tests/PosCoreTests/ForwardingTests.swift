@@ -141,6 +141,47 @@ final class ForwardingTests: XCTestCase {
         XCTAssertEqual(states[ids[2]], .declined)
     }
 
+    func testSettledHistoryLeavesMemoryAndStaysReadableFromTheStore() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pos-swift-history-\(UUID())")
+        let config = EngineConfig(dataDir: dir.path, deviceId: "till-1", currency: "USD",
+                                  maxInFlight: 4, automaticForwarding: false,
+                                  settledInMemory: 1, auditInMemory: 2)
+        let clock = TestClock(wallMs: t0)
+        let engine = try PosEngine.withTestClock(config: config, keys: testKeys(for: config.dataDir),
+                                                 clock: clock)
+        defer { engine.close() }
+        try await goOffline(engine, with: SwiftProcessor())
+        var ids: [String] = []
+        for i in 1...3 {
+            // A second apart: the most recent order is the one held.
+            clock.advanceMs(ms: 1_000)
+            let order = try await engine.createOrder(order: NewOrder(orderId: nil, total: usd(1_000 + Int64(i)), contact: nil))
+            let d = try await engine.beginCardPayment(request: CardPaymentRequest(
+                orderId: order.id, paymentId: nil, amount: usd(1_000 + Int64(i)), tip: nil,
+                behaviour: .preferOnline, tender: .card))
+            ids.append(try await engine.confirmCardPayment(paymentId: d.paymentId, card: vendorCard(last4: "4242")).id)
+        }
+        // Back online: the offline session ends (its payments count against its per-card limit until then).
+        _ = try await engine.reportNetwork(reachable: true)
+        _ = try await engine.reportProbe(outcome: .healthy)
+        let online = try await engine.reportProbe(outcome: .healthy)
+        guard case .online = online else { return XCTFail("\(online)") }
+        let report = try await engine.forwardNow()
+        XCTAssertEqual(report.approved, 3)
+        let fullCsv = try engine.exportAuditCsv()
+        try await engine.compactStore()
+        // One settled order is held; the other two are read back from the store.
+        XCTAssertEqual(try engine.listPayments().map { $0.id }, [ids[2]])
+        let all = try await engine.paymentHistory()
+        XCTAssertEqual(Set(all.map { $0.id }), Set(ids))
+        XCTAssertTrue(all.allSatisfy { $0.status == .approved })
+        XCTAssertEqual(try engine.status().totals.first?.approvedCount, 3)
+        let heldLines = try engine.exportAuditCsv().split(whereSeparator: { $0.isNewline }).count
+        XCTAssertEqual(heldLines, 3, "header + 2 entries")
+        let history = try await engine.exportAuditHistoryCsv()
+        XCTAssertEqual(history, fullCsv)
+    }
+
     func testACancelledForwardNowStillRecordsEveryAnswer() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pos-swift-cancel-\(UUID())")
         let config = EngineConfig(dataDir: dir.path, deviceId: "till-1", currency: "USD",

@@ -157,6 +157,36 @@ class ForwardingTest {
     }
 
     @Test
+    fun `settled history leaves memory and stays readable from the store`() = runBlocking {
+        val dir = Files.createTempDirectory("pos-kt-history").toString()
+        val config = EngineConfig(dir, "till-1", "USD", 4u, false, settledInMemory = 1u, auditInMemory = 2u)
+        val clock = TestClock(t0)
+        PosEngine.withTestClock(config, FileKeyProvider(java.io.File("$dir.kek")), clock).use { engine ->
+            val processor = KotlinProcessor()
+            engine.offlineWith(processor)
+            // A second apart: the most recent order is the one held.
+            val ids = (1..3).map { clock.advanceMs(1_000u); engine.takeOffline(1_000L + it) }
+            // Back online: the offline session ends (its payments count against its per-card limit until then).
+            engine.reportNetwork(true)
+            engine.reportProbe(ProbeOutcome.HEALTHY)
+            val online = engine.reportProbe(ProbeOutcome.HEALTHY)
+            assertTrue(online is ConnectivityStatus.Online, "$online")
+            assertEquals(3UL, engine.forwardNow().approved)
+            val fullCsv = engine.exportAuditCsv()
+            engine.compactStore()
+            // One settled order is held; the other two are read back from the store.
+            assertEquals(listOf(ids[2]), engine.listPayments().map { it.id })
+            val all = engine.paymentHistory()
+            assertEquals(ids.toSet(), all.map { it.id }.toSet())
+            assertTrue(all.all { it.status == PaymentStatus.APPROVED }, "$all")
+            assertEquals(3U, engine.status().totals.single().approvedCount)
+            assertEquals(3, engine.exportAuditCsv().lines().filter { it.isNotEmpty() }.size, "header + 2 entries")
+            assertEquals(fullCsv, engine.exportAuditHistoryCsv())
+            engine.shutdown()
+        }
+    }
+
+    @Test
     fun `a cancelled forwardNow still records every answer, each payment charged once`() = runBlocking {
         val dir = Files.createTempDirectory("pos-kt-cancel").toString()
         val config = EngineConfig(dir, "till-1", "USD", 3u, false)

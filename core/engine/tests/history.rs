@@ -1,0 +1,206 @@
+//! Settled history leaves memory (`EngineConfig::settled_in_memory`,
+//! `audit_in_memory`) and stays in the store: what the engine still
+//! answers, that an id of the archived history is never taken again, and
+//! that reopening, verifying and the history reads see everything.
+
+#![allow(clippy::unwrap_used)]
+
+use pos_test_support as support;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use pos_core::checkout::NewOrder;
+use pos_core::crypto::FileKeyProvider;
+use pos_core::forwarding::ForwardingConfig;
+use pos_core::gateway::{
+    AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, PaymentLookup,
+    ReceiptDelivery, ServiceStatus, StatusQuery,
+};
+use pos_core::lifecycle::{OrderId, PaymentStatus};
+use pos_core::sqlite_store::SqliteStore;
+use pos_core::PosError;
+
+/// Approves every forward at once.
+#[derive(Debug, Default)]
+struct Approving {
+    forwards: AtomicUsize,
+}
+
+impl Gateway for Approving {
+    fn authorize(&self, _: &AuthorizeRequest) -> Result<GatewayDecision, GatewayError> {
+        Ok(GatewayDecision::Approved {
+            processor_ref: "ref".into(),
+        })
+    }
+    fn forward(&self, _: &ForwardRequest) -> Result<GatewayDecision, GatewayError> {
+        self.forwards.fetch_add(1, Ordering::Relaxed);
+        Ok(GatewayDecision::Approved {
+            processor_ref: "ref".into(),
+        })
+    }
+    fn status(&self) -> Result<ServiceStatus, GatewayError> {
+        Ok(ServiceStatus::Available)
+    }
+    fn payment_status(&self, _: &StatusQuery) -> Result<PaymentLookup, GatewayError> {
+        Ok(PaymentLookup::NotFound)
+    }
+    fn deliver_receipt(&self, _: &ReceiptDelivery) -> Result<(), GatewayError> {
+        Ok(())
+    }
+}
+
+/// An engine on a SQLite store that keeps 3 settled orders and 5 audit
+/// entries in memory, with 10 payments taken offline (app-supplied ids
+/// `pay-0`..`pay-9`, orders `order-0`..`order-9`) and forwarded.
+async fn ten_settled(name: &str) -> support::Rig<SqliteStore> {
+    let dir = support::store::temp_dir(name);
+    let keys = Arc::new(FileKeyProvider::open_or_create(dir.join("kek")).unwrap());
+    let store = Arc::new(SqliteStore::open(dir.join("store.db"), keys).await.unwrap());
+    let rig = support::Rig::builder()
+        .store(store)
+        .configure(|c| {
+            c.settled_in_memory = 3;
+            c.audit_in_memory = 5;
+            c.forwarding = ForwardingConfig {
+                automatic: false,
+                ..ForwardingConfig::default()
+            };
+        })
+        .gateway(Arc::new(Approving::default()))
+        .offline(true)
+        .open()
+        .await;
+    for i in 0..10 {
+        let order = rig
+            .engine
+            .create_order(NewOrder {
+                order_id: Some(format!("order-{i}")),
+                total: rig.money(100),
+                contact: None,
+            })
+            .await
+            .unwrap()
+            .id;
+        rig.sale(100)
+            .on(&order)
+            .payment_id(format!("pay-{i}"))
+            .sell(&rig.engine)
+            .await;
+    }
+    rig.online().await;
+    let report = rig.engine.forward_now().await.unwrap();
+    assert_eq!(report.approved, 10, "{report:?}");
+    rig
+}
+
+#[tokio::test]
+async fn settled_history_leaves_memory_and_stays_in_the_store() {
+    let mut rig = ten_settled("history-leaves").await;
+    let last_seq = rig.engine.audit_entries(0).unwrap().last().unwrap().seq;
+    // Everything is still held until the next snapshot.
+    assert_eq!(rig.engine.list_payments().unwrap().len(), 10);
+    rig.engine.compact_store().await.unwrap();
+
+    let held = rig.engine.list_payments().unwrap();
+    assert_eq!(held.len(), 3, "the 3 latest settled orders' payments");
+    let held_ids: Vec<&str> = held.iter().map(|p| p.id.as_str()).collect();
+    for id in ["pay-7", "pay-8", "pay-9"] {
+        assert!(held_ids.contains(&id), "{held_ids:?}");
+    }
+    let audit = rig.engine.audit_entries(0).unwrap();
+    assert_eq!(audit.len(), 5);
+    assert_eq!(audit.last().unwrap().seq, last_seq, "numbering unchanged");
+    assert!(matches!(
+        rig.engine.order(&OrderId::parse("order-0").unwrap()),
+        Err(PosError::NotFound { .. })
+    ));
+
+    // status() still counts every payment.
+    let totals = rig.engine.status().unwrap().totals;
+    assert_eq!(totals[0].approved_count, 10);
+    assert_eq!(totals[0].approved_amount, rig.money(1_000));
+
+    // The history reads see everything, from the store.
+    let all = rig.engine.payment_history().await.unwrap();
+    assert_eq!(all.len(), 10);
+    assert!(all.iter().all(|p| p.status == PaymentStatus::Approved));
+    let entries = rig.engine.audit_history(0).await.unwrap();
+    assert_eq!(
+        entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=last_seq).collect::<Vec<_>>()
+    );
+    let csv = rig.engine.export_audit_history_csv().await.unwrap();
+    assert_eq!(
+        csv.lines().count() as u64,
+        last_seq + 1,
+        "header + every entry"
+    );
+    assert_eq!(
+        rig.engine.audit_history(last_seq - 2).await.unwrap().len(),
+        2,
+        "from memory"
+    );
+
+    // The journal replays to what the engine holds, and a reopen (from the
+    // snapshot) holds the same.
+    rig.engine.verify_store().await.unwrap();
+    rig.reopen().await;
+    assert_eq!(rig.engine.list_payments().unwrap().len(), 3);
+    assert_eq!(rig.engine.status().unwrap().totals[0].approved_count, 10);
+    rig.engine.verify_store().await.unwrap();
+    assert_eq!(rig.engine.payment_history().await.unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn an_id_of_the_archived_history_is_never_taken_again() {
+    let mut rig = ten_settled("history-ids").await;
+    rig.engine.compact_store().await.unwrap();
+    for _ in 0..2 {
+        rig.network_down().await;
+        // A payment id used by an archived payment: refused, as a held one is.
+        let order = rig.order(100).await;
+        let reused = rig
+            .sale(100)
+            .on(&order)
+            .payment_id("pay-0")
+            .try_sell(&rig.engine)
+            .await;
+        assert!(
+            matches!(reused, Err(PosError::DuplicatePayment { .. })),
+            "{reused:?}"
+        );
+        let held = rig
+            .sale(100)
+            .on(&order)
+            .payment_id("pay-9")
+            .try_sell(&rig.engine)
+            .await;
+        assert!(
+            matches!(held, Err(PosError::DuplicatePayment { .. })),
+            "{held:?}"
+        );
+        // An archived order id is not created again.
+        let again = rig
+            .engine
+            .create_order(NewOrder {
+                order_id: Some("order-1".into()),
+                total: rig.money(100),
+                contact: None,
+            })
+            .await;
+        assert!(
+            matches!(again, Err(PosError::InvalidInput { .. })),
+            "{again:?}"
+        );
+        // The same after a reopen.
+        rig.reopen().await;
+    }
+    // A new id is taken.
+    rig.network_down().await;
+    let order = rig.order(100).await;
+    rig.sale(100)
+        .on(&order)
+        .payment_id("pay-10")
+        .sell(&rig.engine)
+        .await;
+}
