@@ -594,8 +594,9 @@ impl PosEngine {
 
     /// Saves a snapshot of everything the engine holds, so that the next
     /// open reads it instead of replaying the store's journal (the engine
-    /// also does this every `compactEvery` records). Call it when the app
-    /// goes to the background.
+    /// also does this every `compactEvery` records). First, settled history
+    /// beyond `settledInMemory` and `auditInMemory` leaves memory (it stays
+    /// in the store: `paymentHistory`, `exportAuditHistoryCsv`).
     pub async fn compact_store(&self) -> Result<(), PosError> {
         Ok(self.inner.compact_store().await?)
     }

@@ -220,7 +220,12 @@ impl PosEngine {
             .ok_or(PosError::NotSignedIn)
     }
 
-    /// Creates an order. Needs a signed-in staff member.
+    /// Creates an order. Needs a signed-in staff member. An app-supplied
+    /// id that the engine holds with the same figures is a retry and gets
+    /// that order back; the id of an order that left memory
+    /// ([`EngineConfig::settled_in_memory`]) is refused (`InvalidInput`).
+    ///
+    /// [`EngineConfig::settled_in_memory`]: crate::engine::EngineConfig::settled_in_memory
     pub async fn create_order(&self, new: NewOrder) -> Result<OrderView> {
         self.check_open()?;
         let total = Money::positive(new.total.minor_units(), new.total.currency())?;
@@ -252,13 +257,18 @@ impl PosEngine {
                 contact: new.contact,
                 created_at: now,
                 created_by: staff,
+                updated_at: None,
             }
         };
         self.commit(vec![Write::Order(order.clone())]).await?;
         view_order(&self.state().ledger, &order)
     }
 
-    /// The order with this id.
+    /// The order with this id, if the engine holds it: every order not
+    /// yet settled, and the latest [`EngineConfig::settled_in_memory`]
+    /// settled ones (`NotFound` for an older one).
+    ///
+    /// [`EngineConfig::settled_in_memory`]: crate::engine::EngineConfig::settled_in_memory
     pub fn order(&self, order_id: &OrderId) -> Result<OrderView> {
         self.check_open()?;
         let s = self.state();
@@ -275,6 +285,7 @@ impl PosEngine {
         self.check_open()?;
         let amount = Money::positive(amount.minor_units(), amount.currency())?;
         let _w = self.write_lock().await;
+        let now = self.now();
         let order = {
             let s = self.state();
             let mut o = s
@@ -292,6 +303,7 @@ impl PosEngine {
                 )));
             }
             o.tenders.push(Tender::Cash { amount });
+            o.updated_at = Some(now);
             o
         };
         self.commit(vec![Write::Order(order.clone())]).await?;
@@ -553,7 +565,11 @@ impl PosEngine {
     /// taken and [`PosError::RouteChanged`] asks the app to begin again (B1).
     /// An offline payment is stored only after every rule passed, and the
     /// call returns once it is durable. Confirming an already-stored payment
-    /// returns it again (a retry), never a second payment.
+    /// returns it again (a retry), never a second payment; one that already
+    /// left memory ([`EngineConfig::settled_in_memory`]) is refused as
+    /// `DuplicatePayment`.
+    ///
+    /// [`EngineConfig::settled_in_memory`]: crate::engine::EngineConfig::settled_in_memory
     pub async fn confirm_card_payment(
         &self,
         payment_id: &PaymentId,
@@ -567,6 +583,9 @@ impl PosEngine {
             let mut s = self.state();
             if let Some(p) = s.ledger.payments.get(payment_id) {
                 return Ok(view_payment(p, now));
+            }
+            if s.ledger.payment_archived(payment_id) {
+                return Err(PosError::duplicate(payment_id));
             }
             let begun = s
                 .begun
@@ -637,6 +656,7 @@ impl PosEngine {
             }
             // The order is paid by the amount; the tip goes on the card only
             // (tendering amount + tip would leave a negative balance: change due).
+            order.updated_at = Some(now);
             order.tenders.push(Tender::OfflineCard {
                 payment_id: payment_id.clone(),
                 amount: begun.request.amount,
@@ -824,6 +844,7 @@ impl PosEngine {
                     begun.request.amount
                 )));
             }
+            order.updated_at = Some(now);
             order.tenders.push(Tender::OnlineCard {
                 payment_id: id.clone(),
                 amount: begun.request.amount,
@@ -925,9 +946,10 @@ impl PosEngine {
     }
 
     /// The stored payments held in memory, most urgent deadline first, then
-    /// the settled ones (R19): every unsettled payment, and the settled
-    /// ones of the latest [`EngineConfig::settled_in_memory`] settled
-    /// orders. [`payment_history`](Self::payment_history) lists them all.
+    /// the settled ones (R19): every unsettled payment, the settled ones of
+    /// the latest [`EngineConfig::settled_in_memory`] settled orders, and
+    /// those of orders still owed or of the current offline session.
+    /// [`payment_history`](Self::payment_history) lists them all.
     ///
     /// [`EngineConfig::settled_in_memory`]: crate::engine::EngineConfig::settled_in_memory
     pub fn list_payments(&self) -> Result<Vec<PaymentView>> {

@@ -331,6 +331,10 @@ pub(crate) struct Inner {
     /// The app is in the background ([`PosEngine::on_background`]): the
     /// forwarding driver does not probe the service.
     pub(crate) background: AtomicBool,
+    /// A snapshot came due with settled history to archive: the driver
+    /// archives and takes it ([`PosEngine::compact_if_due`]) once the
+    /// commit that made it due is over.
+    pub(crate) archive_wanted: AtomicBool,
     /// The store's anchor saves, and the clock that dates them.
     pub(crate) anchors: Arc<Mutex<AnchorWatch>>,
     pub(crate) anchor_clock: Arc<dyn Clock>,
@@ -374,7 +378,8 @@ const VERIFY_BOUND: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The background verification of the whole store ([`PosEngine::verify_store`]
 /// without the write lock): started after a snapshot, once the engine is
-/// idle, on the runtime (the reading) and a blocking thread (the replay);
+/// idle, on the runtime (reading and replaying the journal as it is read)
+/// and a blocking thread (rebuilding the snapshot and comparing);
 /// cancelled by the next commit, since the store it reads is then no
 /// longer the one the snapshot describes. At most one runs at a time.
 #[derive(Debug, Default)]
@@ -408,8 +413,8 @@ impl BackgroundVerify {
     /// store is released and can be opened again.
     async fn run(&self, store: std::sync::Weak<dyn Store>) -> Option<String> {
         // A problem is reported only when two checks in a row find it: a
-        // commit that lands between the read of the journal and the count
-        // of its records after the snapshot could make one check see a
+        // commit that lands between the count of the records after the
+        // snapshot and the read of the journal could make one check see a
         // record too many; damage is still there at the second.
         let mut suspect: Option<String> = None;
         loop {
@@ -597,7 +602,16 @@ impl PosEngine {
             // cost the round a fifth of its time; the round takes one at
             // its end instead.
             if self.snapshot_due() && !self.forwarding_round_running() {
-                s.ledger.snapshot_writes()
+                if self.archive_due(&s) {
+                    // The cut is a commit of its own, which cannot run
+                    // inside this one: the forwarding driver takes the
+                    // write lock after it, archives, then takes the snapshot.
+                    self.inner.archive_wanted.store(true, Ordering::Release);
+                    self.wake_forwarder();
+                    None
+                } else {
+                    s.ledger.snapshot_writes()
+                }
             } else {
                 None
             }
@@ -617,8 +631,8 @@ impl PosEngine {
     /// After the snapshot `state`: once no commit came for
     /// [`VERIFY_IDLE`], verifies the whole journal (every record's seal
     /// and chain, from the first) and that the records up to the snapshot
-    /// replay to `state`, without the write lock, on the runtime (reading)
-    /// and a blocking thread (replaying). A commit or a new snapshot during
+    /// replay to `state`, without the write lock, on the runtime (reading
+    /// and replaying) and a blocking thread (comparing). A commit or a new snapshot during
     /// the check restarts it (after the next idle moment); it is given up
     /// after [`VERIFY_BOUND`] (and runs again after the next snapshot). A
     /// problem is reported as [`PosEvent::StoreVerificationFailed`].
@@ -773,11 +787,20 @@ impl PosEngine {
     /// Saves a snapshot of everything the engine holds, so that the next
     /// open reads it instead of replaying the journal's superseded records
     /// (the engine also does this every [`crate::store::COMPACT_EVERY`]
-    /// records). For example before the app goes to the background.
+    /// records). For example before the app goes to the background. First,
+    /// settled history beyond what [`EngineConfig`] keeps in memory leaves
+    /// it (it stays in the store).
     pub async fn compact_store(&self) -> Result<()> {
         self.check_open()?;
         let _w = self.write_lock().await;
-        self.archive_settled().await?;
+        if let Err(e) = self.archive_settled().await {
+            // The snapshot is still worth taking.
+            tracing::warn!(error = %e, "archiving settled history failed: tried again later");
+        }
+        if self.inner.store.records_since_compaction() == Some(0) {
+            // Committing the cut took the snapshot.
+            return Ok(());
+        }
         let state = self.state().ledger.snapshot_writes();
         if let Some(state) = state {
             self.inner.store.compact(&state).await?;
@@ -786,24 +809,32 @@ impl PosEngine {
         Ok(())
     }
 
+    /// The settled history beyond what the configuration keeps in memory,
+    /// if any ([`Ledger::archive_cut`]).
+    fn archive_cut_of(&self, s: &State) -> Option<crate::ledger::ArchiveCut> {
+        let session = s
+            .ledger
+            .settings
+            .as_ref()
+            .and_then(|st| st.session.as_ref())
+            .map(OfflineSession::started_at);
+        s.ledger.archive_cut(
+            self.inner.config.settled_in_memory,
+            self.inner.config.audit_in_memory,
+            session,
+        )
+    }
+
+    /// Whether some settled history is due to leave memory.
+    fn archive_due(&self, s: &State) -> bool {
+        self.archive_cut_of(s).is_some()
+    }
+
     /// Takes the settled history beyond what the configuration keeps in
     /// memory out of it ([`Write::Archive`], committed like any change).
     /// The caller holds the write lock.
     async fn archive_settled(&self) -> Result<()> {
-        let cut = {
-            let s = self.state();
-            let session = s
-                .ledger
-                .settings
-                .as_ref()
-                .and_then(|st| st.session.as_ref())
-                .map(OfflineSession::started_at);
-            s.ledger.archive_cut(
-                self.inner.config.settled_in_memory,
-                self.inner.config.audit_in_memory,
-                session,
-            )
-        };
+        let cut = self.archive_cut_of(&self.state());
         let Some(cut) = cut else {
             return Ok(());
         };
@@ -1553,9 +1584,22 @@ impl PosEngine {
     /// `since_seq` (exclusive): the latest [`EngineConfig::audit_in_memory`]
     /// entries at least. [`audit_history`](Self::audit_history) also reads
     /// the older ones from the store.
+    ///
+    /// Entries after `since_seq` that already left memory are not skipped
+    /// silently: the call fails with `InvalidInput` and names where memory
+    /// starts.
     pub fn audit_entries(&self, since_seq: u64) -> Result<Vec<AuditEntry>> {
         self.check_open()?;
-        Ok(self.state().ledger.audit.entries_since(since_seq).to_vec())
+        let s = self.state();
+        let through = s.ledger.archived().audit_through;
+        if since_seq < through {
+            return Err(PosError::InvalidInput {
+                reason: format!(
+                    "audit entries up to {through} left memory: read them with audit_history"
+                ),
+            });
+        }
+        Ok(s.ledger.audit.entries_since(since_seq).to_vec())
     }
 
     /// The audit log held in memory as CSV, for reconciliation (B12). It
@@ -1919,14 +1963,20 @@ impl PosEngine {
         event: PaymentEvent,
         now: Timestamp,
     ) -> Result<StepEffects> {
-        let p = s
-            .ledger
-            .payments
-            .get(id)
-            .cloned()
-            .ok_or_else(|| PosError::NotFound {
+        let Some(p) = s.ledger.payments.get(id).cloned() else {
+            if s.ledger.payment_archived(id) {
+                // Final, and out of memory: no step applies to it any more.
+                return Err(PosError::InvalidTransition {
+                    reason: format!(
+                        "payment {id} is settled and archived: its outcome is final \
+                         (see payment_history)"
+                    ),
+                });
+            }
+            return Err(PosError::NotFound {
                 what: format!("payment {id}"),
-            })?;
+            });
+        };
         Self::step_writes_on(s, batch, p, event, now)
     }
 
@@ -2082,8 +2132,6 @@ impl Drop for FinishOnDrop {
     }
 }
 
-/// The journal `records`, replayed from the first, must give the state of
-/// the snapshot `state`.
 /// A journal replayed as it is read ([`Store::load_each`]), all but its
 /// last `lag` records.
 struct Replay {

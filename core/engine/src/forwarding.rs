@@ -650,6 +650,9 @@ impl PosEngine {
         // far-off wake-up is read again from the trusted clock now and then.
         const LONGEST: Duration = Duration::from_secs(300);
         const MIN: Duration = Duration::from_millis(20);
+        if self.inner.archive_wanted.swap(false, Ordering::AcqRel) {
+            self.compact_if_due().await;
+        }
         let f = &self.inner.forwarding;
         if !f.config.automatic || self.forwarding_paused() {
             return None;

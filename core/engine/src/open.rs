@@ -115,6 +115,7 @@ impl PosEngine {
             forwarding,
             closed: AtomicBool::new(false),
             background: AtomicBool::new(false),
+            archive_wanted: AtomicBool::new(false),
             anchors: Arc::default(),
             anchor_clock,
             verify: Arc::default(),

@@ -16,7 +16,7 @@ use pos_core::gateway::{
     AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, PaymentLookup,
     ReceiptDelivery, ServiceStatus, StatusQuery,
 };
-use pos_core::lifecycle::{OrderId, PaymentStatus};
+use pos_core::lifecycle::{DeclineReason, OrderId, PaymentEvent, PaymentId, PaymentStatus};
 use pos_core::sqlite_store::SqliteStore;
 use pos_core::PosError;
 
@@ -47,6 +47,13 @@ impl Gateway for Approving {
     fn deliver_receipt(&self, _: &ReceiptDelivery) -> Result<(), GatewayError> {
         Ok(())
     }
+}
+
+/// A fresh SQLite store in a folder of its own.
+async fn sqlite(name: &str) -> Arc<SqliteStore> {
+    let dir = support::store::temp_dir(name);
+    let keys = Arc::new(FileKeyProvider::open_or_create(dir.join("kek")).unwrap());
+    Arc::new(SqliteStore::open(dir.join("store.db"), keys).await.unwrap())
 }
 
 /// An engine on a SQLite store that keeps 3 settled orders and 5 audit
@@ -107,7 +114,7 @@ async fn settled_history_leaves_memory_and_stays_in_the_store() {
     for id in ["pay-7", "pay-8", "pay-9"] {
         assert!(held_ids.contains(&id), "{held_ids:?}");
     }
-    let audit = rig.engine.audit_entries(0).unwrap();
+    let audit = rig.engine.audit_entries(last_seq - 5).unwrap();
     assert_eq!(audit.len(), 5);
     assert_eq!(audit.last().unwrap().seq, last_seq, "numbering unchanged");
     assert!(matches!(
@@ -203,4 +210,78 @@ async fn an_id_of_the_archived_history_is_never_taken_again() {
         .payment_id("pay-10")
         .sell(&rig.engine)
         .await;
+}
+
+#[tokio::test]
+async fn what_left_memory_is_not_skipped_silently() {
+    let rig = ten_settled("history-errors").await;
+    rig.engine.compact_store().await.unwrap();
+    // An exporter that asks from before what memory holds gets an error,
+    // not a gap.
+    let through = rig.engine.audit_history(0).await.unwrap().len() as u64 - 5;
+    assert!(matches!(
+        rig.engine.audit_entries(0),
+        Err(PosError::InvalidInput { .. })
+    ));
+    assert!(matches!(
+        rig.engine.audit_entries(through - 1),
+        Err(PosError::InvalidInput { .. })
+    ));
+    assert_eq!(rig.engine.audit_entries(through).unwrap().len(), 5);
+    // A late answer for an archived payment is a conflict, not "not found".
+    let late = rig
+        .engine
+        .record_forwarding(
+            &PaymentId::parse("pay-0").unwrap(),
+            PaymentEvent::Declined {
+                reason: DeclineReason::InsufficientFunds,
+            },
+        )
+        .await;
+    assert!(
+        matches!(late, Err(PosError::InvalidTransition { .. })),
+        "{late:?}"
+    );
+    // Confirming an archived payment again is refused.
+    let again = rig
+        .engine
+        .confirm_card_payment(&PaymentId::parse("pay-1").unwrap(), support::chip_card(1))
+        .await;
+    assert!(
+        matches!(again, Err(PosError::DuplicatePayment { .. })),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn history_leaves_memory_without_rounds_or_background() {
+    // Cash only, no forwarding round, the app never goes to the
+    // background: the snapshots the commits make due still archive.
+    let rig = support::Rig::builder()
+        .store(sqlite("history-no-rounds").await)
+        .configure(|c| {
+            c.settled_in_memory = 1;
+            c.compact_every = 4;
+        })
+        .open()
+        .await;
+    let mut orders = Vec::new();
+    for _ in 0..10 {
+        let id = rig.order(100).await;
+        rig.engine.add_cash(&id, rig.money(100)).await.unwrap();
+        orders.push(id);
+    }
+    // The driver archives once the commit that made the snapshot due is
+    // over: wait for it (bounded), then check.
+    let mut archived = false;
+    for _ in 0..3_000 {
+        if rig.engine.order(&orders[0]).is_err() {
+            archived = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(archived, "the oldest settled order is still held");
+    assert!(rig.engine.order(&orders[9]).is_ok(), "the latest stays");
+    rig.engine.verify_store().await.unwrap();
 }

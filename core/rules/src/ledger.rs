@@ -206,6 +206,11 @@ pub struct Order {
     pub contact: Option<CustomerContact>,
     pub created_at: Timestamp,
     pub created_by: StaffId,
+    /// When a tender was last added (`None`: none yet). With its
+    /// payments' decisions, it says how recently the order was settled,
+    /// which decides how long it stays in memory ([`Ledger::archive_cut`]).
+    #[serde(default)]
+    pub updated_at: Option<Timestamp>,
 }
 
 impl Order {
@@ -413,21 +418,76 @@ pub struct ArchiveCut {
 /// every archived order and payment id (8 bytes each).
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Archived {
+    /// Orders archived.
     pub orders: u64,
+    /// Payments archived.
     pub payments: u64,
+    /// Receipts archived.
     pub receipts: u64,
     /// The last audit entry archived (0: none).
     pub audit_through: u64,
     /// The archived payments per currency and status.
     tallies: BTreeMap<Currency, StatusTallies>,
-    /// [`history_key`] of every archived order and payment, sorted.
+    /// [`history_key`] of every archived order and payment, sorted; 8
+    /// bytes each in a snapshot.
+    #[serde(with = "packed_keys")]
     ids: Vec<u64>,
 }
 
+/// Sorted 64-bit keys as one byte string of 8 bytes each (big-endian):
+/// a snapshot reads them as one copy instead of a varint per key.
+mod packed_keys {
+    use serde::{de, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(keys: &[u64], s: S) -> Result<S::Ok, S::Error> {
+        let bytes: Vec<u8> = keys.iter().flat_map(|k| k.to_be_bytes()).collect();
+        s.serialize_bytes(&bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+        let bytes = serde_bytes_buf(d)?;
+        if bytes.len() % 8 != 0 {
+            return Err(de::Error::custom("archived keys are not whole 8-byte keys"));
+        }
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|c| {
+                let mut k = [0u8; 8];
+                k.copy_from_slice(c);
+                u64::from_be_bytes(k)
+            })
+            .collect())
+    }
+
+    fn serde_bytes_buf<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Bytes;
+        impl<'de> de::Visitor<'de> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = seq.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_byte_buf(Bytes)
+    }
+}
+
 /// The 64-bit key an archived order or payment id is remembered by: the
-/// first 8 bytes of SHA-256 over the kind and the id. Two ids sharing a
-/// key (about one chance in 10^8 at a million ids) only make the second
-/// one refused as already used.
+/// first 8 bytes of SHA-256 over the kind and the id. A new id whose key
+/// equals an archived one's (about n in 2^64 for n archived ids) is
+/// refused as already used.
 fn history_key(kind: &[u8], id: &str) -> u64 {
     let d = ring::digest::digest(
         &ring::digest::SHA256,
@@ -774,26 +834,34 @@ impl Ledger {
 
     /// Applies an [`ArchiveCut`]: checked whole first, so a cut that does
     /// not fit changes nothing.
+    ///
+    /// What the ledger already archived is skipped (a payment or order no
+    /// longer held whose id it remembers, audit entries at or before where
+    /// it starts): applying a cut twice is applying it once.
     fn archive(&mut self, cut: ArchiveCut) -> Result<(), ApplyError> {
         for id in &cut.payments {
             match self.payments.get(id) {
                 Some(p) if p.state.is_final() => {}
+                None if self.payment_archived(id) => {}
                 _ => return Err(ApplyError(format!("archived payment {id} is not final"))),
             }
         }
-        if let Some(id) = cut.orders.iter().find(|id| !self.orders.contains_key(*id)) {
+        if let Some(id) = cut
+            .orders
+            .iter()
+            .find(|id| !self.orders.contains_key(*id) && !self.order_archived(id))
+        {
             return Err(ApplyError(format!("archived order {id} is not held")));
         }
         for id in &cut.receipts {
-            match self.receipts.get(id) {
-                Some(r) if !matches!(r.state, crate::lifecycle::ReceiptState::Queued { .. }) => {}
-                _ => return Err(ApplyError(format!("archived receipt {id} is still queued"))),
+            if let Some(r) = self.receipts.get(id) {
+                if matches!(r.state, crate::lifecycle::ReceiptState::Queued { .. }) {
+                    return Err(ApplyError(format!("archived receipt {id} is still queued")));
+                }
             }
         }
-        let through = cut.audit_through;
-        if through < self.archived.audit_through
-            || (through > self.archived.audit_through && through >= self.audit.last_seq())
-        {
+        let through = cut.audit_through.max(self.archived.audit_through);
+        if through > self.archived.audit_through && through >= self.audit.last_seq() {
             return Err(ApplyError(format!(
                 "audit entries archived through {through}: out of range"
             )));
@@ -834,7 +902,8 @@ impl Ledger {
     }
 
     /// The settled history to take out of memory, if any: beyond the
-    /// `keep_orders` most recent settled orders (fully paid, every payment
+    /// `keep_orders` most recently settled orders (by their last tender or
+    /// payment decision; fully paid, every payment
     /// final, no queued receipt, no payment of the offline session that
     /// began at `session_start`, which its per-card limit still counts),
     /// those orders with their payments and finished receipts; and the
@@ -856,7 +925,26 @@ impl Ledger {
             .filter(|r| matches!(r.state, crate::lifecycle::ReceiptState::Queued { .. }))
             .map(|r| &r.order_id)
             .collect();
-        let mut settled: Vec<(Timestamp, &OrderId)> = self
+        // How recently an order was settled: its last tender, or its
+        // payments' last decision, whichever is later.
+        let settled_at = |o: &Order| {
+            let decided = payments_of
+                .get(&o.id)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| match &p.state {
+                    PaymentState::Approved { at, .. }
+                    | PaymentState::Declined { at, .. }
+                    | PaymentState::Expired { at, .. } => Some(*at),
+                    _ => None,
+                })
+                .max();
+            o.created_at
+                .max(o.updated_at.unwrap_or(o.created_at))
+                .max(decided.unwrap_or(o.created_at))
+        };
+        // Ties (payments approved in one round) go by creation.
+        let mut settled: Vec<(Timestamp, Timestamp, &OrderId)> = self
             .orders
             .values()
             .filter(|o| {
@@ -875,7 +963,7 @@ impl Ledger {
                         .all(|p| p.state.is_final() && Some(p.session_started_at) != session_start)
                     && self.order_balance(o).is_ok_and(|b| b.minor_units() == 0)
             })
-            .map(|o| (o.created_at, &o.id))
+            .map(|o| (settled_at(o), o.created_at, &o.id))
             .collect();
         let excess = settled.len().saturating_sub(keep_orders);
         let mut cut = ArchiveCut {
@@ -888,7 +976,7 @@ impl Ledger {
             settled.sort_unstable();
             settled.truncate(excess);
             let orders: std::collections::BTreeSet<&OrderId> =
-                settled.iter().map(|(_, id)| *id).collect();
+                settled.iter().map(|(_, _, id)| *id).collect();
             cut.orders = orders.iter().map(|id| (*id).clone()).collect();
             cut.payments = orders
                 .iter()

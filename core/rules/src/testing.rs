@@ -100,6 +100,7 @@ pub fn order(id: &str, email: &str) -> Write {
         contact: Some(CustomerContact::parse(Some(email), Some("+33 6 12 34 56 78")).unwrap()),
         created_at: T0,
         created_by: staff(),
+        updated_at: None,
     })
 }
 

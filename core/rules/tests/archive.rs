@@ -26,6 +26,7 @@ fn order(i: u32, total: i64, tenders: Vec<Tender>) -> Order {
         contact: None,
         created_at: Timestamp(i64::from(i)),
         created_by: StaffId::parse("s").unwrap(),
+        updated_at: None,
     }
 }
 
@@ -80,6 +81,14 @@ fn audit(seq: u64, i: u32) -> Write {
 /// Order `i` paid by card payment `i` in `state`, taken in the session
 /// that began at `session`, with one audit entry.
 fn sale(i: u32, state: PaymentState, session: i64) -> Vec<Write> {
+    // Approved in the order of the sales.
+    let state = match state {
+        PaymentState::Approved { processor_ref, .. } => PaymentState::Approved {
+            at: Timestamp(50 + i64::from(i)),
+            processor_ref,
+        },
+        other => other,
+    };
     let p = payment(i, 100, state, session);
     vec![
         Write::Order(order(
@@ -264,10 +273,6 @@ fn a_cut_that_does_not_fit_changes_nothing() {
             ..good.clone()
         },
         ArchiveCut {
-            receipts: vec![5],
-            ..good.clone()
-        },
-        ArchiveCut {
             audit_through: 4,
             ..good.clone()
         },
@@ -280,7 +285,8 @@ fn a_cut_that_does_not_fit_changes_nothing() {
         );
         assert_eq!(copy, l, "unchanged after {bad:?}");
     }
-    // Going back is refused too.
+    // What was archived already is skipped: the same cut again, or one
+    // that goes back, changes nothing (a cut written twice still replays).
     let mut copy = replay(&records);
     copy.apply(Write::Archive(Box::new(good.clone()))).unwrap();
     let after = replay(
@@ -296,8 +302,11 @@ fn a_cut_that_does_not_fit_changes_nothing() {
         receipts: Vec::new(),
         audit_through: 1,
     };
-    assert!(copy.apply(Write::Archive(Box::new(back))).is_err());
+    copy.apply(Write::Archive(Box::new(back))).unwrap();
     assert_eq!(copy, after);
+    copy.apply(Write::Archive(Box::new(good.clone()))).unwrap();
+    assert_eq!(copy, after, "the same cut twice is the cut once");
+    assert_eq!(from_snapshot(&copy), after);
     // A summary on a ledger that holds records is refused.
     let summary = from_snapshot(&copy).snapshot_writes().unwrap();
     let base = summary
@@ -307,4 +316,55 @@ fn a_cut_that_does_not_fit_changes_nothing() {
     let mut copy2 = replay(&[records, vec![Write::Archive(Box::new(good))]].concat());
     assert!(copy2.apply(base).is_err());
     assert_eq!(copy2, copy);
+}
+
+#[test]
+fn the_orders_kept_are_the_most_recently_settled() {
+    // Order 1 is the oldest, opened at 1 and paid in cash at 100 (a tab);
+    // order 2 is paid by a card approved at 52; orders 3 and 4 are paid in
+    // cash at once.
+    let mut records = Vec::new();
+    let mut tab = order(1, 300, vec![Tender::Cash { amount: eur(300) }]);
+    tab.updated_at = Some(Timestamp(100));
+    records.push(Write::Order(tab));
+    records.extend(
+        sale(2, approved(), 0)
+            .into_iter()
+            .filter(|w| !matches!(w, Write::Audit(_))),
+    );
+    for i in [3, 4] {
+        let mut o = order(i, 300, vec![Tender::Cash { amount: eur(300) }]);
+        o.updated_at = Some(Timestamp(i64::from(i)));
+        records.push(Write::Order(o));
+    }
+    let l = replay(&records);
+    let cut = l.archive_cut(2, 1_000, None).expect("a cut");
+    let ids: Vec<&str> = cut.orders.iter().map(OrderId::as_str).collect();
+    assert_eq!(
+        ids,
+        ["o-3", "o-4"],
+        "the tab paid last and the card approved at 52 stay"
+    );
+}
+
+#[test]
+fn orders_settled_at_the_same_instant_are_kept_by_creation() {
+    // One forwarding round approves three payments at the same instant:
+    // the order created last is the one kept.
+    // Created in the order o-3, o-2, o-1 (against the ids' order).
+    let mut records = Vec::new();
+    for i in [1, 2, 3] {
+        let mut w = sale(i, approved(), 0);
+        if let Write::Payment(p) = &mut w[1] {
+            p.state = approved();
+        }
+        if let Write::Order(o) = &mut w[0] {
+            o.created_at = Timestamp(10 - i64::from(i));
+        }
+        records.extend(w.into_iter().filter(|w| !matches!(w, Write::Audit(_))));
+    }
+    let l = replay(&records);
+    let cut = l.archive_cut(1, 1_000, None).expect("a cut");
+    let ids: Vec<&str> = cut.orders.iter().map(OrderId::as_str).collect();
+    assert_eq!(ids, ["o-2", "o-3"], "o-1, created last, stays");
 }

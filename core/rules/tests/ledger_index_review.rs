@@ -140,6 +140,7 @@ fn to_write(op: &Op) -> Write {
             contact: None,
             created_at: Timestamp(0),
             created_by: StaffId::parse("s").unwrap(),
+            updated_at: None,
         }),
         Op::Account(i) => Write::Account(account(*i)),
         Op::Settings => Write::Settings(Box::new(Settings::initial())),

@@ -117,10 +117,9 @@ pub const MIGRATIONS: &[&str] = &[
 const SEALED_KIND_FORMAT: u32 = 3;
 
 /// The first schema whose snapshots are encoded as this version's are
-/// (schema 3 changed the journal's rows, not the snapshot; schema 4 added
-/// record kinds after the others, which leaves the earlier ones' encoding
-/// as it was).
-const SNAPSHOT_ENCODING_SINCE: u32 = 2;
+/// (schema 4 added a field to orders; an older snapshot is not used, and
+/// the first open after the upgrade replays the whole journal once).
+const SNAPSHOT_ENCODING_SINCE: u32 = 4;
 
 /// Every record kind (see [`identify`]).
 const KINDS: [&str; 9] = [

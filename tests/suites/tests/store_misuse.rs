@@ -983,6 +983,7 @@ async fn record_kinds_are_not_stored_in_clear() {
             contact: None,
             created_at: T0,
             created_by: staff(),
+            updated_at: None,
         }),
         payment("p-2", "5555555555554444"),
         audit(6),
@@ -1081,6 +1082,7 @@ async fn nothing_sensitive_is_stored_in_clear() {
             contact: Some(CustomerContact::parse(Some(EMAILS[0]), Some(PHONES[0])).unwrap()),
             created_at: T0,
             created_by: staff(),
+            updated_at: None,
         })])
         .await
         .unwrap();
