@@ -1891,18 +1891,25 @@ impl PosEngine {
             .ledger
             .payments
             .values()
-            .filter(|p| p.deadline > now)
-            .filter(|p| match &p.state {
+            .filter(|p| Self::is_due(p, now, manual))
+            .collect();
+        due.sort_by(|a, b| (a.deadline, &a.id).cmp(&(b.deadline, &b.id)));
+        due.into_iter().take(limit).map(|p| p.id.clone()).collect()
+    }
+
+    /// Whether payment `p` waits for a forwarding attempt now: before its
+    /// deadline, pending or failed with its retry time passed (a manual
+    /// round also retries those that wait for one).
+    pub(crate) fn is_due(p: &OfflinePayment, now: Timestamp, manual: bool) -> bool {
+        p.deadline > now
+            && match &p.state {
                 PaymentState::Pending => true,
                 PaymentState::FailedToForward { next_retry_at, .. } => match next_retry_at {
                     Some(t) => *t <= now,
                     None => manual,
                 },
                 _ => false,
-            })
-            .collect();
-        due.sort_by(|a, b| (a.deadline, &a.id).cmp(&(b.deadline, &b.id)));
-        due.into_iter().take(limit).map(|p| p.id.clone()).collect()
+            }
     }
 
     /// Records one forwarding step; the error says why a step was refused.

@@ -31,7 +31,7 @@
 //! falls due; it also probes the service while offline. Tests turn it off
 //! ([`ForwardingConfig::automatic`]) and run rounds on a virtual clock.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,6 +131,7 @@ impl PosEngine {
             tracing::debug!(due = due.len(), manual, "forwarding round started");
         }
         let mut counted: BTreeSet<PaymentId> = due.iter().cloned().collect();
+        let mut queue: VecDeque<PaymentId> = due.iter().cloned().collect();
         // Each payment is attempted at most once per round: a failure waits
         // for its retry time (or the next manual round), never loops here.
         let mut tried: BTreeSet<PaymentId> = BTreeSet::new();
@@ -173,7 +174,13 @@ impl PosEngine {
                 && !self.is_closed()
                 && self.inner.forwarding.busy_until(self.now()).is_none();
             match self
-                .settle_and_start(&mut steps, if may_start { free } else { 0 }, manual, &tried)
+                .settle_and_start(
+                    &mut steps,
+                    if may_start { free } else { 0 },
+                    manual,
+                    &tried,
+                    &mut queue,
+                )
                 .await
             {
                 Ok((recorded, started)) => {
@@ -259,7 +266,7 @@ impl PosEngine {
         if failure.is_some() && !steps.is_empty() {
             // One last try for the answers the failed commits left.
             if self
-                .settle_and_start(&mut steps, 0, manual, &tried)
+                .settle_and_start(&mut steps, 0, manual, &tried, &mut queue)
                 .await
                 .is_ok()
             {
@@ -401,8 +408,14 @@ impl PosEngine {
             }
         }
         let decided = steps.len() as u64;
-        self.settle_and_start(&mut steps, 0, manual, &BTreeSet::new())
-            .await?;
+        self.settle_and_start(
+            &mut steps,
+            0,
+            manual,
+            &BTreeSet::new(),
+            &mut VecDeque::new(),
+        )
+        .await?;
         report.outcome_unknown = report.outcome_unknown.saturating_sub(decided);
         Ok(())
     }
@@ -491,6 +504,7 @@ impl PosEngine {
         limit: usize,
         manual: bool,
         skip: &BTreeSet<PaymentId>,
+        queue: &mut VecDeque<PaymentId>,
     ) -> Result<(Vec<OfflinePayment>, Vec<(ForwardRequest, u32, LiveAttempt)>)> {
         if steps.is_empty() && limit == 0 {
             return Ok((Vec::new(), Vec::new()));
@@ -509,31 +523,60 @@ impl PosEngine {
                 }
             }
             let mut started = Vec::new();
-            if limit > 0 {
-                let due = self.due_ids(&s, now, limit.saturating_add(skip.len()), manual);
-                for id in due.into_iter().filter(|id| !skip.contains(id)).take(limit) {
-                    let Some(p) = s.ledger.payments.get(&id) else {
-                        continue;
-                    };
-                    let Ok(next) =
-                        p.state
-                            .apply(PaymentEvent::StartForwarding, Deadline(p.deadline), now)
-                    else {
-                        continue;
-                    };
-                    let attempt = next.attempts().unwrap_or(1);
-                    let mut p = p.clone();
-                    p.state = next;
-                    let live = self.inner.forwarding.live_attempt(&id);
-                    started.push((self.request_for(&s, &p, attempt), attempt, live));
-                    batch.push(Write::Payment(Box::new(p)));
+            // The next due payments, from the round's queue (most urgent
+            // first) rather than a scan and sort of every payment at each
+            // commit; once it runs dry, one scan finds what became due
+            // since (a retry time passed, a payment stored).
+            let mut rescanned = false;
+            while started.len() < limit {
+                let Some(id) = queue.pop_front() else {
+                    if rescanned {
+                        break;
+                    }
+                    rescanned = true;
+                    queue.extend(
+                        self.due_ids(&s, now, usize::MAX, manual)
+                            .into_iter()
+                            .filter(|id| !skip.contains(id)),
+                    );
+                    continue;
+                };
+                // Marked in this batch already (found again by the scan:
+                // the ledger changes only once the batch is durable).
+                let picked = started
+                    .iter()
+                    .any(|(r, _, _): &(ForwardRequest, u32, LiveAttempt)| r.payment_id == id);
+                if skip.contains(&id) || picked {
+                    continue;
                 }
+                let Some(p) = s.ledger.payments.get(&id) else {
+                    continue;
+                };
+                if !Self::is_due(p, now, manual) {
+                    continue;
+                }
+                let Ok(next) =
+                    p.state
+                        .apply(PaymentEvent::StartForwarding, Deadline(p.deadline), now)
+                else {
+                    continue;
+                };
+                let attempt = next.attempts().unwrap_or(1);
+                let mut p = p.clone();
+                p.state = next;
+                let live = self.inner.forwarding.live_attempt(&id);
+                started.push((self.request_for(&s, &p, attempt), attempt, live));
+                batch.push(Write::Payment(Box::new(p)));
             }
             (batch, effects, started)
         };
         if let Err(e) = self.commit(batch).await {
-            // Nothing was marked in flight: no attempt to recover.
-            started.into_iter().for_each(|(_, _, live)| live.recorded());
+            // Nothing was marked in flight: no attempt to recover, and the
+            // payments go back to the front of the queue.
+            for (request, _, live) in started.into_iter().rev() {
+                live.recorded();
+                queue.push_front(request.payment_id);
+            }
             return Err(e);
         }
         steps.clear();
