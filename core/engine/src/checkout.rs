@@ -222,8 +222,9 @@ impl PosEngine {
 
     /// Creates an order. Needs a signed-in staff member. An app-supplied
     /// id that the engine holds with the same figures is a retry and gets
-    /// that order back; the id of an order that left memory
-    /// ([`EngineConfig::settled_in_memory`]) is refused (`InvalidInput`).
+    /// that order back. The engine does not remember the ids of orders
+    /// that left memory ([`EngineConfig::settled_in_memory`]): such an id
+    /// makes a new order (its payments still get ids of their own).
     ///
     /// [`EngineConfig::settled_in_memory`]: crate::engine::EngineConfig::settled_in_memory
     pub async fn create_order(&self, new: NewOrder) -> Result<OrderView> {
@@ -246,9 +247,6 @@ impl PosEngine {
                 return Err(invalid(format!(
                     "order {id} already exists with other figures"
                 )));
-            }
-            if s.ledger.order_archived(&id) {
-                return Err(invalid(format!("order {id} already exists, settled")));
             }
             Order {
                 id,

@@ -391,7 +391,7 @@ pub enum Write {
     /// orders, their final payments and their finished receipts, and the
     /// audit entries up to a sequence number. They stay in the store's
     /// journal, whole and verified; the ledger keeps their totals and a
-    /// hash of each id (so an id is never taken twice).
+    /// hash of each payment id (so a payment id is never taken twice).
     Archive(Box<ArchiveCut>),
     /// What a ledger keeps of the history it archived: the first record of
     /// a snapshot of such a ledger ([`Ledger::snapshot_writes`]).
@@ -415,7 +415,10 @@ pub struct ArchiveCut {
 
 /// What the ledger keeps of its archived history: counts, the totals that
 /// `status()` reports, where the in-memory audit log starts, and a hash of
-/// every archived order and payment id (8 bytes each).
+/// every archived payment id (8 bytes each): a payment id the processor has
+/// seen is never taken again (its idempotency would answer a new payment
+/// with the old one's decision). Order ids are not kept: an order carries
+/// no money to the processor, and its payments keep their own ids.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Archived {
     /// Orders archived.
@@ -428,7 +431,7 @@ pub struct Archived {
     pub audit_through: u64,
     /// The archived payments per currency and status.
     tallies: BTreeMap<Currency, StatusTallies>,
-    /// [`history_key`] of every archived order and payment, sorted; 8
+    /// [`history_key`] of every archived payment, sorted; 8
     /// bytes each in a snapshot.
     #[serde(with = "packed_keys")]
     ids: Vec<u64>,
@@ -484,7 +487,7 @@ mod packed_keys {
     }
 }
 
-/// The 64-bit key an archived order or payment id is remembered by: the
+/// The 64-bit key an archived payment id is remembered by: the
 /// first 8 bytes of SHA-256 over the kind and the id. A new id whose key
 /// equals an archived one's (about n in 2^64 for n archived ids) is
 /// refused as already used.
@@ -835,9 +838,10 @@ impl Ledger {
     /// Applies an [`ArchiveCut`]: checked whole first, so a cut that does
     /// not fit changes nothing.
     ///
-    /// What the ledger already archived is skipped (a payment or order no
-    /// longer held whose id it remembers, audit entries at or before where
-    /// it starts): applying a cut twice is applying it once.
+    /// What the ledger already archived is skipped (a payment no longer
+    /// held whose id it remembers, an order or receipt no longer held,
+    /// audit entries at or before where it starts): applying a cut twice
+    /// is applying it once.
     fn archive(&mut self, cut: ArchiveCut) -> Result<(), ApplyError> {
         for id in &cut.payments {
             match self.payments.get(id) {
@@ -845,13 +849,6 @@ impl Ledger {
                 None if self.payment_archived(id) => {}
                 _ => return Err(ApplyError(format!("archived payment {id} is not final"))),
             }
-        }
-        if let Some(id) = cut
-            .orders
-            .iter()
-            .find(|id| !self.orders.contains_key(*id) && !self.order_archived(id))
-        {
-            return Err(ApplyError(format!("archived order {id} is not held")));
         }
         for id in &cut.receipts {
             if let Some(r) = self.receipts.get(id) {
@@ -883,7 +880,6 @@ impl Ledger {
         for id in cut.orders {
             if self.orders.remove(&id).is_some() {
                 self.archived.orders = self.archived.orders.saturating_add(1);
-                keys.push(history_key(b"order", id.as_str()));
             }
         }
         for id in cut.receipts {
@@ -1009,14 +1005,6 @@ impl Ledger {
         self.archived
             .ids
             .binary_search(&history_key(b"payment", id.as_str()))
-            .is_ok()
-    }
-
-    /// Whether an order with this id was archived.
-    pub fn order_archived(&self, id: &OrderId) -> bool {
-        self.archived
-            .ids
-            .binary_search(&history_key(b"order", id.as_str()))
             .is_ok()
     }
 
