@@ -602,7 +602,9 @@ impl PosEngine {
             // cost the round a fifth of its time; the round takes one at
             // its end instead.
             if self.snapshot_due() && !self.forwarding_round_running() {
-                if self.archive_due(&s) {
+                // Once asked, the driver archives; until it has (or when it
+                // is not running), snapshots are taken as before.
+                if !self.inner.archive_wanted.load(Ordering::Acquire) && self.archive_due(&s) {
                     // The cut is a commit of its own, which cannot run
                     // inside this one: the forwarding driver takes the
                     // write lock after it, archives, then takes the snapshot.

@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
+use crate::clock::Timestamp;
 use crate::connectivity::{ConnectivityState, ProbeOutcome};
 use crate::engine::{PosEngine, State};
 use crate::error::{PosError, Result};
@@ -131,7 +132,10 @@ impl PosEngine {
             tracing::debug!(due = due.len(), manual, "forwarding round started");
         }
         let mut counted: BTreeSet<PaymentId> = due.iter().cloned().collect();
-        let mut queue: VecDeque<PaymentId> = due.iter().cloned().collect();
+        let mut queue = DueQueue {
+            ids: due.iter().cloned().collect(),
+            scanned_at: self.now(),
+        };
         // Each payment is attempted at most once per round: a failure waits
         // for its retry time (or the next manual round), never loops here.
         let mut tried: BTreeSet<PaymentId> = BTreeSet::new();
@@ -413,7 +417,10 @@ impl PosEngine {
             0,
             manual,
             &BTreeSet::new(),
-            &mut VecDeque::new(),
+            &mut DueQueue {
+                ids: VecDeque::new(),
+                scanned_at: now,
+            },
         )
         .await?;
         report.outcome_unknown = report.outcome_unknown.saturating_sub(decided);
@@ -504,7 +511,7 @@ impl PosEngine {
         limit: usize,
         manual: bool,
         skip: &BTreeSet<PaymentId>,
-        queue: &mut VecDeque<PaymentId>,
+        queue: &mut DueQueue,
     ) -> Result<(Vec<OfflinePayment>, Vec<(ForwardRequest, u32, LiveAttempt)>)> {
         if steps.is_empty() && limit == 0 {
             return Ok((Vec::new(), Vec::new()));
@@ -525,20 +532,22 @@ impl PosEngine {
             let mut started = Vec::new();
             // The next due payments, from the round's queue (most urgent
             // first) rather than a scan and sort of every payment at each
-            // commit; once it runs dry, one scan finds what became due
-            // since (a retry time passed, a payment stored).
+            // commit. A scan rebuilds it when it runs dry and at least
+            // every `RESCAN_EVERY`: a payment that became due since (a
+            // retry time passed, a payment stored) then takes its place by
+            // deadline, instead of waiting behind the whole backlog.
             let mut rescanned = false;
+            if limit > 0 && now >= queue.scanned_at.plus(RESCAN_EVERY) {
+                queue.rescan(self.due_ids(&s, now, usize::MAX, manual), skip, now);
+                rescanned = true;
+            }
             while started.len() < limit {
-                let Some(id) = queue.pop_front() else {
+                let Some(id) = queue.ids.pop_front() else {
                     if rescanned {
                         break;
                     }
                     rescanned = true;
-                    queue.extend(
-                        self.due_ids(&s, now, usize::MAX, manual)
-                            .into_iter()
-                            .filter(|id| !skip.contains(id)),
-                    );
+                    queue.rescan(self.due_ids(&s, now, usize::MAX, manual), skip, now);
                     continue;
                 };
                 // Marked in this batch already (found again by the scan:
@@ -575,7 +584,7 @@ impl PosEngine {
             // payments go back to the front of the queue.
             for (request, _, live) in started.into_iter().rev() {
                 live.recorded();
-                queue.push_front(request.payment_id);
+                queue.ids.push_front(request.payment_id);
             }
             return Err(e);
         }
@@ -693,7 +702,8 @@ impl PosEngine {
         // far-off wake-up is read again from the trusted clock now and then.
         const LONGEST: Duration = Duration::from_secs(300);
         const MIN: Duration = Duration::from_millis(20);
-        if self.inner.archive_wanted.swap(false, Ordering::AcqRel) {
+        let archived = self.inner.archive_wanted.swap(false, Ordering::AcqRel);
+        if archived {
             self.compact_if_due().await;
         }
         let f = &self.inner.forwarding;
@@ -702,7 +712,10 @@ impl PosEngine {
         }
         let gateway = self.gateway()?;
         let online = self.state().connectivity.state().is_online();
-        if self.probes_due(online) {
+        // A pass woken to archive probes only if a probe is due by then:
+        // archiving adds no probe (nor wake-up) to an idle engine offline.
+        let probe_due = !archived || self.state().connectivity.next_probe_at() <= self.now();
+        if self.probes_due(online) && probe_due {
             // Probe the service (R2); connectivity decides when it is back.
             let sent = std::time::Instant::now();
             let answer = tokio::task::spawn_blocking(move || gateway.status_with_time()).await;
@@ -750,6 +763,25 @@ impl PosEngine {
         let now = self.now();
         self.next_wake_up_at()
             .map(|t| now.until(t).clamp(MIN, LONGEST))
+    }
+}
+
+/// How often a round scans again for payments that became due while it
+/// runs.
+const RESCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// A round's due payments, most urgent first, and when they were found.
+pub(crate) struct DueQueue {
+    ids: VecDeque<PaymentId>,
+    scanned_at: Timestamp,
+}
+
+impl DueQueue {
+    /// Replaces the queue with `due` (a scan at `now`), leaving out the
+    /// payments the round already tried.
+    fn rescan(&mut self, due: Vec<PaymentId>, skip: &BTreeSet<PaymentId>, now: Timestamp) {
+        self.ids = due.into_iter().filter(|id| !skip.contains(id)).collect();
+        self.scanned_at = now;
     }
 }
 

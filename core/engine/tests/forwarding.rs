@@ -83,6 +83,8 @@ struct Processor {
     gate: Gate,
     /// A payment id whose requests make the gateway panic.
     panic_on: Mutex<Option<String>>,
+    /// Each forward takes this long on this virtual clock (a slow processor).
+    clock_per_forward: Mutex<Option<(VirtualClock, Duration)>>,
 }
 
 /// While closed, every request is decided (and charged) at the processor
@@ -147,6 +149,9 @@ impl Gateway for Processor {
 
     fn forward(&self, r: &ForwardRequest) -> Result<GatewayDecision, GatewayError> {
         assert!(r.online.is_none(), "an online payment is never forwarded");
+        if let Some((clock, d)) = &*self.clock_per_forward.lock().unwrap() {
+            clock.advance(*d);
+        }
         self.decide(&r.payment_id)
     }
 
@@ -1725,4 +1730,48 @@ async fn online_the_next_wake_up_is_the_planned_retry_and_retry_after_pushes_it_
     rig.advance_to(busy_until);
     let r = rig.engine.forward_now().await.unwrap();
     assert_eq!(r.approved, 2, "{r:?}");
+}
+
+/// A payment whose retry falls due during a long round takes its place by
+/// deadline at once (B4), instead of waiting behind the round's backlog
+/// until its deadline may have passed (R8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_due_again_during_a_round_goes_out_by_its_deadline() {
+    let rig = Rig::new(1, false).await;
+    // The earliest deadline: taken in the first offline session.
+    let early = rig.take(1_000, None).await;
+    rig.processor.script(
+        &early,
+        Script::FailThenApprove {
+            n: 1,
+            kind: ForwardErrorKind::NotSent,
+            charge: false,
+        },
+    );
+    rig.clock.advance(Duration::from_secs(600));
+    let first = rig.engine.forward_now().await.unwrap();
+    assert_eq!(first.failed, 1, "{first:?}");
+    // A second outage, ten minutes later: later deadlines.
+    rig.online().await;
+    rig.network_down().await;
+    let mut later = Vec::new();
+    for i in 0..30 {
+        later.push(rig.take(2_000 + i, None).await);
+    }
+    // Its retry is due a few seconds into the next round, in which the
+    // processor takes a second per payment.
+    *rig.processor.clock_per_forward.lock().unwrap() =
+        Some((rig.clock.clone(), Duration::from_secs(1)));
+    let second = rig.engine.forward_now().await.unwrap();
+    assert_eq!(second.approved, 31, "{second:?}");
+    let calls = rig.processor.calls.lock().unwrap().clone();
+    let at = calls
+        .iter()
+        .skip(1)
+        .position(|id| id.as_str() == early.as_str())
+        .expect("sent again");
+    assert!(
+        at <= 8,
+        "sent as call {at} of the round: behind the backlog ({calls:?})"
+    );
 }

@@ -18,6 +18,7 @@ use pos_core::gateway::{
 };
 use pos_core::lifecycle::{DeclineReason, OrderId, PaymentEvent, PaymentId, PaymentStatus};
 use pos_core::sqlite_store::SqliteStore;
+use pos_core::store::Store;
 use pos_core::PosError;
 
 /// Approves every forward at once.
@@ -152,6 +153,11 @@ async fn settled_history_leaves_memory_and_stays_in_the_store() {
     // snapshot) holds the same.
     rig.engine.verify_store().await.unwrap();
     rig.reopen().await;
+    assert_eq!(
+        rig.store.records_since_compaction(),
+        Some(0),
+        "opened from the snapshot, not by replaying the journal"
+    );
     assert_eq!(rig.engine.list_payments().unwrap().len(), 3);
     assert_eq!(rig.engine.status().unwrap().totals[0].approved_count, 10);
     rig.engine.verify_store().await.unwrap();

@@ -878,7 +878,20 @@ impl Ledger {
             }
         }
         for id in cut.orders {
-            if self.orders.remove(&id).is_some() {
+            // A held order that is not settled (an id used again by a new
+            // order after the cut was first applied) stays.
+            let settled = self.orders.get(&id).is_some_and(|o| {
+                self.order_balance(o).is_ok_and(|b| b.minor_units() == 0)
+                    && o.tenders.iter().all(|t| match t {
+                        Tender::Cash { .. } => true,
+                        Tender::OfflineCard { payment_id, .. }
+                        | Tender::OnlineCard { payment_id, .. } => self
+                            .payments
+                            .get(payment_id)
+                            .is_none_or(|p| p.state.is_final()),
+                    })
+            });
+            if settled && self.orders.remove(&id).is_some() {
                 self.archived.orders = self.archived.orders.saturating_add(1);
             }
         }

@@ -82,6 +82,11 @@ pub(crate) fn decode_snapshot(
     }
     .deserialize(&mut de)
     .ok()?;
+    // Every byte decoded: a body of other types that happened to decode
+    // in part is not taken for this state.
+    if !de.finalize().ok()?.is_empty() {
+        return None;
+    }
     Some(ledger)
 }
 
