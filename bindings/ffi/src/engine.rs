@@ -67,7 +67,7 @@ pub struct EngineConfig {
     /// pending, not the history.
     #[uniffi(default = None)]
     pub settled_in_memory: Option<u32>,
-    /// Audit entries held in memory (at least 1; default 10,000): older
+    /// Audit entries held in memory (at least 1; default 2,000): older
     /// ones stay in the store (`exportAuditHistoryCsv`).
     #[uniffi(default = None)]
     pub audit_in_memory: Option<u32>,

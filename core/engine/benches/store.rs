@@ -710,7 +710,18 @@ async fn build_pending_store(dir: &Path, n: usize, s: &BenchSettings) -> BuildRe
         // The worst case the engine leaves: its last automatic snapshot
         // COMPACT_EVERY - 1 records before the end (a crash just before the
         // next one). Same records, same order.
-        let k = records.len().saturating_sub(TAIL_AFTER_SNAPSHOT);
+        let mut records = records;
+        let mut k = records.len().saturating_sub(TAIL_AFTER_SNAPSHOT);
+        // Before a snapshot the engine archives what it no longer keeps in
+        // memory (here, audit entries beyond `AUDIT_IN_MEMORY`).
+        if let Some(cut) = ledger_of(&records[..k]).archive_cut(
+            pos_core::engine::SETTLED_IN_MEMORY,
+            pos_core::engine::AUDIT_IN_MEMORY,
+            None,
+        ) {
+            records.insert(k, pos_core::ledger::Write::Archive(Box::new(cut)));
+            k += 1;
+        }
         for batch in records[..k].chunks(COPY_BATCH) {
             sqlite.apply(batch).await.expect("copy a batch");
         }
@@ -731,7 +742,7 @@ async fn build_pending_store(dir: &Path, n: usize, s: &BenchSettings) -> BuildRe
         method: if s.build_with_engine {
             "engine on the SqliteStore, one commit per step"
         } else {
-            "engine on a MemoryStore, records copied in batches"
+            "engine on a MemoryStore, records copied in batches, history archived before the snapshot as the engine does"
         },
         records,
         file_bytes,

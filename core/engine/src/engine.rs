@@ -85,8 +85,9 @@ pub struct EngineConfig {
 pub const SETTLED_IN_MEMORY: usize = 1_000;
 
 /// Audit entries the engine holds in memory by default
-/// ([`EngineConfig::audit_in_memory`]).
-pub const AUDIT_IN_MEMORY: u64 = 10_000;
+/// ([`EngineConfig::audit_in_memory`]): about 300 bytes each, so the
+/// default holds about 0.6 MB of them. The whole log stays in the store.
+pub const AUDIT_IN_MEMORY: u64 = 2_000;
 
 impl EngineConfig {
     /// Validates raw values from the app.
