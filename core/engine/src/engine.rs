@@ -2010,6 +2010,13 @@ impl PosEngine {
             other => other.attempts().unwrap_or(0),
         };
         p.state = next;
+        if p.state.is_final() {
+            // Settled: the card data is never sent again, so the record
+            // that settles it no longer carries it (the earlier records
+            // keep it sealed in the journal).
+            p.card.sealed_card_data = Vec::new();
+            p.card.reader_signature = None;
+        }
         batch.push(Write::Payment(Box::new(p.clone())));
         let outcome = match &event {
             PaymentEvent::Approved { processor_ref } => Some(ForwardOutcome::Approved {

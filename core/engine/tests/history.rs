@@ -16,6 +16,7 @@ use pos_core::gateway::{
     AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, PaymentLookup,
     ReceiptDelivery, ServiceStatus, StatusQuery,
 };
+use pos_core::ledger::Write;
 use pos_core::lifecycle::{DeclineReason, OrderId, PaymentEvent, PaymentId, PaymentStatus};
 use pos_core::sqlite_store::SqliteStore;
 use pos_core::store::Store;
@@ -279,4 +280,31 @@ async fn history_leaves_memory_without_rounds_or_background() {
     assert!(archived, "the oldest settled order is still held");
     assert!(rig.engine.order(&orders[9]).is_ok(), "the latest stays");
     rig.engine.verify_store().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_settled_payment_keeps_no_card_data() {
+    let rig = ten_settled("history-card-data").await;
+    let records = rig.records().await;
+    let last_of = |id: &str| {
+        records
+            .iter()
+            .rev()
+            .find_map(|w| match w {
+                Write::Payment(p) if p.id.as_str() == id => Some(p.clone()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    for i in 0..10 {
+        let p = last_of(&format!("pay-{i}"));
+        assert_eq!(p.state.status(), PaymentStatus::Approved);
+        assert!(p.card.sealed_card_data.is_empty(), "pay-{i}");
+        assert!(p.card.reader_signature.is_none(), "pay-{i}");
+    }
+    // The record that took it offline still holds it, sealed in the journal.
+    assert!(records.iter().any(|w| matches!(
+        w,
+        Write::Payment(p) if p.id.as_str() == "pay-0" && !p.card.sealed_card_data.is_empty()
+    )));
 }

@@ -39,7 +39,8 @@ pub struct CardRead {
     pub reader_model: String,
     /// The card data, already encrypted for the processor. Opaque here.
     /// Stored as base64 (schema 2; schema 1 wrote a JSON array of numbers,
-    /// still read).
+    /// still read). Empty once the payment is settled: the record that
+    /// settles it no longer carries it (nor the reader's signature).
     #[serde(with = "compact_bytes")]
     pub sealed_card_data: Vec<u8>,
     /// The serial of the reader that read the card: a reader the engine
