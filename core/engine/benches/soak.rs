@@ -52,7 +52,6 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,10 +60,7 @@ use pos_core::clock::SystemClock;
 use pos_core::connectivity::ProbeOutcome;
 use pos_core::crypto::{fill_random, FileKeyProvider};
 use pos_core::engine::StaffSession;
-use pos_core::gateway::{
-    AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, PaymentLookup,
-    ReceiptDelivery, ServiceStatus, StatusQuery,
-};
+use pos_core::gateway::Gateway;
 use pos_core::ledger::CardRead;
 use pos_core::lifecycle::{PaymentStatus, StaffId};
 use pos_core::money::{Currency, Money};
@@ -84,39 +80,6 @@ const SAMPLE_EVERY: usize = 10_000;
 const FLAT_BYTES: f64 = 64.0;
 /// The longest wait for the process to be quiet.
 const QUIET_LIMIT: Duration = Duration::from_secs(180);
-
-/// A processor in the process: every forward approved at once.
-#[derive(Debug, Default)]
-struct Approving {
-    forwards: AtomicU64,
-}
-
-impl Gateway for Approving {
-    fn authorize(&self, _: &AuthorizeRequest) -> Result<GatewayDecision, GatewayError> {
-        Ok(GatewayDecision::Approved {
-            processor_ref: "ref".into(),
-        })
-    }
-
-    fn forward(&self, _: &ForwardRequest) -> Result<GatewayDecision, GatewayError> {
-        self.forwards.fetch_add(1, Ordering::Relaxed);
-        Ok(GatewayDecision::Approved {
-            processor_ref: "ref".into(),
-        })
-    }
-
-    fn status(&self) -> Result<ServiceStatus, GatewayError> {
-        Ok(ServiceStatus::Available)
-    }
-
-    fn payment_status(&self, _: &StatusQuery) -> Result<PaymentLookup, GatewayError> {
-        Ok(PaymentLookup::NotFound)
-    }
-
-    fn deliver_receipt(&self, _: &ReceiptDelivery) -> Result<(), GatewayError> {
-        Ok(())
-    }
-}
 
 #[derive(Debug)]
 struct Settings {
@@ -448,7 +411,7 @@ fn main() {
         .expect("tokio runtime");
     let started = Instant::now();
     let rss_start = proc_status_kib("VmRSS");
-    let gateway = Arc::new(Approving::default());
+    let gateway = Arc::new(pos_test_support::approving::Approving::default());
     let engine = rt.block_on(async {
         let keys = Arc::new(FileKeyProvider::open_or_create(dir.join("kek")).expect("key file"));
         let store = SqliteStore::open(dir.join("store.db"), keys)
@@ -529,7 +492,7 @@ fn main() {
     // After the last sample, the engine still open: what is left once the
     // allocator hands its free pages back.
     let rss_trimmed = release_free_memory().then(|| proc_status_kib("VmRSS"));
-    let forwards = gateway.forwards.load(Ordering::Relaxed);
+    let forwards = gateway.forwards();
     rt.block_on(engine.close_and_release());
     drop(engine);
     let elapsed = started.elapsed();

@@ -6,50 +6,16 @@
 #![allow(clippy::unwrap_used)]
 
 use pos_test_support as support;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pos_core::checkout::NewOrder;
 use pos_core::crypto::FileKeyProvider;
 use pos_core::forwarding::ForwardingConfig;
-use pos_core::gateway::{
-    AuthorizeRequest, ForwardRequest, Gateway, GatewayDecision, GatewayError, PaymentLookup,
-    ReceiptDelivery, ServiceStatus, StatusQuery,
-};
 use pos_core::ledger::Write;
 use pos_core::lifecycle::{DeclineReason, OrderId, PaymentEvent, PaymentId, PaymentStatus};
 use pos_core::sqlite_store::SqliteStore;
 use pos_core::store::Store;
 use pos_core::PosError;
-
-/// Approves every forward at once.
-#[derive(Debug, Default)]
-struct Approving {
-    forwards: AtomicUsize,
-}
-
-impl Gateway for Approving {
-    fn authorize(&self, _: &AuthorizeRequest) -> Result<GatewayDecision, GatewayError> {
-        Ok(GatewayDecision::Approved {
-            processor_ref: "ref".into(),
-        })
-    }
-    fn forward(&self, _: &ForwardRequest) -> Result<GatewayDecision, GatewayError> {
-        self.forwards.fetch_add(1, Ordering::Relaxed);
-        Ok(GatewayDecision::Approved {
-            processor_ref: "ref".into(),
-        })
-    }
-    fn status(&self) -> Result<ServiceStatus, GatewayError> {
-        Ok(ServiceStatus::Available)
-    }
-    fn payment_status(&self, _: &StatusQuery) -> Result<PaymentLookup, GatewayError> {
-        Ok(PaymentLookup::NotFound)
-    }
-    fn deliver_receipt(&self, _: &ReceiptDelivery) -> Result<(), GatewayError> {
-        Ok(())
-    }
-}
 
 /// A fresh SQLite store in a folder of its own.
 async fn sqlite(name: &str) -> Arc<SqliteStore> {
@@ -75,7 +41,7 @@ async fn ten_settled(name: &str) -> support::Rig<SqliteStore> {
                 ..ForwardingConfig::default()
             };
         })
-        .gateway(Arc::new(Approving::default()))
+        .gateway(Arc::new(support::approving::Approving::default()))
         .offline(true)
         .open()
         .await;

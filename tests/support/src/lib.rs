@@ -3,7 +3,7 @@
 //! challenge, the one sale helper (order → begin → read → confirm,
 //! [`Sale`]), the one engine rig ([`Rig`]), seeded randomness, the
 //! power-cut workload and, with the `sim` feature, the simulator's side of
-//! the rig.
+//! the rig. [`approving::Approving`] settles every payment at once.
 
 #![allow(
     clippy::unwrap_used,
@@ -11,6 +11,7 @@
     missing_debug_implementations
 )]
 
+pub mod approving;
 pub mod keys;
 pub mod reader;
 pub mod rig;
