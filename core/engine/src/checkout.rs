@@ -344,7 +344,7 @@ impl PosEngine {
         let _w = self.write_lock().await;
         let now = self.now();
         let mut s = self.state();
-        if s.ledger.payments.contains_key(&id) || s.ledger.payment_archived(&id) {
+        if s.ledger.payment_taken(&id) {
             return Err(PosError::duplicate(&id));
         }
         if let Some(b) = s.begun.get(&id) {
@@ -934,7 +934,7 @@ impl PosEngine {
         self.check_open()?;
         let _w = self.write_lock().await;
         let mut s = self.state();
-        if s.ledger.payments.contains_key(payment_id) || s.ledger.payment_archived(payment_id) {
+        if s.ledger.payment_taken(payment_id) {
             return Err(PosError::duplicate(payment_id));
         }
         s.begun

@@ -445,11 +445,11 @@ mod packed_keys {
 
     pub fn serialize<S: Serializer>(keys: &[u64], s: S) -> Result<S::Ok, S::Error> {
         let bytes: Vec<u8> = keys.iter().flat_map(|k| k.to_be_bytes()).collect();
-        s.serialize_bytes(&bytes)
+        super::compact_bytes::serialize(&bytes, s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
-        let bytes = serde_bytes_buf(d)?;
+        let bytes = super::compact_bytes::deserialize(d)?;
         if bytes.len() % 8 != 0 {
             return Err(de::Error::custom("archived keys are not whole 8-byte keys"));
         }
@@ -461,30 +461,6 @@ mod packed_keys {
                 u64::from_be_bytes(k)
             })
             .collect())
-    }
-
-    fn serde_bytes_buf<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        struct Bytes;
-        impl<'de> de::Visitor<'de> for Bytes {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
-            }
-            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(v)
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
-                let mut out = Vec::new();
-                while let Some(b) = seq.next_element::<u8>()? {
-                    out.push(b);
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_byte_buf(Bytes)
     }
 }
 
@@ -864,7 +840,16 @@ impl Ledger {
                 "audit entries archived through {through}: out of range"
             )));
         }
-        let mut keys = Vec::with_capacity(cut.orders.len() + cut.payments.len());
+        // A held order that is not settled (an id used again by a new order
+        // after the cut was first applied) stays. Judged before any of the
+        // cut's payments leave.
+        let settled: Vec<OrderId> = cut
+            .orders
+            .iter()
+            .filter(|id| self.orders.get(*id).is_some_and(|o| self.order_settled(o)))
+            .cloned()
+            .collect();
+        let mut keys = Vec::with_capacity(cut.payments.len());
         for id in cut.payments {
             if let Some(p) = self.payments.remove(&id) {
                 // Still counted by status(): the running tallies keep it.
@@ -879,20 +864,7 @@ impl Ledger {
             }
         }
         for id in cut.orders {
-            // A held order that is not settled (an id used again by a new
-            // order after the cut was first applied) stays.
-            let settled = self.orders.get(&id).is_some_and(|o| {
-                self.order_balance(o).is_ok_and(|b| b.minor_units() == 0)
-                    && o.tenders.iter().all(|t| match t {
-                        Tender::Cash { .. } => true,
-                        Tender::OfflineCard { payment_id, .. }
-                        | Tender::OnlineCard { payment_id, .. } => self
-                            .payments
-                            .get(payment_id)
-                            .is_none_or(|p| p.state.is_final()),
-                    })
-            });
-            if settled && self.orders.remove(&id).is_some() {
+            if settled.contains(&id) && self.orders.remove(&id).is_some() {
                 self.archived.orders = self.archived.orders.saturating_add(1);
             }
         }
@@ -949,9 +921,11 @@ impl Ledger {
                     _ => None,
                 })
                 .max();
-            o.created_at
-                .max(o.updated_at.unwrap_or(o.created_at))
-                .max(decided.unwrap_or(o.created_at))
+            [Some(o.created_at), o.updated_at, decided]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or(o.created_at)
         };
         // Ties (payments approved in one round) go by creation.
         let mut settled: Vec<(Timestamp, Timestamp, &OrderId)> = self
@@ -959,19 +933,11 @@ impl Ledger {
             .values()
             .filter(|o| {
                 let mine = payments_of.get(&o.id).map_or(&[][..], Vec::as_slice);
-                let cards_held = o.tenders.iter().all(|t| match t {
-                    Tender::Cash { .. } => true,
-                    Tender::OfflineCard { payment_id, .. }
-                    | Tender::OnlineCard { payment_id, .. } => {
-                        self.payments.contains_key(payment_id)
-                    }
-                });
-                cards_held
+                self.order_settled(o)
                     && !queued.contains(&o.id)
                     && mine
                         .iter()
                         .all(|p| p.state.is_final() && Some(p.session_started_at) != session_start)
-                    && self.order_balance(o).is_ok_and(|b| b.minor_units() == 0)
             })
             .map(|o| (settled_at(o), o.created_at, &o.id))
             .collect();
@@ -1006,6 +972,26 @@ impl Ledger {
             cut.audit_through = through;
         }
         (!cut.orders.is_empty() || cut.audit_through > self.archived.audit_through).then_some(cut)
+    }
+
+    /// Whether `order` is settled: fully paid, and each of its card
+    /// payments held and final.
+    fn order_settled(&self, order: &Order) -> bool {
+        self.order_balance(order)
+            .is_ok_and(|b| b.minor_units() == 0)
+            && order.tenders.iter().all(|t| match t {
+                Tender::Cash { .. } => true,
+                Tender::OfflineCard { payment_id, .. } | Tender::OnlineCard { payment_id, .. } => {
+                    self.payments
+                        .get(payment_id)
+                        .is_some_and(|p| p.state.is_final())
+                }
+            })
+    }
+
+    /// Whether a payment id was ever taken: held, or archived.
+    pub fn payment_taken(&self, id: &PaymentId) -> bool {
+        self.payments.contains_key(id) || self.payment_archived(id)
     }
 
     /// What this ledger archived ([`Write::Archive`]).
