@@ -696,25 +696,37 @@ impl PosEngine {
             return;
         }
         let _w = self.write_lock().await;
-        if !self.snapshot_due() {
-            return;
+        if self.snapshot_due() && self.archive_and_snapshot().await.is_err() {
+            tracing::warn!("snapshot failed: tried again later");
         }
-        if let Err(e) = self.archive_settled().await {
-            tracing::warn!(error = %e, "archiving settled history failed: tried again later");
-        }
-        // Committing the cut may have taken the snapshot already.
-        let state = if self.snapshot_due() {
-            self.state().ledger.snapshot_writes()
-        } else {
-            None
-        };
-        if let Some(state) = state {
-            if self.inner.store.compact(&state).await.is_ok() {
-                self.verify_in_background(state);
-            } else {
-                tracing::warn!("snapshot failed: tried again later");
+    }
+
+    /// Takes settled history beyond what [`EngineConfig`] keeps out of
+    /// memory ([`Write::Archive`], a commit like any change), then a
+    /// snapshot, unless committing the cut already took one. A failed cut
+    /// is logged and the snapshot still taken. The caller holds the write
+    /// lock.
+    async fn archive_and_snapshot(&self) -> Result<()> {
+        let cut = self.archive_cut_of(&self.state());
+        if let Some(cut) = cut {
+            let (orders, audit_through) = (cut.orders.len(), cut.audit_through);
+            match self.commit(vec![Write::Archive(Box::new(cut))]).await {
+                Ok(()) => tracing::info!(orders, audit_through, "settled history archived"),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "archiving settled history failed: tried again later"
+                ),
             }
         }
+        if self.inner.store.records_since_compaction() == Some(0) {
+            return Ok(());
+        }
+        let state = self.state().ledger.snapshot_writes();
+        if let Some(state) = state {
+            self.inner.store.compact(&state).await?;
+            self.verify_in_background(state);
+        }
+        Ok(())
     }
 
     /// Verifies the whole store, history included: every record from the
@@ -796,20 +808,7 @@ impl PosEngine {
     pub async fn compact_store(&self) -> Result<()> {
         self.check_open()?;
         let _w = self.write_lock().await;
-        if let Err(e) = self.archive_settled().await {
-            // The snapshot is still worth taking.
-            tracing::warn!(error = %e, "archiving settled history failed: tried again later");
-        }
-        if self.inner.store.records_since_compaction() == Some(0) {
-            // Committing the cut took the snapshot.
-            return Ok(());
-        }
-        let state = self.state().ledger.snapshot_writes();
-        if let Some(state) = state {
-            self.inner.store.compact(&state).await?;
-            self.verify_in_background(state);
-        }
-        Ok(())
+        self.archive_and_snapshot().await
     }
 
     /// The settled history beyond what the configuration keeps in memory,
@@ -831,20 +830,6 @@ impl PosEngine {
     /// Whether some settled history is due to leave memory.
     fn archive_due(&self, s: &State) -> bool {
         self.archive_cut_of(s).is_some()
-    }
-
-    /// Takes the settled history beyond what the configuration keeps in
-    /// memory out of it ([`Write::Archive`], committed like any change).
-    /// The caller holds the write lock.
-    async fn archive_settled(&self) -> Result<()> {
-        let cut = self.archive_cut_of(&self.state());
-        let Some(cut) = cut else {
-            return Ok(());
-        };
-        let (orders, audit_through) = (cut.orders.len(), cut.audit_through);
-        self.commit(vec![Write::Archive(Box::new(cut))]).await?;
-        tracing::info!(orders, audit_through, "settled history archived");
-        Ok(())
     }
 
     /// Checks the batch's audit entries as the journal will: consecutive

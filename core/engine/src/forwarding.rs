@@ -132,10 +132,7 @@ impl PosEngine {
             tracing::debug!(due = due.len(), manual, "forwarding round started");
         }
         let mut counted: BTreeSet<PaymentId> = due.iter().cloned().collect();
-        let mut queue = DueQueue {
-            ids: due.iter().cloned().collect(),
-            scanned_at: self.now(),
-        };
+        let mut queue = DueQueue::new(due.clone(), self.now());
         // Each payment is attempted at most once per round: a failure waits
         // for its retry time (or the next manual round), never loops here.
         let mut tried: BTreeSet<PaymentId> = BTreeSet::new();
@@ -417,10 +414,7 @@ impl PosEngine {
             0,
             manual,
             &BTreeSet::new(),
-            &mut DueQueue {
-                ids: VecDeque::new(),
-                scanned_at: now,
-            },
+            &mut DueQueue::new(Vec::new(), now),
         )
         .await?;
         report.outcome_unknown = report.outcome_unknown.saturating_sub(decided);
@@ -777,6 +771,14 @@ pub(crate) struct DueQueue {
 }
 
 impl DueQueue {
+    /// The payments `due` (most urgent first), found at `now`.
+    fn new(due: Vec<PaymentId>, now: Timestamp) -> Self {
+        DueQueue {
+            ids: due.into(),
+            scanned_at: now,
+        }
+    }
+
     /// Replaces the queue with `due` (a scan at `now`), leaving out the
     /// payments the round already tried.
     fn rescan(&mut self, due: Vec<PaymentId>, skip: &BTreeSet<PaymentId>, now: Timestamp) {
