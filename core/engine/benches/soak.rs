@@ -51,24 +51,24 @@
     clippy::float_arithmetic
 )]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{amount, heap_in_use, proc_status_kib, release_free_memory, usd, READER};
 use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour, Route};
 use pos_core::clock::SystemClock;
 use pos_core::connectivity::ProbeOutcome;
-use pos_core::crypto::{fill_random, FileKeyProvider};
+use pos_core::crypto::FileKeyProvider;
 use pos_core::engine::StaffSession;
 use pos_core::gateway::Gateway;
-use pos_core::ledger::CardRead;
 use pos_core::lifecycle::{PaymentStatus, StaffId};
-use pos_core::money::{Currency, Money};
-use pos_core::policy::{EntryMode, Network, Policy, TenderKind};
+use pos_core::policy::{Policy, TenderKind};
 use pos_core::sqlite_store::SqliteStore;
 use pos_core::{EngineConfig, PosEngine};
 
-const READER: &str = "Square Terminal";
 const READER_SERIAL: &str = "SN-SOAK-1";
 /// Sealed card data per payment, as the store bench's default.
 const CARD_BYTES: usize = 256;
@@ -125,98 +125,6 @@ impl Settings {
     fn half_at(&self) -> usize {
         self.payments.div_ceil(2).div_ceil(self.batch) * self.batch
     }
-}
-
-fn usd() -> Currency {
-    Currency::parse("USD").expect("USD")
-}
-
-/// An amount between $5.00 and $23.13, so totals are not trivial.
-fn amount(i: usize) -> Money {
-    let cents = 500 + i64::try_from(i % 50).expect("small") * 37;
-    Money::new(cents, usd())
-}
-
-fn card() -> CardRead {
-    let mut sealed = vec![0u8; CARD_BYTES];
-    fill_random(&mut sealed).expect("random card data");
-    CardRead {
-        entry_mode: EntryMode::Chip,
-        network: Network::Visa,
-        last4: "4242".into(),
-        fingerprint: None,
-        reader_model: READER.into(),
-        sealed_card_data: sealed,
-        // A vendor SDK's reader: its reads carry no signature to check.
-        reader_serial: Some(READER_SERIAL.into()),
-        reader_signature: None,
-        tap_to_pay_on_phone: false,
-    }
-}
-
-/// A `kB` line of `/proc/self/status` (`VmHWM`, `VmRSS`), in KiB.
-fn proc_status_kib(key: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Bytes the allocator has handed out and not had back (glibc's
-/// `mallinfo2`: `uordblks + hblkhd`, over every arena): the memory the
-/// program holds, without the free pages the allocator keeps. `None` off
-/// glibc.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn heap_in_use() -> Option<u64> {
-    #[repr(C)]
-    struct MallInfo2 {
-        arena: usize,
-        ordblks: usize,
-        smblks: usize,
-        hblks: usize,
-        hblkhd: usize,
-        usmblks: usize,
-        fsmblks: usize,
-        uordblks: usize,
-        fordblks: usize,
-        keepcost: usize,
-    }
-    extern "C" {
-        fn mallinfo2() -> MallInfo2;
-    }
-    // SAFETY: mallinfo2 takes no argument and returns a plain struct.
-    let m = unsafe { mallinfo2() };
-    u64::try_from(m.uordblks + m.hblkhd).ok()
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn heap_in_use() -> Option<u64> {
-    None
-}
-
-/// Asks glibc's allocator to return its free pages to the system
-/// (`malloc_trim(0)`), after the last sample: how much of the resident
-/// memory was pages the allocator kept. `false` off glibc.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn release_free_memory() -> bool {
-    extern "C" {
-        fn malloc_trim(pad: usize) -> std::os::raw::c_int;
-    }
-    // SAFETY: malloc_trim takes no pointer and only releases free memory.
-    unsafe {
-        malloc_trim(0);
-    }
-    true
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_free_memory() -> bool {
-    false
 }
 
 /// Process CPU time (utime + stime), in ticks.
@@ -317,7 +225,10 @@ async fn take_offline(engine: &PosEngine, i: usize) {
         .expect("begin");
     assert!(matches!(d.route, Route::Offline { .. }), "{:?}", d.route);
     let p = engine
-        .confirm_card_payment(&d.payment_id, card())
+        .confirm_card_payment(
+            &d.payment_id,
+            common::vendor_card(READER_SERIAL, CARD_BYTES),
+        )
         .await
         .expect("confirm");
     assert_eq!(p.status, PaymentStatus::Pending);

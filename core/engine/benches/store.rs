@@ -55,6 +55,8 @@
     clippy::float_arithmetic
 )]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -62,14 +64,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{amount, proc_status_kib, release_free_memory, usd, READER};
 use pos_core::checkout::{CardPaymentRequest, NewOrder, OfflineBehaviour, Route};
 use pos_core::clock::SystemClock;
 use pos_core::crypto::{fill_random, FileKeyProvider, Kek, KeyError, KeyProvider};
 use pos_core::engine::StaffSession;
 use pos_core::ledger::CardRead;
 use pos_core::lifecycle::{OrderId, PaymentStatus, StaffId};
-use pos_core::money::{Currency, Money};
-use pos_core::policy::{EntryMode, Network, Policy, TenderKind};
+use pos_core::policy::{Policy, TenderKind};
 use pos_core::sqlite_store::SqliteStore;
 use pos_core::store::{MemoryStore, Store};
 use pos_core::{EngineConfig, PosEngine};
@@ -219,12 +221,7 @@ impl BenchSettings {
 // The engine set-up shared by every phase
 // ---------------------------------------------------------------------------
 
-const READER: &str = "Square Terminal";
 const READER_SERIAL: &str = "SN-BENCH-1";
-
-fn usd() -> Currency {
-    Currency::parse("USD").expect("USD")
-}
 
 fn config(dir: &Path) -> EngineConfig {
     let mut c = EngineConfig::new(dir, "bench-till-1", "USD").expect("config");
@@ -241,29 +238,6 @@ fn config(dir: &Path) -> EngineConfig {
 /// limits, so 10,000 payments can be pending at once.
 fn policy() -> Policy {
     Policy::square_terminal(usd()).with_enabled(true)
-}
-
-fn card(card_bytes: usize) -> CardRead {
-    let mut sealed = vec![0u8; card_bytes];
-    fill_random(&mut sealed).expect("random card data");
-    CardRead {
-        entry_mode: EntryMode::Chip,
-        network: Network::Visa,
-        last4: "4242".into(),
-        fingerprint: None,
-        reader_model: READER.into(),
-        sealed_card_data: sealed,
-        // A vendor SDK's reader: its reads carry no signature to check.
-        reader_serial: Some(READER_SERIAL.into()),
-        reader_signature: None,
-        tap_to_pay_on_phone: false,
-    }
-}
-
-/// An amount between $5.00 and $23.13, so totals are not trivial.
-fn amount(i: usize) -> Money {
-    let cents = 500 + i64::try_from(i % 50).expect("small") * 37;
-    Money::new(cents, usd())
 }
 
 /// Offline payments on, a permitted cashier signed in, the network down.
@@ -458,7 +432,13 @@ impl EngineRig {
             self.next += 1;
             let order = new_order(&self.engine, i).await;
             let before = max_seq(&mut reader).await;
-            capture(&self.engine, order, i, card(card_bytes)).await;
+            capture(
+                &self.engine,
+                order,
+                i,
+                common::vendor_card(READER_SERIAL, card_bytes),
+            )
+            .await;
             let after = max_seq(&mut reader).await;
             let b: i64 = sqlx::query_scalar(
                 "SELECT COALESCE(SUM(length(kind) + length(record_key) + length(key_id) \
@@ -485,7 +465,11 @@ impl EngineRig {
         for _ in 0..n {
             let i = self.next;
             self.next += 1;
-            work.push((new_order(&self.engine, i).await, i, card(card_bytes)));
+            work.push((
+                new_order(&self.engine, i).await,
+                i,
+                common::vendor_card(READER_SERIAL, card_bytes),
+            ));
         }
         let cpu0 = CpuSnapshot::take();
         let start = Instant::now();
@@ -693,7 +677,13 @@ async fn build_pending_store(dir: &Path, n: usize, s: &BenchSettings) -> BuildRe
     go_offline(&engine).await;
     for i in 0..n {
         let order = new_order(&engine, i).await;
-        capture(&engine, order, i, card(s.card_bytes)).await;
+        capture(
+            &engine,
+            order,
+            i,
+            common::vendor_card(READER_SERIAL, s.card_bytes),
+        )
+        .await;
         if (i + 1) % 2_500 == 0 {
             eprintln!("store bench: {} of {n} pending payments taken", i + 1);
         }
@@ -771,7 +761,13 @@ async fn build_history_store(
     go_offline(&engine).await;
     for i in 0..total {
         let order = new_order(&engine, i).await;
-        capture(&engine, order, i, card(s.card_bytes)).await;
+        capture(
+            &engine,
+            order,
+            i,
+            common::vendor_card(READER_SERIAL, s.card_bytes),
+        )
+        .await;
         if (i + 1) % 25_000 == 0 {
             eprintln!("store bench: {} of {total} payments taken", i + 1);
         }
@@ -1056,31 +1052,6 @@ fn sched_delta_by_role(
         *out.entry(*role).or_insert(0) += ns.saturating_sub(was);
     }
     Some(out)
-}
-
-/// Asks glibc's allocator to return its free pages to the system
-/// (`malloc_trim(0)`): the engine does the same on a blocking thread after
-/// its open (ADR 0014); here it shows what is still left to return.
-#[allow(unsafe_code)]
-fn release_free_memory() {
-    extern "C" {
-        fn malloc_trim(pad: usize) -> std::os::raw::c_int;
-    }
-    // SAFETY: malloc_trim takes no pointer and only releases free memory.
-    unsafe {
-        malloc_trim(0);
-    }
-}
-
-/// A `kB` line of `/proc/self/status` (`VmHWM`, `VmRSS`), in KiB.
-fn proc_status_kib(key: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------
