@@ -2403,4 +2403,63 @@ mod tests {
             .collect();
         assert_eq!(kinds.len(), 2, "{kinds:?}");
     }
+
+    /// The background check replays the journal as it reads it, holding
+    /// back the records written since the snapshot: with exactly those
+    /// held back (an archive cut among the records before), the replay is
+    /// the snapshot; with one too few or too many, it is not.
+    #[tokio::test]
+    async fn a_lagged_replay_stops_where_the_snapshot_was_taken() {
+        let (_clock, e, store) = engine_on_store().await;
+        e.sign_in(StaffSession {
+            staff_id: crate::lifecycle::StaffId::parse("cashier-1").unwrap(),
+            may_take_offline_payments: true,
+        })
+        .unwrap();
+        let cash_sale = || async {
+            let id = e
+                .create_order(crate::requests::NewOrder {
+                    order_id: None,
+                    total: Money::new(500, Currency::parse("USD").unwrap()),
+                    contact: None,
+                })
+                .await
+                .unwrap()
+                .id;
+            e.add_cash(&id, Money::new(500, Currency::parse("USD").unwrap()))
+                .await
+                .unwrap();
+        };
+        for _ in 0..3 {
+            cash_sale().await;
+        }
+        let mut journal = store.load().await.unwrap();
+        let mut ledger = Ledger::default();
+        for w in &journal {
+            ledger.apply(w.clone()).unwrap();
+        }
+        let cut = ledger
+            .archive_cut(1, 1, None)
+            .expect("two orders to archive");
+        ledger.apply(Write::Archive(Box::new(cut.clone()))).unwrap();
+        journal.push(Write::Archive(Box::new(cut)));
+        let state = ledger.snapshot_writes().unwrap();
+        // Written after the snapshot.
+        let before = store.load().await.unwrap().len();
+        cash_sale().await;
+        let since = store.load().await.unwrap().split_off(before);
+        assert_eq!(since.len(), 2);
+        journal.extend(since.iter().cloned());
+        let replayed = |lag: usize| {
+            let mut replay = Replay::new(lag);
+            for w in &journal {
+                replay.push(w.clone()).unwrap();
+            }
+            assert_eq!(replay.tail.len(), lag);
+            check_replayed(&replay.ledger, &state)
+        };
+        replayed(since.len()).unwrap();
+        assert!(replayed(since.len() - 1).is_err());
+        assert!(replayed(since.len() + 1).is_err());
+    }
 }

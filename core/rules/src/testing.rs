@@ -167,6 +167,14 @@ pub fn every_kind() -> Vec<Write> {
         payment("order-1-pay", "order-1", PaymentState::Pending, 64),
         receipt(1),
         audit(1),
+        // Orders and receipts no longer held are skipped: a cut that
+        // replays as nothing, but goes through the store whole.
+        Write::Archive(Box::new(crate::ledger::ArchiveCut {
+            orders: vec![OrderId::parse("order-9").unwrap()],
+            payments: Vec::new(),
+            receipts: vec![9],
+            audit_through: 0,
+        })),
     ]
 }
 
