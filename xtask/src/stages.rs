@@ -105,8 +105,9 @@ fn banner(title: &str) {
 /// Formatting, the layering rules, lints, the API docs (`cargo doc` with
 /// `-D warnings`), then every Rust test of the workspace, with the
 /// btleplug transport (`pos-reader/ble`) built and linked. The
-/// `uniffi-bindgen` crate is left out so that its `cli` feature does not leak
-/// into the pos-ffi build (and force a rebuild of it).
+/// `uniffi-bindgen` crate is linted and tested in runs of its own, so that
+/// its `cli` feature does not leak into the pos-ffi build (and force a
+/// rebuild of it).
 pub fn rust() -> Outcome {
     banner("rust");
     let started = Instant::now();
@@ -140,7 +141,24 @@ pub fn rust() -> Outcome {
             "warnings",
         ])
         .status();
-    // The power-cut rig is outside the workspace: linted on its own.
+    // The bindings generator (its own feature set) and the power-cut rig
+    // (outside the workspace) are linted on their own.
+    let clippy = clippy.and_then(|s| {
+        if !s.success() {
+            return Ok(s);
+        }
+        cargo()
+            .args([
+                "clippy",
+                "-p",
+                "uniffi-bindgen",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .status()
+    });
     let clippy = clippy.and_then(|s| {
         if !s.success() {
             return Ok(s);
@@ -193,6 +211,18 @@ pub fn rust() -> Outcome {
     let mut failed = count_before(&out, "test result:", &["failed"]);
     let mut problem =
         (!ok && failed == 0).then(|| "cargo test failed before running the tests".to_owned());
+    // The bindings generator's own tests (its change to the Kotlin).
+    match run_tee(cargo().args(["test", "-p", "uniffi-bindgen"])) {
+        Ok((ok, out)) => {
+            let f = count_before(&out, "test result:", &["failed"]);
+            passed += count_before(&out, "test result:", &["passed"]);
+            failed += f;
+            if !ok && f == 0 && problem.is_none() {
+                problem = Some("the uniffi-bindgen tests failed before running".to_owned());
+            }
+        }
+        Err(e) => problem = problem.or(Some(e)),
+    }
     // The power-cut rig (its own workspace: a FUSE mount, one test at a
     // time), 200 cuts.
     banner("power cuts (tests/powercut/, FUSE)");
