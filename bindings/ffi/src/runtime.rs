@@ -4,9 +4,10 @@
 //! is polled inside that runtime's context whatever executor polls it.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::OnceLock;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use crate::error::PosError;
 
@@ -49,28 +50,54 @@ pub(crate) fn in_runtime<'a, T>(f: impl Future<Output = T> + Send + 'a) -> InRun
     InRuntime(Box::pin(f))
 }
 
-/// Runs `f` to completion as a task of the library's runtime and waits for
-/// its result. The caller's executor then polls twice (once to start, once
-/// when the result is ready) instead of once per internal await: each of
-/// those polls is a trip through the foreign executor (a JNA callback and a
-/// coroutine resume on the JVM), which costs more than the work between two
-/// awaits of a checkout. Dropping the returned future (a cancelled Kotlin
-/// coroutine; Swift's generated code never drops it early) aborts the task at
-/// its next await, as dropping `f` itself would; work already committed stays
-/// committed. The task runs on the runtime's worker, where the caller's
-/// continuation may also be resumed: nothing here may block it.
+/// Runs `f` to completion and returns its result, with one trip through
+/// the caller's executor at most: each poll of an async export is a trip
+/// through the foreign executor (a JNA callback and a coroutine resume on
+/// the JVM), which costs more than the work between two awaits of a
+/// checkout.
+///
+/// `f` is first polled here, on the caller's thread inside the runtime's
+/// context, up to its first await that is not ready (a checkout's store
+/// write): work that never waits (a refusal, a `begin`) then returns
+/// without a thread switch, and a write is already sent to the store when
+/// the caller's thread moves on. If `f` is not done, it continues as a task
+/// of the library's runtime, which polls it again at once (the first poll's
+/// waker is a no-op), and the caller's executor is woken once, when the task
+/// is done. Dropping the returned future (a cancelled Kotlin coroutine;
+/// Swift's generated code never drops it early) aborts the task at its next
+/// await, as dropping `f` itself would; work already committed stays
+/// committed. A panic, here or in the task, is `PosError::Internal`. The task
+/// runs on the runtime's worker, where the caller's continuation may also be
+/// resumed: nothing here may block it.
 pub(crate) async fn on_runtime<T: Send + 'static>(
     f: impl Future<Output = Result<T, PosError>> + Send + 'static,
 ) -> Result<T, PosError> {
-    let mut task = AbortOnDrop(runtime()?.spawn(f));
+    let rt = runtime()?;
+    let mut f = Box::pin(f);
+    let first = {
+        let _guard = rt.enter();
+        let mut cx = Context::from_waker(Waker::noop());
+        std::panic::catch_unwind(AssertUnwindSafe(|| f.as_mut().poll(&mut cx)))
+    };
+    match first {
+        Ok(Poll::Ready(out)) => return out,
+        Ok(Poll::Pending) => {}
+        Err(_) => return Err(panicked()),
+    }
+    let mut task = AbortOnDrop(rt.spawn(f));
     match (&mut task.0).await {
         Ok(out) => out,
-        Err(e) if e.is_panic() => Err(PosError::Internal {
-            reason: "a library task panicked".to_owned(),
-        }),
+        Err(e) if e.is_panic() => Err(panicked()),
         Err(_) => Err(PosError::Internal {
             reason: "a library task was cancelled".to_owned(),
         }),
+    }
+}
+
+/// What a panic in a library task is to the caller.
+fn panicked() -> PosError {
+    PosError::Internal {
+        reason: "a library task panicked".to_owned(),
     }
 }
 
@@ -143,6 +170,34 @@ mod tests {
         assert!(hops.load(Ordering::SeqCst) > 10, "{hops:?} polls");
     }
 
+    #[test]
+    fn work_that_never_waits_returns_on_the_callers_thread_in_one_poll() {
+        let caller = std::thread::current().id();
+        let polls = Arc::new(AtomicUsize::new(0));
+        let ran_on = foreign()
+            .block_on(Counted {
+                inner: Box::pin(on_runtime(async { Ok(std::thread::current().id()) })),
+                polls: polls.clone(),
+            })
+            .unwrap();
+        assert_eq!(ran_on, caller);
+        assert_eq!(polls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn work_that_waits_starts_on_the_callers_thread_and_ends_on_the_runtime() {
+        let caller = std::thread::current().id();
+        let (before, after) = foreign()
+            .block_on(on_runtime(async {
+                let before = std::thread::current().id();
+                tokio::task::yield_now().await;
+                Ok((before, std::thread::current().name().map(str::to_owned)))
+            }))
+            .unwrap();
+        assert_eq!(before, caller);
+        assert_eq!(after.as_deref(), Some("pos-core-ffi"));
+    }
+
     /// Says so when dropped: the task's future was released.
     struct Dropped(std::sync::mpsc::Sender<()>);
     impl Drop for Dropped {
@@ -176,15 +231,21 @@ mod tests {
 
     #[test]
     fn a_panicking_task_is_an_internal_error_not_a_crash() {
-        let out: Result<(), PosError> = foreign().block_on(on_runtime(async {
-            if true {
-                panic!("boom");
-            }
-            Ok(())
-        }));
-        assert!(
-            matches!(out, Err(PosError::Internal { ref reason }) if reason.contains("panicked")),
-            "{out:?}"
-        );
+        // On the caller's thread, then in the runtime's task.
+        for wait_first in [false, true] {
+            let out: Result<(), PosError> = foreign().block_on(on_runtime(async move {
+                if wait_first {
+                    tokio::task::yield_now().await;
+                }
+                if true {
+                    panic!("boom");
+                }
+                Ok(())
+            }));
+            assert!(
+                matches!(out, Err(PosError::Internal { ref reason }) if reason.contains("panicked")),
+                "{out:?}"
+            );
+        }
     }
 }

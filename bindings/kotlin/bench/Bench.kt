@@ -35,7 +35,8 @@ import org.poscore.uniffiRustFutureContinuationCallbackImpl
 private const val SERIAL = "VENDOR-SN-1"
 
 // The JVM compiles a method only after thousands of calls: the status()
-// figures are taken after this many untimed calls, the checkout after
+// figures are taken after this many untimed calls (and at least a second of
+// them), the checkout after
 // CHECKOUT_WARM_UP untimed checkouts, so that they measure compiled code,
 // as on a phone whose runtime compiled the app ahead of time.
 private const val STATUS_WARM_UP = 20_000
@@ -95,7 +96,14 @@ private suspend fun PosEngine.timedCheckouts(first: Int, count: Int): Pair<Long,
 }
 
 private inline fun callP50(calls: Int, f: () -> Any?): Long {
-    repeat(STATUS_WARM_UP) { f() }
+    // At least STATUS_WARM_UP calls and one second: a fast call needs the
+    // time, not only the count, for the compiler to finish with it.
+    val warm = System.nanoTime() + 1_000_000_000L
+    var warmed = 0
+    while (warmed < STATUS_WARM_UP || System.nanoTime() < warm) {
+        f()
+        warmed++
+    }
     val times = LongArray(calls) {
         val t = System.nanoTime()
         f()
