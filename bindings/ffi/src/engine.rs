@@ -22,7 +22,7 @@ use crate::inbox::{InboxView, OrderSource, RefreshOutcome, SourceAdapter};
 use crate::keys::{KeyProvider, KeyProviderAdapter};
 use crate::money::Money;
 use crate::policy::OfflinePolicy;
-use crate::runtime::{on_runtime, runtime};
+use crate::runtime::{on_runtime, on_runtime_only, runtime};
 use crate::types::{
     invalid, mirror_enum, order_id, payment_id, ts, CardRead, ConnectivityStatus, MerchantAccount,
     ReaderInfo,
@@ -555,7 +555,7 @@ impl PosEngine {
     /// journal: seconds on a large history; call it off the main thread.
     pub async fn payment_history(&self) -> Result<Vec<PaymentView>, PosError> {
         let engine = self.inner.clone();
-        on_runtime(async move {
+        on_runtime_only(async move {
             Ok(engine
                 .payment_history()
                 .await?
@@ -744,7 +744,7 @@ impl PosEngine {
     /// needs the older ones: seconds on a large history.
     pub async fn export_audit_history_csv(&self) -> Result<String, PosError> {
         let engine = self.inner.clone();
-        on_runtime(async move { Ok(engine.export_audit_history_csv().await?) }).await
+        on_runtime_only(async move { Ok(engine.export_audit_history_csv().await?) }).await
     }
 
     /// Subscribes a listener. It receives a `Snapshot` first, then every event,

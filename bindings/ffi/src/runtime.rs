@@ -58,9 +58,11 @@ pub(crate) fn in_runtime<'a, T>(f: impl Future<Output = T> + Send + 'a) -> InRun
 ///
 /// `f` is first polled here, on the caller's thread inside the runtime's
 /// context, up to its first await that is not ready (a checkout's store
-/// write): work that never waits (a refusal, a `begin`) then returns
-/// without a thread switch, and a write is already sent to the store when
-/// the caller's thread moves on. If `f` is not done, it continues as a task
+/// write): a call refused for its input or state then returns without a
+/// thread switch, and a write is already sent to the store when the
+/// caller's thread moves on. So `f` must do little before it first waits
+/// (the caller may be a UI thread); work that may not, use
+/// [`on_runtime_only`]. If `f` is not done, it continues as a task
 /// of the library's runtime, which polls it again at once (the first poll's
 /// waker is a no-op), and the caller's executor is woken once, when the task
 /// is done. Dropping the returned future (a cancelled Kotlin coroutine;
@@ -72,17 +74,35 @@ pub(crate) fn in_runtime<'a, T>(f: impl Future<Output = T> + Send + 'a) -> InRun
 pub(crate) async fn on_runtime<T: Send + 'static>(
     f: impl Future<Output = Result<T, PosError>> + Send + 'static,
 ) -> Result<T, PosError> {
+    run(f, true).await
+}
+
+/// [`on_runtime`] without the first poll on the caller's thread: for work
+/// that may take long before it first waits (a whole export formatted from
+/// memory).
+pub(crate) async fn on_runtime_only<T: Send + 'static>(
+    f: impl Future<Output = Result<T, PosError>> + Send + 'static,
+) -> Result<T, PosError> {
+    run(f, false).await
+}
+
+async fn run<T: Send + 'static>(
+    f: impl Future<Output = Result<T, PosError>> + Send + 'static,
+    start_here: bool,
+) -> Result<T, PosError> {
     let rt = runtime()?;
     let mut f = Box::pin(f);
-    let first = {
-        let _guard = rt.enter();
-        let mut cx = Context::from_waker(Waker::noop());
-        std::panic::catch_unwind(AssertUnwindSafe(|| f.as_mut().poll(&mut cx)))
-    };
-    match first {
-        Ok(Poll::Ready(out)) => return out,
-        Ok(Poll::Pending) => {}
-        Err(_) => return Err(panicked()),
+    if start_here {
+        let first = {
+            let _guard = rt.enter();
+            let mut cx = Context::from_waker(Waker::noop());
+            std::panic::catch_unwind(AssertUnwindSafe(|| f.as_mut().poll(&mut cx)))
+        };
+        match first {
+            Ok(Poll::Ready(out)) => return out,
+            Ok(Poll::Pending) => {}
+            Err(_) => return Err(panicked()),
+        }
     }
     let mut task = AbortOnDrop(rt.spawn(f));
     match (&mut task.0).await {
@@ -182,6 +202,16 @@ mod tests {
             .unwrap();
         assert_eq!(ran_on, caller);
         assert_eq!(polls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn work_that_must_not_start_here_runs_on_the_runtime_only() {
+        let ran_on = foreign()
+            .block_on(on_runtime_only(async {
+                Ok(std::thread::current().name().map(str::to_owned))
+            }))
+            .unwrap();
+        assert_eq!(ran_on.as_deref(), Some("pos-core-ffi"));
     }
 
     #[test]

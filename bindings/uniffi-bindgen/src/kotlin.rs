@@ -50,7 +50,10 @@ const POOL: &str = "
 // thread (from a callback) takes another one. ADR 0016.
 internal object UniffiCallStatusPool {
     private const val KEPT = 8
-    private val free = ThreadLocal.withInitial { ArrayList<UniffiRustCallStatus>(KEPT) }
+    // A subclass, not the factory method Android has from API 26 only.
+    private val free = object : ThreadLocal<ArrayList<UniffiRustCallStatus>>() {
+        override fun initialValue() = ArrayList<UniffiRustCallStatus>(KEPT)
+    }
 
     fun take(): UniffiRustCallStatus {
         val statuses = free.get()
@@ -71,21 +74,30 @@ internal object UniffiCallStatusPool {
 /// Marks a file this module already changed.
 const MARK: &str = "internal object UniffiCallStatusPool {";
 
-/// Applies the change to one generated Kotlin file. `Ok(None)`: the file
-/// has no call helper (not a UniFFI component file); `Ok(Some(_))`: the
-/// changed text (the same text when it was already changed). An error when
-/// the file declares the helper in another form than the one replaced.
-pub fn patch(source: &str) -> Result<Option<String>, String> {
+/// What [`patch`] found in a file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Patched {
+    /// No call helper: not a UniFFI component file.
+    NotComponent,
+    /// Changed already (by an earlier run: not freshly generated).
+    Already,
+    /// The changed text.
+    Changed(String),
+}
+
+/// Applies the change to one generated Kotlin file. An error when the file
+/// declares the helper in another form than the one replaced.
+pub fn patch(source: &str) -> Result<Patched, String> {
     if source.contains(MARK) {
-        return Ok(Some(source.to_owned()));
+        return Ok(Patched::Already);
     }
-    if !source.contains("fun <U, E: kotlin.Exception> uniffiRustCallWithError(") {
-        return Ok(None);
+    if !source.contains("uniffiRustCallWithError(") {
+        return Ok(Patched::NotComponent);
     }
     match source.matches(GENERATED).count() {
         1 => {
             let replaced = format!("{REPLACEMENT}{POOL}");
-            Ok(Some(source.replacen(GENERATED, &replaced, 1)))
+            Ok(Patched::Changed(source.replacen(GENERATED, &replaced, 1)))
         }
         n => Err(format!(
             "the generated uniffiRustCallWithError is not the one UniFFI 0.32 writes \
@@ -102,25 +114,37 @@ mod tests {
         format!("package org.poscore\n\n{GENERATED}\nfun after() = Unit\n")
     }
 
+    fn changed(source: &str) -> String {
+        match patch(source).unwrap() {
+            Patched::Changed(out) => out,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn the_helper_is_replaced_once_and_the_pool_added() {
-        let out = patch(&generated()).unwrap().unwrap();
+        let out = changed(&generated());
         assert!(!out.contains(GENERATED));
         assert_eq!(out.matches("UniffiCallStatusPool.take()").count(), 1);
         assert_eq!(out.matches(MARK).count(), 1);
         assert!(out.starts_with("package org.poscore\n"));
         assert!(out.ends_with("fun after() = Unit\n"));
+        // Android before API 26 has no ThreadLocal.withInitial.
+        assert!(!out.contains("withInitial"));
     }
 
     #[test]
-    fn a_changed_file_is_left_as_it_is() {
-        let once = patch(&generated()).unwrap().unwrap();
-        assert_eq!(patch(&once).unwrap().unwrap(), once);
+    fn a_changed_file_is_told_apart() {
+        let once = changed(&generated());
+        assert_eq!(patch(&once).unwrap(), Patched::Already);
     }
 
     #[test]
     fn a_file_without_the_helper_is_not_a_component_file() {
-        assert_eq!(patch("package x\nfun f() = 1\n").unwrap(), None);
+        assert_eq!(
+            patch("package x\nfun f() = 1\n").unwrap(),
+            Patched::NotComponent
+        );
     }
 
     #[test]
@@ -131,5 +155,11 @@ mod tests {
         );
         let err = patch(&changed).unwrap_err();
         assert!(err.contains("ADR 0016"), "{err}");
+        // Another signature is not taken for a file without the helper.
+        let renamed = generated().replace(
+            "fun <U, E: kotlin.Exception> uniffiRustCallWithError(",
+            "fun <U, E: Throwable> uniffiRustCallWithError(",
+        );
+        assert!(patch(&renamed).is_err());
     }
 }

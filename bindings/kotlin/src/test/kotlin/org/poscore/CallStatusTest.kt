@@ -46,7 +46,9 @@ class CallStatusTest {
             override fun keyEncryptionKey(): KeyMaterial {
                 seen += Thread.currentThread()
                 // A call into Rust from inside the engine's open, refused. An
-                // assertion thrown here would reach Rust as a broken callback.
+                // assertion error thrown here is no Exception: the generated
+                // callback code would not catch it, and Rust would see the
+                // callback succeed without a result.
                 runCatching { refused(code(7, 0)) }.exceptionOrNull()?.let { failures += it }
                 return file.keyEncryptionKey()
             }
@@ -62,21 +64,28 @@ class CallStatusTest {
     }
 
     @Test
-    fun `a failing call around a successful callback call still fails with its own error`() {
-        var nested: UInt? = null
-        val keys = object : KeyProvider by FileKeyProvider(java.io.File(dir, "kek2")) {
-            override fun keyEncryptionKey(): KeyMaterial {
-                nested = defaultReconnectSettings().maxAttempts
-                throw KeyProviderException.Unavailable()
-            }
+    fun `a thread's calls reuse one call status`() {
+        // The pool the generated bindings carry (ADR 0016): a thread's list
+        // of free statuses, by reflection (it is internal to the bindings).
+        val pool = Class.forName("org.poscore.UniffiCallStatusPool")
+        val instance = pool.getDeclaredField("INSTANCE").get(null)
+        val field = pool.getDeclaredField("free").apply { isAccessible = true }
+        val free = (field.get(instance) as ThreadLocal<*>).get() as List<*>
+        // A refused call holds two at once: lifting its error frees the
+        // error's buffer with a call of its own.
+        refused(code(8, 0))
+        val first = free.toList()
+        assertTrue(first.isNotEmpty())
+        repeat(10) { i ->
+            policyPreset(PolicyPreset.SQUARE_READER, "USD")
+            refused(code(8, i))
         }
-        val config = EngineConfig(Files.createTempDirectory(dir.toPath(), "engine").toString(), "till-1", "USD")
-        assertFailsWith<PosException.StoreLocked> { PosEngine(config, keys) }
-        assertEquals(20u, nested)
-        // The thread's next call is not touched by either.
-        assertEquals("USD", policyPreset(PolicyPreset.SQUARE_READER, "USD").limits.single().currency)
+        // The same statuses, not new ones.
+        assertEquals(first.size, free.size)
+        first.forEach { s -> assertTrue(free.any { it === s }, "a status was replaced") }
     }
 
+    /** A stress test: four threads, each alternating refused and good calls. */
     @Test
     fun `threads calling at once never see each other's errors`() {
         val pool = Executors.newFixedThreadPool(4)
