@@ -503,16 +503,16 @@ impl PosEngine {
             .into())
     }
 
-    /// Starts a card payment: fixes its id and its route (B1, B2).
+    /// Starts a card payment: fixes its id and its route (B1, B2). Once
+    /// settled history left memory, an app-supplied id is also looked up in
+    /// the store.
     pub async fn begin_card_payment(
         &self,
         request: CardPaymentRequest,
     ) -> Result<PaymentDecision, PosError> {
-        Ok(self
-            .inner
-            .begin_card_payment(request.try_into()?)
-            .await?
-            .into())
+        let request = request.try_into()?;
+        let engine = self.inner.clone();
+        on_runtime(async move { Ok(engine.begin_card_payment(request).await?.into()) }).await
     }
 
     /// Confirms a begun payment with the reader's card data; re-checks the

@@ -342,9 +342,14 @@ impl PosEngine {
             None => PaymentId::from_random(new_id_bytes()?),
         };
         let _w = self.write_lock().await;
+        // An id of 128 fresh random bits was never used: only an
+        // app-supplied one is looked up among the archived.
+        if request.payment_id.is_some() && self.payment_archived(&id).await? {
+            return Err(PosError::duplicate(&id));
+        }
         let now = self.now();
         let mut s = self.state();
-        if s.ledger.payment_taken(&id) {
+        if s.ledger.payments.contains_key(&id) {
             return Err(PosError::duplicate(&id));
         }
         if let Some(b) = s.begun.get(&id) {
@@ -576,13 +581,16 @@ impl PosEngine {
         self.check_open()?;
         card.validate().map_err(invalid)?;
         let w = self.write_lock().await;
+        // A begun payment was looked up when it began.
+        let begun_here = self.state().begun.contains_key(payment_id);
+        let archived = !begun_here && self.payment_archived(payment_id).await?;
         let now = self.now();
         let (begun, decided_now) = {
             let mut s = self.state();
             if let Some(p) = s.ledger.payments.get(payment_id) {
                 return Ok(view_payment(p, now));
             }
-            if s.ledger.payment_archived(payment_id) {
+            if archived {
                 return Err(PosError::duplicate(payment_id));
             }
             let begun = s
@@ -933,8 +941,12 @@ impl PosEngine {
     pub async fn cancel_card_payment(&self, payment_id: &PaymentId) -> Result<()> {
         self.check_open()?;
         let _w = self.write_lock().await;
+        let begun_here = self.state().begun.contains_key(payment_id);
+        if !begun_here && self.payment_archived(payment_id).await? {
+            return Err(PosError::duplicate(payment_id));
+        }
         let mut s = self.state();
-        if s.ledger.payment_taken(payment_id) {
+        if s.ledger.payments.contains_key(payment_id) {
             return Err(PosError::duplicate(payment_id));
         }
         s.begun

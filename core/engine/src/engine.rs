@@ -1900,6 +1900,20 @@ impl PosEngine {
             }
     }
 
+    /// Whether `id` names a payment taken before and no longer held: its
+    /// settled order left memory (`Write::Archive`). The store answers (it
+    /// keeps every payment record); it is asked only once the ledger
+    /// archived a payment, and never for a payment held in memory.
+    pub(crate) async fn payment_archived(&self, id: &PaymentId) -> Result<bool> {
+        {
+            let s = self.state();
+            if s.ledger.payments.contains_key(id) || s.ledger.archived().payments == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(self.inner.store.payment_recorded(id).await?)
+    }
+
     /// Records one forwarding step; the error says why a step was refused.
     pub(crate) async fn record_step(
         &self,
@@ -1907,6 +1921,15 @@ impl PosEngine {
         event: PaymentEvent,
     ) -> Result<OfflinePayment> {
         let _w = self.write_lock().await;
+        if self.payment_archived(id).await? {
+            // Final, and out of memory: no step applies to it any more.
+            return Err(PosError::InvalidTransition {
+                reason: format!(
+                    "payment {id} is settled and archived: its outcome is final \
+                     (see payment_history)"
+                ),
+            });
+        }
         let now = self.now();
         let (batch, effects) = {
             let s = self.state();
@@ -1959,15 +1982,6 @@ impl PosEngine {
         now: Timestamp,
     ) -> Result<StepEffects> {
         let Some(p) = s.ledger.payments.get(id).cloned() else {
-            if s.ledger.payment_archived(id) {
-                // Final, and out of memory: no step applies to it any more.
-                return Err(PosError::InvalidTransition {
-                    reason: format!(
-                        "payment {id} is settled and archived: its outcome is final \
-                         (see payment_history)"
-                    ),
-                });
-            }
             return Err(PosError::NotFound {
                 what: format!("payment {id}"),
             });

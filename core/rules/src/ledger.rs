@@ -415,11 +415,12 @@ pub struct ArchiveCut {
 }
 
 /// What the ledger keeps of its archived history: counts, the totals that
-/// `status()` reports, where the in-memory audit log starts, and a hash of
-/// every archived payment id (8 bytes each): a payment id the processor has
-/// seen is never taken again (its idempotency would answer a new payment
-/// with the old one's decision). Order ids are not kept: an order carries
-/// no money to the processor, and its payments keep their own ids.
+/// `status()` reports, and where the in-memory audit log starts. Archived
+/// payment ids are not kept here: the store keeps every payment record and
+/// answers whether an id was ever taken ([`crate::store::Store::payment_recorded`]),
+/// so memory and snapshots do not grow with the history. Order ids are not
+/// kept either: an order carries no money to the processor, and its
+/// payments keep their own ids.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Archived {
     /// Orders archived.
@@ -432,50 +433,6 @@ pub struct Archived {
     pub audit_through: u64,
     /// The archived payments per currency and status.
     tallies: BTreeMap<Currency, StatusTallies>,
-    /// [`history_key`] of every archived payment, sorted; 8
-    /// bytes each in a snapshot.
-    #[serde(with = "packed_keys")]
-    ids: Vec<u64>,
-}
-
-/// Sorted 64-bit keys as one byte string of 8 bytes each (big-endian):
-/// a snapshot reads them as one copy instead of a varint per key.
-mod packed_keys {
-    use serde::{de, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(keys: &[u64], s: S) -> Result<S::Ok, S::Error> {
-        let bytes: Vec<u8> = keys.iter().flat_map(|k| k.to_be_bytes()).collect();
-        super::compact_bytes::serialize(&bytes, s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
-        let bytes = super::compact_bytes::deserialize(d)?;
-        if bytes.len() % 8 != 0 {
-            return Err(de::Error::custom("archived keys are not whole 8-byte keys"));
-        }
-        Ok(bytes
-            .chunks_exact(8)
-            .map(|c| {
-                let mut k = [0u8; 8];
-                k.copy_from_slice(c);
-                u64::from_be_bytes(k)
-            })
-            .collect())
-    }
-}
-
-/// The 64-bit key an archived payment id is remembered by: the
-/// first 8 bytes of SHA-256 over the kind and the id. A new id whose key
-/// equals an archived one's (about n in 2^64 for n archived ids) is
-/// refused as already used.
-fn history_key(kind: &[u8], id: &str) -> u64 {
-    let d = ring::digest::digest(
-        &ring::digest::SHA256,
-        &[kind, b"\0", id.as_bytes()].concat(),
-    );
-    let mut eight = [0u8; 8];
-    eight.copy_from_slice(&d.as_ref()[..8]);
-    u64::from_be_bytes(eight)
 }
 
 /// Everything the engine holds in memory.
@@ -798,9 +755,6 @@ impl Ledger {
                         "an archive summary on a ledger that already holds records".into(),
                     ));
                 }
-                if !base.ids.windows(2).all(|w| w[0] < w[1]) {
-                    return Err(ApplyError("archived ids out of order".into()));
-                }
                 for (c, t) in &base.tallies {
                     self.index.tallies.entry(*c).or_default().absorb(t);
                 }
@@ -815,16 +769,13 @@ impl Ledger {
     /// Applies an [`ArchiveCut`]: checked whole first, so a cut that does
     /// not fit changes nothing.
     ///
-    /// What the ledger already archived is skipped (a payment no longer
-    /// held whose id it remembers, an order or receipt no longer held,
-    /// audit entries at or before where it starts): applying a cut twice
-    /// is applying it once.
+    /// What the ledger no longer holds is skipped (a payment, order or
+    /// receipt archived already, audit entries at or before where it
+    /// starts): applying a cut twice is applying it once.
     fn archive(&mut self, cut: ArchiveCut) -> Result<(), ApplyError> {
         for id in &cut.payments {
-            match self.payments.get(id) {
-                Some(p) if p.state.is_final() => {}
-                None if self.payment_archived(id) => {}
-                _ => return Err(ApplyError(format!("archived payment {id} is not final"))),
+            if self.payments.get(id).is_some_and(|p| !p.state.is_final()) {
+                return Err(ApplyError(format!("archived payment {id} is not final")));
             }
         }
         for id in &cut.receipts {
@@ -849,7 +800,6 @@ impl Ledger {
             .filter(|id| self.orders.get(*id).is_some_and(|o| self.order_settled(o)))
             .cloned()
             .collect();
-        let mut keys = Vec::with_capacity(cut.payments.len());
         for id in cut.payments {
             if let Some(p) = self.payments.remove(&id) {
                 // Still counted by status(): the running tallies keep it.
@@ -860,7 +810,6 @@ impl Ledger {
                     .0[StatusTallies::slot(p.state.status())]
                 .add(p.amount);
                 self.archived.payments = self.archived.payments.saturating_add(1);
-                keys.push(history_key(b"payment", id.as_str()));
             }
         }
         for id in cut.orders {
@@ -872,11 +821,6 @@ impl Ledger {
             if self.receipts.remove(&id).is_some() {
                 self.archived.receipts = self.archived.receipts.saturating_add(1);
             }
-        }
-        if !keys.is_empty() {
-            self.archived.ids.extend(keys);
-            self.archived.ids.sort_unstable();
-            self.archived.ids.dedup();
         }
         self.audit.prune_through(through);
         self.archived.audit_through = through;
@@ -989,23 +933,9 @@ impl Ledger {
             })
     }
 
-    /// Whether a payment id was ever taken: held, or archived.
-    pub fn payment_taken(&self, id: &PaymentId) -> bool {
-        self.payments.contains_key(id) || self.payment_archived(id)
-    }
-
     /// What this ledger archived ([`Write::Archive`]).
     pub fn archived(&self) -> &Archived {
         &self.archived
-    }
-
-    /// Whether a payment with this id was archived (a match of 64-bit
-    /// hashes: a new id sharing an archived one's hash counts as archived).
-    pub fn payment_archived(&self, id: &PaymentId) -> bool {
-        self.archived
-            .ids
-            .binary_search(&history_key(b"payment", id.as_str()))
-            .is_ok()
     }
 
     /// The unsettled offline payments in `currency`: (count, total), from

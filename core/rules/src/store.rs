@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use crate::ledger::{Ledger, Write};
+use crate::lifecycle::PaymentId;
 
 /// A boxed future, so the trait can be used as `dyn Store`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -74,6 +75,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
                 visit(w)?;
             }
             Ok(())
+        })
+    }
+    /// Whether a payment record with this id was ever applied: a payment id
+    /// the processor may have seen, so never to be taken again (B2), also
+    /// once the engine took it out of memory. Default: [`Store::load_each`]
+    /// until one is found (a durable store answers from an index).
+    fn payment_recorded<'a>(
+        &'a self,
+        id: &'a PaymentId,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut found = false;
+            let mut visit = |w: Write| {
+                if let Write::Payment(p) = &w {
+                    found |= p.id == *id;
+                }
+                Ok(())
+            };
+            self.load_each(&mut visit).await?;
+            Ok(found)
         })
     }
     /// The schema version of the store's files (`None`: a store without

@@ -244,6 +244,24 @@ pub async fn records_survive_a_reopen<B: Backend>() {
     b.finish().await;
 }
 
+pub async fn a_payment_id_ever_recorded_is_found<B: Backend>() {
+    let mut b = B::fresh("payment-recorded").await;
+    let id = |s: &str| PaymentId::parse(s).unwrap();
+    b.store().apply(&every_kind()).await.unwrap();
+    b.store()
+        .apply(&[payment("later-pay", "order-1", PaymentState::Pending, 8)])
+        .await
+        .unwrap();
+    b.reopen().await;
+    let store = b.store();
+    assert!(store.payment_recorded(&id("order-1-pay")).await.unwrap());
+    assert!(store.payment_recorded(&id("later-pay")).await.unwrap());
+    // Not a payment id: an order's, or one never used.
+    assert!(!store.payment_recorded(&id("order-1")).await.unwrap());
+    assert!(!store.payment_recorded(&id("never-taken")).await.unwrap());
+    b.finish().await;
+}
+
 pub async fn a_failed_write_changes_nothing_and_the_store_goes_on<B: Backend>() {
     let mut b = B::fresh("disk-full").await;
     b.store().apply(&every_kind()).await.unwrap();
@@ -342,6 +360,10 @@ macro_rules! store_conformance_tests {
         #[tokio::test]
         async fn records_survive_a_reopen() {
             $crate::testing::records_survive_a_reopen::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn a_payment_id_ever_recorded_is_found() {
+            $crate::testing::a_payment_id_ever_recorded_is_found::<$backend>().await;
         }
         #[tokio::test]
         async fn a_failed_write_changes_nothing_and_the_store_goes_on() {

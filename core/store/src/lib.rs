@@ -22,7 +22,10 @@
 //!   records of each kind it holds), `record_key` (a keyed hash of the
 //!   record's kind and id: ids are not stored in clear), `format` (the
 //!   schema version it was written under), `key_id`, `nonce`, `ciphertext`
-//!   (the whole serialised `Write`, AES-256-GCM) and `mac`.
+//!   (the whole serialised `Write`, AES-256-GCM) and `mac`. Indexed by
+//!   `record_key` (schema 5): [`Store::payment_recorded`] answers whether
+//!   a payment id was ever taken from it, so the engine keeps no archived
+//!   ids in memory.
 //! - `snapshot` (schema 2): at most one row, the engine's whole state as of
 //!   record `upto_seq` (whose chain MAC is `upto_mac`), encoded with
 //!   postcard (binary, bound to this version's types: a snapshot of another
@@ -79,6 +82,7 @@ use sqlx::{AssertSqlSafe, Connection};
 
 use pos_rules::crypto::{hex, wipe, KeyProvider, ID_LEN, MAC_LEN};
 use pos_rules::ledger::{Ledger, Write};
+use pos_rules::lifecycle::PaymentId;
 use pos_rules::store::{AnchorReporter, BoxFuture, Store, StoreError};
 
 use crate::keys::{DataKey, FreshNonces, StoreKeys};
@@ -100,7 +104,7 @@ use self::schema::*;
 use self::snapshot::*;
 
 /// The schema version this library writes and reads.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The numbered migrations (`migrations/NNNN_*.sql`): entry `n-1` brings
 /// the file from version `n-1` to `n` and sets `user_version` to `n`.
@@ -109,6 +113,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_snapshot.sql"),
     include_str!("../migrations/0003_kinds_out_of_the_file.sql"),
     include_str!("../migrations/0004_archived_history.sql"),
+    include_str!("../migrations/0005_payment_index.sql"),
 ];
 
 /// The first schema whose records keep their kind only inside the sealed
@@ -117,9 +122,10 @@ pub const MIGRATIONS: &[&str] = &[
 const SEALED_KIND_FORMAT: u32 = 3;
 
 /// The first schema whose snapshots are encoded as this version's are
-/// (schema 4 added a field to orders; an older snapshot is not used, and
-/// the first open after the upgrade replays the whole journal once).
-const SNAPSHOT_ENCODING_SINCE: u32 = 4;
+/// (schema 5 took the archived payment ids out of the snapshot; an older
+/// snapshot is not used, and the first open after the upgrade replays the
+/// whole journal once).
+const SNAPSHOT_ENCODING_SINCE: u32 = 5;
 
 /// Every record kind (see [`identify`]).
 const KINDS: [&str; 9] = [
@@ -656,6 +662,22 @@ impl SqliteStore {
         Ok(writes)
     }
 
+    /// Whether a journal row carries the keyed hash of this payment id
+    /// (`record_key`, indexed since schema 5). Every payment record has
+    /// one, and it is bound into the row's sealed associated data and its
+    /// chain MAC: a row edited to hide an id, or removed, fails the
+    /// journal's verification ([`Store::load`], the background check).
+    async fn find_payment(&self, id: &PaymentId) -> Result<bool, StoreError> {
+        let key = record_key(&self.keys, "payment", id.as_str());
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM journal WHERE record_key = ? LIMIT 1")
+                .bind(&key[..])
+                .fetch_optional(&self.readers)
+                .await
+                .map_err(db_error)?;
+        Ok(found.is_some())
+    }
+
     async fn load_streaming(
         &self,
         visit: &mut (dyn FnMut(Write) -> Result<(), StoreError> + Send),
@@ -691,6 +713,13 @@ impl Store for SqliteStore {
         visit: &'a mut (dyn FnMut(Write) -> Result<(), StoreError> + Send),
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.load_streaming(visit))
+    }
+
+    fn payment_recorded<'a>(
+        &'a self,
+        id: &'a PaymentId,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.find_payment(id))
     }
 
     fn release(&self) -> BoxFuture<'_, ()> {

@@ -130,6 +130,31 @@ async fn a_schema_1_store_is_migrated_in_place_with_its_pending_payments() {
     );
     let (engine, store) = engine_on(&dir, clock).await;
     assert_eq!(engine.status().unwrap().pending_offline_payments, 4);
+    // Schema 5's index answers for the payments the schema-1 library
+    // wrote, and the lookup goes through it (no scan of the journal).
+    use pos_core::store::Store;
+    for p in engine.list_payments().unwrap() {
+        assert!(store.payment_recorded(&p.id).await.unwrap(), "{}", p.id);
+    }
+    let plan = {
+        use sqlx::{ConnectOptions, Connection, Row};
+        let mut c = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.join("pos.db"))
+            .read_only(true)
+            .connect()
+            .await
+            .unwrap();
+        let rows =
+            sqlx::query("EXPLAIN QUERY PLAN SELECT 1 FROM journal WHERE record_key = ? LIMIT 1")
+                .bind(&[0u8; 16][..])
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+        let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
+        c.close().await.unwrap();
+        plan.join("; ")
+    };
+    assert!(plan.contains("INDEX journal_by_record_key"), "{plan}");
     // The records the schema-1 library wrote verify and load after the
     // migration took their kinds out of the file.
     assert!(loaded(&store).await > 4);
