@@ -211,6 +211,24 @@ async fn what_left_memory_is_not_skipped_silently() {
         matches!(again, Err(PosError::DuplicatePayment { .. })),
         "{again:?}"
     );
+    // So is cancelling it: it was taken, not merely begun.
+    let cancel = rig
+        .engine
+        .cancel_card_payment(&PaymentId::parse("pay-2").unwrap())
+        .await;
+    assert!(
+        matches!(cancel, Err(PosError::DuplicatePayment { .. })),
+        "{cancel:?}"
+    );
+    // An id never used is not found.
+    let unknown = rig
+        .engine
+        .cancel_card_payment(&PaymentId::parse("pay-99").unwrap())
+        .await;
+    assert!(
+        matches!(unknown, Err(PosError::NotFound { .. })),
+        "{unknown:?}"
+    );
 }
 
 #[tokio::test]

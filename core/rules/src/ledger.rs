@@ -391,8 +391,9 @@ pub enum Write {
     /// Settled history taken out of memory ([`Ledger::archive_cut`]): the
     /// orders, their final payments and their finished receipts, and the
     /// audit entries up to a sequence number. They stay in the store's
-    /// journal, whole and verified; the ledger keeps their totals and a
-    /// hash of each payment id (so a payment id is never taken twice).
+    /// journal, whole and verified (the store answers whether a payment id
+    /// was taken, [`crate::store::Store::payment_recorded`]); the ledger
+    /// keeps their totals.
     Archive(Box<ArchiveCut>),
     /// What a ledger keeps of the history it archived: the first record of
     /// a snapshot of such a ledger ([`Ledger::snapshot_writes`]).

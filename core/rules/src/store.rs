@@ -79,8 +79,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
     /// Whether a payment record with this id was ever applied: a payment id
     /// the processor may have seen, so never to be taken again (B2), also
-    /// once the engine took it out of memory. Default: [`Store::load_each`]
-    /// until one is found (a durable store answers from an index).
+    /// once the engine took it out of memory. The engine asks under its
+    /// write lock, for app-supplied ids once history left memory: a store
+    /// answers from an index (the SQLite store) or its records in memory
+    /// ([`MemoryStore`]); a store that wraps another must forward this.
+    /// Default: every record of [`Store::load_each`], a whole read.
     fn payment_recorded<'a>(
         &'a self,
         id: &'a PaymentId,
@@ -237,6 +240,20 @@ impl Store for MemoryStore {
         let r = self.with(|s| match &s.fail_always {
             Some(e) => Err(e.clone()),
             None => Ok(s.records.clone()),
+        });
+        Box::pin(async move { r })
+    }
+
+    fn payment_recorded<'a>(
+        &'a self,
+        id: &'a PaymentId,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let r = self.with(|s| match &s.fail_always {
+            Some(e) => Err(e.clone()),
+            None => Ok(s
+                .records
+                .iter()
+                .any(|w| matches!(w, Write::Payment(p) if p.id == *id))),
         });
         Box::pin(async move { r })
     }

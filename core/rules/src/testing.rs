@@ -248,8 +248,17 @@ pub async fn a_payment_id_ever_recorded_is_found<B: Backend>() {
     let mut b = B::fresh("payment-recorded").await;
     let id = |s: &str| PaymentId::parse(s).unwrap();
     b.store().apply(&every_kind()).await.unwrap();
+    // Taken, then archived: still found.
     b.store()
-        .apply(&[payment("later-pay", "order-1", PaymentState::Pending, 8)])
+        .apply(&[
+            payment("later-pay", "order-1", PaymentState::Pending, 8),
+            Write::Archive(Box::new(crate::ledger::ArchiveCut {
+                orders: vec![OrderId::parse("order-1").unwrap()],
+                payments: vec![id("order-1-pay"), id("later-pay")],
+                receipts: Vec::new(),
+                audit_through: 0,
+            })),
+        ])
         .await
         .unwrap();
     b.reopen().await;

@@ -103,6 +103,10 @@ use self::journal::*;
 use self::schema::*;
 use self::snapshot::*;
 
+/// Whether any journal row has this `record_key` (through the index of
+/// schema 5).
+pub const FIND_RECORD_KEY: &str = "SELECT 1 FROM journal WHERE record_key = ? LIMIT 1";
+
 /// The schema version this library writes and reads.
 pub const SCHEMA_VERSION: u32 = 5;
 
@@ -667,14 +671,22 @@ impl SqliteStore {
     /// one, and it is bound into the row's sealed associated data and its
     /// chain MAC: a row edited to hide an id, or removed, fails the
     /// journal's verification ([`Store::load`], the background check).
+    ///
+    /// Asked on the writer's connection: the one that holds this store's
+    /// file open since it was verified (a reader may be reopened by path),
+    /// and that no long read holds (the history reads and the background
+    /// check use the readers). The engine asks under its write lock, so the
+    /// writer is otherwise idle.
     async fn find_payment(&self, id: &PaymentId) -> Result<bool, StoreError> {
         let key = record_key(&self.keys, "payment", id.as_str());
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM journal WHERE record_key = ? LIMIT 1")
-                .bind(&key[..])
-                .fetch_optional(&self.readers)
-                .await
-                .map_err(db_error)?;
+        let mut w = self.writer.lock().await;
+        self.settle_interrupted(&mut w).await;
+        let conn = w.conn.as_mut().ok_or_else(closed)?;
+        let found: Option<i64> = sqlx::query_scalar(FIND_RECORD_KEY)
+            .bind(&key[..])
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error)?;
         Ok(found.is_some())
     }
 

@@ -144,12 +144,15 @@ async fn a_schema_1_store_is_migrated_in_place_with_its_pending_payments() {
             .connect()
             .await
             .unwrap();
-        let rows =
-            sqlx::query("EXPLAIN QUERY PLAN SELECT 1 FROM journal WHERE record_key = ? LIMIT 1")
-                .bind(&[0u8; 16][..])
-                .fetch_all(&mut c)
-                .await
-                .unwrap();
+        let sql = format!(
+            "EXPLAIN QUERY PLAN {}",
+            pos_core::sqlite_store::FIND_RECORD_KEY
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&[0u8; 16][..])
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
         let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
         c.close().await.unwrap();
         plan.join("; ")
