@@ -670,7 +670,8 @@ impl SqliteStore {
     /// (`record_key`, indexed since schema 5). Every payment record has
     /// one, and it is bound into the row's sealed associated data and its
     /// chain MAC: a row edited to hide an id, or removed, fails the
-    /// journal's verification ([`Store::load`], the background check).
+    /// journal's verification ([`Store::load`], the background check),
+    /// which also checks the index against the rows.
     ///
     /// Asked on the writer's connection: the one that holds this store's
     /// file open since it was verified (a reader may be reopened by path),
@@ -705,8 +706,25 @@ impl SqliteStore {
         // The header names this store and key (checked above).
         let (records, _, _) =
             verify_journal_each(&mut tx, &self.keys, &meta, None, None, visit).await?;
+        // The index the archived-id lookups read (schema 5), against the
+        // rows just verified, in the same read: an index rebuilt without an
+        // entry would hide a payment id from them with every row and MAC
+        // intact.
+        let check: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check(journal)")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if check != ["ok"] {
+            return Err(tampered(
+                0,
+                "the journal's index does not match its records",
+            ));
+        }
         let _ = tx.commit().await;
-        tracing::debug!(records, "journal verified from its first record");
+        tracing::debug!(
+            records,
+            "journal and its index verified from the first record"
+        );
         Ok(())
     }
 }

@@ -397,6 +397,56 @@ async fn a_deleted_journal_row_is_tampered() {
 }
 
 #[tokio::test]
+async fn an_index_rebuilt_without_a_payment_is_tampered_at_the_next_full_read() {
+    let rig = Rig::new("index-swap").await;
+    let p1 = PaymentId::parse("p-1").unwrap();
+    // The attack: an index built over every row but the payment's, put in
+    // the place of the journal's own (SQLite's writable schema). Every
+    // row, nonce and MAC is left as it was.
+    edit(
+        &rig.db,
+        "CREATE TABLE shadow (seq INTEGER PRIMARY KEY, record_key BLOB NOT NULL) STRICT; \
+         INSERT INTO shadow SELECT seq, record_key FROM journal WHERE seq != 3; \
+         CREATE INDEX shadow_by_record_key ON shadow (record_key);",
+    )
+    .await;
+    let mut c = raw(&rig.db).await;
+    let root = |name: &'static str| {
+        sqlx::query_scalar::<_, i64>("SELECT rootpage FROM sqlite_schema WHERE name = ?").bind(name)
+    };
+    let ours = root("journal_by_record_key")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    let shadow = root("shadow_by_record_key")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "PRAGMA writable_schema = ON; \
+         UPDATE sqlite_schema SET rootpage = {shadow} WHERE name = 'journal_by_record_key'; \
+         UPDATE sqlite_schema SET rootpage = {ours} WHERE name = 'shadow_by_record_key'; \
+         PRAGMA writable_schema = OFF;"
+    )))
+    .execute(&mut c)
+    .await
+    .unwrap();
+    c.close().await.unwrap();
+
+    let s = rig.open().await.expect("every row still verifies");
+    assert!(
+        !s.payment_recorded(&p1).await.unwrap(),
+        "the attack hides the id from the lookup"
+    );
+    // The next full read (the background check, verifyStore, the history
+    // reads) checks the index against the rows.
+    let e = s.load().await.expect_err("an index that lost a row");
+    assert_eq!(tampered_at(&e), 0, "{e}");
+    s.close().await;
+    rig.finish();
+}
+
+#[tokio::test]
 async fn an_inserted_or_duplicated_row_is_tampered() {
     let rig = Rig::new("insert").await;
     edit(
