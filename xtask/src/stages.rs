@@ -125,58 +125,36 @@ pub fn rust() -> Outcome {
     if let Err(e) = crate::layers::check() {
         return finish(Stage::Rust, started, 0, 0, Some(format!("layers: {e}")));
     }
-    let clippy = cargo()
-        .args([
-            "clippy",
+    // `cargo clippy <what> --all-targets -- -D warnings`, with `env`.
+    let lint = |what: &[&str], env: Option<(&str, PathBuf)>| {
+        let mut c = cargo();
+        c.arg("clippy")
+            .args(what)
+            .args(["--all-targets", "--", "-D", "warnings"]);
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        c.status().is_ok_and(|s| s.success())
+    };
+    // The workspace with the btleplug transport and its FFI (`BleCentral`),
+    // which must compile here too (the tests below link the transport);
+    // then the bindings generator (its own feature set) and the power-cut
+    // rig (outside the workspace) on their own.
+    let clippy = lint(
+        &[
             "--workspace",
             "--exclude",
             "uniffi-bindgen",
-            "--all-targets",
-            // The btleplug transport and its FFI (`BleCentral`) must compile
-            // here too (the tests below link the transport).
             "--features",
             "pos-reader/ble,pos-ffi/ble",
-            "--",
-            "-D",
-            "warnings",
-        ])
-        .status();
-    // The bindings generator (its own feature set) and the power-cut rig
-    // (outside the workspace) are linted on their own.
-    let clippy = clippy.and_then(|s| {
-        if !s.success() {
-            return Ok(s);
-        }
-        cargo()
-            .args([
-                "clippy",
-                "-p",
-                "uniffi-bindgen",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ])
-            .status()
-    });
-    let clippy = clippy.and_then(|s| {
-        if !s.success() {
-            return Ok(s);
-        }
-        cargo()
-            .args([
-                "clippy",
-                "--manifest-path",
-                &powercut,
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ])
-            .env("CARGO_TARGET_DIR", target_dir())
-            .status()
-    });
-    if !clippy.is_ok_and(|s| s.success()) {
+        ],
+        None,
+    ) && lint(&["-p", "uniffi-bindgen"], None)
+        && lint(
+            &["--manifest-path", &powercut],
+            Some(("CARGO_TARGET_DIR", target_dir())),
+        );
+    if !clippy {
         return finish(
             Stage::Rust,
             started,
