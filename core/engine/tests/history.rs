@@ -292,3 +292,66 @@ async fn a_settled_payment_keeps_no_card_data() {
         Write::Payment(p) if p.id.as_str() == "pay-0" && !p.card.sealed_card_data.is_empty()
     )));
 }
+
+/// The archived-id lookup does not wait for the store's readers: with both
+/// held by full reads of the journal (history reads, the background check),
+/// a begin under a reused id is still answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_archived_id_is_refused_while_full_reads_hold_the_readers() {
+    let rig = ten_settled("history-busy-readers").await;
+    rig.engine.compact_store().await.unwrap();
+    rig.network_down().await;
+    let order = rig.order(100).await;
+    // Two full reads, each held open inside its first record until released.
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    let mut releases = Vec::new();
+    let mut reads = Vec::new();
+    for _ in 0..2 {
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        releases.push(release_tx);
+        let started = started_tx.clone();
+        let store = rig.store.clone();
+        reads.push(tokio::task::spawn_blocking(move || {
+            let mut first = true;
+            let mut visit = move |_w: Write| {
+                if std::mem::take(&mut first) {
+                    let _ = started.send(());
+                    let _ = release_rx.recv();
+                }
+                Ok(())
+            };
+            block_on_here(store.load_each(&mut visit))
+        }));
+    }
+    for _ in 0..2 {
+        started_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("a full read started");
+    }
+    let reused = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        rig.sale(100)
+            .on(&order)
+            .payment_id("pay-0")
+            .try_sell(&rig.engine),
+    )
+    .await
+    .expect("the lookup waited for a reader");
+    assert!(
+        matches!(reused, Err(PosError::DuplicatePayment { .. })),
+        "{reused:?}"
+    );
+    drop(releases);
+    for r in reads {
+        r.await.unwrap().unwrap();
+    }
+}
+
+/// Runs a store future to its end on the calling (blocking) thread.
+fn block_on_here<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
