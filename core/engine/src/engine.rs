@@ -827,9 +827,14 @@ impl PosEngine {
         )
     }
 
-    /// Whether some settled history is due to leave memory.
+    /// Whether some settled history may be due to leave memory: from
+    /// counts, on the commit path ([`Ledger::archive_may_be_due`]); the
+    /// driver computes the cut itself.
     fn archive_due(&self, s: &State) -> bool {
-        self.archive_cut_of(s).is_some()
+        s.ledger.archive_may_be_due(
+            self.inner.config.settled_in_memory,
+            self.inner.config.audit_in_memory,
+        )
     }
 
     /// Checks the batch's audit entries as the journal will: consecutive

@@ -919,6 +919,15 @@ impl Ledger {
         (!cut.orders.is_empty() || cut.audit_through > self.archived.audit_through).then_some(cut)
     }
 
+    /// Whether [`Ledger::archive_cut`] may find something, from counts
+    /// alone (no scan): never `false` when it would. More orders held than
+    /// `keep_orders` (settled or not), or more audit entries than
+    /// `keep_audit`.
+    pub fn archive_may_be_due(&self, keep_orders: usize, keep_audit: u64) -> bool {
+        self.orders.len() > keep_orders
+            || self.audit.last_seq().saturating_sub(keep_audit.max(1)) > self.archived.audit_through
+    }
+
     /// Whether `order` is settled: fully paid, and each of its card
     /// payments held and final.
     fn order_settled(&self, order: &Order) -> bool {
