@@ -448,7 +448,7 @@ impl BackgroundVerify {
             let mut replay = Replay::new(after);
             let mut visit = |w| replay.push(w);
             let loaded = tokio::select! {
-                r = store.load_each(&mut visit) => r,
+                r = store.verify_each(&mut visit) => r,
                 _ = &mut cancelled => continue,
             };
             drop(store);
@@ -739,7 +739,7 @@ impl PosEngine {
         // The write lock also waits for a commit cut off by a cancellation.
         let _w = self.write_lock().await;
         let mut replay = Replay::new(0);
-        let loaded = self.inner.store.load_each(&mut |w| replay.push(w)).await;
+        let loaded = self.inner.store.verify_each(&mut |w| replay.push(w)).await;
         if let Some(reason) = replay.failure {
             return Err(PosError::StoreIntegrity {
                 reason,

@@ -77,6 +77,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
             Ok(())
         })
     }
+    /// [`Store::load_each`] as a check of the whole store (the engine's
+    /// background check, `verify_store`): besides every record, whatever
+    /// the store keeps beside its records must agree with them (the SQLite
+    /// store checks its journal's index, which the archived-id lookups
+    /// read). Default: [`Store::load_each`].
+    fn verify_each<'a>(
+        &'a self,
+        visit: &'a mut (dyn FnMut(Write) -> Result<(), StoreError> + Send),
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.load_each(visit)
+    }
     /// Whether a payment record with this id was ever applied: a payment id
     /// the processor may have seen, so never to be taken again (B2), also
     /// once the engine took it out of memory. The engine asks under its
