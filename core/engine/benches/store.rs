@@ -799,8 +799,7 @@ async fn build_history_store(
             processor_ref: format!("bench-ref-{k}"),
         };
         // As the engine records a settled payment: without its card data.
-        p.card.sealed_card_data = Vec::new();
-        p.card.reader_signature = None;
+        p.card.forget_card_data();
         records.push(pos_core::ledger::Write::Payment(Box::new(p)));
     }
     // Back online, the offline session ends; the engine's next snapshot

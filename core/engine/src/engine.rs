@@ -2015,11 +2015,8 @@ impl PosEngine {
         };
         p.state = next;
         if p.state.is_final() {
-            // Settled: the card data is never sent again, so the record
-            // that settles it no longer carries it (the earlier records
-            // keep it sealed in the journal).
-            p.card.sealed_card_data = Vec::new();
-            p.card.reader_signature = None;
+            // Settled: the card data is never sent again.
+            p.card.forget_card_data();
         }
         batch.push(Write::Payment(Box::new(p.clone())));
         let outcome = match &event {

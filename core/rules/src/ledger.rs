@@ -114,6 +114,15 @@ mod compact_bytes {
 }
 
 impl CardRead {
+    /// Drops what only a payment still to be sent needs: the card data
+    /// sealed for the processor and the reader's signature over it. The
+    /// record that settles a payment carries neither (the earlier records
+    /// keep them sealed in the journal).
+    pub fn forget_card_data(&mut self) {
+        self.sealed_card_data = Vec::new();
+        self.reader_signature = None;
+    }
+
     /// Checks the shape of what the reader (or the app) handed over.
     pub fn validate(&self) -> Result<(), String> {
         if self.last4.len() != 4 || !self.last4.bytes().all(|b| b.is_ascii_digit()) {
