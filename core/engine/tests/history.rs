@@ -28,11 +28,8 @@ async fn sqlite(name: &str) -> Arc<SqliteStore> {
 /// entries in memory, with 10 payments taken offline (app-supplied ids
 /// `pay-0`..`pay-9`, orders `order-0`..`order-9`) and forwarded.
 async fn ten_settled(name: &str) -> support::Rig<SqliteStore> {
-    let dir = support::store::temp_dir(name);
-    let keys = Arc::new(FileKeyProvider::open_or_create(dir.join("kek")).unwrap());
-    let store = Arc::new(SqliteStore::open(dir.join("store.db"), keys).await.unwrap());
     let rig = support::Rig::builder()
-        .store(store)
+        .store(sqlite(name).await)
         .configure(|c| {
             c.settled_in_memory = 3;
             c.audit_in_memory = 5;
